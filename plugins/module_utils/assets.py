@@ -1,0 +1,229 @@
+# -*- coding: utf-8 -*-
+# Copyright: nodekeep.backup contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Asset types: how each kind of node data is captured, restored and checked.
+
+An asset type turns a live asset into one plaintext stream for the seal
+pipeline (``capture``), writes a restored stream back to disk (``restore_into``)
+and deep-checks what was restored (``deep_check``). Everything else (sealing,
+repository, manifest, signatures) is shared. A new asset type registers itself
+in ``ASSET_TYPES``.
+"""
+
+from __future__ import absolute_import, annotations, division, print_function
+
+__metaclass__ = type
+
+import contextlib
+import os
+import time
+import uuid
+from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional
+
+from ansible_collections.nodekeep.backup.plugins.module_utils import sqlite as sqlite_utils
+from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
+    CaptureError,
+    RestoreError,
+    describe_os_error,
+)
+from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import Artifact, check_name
+
+
+class Captured:
+    """A plaintext stream ready for sealing, and the facts known about it."""
+
+    def __init__(self, stream: BinaryIO, facts: Optional[Dict[str, Any]] = None, finish: Optional[Callable[[], Dict[str, Any]]] = None):
+        self.stream = stream
+        self.facts = dict(facts or {})
+        self._finish = finish
+
+    def finish(self) -> Dict[str, Any]:
+        """Facts that are only known once the stream has been read (e.g. a tar's file count)."""
+        if self._finish is not None:
+            self.facts.update(self._finish() or {})
+        return self.facts
+
+
+class Staged:
+    """A restored artifact being written beside its final place."""
+
+    def __init__(self, path: str, stream: BinaryIO) -> None:
+        self.path = path
+        self.stream = stream
+
+
+class AssetType:
+    """Base class: one kind of node data."""
+
+    name = "abstract"
+    extension = ""
+    content_format = ""
+    #: options an asset of this type accepts beyond name/type/path
+    options: Dict[str, Any] = {}
+
+    def normalize(self, asset: Dict[str, Any]) -> Dict[str, Any]:
+        normalized = dict(asset)
+        check_name("asset name", str(asset.get("name", "")))
+        path = asset.get("path")
+        if not path or not os.path.isabs(str(path)):
+            raise CaptureError(
+                "asset %s has no absolute path" % asset.get("name"),
+                "give every entry of nodekeep_assets an absolute path",
+            )
+        normalized["path"] = os.path.normpath(str(path))
+        for option, default in self.options.items():
+            normalized.setdefault(option, default)
+        return normalized
+
+    def artifact_file(self, asset: Dict[str, Any]) -> str:
+        return "%s%s.zst.age" % (asset["name"], self.extension)
+
+    @property
+    def artifact_format(self) -> str:
+        return "%s+zstd+age" % self.content_format
+
+    def capture(self, asset: Dict[str, Any], scratch_dir: str) -> "contextlib.AbstractContextManager[Captured]":
+        raise NotImplementedError
+
+    def staging_path(self, artifact: Artifact, target_root: str) -> str:
+        """Where a staged restore puts an asset: its original path mirrored under the target root."""
+        source_path = str(artifact.source.get("path") or artifact.name)
+        return os.path.join(target_root, source_path.lstrip("/"))
+
+    def restore_into(self, target: str, force: bool = False) -> "contextlib.AbstractContextManager[Staged]":
+        raise NotImplementedError
+
+    def deep_check(self, path: str, artifact: Artifact, check: str = "integrity") -> Dict[str, Any]:
+        return {}
+
+
+class FileAssetType(AssetType):
+    """An asset restored as one regular file, written beside its target and linked into place."""
+
+    @contextlib.contextmanager
+    def restore_into(self, target: str, force: bool = False) -> Iterator[Staged]:
+        directory = os.path.dirname(target)
+        if os.path.lexists(target) and not force:
+            raise RestoreError(
+                "the restore target %s already exists" % target,
+                "restore into an empty staging path (nodekeep_restore_to) or set force: true "
+                "to keep the existing file as %s.nodekeep-replaced-<time>" % target,
+            )
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise describe_os_error(exc, "creating the restore directory", directory)
+        temp = os.path.join(directory, ".%s.nodekeep-%s" % (os.path.basename(target), uuid.uuid4().hex[:8]))
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise describe_os_error(exc, "creating the restored file", temp)
+        handle = os.fdopen(fd, "wb", buffering=1 << 20)
+        try:
+            yield Staged(temp, handle)
+            try:
+                handle.flush()
+                os.fsync(handle.fileno())
+                handle.close()
+                if os.path.lexists(target):
+                    os.rename(target, "%s.nodekeep-replaced-%d" % (target, int(time.time())))
+                os.link(temp, target)
+            except FileExistsError:
+                raise RestoreError("the restore target %s appeared during the restore" % target, "nothing was overwritten")
+            except OSError as exc:
+                raise describe_os_error(exc, "placing the restored file", target)
+        finally:
+            if not handle.closed:
+                with contextlib.suppress(OSError):
+                    handle.close()
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                with contextlib.suppress(OSError):
+                    os.unlink(temp + suffix)
+
+
+class SqliteAssetType(FileAssetType):
+    """A live SQLite database, copied with the online backup API from one snapshot."""
+
+    name = "sqlite"
+    extension = ".sqlite"
+    content_format = "sqlite3"
+    options = {"busy_timeout": 5000, "pages_per_step": 1024, "check": "integrity"}
+
+    def normalize(self, asset: Dict[str, Any]) -> Dict[str, Any]:
+        normalized = super().normalize(asset)
+        if normalized["check"] not in sqlite_utils.CHECKS:
+            raise CaptureError(
+                "asset %s: check must be one of %s" % (normalized["name"], ", ".join(sqlite_utils.CHECKS))
+            )
+        return normalized
+
+    @contextlib.contextmanager
+    def capture(self, asset: Dict[str, Any], scratch_dir: str) -> Iterator[Captured]:
+        copy = os.path.join(scratch_dir, "%s.%s.sqlite" % (asset["name"], uuid.uuid4().hex[:8]))
+        try:
+            facts = sqlite_utils.copy_database(
+                asset["path"],
+                copy,
+                busy_timeout_ms=int(asset["busy_timeout"]),
+                pages_per_step=int(asset["pages_per_step"]),
+                check=asset["check"],
+            )
+            with open(copy, "rb") as stream:
+                yield Captured(stream, facts.as_dict())
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(copy)
+
+    def deep_check(self, path: str, artifact: Artifact, check: str = "integrity") -> Dict[str, Any]:
+        sqlite_utils.check_is_database(path, role="restored")
+        result = sqlite_utils.run_check(path, check)
+        facts = sqlite_utils.database_facts(path)
+        expected = artifact.source.get("page_count")
+        if expected is not None and int(expected) != facts["page_count"]:
+            raise RestoreError(
+                "the restored database %s has %d pages, the manifest says %s" % (path, facts["page_count"], expected),
+                "the artifact does not match its manifest; restore another epoch",
+            )
+        return {"integrity": result, "page_count": facts["page_count"]}
+
+
+ASSET_TYPES: Dict[str, AssetType] = {}
+
+
+def register(asset_type: AssetType) -> None:
+    ASSET_TYPES[asset_type.name] = asset_type
+
+
+register(SqliteAssetType())
+
+
+def asset_type(name: str) -> AssetType:
+    try:
+        return ASSET_TYPES[name]
+    except KeyError:
+        raise CaptureError(
+            "unknown asset type %r" % (name,),
+            "use one of: %s" % ", ".join(sorted(ASSET_TYPES)),
+        )
+
+
+def normalize_assets(assets: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Validate an inventory's ``nodekeep_assets`` list; names must be unique."""
+    if not assets:
+        raise CaptureError("no assets were given", "list this node's data in nodekeep_assets")
+    normalized = []
+    seen = set()
+    for index, asset in enumerate(assets):
+        if not isinstance(asset, dict):
+            raise CaptureError("nodekeep_assets entry #%d is not a mapping" % (index + 1), "give name, type and path")
+        for key in ("name", "type", "path"):
+            if not asset.get(key):
+                raise CaptureError(
+                    "nodekeep_assets entry #%d has no %s" % (index + 1, key), "give name, type and path for every asset"
+                )
+        item = asset_type(str(asset["type"])).normalize(asset)
+        if item["name"] in seen:
+            raise CaptureError("two assets are named %s" % item["name"], "asset names must be unique per node")
+        seen.add(item["name"])
+        normalized.append(item)
+    return normalized

@@ -1,0 +1,343 @@
+# -*- coding: utf-8 -*-
+# Copyright: nodekeep.backup contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The three flows on one epoch: backup, verify, restore.
+
+Every module and role goes through these functions, so an asset type, a
+repository backend or a check added here serves the whole collection.
+"""
+
+from __future__ import absolute_import, annotations, division, print_function
+
+__metaclass__ = type
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from typing import Any, Dict, Iterable, List, Optional
+
+from ansible_collections.nodekeep.backup.plugins.module_utils import signing
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import asset_type, normalize_assets
+from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
+    IntegrityError,
+    ManifestError,
+    NodekeepError,
+    RepositoryError,
+)
+from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    Artifact,
+    Manifest,
+    utc_now_iso,
+)
+from ansible_collections.nodekeep.backup.plugins.module_utils.repository import Repository
+from ansible_collections.nodekeep.backup.plugins.module_utils.seal import CHUNK_SIZE, seal, unseal
+
+
+def _private_scratch(scratch_dir: Optional[str], repository: Repository) -> str:
+    if scratch_dir:
+        os.makedirs(scratch_dir, mode=0o700, exist_ok=True)
+        return scratch_dir
+    scratch = getattr(repository, "scratch_dir", None)
+    if scratch is not None:
+        return scratch()
+    return tempfile.gettempdir()
+
+
+# --------------------------------------------------------------------------
+# backup
+# --------------------------------------------------------------------------
+
+
+def backup_epoch(
+    repository: Repository,
+    node: str,
+    assets: List[Dict[str, Any]],
+    recipients: list,
+    recipient_strings: Iterable[str],
+    signing_key,
+    scratch_dir: Optional[str] = None,
+    level: int = 3,
+    labels: Optional[Dict[str, Any]] = None,
+) -> Manifest:
+    """Capture and seal every asset into a new epoch, then write the signed manifest last."""
+    assets = normalize_assets(assets)
+    if not recipients:
+        raise NodekeepError("no age recipient was given", "set nodekeep_age_recipients; nothing was written")
+    scratch = _private_scratch(scratch_dir, repository)
+    epoch = repository.new_epoch(node)
+    started = utc_now_iso()
+    artifacts = []
+    try:
+        for asset in assets:
+            kind = asset_type(asset["type"])
+            file_name = kind.artifact_file(asset)
+            began = time.monotonic()
+            with kind.capture(asset, scratch) as captured:
+                with repository.open_write(node, epoch, file_name) as sink:
+                    result = seal(
+                        captured.stream,
+                        sink,
+                        recipients,
+                        level=level,
+                        sink_name=repository.describe(node, epoch, file_name),
+                    )
+                facts = captured.finish()
+            facts["path"] = asset["path"]
+            facts["seconds"] = round(time.monotonic() - began, 3)
+            for key in ("service", "health_command"):
+                if asset.get(key):
+                    facts[key] = asset[key]
+            artifacts.append(
+                Artifact(
+                    name=asset["name"],
+                    asset_type=kind.name,
+                    file=file_name,
+                    format=kind.artifact_format,
+                    size=result.sealed.size,
+                    sha256=result.sealed.sha256,
+                    content_size=result.content.size,
+                    content_sha256=result.content.sha256,
+                    compressed=result.compressed,
+                    source=facts,
+                )
+            )
+        manifest = Manifest(
+            node=node,
+            epoch=epoch,
+            started=started,
+            finished=utc_now_iso(),
+            recipients=list(recipient_strings),
+            artifacts=artifacts,
+            labels=dict(labels or {}),
+        )
+        data = manifest.to_bytes()
+        signature = signing.sign(data, signing_key)
+        repository.put_bytes(node, epoch, MANIFEST_NAME, data)
+        # The signature is the commit point: written last, it makes the epoch exist.
+        repository.put_bytes(node, epoch, SIGNATURE_NAME, signature.encode("ascii"))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            if not repository.is_complete(node, epoch):
+                repository.remove_epoch(node, epoch)
+        raise
+    return manifest
+
+
+# --------------------------------------------------------------------------
+# reading epochs back
+# --------------------------------------------------------------------------
+
+
+def resolve_epoch(repository: Repository, node: str, selector: str = "latest") -> str:
+    """``latest`` (the newest complete epoch) or an exact epoch name that exists and is complete."""
+    complete = repository.complete_epochs(node)
+    if selector in (None, "", "latest"):
+        if not complete:
+            raise RepositoryError(
+                "node %s has no complete epoch in %s" % (node, repository.location),
+                "run playbooks/backup.yml for this node first (incomplete epochs: %d)"
+                % len(repository.incomplete_epochs(node)),
+            )
+        return complete[-1]
+    if selector not in repository.epoch_names(node):
+        raise RepositoryError(
+            "node %s has no epoch %s in %s" % (node, selector, repository.location),
+            "choose one of the latest: %s" % ", ".join(complete[-5:] or ["(none)"]),
+        )
+    if selector not in complete:
+        raise RepositoryError(
+            "epoch %s of %s is incomplete (no signed manifest): the backup did not finish" % (selector, node),
+            "choose a complete epoch: %s" % ", ".join(complete[-5:] or ["(none)"]),
+        )
+    return selector
+
+
+def load_manifest(repository: Repository, node: str, epoch: str, public_key: str) -> Manifest:
+    """Read the manifest and check its signature against the controller's public key for the node."""
+    if not public_key:
+        raise ManifestError(
+            "no public key was given for node %s" % node,
+            "set nodekeep_signing_public_key (the agent role fetched it to the controller); "
+            "a key found next to the data is never trusted",
+        )
+    data = repository.get_bytes(node, epoch, MANIFEST_NAME)
+    signature = repository.get_bytes(node, epoch, SIGNATURE_NAME, limit=64 << 10).decode("ascii", "replace")
+    signing.verify(data, signature, public_key)
+    return Manifest.from_bytes(data, node=node, epoch=epoch)
+
+
+class _DigestSink:
+    """A sink that only hashes: the cheap checksum pass of verify."""
+
+    def __init__(self) -> None:
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def feed(self, stream) -> None:
+        while True:
+            chunk = stream.read(CHUNK_SIZE)
+            if not chunk:
+                return
+            self.hash.update(chunk)
+            self.size += len(chunk)
+
+
+def _compare(artifact: Artifact, sealed_size: int, sealed_sha: str, content=None) -> List[str]:
+    problems = []
+    if sealed_size != artifact.size:
+        problems.append("size is %d bytes, the manifest says %d" % (sealed_size, artifact.size))
+    if sealed_sha != artifact.sha256:
+        problems.append("SHA-256 does not match the manifest (the artifact was modified or damaged)")
+    if content is not None:
+        if content.size != artifact.content_size or content.sha256 != artifact.content_sha256:
+            problems.append("the decrypted content does not match the manifest's content checksum")
+    return problems
+
+
+def verify_epoch(
+    repository: Repository,
+    node: str,
+    epoch: str,
+    public_key: str,
+    deep: bool = False,
+    identities: Optional[list] = None,
+    scratch_dir: Optional[str] = None,
+    artifacts: Optional[Iterable[str]] = None,
+    check: str = "integrity",
+) -> Dict[str, Any]:
+    """Check the signature, every (or the named) artifact's checksum and, when deep, its content."""
+    epoch = resolve_epoch(repository, node, epoch)
+    report: Dict[str, Any] = {"node": node, "epoch": epoch, "signature": "unchecked", "artifacts": [], "problems": []}
+    try:
+        manifest = load_manifest(repository, node, epoch, public_key)
+    except NodekeepError as exc:
+        report["signature"] = "invalid"
+        report["problems"].append(exc.message)
+        report["ok"] = False
+        return report
+    report["signature"] = "valid"
+    report["finished"] = manifest.finished
+    wanted = set(artifacts) if artifacts else None
+    present = repository.files(node, epoch)
+    scratch = _private_scratch(scratch_dir, repository) if deep else None
+    for artifact in manifest.artifacts:
+        if wanted is not None and artifact.name not in wanted:
+            continue
+        entry: Dict[str, Any] = {"name": artifact.name, "asset_type": artifact.asset_type, "file": artifact.file}
+        began = time.monotonic()
+        try:
+            if artifact.file not in present:
+                raise IntegrityError("%s is missing from the epoch" % artifact.file)
+            if deep:
+                entry.update(_deep_check(repository, node, epoch, artifact, identities or [], scratch, check))
+            else:
+                digest = _DigestSink()
+                with repository.open_read(node, epoch, artifact.file) as stream:
+                    digest.feed(stream)
+                problems = _compare(artifact, digest.size, digest.hash.hexdigest())
+                if problems:
+                    raise IntegrityError("; ".join(problems))
+            entry["checksum"] = "ok"
+            entry["ok"] = True
+        except NodekeepError as exc:
+            entry["ok"] = False
+            entry["error"] = exc.message
+            report["problems"].append("%s: %s" % (artifact.name, exc.message))
+        entry["seconds"] = round(time.monotonic() - began, 3)
+        report["artifacts"].append(entry)
+    extra = sorted(set(present) - {a.file for a in manifest.artifacts} - {MANIFEST_NAME, SIGNATURE_NAME})
+    if extra:
+        report["unlisted_files"] = extra
+    report["ok"] = not report["problems"]
+    return report
+
+
+def _deep_check(repository, node, epoch, artifact: Artifact, identities, scratch: str, check: str) -> Dict[str, Any]:
+    """Decrypt into scratch space (one pass: checksums and content together) and run the asset's check."""
+    kind = asset_type(artifact.asset_type)
+    workdir = tempfile.mkdtemp(prefix="verify-%s-" % artifact.name, dir=scratch)
+    try:
+        target = kind.staging_path(artifact, workdir)
+        with kind.restore_into(target) as staged:
+            restored = _unseal_checked(repository, node, epoch, artifact, identities, staged)
+            checks = kind.deep_check(staged.path, artifact, check)
+        return {"deep": "ok", "content_sha256": restored.content.sha256, "checks": checks}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _unseal_checked(repository, node, epoch, artifact: Artifact, identities, staged):
+    with repository.open_read(node, epoch, artifact.file) as stream:
+        result = unseal(stream, staged.stream, identities, sink_name=staged.path)
+    staged.stream.flush()
+    problems = _compare(artifact, result.sealed.size, result.sealed.sha256, result.content)
+    if problems:
+        raise IntegrityError(
+            "artifact %s: %s" % (artifact.name, "; ".join(problems)),
+            "do not trust this copy; restore another epoch or copy",
+        )
+    return result
+
+
+# --------------------------------------------------------------------------
+# staged restore
+# --------------------------------------------------------------------------
+
+
+def restore_epoch(
+    repository: Repository,
+    node: str,
+    epoch: str,
+    public_key: str,
+    identities: list,
+    target_root: str,
+    artifacts: Optional[Iterable[str]] = None,
+    force: bool = False,
+    check: str = "integrity",
+) -> Dict[str, Any]:
+    """Verify the manifest, then unseal each artifact beside its staging target, check it and link it in."""
+    if not target_root or not os.path.isabs(target_root):
+        raise RepositoryError(
+            "the restore target %r is not an absolute path" % (target_root,),
+            "set nodekeep_restore_to to an absolute staging directory",
+        )
+    epoch = resolve_epoch(repository, node, epoch)
+    manifest = load_manifest(repository, node, epoch, public_key)
+    wanted = list(artifacts) if artifacts else [a.name for a in manifest.artifacts]
+    selected = [manifest.artifact(name) for name in wanted]
+    # Refuse before writing anything when a target exists: nothing is half restored.
+    planned = []
+    for artifact in selected:
+        kind = asset_type(artifact.asset_type)
+        target = kind.staging_path(artifact, target_root)
+        if os.path.lexists(target) and not force:
+            raise RepositoryError(
+                "the restore target %s already exists" % target,
+                "restore into an empty staging path (nodekeep_restore_to) or set force: true "
+                "(the existing data is kept beside it as .nodekeep-replaced-<time>)",
+            )
+        planned.append((artifact, kind, target))
+    restored = []
+    for artifact, kind, target in planned:
+        began = time.monotonic()
+        with kind.restore_into(target, force=force) as staged:
+            result = _unseal_checked(repository, node, epoch, artifact, identities, staged)
+            checks = kind.deep_check(staged.path, artifact, check)
+        restored.append(
+            {
+                "name": artifact.name,
+                "asset_type": artifact.asset_type,
+                "path": target,
+                "source_path": artifact.source.get("path"),
+                "size": result.content.size,
+                "sha256": result.content.sha256,
+                "checks": checks,
+                "seconds": round(time.monotonic() - began, 3),
+            }
+        )
+    return {"node": node, "epoch": epoch, "target": target_root, "artifacts": restored, "manifest": manifest.summary()}

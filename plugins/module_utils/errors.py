@@ -1,0 +1,96 @@
+# -*- coding: utf-8 -*-
+# Copyright: nodekeep.backup contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Errors an operator can act on.
+
+Every error raised by the engine says what went wrong and what to do about it,
+and never carries secret material. Modules turn them into ``fail_json``.
+"""
+
+from __future__ import absolute_import, annotations, division, print_function
+
+__metaclass__ = type
+
+
+class NodekeepError(Exception):
+    """A failure with a problem statement and, when known, a remedy."""
+
+    kind = "error"
+
+    def __init__(self, problem: str, remedy: str = "", **details: object) -> None:
+        self.problem = problem
+        self.remedy = remedy
+        self.details = details
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        if self.remedy:
+            return "%s: %s" % (self.problem.rstrip("."), self.remedy)
+        return self.problem
+
+    def to_result(self) -> dict:
+        """Fields for ``fail_json``: msg plus a machine-readable kind."""
+        result = {"msg": self.message, "error_kind": self.kind}
+        if self.details:
+            result["error_details"] = dict(self.details)
+        return result
+
+
+class SealError(NodekeepError):
+    kind = "seal"
+
+
+class UnsealError(NodekeepError):
+    kind = "unseal"
+
+
+class RepositoryError(NodekeepError):
+    kind = "repository"
+
+
+class ManifestError(NodekeepError):
+    kind = "manifest"
+
+
+class SignatureError(NodekeepError):
+    kind = "signature"
+
+
+class CaptureError(NodekeepError):
+    kind = "capture"
+
+
+class IntegrityError(NodekeepError):
+    kind = "integrity"
+
+
+class RestoreError(NodekeepError):
+    kind = "restore"
+
+
+def describe_os_error(exc: OSError, what: str, path: str) -> NodekeepError:
+    """Turn a low-level OSError into an actionable error naming the path."""
+    import errno
+
+    code = exc.errno
+    if code == errno.ENOSPC or code == errno.EDQUOT:
+        return RepositoryError(
+            "no space left on the device holding %s while %s" % (path, what),
+            "free space there or point the repository at a larger disk; the partial "
+            "file was removed and earlier epochs are intact",
+            path=path,
+        )
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return RepositoryError(
+            "permission denied on %s while %s" % (path, what),
+            "run as a user that may write there (become: true) or choose a writable path",
+            path=path,
+        )
+    if code == errno.ENOENT:
+        return RepositoryError(
+            "%s does not exist (while %s)" % (path, what),
+            "create the parent directory or correct the path",
+            path=path,
+        )
+    return RepositoryError("%s failed on %s: %s" % (what, path, exc.strerror or exc), path=path)

@@ -1,0 +1,206 @@
+# -*- coding: utf-8 -*-
+# Copyright: nodekeep.backup contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The epoch manifest: one format, one writer, one reader.
+
+``manifest.json`` lists every artifact of an epoch with its size, SHA-256 and
+source facts. It is written last, beside a detached SSH signature
+(``manifest.json.sig``). The format is documented in ``docs/manifest.md``.
+"""
+
+from __future__ import absolute_import, annotations, division, print_function
+
+__metaclass__ = type
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Dict, List, Optional
+
+from ansible_collections.nodekeep.backup.plugins.module_utils.errors import ManifestError
+
+FORMAT = "nodekeep.manifest/v1"
+MANIFEST_NAME = "manifest.json"
+SIGNATURE_NAME = "manifest.json.sig"
+TOOL_NAME = "nodekeep.backup"
+TOOL_VERSION = "0.1.0"
+EPOCH_RE = re.compile(r"^\d{8}T\d{6}Z$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
+ASSET_TYPES = ("sqlite", "rocksdb", "zfs", "btrfs", "files", "secret", "config", "postgres")
+
+
+def epoch_name(moment: Optional[datetime] = None) -> str:
+    """The epoch name for a UTC start time: ``YYYYMMDDTHHMMSSZ``."""
+    moment = moment or datetime.now(timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def epoch_time(name: str) -> datetime:
+    if not EPOCH_RE.match(name or ""):
+        raise ManifestError("%r is not an epoch name (YYYYMMDDTHHMMSSZ)" % (name,), "pick one that epoch_info lists")
+    return datetime.strptime(name, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+
+
+def utc_now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def check_name(kind: str, value: str) -> str:
+    if not NAME_RE.match(value or ""):
+        raise ManifestError(
+            "%s %r is not a valid name" % (kind, value),
+            "use letters, digits, dot, dash and underscore (at most 128 characters), starting with a letter or digit",
+        )
+    return value
+
+
+@dataclass
+class Artifact:
+    """One sealed asset of an epoch."""
+
+    name: str
+    asset_type: str
+    file: str
+    format: str
+    size: int
+    sha256: str
+    content_size: int
+    content_sha256: str
+    compressed: bool = True
+    source: Dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "name": self.name,
+            "asset_type": self.asset_type,
+            "file": self.file,
+            "format": self.format,
+            "size": self.size,
+            "sha256": self.sha256,
+            "content_size": self.content_size,
+            "content_sha256": self.content_sha256,
+            "compressed": self.compressed,
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "Artifact":
+        try:
+            artifact = cls(
+                name=check_name("artifact name", data["name"]),
+                asset_type=str(data["asset_type"]),
+                file=check_name("artifact file", data["file"]),
+                format=str(data["format"]),
+                size=int(data["size"]),
+                sha256=str(data["sha256"]),
+                content_size=int(data["content_size"]),
+                content_sha256=str(data["content_sha256"]),
+                compressed=bool(data.get("compressed", True)),
+                source=dict(data.get("source") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ManifestError("an artifact entry of the manifest is malformed (%s)" % exc, "the epoch cannot be used")
+        if not HEX64_RE.match(artifact.sha256) or not HEX64_RE.match(artifact.content_sha256):
+            raise ManifestError("artifact %s has a malformed SHA-256" % artifact.name, "the epoch cannot be used")
+        if artifact.file in (MANIFEST_NAME, SIGNATURE_NAME):
+            raise ManifestError("artifact %s claims a reserved file name" % artifact.name, "the epoch cannot be used")
+        return artifact
+
+
+@dataclass
+class Manifest:
+    """The signed table of contents of one epoch."""
+
+    node: str
+    epoch: str
+    started: str
+    finished: str
+    recipients: List[str]
+    artifacts: List[Artifact] = field(default_factory=list)
+    tool: Dict[str, str] = field(default_factory=lambda: {"name": TOOL_NAME, "version": TOOL_VERSION})
+    labels: Dict[str, Any] = field(default_factory=dict)
+    format: str = FORMAT
+
+    def artifact(self, name: str) -> Artifact:
+        for artifact in self.artifacts:
+            if artifact.name == name:
+                return artifact
+        raise ManifestError(
+            "epoch %s of %s has no artifact named %s" % (self.epoch, self.node, name),
+            "choose one of: %s" % ", ".join(a.name for a in self.artifacts),
+        )
+
+    @property
+    def total_size(self) -> int:
+        return sum(a.size for a in self.artifacts)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "format": self.format,
+            "node": self.node,
+            "epoch": self.epoch,
+            "started": self.started,
+            "finished": self.finished,
+            "tool": dict(self.tool),
+            "recipients": list(self.recipients),
+            "labels": dict(self.labels),
+            "artifacts": [a.to_dict() for a in self.artifacts],
+        }
+
+    def to_bytes(self) -> bytes:
+        """Canonical bytes: sorted keys, two-space indent, UTF-8, trailing newline."""
+        return (json.dumps(self.to_dict(), sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, data: bytes, node: Optional[str] = None, epoch: Optional[str] = None) -> "Manifest":
+        """Parse and validate; ``node``/``epoch`` must match where the manifest was found."""
+        try:
+            doc = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ManifestError("manifest.json is not valid JSON (%s)" % exc, "the epoch cannot be used")
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise ManifestError(
+                "manifest.json is not a %s document" % FORMAT,
+                "it was written by another tool or version; upgrade nodekeep.backup",
+            )
+        try:
+            manifest = cls(
+                node=check_name("node", doc["node"]),
+                epoch=str(doc["epoch"]),
+                started=str(doc["started"]),
+                finished=str(doc["finished"]),
+                recipients=[str(r) for r in doc.get("recipients") or []],
+                artifacts=[Artifact.from_dict(a) for a in doc["artifacts"]],
+                tool=dict(doc.get("tool") or {}),
+                labels=dict(doc.get("labels") or {}),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ManifestError("manifest.json lacks a required field (%s)" % exc, "the epoch cannot be used")
+        epoch_time(manifest.epoch)
+        if node is not None and manifest.node != node:
+            raise ManifestError(
+                "the manifest names node %s but was found under node %s" % (manifest.node, node),
+                "an epoch was copied between nodes; do not restore it as this node",
+            )
+        if epoch is not None and manifest.epoch != epoch:
+            raise ManifestError(
+                "the manifest names epoch %s but was found in epoch %s" % (manifest.epoch, epoch),
+                "the epoch directory was renamed or tampered with",
+            )
+        names = [a.name for a in manifest.artifacts]
+        files = [a.file for a in manifest.artifacts]
+        if len(set(names)) != len(names) or len(set(files)) != len(files):
+            raise ManifestError("the manifest lists an artifact twice", "the epoch cannot be used")
+        return manifest
+
+    def summary(self) -> Dict[str, Any]:
+        return {
+            "node": self.node,
+            "epoch": self.epoch,
+            "started": self.started,
+            "finished": self.finished,
+            "artifacts": len(self.artifacts),
+            "size": self.total_size,
+        }

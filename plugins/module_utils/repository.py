@@ -1,0 +1,311 @@
+# -*- coding: utf-8 -*-
+# Copyright: nodekeep.backup contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The repository: where epochs live, write-once.
+
+Layout: ``ROOT/NODE/EPOCH/<artifact files>``, ``manifest.json`` and
+``manifest.json.sig``. An epoch is complete when its signature exists; the
+signature is always the last object written, so a crash at any point leaves
+an epoch without a signature, which verify, restore and retention ignore.
+
+Callers use the ``Repository`` interface only: ``open_repository()`` picks the
+backend from a spec, so an object-store backend plugs in without touching them.
+"""
+
+from __future__ import absolute_import, annotations, division, print_function
+
+__metaclass__ = type
+
+import contextlib
+import os
+import shutil
+import time
+import uuid
+from abc import ABC, abstractmethod
+from typing import BinaryIO, Dict, Iterator, List, Optional, Union
+
+from ansible_collections.nodekeep.backup.plugins.module_utils.errors import RepositoryError, describe_os_error
+from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
+    EPOCH_RE,
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    check_name,
+    epoch_name,
+)
+
+DEFAULT_LOCAL_ROOT = "/var/backups/nodekeep"
+TEMP_PREFIX = ".nodekeep-tmp-"
+
+
+class Repository(ABC):
+    """A write-once store of epochs, addressed by node, epoch and file name."""
+
+    kind = "abstract"
+
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Where the repository is, for messages and reports."""
+
+    @abstractmethod
+    def nodes(self) -> List[str]:
+        """Nodes that have at least one epoch directory."""
+
+    @abstractmethod
+    def epoch_names(self, node: str) -> List[str]:
+        """Every epoch of ``node`` present, complete or not, oldest first."""
+
+    @abstractmethod
+    def files(self, node: str, epoch: str) -> Dict[str, int]:
+        """Committed file names of an epoch and their sizes (temporary files excluded)."""
+
+    @abstractmethod
+    def claim_epoch(self, node: str, epoch: str) -> bool:
+        """Reserve an epoch name for a new backup; False when it is taken."""
+
+    @abstractmethod
+    def open_write(self, node: str, epoch: str, name: str) -> "contextlib.AbstractContextManager[BinaryIO]":
+        """A write-once stream: visible under ``name`` only if the block ends without error."""
+
+    @abstractmethod
+    def open_read(self, node: str, epoch: str, name: str) -> "contextlib.AbstractContextManager[BinaryIO]":
+        """A readable stream of a committed file."""
+
+    @abstractmethod
+    def remove_epoch(self, node: str, epoch: str) -> None:
+        """Remove a whole epoch (retention); the signature goes first so no half epoch looks complete."""
+
+    def describe(self, node: str, epoch: str = "", name: str = "") -> str:
+        return "/".join(p for p in (self.location.rstrip("/"), node, epoch, name) if p)
+
+    # ------------------------------------------------------------------
+    # shared behaviour, written once on top of the primitives
+    # ------------------------------------------------------------------
+
+    def put_bytes(self, node: str, epoch: str, name: str, data: bytes) -> None:
+        with self.open_write(node, epoch, name) as handle:
+            handle.write(data)
+
+    def get_bytes(self, node: str, epoch: str, name: str, limit: int = 16 << 20) -> bytes:
+        with self.open_read(node, epoch, name) as handle:
+            data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise RepositoryError("%s is larger than %d bytes" % (self.describe(node, epoch, name), limit))
+        return data
+
+    def exists(self, node: str, epoch: str, name: str) -> bool:
+        return name in self.files(node, epoch)
+
+    def is_complete(self, node: str, epoch: str) -> bool:
+        present = self.files(node, epoch)
+        return MANIFEST_NAME in present and SIGNATURE_NAME in present
+
+    def complete_epochs(self, node: str) -> List[str]:
+        """Epochs whose manifest and signature were written, oldest first."""
+        return [e for e in self.epoch_names(node) if self.is_complete(node, e)]
+
+    def incomplete_epochs(self, node: str) -> List[str]:
+        return [e for e in self.epoch_names(node) if not self.is_complete(node, e)]
+
+    def new_epoch(self, node: str, now=None) -> str:
+        """Claim the epoch named by the current UTC second (waits for the next second on a clash)."""
+        check_name("node", node)
+        for _attempt in range(5):
+            name = epoch_name(now)
+            if self.claim_epoch(node, name):
+                return name
+            now = None
+            time.sleep(1.0 - (time.time() % 1.0) + 0.01)
+        raise RepositoryError(
+            "could not claim a new epoch name for %s in %s" % (node, self.location),
+            "another backup of this node is running; let it finish",
+        )
+
+
+# --------------------------------------------------------------------------
+# local directory backend
+# --------------------------------------------------------------------------
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalRepository(Repository):
+    """Epochs in a local directory, each file fsynced and linked into place when complete."""
+
+    kind = "local"
+
+    def __init__(self, root: str, create: bool = True) -> None:
+        if not root or not os.path.isabs(root):
+            raise RepositoryError(
+                "the repository path %r is not an absolute path" % (root,),
+                "set nodekeep_repository_path to an absolute directory such as %s" % DEFAULT_LOCAL_ROOT,
+            )
+        self.root = os.path.normpath(root)
+        if os.path.exists(self.root) and not os.path.isdir(self.root):
+            raise RepositoryError("the repository path %s exists but is not a directory" % self.root, "choose another path")
+        if create:
+            self._makedirs(self.root)
+        elif not os.path.isdir(self.root):
+            raise RepositoryError(
+                "there is no repository at %s" % self.root,
+                "check nodekeep_repository_path; run a backup first to create it",
+            )
+
+    @property
+    def location(self) -> str:
+        return self.root
+
+    def _makedirs(self, path: str) -> None:
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise describe_os_error(exc, "creating the repository directory", path)
+
+    def _epoch_dir(self, node: str, epoch: str) -> str:
+        check_name("node", node)
+        if not EPOCH_RE.match(epoch or ""):
+            raise RepositoryError("%r is not an epoch name" % (epoch,), "epoch names look like 20260101T000000Z")
+        return os.path.join(self.root, node, epoch)
+
+    def _path(self, node: str, epoch: str, name: str) -> str:
+        check_name("file", name)
+        return os.path.join(self._epoch_dir(node, epoch), name)
+
+    def nodes(self) -> List[str]:
+        try:
+            entries = sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            return []
+        return [e for e in entries if not e.startswith(".") and os.path.isdir(os.path.join(self.root, e))]
+
+    def epoch_names(self, node: str) -> List[str]:
+        check_name("node", node)
+        try:
+            entries = os.listdir(os.path.join(self.root, node))
+        except FileNotFoundError:
+            return []
+        return sorted(e for e in entries if EPOCH_RE.match(e))
+
+    def files(self, node: str, epoch: str) -> Dict[str, int]:
+        directory = self._epoch_dir(node, epoch)
+        result = {}
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+                        continue
+                    result[entry.name] = entry.stat(follow_symlinks=False).st_size
+        except FileNotFoundError:
+            return {}
+        return result
+
+    def claim_epoch(self, node: str, epoch: str) -> bool:
+        directory = self._epoch_dir(node, epoch)
+        self._makedirs(os.path.dirname(directory))
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise describe_os_error(exc, "creating the epoch directory", directory)
+        _fsync_dir(os.path.dirname(directory))
+        return True
+
+    @contextlib.contextmanager
+    def open_write(self, node: str, epoch: str, name: str) -> Iterator[BinaryIO]:
+        final = self._path(node, epoch, name)
+        directory = os.path.dirname(final)
+        if os.path.lexists(final):
+            raise RepositoryError(
+                "%s already exists and the repository is write-once" % final,
+                "write a new epoch instead of rewriting this one",
+            )
+        if not os.path.isdir(directory):
+            self._makedirs(directory)
+        temp = os.path.join(directory, "%s%s-%s" % (TEMP_PREFIX, name, uuid.uuid4().hex[:8]))
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+        except OSError as exc:
+            raise describe_os_error(exc, "creating %s" % name, temp)
+        handle = os.fdopen(fd, "wb", buffering=1 << 20)
+        committed = False
+        try:
+            yield handle
+            try:
+                handle.flush()
+                os.fsync(handle.fileno())
+                handle.close()
+                # link() refuses to replace an existing name: write-once even against a racing writer.
+                os.link(temp, final)
+            except FileExistsError:
+                raise RepositoryError("%s appeared while it was being written" % final, "another run wrote the same epoch")
+            except OSError as exc:
+                raise describe_os_error(exc, "writing %s" % name, final)
+            committed = True
+        finally:
+            if not handle.closed:
+                with contextlib.suppress(OSError):
+                    handle.close()
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            if committed:
+                _fsync_dir(directory)
+
+    @contextlib.contextmanager
+    def open_read(self, node: str, epoch: str, name: str) -> Iterator[BinaryIO]:
+        path = self._path(node, epoch, name)
+        try:
+            handle = open(path, "rb")
+        except FileNotFoundError:
+            raise RepositoryError(
+                "%s is missing" % path,
+                "the epoch is incomplete or was pruned; choose another epoch",
+            )
+        except OSError as exc:
+            raise describe_os_error(exc, "reading %s" % name, path)
+        with handle:
+            yield handle
+
+    def remove_epoch(self, node: str, epoch: str) -> None:
+        directory = self._epoch_dir(node, epoch)
+        for name in (SIGNATURE_NAME, MANIFEST_NAME):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, name))
+        with contextlib.suppress(FileNotFoundError):
+            _fsync_dir(directory)
+        if os.path.isdir(directory):
+            shutil.rmtree(directory)
+        _fsync_dir(os.path.dirname(directory))
+
+    def scratch_dir(self) -> str:
+        """A private directory on the repository's filesystem for transient plaintext copies."""
+        path = os.path.join(self.root, ".scratch")
+        self._makedirs(path)
+        os.chmod(path, 0o700)
+        return path
+
+    def free_bytes(self) -> Optional[int]:
+        try:
+            info = os.statvfs(self.root)
+        except OSError:
+            return None
+        return info.f_bavail * info.f_frsize
+
+
+def open_repository(spec: Union[str, Dict[str, object]], create: bool = True) -> Repository:
+    """Build a repository from a path or ``{"type": "local", "path": ...}``."""
+    if isinstance(spec, dict):
+        kind = str(spec.get("type", "local"))
+        if kind == "local":
+            return LocalRepository(str(spec.get("path") or DEFAULT_LOCAL_ROOT), create=create)
+        raise RepositoryError("unknown repository type %r" % kind, "use type: local")
+    text = str(spec or "")
+    if "://" in text:
+        raise RepositoryError("repository %r: object-store backends are not available yet" % text, "use a local path")
+    return LocalRepository(text or DEFAULT_LOCAL_ROOT, create=create)

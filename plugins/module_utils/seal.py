@@ -1,0 +1,493 @@
+# -*- coding: utf-8 -*-
+# Copyright: nodekeep.backup contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The seal pipeline: one streaming pass of zstd, age and SHA-256.
+
+``seal()`` reads a plaintext stream, hashes it, compresses it with zstd
+(optional), encrypts it with age to one or more recipients and writes the
+result to a sink while hashing the sealed bytes. ``unseal()`` does the reverse.
+Memory stays bounded (a few MiB of buffers plus zstd's window) whatever the
+size of the stream, and the stages run in overlapping threads: pyrage and
+zstandard release the GIL while they work.
+
+The output is a standard age file whose payload is a standard zstd frame, so
+``age -d -i KEY ARTIFACT | zstd -d`` restores it without this collection.
+
+Encryption fails closed: with no recipient, or with one that does not parse,
+nothing is written.
+"""
+
+from __future__ import absolute_import, annotations, division, print_function
+
+__metaclass__ = type
+
+import hashlib
+import io
+import os
+import threading
+from dataclasses import asdict, dataclass
+from typing import BinaryIO, Iterable, List, Optional
+
+from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
+    SealError,
+    UnsealError,
+    describe_os_error,
+)
+
+try:
+    import pyrage
+    from pyrage import ssh as _age_ssh
+    from pyrage import x25519 as _age_x25519
+
+    HAS_PYRAGE = True
+    PYRAGE_IMPORT_ERROR = None
+except ImportError as _exc:  # pragma: no cover - exercised by the sanity import test
+    HAS_PYRAGE = False
+    PYRAGE_IMPORT_ERROR = _exc
+
+try:
+    import zstandard
+
+    HAS_ZSTANDARD = True
+    ZSTANDARD_IMPORT_ERROR = None
+except ImportError as _exc:  # pragma: no cover
+    HAS_ZSTANDARD = False
+    ZSTANDARD_IMPORT_ERROR = _exc
+
+CHUNK_SIZE = 4 << 20
+PIPE_SIZE = 1 << 20
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+AGE_MAGIC = b"age-encryption.org/v1\n"
+AGE_ARMOR_MAGIC = b"-----BEGIN AGE ENCRYPTED FILE-----"
+DEFAULT_LEVEL = 3
+
+
+@dataclass
+class Digest:
+    """Size and SHA-256 of one stream."""
+
+    size: int
+    sha256: str
+
+
+@dataclass
+class SealResult:
+    """What one pass of the pipeline saw: the plaintext and the sealed bytes."""
+
+    content: Digest
+    sealed: Digest
+    compressed: bool
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def require_libraries() -> None:
+    """Raise a clear error when the node lacks pyrage or zstandard."""
+    missing = []
+    if not HAS_PYRAGE:
+        missing.append("pyrage")
+    if not HAS_ZSTANDARD:
+        missing.append("zstandard")
+    if missing:
+        raise SealError(
+            "the Python libraries %s are missing on this host" % ", ".join(missing),
+            "run the nodekeep.backup.agent role (it installs them into the node "
+            "virtualenv) and run modules with that interpreter",
+        )
+
+
+# --------------------------------------------------------------------------
+# recipients and identities
+# --------------------------------------------------------------------------
+
+
+def _key_lines(text: str) -> List[str]:
+    lines = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            lines.append(line)
+    return lines
+
+
+def parse_recipient(text: str, where: str = "recipient"):
+    """Parse one public age recipient (``age1...``, ``ssh-ed25519 ...``, ``ssh-rsa ...``)."""
+    require_libraries()
+    value = text.strip()
+    try:
+        if value.startswith("age1"):
+            return _age_x25519.Recipient.from_str(value)
+        if value.startswith("ssh-"):
+            return _age_ssh.Recipient.from_str(value)
+    except Exception as exc:  # pyrage.RecipientError and friends
+        raise SealError(
+            "%s %r is not a valid age recipient (%s)" % (where, value[:24], exc),
+            "give age public keys (age1...) or SSH public keys (ssh-ed25519/ssh-rsa); "
+            "encryption fails closed, nothing was written",
+        )
+    raise SealError(
+        "%s %r is not an age recipient" % (where, value[:24]),
+        "give age public keys (age1...) or SSH public keys (ssh-ed25519/ssh-rsa), never "
+        "an identity (AGE-SECRET-KEY-...); encryption fails closed, nothing was written",
+    )
+
+
+def load_recipients(recipients: Iterable[str] = (), recipient_files: Iterable[str] = ()) -> list:
+    """Collect recipients from strings and files; refuse an empty set."""
+    parsed = []
+    for index, value in enumerate(recipients or ()):
+        if value is None or not str(value).strip():
+            raise SealError(
+                "recipient #%d is empty" % (index + 1),
+                "remove the empty entry or give an age public key; encryption fails closed",
+            )
+        if str(value).strip().startswith("AGE-SECRET-KEY-"):
+            raise SealError(
+                "recipient #%d is an age identity (a secret key), not a recipient" % (index + 1),
+                "give its public key (age-keygen -y KEYFILE prints it) and keep the secret off this host",
+            )
+        parsed.append(parse_recipient(str(value), "recipient #%d" % (index + 1)))
+    for path in recipient_files or ():
+        try:
+            with open(path, "r", encoding="utf-8") as handle:
+                lines = _key_lines(handle.read())
+        except OSError as exc:
+            raise SealError(
+                "cannot read recipients file %s (%s)" % (path, exc.strerror),
+                "check the path and its permissions",
+            )
+        if not lines:
+            raise SealError("recipients file %s holds no recipient" % path, "add at least one age public key")
+        for number, line in enumerate(lines, 1):
+            parsed.append(parse_recipient(line, "recipient on line %d of %s" % (number, path)))
+    if not parsed:
+        raise SealError(
+            "no age recipient was given",
+            "set nodekeep_age_recipients (age public keys of whoever may restore); "
+            "encryption fails closed, nothing was written",
+        )
+    return parsed
+
+
+def _parse_identity_text(text: str, where: str) -> list:
+    if "-----BEGIN OPENSSH PRIVATE KEY-----" in text:
+        try:
+            return [_age_ssh.Identity.from_buffer(text.encode("utf-8"))]
+        except Exception:
+            raise UnsealError(
+                "%s holds an SSH private key that age cannot use" % where,
+                "give an unencrypted ssh-ed25519 or ssh-rsa key, or an age identity file",
+            )
+    identities = []
+    for line in _key_lines(text):
+        if not line.startswith("AGE-SECRET-KEY-"):
+            raise UnsealError(
+                "%s holds a line that is not an age identity" % where,
+                "give a file made by age-keygen (lines AGE-SECRET-KEY-...)",
+            )
+        try:
+            identities.append(_age_x25519.Identity.from_str(line))
+        except Exception:
+            raise UnsealError("%s holds a malformed age identity" % where, "regenerate or re-copy the key file")
+    return identities
+
+
+def load_identities(identities: Iterable[str] = (), identity_files: Iterable[str] = ()) -> list:
+    """Collect age identities from strings and files. Never echoes key material."""
+    require_libraries()
+    parsed = []
+    for index, value in enumerate(identities or ()):
+        parsed.extend(_parse_identity_text(str(value), "identity #%d" % (index + 1)))
+    for path in identity_files or ():
+        try:
+            with open(path, "r", encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as exc:
+            raise UnsealError(
+                "cannot read identity file %s (%s)" % (path, exc.strerror),
+                "check nodekeep_age_identity_file and its permissions",
+            )
+        parsed.extend(_parse_identity_text(text, "identity file %s" % path))
+    if not parsed:
+        raise UnsealError(
+            "no age identity was given",
+            "set nodekeep_age_identity_file to a key that matches one of the recipients",
+        )
+    return parsed
+
+
+# --------------------------------------------------------------------------
+# stream helpers
+# --------------------------------------------------------------------------
+
+
+class _HashingWriter:
+    """A sink wrapper that counts and hashes what passes through it."""
+
+    def __init__(self, sink: BinaryIO) -> None:
+        self._sink = sink
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self.error: Optional[BaseException] = None
+
+    def write(self, data) -> int:
+        try:
+            self._sink.write(data)
+        except BaseException as exc:
+            self.error = exc
+            raise
+        self._hash.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self._sink.flush()
+
+    def digest(self) -> Digest:
+        return Digest(self.size, self._hash.hexdigest())
+
+
+class _HashingReader:
+    """A source wrapper that counts and hashes what is read from it."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self._source = source
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self.error: Optional[BaseException] = None
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data = self._source.read(size)
+        except BaseException as exc:
+            self.error = exc
+            raise
+        if data:
+            self._hash.update(data)
+            self.size += len(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(CHUNK_SIZE):
+            pass
+
+    def digest(self) -> Digest:
+        return Digest(self.size, self._hash.hexdigest())
+
+
+def _pipe():
+    read_fd, write_fd = os.pipe()
+    try:
+        import fcntl
+
+        fcntl.fcntl(write_fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+    except (ImportError, OSError):
+        pass
+    return io.open(read_fd, "rb", buffering=PIPE_SIZE), io.open(write_fd, "wb", buffering=PIPE_SIZE)
+
+
+def _read_chunks(source: BinaryIO, size: int = CHUNK_SIZE):
+    readinto = getattr(source, "readinto", None)
+    if readinto is not None:
+        buf = bytearray(size)
+        view = memoryview(buf)
+        while True:
+            count = readinto(buf)
+            if not count:
+                return
+            yield view[:count]
+    else:
+        while True:
+            data = source.read(size)
+            if not data:
+                return
+            yield data
+
+
+class _Worker(threading.Thread):
+    """A daemon thread that keeps the exception it died of."""
+
+    def __init__(self, target, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self._target_fn = target
+        self.error: Optional[BaseException] = None
+
+    def run(self) -> None:
+        try:
+            self._target_fn()
+        except BaseException as exc:  # re-raised by the caller after join()
+            self.error = exc
+
+
+def _raise_sink_error(error: BaseException, sink_name: str) -> None:
+    if isinstance(error, OSError):
+        raise describe_os_error(error, "writing the sealed artifact", sink_name)
+    raise error
+
+
+# --------------------------------------------------------------------------
+# the pipeline
+# --------------------------------------------------------------------------
+
+
+def seal(
+    source: BinaryIO,
+    sink: BinaryIO,
+    recipients: list,
+    compress: bool = True,
+    level: int = DEFAULT_LEVEL,
+    threads: int = -1,
+    sink_name: str = "the repository",
+) -> SealResult:
+    """Compress, encrypt and hash ``source`` into ``sink`` in one streaming pass."""
+    require_libraries()
+    if not recipients:
+        raise SealError(
+            "no age recipient was given",
+            "set nodekeep_age_recipients; encryption fails closed, nothing was written",
+        )
+    content_hash = hashlib.sha256()
+    content_size = 0
+    sealed = _HashingWriter(sink)
+    pipe_reader, pipe_writer = _pipe()
+
+    def encrypt() -> None:
+        try:
+            pyrage.encrypt_io(pipe_reader, sealed, recipients)
+        finally:
+            pipe_reader.close()
+
+    worker = _Worker(encrypt, "nodekeep-age-encrypt")
+    worker.start()
+    feed_error: Optional[BaseException] = None
+    try:
+        if compress:
+            compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
+            stage = compressor.stream_writer(pipe_writer, closefd=False)
+        else:
+            stage = pipe_writer
+        for chunk in _read_chunks(source):
+            content_hash.update(chunk)
+            content_size += len(chunk)
+            stage.write(chunk)
+        if compress:
+            stage.flush(zstandard.FLUSH_FRAME)
+        pipe_writer.flush()
+    except BaseException as exc:
+        feed_error = exc
+    finally:
+        try:
+            pipe_writer.close()
+        except OSError:
+            pass
+    worker.join()
+    # The sink's own error (full disk, permission) is the root cause; report it first.
+    if sealed.error is not None:
+        _raise_sink_error(sealed.error, sink_name)
+    if worker.error is not None:
+        if isinstance(worker.error, OSError):
+            _raise_sink_error(worker.error, sink_name)
+        raise SealError("age encryption failed: %s" % worker.error, "nothing usable was written")
+    if feed_error is not None:
+        if isinstance(feed_error, OSError) and not isinstance(feed_error, BrokenPipeError):
+            raise SealError(
+                "reading the source failed: %s" % (feed_error.strerror or feed_error),
+                "check that the source is readable and retry",
+            )
+        raise feed_error
+    return SealResult(Digest(content_size, content_hash.hexdigest()), sealed.digest(), compress)
+
+
+def unseal(
+    source: BinaryIO,
+    sink: BinaryIO,
+    identities: list,
+    sink_name: str = "the restore target",
+) -> SealResult:
+    """Decrypt, decompress (when the payload is zstd) and hash ``source`` into ``sink``."""
+    require_libraries()
+    if not identities:
+        raise UnsealError("no age identity was given", "set nodekeep_age_identity_file")
+    sealed = _HashingReader(source)
+    pipe_reader, pipe_writer = _pipe()
+
+    def decrypt() -> None:
+        try:
+            pyrage.decrypt_io(sealed, pipe_writer, identities)
+            pipe_writer.flush()
+        finally:
+            try:
+                pipe_writer.close()
+            except OSError:
+                pass
+
+    worker = _Worker(decrypt, "nodekeep-age-decrypt")
+    worker.start()
+    content_hash = hashlib.sha256()
+    content_size = 0
+    compressed = False
+    drain_error: Optional[BaseException] = None
+    try:
+        compressed = pipe_reader.peek(len(ZSTD_MAGIC))[: len(ZSTD_MAGIC)] == ZSTD_MAGIC
+        if compressed:
+            stage = zstandard.ZstdDecompressor().stream_reader(pipe_reader, read_across_frames=True)
+        else:
+            stage = pipe_reader
+        for chunk in _read_chunks(stage):
+            content_hash.update(chunk)
+            content_size += len(chunk)
+            sink.write(chunk)
+    except BaseException as exc:
+        drain_error = exc
+    finally:
+        pipe_reader.close()
+    worker.join()
+    if worker.error is not None and not isinstance(worker.error, BrokenPipeError):
+        _raise_decrypt_error(worker.error, sealed)
+    if drain_error is not None:
+        if isinstance(drain_error, OSError):
+            raise describe_os_error(drain_error, "writing restored data", sink_name)
+        raise UnsealError(
+            "the decrypted payload is not valid zstd data (%s)" % drain_error,
+            "the artifact is corrupt: restore from another epoch or copy",
+        )
+    return SealResult(Digest(content_size, content_hash.hexdigest()), sealed.digest(), compressed)
+
+
+def _raise_decrypt_error(error: BaseException, sealed: _HashingReader) -> None:
+    if sealed.error is not None and isinstance(sealed.error, OSError):
+        raise UnsealError("reading the artifact failed: %s" % (sealed.error.strerror or sealed.error))
+    text = str(error)
+    if "No matching keys" in text or "no identity matched" in text.lower():
+        raise UnsealError(
+            "none of the given age identities can open this artifact",
+            "it was sealed to other recipients: use the identity that matches one of the "
+            "recipients listed in the manifest",
+        )
+    if "header" in text.lower():
+        raise UnsealError(
+            "the artifact is not an age file or its header is damaged (%s)" % text,
+            "restore from another epoch or copy",
+        )
+    raise UnsealError(
+        "the artifact failed age authentication (%s): it was modified or truncated after sealing" % text,
+        "do not trust this copy; restore from another epoch or copy",
+    )
+
+
+def seal_bytes(data: bytes, recipients: list, compress: bool = True) -> bytes:
+    """Seal a small in-memory payload (keys, configs) through the same pipeline."""
+    out = io.BytesIO()
+    seal(io.BytesIO(data), out, recipients, compress=compress)
+    return out.getvalue()
+
+
+def unseal_bytes(data: bytes, identities: list) -> bytes:
+    out = io.BytesIO()
+    unseal(io.BytesIO(data), out, identities)
+    return out.getvalue()
+
+
+def is_age_file(head: bytes) -> bool:
+    return head.startswith(AGE_MAGIC) or head.startswith(AGE_ARMOR_MAGIC)

@@ -1,0 +1,237 @@
+# -*- coding: utf-8 -*-
+# Copyright: nodekeep.backup contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Consistent copies of live SQLite databases with the online backup API.
+
+The copy pins one read snapshot of the source for the whole backup (a read
+transaction opened before the first step), so steps of ``pages_per_step``
+pages never restart however busy the writers are, and the copy is exactly one
+committed state of the database. In WAL mode writers go on committing during
+the copy; in rollback-journal mode they wait (their busy timeout) until it
+ends, as with ``sqlite3 .backup``.
+
+Uses apsw, which bundles its own SQLite. Never open the same database with
+two different SQLite libraries in one process: POSIX locks are per process and
+the two copies of SQLite would break each other's locking.
+"""
+
+from __future__ import absolute_import, annotations, division, print_function
+
+__metaclass__ = type
+
+import contextlib
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+from ansible_collections.nodekeep.backup.plugins.module_utils.errors import CaptureError, IntegrityError, describe_os_error
+
+try:
+    import apsw
+
+    HAS_APSW = True
+    APSW_IMPORT_ERROR = None
+except ImportError as _exc:  # pragma: no cover
+    HAS_APSW = False
+    APSW_IMPORT_ERROR = _exc
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+CHECKS = ("integrity", "quick", "none")
+
+
+@dataclass
+class SqliteFacts:
+    """What the manifest records about a SQLite copy."""
+
+    page_count: int
+    page_size: int
+    journal_mode: str
+    integrity: str
+    sqlite_version: str
+    snapshot_at: str
+    copy_seconds: float
+    check_seconds: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _require() -> None:
+    if not HAS_APSW:
+        raise CaptureError(
+            "the Python library apsw is missing on this host",
+            "run the nodekeep.backup.agent role (it installs apsw into the node virtualenv) "
+            "and run the module with that interpreter",
+        )
+
+
+def check_is_database(path: str, role: str = "source") -> None:
+    """Refuse missing paths and files that are not SQLite databases, naming the problem."""
+    if not os.path.lexists(path):
+        raise CaptureError(
+            "the %s database %s does not exist" % (role, path),
+            "check the asset path in nodekeep_assets (a typo, or the service keeps its DB elsewhere)",
+        )
+    if os.path.isdir(path):
+        raise CaptureError("the %s database %s is a directory, not a file" % (role, path), "give the path of the .db file")
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise CaptureError("cannot read the %s database %s (%s)" % (role, path, exc.strerror), "run with become: true")
+    if header != SQLITE_HEADER:
+        if not header:
+            raise CaptureError("the %s database %s is an empty file" % (role, path), "check the asset path")
+        raise CaptureError(
+            "%s is not an SQLite database (its header is not 'SQLite format 3')" % path,
+            "check the asset path and type in nodekeep_assets",
+        )
+
+
+def _open_private(path: str):
+    """Open a copy nobody else writes to, without locks or side files."""
+    return apsw.Connection("file:%s?immutable=1" % path, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+
+
+def run_check(path: str, check: str = "integrity") -> str:
+    """``PRAGMA integrity_check`` or ``quick_check`` on a private copy; returns 'ok' or raises."""
+    _require()
+    if check == "none":
+        return "skipped"
+    if check not in CHECKS:
+        raise CaptureError("unknown check %r" % check, "use one of: %s" % ", ".join(CHECKS))
+    pragma = "integrity_check" if check == "integrity" else "quick_check"
+    connection = _open_private(path)
+    try:
+        rows = [str(r[0]) for r in connection.execute("PRAGMA %s" % pragma)]
+    except apsw.Error as exc:
+        raise IntegrityError("%s of %s could not run: %s" % (pragma, path, exc), "the copy is damaged")
+    finally:
+        connection.close()
+    if rows != ["ok"]:
+        raise IntegrityError(
+            "%s of %s failed: %s" % (pragma, path, "; ".join(rows[:5])),
+            "the database is damaged; do not restore it",
+        )
+    return "ok"
+
+
+def database_facts(path: str) -> dict:
+    """Page count, page size and journal mode of a private copy."""
+    _require()
+    connection = _open_private(path)
+    try:
+        page_count = connection.execute("PRAGMA page_count").fetchone()[0]
+        page_size = connection.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        connection.close()
+    with open(path, "rb") as handle:
+        header = handle.read(20)
+    journal_mode = "wal" if header[18:20] == b"\x02\x02" else "rollback"
+    return {"page_count": int(page_count), "page_size": int(page_size), "journal_mode": journal_mode}
+
+
+def _busy_error(path: str, busy_timeout_ms: int) -> CaptureError:
+    return CaptureError(
+        "the database %s stayed locked for longer than the busy timeout (%d ms)" % (path, busy_timeout_ms),
+        "a writer holds an exclusive lock: raise busy_timeout, take the backup when the writer is idle, "
+        "or switch the database to WAL mode; nothing was written",
+    )
+
+
+def copy_database(
+    src: str,
+    dest: str,
+    busy_timeout_ms: int = 5000,
+    pages_per_step: int = 1024,
+    check: str = "integrity",
+) -> SqliteFacts:
+    """Copy ``src`` into the new file ``dest`` (which must not exist) from one consistent snapshot.
+
+    The copy is written beside ``dest`` under a temporary name, checked, fsynced
+    and renamed. On any error nothing is left at ``dest``.
+    """
+    _require()
+    check_is_database(src)
+    if pages_per_step == 0 or pages_per_step < -1:
+        raise CaptureError("pages_per_step must be a positive number of pages or -1 (all at once)")
+    if os.path.lexists(dest):
+        raise CaptureError("the destination %s already exists" % dest, "remove it, choose another path or set force")
+    directory = os.path.dirname(os.path.abspath(dest)) or "."
+    if not os.path.isdir(directory):
+        raise CaptureError("the destination directory %s does not exist" % directory, "create it first")
+    temp = os.path.join(directory, ".%s.nodekeep-%s" % (os.path.basename(dest), uuid.uuid4().hex[:8]))
+    started = time.monotonic()
+    try:
+        try:
+            source = apsw.Connection(src, flags=apsw.SQLITE_OPEN_READONLY)
+        except apsw.Error as exc:
+            raise CaptureError("cannot open %s: %s" % (src, exc), "check the path and that this user may read it")
+        try:
+            source.set_busy_timeout(int(busy_timeout_ms))
+            snapshot_at = time.time()
+            try:
+                # Pin one snapshot: the backup steps read from it and never restart.
+                source.execute("BEGIN")
+                source.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+            except apsw.BusyError:
+                raise _busy_error(src, busy_timeout_ms)
+            except apsw.NotADBError:
+                raise CaptureError("%s is not an SQLite database" % src, "check the asset path and type")
+            except apsw.Error as exc:
+                raise CaptureError("cannot read %s: %s" % (src, exc), "check the database and retry")
+            try:
+                destination = apsw.Connection(temp)
+            except apsw.Error as exc:
+                raise CaptureError("cannot create %s: %s" % (temp, exc), "check that the destination is writable")
+            try:
+                with destination.backup("main", source, "main") as backup:
+                    while not backup.done:
+                        backup.step(pages_per_step)
+            except apsw.BusyError:
+                raise _busy_error(src, busy_timeout_ms)
+            except apsw.FullError:
+                raise describe_os_error(OSError(28, "No space left on device"), "writing the SQLite copy", dest)
+            except apsw.Error as exc:
+                if "disk is full" in str(exc) or "SQLITE_FULL" in str(exc):
+                    raise describe_os_error(OSError(28, "No space left on device"), "writing the SQLite copy", dest)
+                raise CaptureError("the online backup of %s failed: %s" % (src, exc), "retry; if it persists check the disk")
+            finally:
+                destination.close()
+        finally:
+            with contextlib.suppress(apsw.Error):
+                source.execute("ROLLBACK")
+            source.close()
+        copy_seconds = time.monotonic() - started
+        checked = time.monotonic()
+        integrity = run_check(temp, check)
+        check_seconds = time.monotonic() - checked
+        facts = database_facts(temp)
+        with open(temp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        try:
+            os.link(temp, dest)
+        except FileExistsError:
+            raise CaptureError("the destination %s appeared during the backup" % dest, "nothing was overwritten")
+        except OSError as exc:
+            raise describe_os_error(exc, "placing the SQLite copy", dest)
+    finally:
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                os.unlink(temp + suffix)
+    return SqliteFacts(
+        page_count=facts["page_count"],
+        page_size=facts["page_size"],
+        journal_mode=facts["journal_mode"],
+        integrity=integrity,
+        sqlite_version=apsw.sqlite_lib_version(),
+        snapshot_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(snapshot_at)),
+        copy_seconds=round(copy_seconds, 3),
+        check_seconds=round(check_seconds, 3),
+    )
+
+
+def sqlite_version() -> Optional[str]:
+    return apsw.sqlite_lib_version() if HAS_APSW else None
