@@ -26,7 +26,7 @@ import io
 import os
 import threading
 from dataclasses import asdict, dataclass
-from typing import BinaryIO, Iterable, List, Optional
+from typing import BinaryIO, Iterable, List, Optional, Tuple
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
     SealError,
@@ -133,41 +133,45 @@ def parse_recipient(text: str, where: str = "recipient"):
     )
 
 
-def load_recipients(recipients: Iterable[str] = (), recipient_files: Iterable[str] = ()) -> list:
-    """Collect recipients from strings and files; refuse an empty set."""
-    parsed = []
+def recipient_lines(recipients: Iterable[str] = (), recipient_files: Iterable[str] = ()) -> List[Tuple[str, str]]:
+    """Every recipient given as a string or in a file, with where it came from (for messages)."""
+    lines = []
     for index, value in enumerate(recipients or ()):
+        where = "recipient #%d" % (index + 1)
         if value is None or not str(value).strip():
             raise SealError(
-                "recipient #%d is empty" % (index + 1),
-                "remove the empty entry or give an age public key; encryption fails closed",
+                "%s is empty" % where, "remove the empty entry or give an age public key; encryption fails closed"
             )
         if str(value).strip().startswith("AGE-SECRET-KEY-"):
             raise SealError(
-                "recipient #%d is an age identity (a secret key), not a recipient" % (index + 1),
+                "%s is an age identity (a secret key), not a recipient" % where,
                 "give its public key (age-keygen -y KEYFILE prints it) and keep the secret off this host",
             )
-        parsed.append(parse_recipient(str(value), "recipient #%d" % (index + 1)))
+        lines.append((str(value).strip(), where))
     for path in recipient_files or ():
         try:
             with open(path, "r", encoding="utf-8") as handle:
-                lines = _key_lines(handle.read())
+                found = _key_lines(handle.read())
         except OSError as exc:
             raise SealError(
                 "cannot read recipients file %s (%s)" % (path, exc.strerror),
                 "check the path and its permissions",
             )
-        if not lines:
+        if not found:
             raise SealError("recipients file %s holds no recipient" % path, "add at least one age public key")
-        for number, line in enumerate(lines, 1):
-            parsed.append(parse_recipient(line, "recipient on line %d of %s" % (number, path)))
-    if not parsed:
+        lines.extend((line, "recipient on line %d of %s" % (number, path)) for number, line in enumerate(found, 1))
+    if not lines:
         raise SealError(
             "no age recipient was given",
             "set nodekeep_age_recipients (age public keys of whoever may restore); "
             "encryption fails closed, nothing was written",
         )
-    return parsed
+    return lines
+
+
+def load_recipients(recipients: Iterable[str] = (), recipient_files: Iterable[str] = ()) -> list:
+    """Parse recipients from strings and files; refuse an empty set or any invalid entry."""
+    return [parse_recipient(line, where) for line, where in recipient_lines(recipients, recipient_files)]
 
 
 def _parse_identity_text(text: str, where: str) -> list:

@@ -1,0 +1,78 @@
+# -*- coding: utf-8 -*-
+# Copyright: nodekeep.backup contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Shared module plumbing: common options, dependency checks and error reporting.
+
+Modules stay thin: an argument spec built with ``argspec()``, a check-mode
+guard, one call into the engine inside ``run()``, and ``exit_json``.
+"""
+
+from __future__ import absolute_import, annotations, division, print_function
+
+__metaclass__ = type
+
+import traceback
+from typing import Any, Callable, Dict
+
+from ansible.module_utils.basic import missing_required_lib
+
+from ansible_collections.nodekeep.backup.plugins.module_utils import seal as _seal
+from ansible_collections.nodekeep.backup.plugins.module_utils import signing as _signing
+from ansible_collections.nodekeep.backup.plugins.module_utils import sqlite as _sqlite
+from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError
+from ansible_collections.nodekeep.backup.plugins.module_utils.repository import DEFAULT_LOCAL_ROOT
+
+REPOSITORY_OPTIONS: Dict[str, Dict[str, Any]] = {
+    "repository": {"type": "path", "default": DEFAULT_LOCAL_ROOT},
+    "node": {"type": "str", "required": True},
+}
+
+AGE_RECIPIENT_OPTIONS: Dict[str, Dict[str, Any]] = {
+    "recipients": {"type": "list", "elements": "str", "default": []},
+    "recipients_files": {"type": "list", "elements": "path", "default": []},
+}
+
+AGE_IDENTITY_OPTIONS: Dict[str, Dict[str, Any]] = {
+    "identities": {"type": "list", "elements": "str", "default": [], "no_log": True},
+    "identity_files": {"type": "list", "elements": "path", "default": []},
+}
+
+_LIBRARIES = {
+    "pyrage": (_seal, "HAS_PYRAGE", "PYRAGE_IMPORT_ERROR"),
+    "zstandard": (_seal, "HAS_ZSTANDARD", "ZSTANDARD_IMPORT_ERROR"),
+    "cryptography": (_signing, "HAS_CRYPTOGRAPHY", "CRYPTOGRAPHY_IMPORT_ERROR"),
+    "apsw": (_sqlite, "HAS_APSW", "APSW_IMPORT_ERROR"),
+}
+
+
+def argspec(*groups: Dict[str, Dict[str, Any]], **own: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """Merge shared option groups with a module's own options."""
+    spec: Dict[str, Dict[str, Any]] = {}
+    for group in groups:
+        for name, option in group.items():
+            spec[name] = dict(option)
+    spec.update(own)
+    return spec
+
+
+def require_libraries(module, *names: str) -> None:
+    """Fail with Ansible's standard missing-library message, pointing at the agent role."""
+    for name in names:
+        holder, flag, error = _LIBRARIES[name]
+        if not getattr(holder, flag):
+            module.fail_json(
+                msg=missing_required_lib(name)
+                + " Run the nodekeep.backup.agent role and use its virtualenv as ansible_python_interpreter.",
+                exception=str(getattr(holder, error)),
+            )
+
+
+def run(module, action: Callable[[], Dict[str, Any]]) -> None:
+    """Run ``action`` and exit with its result; engine errors become clean failures."""
+    try:
+        result = action()
+    except NodekeepError as exc:
+        module.fail_json(**exc.to_result())
+    except Exception as exc:  # an engine bug: keep the traceback for -vvv
+        module.fail_json(msg="unexpected error: %s" % exc, exception=traceback.format_exc())
+    module.exit_json(**result)

@@ -1,0 +1,213 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: nodekeep.backup contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: epoch_backup
+short_description: Back up a node's assets into a new signed epoch
+version_added: 0.1.0
+description:
+  - Captures every asset of a node consistently (the SQLite online backup API from one pinned snapshot, ...),
+    seals each as one stream (zstd, age to the given recipients, SHA-256, in one pass with bounded memory)
+    into a new epoch C(REPOSITORY/NODE/EPOCH/), then writes C(manifest.json) and its Ed25519 signature last.
+  - The epoch is named by its UTC start time C(YYYYMMDDTHHMMSSZ).
+  - A run that fails or is killed leaves no signed manifest, so the partial epoch never counts as a backup;
+    earlier epochs are never touched.
+  - Any holder of an age identity can restore an artifact with standard tools,
+    C(age -d -i KEY ARTIFACT | zstd -d > FILE).
+author: nodekeep.backup developers
+extends_documentation_fragment:
+  - nodekeep.backup._repository
+  - nodekeep.backup._repository.AGE_RECIPIENTS
+  - nodekeep.backup._attributes
+attributes:
+  check_mode:
+    support: full
+    details: In check mode the assets, recipients and signing key are validated and nothing is written.
+  diff_mode:
+    support: none
+  idempotent:
+    support: none
+    details: Every run takes a new backup; a backup is an action, not a state.
+options:
+  assets:
+    description:
+      - The node's assets, as in the inventory variable C(nodekeep_assets).
+      - Each needs C(name) (unique per node), C(type) and an absolute C(path).
+      - "Type V(sqlite) accepts C(busy_timeout) (ms, default 5000), C(pages_per_step) (default 1024)
+        and C(check) (V(integrity), V(quick) or V(none); default V(integrity))."
+    type: list
+    elements: dict
+    required: true
+  signing_key:
+    description:
+      - The node's Ed25519 private key (OpenSSH format, mode 0600) that signs the manifest.
+      - Created by M(nodekeep.backup.signing_key).
+    type: path
+    default: /etc/nodekeep/signing_key
+  compression_level:
+    description: zstd compression level.
+    type: int
+    default: 3
+  scratch_dir:
+    description:
+      - Private directory (mode 0700) for the transient plaintext copies some asset types need.
+      - Defaults to C(.scratch) inside a local repository. Copies are removed after sealing.
+    type: path
+  labels:
+    description: Free-form labels recorded in the manifest (for example the inventory groups).
+    type: dict
+    default: {}
+notes:
+  - Runs on the node, with the Python of the agent role's virtualenv (apsw, pyrage, zstandard, cryptography).
+requirements:
+  - apsw
+  - pyrage
+  - zstandard
+  - cryptography
+seealso:
+  - module: nodekeep.backup.integrity_check
+  - module: nodekeep.backup.epoch_restore
+  - module: nodekeep.backup.sqlite_backup
+  - role: nodekeep.backup.backup
+    description: Runs this module for every node from inventory.
+"""
+
+EXAMPLES = r"""
+- name: Back up the node's SQLite database
+  nodekeep.backup.epoch_backup:
+    node: "{{ inventory_hostname }}"
+    repository: /var/backups/nodekeep
+    recipients:
+      - age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p
+    assets:
+      - name: node-db
+        type: sqlite
+        path: /var/lib/animica/node/animica.db
+  register: backup
+
+- name: Show what was written
+  ansible.builtin.debug:
+    msg: "Epoch {{ backup.epoch }}: {{ backup.artifacts | length }} artifacts, {{ backup.size }} bytes"
+"""
+
+RETURN = r"""
+epoch:
+  description: Name of the new epoch (its UTC start time).
+  returned: success and not check mode
+  type: str
+  sample: 20261122T023000Z
+path:
+  description: Location of the epoch in the repository.
+  returned: success and not check mode
+  type: str
+  sample: /var/backups/nodekeep/node1/20261122T023000Z
+size:
+  description: Total bytes of the sealed artifacts.
+  returned: success and not check mode
+  type: int
+  sample: 272629760
+duration:
+  description: Seconds the backup took.
+  returned: success
+  type: float
+  sample: 1.42
+artifacts:
+  description: One entry per asset, as recorded in the manifest.
+  returned: success and not check mode
+  type: list
+  elements: dict
+  sample:
+    - name: node-db
+      asset_type: sqlite
+      file: node-db.sqlite.zst.age
+      size: 272629760
+      sha256: 4adb79f5de7125ccd77509afc24559eede4c2351b884dfe1c2c9ba2298bbd228
+      content_size: 533463040
+      content_sha256: f1b5fbc7280421feb48359083e6d92bfea8e6ec6d1fa365088f6104c4a27d848
+      source: {integrity: ok, page_count: 130240, journal_mode: wal}
+manifest:
+  description: Summary of the signed manifest.
+  returned: success and not check mode
+  type: dict
+  sample: {node: node1, epoch: 20261122T023000Z, artifacts: 1, size: 272629760}
+"""
+
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import normalize_assets
+from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
+    AGE_RECIPIENT_OPTIONS,
+    REPOSITORY_OPTIONS,
+    argspec,
+    require_libraries,
+    run,
+)
+from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import backup_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.repository import open_repository
+from ansible_collections.nodekeep.backup.plugins.module_utils.seal import parse_recipient, recipient_lines
+from ansible_collections.nodekeep.backup.plugins.module_utils.signing import load_private_key
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argspec(
+            REPOSITORY_OPTIONS,
+            AGE_RECIPIENT_OPTIONS,
+            assets={"type": "list", "elements": "dict", "required": True},
+            signing_key={"type": "path", "default": "/etc/nodekeep/signing_key", "no_log": False},
+            compression_level={"type": "int", "default": 3},
+            scratch_dir={"type": "path"},
+            labels={"type": "dict", "default": {}},
+        ),
+        supports_check_mode=True,
+    )
+    require_libraries(module, "pyrage", "zstandard", "cryptography", "apsw")
+    params = module.params
+
+    def action():
+        started = time.monotonic()
+        lines = recipient_lines(params["recipients"], params["recipients_files"])
+        recipients = [parse_recipient(line, where) for line, where in lines]
+        key = load_private_key(params["signing_key"])
+        assets = normalize_assets(params["assets"])
+        if module.check_mode:
+            return {
+                "changed": True,
+                "assets": [a["name"] for a in assets],
+                "duration": round(time.monotonic() - started, 3),
+            }
+        repository = open_repository(params["repository"])
+        manifest = backup_epoch(
+            repository,
+            params["node"],
+            assets,
+            recipients,
+            [line for line, _where in lines],
+            key,
+            scratch_dir=params["scratch_dir"],
+            level=params["compression_level"],
+            labels=params["labels"],
+        )
+        return {
+            "changed": True,
+            "epoch": manifest.epoch,
+            "path": repository.describe(manifest.node, manifest.epoch),
+            "size": manifest.total_size,
+            "duration": round(time.monotonic() - started, 3),
+            "artifacts": [a.to_dict() for a in manifest.artifacts],
+            "manifest": manifest.summary(),
+        }
+
+    run(module, action)
+
+
+if __name__ == "__main__":
+    main()
