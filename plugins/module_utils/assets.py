@@ -18,7 +18,8 @@ import contextlib
 import os
 import time
 import uuid
-from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional
+from collections.abc import Iterator
+from typing import Any, BinaryIO, Callable, ClassVar
 
 from ansible_collections.nodekeep.backup.plugins.module_utils import sqlite as sqlite_utils
 from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
@@ -32,12 +33,12 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import Ar
 class Captured:
     """A plaintext stream ready for sealing, and the facts known about it."""
 
-    def __init__(self, stream: BinaryIO, facts: Optional[Dict[str, Any]] = None, finish: Optional[Callable[[], Dict[str, Any]]] = None):
+    def __init__(self, stream: BinaryIO, facts: dict[str, Any] | None = None, finish: Callable[[], dict[str, Any]] | None = None):
         self.stream = stream
         self.facts = dict(facts or {})
         self._finish = finish
 
-    def finish(self) -> Dict[str, Any]:
+    def finish(self) -> dict[str, Any]:
         """Facts that are only known once the stream has been read (e.g. a tar's file count)."""
         if self._finish is not None:
             self.facts.update(self._finish() or {})
@@ -59,9 +60,9 @@ class AssetType:
     extension = ""
     content_format = ""
     #: options an asset of this type accepts beyond name/type/path
-    options: Dict[str, Any] = {}
+    options: ClassVar[dict[str, Any]] = {}
 
-    def normalize(self, asset: Dict[str, Any]) -> Dict[str, Any]:
+    def normalize(self, asset: dict[str, Any]) -> dict[str, Any]:
         normalized = dict(asset)
         check_name("asset name", str(asset.get("name", "")))
         path = asset.get("path")
@@ -75,14 +76,14 @@ class AssetType:
             normalized.setdefault(option, default)
         return normalized
 
-    def artifact_file(self, asset: Dict[str, Any]) -> str:
+    def artifact_file(self, asset: dict[str, Any]) -> str:
         return "%s%s.zst.age" % (asset["name"], self.extension)
 
     @property
     def artifact_format(self) -> str:
         return "%s+zstd+age" % self.content_format
 
-    def capture(self, asset: Dict[str, Any], scratch_dir: str) -> "contextlib.AbstractContextManager[Captured]":
+    def capture(self, asset: dict[str, Any], scratch_dir: str) -> contextlib.AbstractContextManager[Captured]:
         raise NotImplementedError
 
     def staging_path(self, artifact: Artifact, target_root: str) -> str:
@@ -90,10 +91,10 @@ class AssetType:
         source_path = str(artifact.source.get("path") or artifact.name)
         return os.path.join(target_root, source_path.lstrip("/"))
 
-    def restore_into(self, target: str, force: bool = False) -> "contextlib.AbstractContextManager[Staged]":
+    def restore_into(self, target: str, force: bool = False) -> contextlib.AbstractContextManager[Staged]:
         raise NotImplementedError
 
-    def deep_check(self, path: str, artifact: Artifact, check: str = "integrity") -> Dict[str, Any]:
+    def deep_check(self, path: str, artifact: Artifact, check: str = "integrity") -> dict[str, Any]:
         return {}
 
 
@@ -147,9 +148,9 @@ class SqliteAssetType(FileAssetType):
     name = "sqlite"
     extension = ".sqlite"
     content_format = "sqlite3"
-    options = {"busy_timeout": 5000, "pages_per_step": 1024, "check": "integrity"}
+    options: ClassVar[dict[str, Any]] = {"busy_timeout": 5000, "pages_per_step": 1024, "check": "integrity"}
 
-    def normalize(self, asset: Dict[str, Any]) -> Dict[str, Any]:
+    def normalize(self, asset: dict[str, Any]) -> dict[str, Any]:
         normalized = super().normalize(asset)
         if normalized["check"] not in sqlite_utils.CHECKS:
             raise CaptureError(
@@ -158,7 +159,7 @@ class SqliteAssetType(FileAssetType):
         return normalized
 
     @contextlib.contextmanager
-    def capture(self, asset: Dict[str, Any], scratch_dir: str) -> Iterator[Captured]:
+    def capture(self, asset: dict[str, Any], scratch_dir: str) -> Iterator[Captured]:
         copy = os.path.join(scratch_dir, "%s.%s.sqlite" % (asset["name"], uuid.uuid4().hex[:8]))
         try:
             facts = sqlite_utils.copy_database(
@@ -174,7 +175,7 @@ class SqliteAssetType(FileAssetType):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(copy)
 
-    def deep_check(self, path: str, artifact: Artifact, check: str = "integrity") -> Dict[str, Any]:
+    def deep_check(self, path: str, artifact: Artifact, check: str = "integrity") -> dict[str, Any]:
         sqlite_utils.check_is_database(path, role="restored")
         result = sqlite_utils.run_check(path, check)
         facts = sqlite_utils.database_facts(path)
@@ -187,7 +188,7 @@ class SqliteAssetType(FileAssetType):
         return {"integrity": result, "page_count": facts["page_count"]}
 
 
-ASSET_TYPES: Dict[str, AssetType] = {}
+ASSET_TYPES: dict[str, AssetType] = {}
 
 
 def register(asset_type: AssetType) -> None:
@@ -207,7 +208,7 @@ def asset_type(name: str) -> AssetType:
         )
 
 
-def normalize_assets(assets: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+def normalize_assets(assets: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Validate an inventory's ``nodekeep_assets`` list; names must be unique."""
     if not assets:
         raise CaptureError("no assets were given", "list this node's data in nodekeep_assets")

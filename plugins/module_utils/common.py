@@ -12,7 +12,7 @@ from __future__ import absolute_import, annotations, division, print_function
 __metaclass__ = type
 
 import traceback
-from typing import Any, Callable, Dict
+from typing import Any, Callable
 
 from ansible.module_utils.basic import missing_required_lib
 
@@ -22,17 +22,17 @@ from ansible_collections.nodekeep.backup.plugins.module_utils import sqlite as _
 from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError
 from ansible_collections.nodekeep.backup.plugins.module_utils.repository import DEFAULT_LOCAL_ROOT
 
-REPOSITORY_OPTIONS: Dict[str, Dict[str, Any]] = {
+REPOSITORY_OPTIONS: dict[str, dict[str, Any]] = {
     "repository": {"type": "path", "default": DEFAULT_LOCAL_ROOT},
     "node": {"type": "str", "required": True},
 }
 
-AGE_RECIPIENT_OPTIONS: Dict[str, Dict[str, Any]] = {
+AGE_RECIPIENT_OPTIONS: dict[str, dict[str, Any]] = {
     "recipients": {"type": "list", "elements": "str", "default": []},
     "recipients_files": {"type": "list", "elements": "path", "default": []},
 }
 
-AGE_IDENTITY_OPTIONS: Dict[str, Dict[str, Any]] = {
+AGE_IDENTITY_OPTIONS: dict[str, dict[str, Any]] = {
     "identities": {"type": "list", "elements": "str", "default": [], "no_log": True},
     "identity_files": {"type": "list", "elements": "path", "default": []},
 }
@@ -45,9 +45,9 @@ _LIBRARIES = {
 }
 
 
-def argspec(*groups: Dict[str, Dict[str, Any]], **own: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+def argspec(*groups: dict[str, dict[str, Any]], **own: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Merge shared option groups with a module's own options."""
-    spec: Dict[str, Dict[str, Any]] = {}
+    spec: dict[str, dict[str, Any]] = {}
     for group in groups:
         for name, option in group.items():
             spec[name] = dict(option)
@@ -67,12 +67,12 @@ def require_libraries(module, *names: str) -> None:
             )
 
 
-def run(module, action: Callable[[], Dict[str, Any]]) -> None:
+def run(module, action: Callable[[], dict[str, Any]]) -> None:
     """Run ``action`` and exit with its result; engine errors become clean failures."""
     try:
         result = action()
     except NodekeepError as exc:
         module.fail_json(**exc.to_result())
-    except Exception as exc:  # an engine bug: keep the traceback for -vvv
+    except Exception as exc:  # noqa: BLE001 - an engine bug: report it with the traceback for -vvv
         module.fail_json(msg="unexpected error: %s" % exc, exception=traceback.format_exc())
     module.exit_json(**result)

@@ -17,7 +17,8 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, Dict, Iterable, List, Optional
+from collections.abc import Iterable
+from typing import Any
 
 from ansible_collections.nodekeep.backup.plugins.module_utils import signing
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets import asset_type, normalize_assets
@@ -38,7 +39,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.repository import 
 from ansible_collections.nodekeep.backup.plugins.module_utils.seal import CHUNK_SIZE, seal, unseal
 
 
-def _private_scratch(scratch_dir: Optional[str], repository: Repository) -> str:
+def _private_scratch(scratch_dir: str | None, repository: Repository) -> str:
     if scratch_dir:
         os.makedirs(scratch_dir, mode=0o700, exist_ok=True)
         return scratch_dir
@@ -56,13 +57,13 @@ def _private_scratch(scratch_dir: Optional[str], repository: Repository) -> str:
 def backup_epoch(
     repository: Repository,
     node: str,
-    assets: List[Dict[str, Any]],
+    assets: list[dict[str, Any]],
     recipients: list,
     recipient_strings: Iterable[str],
     signing_key,
-    scratch_dir: Optional[str] = None,
+    scratch_dir: str | None = None,
     level: int = 3,
-    labels: Optional[Dict[str, Any]] = None,
+    labels: dict[str, Any] | None = None,
 ) -> Manifest:
     """Capture and seal every asset into a new epoch, then write the signed manifest last."""
     assets = normalize_assets(assets)
@@ -187,15 +188,14 @@ class _DigestSink:
             self.size += len(chunk)
 
 
-def _compare(artifact: Artifact, sealed_size: int, sealed_sha: str, content=None) -> List[str]:
+def _compare(artifact: Artifact, sealed_size: int, sealed_sha: str, content=None) -> list[str]:
     problems = []
     if sealed_size != artifact.size:
         problems.append("size is %d bytes, the manifest says %d" % (sealed_size, artifact.size))
     if sealed_sha != artifact.sha256:
         problems.append("SHA-256 does not match the manifest (the artifact was modified or damaged)")
-    if content is not None:
-        if content.size != artifact.content_size or content.sha256 != artifact.content_sha256:
-            problems.append("the decrypted content does not match the manifest's content checksum")
+    if content is not None and (content.size != artifact.content_size or content.sha256 != artifact.content_sha256):
+        problems.append("the decrypted content does not match the manifest's content checksum")
     return problems
 
 
@@ -205,14 +205,14 @@ def verify_epoch(
     epoch: str,
     public_key: str,
     deep: bool = False,
-    identities: Optional[list] = None,
-    scratch_dir: Optional[str] = None,
-    artifacts: Optional[Iterable[str]] = None,
+    identities: list | None = None,
+    scratch_dir: str | None = None,
+    artifacts: Iterable[str] | None = None,
     check: str = "integrity",
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """Check the signature, every (or the named) artifact's checksum and, when deep, its content."""
     epoch = resolve_epoch(repository, node, epoch)
-    report: Dict[str, Any] = {"node": node, "epoch": epoch, "signature": "unchecked", "artifacts": [], "problems": []}
+    report: dict[str, Any] = {"node": node, "epoch": epoch, "signature": "unchecked", "artifacts": [], "problems": []}
     try:
         manifest = load_manifest(repository, node, epoch, public_key)
     except NodekeepError as exc:
@@ -228,7 +228,7 @@ def verify_epoch(
     for artifact in manifest.artifacts:
         if wanted is not None and artifact.name not in wanted:
             continue
-        entry: Dict[str, Any] = {"name": artifact.name, "asset_type": artifact.asset_type, "file": artifact.file}
+        entry: dict[str, Any] = {"name": artifact.name, "asset_type": artifact.asset_type, "file": artifact.file}
         began = time.monotonic()
         try:
             if artifact.file not in present:
@@ -257,7 +257,7 @@ def verify_epoch(
     return report
 
 
-def _deep_check(repository, node, epoch, artifact: Artifact, identities, scratch: str, check: str) -> Dict[str, Any]:
+def _deep_check(repository, node, epoch, artifact: Artifact, identities, scratch: str, check: str) -> dict[str, Any]:
     """Decrypt into scratch space (one pass: checksums and content together) and run the asset's check."""
     kind = asset_type(artifact.asset_type)
     workdir = tempfile.mkdtemp(prefix="verify-%s-" % artifact.name, dir=scratch)
@@ -296,10 +296,10 @@ def restore_epoch(
     public_key: str,
     identities: list,
     target_root: str,
-    artifacts: Optional[Iterable[str]] = None,
+    artifacts: Iterable[str] | None = None,
     force: bool = False,
     check: str = "integrity",
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """Verify the manifest, then unseal each artifact beside its staging target, check it and link it in."""
     if not target_root or not os.path.isabs(target_root):
         raise RepositoryError(

@@ -16,7 +16,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.errors import ManifestError
 
@@ -31,7 +31,7 @@ HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 ASSET_TYPES = ("sqlite", "rocksdb", "zfs", "btrfs", "files", "secret", "config", "postgres")
 
 
-def epoch_name(moment: Optional[datetime] = None) -> str:
+def epoch_name(moment: datetime | None = None) -> str:
     """The epoch name for a UTC start time: ``YYYYMMDDTHHMMSSZ``."""
     moment = moment or datetime.now(timezone.utc)
     return moment.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -69,9 +69,9 @@ class Artifact:
     content_size: int
     content_sha256: str
     compressed: bool = True
-    source: Dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "asset_type": self.asset_type,
@@ -86,7 +86,7 @@ class Artifact:
         }
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "Artifact":
+    def from_dict(cls, data: dict[str, Any]) -> Artifact:
         try:
             artifact = cls(
                 name=check_name("artifact name", data["name"]),
@@ -117,10 +117,10 @@ class Manifest:
     epoch: str
     started: str
     finished: str
-    recipients: List[str]
-    artifacts: List[Artifact] = field(default_factory=list)
-    tool: Dict[str, str] = field(default_factory=lambda: {"name": TOOL_NAME, "version": TOOL_VERSION})
-    labels: Dict[str, Any] = field(default_factory=dict)
+    recipients: list[str]
+    artifacts: list[Artifact] = field(default_factory=list)
+    tool: dict[str, str] = field(default_factory=lambda: {"name": TOOL_NAME, "version": TOOL_VERSION})
+    labels: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
 
     def artifact(self, name: str) -> Artifact:
@@ -136,7 +136,7 @@ class Manifest:
     def total_size(self) -> int:
         return sum(a.size for a in self.artifacts)
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "format": self.format,
             "node": self.node,
@@ -154,7 +154,7 @@ class Manifest:
         return (json.dumps(self.to_dict(), sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
     @classmethod
-    def from_bytes(cls, data: bytes, node: Optional[str] = None, epoch: Optional[str] = None) -> "Manifest":
+    def from_bytes(cls, data: bytes, node: str | None = None, epoch: str | None = None) -> Manifest:
         """Parse and validate; ``node``/``epoch`` must match where the manifest was found."""
         try:
             doc = json.loads(data.decode("utf-8"))
@@ -195,7 +195,7 @@ class Manifest:
             raise ManifestError("the manifest lists an artifact twice", "the epoch cannot be used")
         return manifest
 
-    def summary(self) -> Dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
         return {
             "node": self.node,
             "epoch": self.epoch,

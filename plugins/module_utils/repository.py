@@ -22,7 +22,8 @@ import shutil
 import time
 import uuid
 from abc import ABC, abstractmethod
-from typing import BinaryIO, Dict, Iterator, List, Optional, Union
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.errors import RepositoryError, describe_os_error
 from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
@@ -48,15 +49,15 @@ class Repository(ABC):
         """Where the repository is, for messages and reports."""
 
     @abstractmethod
-    def nodes(self) -> List[str]:
+    def nodes(self) -> list[str]:
         """Nodes that have at least one epoch directory."""
 
     @abstractmethod
-    def epoch_names(self, node: str) -> List[str]:
+    def epoch_names(self, node: str) -> list[str]:
         """Every epoch of ``node`` present, complete or not, oldest first."""
 
     @abstractmethod
-    def files(self, node: str, epoch: str) -> Dict[str, int]:
+    def files(self, node: str, epoch: str) -> dict[str, int]:
         """Committed file names of an epoch and their sizes (temporary files excluded)."""
 
     @abstractmethod
@@ -64,11 +65,11 @@ class Repository(ABC):
         """Reserve an epoch name for a new backup; False when it is taken."""
 
     @abstractmethod
-    def open_write(self, node: str, epoch: str, name: str) -> "contextlib.AbstractContextManager[BinaryIO]":
+    def open_write(self, node: str, epoch: str, name: str) -> contextlib.AbstractContextManager[BinaryIO]:
         """A write-once stream: visible under ``name`` only if the block ends without error."""
 
     @abstractmethod
-    def open_read(self, node: str, epoch: str, name: str) -> "contextlib.AbstractContextManager[BinaryIO]":
+    def open_read(self, node: str, epoch: str, name: str) -> contextlib.AbstractContextManager[BinaryIO]:
         """A readable stream of a committed file."""
 
     @abstractmethod
@@ -100,11 +101,11 @@ class Repository(ABC):
         present = self.files(node, epoch)
         return MANIFEST_NAME in present and SIGNATURE_NAME in present
 
-    def complete_epochs(self, node: str) -> List[str]:
+    def complete_epochs(self, node: str) -> list[str]:
         """Epochs whose manifest and signature were written, oldest first."""
         return [e for e in self.epoch_names(node) if self.is_complete(node, e)]
 
-    def incomplete_epochs(self, node: str) -> List[str]:
+    def incomplete_epochs(self, node: str) -> list[str]:
         return [e for e in self.epoch_names(node) if not self.is_complete(node, e)]
 
     def new_epoch(self, node: str, now=None) -> str:
@@ -177,14 +178,14 @@ class LocalRepository(Repository):
         check_name("file", name)
         return os.path.join(self._epoch_dir(node, epoch), name)
 
-    def nodes(self) -> List[str]:
+    def nodes(self) -> list[str]:
         try:
             entries = sorted(os.listdir(self.root))
         except FileNotFoundError:
             return []
         return [e for e in entries if not e.startswith(".") and os.path.isdir(os.path.join(self.root, e))]
 
-    def epoch_names(self, node: str) -> List[str]:
+    def epoch_names(self, node: str) -> list[str]:
         check_name("node", node)
         try:
             entries = os.listdir(os.path.join(self.root, node))
@@ -192,7 +193,7 @@ class LocalRepository(Repository):
             return []
         return sorted(e for e in entries if EPOCH_RE.match(e))
 
-    def files(self, node: str, epoch: str) -> Dict[str, int]:
+    def files(self, node: str, epoch: str) -> dict[str, int]:
         directory = self._epoch_dir(node, epoch)
         result = {}
         try:
@@ -261,7 +262,7 @@ class LocalRepository(Repository):
     def open_read(self, node: str, epoch: str, name: str) -> Iterator[BinaryIO]:
         path = self._path(node, epoch, name)
         try:
-            handle = open(path, "rb")
+            handle = open(path, "rb")  # noqa: SIM115 - closed by the with-block below, after error mapping
         except FileNotFoundError:
             raise RepositoryError(
                 "%s is missing" % path,
@@ -290,7 +291,7 @@ class LocalRepository(Repository):
         os.chmod(path, 0o700)
         return path
 
-    def free_bytes(self) -> Optional[int]:
+    def free_bytes(self) -> int | None:
         try:
             info = os.statvfs(self.root)
         except OSError:
@@ -298,7 +299,7 @@ class LocalRepository(Repository):
         return info.f_bavail * info.f_frsize
 
 
-def open_repository(spec: Union[str, Dict[str, object]], create: bool = True) -> Repository:
+def open_repository(spec: str | dict[str, object], create: bool = True) -> Repository:
     """Build a repository from a path or ``{"type": "local", "path": ...}``."""
     if isinstance(spec, dict):
         kind = str(spec.get("type", "local"))

@@ -25,8 +25,9 @@ import hashlib
 import io
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import BinaryIO, Iterable, List, Optional, Tuple
+from typing import BinaryIO
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
     SealError,
@@ -102,7 +103,7 @@ def require_libraries() -> None:
 # --------------------------------------------------------------------------
 
 
-def _key_lines(text: str) -> List[str]:
+def _key_lines(text: str) -> list[str]:
     lines = []
     for raw in text.splitlines():
         line = raw.strip()
@@ -120,7 +121,7 @@ def parse_recipient(text: str, where: str = "recipient"):
             return _age_x25519.Recipient.from_str(value)
         if value.startswith("ssh-"):
             return _age_ssh.Recipient.from_str(value)
-    except Exception as exc:  # pyrage.RecipientError and friends
+    except (pyrage.RecipientError, ValueError) as exc:
         raise SealError(
             "%s %r is not a valid age recipient (%s)" % (where, value[:24], exc),
             "give age public keys (age1...) or SSH public keys (ssh-ed25519/ssh-rsa); "
@@ -133,7 +134,7 @@ def parse_recipient(text: str, where: str = "recipient"):
     )
 
 
-def recipient_lines(recipients: Iterable[str] = (), recipient_files: Iterable[str] = ()) -> List[Tuple[str, str]]:
+def recipient_lines(recipients: Iterable[str] = (), recipient_files: Iterable[str] = ()) -> list[tuple[str, str]]:
     """Every recipient given as a string or in a file, with where it came from (for messages)."""
     lines = []
     for index, value in enumerate(recipients or ()):
@@ -178,7 +179,7 @@ def _parse_identity_text(text: str, where: str) -> list:
     if "-----BEGIN OPENSSH PRIVATE KEY-----" in text:
         try:
             return [_age_ssh.Identity.from_buffer(text.encode("utf-8"))]
-        except Exception:
+        except (pyrage.IdentityError, ValueError):
             raise UnsealError(
                 "%s holds an SSH private key that age cannot use" % where,
                 "give an unencrypted ssh-ed25519 or ssh-rsa key, or an age identity file",
@@ -192,7 +193,7 @@ def _parse_identity_text(text: str, where: str) -> list:
             )
         try:
             identities.append(_age_x25519.Identity.from_str(line))
-        except Exception:
+        except (pyrage.IdentityError, ValueError):
             raise UnsealError("%s holds a malformed age identity" % where, "regenerate or re-copy the key file")
     return identities
 
@@ -233,7 +234,7 @@ class _HashingWriter:
         self._sink = sink
         self._hash = hashlib.sha256()
         self.size = 0
-        self.error: Optional[BaseException] = None
+        self.error: BaseException | None = None
 
     def write(self, data) -> int:
         try:
@@ -259,7 +260,7 @@ class _HashingReader:
         self._source = source
         self._hash = hashlib.sha256()
         self.size = 0
-        self.error: Optional[BaseException] = None
+        self.error: BaseException | None = None
 
     def read(self, size: int = -1) -> bytes:
         try:
@@ -288,7 +289,7 @@ def _pipe():
         fcntl.fcntl(write_fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
     except (ImportError, OSError):
         pass
-    return io.open(read_fd, "rb", buffering=PIPE_SIZE), io.open(write_fd, "wb", buffering=PIPE_SIZE)
+    return open(read_fd, "rb", buffering=PIPE_SIZE), open(write_fd, "wb", buffering=PIPE_SIZE)
 
 
 def _read_chunks(source: BinaryIO, size: int = CHUNK_SIZE):
@@ -315,12 +316,12 @@ class _Worker(threading.Thread):
     def __init__(self, target, name: str) -> None:
         super().__init__(name=name, daemon=True)
         self._target_fn = target
-        self.error: Optional[BaseException] = None
+        self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
             self._target_fn()
-        except BaseException as exc:  # re-raised by the caller after join()
+        except BaseException as exc:  # noqa: BLE001 - kept and re-raised by the caller after join()
             self.error = exc
 
 
@@ -364,7 +365,7 @@ def seal(
 
     worker = _Worker(encrypt, "nodekeep-age-encrypt")
     worker.start()
-    feed_error: Optional[BaseException] = None
+    feed_error: BaseException | None = None
     try:
         if compress:
             compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
@@ -378,7 +379,7 @@ def seal(
         if compress:
             stage.flush(zstandard.FLUSH_FRAME)
         pipe_writer.flush()
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - re-raised below once the worker's error is known
         feed_error = exc
     finally:
         try:
@@ -431,7 +432,7 @@ def unseal(
     content_hash = hashlib.sha256()
     content_size = 0
     compressed = False
-    drain_error: Optional[BaseException] = None
+    drain_error: BaseException | None = None
     try:
         compressed = pipe_reader.peek(len(ZSTD_MAGIC))[: len(ZSTD_MAGIC)] == ZSTD_MAGIC
         if compressed:
@@ -442,7 +443,7 @@ def unseal(
             content_hash.update(chunk)
             content_size += len(chunk)
             sink.write(chunk)
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - re-raised below once the worker's error is known
         drain_error = exc
     finally:
         pipe_reader.close()
@@ -494,4 +495,4 @@ def unseal_bytes(data: bytes, identities: list) -> bytes:
 
 
 def is_age_file(head: bytes) -> bool:
-    return head.startswith(AGE_MAGIC) or head.startswith(AGE_ARMOR_MAGIC)
+    return head.startswith((AGE_MAGIC, AGE_ARMOR_MAGIC))

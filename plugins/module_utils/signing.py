@@ -24,12 +24,11 @@ import hmac
 import os
 import stat
 import struct
-from typing import Tuple
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.errors import SignatureError
 
 try:
-    from cryptography.exceptions import InvalidSignature
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -52,7 +51,7 @@ def _string(data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + data
 
 
-def _read_string(blob: bytes, offset: int) -> Tuple[bytes, int]:
+def _read_string(blob: bytes, offset: int) -> tuple[bytes, int]:
     if offset + 4 > len(blob):
         raise SignatureError("the signature is truncated", "re-create the epoch; do not trust it")
     (length,) = struct.unpack(">I", blob[offset : offset + 4])
@@ -95,7 +94,7 @@ def load_private_key_bytes(data: bytes):
     _require()
     try:
         key = serialization.load_ssh_private_key(data, password=None)
-    except Exception:
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         raise SignatureError(
             "the signing key is not an unencrypted OpenSSH Ed25519 private key",
             "let the nodekeep.backup.signing_key module create it",
@@ -123,7 +122,7 @@ def load_private_key(path: str):
         return load_private_key_bytes(handle.read())
 
 
-def parse_public_key(line: str) -> "Ed25519PublicKey":
+def parse_public_key(line: str) -> Ed25519PublicKey:
     """Parse ``ssh-ed25519 AAAA... [comment]``."""
     _require()
     parts = (line or "").strip().split()
@@ -216,7 +215,7 @@ def verify(message: bytes, armored: str, public_line: str, namespace: str = NAME
     if hash_algorithm not in (b"sha512", b"sha256"):
         raise SignatureError("unsupported signature hash %r" % hash_algorithm.decode(errors="replace"))
     sig_type, inner = _read_string(sig_blob, 0)
-    raw_signature, _ = _read_string(sig_blob, inner)
+    raw_signature = _read_string(sig_blob, inner)[0]
     if sig_type != KEY_TYPE:
         raise SignatureError("the signature is not an Ed25519 signature")
     hasher = hashlib.sha512 if hash_algorithm == b"sha512" else hashlib.sha256

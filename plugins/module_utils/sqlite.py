@@ -24,9 +24,12 @@ import os
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Optional
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import CaptureError, IntegrityError, describe_os_error
+from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
+    CaptureError,
+    IntegrityError,
+    describe_os_error,
+)
 
 try:
     import apsw
@@ -233,5 +236,5 @@ def copy_database(
     )
 
 
-def sqlite_version() -> Optional[str]:
+def sqlite_version() -> str | None:
     return apsw.sqlite_lib_version() if HAS_APSW else None

@@ -20,7 +20,8 @@ description:
     earlier epochs are never touched.
   - Any holder of an age identity can restore an artifact with standard tools,
     C(age -d -i KEY ARTIFACT | zstd -d > FILE).
-author: nodekeep.backup developers
+author:
+  - nodekeep.backup maintainers (@nodekeep)
 extends_documentation_fragment:
   - nodekeep.backup._repository
   - nodekeep.backup._repository.AGE_RECIPIENTS
@@ -74,8 +75,6 @@ seealso:
   - module: nodekeep.backup.integrity_check
   - module: nodekeep.backup.epoch_restore
   - module: nodekeep.backup.sqlite_backup
-  - role: nodekeep.backup.backup
-    description: Runs this module for every node from inventory.
 """
 
 EXAMPLES = r"""

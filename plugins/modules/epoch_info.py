@@ -17,7 +17,8 @@ description:
   - With O(public_key), reads each complete epoch's manifest and checks its signature, and returns
     per-epoch summaries (finish time, artifacts, size); epochs whose signature does not verify are listed
     in RV(invalid) and never counted as V(latest).
-author: nodekeep.backup developers
+author:
+  - nodekeep.backup maintainers (@nodekeep)
 extends_documentation_fragment:
   - nodekeep.backup._repository
   - nodekeep.backup._attributes

@@ -21,7 +21,8 @@ description:
   - Nothing live is touched. Putting restored data into production is the separate cutover step
     (M(nodekeep.backup.restore_cutover), driven by the restore role).
   - An existing target is never overwritten silently; the module refuses before writing anything.
-author: nodekeep.backup developers
+author:
+  - nodekeep.backup maintainers (@nodekeep)
 extends_documentation_fragment:
   - nodekeep.backup._repository
   - nodekeep.backup._repository.AGE_IDENTITIES
@@ -71,8 +72,6 @@ requirements:
 seealso:
   - module: nodekeep.backup.integrity_check
   - module: nodekeep.backup.restore_cutover
-  - role: nodekeep.backup.restore
-    description: Staged restore and optional cutover with health check and rollback.
 """
 
 EXAMPLES = r"""

@@ -19,7 +19,8 @@ description:
   - With O(deep=true), decrypts and decompresses each artifact into private scratch space in the same pass,
     compares the content checksum, and runs the asset's own check (C(PRAGMA integrity_check) for SQLite),
     then removes the scratch copy.
-author: nodekeep.backup developers
+author:
+  - nodekeep.backup maintainers (@nodekeep)
 extends_documentation_fragment:
   - nodekeep.backup._repository
   - nodekeep.backup._repository.AGE_IDENTITIES
@@ -32,7 +33,7 @@ attributes:
     support: none
   idempotent:
     support: full
-    details: Never changes anything (O(changed) is always false).
+    details: Never changes anything (C(changed) is always false).
 options:
   epoch:
     description: The epoch to verify, V(latest) (the newest complete epoch) or an epoch name.
@@ -61,7 +62,7 @@ options:
     description: Private directory for deep-check copies. Defaults to C(.scratch) in the repository.
     type: path
   fail_on_error:
-    description: Fail the task when anything does not verify. With V(false) the report is returned with O(ok=false).
+    description: Fail the task when anything does not verify. With V(false) the report is returned with RV(ok=false).
     type: bool
     default: true
 requirements:
@@ -72,8 +73,6 @@ requirements:
 seealso:
   - module: nodekeep.backup.epoch_backup
   - module: nodekeep.backup.epoch_restore
-  - role: nodekeep.backup.verify
-    description: Runs this module for every node, with the public keys the controller keeps.
 """
 
 EXAMPLES = r"""

@@ -17,7 +17,8 @@ description:
   - An existing key is never replaced or rewritten; its permissions are tightened to V(0600) if looser.
   - The public key is what M(nodekeep.backup.integrity_check) and M(nodekeep.backup.epoch_restore) verify
     manifests against. Keep it on the controller (the agent role fetches it to C(keys/NODE.pub)).
-author: nodekeep.backup developers
+author:
+  - nodekeep.backup maintainers (@nodekeep)
 extends_documentation_fragment:
   - nodekeep.backup._attributes
 attributes:
