@@ -1,0 +1,142 @@
+# nodekeep.backup: set-up, demo and tests. Works from a fresh clone as root with only
+# python3, make and git: every target first runs `setup` (quick once done).
+#
+#   make setup        Debian packages + .venv (scripts/bootstrap.sh core)
+#   make setup-all    setup + Molecule/ZFS/... extras (scripts/bootstrap.sh all)
+#   make demo         scripts/demo.sh
+#   make test         lint, sanity, units, integration, molecule (in this order)
+#   make lint | sanity | units | integration | molecule | docs | bench | lock | clean
+#
+# Environment exported to every recipe (and so to scripts/demo.sh, scripts/molecule.sh):
+#   PATH                      .venv/bin first (ansible-playbook, molecule, pytest...)
+#   ANSIBLE_COLLECTIONS_PATH  build/collections (holds nodekeep.backup as a symlink
+#                             to this checkout; put other collections there too)
+# pytest runs additionally get PYTHONPATH=build/collections.
+# PYTEST_ARGS adds pytest options, e.g. make units PYTEST_ARGS='-k seal -x'.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+.NOTPARALLEL:
+.DELETE_ON_ERROR:
+
+ROOT := $(CURDIR)
+VENV := $(ROOT)/.venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+COLLECTIONS := $(ROOT)/build/collections
+SANITY_PYTHON ?= 3.11
+PYTEST_ARGS ?=
+PYTEST_TIMEOUT ?= 900
+
+export PATH := $(BIN):$(PATH)
+export VIRTUAL_ENV := $(VENV)
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+export PYTHON
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export DEBIAN_FRONTEND := noninteractive
+
+PYTEST := PYTHONPATH=$(COLLECTIONS) $(BIN)/pytest -p no:cacheprovider --timeout=$(PYTEST_TIMEOUT) $(PYTEST_ARGS)
+
+# pytest exits 5 when it collects no tests: tolerated (with a notice) so that a
+# target still runs before its first test is written.
+define run_pytest
+	@if [ -d $(1) ]; then \
+	  rc=0; $(PYTEST) $(1) || rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "NOTICE: no tests collected in $(1)"; rc=0; fi; \
+	  exit $$rc; \
+	else echo "NOTICE: $(1) does not exist, nothing to run"; fi
+endef
+
+.PHONY: help setup setup-all demo test lint sanity units integration molecule bench docs lock clean
+
+help:
+	@sed -n 's/^#   make /make /p' $(MAKEFILE_LIST)
+
+setup:
+	@bash scripts/bootstrap.sh core
+
+setup-all:
+	@bash scripts/bootstrap.sh all
+
+demo: setup
+	@test -f scripts/demo.sh || { echo "scripts/demo.sh does not exist yet" >&2; exit 1; }
+	bash scripts/demo.sh
+
+test: setup lint sanity units integration molecule
+	@echo "make test: all passed"
+
+# ruff (ruff.toml) on the Python code; ansible-lint (.ansible-lint, with yamllint)
+# on roles and playbooks. Both run; the target fails if either found something.
+# Many ruff findings fix themselves: .venv/bin/ruff check --fix PATH
+RUFF_PATHS = $(wildcard plugins tests benchmarks scripts/*.py)
+LINT_PATHS = $(wildcard roles playbooks)
+lint: setup
+	@rc=0; \
+	if [ -n "$(RUFF_PATHS)" ]; then echo "ruff check $(RUFF_PATHS)"; \
+	  $(BIN)/ruff check --quiet --output-format concise $(RUFF_PATHS) || rc=1; fi; \
+	if [ -n "$(LINT_PATHS)" ]; then echo "ansible-lint $(LINT_PATHS)"; \
+	  $(BIN)/ansible-lint --nocolor $(LINT_PATHS) || rc=1; fi; \
+	exit $$rc
+
+# ansible-test runs in a real copy of the working tree (scripts/collection-path.sh
+# --sanity) with its own pinned test requirements in venvs it makes (--venv; from
+# PyPI on the first run, then cached in ~/.ansible/test/venv). All its sanity tests
+# run; none is skipped. pip's progress chatter (first run only) is filtered out.
+# SANITY_ARGS adds options, e.g. make sanity SANITY_ARGS='--test pylint'.
+SANITY_ARGS ?=
+PIP_CHATTER := ^ *(WARNING: Location .* is ignored|Looking in |Collecting |Downloading |Processing |Installing collected|Successfully installed|Using cached pip| +━)
+sanity: setup
+	@exec 8>.cache/sanity.lock; flock 8; \
+	  dir=$$(bash scripts/collection-path.sh --sanity); cd "$$dir" && \
+	  $(BIN)/ansible-test sanity --venv --python $(SANITY_PYTHON) --color no $(SANITY_ARGS) 2>&1 \
+	  | sed -u -E '/$(PIP_CHATTER)/d'
+
+units: setup
+	$(call run_pytest,tests/unit)
+
+integration: setup
+	$(call run_pytest,tests/integration)
+
+# Molecule needs the extras of profile "all" (scripts/molecule.sh sets up podman itself).
+molecule: setup
+	@if [ -f scripts/molecule.sh ]; then \
+	  bash scripts/bootstrap.sh all && bash scripts/molecule.sh; \
+	else echo "NOTICE: scripts/molecule.sh does not exist yet, molecule skipped"; fi
+
+bench: setup-all
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+# Render the documentation of every module (and every role with an argument spec).
+docs: setup
+	@bash scripts/collection-path.sh
+	@set -e; n=0; \
+	for f in $(wildcard plugins/modules/*.py); do \
+	  m=$$(basename "$$f" .py); case $$m in _*) continue;; esac; \
+	  out=$$($(BIN)/ansible-doc -t module "nodekeep.backup.$$m" 2>&1) || { echo "$$out"; exit 1; }; \
+	  if grep -q -e '\[WARNING\]' -e '\[ERROR\]' <<<"$$out"; then echo "$$out"; exit 1; fi; \
+	  echo "ansible-doc: module nodekeep.backup.$$m ok"; n=$$((n+1)); \
+	done; \
+	for d in $(wildcard roles/*/meta/argument_specs.yml); do \
+	  r=$$(basename "$$(dirname "$$(dirname "$$d")")"); \
+	  out=$$($(BIN)/ansible-doc -t role "nodekeep.backup.$$r" 2>&1) || { echo "$$out"; exit 1; }; \
+	  if grep -q -e '\[WARNING\]' -e '\[ERROR\]' <<<"$$out"; then echo "$$out"; exit 1; fi; \
+	  echo "ansible-doc: role nodekeep.backup.$$r ok"; n=$$((n+1)); \
+	done; \
+	echo "docs: $$n rendered"
+
+# Regenerate requirements/constraints.txt (the full lock) from test.txt + node.txt.
+lock:
+	rm -rf .cache/lock-venv && mkdir -p .cache
+	$(PYTHON) -m venv .cache/lock-venv
+	sed -e '/^-c /d' -e 's|^-r node.txt|-r ../requirements/node.txt|' requirements/test.txt > .cache/lock-in.txt
+	.cache/lock-venv/bin/pip install --quiet -r .cache/lock-in.txt
+	{ echo "# Lock of every package in the controller/test venv (generated by \`make lock\`"; \
+	  echo "# from test.txt + node.txt; do not edit by hand). Used as a pip constraints file."; \
+	  .cache/lock-venv/bin/pip freeze | sort -f; } > requirements/constraints.txt
+	rm -rf .cache/lock-venv .cache/lock-in.txt
+	@echo "requirements/constraints.txt updated"
+
+clean:
+	rm -rf .venv .cache build tests/output .pytest_cache .ruff_cache .ansible
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
