@@ -81,7 +81,13 @@ def describe_os_error(exc: OSError, what: str, path: str) -> NodekeepError:
             "file was removed and earlier epochs are intact",
             path=path,
         )
-    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+    if code == errno.EROFS:
+        return RepositoryError(
+            "%s is on a read-only file system (while %s)" % (path, what),
+            "remount it read-write or point the repository at a writable disk; nothing was written",
+            path=path,
+        )
+    if code in (errno.EACCES, errno.EPERM):
         return RepositoryError(
             "permission denied on %s while %s" % (path, what),
             "run as a user that may write there (become: true) or choose a writable path",

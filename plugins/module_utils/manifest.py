@@ -25,9 +25,9 @@ MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.json.sig"
 TOOL_NAME = "nodekeep.backup"
 TOOL_VERSION = "0.1.0"
-EPOCH_RE = re.compile(r"^\d{8}T\d{6}Z$")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
+EPOCH_RE = re.compile(r"^\d{8}T\d{6}Z\Z")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+HEX64_RE = re.compile(r"^[0-9a-f]{64}\Z")
 ASSET_TYPES = ("sqlite", "rocksdb", "zfs", "btrfs", "files", "secret", "config", "postgres")
 
 
@@ -40,7 +40,10 @@ def epoch_name(moment: datetime | None = None) -> str:
 def epoch_time(name: str) -> datetime:
     if not EPOCH_RE.match(name or ""):
         raise ManifestError("%r is not an epoch name (YYYYMMDDTHHMMSSZ)" % (name,), "pick one that epoch_info lists")
-    return datetime.strptime(name, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    try:
+        return datetime.strptime(name, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        raise ManifestError("%r is not a valid epoch time (YYYYMMDDTHHMMSSZ)" % (name,), "pick one that epoch_info lists")
 
 
 def utc_now_iso() -> str:

@@ -19,6 +19,7 @@ __metaclass__ = type
 import contextlib
 import os
 import shutil
+import stat
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -163,8 +164,22 @@ class LocalRepository(Repository):
         return self.root
 
     def _makedirs(self, path: str) -> None:
+        """Create ``path`` and any missing parent, each with mode 0700."""
+        missing = []
+        current = path
+        while current and not os.path.isdir(current):
+            missing.append(current)
+            parent = os.path.dirname(current)
+            if parent == current:
+                break
+            current = parent
         try:
-            os.makedirs(path, mode=0o700, exist_ok=True)
+            for directory in reversed(missing):
+                try:
+                    os.mkdir(directory, 0o700)
+                except FileExistsError:
+                    if not os.path.isdir(directory):
+                        raise
         except OSError as exc:
             raise describe_os_error(exc, "creating the repository directory", path)
 
@@ -275,20 +290,28 @@ class LocalRepository(Repository):
 
     def remove_epoch(self, node: str, epoch: str) -> None:
         directory = self._epoch_dir(node, epoch)
-        for name in (SIGNATURE_NAME, MANIFEST_NAME):
+        try:
+            # The signature goes first: from then on the epoch no longer counts.
+            for name in (SIGNATURE_NAME, MANIFEST_NAME):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(directory, name))
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(directory, name))
-        with contextlib.suppress(FileNotFoundError):
-            _fsync_dir(directory)
-        if os.path.isdir(directory):
-            shutil.rmtree(directory)
-        _fsync_dir(os.path.dirname(directory))
+                _fsync_dir(directory)
+            if os.path.isdir(directory):
+                shutil.rmtree(directory)
+            _fsync_dir(os.path.dirname(directory))
+        except OSError as exc:
+            raise describe_os_error(exc, "removing epoch %s of %s" % (epoch, node), directory)
 
     def scratch_dir(self) -> str:
         """A private directory on the repository's filesystem for transient plaintext copies."""
         path = os.path.join(self.root, ".scratch")
         self._makedirs(path)
-        os.chmod(path, 0o700)
+        try:
+            if stat.S_IMODE(os.stat(path).st_mode) != 0o700:
+                os.chmod(path, 0o700)
+        except OSError as exc:
+            raise describe_os_error(exc, "preparing the scratch directory", path)
         return path
 
     def free_bytes(self) -> int | None:

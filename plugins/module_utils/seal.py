@@ -112,10 +112,26 @@ def _key_lines(text: str) -> list[str]:
     return lines
 
 
+def _shown(value: str) -> str:
+    """A recipient as it may appear in a message: never a secret key."""
+    if value.upper().startswith("AGE-SECRET-KEY-") or "PRIVATE KEY" in value.upper():
+        return "(a secret key, not shown)"
+    return repr(value[:24])
+
+
+def _refuse_identity(value: str, where: str) -> None:
+    if value.upper().startswith("AGE-SECRET-KEY-") or "PRIVATE KEY" in value.upper():
+        raise SealError(
+            "%s is a secret key (an identity), not a recipient" % where,
+            "give its public key (age-keygen -y KEYFILE prints it) and keep the secret off this host",
+        )
+
+
 def parse_recipient(text: str, where: str = "recipient"):
     """Parse one public age recipient (``age1...``, ``ssh-ed25519 ...``, ``ssh-rsa ...``)."""
     require_libraries()
     value = text.strip()
+    _refuse_identity(value, where)
     try:
         if value.startswith("age1"):
             return _age_x25519.Recipient.from_str(value)
@@ -123,12 +139,12 @@ def parse_recipient(text: str, where: str = "recipient"):
             return _age_ssh.Recipient.from_str(value)
     except (pyrage.RecipientError, ValueError) as exc:
         raise SealError(
-            "%s %r is not a valid age recipient (%s)" % (where, value[:24], exc),
+            "%s %s is not a valid age recipient (%s)" % (where, _shown(value), exc),
             "give age public keys (age1...) or SSH public keys (ssh-ed25519/ssh-rsa); "
             "encryption fails closed, nothing was written",
         )
     raise SealError(
-        "%s %r is not an age recipient" % (where, value[:24]),
+        "%s %s is not an age recipient" % (where, _shown(value)),
         "give age public keys (age1...) or SSH public keys (ssh-ed25519/ssh-rsa), never "
         "an identity (AGE-SECRET-KEY-...); encryption fails closed, nothing was written",
     )
@@ -143,11 +159,7 @@ def recipient_lines(recipients: Iterable[str] = (), recipient_files: Iterable[st
             raise SealError(
                 "%s is empty" % where, "remove the empty entry or give an age public key; encryption fails closed"
             )
-        if str(value).strip().startswith("AGE-SECRET-KEY-"):
-            raise SealError(
-                "%s is an age identity (a secret key), not a recipient" % where,
-                "give its public key (age-keygen -y KEYFILE prints it) and keep the secret off this host",
-            )
+        _refuse_identity(str(value).strip(), where)
         lines.append((str(value).strip(), where))
     for path in recipient_files or ():
         try:
@@ -160,7 +172,10 @@ def recipient_lines(recipients: Iterable[str] = (), recipient_files: Iterable[st
             )
         if not found:
             raise SealError("recipients file %s holds no recipient" % path, "add at least one age public key")
-        lines.extend((line, "recipient on line %d of %s" % (number, path)) for number, line in enumerate(found, 1))
+        for number, line in enumerate(found, 1):
+            where = "recipient on line %d of %s" % (number, path)
+            _refuse_identity(line, where)
+            lines.append((line, where))
     if not lines:
         raise SealError(
             "no age recipient was given",
@@ -335,6 +350,23 @@ def _raise_sink_error(error: BaseException, sink_name: str) -> None:
 # the pipeline
 # --------------------------------------------------------------------------
 
+MAX_THREADS = 4
+JOB_SIZE = 1 << 20
+
+
+def _compression_params(level: int, threads: int):
+    """zstd parameters with memory bounded whatever the core count.
+
+    Multithreaded zstd buffers a job per worker; with the default job size that
+    grows to hundreds of MiB on many cores. Small jobs and at most MAX_THREADS
+    workers keep it near 20 MiB at the same speed.
+    """
+    if threads is None or threads < 0:
+        threads = min(os.cpu_count() or 1, MAX_THREADS)
+    return zstandard.ZstdCompressionParameters.from_level(
+        level, threads=threads, job_size=JOB_SIZE if threads > 0 else 0, write_checksum=True
+    )
+
 
 def seal(
     source: BinaryIO,
@@ -368,7 +400,7 @@ def seal(
     feed_error: BaseException | None = None
     try:
         if compress:
-            compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
+            compressor = zstandard.ZstdCompressor(compression_params=_compression_params(level, threads))
             stage = compressor.stream_writer(pipe_writer, closefd=False)
         else:
             stage = pipe_writer

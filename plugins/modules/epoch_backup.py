@@ -101,7 +101,7 @@ epoch:
   returned: success and not check mode
   type: str
   sample: 20261122T023000Z
-path:
+location:
   description: Location of the epoch in the repository.
   returned: success and not check mode
   type: str
@@ -198,7 +198,7 @@ def main():
         return {
             "changed": True,
             "epoch": manifest.epoch,
-            "path": repository.describe(manifest.node, manifest.epoch),
+            "location": repository.describe(manifest.node, manifest.epoch),
             "size": manifest.total_size,
             "duration": round(time.monotonic() - started, 3),
             "artifacts": [a.to_dict() for a in manifest.artifacts],

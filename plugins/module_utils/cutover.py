@@ -1,0 +1,628 @@
+# -*- coding: utf-8 -*-
+# Copyright: nodekeep.backup contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Putting data in place without losing any: standalone SQLite copies, restore cutover and rollback.
+
+* ``backup_sqlite`` (module sqlite_backup): a consistent copy of a live SQLite
+  database from ``sqlite.copy_database``, hashed, given its owner and mode,
+  and put at its destination atomically.
+* ``cutover`` (module restore_cutover, state=cutover): the live data (and a
+  SQLite file's ``-wal``/``-shm``/``-journal``) is renamed to a safety copy
+  beside it, and the verified staged copy is renamed into place. The live data
+  is only ever renamed, never copied and deleted; a staged copy on another
+  filesystem is first copied (fsynced) to a temporary name beside the live
+  path, so the switch itself is two renames. Any failure puts everything back.
+* ``rollback`` (state=rollback): the restored data is renamed aside as
+  ``PATH.nodekeep-failed-TIME`` (kept) and the safety copy renamed back.
+
+Nothing here deletes user data. The service must be stopped around a cutover
+(the restore role does that).
+"""
+
+from __future__ import absolute_import, annotations, division, print_function
+
+__metaclass__ = type
+
+import errno
+import grp
+import hashlib
+import os
+import pwd
+import re
+import shutil
+import stat
+import time
+from typing import Any
+
+from ansible_collections.nodekeep.backup.plugins.module_utils import sqlite as sqlite_utils
+from ansible_collections.nodekeep.backup.plugins.module_utils.archive import (
+    check_parent_writable,
+    copy_tree,
+    format_mode,
+    fsync_dir,
+    place_file,
+    temp_path,
+    utc_stamp,
+)
+from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
+    CaptureError,
+    NodekeepError,
+    RestoreError,
+    describe_os_error,
+)
+
+SIDECARS = ("-wal", "-shm", "-journal")
+SAFETY_INFIX = ".nodekeep-pre-restore-"
+FAILED_INFIX = ".nodekeep-failed-"
+STAMP_RE = r"\d{8}T\d{6}Z"
+HASH_CHUNK = 4 << 20
+
+
+# --------------------------------------------------------------------------
+# owners, modes, hashes
+# --------------------------------------------------------------------------
+
+
+def resolve_uid(owner: str | int | None) -> int | None:
+    """A user name or numeric id as a uid; None stays None."""
+    if owner is None or owner == "":
+        return None
+    text = str(owner)
+    if text.isdigit():
+        return int(text)
+    try:
+        return pwd.getpwnam(text).pw_uid
+    except KeyError:
+        raise CaptureError(f"the user {text!r} does not exist on this host", "create it first or give a numeric uid")
+
+
+def resolve_gid(group: str | int | None) -> int | None:
+    """A group name or numeric id as a gid; None stays None."""
+    if group is None or group == "":
+        return None
+    text = str(group)
+    if text.isdigit():
+        return int(text)
+    try:
+        return grp.getgrnam(text).gr_gid
+    except KeyError:
+        raise CaptureError(f"the group {text!r} does not exist on this host", "create it first or give a numeric gid")
+
+
+def sha256_file(path: str) -> tuple[int, str]:
+    """Size and SHA-256 of a file, in one read pass."""
+    digest = hashlib.sha256()
+    size = 0
+    buffer = bytearray(HASH_CHUNK)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as handle:
+        while True:
+            count = handle.readinto(buffer)
+            if not count:
+                break
+            digest.update(view[:count])
+            size += count
+    return size, digest.hexdigest()
+
+
+def _chown_chmod(path: str, uid: int | None, gid: int | None, mode: int | None, recursive: bool = False) -> None:
+    """Owner and group (of everything below ``path`` when ``recursive``), then the mode of ``path`` itself."""
+    if uid is not None or gid is not None:
+        targets = [path]
+        if recursive:
+            for directory, dirs, files in os.walk(path):
+                targets.extend(os.path.join(directory, name) for name in dirs + files)
+        for target in targets:
+            os.chown(target, -1 if uid is None else uid, -1 if gid is None else gid, follow_symlinks=False)
+    if mode is not None:
+        os.chmod(path, mode)  # after chown, which clears set-id bits
+
+
+def _require_absolute(path: str, option: str) -> str:
+    if not path or not os.path.isabs(path):
+        raise RestoreError(f"{option} must be an absolute path, not {path!r}", f"give the full path in {option}")
+    return os.path.normpath(path)
+
+
+# --------------------------------------------------------------------------
+# sqlite_backup
+# --------------------------------------------------------------------------
+
+
+def _sidecars_present(path: str) -> list[str]:
+    return [path + suffix for suffix in SIDECARS if os.path.lexists(path + suffix)]
+
+
+def plan_sqlite_backup(
+    src: str,
+    dest: str,
+    force: bool = False,
+    owner: str | None = None,
+    group: str | None = None,
+    busy_timeout_ms: int = 5000,
+    pages_per_step: int = 1024,
+) -> dict[str, Any]:
+    """Everything ``backup_sqlite`` checks before writing (check mode): the source, the destination, owners."""
+    if pages_per_step == 0 or pages_per_step < -1:
+        raise CaptureError(
+            f"pages_per_step is {pages_per_step}", "give a positive number of pages, or -1 for all at once"
+        )
+    if busy_timeout_ms < 0:
+        raise CaptureError(f"busy_timeout is {busy_timeout_ms}", "give a number of milliseconds, 0 or more")
+    sqlite_utils.check_is_database(src)
+    check_parent_writable(dest, "backup destination")
+    if os.path.isdir(dest):
+        raise CaptureError(
+            f"the destination {dest} is a directory", "give the path of the copy to write, e.g. DIR/app.db"
+        )
+    exists = os.path.lexists(dest)
+    if exists and not force:
+        raise CaptureError(
+            f"the destination {dest} already exists",
+            "choose another path, remove it, or set force: true to replace it (the old copy is not kept); "
+            "nothing was written",
+        )
+    stale = _sidecars_present(dest)
+    if stale:
+        names = ", ".join(os.path.basename(side) for side in stale)
+        raise CaptureError(
+            f"SQLite side files ({names}) lie beside the destination {dest}: SQLite would apply them to the new copy",
+            "move them away (they belong to an older database) or choose another destination; nothing was written",
+        )
+    if os.path.realpath(src) == os.path.realpath(dest):
+        raise CaptureError(f"src and dest are the same file ({src})", "give a different destination")
+    return {
+        "changed": True,
+        "src": src,
+        "dest": dest,
+        "replaced": exists,
+        "uid": resolve_uid(owner),
+        "gid": resolve_gid(group),
+    }
+
+
+def backup_sqlite(
+    src: str,
+    dest: str,
+    busy_timeout_ms: int = 5000,
+    pages_per_step: int = 1024,
+    check: str = "integrity",
+    force: bool = False,
+    mode: int | None = 0o600,
+    owner: str | None = None,
+    group: str | None = None,
+) -> dict[str, Any]:
+    """A consistent, checked copy of the live database ``src`` at ``dest``, placed atomically.
+
+    The copy is written under a temporary name beside ``dest``, checked,
+    given its owner and mode, hashed and fsynced, then linked to ``dest``
+    (or, with ``force``, renamed over it). On any error nothing is left.
+    """
+    started = time.monotonic()
+    plan = plan_sqlite_backup(src, dest, force, owner, group, busy_timeout_ms, pages_per_step)
+    temp = temp_path(dest)
+    # SQLite creates the copy with mode 0644 & ~umask: keep it private until its mode is set.
+    saved_umask = os.umask(0o077)
+    try:
+        try:
+            facts = sqlite_utils.copy_database(
+                src, temp, busy_timeout_ms=busy_timeout_ms, pages_per_step=pages_per_step, check=check
+            )
+        finally:
+            os.umask(saved_umask)
+        try:
+            _chown_chmod(temp, plan["uid"], plan["gid"], mode)
+            size, sha256 = sha256_file(temp)
+            with open(temp, "rb") as handle:
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise describe_os_error(exc, "finishing the SQLite copy", dest)
+        place_file(temp, dest, replace=force)
+    finally:
+        if os.path.lexists(temp):
+            os.unlink(temp)
+    result = facts.as_dict()
+    result.update(
+        {
+            "changed": True,
+            "src": src,
+            "dest": dest,
+            "size": size,
+            "sha256": sha256,
+            "replaced": plan["replaced"],
+            "mode": format_mode(stat.S_IMODE(os.stat(dest).st_mode)),
+            "duration": round(time.monotonic() - started, 3),
+        }
+    )
+    return result
+
+
+# --------------------------------------------------------------------------
+# cutover and rollback
+# --------------------------------------------------------------------------
+
+
+class _Renames:
+    """Renames done so far, so that a failure can put every one of them back."""
+
+    def __init__(self) -> None:
+        self.done: list[tuple[str, str]] = []
+
+    def move(self, src: str, dst: str) -> None:
+        if os.path.lexists(dst):
+            raise RestoreError(
+                f"{dst} already exists", "nothing is ever overwritten; move it away or pick another name"
+            )
+        try:
+            os.rename(src, dst)
+        except OSError as exc:
+            if exc.errno == errno.EXDEV:
+                raise RestoreError(
+                    f"{src} and {dst} are on different filesystems",
+                    "the live data is only ever renamed, never copied and deleted: keep the safety copy beside it",
+                )
+            if exc.errno == errno.EBUSY:
+                raise RestoreError(f"{src} is busy (a mount point or in use)", "stop the service or cut over inside it")
+            raise describe_os_error(exc, f"renaming {src} to {dst}", src)
+        self.done.append((src, dst))
+
+    def undo(self) -> list[str]:
+        """Put everything back, newest first; returns what could not be put back."""
+        stuck = []
+        for src, dst in reversed(self.done):
+            try:
+                os.rename(dst, src)
+            except OSError as exc:
+                stuck.append(f"{dst} (should be {src}: {exc.strerror or exc})")
+        self.done = []
+        return stuck
+
+
+def _kind(path: str) -> str | None:
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(info.st_mode):
+        return "symlink"
+    if stat.S_ISDIR(info.st_mode):
+        return "directory"
+    if stat.S_ISREG(info.st_mode):
+        return "file"
+    return "other"
+
+
+def _tree_size(path: str) -> int:
+    if not os.path.isdir(path):
+        return os.lstat(path).st_size
+    total = 0
+    for directory, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(directory, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _overlaps(one: str, other: str) -> bool:
+    return one == other or one.startswith(other.rstrip("/") + "/") or other.startswith(one.rstrip("/") + "/")
+
+
+def _default_safety(path: str, now: float | None) -> str:
+    return f"{path}{SAFETY_INFIX}{utc_stamp(now)}"
+
+
+def find_safety_copy(path: str) -> str | None:
+    """The newest ``PATH.nodekeep-pre-restore-TIME`` beside ``path``, if any."""
+    directory, name = os.path.split(path)
+    pattern = re.compile(re.escape(name) + re.escape(SAFETY_INFIX) + "(" + STAMP_RE + ")$")
+    try:
+        names = os.listdir(directory or ".")
+    except OSError:
+        return None
+    found = sorted((match.group(1), entry) for entry in names for match in [pattern.match(entry)] if match)
+    return os.path.join(directory, found[-1][1]) if found else None
+
+
+def _plan_cutover(
+    path: str,
+    staged: str,
+    safety_copy: str | None = None,
+    owner: str | None = None,
+    group: str | None = None,
+    mode: int | None = None,
+    sqlite_sidecars: bool = True,
+    now: float | None = None,
+) -> dict[str, Any]:
+    path = _require_absolute(path, "path")
+    staged = _require_absolute(staged, "staged")
+    staged_kind = _kind(staged)
+    if staged_kind is None:
+        raise RestoreError(
+            f"the staged copy {staged} does not exist",
+            "restore it first (nodekeep.backup.epoch_restore); after a completed cutover it is no longer there "
+            "because it was moved into place",
+        )
+    if staged_kind not in ("file", "directory"):
+        raise RestoreError(f"the staged copy {staged} is a {staged_kind}", "give the restored file or directory itself")
+    if _overlaps(path, staged):
+        raise RestoreError(f"path {path} and staged {staged} overlap", "stage the restore outside the live path")
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        raise RestoreError(f"the directory {parent} of the live path does not exist", "create it or correct path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RestoreError(f"cannot write to {parent}", "run with become: true")
+    live_kind = _kind(path)
+    if live_kind == "symlink":
+        raise RestoreError(
+            f"the live path {path} is a symlink (to {os.readlink(path)})",
+            "give the real path of the data as path; the link itself is left alone",
+        )
+    if live_kind not in (None, staged_kind):
+        raise RestoreError(
+            f"the live path {path} is a {live_kind} but the staged copy {staged} is a {staged_kind}",
+            "check path and staged: they must be the same kind of thing",
+        )
+    parent_dev = os.stat(parent).st_dev
+    if live_kind == "directory" and os.stat(path).st_dev != parent_dev:
+        raise RestoreError(
+            f"the live path {path} is a mount point",
+            "it cannot be renamed: cut over a directory inside it, or restore the filesystem with its own tools",
+        )
+    sidecars: list[str] = []
+    if staged_kind == "file" and sqlite_sidecars:
+        # Also without a live file: a stale -wal would be replayed onto the restored database.
+        sidecars = [suffix for suffix in SIDECARS if os.path.lexists(path + suffix)]
+    if live_kind is not None or sidecars:
+        safety = _require_absolute(safety_copy, "safety_copy") if safety_copy else _default_safety(path, now)
+        if _overlaps(safety, path) or _overlaps(safety, staged):
+            raise RestoreError(f"safety_copy {safety} overlaps path or staged", "keep the safety copy beside path")
+        if os.path.lexists(safety):
+            raise RestoreError(f"the safety copy {safety} already exists", "pass another safety_copy or wait a second")
+        safety_parent = os.path.dirname(safety)
+        if not os.path.isdir(safety_parent) or os.stat(safety_parent).st_dev != parent_dev:
+            raise RestoreError(
+                f"the safety copy {safety} must be in an existing directory on the same filesystem as {path}",
+                "the live data is only ever renamed, never copied and deleted; leave safety_copy at its default",
+            )
+        for suffix in sidecars:
+            if os.path.lexists(safety + suffix):
+                raise RestoreError(f"{safety + suffix} already exists", "pass another safety_copy")
+    else:
+        safety = None
+    if staged_kind == "file" and sqlite_sidecars:
+        for suffix in ("-wal", "-journal"):
+            side = staged + suffix
+            if os.path.lexists(side) and os.path.getsize(side) > 0:
+                raise RestoreError(
+                    f"the staged copy has a non-empty {os.path.basename(side)} beside it: it is not self-contained",
+                    f"checkpoint it first (sqlite3 {staged} 'PRAGMA wal_checkpoint(TRUNCATE)') and deep-check again",
+                )
+    copy = os.stat(staged).st_dev != parent_dev
+    if copy:
+        needed = _tree_size(staged)
+        free = shutil.disk_usage(parent).free
+        if needed > free:
+            raise RestoreError(
+                f"{parent} has {free} bytes free but the staged copy needs {needed}",
+                "free space there, or stage the restore on the same filesystem as the live data",
+            )
+    uid, gid = resolve_uid(owner), resolve_gid(group)
+    inherited = []
+    if live_kind == "file":
+        # A restored file is root's and 0600; the service needs what the file it replaces had.
+        live = os.stat(path)
+        if uid is None:
+            uid = live.st_uid
+            inherited.append("owner")
+        if gid is None:
+            gid = live.st_gid
+            inherited.append("group")
+        if mode is None:
+            mode = stat.S_IMODE(live.st_mode)
+            inherited.append("mode")
+    return {
+        "changed": True,
+        "path": path,
+        "staged": staged,
+        "kind": staged_kind,
+        "safety_copy": safety,
+        "sidecars": [path + suffix for suffix in sidecars],
+        "copied": copy,
+        "attributes": {"uid": uid, "gid": gid, "mode": mode, "from_live": inherited},
+    }
+
+
+def _public(plan: dict[str, Any]) -> dict[str, Any]:
+    result = dict(plan)
+    result["attributes"] = dict(plan["attributes"], mode=format_mode(plan["attributes"]["mode"]))
+    return result
+
+
+def plan_cutover(
+    path: str,
+    staged: str,
+    safety_copy: str | None = None,
+    owner: str | None = None,
+    group: str | None = None,
+    mode: int | None = None,
+    sqlite_sidecars: bool = True,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """Everything ``cutover`` checks before touching anything, and what it would do (check mode)."""
+    return _public(_plan_cutover(path, staged, safety_copy, owner, group, mode, sqlite_sidecars, now))
+
+
+def _copy_file(src: str, dest: str) -> None:
+    """Copy a file to a new name, keeping mode, ownership (as root) and mtime, fsynced."""
+    info = os.stat(src)
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    with open(fd, "wb") as out, open(src, "rb") as source:
+        shutil.copyfileobj(source, out, HASH_CHUNK)
+        out.flush()
+        if os.geteuid() == 0:
+            os.fchown(fd, info.st_uid, info.st_gid)
+        os.fchmod(fd, stat.S_IMODE(info.st_mode))
+        os.utime(fd, ns=(info.st_atime_ns, info.st_mtime_ns))
+        os.fsync(fd)
+
+
+def _remove_own_copy(temp: str | None) -> None:
+    """Remove the temporary copy this cutover made of the staged data (the staged data itself stays)."""
+    if temp and os.path.lexists(temp):
+        if os.path.isdir(temp) and not os.path.islink(temp):
+            shutil.rmtree(temp, ignore_errors=True)
+        else:
+            os.unlink(temp)
+
+
+def _undo_or_explain(renames: _Renames, what: str, error: BaseException) -> None:
+    stuck = renames.undo()
+    if stuck:
+        raise RestoreError(
+            f"{what} failed ({error}) and putting everything back failed too; now at: " + "; ".join(stuck),
+            "move each of these back by hand (mv) before starting the service",
+        )
+
+
+def cutover(
+    path: str,
+    staged: str,
+    safety_copy: str | None = None,
+    owner: str | None = None,
+    group: str | None = None,
+    mode: int | None = None,
+    sqlite_sidecars: bool = True,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """Move the live data at ``path`` to a safety copy and the staged copy into its place."""
+    plan = _plan_cutover(path, staged, safety_copy, owner, group, mode, sqlite_sidecars, now)
+    path, staged, safety = plan["path"], plan["staged"], plan["safety_copy"]
+    renames = _Renames()
+    temp = None
+    try:
+        source = staged
+        if plan["copied"]:
+            temp = temp_path(path)
+            if plan["kind"] == "directory":
+                copy_tree(staged, temp)
+            else:
+                _copy_file(staged, temp)
+            source = temp
+        wanted = plan["attributes"]
+        _chown_chmod(source, wanted["uid"], wanted["gid"], wanted["mode"], recursive=plan["kind"] == "directory")
+        if safety is not None:
+            if os.path.lexists(path):
+                renames.move(path, safety)
+            for side in plan["sidecars"]:
+                renames.move(side, safety + side[len(path) :])
+        _switch_in(renames, source, path)
+        fsync_dir(os.path.dirname(path))
+        if not plan["copied"]:
+            fsync_dir(os.path.dirname(staged))
+    except BaseException as exc:
+        _undo_or_explain(renames, f"the cutover of {path}", exc)
+        _remove_own_copy(temp)
+        if isinstance(exc, NodekeepError):
+            raise RestoreError(
+                f"the cutover of {path} failed: {exc.message}",
+                "the live data was put back in place; nothing was lost",
+            ) from exc
+        if isinstance(exc, OSError):
+            raise RestoreError(
+                f"the cutover of {path} failed: {describe_os_error(exc, 'the cutover', path).message}",
+                "the live data was put back in place; nothing was lost",
+            ) from exc
+        raise
+    return _public(plan)
+
+
+def _switch_in(renames: _Renames, source: str, path: str) -> None:
+    """The restored data takes the live name (a separate step so tests can make it fail)."""
+    renames.move(source, path)
+
+
+def plan_rollback(
+    path: str,
+    safety_copy: str | None = None,
+    sqlite_sidecars: bool = True,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """Everything ``rollback`` checks before touching anything, and what it would do (check mode)."""
+    path = _require_absolute(path, "path")
+    safety = _require_absolute(safety_copy, "safety_copy") if safety_copy else find_safety_copy(path)
+    if safety is None:
+        raise RestoreError(
+            f"no safety copy {path}{SAFETY_INFIX}TIME was found",
+            "pass safety_copy (the RV safety_copy of the cutover); if the rollback already ran, the safety copy "
+            "is back at path and there is nothing to roll back",
+        )
+    safety_kind = _kind(safety)
+    if safety_kind not in ("file", "directory"):
+        raise RestoreError(
+            f"the safety copy {safety} does not exist" if safety_kind is None else f"{safety} is a {safety_kind}",
+            "pass the safety_copy path returned by the cutover",
+        )
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent) or os.stat(parent).st_dev != os.stat(os.path.dirname(safety)).st_dev:
+        raise RestoreError(
+            f"the safety copy {safety} is not on the same filesystem as {path}", "move it back by hand (mv)"
+        )
+    live_kind = _kind(path)
+    if live_kind == "symlink":
+        raise RestoreError(f"the live path {path} is a symlink", "give the real path of the data as path")
+    if live_kind not in (None, safety_kind):
+        raise RestoreError(
+            f"the live path {path} is a {live_kind} but the safety copy {safety} is a {safety_kind}",
+            "pass the safety_copy that belongs to this path",
+        )
+    live_sidecars = []
+    safety_sidecars = []
+    if sqlite_sidecars and safety_kind == "file":
+        live_sidecars = [suffix for suffix in SIDECARS if os.path.lexists(path + suffix)]
+        safety_sidecars = [suffix for suffix in SIDECARS if os.path.lexists(safety + suffix)]
+    failed = f"{path}{FAILED_INFIX}{utc_stamp(now)}" if live_kind is not None or live_sidecars else None
+    if failed and os.path.lexists(failed):
+        raise RestoreError(f"{failed} already exists", "wait a second and run again")
+    return {
+        "changed": True,
+        "path": path,
+        "kind": safety_kind,
+        "safety_copy": safety,
+        "failed_copy": failed,
+        "sidecars": [path + suffix for suffix in safety_sidecars],
+        "failed_sidecars": [failed + suffix for suffix in live_sidecars] if failed else [],
+    }
+
+
+def rollback(
+    path: str,
+    safety_copy: str | None = None,
+    sqlite_sidecars: bool = True,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """Move the restored data aside (kept as ``PATH.nodekeep-failed-TIME``) and the safety copy back."""
+    plan = plan_rollback(path, safety_copy, sqlite_sidecars, now)
+    path, safety, failed = plan["path"], plan["safety_copy"], plan["failed_copy"]
+    renames = _Renames()
+    try:
+        if failed is not None:
+            if os.path.lexists(path):
+                renames.move(path, failed)
+            for side in plan["failed_sidecars"]:
+                renames.move(path + side[len(failed) :], side)
+        renames.move(safety, path)
+        for side in plan["sidecars"]:
+            renames.move(safety + side[len(path) :], side)
+        fsync_dir(os.path.dirname(path))
+    except BaseException as exc:
+        _undo_or_explain(renames, f"the rollback of {path}", exc)
+        if isinstance(exc, (NodekeepError, OSError)):
+            message = exc.message if isinstance(exc, NodekeepError) else str(exc)
+            raise RestoreError(
+                f"the rollback of {path} failed: {message}",
+                "everything was put back as it was before the rollback; nothing was lost",
+            ) from exc
+        raise
+    return plan

@@ -1,0 +1,213 @@
+# -*- coding: utf-8 -*-
+# Copyright: nodekeep.backup contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Copies of epochs between repositories (3-2-1): local first, then off-site.
+
+``copy_epoch()`` replicates one complete, signature-valid epoch from a source
+repository to a target: each artifact is streamed and its SHA-256 compared with
+the manifest before the target commits it, then ``manifest.json``, then
+``manifest.json.sig`` last, so the copy exists only once everything is there.
+The bytes are copied as they are (still sealed): the target never sees plaintext
+and the signature keeps verifying.
+
+Runs are idempotent: an epoch already complete at the target is skipped, and an
+interrupted copy continues: artifacts already at the target are checked against
+the manifest and kept, and an S3 multipart upload cut by the network resumes
+part by part.
+"""
+
+from __future__ import absolute_import, annotations, division, print_function
+
+__metaclass__ = type
+
+import hashlib
+import time
+from typing import Any, Dict, Iterable, List
+
+from ansible_collections.nodekeep.backup.plugins.module_utils import signing
+from ansible_collections.nodekeep.backup.plugins.module_utils.errors import IntegrityError, NodekeepError, RepositoryError
+from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    Artifact,
+    Manifest,
+)
+from ansible_collections.nodekeep.backup.plugins.module_utils.repository import Repository
+from ansible_collections.nodekeep.backup.plugins.module_utils.seal import CHUNK_SIZE
+
+SHA256_METADATA = "nodekeep-sha256"
+
+
+def select_epochs(source: Repository, node: str, selector: Iterable[str]) -> List[str]:
+    """``all`` (every complete epoch), ``latest``, or epoch names; oldest first."""
+    complete = source.complete_epochs(node)
+    wanted = list(selector or ["all"])
+    chosen = set()
+    for item in wanted:
+        if item == "all":
+            chosen.update(complete)
+        elif item == "latest":
+            if not complete:
+                raise RepositoryError(
+                    "node %s has no complete epoch in %s" % (node, source.location),
+                    "run the backup first; there is nothing to copy",
+                )
+            chosen.add(complete[-1])
+        elif item in complete:
+            chosen.add(item)
+        else:
+            raise RepositoryError(
+                "epoch %s of %s is not a complete epoch in %s" % (item, node, source.location),
+                "choose one of the latest: %s" % ", ".join(complete[-5:] or ["(none)"]),
+            )
+    return sorted(chosen)
+
+
+def _read_signed(source: Repository, node: str, epoch: str, public_key: str):
+    data = source.get_bytes(node, epoch, MANIFEST_NAME)
+    signature = source.get_bytes(node, epoch, SIGNATURE_NAME, limit=64 << 10)
+    signing.verify(data, signature.decode("ascii", "replace"), public_key)
+    return Manifest.from_bytes(data, node=node, epoch=epoch), data, signature
+
+
+def _write_options(target: Repository, artifact: Artifact) -> Dict[str, Any]:
+    if getattr(target, "kind", "") != "s3":
+        return {}
+    return {"size_hint": artifact.size, "metadata": {SHA256_METADATA: artifact.sha256}, "resume": True}
+
+
+def _stream_digest(repository: Repository, node: str, epoch: str, name: str):
+    digest = hashlib.sha256()
+    size = 0
+    with repository.open_read(node, epoch, name) as stream:
+        while True:
+            chunk = stream.read(CHUNK_SIZE)
+            if not chunk:
+                break
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def _check_present(target: Repository, node: str, epoch: str, artifact: Artifact) -> str:
+    """An artifact left at the target by an interrupted copy must be exactly the manifest's."""
+    how = "read back"
+    info = target.object_info(node, epoch, artifact.file) if hasattr(target, "object_info") else None
+    if info is not None and info.get("metadata", {}).get(SHA256_METADATA):
+        size, sha = info["size"], info["metadata"][SHA256_METADATA]
+        how = "object metadata"
+    else:
+        size, sha = _stream_digest(target, node, epoch, artifact.file)
+    if size != artifact.size or sha != artifact.sha256:
+        raise IntegrityError(
+            "%s is already at the target but differs from the manifest (%s)" % (
+                target.describe(node, epoch, artifact.file), how),
+            "the target is write-once: remove the incomplete epoch there with the pruner credentials "
+            "(epoch_prune with prune_incomplete) and copy again",
+        )
+    return how
+
+
+def _copy_artifact(source: Repository, target: Repository, node: str, epoch: str, artifact: Artifact) -> Dict[str, Any]:
+    began = time.monotonic()
+    digest = hashlib.sha256()
+    size = 0
+    with source.open_read(node, epoch, artifact.file) as stream:
+        with target.open_write(node, epoch, artifact.file, **_write_options(target, artifact)) as sink:
+            while True:
+                chunk = stream.read(CHUNK_SIZE)
+                if not chunk:
+                    break
+                digest.update(chunk)
+                size += len(chunk)
+                sink.write(chunk)
+            # Checked before the block ends: a mismatch aborts the write, nothing is committed.
+            if size != artifact.size or digest.hexdigest() != artifact.sha256:
+                raise IntegrityError(
+                    "%s does not match its manifest (size %d, manifest %d; SHA-256 %s)"
+                    % (source.describe(node, epoch, artifact.file), size, artifact.size,
+                       "differs" if digest.hexdigest() != artifact.sha256 else "matches"),
+                    "the source copy is damaged; it was not copied. Verify the source epoch",
+                )
+    entry: Dict[str, Any] = {"file": artifact.file, "size": size, "seconds": round(time.monotonic() - began, 3)}
+    info = getattr(sink, "info", None)
+    if info:
+        entry.update({k: info[k] for k in ("version_id", "lock_mode", "retain_until", "legal_hold", "resumed_parts")
+                      if k in info})
+    return entry
+
+
+def copy_epoch(source: Repository, target: Repository, node: str, epoch: str, public_key: str) -> Dict[str, Any]:
+    """Replicate one epoch; returns what was done (``status``: copied or skipped)."""
+    began = time.monotonic()
+    if target.is_complete(node, epoch):
+        return {"epoch": epoch, "status": "skipped", "reason": "already complete at the target"}
+    manifest, manifest_bytes, signature = _read_signed(source, node, epoch, public_key)
+    present = target.files(node, epoch)
+    objects: List[Dict[str, Any]] = []
+    total = 0
+    for artifact in manifest.artifacts:
+        if artifact.file in present:
+            how = _check_present(target, node, epoch, artifact)
+            objects.append({"file": artifact.file, "size": artifact.size, "kept": "already there (%s)" % how})
+            continue
+        entry = _copy_artifact(source, target, node, epoch, artifact)
+        total += entry["size"]
+        objects.append(entry)
+    if MANIFEST_NAME in present:
+        if target.get_bytes(node, epoch, MANIFEST_NAME) != manifest_bytes:
+            raise IntegrityError(
+                "%s differs from the source manifest" % target.describe(node, epoch, MANIFEST_NAME),
+                "remove the incomplete epoch at the target with the pruner credentials and copy again",
+            )
+    else:
+        with target.open_write(node, epoch, MANIFEST_NAME) as sink:
+            sink.write(manifest_bytes)
+    # The signature is the commit point at the target too: written last.
+    with target.open_write(node, epoch, SIGNATURE_NAME) as sink:
+        sink.write(signature)
+    seconds = time.monotonic() - began
+    return {
+        "epoch": epoch,
+        "status": "copied",
+        "bytes": total,
+        "seconds": round(seconds, 3),
+        "rate_mib_s": round(total / (1 << 20) / seconds, 1) if seconds > 0 and total else None,
+        "objects": objects,
+        "resumed_parts": sum(int(o.get("resumed_parts") or 0) for o in objects),
+    }
+
+
+def replicate(
+    source: Repository, target: Repository, node: str, epochs: List[str], public_key: str, name: str = ""
+) -> Dict[str, Any]:
+    """Copy the given epochs (oldest first) to one target; stops at the first failure and reports it."""
+    report: Dict[str, Any] = {"name": name or target.location, "location": target.location, "copied": [], "skipped": []}
+    for epoch in sorted(epochs):
+        try:
+            result = copy_epoch(source, target, node, epoch, public_key)
+        except NodekeepError as exc:
+            report["failed"] = {"epoch": epoch, "error": exc.message}
+            break
+        if result["status"] == "skipped":
+            report["skipped"].append(epoch)
+        else:
+            report["copied"].append(result)
+    report["ok"] = "failed" not in report
+    return report
+
+
+def verify_copies(copies: List[Repository], node: str, epoch: str, public_key: str, **options: Any) -> Dict[str, Any]:
+    """``verify_epoch`` on each copy (local and off-site); one report per copy."""
+    from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import verify_epoch
+
+    reports = []
+    for repository in copies:
+        try:
+            report = verify_epoch(repository, node, epoch, public_key, **options)
+        except NodekeepError as exc:
+            report = {"node": node, "epoch": epoch, "ok": False, "signature": "unchecked", "artifacts": [],
+                      "problems": [exc.message]}
+        report["location"] = repository.location
+        reports.append(report)
+    return {"copies": reports, "ok": all(r["ok"] for r in reports)}

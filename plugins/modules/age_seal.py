@@ -1,0 +1,326 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: nodekeep.backup contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: age_seal
+short_description: Encrypt a file or a directory with age, or decrypt it again
+version_added: 0.1.0
+description:
+  - With O(state=sealed), encrypts O(src) with age to the given recipients into the file O(dest).
+    A file is sealed as it is (by default not compressed), so C(age -d -i KEY DEST) gives it back byte for byte.
+    A directory is sealed as a POSIX (PAX) tar stream keeping modes, numeric ownership, mtimes, symlinks and
+    hard links, zstd-compressed by default, so C(age -d -i KEY DEST | zstd -d | tar -xp) gives it back.
+  - With O(state=opened), decrypts the age file O(src) into O(dest). A zstd payload is detected and
+    decompressed; a sealed directory is extracted into O(dest) as a directory, refusing absolute paths, C(..),
+    links leading outside O(dest) and device files. Files sealed with the C(age) CLI open too.
+  - Everything goes through the same streaming pipeline as M(nodekeep.backup.epoch_backup) (bounded memory,
+    SHA-256 of both the sealed and the plain bytes in the same pass).
+  - O(dest) is built under a temporary name in its own directory (a file is fsynced; a directory is extracted
+    into a temporary directory) and renamed into place only when complete. On any error nothing is left at O(dest).
+author: nodekeep.backup developers
+extends_documentation_fragment:
+  - nodekeep.backup._repository.AGE_RECIPIENTS
+  - nodekeep.backup._repository.AGE_IDENTITIES
+  - nodekeep.backup._attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Checks the recipients (O(state=sealed)) or that the identities parse and O(src) is an age file
+        (O(state=opened)), that O(src) is readable and that the directory of O(dest) is writable; reports what
+        would happen without writing. Check mode does not decrypt, so it cannot tell whether an identity matches.
+  diff_mode:
+    support: none
+  idempotent:
+    support: partial
+    details:
+      - Like C(creates) of M(ansible.builtin.command), an existing O(dest) makes the task C(ok) and unchanged
+        (RV(skipped)), without comparing anything.
+      - age output is randomized (a new file key each time), so a sealed file cannot be compared with its
+        source without the identity; an existing O(dest) is therefore trusted, not verified. It is not
+        re-sealed when O(src) changes. Set O(force=true) to seal again.
+      - With O(force=true) every run writes O(dest) again and reports C(changed).
+options:
+  state:
+    description:
+      - V(sealed) encrypts O(src) into O(dest); needs O(recipients) or O(recipients_files).
+      - V(opened) decrypts O(src) into O(dest); needs O(identities) or O(identity_files).
+    type: str
+    choices: [sealed, opened]
+    default: sealed
+  src:
+    description:
+      - V(sealed) a file or a directory to encrypt; a symlink is followed.
+      - V(opened) the age file to decrypt.
+    type: path
+    required: true
+  dest:
+    description:
+      - V(sealed) the age file to write.
+      - V(opened) the file or directory to write.
+      - Its directory must exist. An existing O(dest) is left alone unless O(force=true).
+    type: path
+    required: true
+  compress:
+    description:
+      - Compress with zstd inside the age encryption (O(state=sealed) only).
+      - Default V(false) for a file, so that the sealed file is exactly what C(age -d) gives back, and V(true)
+        for a directory (C(tar.zst) inside age).
+      - O(state=opened) detects a zstd payload by itself.
+    type: bool
+  compression_level:
+    description: zstd compression level, when compressing.
+    type: int
+    default: 3
+  content:
+    description:
+      - O(state=opened) only. What the decrypted payload is.
+      - V(auto) extracts a tar archive whose first entry is its root directory C(.) (what this module and
+        C(tar -C DIR -c .) produce) as a directory, and writes anything else as a file.
+      - V(file) always writes a file (for example to get back a C(.tar) that was sealed as a file),
+        V(directory) always extracts a tar archive.
+    type: str
+    choices: [auto, file, directory]
+    default: auto
+  force:
+    description:
+      - Write O(dest) even if it exists. Never on by default, so nothing is overwritten silently.
+      - An existing file is replaced atomically by a rename and is not kept.
+      - An existing directory cannot be replaced atomically; it is renamed to C(DEST.nodekeep-replaced-TIME)
+        and kept (RV(replaced_path)), never deleted.
+    type: bool
+    default: false
+  mode:
+    description:
+      - Mode of the file written (the sealed file, or an opened file), as a quoted octal string.
+      - An opened directory keeps the modes recorded in the archive.
+    type: raw
+    default: '0600'
+notes:
+  - Runs on the node, with the Python of the agent role's virtualenv (pyrage, zstandard).
+  - Ownership in an opened directory is restored only when running as root; sockets and device files are
+    not archived, extended attributes and ACLs are not kept.
+requirements:
+  - pyrage
+  - zstandard
+seealso:
+  - module: nodekeep.backup.epoch_backup
+  - module: nodekeep.backup.sqlite_backup
+  - name: age
+    description: The file format and the reference CLI.
+    link: https://age-encryption.org/v1
+"""
+
+EXAMPLES = r"""
+- name: Seal the validator keys to the custodians
+  nodekeep.backup.age_seal:
+    src: /etc/animica/keys
+    dest: /var/backups/keys/animica-keys.tar.zst.age
+    recipients:
+      - age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p
+    recipients_files:
+      - /etc/nodekeep/custodians.txt
+  register: sealed
+
+- name: Show what was written
+  ansible.builtin.debug:
+    msg: "{{ sealed.dest }}: {{ sealed.size }} bytes, sha256 {{ sealed.sha256 }}, {{ sealed.recipients }} recipients"
+  when: sealed is changed
+
+- name: Open it again on the recovery host
+  nodekeep.backup.age_seal:
+    state: opened
+    src: /media/usb/animica-keys.tar.zst.age
+    dest: /root/recovered/keys
+    identity_files:
+      - /root/.config/age/custodian.txt
+  register: opened
+  no_log: true
+
+- name: Seal a single file so that plain `age -d` restores it
+  nodekeep.backup.age_seal:
+    src: /srv/app/.env
+    dest: /var/backups/app/env.age
+    recipients: "{{ nodekeep_age_recipients }}"
+"""
+
+RETURN = r"""
+dest:
+  description: The file or directory written (or left alone).
+  returned: always
+  type: str
+  sample: /var/backups/keys/animica-keys.tar.zst.age
+skipped:
+  description: V(true) when O(dest) existed and O(force=false), so nothing was done.
+  returned: success
+  type: bool
+  sample: false
+msg:
+  description: Why nothing was done.
+  returned: when RV(skipped)
+  type: str
+  sample: /var/backups/keys/animica-keys.tar.zst.age exists and force is false
+content:
+  description: V(file) or V(directory).
+  returned: success, except for O(state=opened) when skipped
+  type: str
+  sample: directory
+sha256:
+  description: SHA-256 of the sealed (age) file, O(dest) with O(state=sealed), O(src) with O(state=opened).
+  returned: changed and not check mode
+  type: str
+  sample: 4adb79f5de7125ccd77509afc24559eede4c2351b884dfe1c2c9ba2298bbd228
+sealed_size:
+  description: Size in bytes of the sealed (age) file, O(dest) with O(state=sealed), O(src) with O(state=opened).
+  returned: changed and not check mode
+  type: int
+  sample: 20480
+size:
+  description:
+    - Size of O(dest) in bytes as found on disk (Ansible's file facts), so with O(state=sealed) the size of the
+      sealed file and with O(state=opened) the size of the opened file.
+  returned: success, when O(dest) exists
+  type: int
+  sample: 20480
+content_size:
+  description: Size in bytes of the plain content (the file, or the tar stream of a directory).
+  returned: changed and not check mode
+  type: int
+  sample: 51200
+content_sha256:
+  description: SHA-256 of the plain content (the file, or the tar stream of a directory).
+  returned: changed and not check mode
+  type: str
+  sample: f1b5fbc7280421feb48359083e6d92bfea8e6ec6d1fa365088f6104c4a27d848
+compressed:
+  description: Whether the payload inside age is zstd-compressed.
+  returned: changed
+  type: bool
+  sample: true
+recipients:
+  description: Number of recipients the file was (or would be) sealed to.
+  returned: O(state=sealed)
+  type: int
+  sample: 3
+mode:
+  description: Mode of O(dest) as found on disk.
+  returned: success, when O(dest) exists
+  type: str
+  sample: '0600'
+owner:
+  description: Owner of O(dest), as Ansible reports it for file results.
+  returned: success, when O(dest) exists
+  type: str
+  sample: root
+group:
+  description: Group of O(dest).
+  returned: success, when O(dest) exists
+  type: str
+  sample: root
+uid:
+  description: Numeric owner of O(dest).
+  returned: success, when O(dest) exists
+  type: int
+  sample: 0
+gid:
+  description: Numeric group of O(dest).
+  returned: success, when O(dest) exists
+  type: int
+  sample: 0
+state:
+  description: What O(dest) is, V(file), V(directory), V(link) or V(hard) (a file with several links).
+  returned: success, when O(dest) exists
+  type: str
+  sample: file
+entries:
+  description: What a directory held (counts of files, directories, symlinks, hard links, other, and bytes).
+  returned: changed, not check mode, and a directory was sealed or opened
+  type: dict
+  sample: {files: 12, directories: 3, symlinks: 1, hardlinks: 0, other: 0, bytes: 40960}
+replaced:
+  description: Whether an existing O(dest) was (or in check mode would be) replaced (O(force=true)).
+  returned: success
+  type: bool
+  sample: false
+replaced_path:
+  description: Where a replaced directory was kept.
+  returned: when a directory was replaced
+  type: str
+  sample: /root/recovered/keys.nodekeep-replaced-20261122T023000Z
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.nodekeep.backup.plugins.module_utils.archive import (
+    open_path,
+    parse_mode,
+    plan_open,
+    plan_seal,
+    seal_path,
+)
+from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
+    AGE_IDENTITY_OPTIONS,
+    AGE_RECIPIENT_OPTIONS,
+    argspec,
+    require_libraries,
+    run,
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argspec(
+            AGE_RECIPIENT_OPTIONS,
+            AGE_IDENTITY_OPTIONS,
+            state={"type": "str", "choices": ["sealed", "opened"], "default": "sealed"},
+            src={"type": "path", "required": True},
+            dest={"type": "path", "required": True},
+            compress={"type": "bool"},
+            compression_level={"type": "int", "default": 3},
+            content={"type": "str", "choices": ["auto", "file", "directory"], "default": "auto"},
+            force={"type": "bool", "default": False},
+            mode={"type": "raw", "default": "0600"},
+        ),
+        supports_check_mode=True,
+    )
+    require_libraries(module, "pyrage", "zstandard")
+    params = module.params
+
+    def action():
+        mode = parse_mode(params["mode"])
+        if params["state"] == "sealed":
+            recipients = (params["recipients"], params["recipients_files"])
+            if module.check_mode:
+                return plan_seal(params["src"], params["dest"], *recipients, params["compress"], params["force"])
+            return seal_path(
+                params["src"],
+                params["dest"],
+                *recipients,
+                compress=params["compress"],
+                force=params["force"],
+                mode=0o600 if mode is None else mode,
+                level=params["compression_level"],
+            )
+        identities = (params["identities"], params["identity_files"])
+        if module.check_mode:
+            return plan_open(params["src"], params["dest"], *identities, params["content"], params["force"])
+        return open_path(
+            params["src"],
+            params["dest"],
+            *identities,
+            content=params["content"],
+            force=params["force"],
+            mode=0o600 if mode is None else mode,
+        )
+
+    run(module, action)
+
+
+if __name__ == "__main__":
+    main()

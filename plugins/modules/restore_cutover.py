@@ -1,0 +1,293 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: nodekeep.backup contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: restore_cutover
+short_description: Put a verified restored copy in place of the live data, or roll back
+version_added: 0.1.0
+description:
+  - The cutover step of a staged restore. Stop the service before it and start and health-check it after;
+    the M(nodekeep.backup.epoch_restore) module stages and checks the copy, the restore role drives the whole
+    sequence and rolls back when the health check fails.
+  - With O(state=cutover), the live data at O(path) is renamed to a safety copy beside it (for an SQLite
+    database together with its C(-wal), C(-shm) and C(-journal), see O(sqlite_sidecars)) and the staged copy
+    O(staged) is renamed into O(path). The live data is only ever renamed on its own filesystem, never copied
+    and deleted. A staged copy on another filesystem is first copied (fsynced, keeping modes, ownership, mtimes
+    and links) to a temporary name beside O(path), so the switch itself is two renames. If anything fails on
+    the way, everything is renamed back and the live data is where it was.
+  - With O(state=rollback), the data at O(path) (the restored data) is renamed to C(PATH.nodekeep-failed-TIME)
+    (kept, with its side files) and the safety copy is renamed back to O(path).
+  - Nothing is ever deleted.
+author: nodekeep.backup developers
+extends_documentation_fragment:
+  - nodekeep.backup._attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Runs every check (paths, kinds, filesystems, free space for a copy, owner and group, an existing safety
+        copy) and returns the planned RV(safety_copy), without touching anything.
+  diff_mode:
+    support: none
+  idempotent:
+    support: none
+    details:
+      - Cutover and rollback are actions. After a cutover the staged copy has moved into place, so running the
+        same cutover again fails with a message saying so; after a rollback the safety copy is back at O(path),
+        so a second rollback fails because no safety copy is left.
+options:
+  state:
+    description:
+      - V(cutover) puts O(staged) in place of O(path), keeping the live data as O(safety_copy).
+      - V(rollback) puts O(safety_copy) back at O(path), keeping the data found there as C(PATH.nodekeep-failed-TIME).
+    type: str
+    choices: [cutover, rollback]
+    default: cutover
+  path:
+    description:
+      - Absolute live path of the asset, a file (for example an SQLite database) or a directory.
+      - May be absent (a first restore onto a new host). A symlink or a mount point is refused.
+    type: path
+    required: true
+  staged:
+    description:
+      - Absolute path of the verified restored copy, as restored by M(nodekeep.backup.epoch_restore),
+        for example C(/srv/staging/node1/var/lib/x/app.db). Must be the same kind (file or directory) as O(path).
+      - Required with O(state=cutover).
+    type: path
+  safety_copy:
+    description:
+      - Where the live data is kept.
+      - With O(state=cutover), default C(PATH.nodekeep-pre-restore-TIME) (UTC, C(YYYYMMDDTHHMMSSZ)) beside O(path).
+        It must be on the same filesystem as O(path) and must not exist.
+      - With O(state=rollback), default the newest C(PATH.nodekeep-pre-restore-TIME) beside O(path).
+    type: path
+  owner:
+    description:
+      - User (name or uid) to own the placed data; for a directory applied to everything in it.
+      - Default for a file, the owner of the live file it replaces; for a directory, as restored.
+      - Only with O(state=cutover).
+    type: str
+  group:
+    description:
+      - Group (name or gid) of the placed data; for a directory applied to everything in it.
+      - Default for a file, the group of the live file it replaces; for a directory, as restored.
+      - Only with O(state=cutover).
+    type: str
+  mode:
+    description:
+      - Mode of the placed file, or of the placed directory itself (not of its content), as a quoted octal string.
+      - Default for a file, the mode of the live file it replaces; for a directory, as restored.
+      - Only with O(state=cutover).
+    type: raw
+  sqlite_sidecars:
+    description:
+      - For a file, also move C(PATH-wal), C(PATH-shm) and C(PATH-journal) with it (into the safety copy on
+        cutover, to the failed copy and back from the safety copy on rollback), so that a stale write-ahead log
+        is never replayed onto the restored database. They are moved even when O(path) itself is absent.
+      - With V(true), a staged copy with a non-empty C(-wal) or C(-journal) beside it is refused, because it
+        is not self-contained.
+    type: bool
+    default: true
+notes:
+  - Stop the service that uses O(path) first. The module does not check that nothing holds the data open.
+  - The safety copy stays until you remove it; the restore role reports it.
+seealso:
+  - module: nodekeep.backup.epoch_restore
+  - role: nodekeep.backup.restore
+    description: Staged restore, service stop, cutover, start, health check and rollback.
+"""
+
+EXAMPLES = r"""
+- name: Stop the service
+  ansible.builtin.service:
+    name: pds
+    state: stopped
+
+- name: Put the restored database in place
+  nodekeep.backup.restore_cutover:
+    path: /srv/pds/account.sqlite
+    staged: /srv/staging/node1/srv/pds/account.sqlite
+    owner: pds
+    group: pds
+    mode: '0640'
+  register: cutover
+
+- name: Start and health-check the service, roll back if it fails
+  block:
+    - name: Start the service
+      ansible.builtin.service:
+        name: pds
+        state: started
+
+    - name: Health check
+      ansible.builtin.uri:
+        url: http://127.0.0.1:3000/xrpc/_health
+      register: health
+      retries: 10
+      delay: 3
+      until: health.status == 200
+  rescue:
+    - name: Stop the service again
+      ansible.builtin.service:
+        name: pds
+        state: stopped
+
+    - name: Roll back to the safety copy
+      nodekeep.backup.restore_cutover:
+        state: rollback
+        path: /srv/pds/account.sqlite
+        safety_copy: "{{ cutover.safety_copy }}"
+
+    - name: Start the service on the old data
+      ansible.builtin.service:
+        name: pds
+        state: started
+"""
+
+RETURN = r"""
+path:
+  description: The live path.
+  returned: always
+  type: str
+  sample: /srv/pds/account.sqlite
+safety_copy:
+  description:
+    - Where the live data was (or in check mode would be) kept; V(null) when O(path) was absent.
+    - With O(state=rollback), the safety copy that was put back.
+  returned: success
+  type: str
+  sample: /srv/pds/account.sqlite.nodekeep-pre-restore-20261122T023000Z
+staged:
+  description: The staged copy that was put in place.
+  returned: success and O(state=cutover)
+  type: str
+  sample: /srv/staging/node1/srv/pds/account.sqlite
+kind:
+  description: V(file) or V(directory).
+  returned: success
+  type: str
+  sample: file
+copied:
+  description: Whether the staged copy was on another filesystem and so was copied beside O(path) first.
+  returned: success and O(state=cutover)
+  type: bool
+  sample: false
+sidecars:
+  description:
+    - With O(state=cutover), the SQLite side files of the live database that were moved into the safety copy.
+    - With O(state=rollback), the side files of the safety copy that were put back.
+  returned: success
+  type: list
+  elements: str
+  sample: [/srv/pds/account.sqlite-wal, /srv/pds/account.sqlite-shm]
+attributes:
+  description:
+    - What was (or in check mode would be) applied to the placed data. V(null) values mean left as restored.
+    - C(from_live) lists which of owner, group and mode were taken from the live file because they were not given.
+  returned: success and O(state=cutover)
+  type: dict
+  sample: {uid: 1001, gid: 1001, mode: '0640', from_live: [owner, group, mode]}
+mode:
+  description: Mode of O(path) as found on disk after the run (before it, in check mode).
+  returned: success, when O(path) exists
+  type: str
+  sample: '0640'
+size:
+  description: Size of O(path) as found on disk (for a directory, the size of the directory entry itself).
+  returned: success, when O(path) exists
+  type: int
+  sample: 533463040
+owner:
+  description: Owner of O(path), as Ansible reports it for file results.
+  returned: success, when O(path) exists
+  type: str
+  sample: root
+group:
+  description: Group of O(path).
+  returned: success, when O(path) exists
+  type: str
+  sample: root
+uid:
+  description: Numeric owner of O(path).
+  returned: success, when O(path) exists
+  type: int
+  sample: 0
+gid:
+  description: Numeric group of O(path).
+  returned: success, when O(path) exists
+  type: int
+  sample: 0
+state:
+  description: What O(path) is, V(file), V(directory), V(link) or V(hard) (a file with several links).
+  returned: success, when O(path) exists
+  type: str
+  sample: file
+failed_copy:
+  description: Where the data found at O(path) was kept by a rollback (V(null) when O(path) was absent).
+  returned: success and O(state=rollback)
+  type: str
+  sample: /srv/pds/account.sqlite.nodekeep-failed-20261122T024500Z
+failed_sidecars:
+  description: Where the side files found beside O(path) were kept by a rollback.
+  returned: success and O(state=rollback)
+  type: list
+  elements: str
+  sample: [/srv/pds/account.sqlite.nodekeep-failed-20261122T024500Z-wal]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.nodekeep.backup.plugins.module_utils.archive import parse_mode
+from ansible_collections.nodekeep.backup.plugins.module_utils.common import argspec, run
+from ansible_collections.nodekeep.backup.plugins.module_utils.cutover import (
+    cutover,
+    plan_cutover,
+    plan_rollback,
+    rollback,
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argspec(
+            state={"type": "str", "choices": ["cutover", "rollback"], "default": "cutover"},
+            path={"type": "path", "required": True},
+            staged={"type": "path"},
+            safety_copy={"type": "path"},
+            owner={"type": "str"},
+            group={"type": "str"},
+            mode={"type": "raw"},
+            sqlite_sidecars={"type": "bool", "default": True},
+        ),
+        required_if=[("state", "cutover", ["staged"])],
+        supports_check_mode=True,
+    )
+    params = module.params
+
+    def action():
+        if params["state"] == "rollback":
+            step = plan_rollback if module.check_mode else rollback
+            return step(params["path"], params["safety_copy"], params["sqlite_sidecars"])
+        step = plan_cutover if module.check_mode else cutover
+        return step(
+            params["path"],
+            params["staged"],
+            safety_copy=params["safety_copy"],
+            owner=params["owner"],
+            group=params["group"],
+            mode=parse_mode(params["mode"]),
+            sqlite_sidecars=params["sqlite_sidecars"],
+        )
+
+    run(module, action)
+
+
+if __name__ == "__main__":
+    main()
