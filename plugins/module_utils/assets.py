@@ -33,7 +33,9 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import Ar
 class Captured:
     """A plaintext stream ready for sealing, and the facts known about it."""
 
-    def __init__(self, stream: BinaryIO, facts: dict[str, Any] | None = None, finish: Callable[[], dict[str, Any]] | None = None):
+    def __init__(
+        self, stream: BinaryIO, facts: dict[str, Any] | None = None, finish: Callable[[], dict[str, Any]] | None = None
+    ):
         self.stream = stream
         self.facts = dict(facts or {})
         self._finish = finish
@@ -130,7 +132,9 @@ class FileAssetType(AssetType):
                     os.rename(target, "%s.nodekeep-replaced-%d" % (target, int(time.time())))
                 os.link(temp, target)
             except FileExistsError:
-                raise RestoreError("the restore target %s appeared during the restore" % target, "nothing was overwritten")
+                raise RestoreError(
+                    "the restore target %s appeared during the restore" % target, "nothing was overwritten"
+                )
             except OSError as exc:
                 raise describe_os_error(exc, "placing the restored file", target)
         finally:

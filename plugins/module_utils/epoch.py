@@ -12,12 +12,13 @@ from __future__ import absolute_import, annotations, division, print_function
 __metaclass__ = type
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ansible_collections.nodekeep.backup.plugins.module_utils import signing
@@ -27,6 +28,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
     ManifestError,
     NodekeepError,
     RepositoryError,
+    describe_os_error,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
     MANIFEST_NAME,
@@ -38,10 +40,15 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
 from ansible_collections.nodekeep.backup.plugins.module_utils.repository import Repository
 from ansible_collections.nodekeep.backup.plugins.module_utils.seal import CHUNK_SIZE, seal, unseal
 
+RUN_PREFIX = "run-"
 
-def _private_scratch(scratch_dir: str | None, repository: Repository) -> str:
+
+def _scratch_root(scratch_dir: str | None, repository: Repository) -> str:
     if scratch_dir:
-        os.makedirs(scratch_dir, mode=0o700, exist_ok=True)
+        try:
+            os.makedirs(scratch_dir, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise describe_os_error(exc, "creating the scratch directory", scratch_dir)
         return scratch_dir
     scratch = getattr(repository, "scratch_dir", None)
     if scratch is not None:
@@ -49,9 +56,82 @@ def _private_scratch(scratch_dir: str | None, repository: Repository) -> str:
     return tempfile.gettempdir()
 
 
+def _sweep_stale_runs(root: str) -> None:
+    """Remove scratch space of runs that died (their lock is free): plaintext must not linger."""
+    for entry in os.scandir(root):
+        if not entry.name.startswith(RUN_PREFIX) or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            fd = os.open(os.path.join(entry.path, ".lock"), os.O_RDWR)
+        except FileNotFoundError:
+            fd = None
+        except OSError:
+            continue
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live run holds it
+        finally:
+            if fd is not None:
+                os.close(fd)
+        shutil.rmtree(entry.path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def scratch_space(scratch_dir: str | None, repository: Repository) -> Iterator[str]:
+    """A private 0700 directory for this run's transient plaintext, removed at the end.
+
+    The directory is locked while the run lives; every run first removes the
+    directories of runs that were killed, so no plaintext copy survives a crash
+    for longer than the next run.
+    """
+    root = _scratch_root(scratch_dir, repository)
+    _sweep_stale_runs(root)
+    path = tempfile.mkdtemp(prefix=RUN_PREFIX, dir=root)
+    fd = os.open(os.path.join(path, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        os.close(fd)
+
+
 # --------------------------------------------------------------------------
 # backup
 # --------------------------------------------------------------------------
+
+
+def _capture_and_seal(
+    repository: Repository, node: str, epoch: str, asset: dict[str, Any], recipients: list, scratch: str, level: int
+) -> Artifact:
+    kind = asset_type(asset["type"])
+    file_name = kind.artifact_file(asset)
+    began = time.monotonic()
+    with kind.capture(asset, scratch) as captured:
+        with repository.open_write(node, epoch, file_name) as sink:
+            result = seal(
+                captured.stream, sink, recipients, level=level, sink_name=repository.describe(node, epoch, file_name)
+            )
+        facts = captured.finish()
+    facts["path"] = asset["path"]
+    facts["seconds"] = round(time.monotonic() - began, 3)
+    for key in ("service", "health_command"):
+        if asset.get(key):
+            facts[key] = asset[key]
+    return Artifact(
+        name=asset["name"],
+        asset_type=kind.name,
+        file=file_name,
+        format=kind.artifact_format,
+        size=result.sealed.size,
+        sha256=result.sealed.sha256,
+        content_size=result.content.size,
+        content_sha256=result.content.sha256,
+        compressed=result.compressed,
+        source=facts,
+    )
 
 
 def backup_epoch(
@@ -69,44 +149,13 @@ def backup_epoch(
     assets = normalize_assets(assets)
     if not recipients:
         raise NodekeepError("no age recipient was given", "set nodekeep_age_recipients; nothing was written")
-    scratch = _private_scratch(scratch_dir, repository)
     epoch = repository.new_epoch(node)
     started = utc_now_iso()
-    artifacts = []
     try:
-        for asset in assets:
-            kind = asset_type(asset["type"])
-            file_name = kind.artifact_file(asset)
-            began = time.monotonic()
-            with kind.capture(asset, scratch) as captured:
-                with repository.open_write(node, epoch, file_name) as sink:
-                    result = seal(
-                        captured.stream,
-                        sink,
-                        recipients,
-                        level=level,
-                        sink_name=repository.describe(node, epoch, file_name),
-                    )
-                facts = captured.finish()
-            facts["path"] = asset["path"]
-            facts["seconds"] = round(time.monotonic() - began, 3)
-            for key in ("service", "health_command"):
-                if asset.get(key):
-                    facts[key] = asset[key]
-            artifacts.append(
-                Artifact(
-                    name=asset["name"],
-                    asset_type=kind.name,
-                    file=file_name,
-                    format=kind.artifact_format,
-                    size=result.sealed.size,
-                    sha256=result.sealed.sha256,
-                    content_size=result.content.size,
-                    content_sha256=result.content.sha256,
-                    compressed=result.compressed,
-                    source=facts,
-                )
-            )
+        with scratch_space(scratch_dir, repository) as scratch:
+            artifacts = [
+                _capture_and_seal(repository, node, epoch, asset, recipients, scratch, level) for asset in assets
+            ]
         manifest = Manifest(
             node=node,
             epoch=epoch,
@@ -224,37 +273,44 @@ def verify_epoch(
     report["finished"] = manifest.finished
     wanted = set(artifacts) if artifacts else None
     present = repository.files(node, epoch)
-    scratch = _private_scratch(scratch_dir, repository) if deep else None
-    for artifact in manifest.artifacts:
-        if wanted is not None and artifact.name not in wanted:
-            continue
-        entry: dict[str, Any] = {"name": artifact.name, "asset_type": artifact.asset_type, "file": artifact.file}
-        began = time.monotonic()
-        try:
-            if artifact.file not in present:
-                raise IntegrityError("%s is missing from the epoch" % artifact.file)
-            if deep:
-                entry.update(_deep_check(repository, node, epoch, artifact, identities or [], scratch, check))
-            else:
-                digest = _DigestSink()
-                with repository.open_read(node, epoch, artifact.file) as stream:
-                    digest.feed(stream)
-                problems = _compare(artifact, digest.size, digest.hash.hexdigest())
-                if problems:
-                    raise IntegrityError("; ".join(problems))
-            entry["checksum"] = "ok"
-            entry["ok"] = True
-        except NodekeepError as exc:
-            entry["ok"] = False
-            entry["error"] = exc.message
-            report["problems"].append("%s: %s" % (artifact.name, exc.message))
-        entry["seconds"] = round(time.monotonic() - began, 3)
-        report["artifacts"].append(entry)
+    scratch_context = scratch_space(scratch_dir, repository) if deep else contextlib.nullcontext("")
+    with scratch_context as scratch:
+        for artifact in manifest.artifacts:
+            if wanted is not None and artifact.name not in wanted:
+                continue
+            entry = _verify_artifact(repository, node, epoch, artifact, present, deep, identities or [], scratch, check)
+            if not entry["ok"]:
+                report["problems"].append("%s: %s" % (artifact.name, entry["error"]))
+            report["artifacts"].append(entry)
     extra = sorted(set(present) - {a.file for a in manifest.artifacts} - {MANIFEST_NAME, SIGNATURE_NAME})
     if extra:
         report["unlisted_files"] = extra
     report["ok"] = not report["problems"]
     return report
+
+
+def _verify_artifact(repository, node, epoch, artifact: Artifact, present, deep, identities, scratch, check):
+    entry: dict[str, Any] = {"name": artifact.name, "asset_type": artifact.asset_type, "file": artifact.file}
+    began = time.monotonic()
+    try:
+        if artifact.file not in present:
+            raise IntegrityError("%s is missing from the epoch" % artifact.file)
+        if deep:
+            entry.update(_deep_check(repository, node, epoch, artifact, identities, scratch, check))
+        else:
+            digest = _DigestSink()
+            with repository.open_read(node, epoch, artifact.file) as stream:
+                digest.feed(stream)
+            problems = _compare(artifact, digest.size, digest.hash.hexdigest())
+            if problems:
+                raise IntegrityError("; ".join(problems))
+        entry["checksum"] = "ok"
+        entry["ok"] = True
+    except NodekeepError as exc:
+        entry["ok"] = False
+        entry["error"] = exc.message
+    entry["seconds"] = round(time.monotonic() - began, 3)
+    return entry
 
 
 def _deep_check(repository, node, epoch, artifact: Artifact, identities, scratch: str, check: str) -> dict[str, Any]:

@@ -43,7 +43,9 @@ def epoch_time(name: str) -> datetime:
     try:
         return datetime.strptime(name, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
     except ValueError:
-        raise ManifestError("%r is not a valid epoch time (YYYYMMDDTHHMMSSZ)" % (name,), "pick one that epoch_info lists")
+        raise ManifestError(
+            "%r is not a valid epoch time (YYYYMMDDTHHMMSSZ)" % (name,), "pick one that epoch_info lists"
+        )
 
 
 def utc_now_iso() -> str:

@@ -150,7 +150,9 @@ class LocalRepository(Repository):
             )
         self.root = os.path.normpath(root)
         if os.path.exists(self.root) and not os.path.isdir(self.root):
-            raise RepositoryError("the repository path %s exists but is not a directory" % self.root, "choose another path")
+            raise RepositoryError(
+                "the repository path %s exists but is not a directory" % self.root, "choose another path"
+            )
         if create:
             self._makedirs(self.root)
         elif not os.path.isdir(self.root):
@@ -260,7 +262,9 @@ class LocalRepository(Repository):
                 # link() refuses to replace an existing name: write-once even against a racing writer.
                 os.link(temp, final)
             except FileExistsError:
-                raise RepositoryError("%s appeared while it was being written" % final, "another run wrote the same epoch")
+                raise RepositoryError(
+                    "%s appeared while it was being written" % final, "another run wrote the same epoch"
+                )
             except OSError as exc:
                 raise describe_os_error(exc, "writing %s" % name, final)
             committed = True

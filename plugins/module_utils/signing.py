@@ -129,8 +129,7 @@ def parse_public_key(line: str) -> Ed25519PublicKey:
     if len(parts) < 2 or parts[0] != "ssh-ed25519":
         raise SignatureError(
             "the node public key is not an ssh-ed25519 public key",
-            "give the key the agent role fetched to the controller (keys/<node>.pub) "
-            "in nodekeep_signing_public_key",
+            "give the key the agent role fetched to the controller (keys/<node>.pub) in nodekeep_signing_public_key",
         )
     try:
         blob = base64.b64decode(parts[1], validate=True)
@@ -140,9 +139,7 @@ def parse_public_key(line: str) -> Ed25519PublicKey:
             raise ValueError("not ed25519")
         return Ed25519PublicKey.from_public_bytes(raw)
     except (ValueError, SignatureError):
-        raise SignatureError(
-            "the node public key is malformed", "copy it again from the controller's keys/<node>.pub"
-        )
+        raise SignatureError("the node public key is malformed", "copy it again from the controller's keys/<node>.pub")
 
 
 def public_key_blob(key) -> bytes:
@@ -211,7 +208,9 @@ def verify(message: bytes, armored: str, public_line: str, namespace: str = NAME
             "if the node's key was rotated, update keys/<node>.pub; otherwise treat the epoch as forged",
         )
     if sig_namespace != namespace.encode():
-        raise SignatureError("the signature is for namespace %r, not %r" % (sig_namespace.decode(errors="replace"), namespace))
+        raise SignatureError(
+            "the signature is for namespace %r, not %r" % (sig_namespace.decode(errors="replace"), namespace)
+        )
     if hash_algorithm not in (b"sha512", b"sha256"):
         raise SignatureError("unsupported signature hash %r" % hash_algorithm.decode(errors="replace"))
     sig_type, inner = _read_string(sig_blob, 0)
@@ -220,11 +219,7 @@ def verify(message: bytes, armored: str, public_line: str, namespace: str = NAME
         raise SignatureError("the signature is not an Ed25519 signature")
     hasher = hashlib.sha512 if hash_algorithm == b"sha512" else hashlib.sha256
     signed = (
-        MAGIC
-        + _string(namespace.encode())
-        + _string(b"")
-        + _string(hash_algorithm)
-        + _string(hasher(message).digest())
+        MAGIC + _string(namespace.encode()) + _string(b"") + _string(hash_algorithm) + _string(hasher(message).digest())
     )
     try:
         expected.verify(raw_signature, signed)

@@ -78,7 +78,9 @@ def check_is_database(path: str, role: str = "source") -> None:
             "check the asset path in nodekeep_assets (a typo, or the service keeps its DB elsewhere)",
         )
     if os.path.isdir(path):
-        raise CaptureError("the %s database %s is a directory, not a file" % (role, path), "give the path of the .db file")
+        raise CaptureError(
+            "the %s database %s is a directory, not a file" % (role, path), "give the path of the .db file"
+        )
     try:
         with open(path, "rb") as handle:
             header = handle.read(len(SQLITE_HEADER))
@@ -200,7 +202,9 @@ def copy_database(
             except apsw.Error as exc:
                 if "disk is full" in str(exc) or "SQLITE_FULL" in str(exc):
                     raise describe_os_error(OSError(28, "No space left on device"), "writing the SQLite copy", dest)
-                raise CaptureError("the online backup of %s failed: %s" % (src, exc), "retry; if it persists check the disk")
+                raise CaptureError(
+                    "the online backup of %s failed: %s" % (src, exc), "retry; if it persists check the disk"
+                )
             finally:
                 destination.close()
         finally:

@@ -148,9 +148,17 @@ def _plan(repository, params):
                 "the restore target %s already exists" % target,
                 "restore into an empty staging path or set force: true",
             )
-        planned.append({"name": name, "asset_type": artifact.asset_type, "path": target,
-                        "source_path": artifact.source.get("path"), "size": artifact.content_size,
-                        "sha256": artifact.content_sha256, "checks": {}})
+        planned.append(
+            {
+                "name": name,
+                "asset_type": artifact.asset_type,
+                "path": target,
+                "source_path": artifact.source.get("path"),
+                "size": artifact.content_size,
+                "sha256": artifact.content_sha256,
+                "checks": {},
+            }
+        )
     return {"changed": True, "epoch": epoch, "artifacts": planned, "manifest": manifest.summary()}
 
 

@@ -179,8 +179,9 @@ def main():
         report["changed"] = False
         if not report["ok"] and params["fail_on_error"]:
             module.fail_json(
-                msg="epoch %s of %s does not verify: %s" % (report["epoch"], params["node"], "; ".join(report["problems"])),
-                **report
+                msg="epoch %s of %s does not verify: %s"
+                % (report["epoch"], params["node"], "; ".join(report["problems"])),
+                **report,
             )
         return report
 
