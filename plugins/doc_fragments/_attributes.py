@@ -7,9 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-
-class ModuleDocFragment:
-    DOCUMENTATION = r"""
+_COMMON = r"""
 options: {}
 attributes:
   check_mode:
@@ -19,9 +17,35 @@ attributes:
   idempotent:
     description:
       - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
+"""
+
+
+class ModuleDocFragment:
+    # Modules working on paths: members of the group with every module only.
+    DOCUMENTATION = (
+        _COMMON
+        + r"""
   action_group:
-    description: Use C(group/nodekeep.backup.all) in C(module_defaults) to set shared options (such as the repository) once.
+    description:
+      - Member of C(group/nodekeep.backup.all), which holds every module of the collection.
+      - Defaults set for that group in C(module_defaults) reach every member, so set only options all of them accept.
     support: full
     membership:
       - nodekeep.backup.all
 """
+    )
+
+    # Modules that read or write a repository: also members of the repository group.
+    REPOSITORY = (
+        _COMMON
+        + r"""
+  action_group:
+    description:
+      - Use C(group/nodekeep.backup.repository) in C(module_defaults) to set the repository and node once for
+        every module that reads or writes epochs.
+    support: full
+    membership:
+      - nodekeep.backup.all
+      - nodekeep.backup.repository
+"""
+    )

@@ -199,6 +199,14 @@ def _matches(rel: str, patterns: Sequence[str]) -> bool:
     return False
 
 
+def _leaves_tree(rel: str, link: str) -> bool:
+    """Whether a symlink at ``rel`` with target ``link`` points outside the tree (judged by its text)."""
+    if not link or link.startswith("/"):
+        return True
+    resolved = os.path.normpath(os.path.join(os.path.dirname(rel), link))
+    return resolved == ".." or resolved.startswith("../")
+
+
 def _pax_time(ns: int) -> str:
     seconds, fraction = divmod(ns, 10**9)
     return "%d.%09d" % (seconds, fraction) if fraction else str(seconds)
@@ -255,6 +263,7 @@ class TarReader(io.RawIOBase):
             "excluded": 0,
             "skipped": [],
             "changed": [],
+            "outside_links": [],
         }
         self._error: BaseException | None = None
         self._failure: NodekeepError | None = None
@@ -377,6 +386,8 @@ class TarReader(io.RawIOBase):
             member.linkname = os.readlink(path)
             archive.addfile(member)
             self._stats["symlinks"] += 1
+            if _leaves_tree(rel, member.linkname):
+                self._note("outside_links", rel, member.linkname, key="target")
         elif stat.S_ISFIFO(mode):
             member.type = tarfile.FIFOTYPE
             archive.addfile(member)
@@ -443,10 +454,10 @@ class TarReader(io.RawIOBase):
         self._stats["files"] += 1
         self._stats["bytes"] += member.size
 
-    def _note(self, kind: str, rel: str, reason: str | None) -> None:
+    def _note(self, kind: str, rel: str, reason: str | None, key: str = "reason") -> None:
         entries = self._stats[kind]
         if len(entries) < LIST_LIMIT:
-            entries.append(rel if reason is None else {"path": rel or ".", "reason": reason})
+            entries.append(rel if reason is None else {"path": rel or ".", key: reason})
 
 
 def tar_reader(path: str, include: Sequence[str] | None = None, exclude: Sequence[str] | None = None) -> TarReader:
@@ -588,8 +599,7 @@ class _Extractor:
 
     def _symlink(self, parts: list[str], rel: str, target: str, member: tarfile.TarInfo) -> None:
         link = member.linkname
-        resolved = os.path.normpath(os.path.join(os.path.dirname(rel), link)) if link else ""
-        if not link or link.startswith("/") or resolved == ".." or resolved.startswith("../"):
+        if _leaves_tree(rel, link):
             raise RestoreError(
                 f"the archive's symlink {member.name[:200]!r} points outside the destination (-> {link[:200]!r})",
                 "links leaving the restored tree are refused; recreate that link by hand after checking it",
@@ -938,6 +948,15 @@ def seal_path(
     )
     if entries is not None:
         out["entries"] = entries
+        outside = entries.get("outside_links") or []
+        if outside:
+            first = outside[0]
+            warning = (
+                f"{src} holds symlinks pointing outside it (for example {first['path']} -> {first['target']}): "
+                "they are sealed as they are, but opening this archive with age_seal refuses them; "
+                "extract it with `age -d -i KEY FILE | zstd -d | tar -xp` after checking them"
+            )
+            out["warnings"] = [warning]
     return out
 
 
@@ -976,8 +995,7 @@ class _OpenedSink:
     def _forward(self, data) -> int:
         if self._tree is not None:
             return self._tree.write(data)
-        assert self._file is not None
-        return self._file.write(data)
+        return self._file.write(data)  # type: ignore[union-attr] - set by _decide()
 
     def _decide(self) -> None:
         head = bytes(self._head)
@@ -1122,8 +1140,7 @@ def open_path(
                 if isinstance(cause, NodekeepError):
                     raise cause from None
                 raise
-        assert sink.temp is not None and sink.kind is not None
-        kept = _put_in_place(sink.temp, dest, sink.kind, force)
+        kept = _put_in_place(str(sink.temp), dest, str(sink.kind), force)
     except OSError as exc:
         raise describe_os_error(exc, "writing the opened data", dest)
     finally:

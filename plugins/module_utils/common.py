@@ -55,15 +55,29 @@ def argspec(*groups: dict[str, dict[str, Any]], **own: dict[str, Any]) -> dict[s
     return spec
 
 
+def _boto3_state():
+    from ansible_collections.nodekeep.backup.plugins.module_utils import s3 as _s3
+
+    return _s3.HAS_BOTO3, _s3.BOTO3_IMPORT_ERROR
+
+
+# Checked only when asked for: importing boto3 costs every module ~0.4 s.
+_LAZY_LIBRARIES = {"boto3": _boto3_state}
+
+
 def require_libraries(module, *names: str) -> None:
     """Fail with Ansible's standard missing-library message, pointing at the agent role."""
     for name in names:
-        holder, flag, error = _LIBRARIES[name]
-        if not getattr(holder, flag):
+        if name in _LAZY_LIBRARIES:
+            present, error = _LAZY_LIBRARIES[name]()
+        else:
+            holder, flag, attribute = _LIBRARIES[name]
+            present, error = getattr(holder, flag), getattr(holder, attribute)
+        if not present:
             module.fail_json(
                 msg=missing_required_lib(name)
                 + " Run the nodekeep.backup.agent role and use its virtualenv as ansible_python_interpreter.",
-                exception=str(getattr(holder, error)),
+                exception=str(error),
             )
 
 

@@ -16,6 +16,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -40,7 +41,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
 from ansible_collections.nodekeep.backup.plugins.module_utils.repository import Repository
 from ansible_collections.nodekeep.backup.plugins.module_utils.seal import CHUNK_SIZE, seal, unseal
 
-RUN_PREFIX = "run-"
+RUN_PREFIX = ".nodekeep-run-"
 
 
 def _scratch_root(scratch_dir: str | None, repository: Repository) -> str:
@@ -53,7 +54,20 @@ def _scratch_root(scratch_dir: str | None, repository: Repository) -> str:
     scratch = getattr(repository, "scratch_dir", None)
     if scratch is not None:
         return scratch()
-    return tempfile.gettempdir()
+    return private_temp_dir()
+
+
+def private_temp_dir() -> str:
+    """``$TMPDIR/nodekeep-scratch-UID``: private to this user, refused if anyone else could have made it."""
+    path = os.path.join(tempfile.gettempdir(), "nodekeep-scratch-%d" % os.getuid())
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise RepositoryError(
+            "%s is not a private directory of this user" % path, "remove it or set scratch_dir to a private directory"
+        )
+    return path
 
 
 def _sweep_stale_runs(root: str) -> None:
@@ -63,18 +77,14 @@ def _sweep_stale_runs(root: str) -> None:
             continue
         try:
             fd = os.open(os.path.join(entry.path, ".lock"), os.O_RDWR)
-        except FileNotFoundError:
-            fd = None
         except OSError:
-            continue
+            continue  # not one of ours (or not ours to judge): never removed
         try:
-            if fd is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             continue  # a live run holds it
         finally:
-            if fd is not None:
-                os.close(fd)
+            os.close(fd)
         shutil.rmtree(entry.path, ignore_errors=True)
 
 

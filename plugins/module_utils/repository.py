@@ -327,13 +327,24 @@ class LocalRepository(Repository):
 
 
 def open_repository(spec: str | dict[str, object], create: bool = True) -> Repository:
-    """Build a repository from a path or ``{"type": "local", "path": ...}``."""
+    """Build a repository from a path, ``s3://bucket/prefix``, or a dict with ``type`` local or s3."""
     if isinstance(spec, dict):
         kind = str(spec.get("type", "local"))
         if kind == "local":
             return LocalRepository(str(spec.get("path") or DEFAULT_LOCAL_ROOT), create=create)
-        raise RepositoryError("unknown repository type %r" % kind, "use type: local")
+        if kind == "s3":
+            from ansible_collections.nodekeep.backup.plugins.module_utils.s3 import S3Repository
+
+            return S3Repository.from_spec(spec)
+        raise RepositoryError("unknown repository type %r" % kind, "use type: local or type: s3")
     text = str(spec or "")
+    if text.startswith("s3://"):
+        from ansible_collections.nodekeep.backup.plugins.module_utils.s3 import open_s3_repository
+
+        return open_s3_repository(text)
     if "://" in text:
-        raise RepositoryError("repository %r: object-store backends are not available yet" % text, "use a local path")
+        raise RepositoryError(
+            "repository %r: only local paths and s3:// URLs are supported" % text,
+            "use an absolute path or s3://BUCKET/PREFIX",
+        )
     return LocalRepository(text or DEFAULT_LOCAL_ROOT, create=create)

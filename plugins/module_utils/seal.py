@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from typing import BinaryIO
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
+    NodekeepError,
     SealError,
     UnsealError,
     describe_os_error,
@@ -465,6 +466,7 @@ def unseal(
     content_size = 0
     compressed = False
     drain_error: BaseException | None = None
+    sink_error: BaseException | None = None
     try:
         compressed = pipe_reader.peek(len(ZSTD_MAGIC))[: len(ZSTD_MAGIC)] == ZSTD_MAGIC
         if compressed:
@@ -474,7 +476,11 @@ def unseal(
         for chunk in _read_chunks(stage):
             content_hash.update(chunk)
             content_size += len(chunk)
-            sink.write(chunk)
+            try:
+                sink.write(chunk)
+            except BaseException as exc:  # the sink's own refusal, re-raised and reported as it is
+                sink_error = exc
+                raise
     except BaseException as exc:  # noqa: BLE001 - re-raised below once the worker's error is known
         drain_error = exc
     finally:
@@ -483,6 +489,8 @@ def unseal(
     if worker.error is not None and not isinstance(worker.error, BrokenPipeError):
         _raise_decrypt_error(worker.error, sealed)
     if drain_error is not None:
+        if isinstance(sink_error, NodekeepError):
+            raise sink_error
         if isinstance(drain_error, OSError):
             raise describe_os_error(drain_error, "writing restored data", sink_name)
         raise UnsealError(

@@ -188,7 +188,11 @@ def copy_database(
             except apsw.Error as exc:
                 raise CaptureError("cannot read %s: %s" % (src, exc), "check the database and retry")
             try:
+                # Created 0600 first: SQLite would make it 0644 & ~umask, and it is plaintext.
+                os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
                 destination = apsw.Connection(temp)
+            except OSError as exc:
+                raise describe_os_error(exc, "creating the SQLite copy", temp)
             except apsw.Error as exc:
                 raise CaptureError("cannot create %s: %s" % (temp, exc), "check that the destination is writable")
             try:

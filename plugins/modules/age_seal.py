@@ -23,7 +23,8 @@ description:
     SHA-256 of both the sealed and the plain bytes in the same pass).
   - O(dest) is built under a temporary name in its own directory (a file is fsynced; a directory is extracted
     into a temporary directory) and renamed into place only when complete. On any error nothing is left at O(dest).
-author: nodekeep.backup developers
+author:
+  - nodekeep.backup maintainers (@nodekeep)
 extends_documentation_fragment:
   - nodekeep.backup._repository.AGE_RECIPIENTS
   - nodekeep.backup._repository.AGE_IDENTITIES
@@ -106,6 +107,9 @@ notes:
   - Runs on the node, with the Python of the agent role's virtualenv (pyrage, zstandard).
   - Ownership in an opened directory is restored only when running as root; sockets and device files are
     not archived, extended attributes and ACLs are not kept.
+  - Symlinks that point outside a sealed directory (absolute, or leaving it with C(..)) are sealed as they are,
+    with a warning, but O(state=opened) refuses such an archive. Extract it with C(age -d -i KEY FILE | zstd -d | tar -xp)
+    after checking them.
 requirements:
   - pyrage
   - zstandard
@@ -298,7 +302,7 @@ def main():
             recipients = (params["recipients"], params["recipients_files"])
             if module.check_mode:
                 return plan_seal(params["src"], params["dest"], *recipients, params["compress"], params["force"])
-            return seal_path(
+            result = seal_path(
                 params["src"],
                 params["dest"],
                 *recipients,
@@ -307,6 +311,9 @@ def main():
                 mode=0o600 if mode is None else mode,
                 level=params["compression_level"],
             )
+            for warning in result.pop("warnings", []):
+                module.warn(warning)
+            return result
         identities = (params["identities"], params["identity_files"])
         if module.check_mode:
             return plan_open(params["src"], params["dest"], *identities, params["content"], params["force"])

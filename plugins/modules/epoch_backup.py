@@ -25,7 +25,7 @@ author:
 extends_documentation_fragment:
   - nodekeep.backup._repository
   - nodekeep.backup._repository.AGE_RECIPIENTS
-  - nodekeep.backup._attributes
+  - nodekeep.backup._attributes.REPOSITORY
 attributes:
   check_mode:
     support: full

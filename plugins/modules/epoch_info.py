@@ -21,7 +21,7 @@ author:
   - nodekeep.backup maintainers (@nodekeep)
 extends_documentation_fragment:
   - nodekeep.backup._repository
-  - nodekeep.backup._attributes
+  - nodekeep.backup._attributes.REPOSITORY
 attributes:
   check_mode:
     support: full

@@ -24,7 +24,7 @@ author:
 extends_documentation_fragment:
   - nodekeep.backup._repository
   - nodekeep.backup._repository.AGE_IDENTITIES
-  - nodekeep.backup._attributes
+  - nodekeep.backup._attributes.REPOSITORY
 attributes:
   check_mode:
     support: full

@@ -24,7 +24,8 @@ description:
   - With O(state=rollback), the data at O(path) (the restored data) is renamed to C(PATH.nodekeep-failed-TIME)
     (kept, with its side files) and the safety copy is renamed back to O(path).
   - Nothing is ever deleted.
-author: nodekeep.backup developers
+author:
+  - nodekeep.backup maintainers (@nodekeep)
 extends_documentation_fragment:
   - nodekeep.backup._attributes
 attributes:
@@ -100,8 +101,7 @@ notes:
   - The safety copy stays until you remove it; the restore role reports it.
 seealso:
   - module: nodekeep.backup.epoch_restore
-  - role: nodekeep.backup.restore
-    description: Staged restore, service stop, cutover, start, health check and rollback.
+    description: Stages and checks the copy this module puts in place; the nodekeep.backup.restore role drives both.
 """
 
 EXAMPLES = r"""

@@ -21,7 +21,8 @@ description:
     and an existing O(dest) is untouched.
   - This is the standalone building block; M(nodekeep.backup.epoch_backup) does the same for every asset
     and seals the result into the repository.
-author: nodekeep.backup developers
+author:
+  - nodekeep.backup maintainers (@nodekeep)
 extends_documentation_fragment:
   - nodekeep.backup._attributes
 attributes:

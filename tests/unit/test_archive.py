@@ -1,0 +1,487 @@
+"""archive.py: tar streams of directory trees, safe extraction, sealed files and directories.
+
+Real files, real GNU tar, zstd and age CLIs. Errors of the producer thread must reach the reader; a
+malicious archive must not write anything outside its destination.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+import subprocess
+import tarfile
+import threading
+
+import pytest
+
+from ansible_collections.nodekeep.backup.plugins.module_utils import archive
+from ansible_collections.nodekeep.backup.plugins.module_utils import seal as seal_utils
+from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
+    CaptureError,
+    NodekeepError,
+    RestoreError,
+    SealError,
+    UnsealError,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+AS_ROOT = os.geteuid() == 0
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+
+
+def snapshot(root) -> dict:
+    """Everything ``tar -p`` promises to keep, per relative path: type, mode, owner, mtime (ns), content, link."""
+    root = str(root)
+    found = {}
+    inodes: dict = {}
+    for directory, dirs, files in os.walk(root):
+        for name in sorted(dirs + files):
+            path = os.path.join(directory, name)
+            rel = os.path.relpath(path, root)
+            info = os.lstat(path)
+            entry = {
+                "type": stat.S_IFMT(info.st_mode),
+                "mode": stat.S_IMODE(info.st_mode),
+                "owner": (info.st_uid, info.st_gid),
+                "mtime": info.st_mtime_ns,
+            }
+            if stat.S_ISLNK(info.st_mode):
+                entry["link"] = os.readlink(path)
+            elif stat.S_ISREG(info.st_mode):
+                with open(path, "rb") as handle:
+                    entry["sha256"] = hashlib.sha256(handle.read()).hexdigest()
+                if info.st_nlink > 1:
+                    entry["linked_with"] = inodes.setdefault((info.st_dev, info.st_ino), rel)
+            if stat.S_ISLNK(info.st_mode):
+                entry.pop("mode")  # symlink modes are meaningless on Linux
+            found[rel] = entry
+    top = os.lstat(root)
+    found["."] = {"mode": stat.S_IMODE(top.st_mode), "owner": (top.st_uid, top.st_gid), "mtime": top.st_mtime_ns}
+    return found
+
+
+def make_tree(root) -> str:
+    """A directory with everything a tar must keep: modes, set-id bits, owners, ns mtimes, links, a FIFO."""
+    root = str(root)
+    os.makedirs(os.path.join(root, "sub", "deep"))
+    os.makedirs(os.path.join(root, "empty"))
+    with open(os.path.join(root, "a.txt"), "wb") as handle:
+        handle.write(b"hello\n")
+    with open(os.path.join(root, "sub", "big.bin"), "wb") as handle:
+        handle.write(os.urandom(3 << 20))
+    with open(os.path.join(root, "secret"), "wb") as handle:
+        handle.write(b"s3cret")
+    os.chmod(os.path.join(root, "secret"), 0o400)
+    os.chmod(os.path.join(root, "sub", "big.bin"), 0o4755)
+    os.chmod(os.path.join(root, "sub"), 0o1777)
+    os.chmod(os.path.join(root, "empty"), 0o700)
+    os.symlink("../a.txt", os.path.join(root, "sub", "link"))
+    os.symlink("missing-target", os.path.join(root, "dangling"))
+    os.link(os.path.join(root, "a.txt"), os.path.join(root, "hard.txt"))
+    os.mkfifo(os.path.join(root, "fifo"))
+    if AS_ROOT:
+        os.chown(os.path.join(root, "a.txt"), 1234, 4321)
+        os.chown(os.path.join(root, "sub", "deep"), 2345, 5432)
+    stamp = 981173106_123456789  # 2001-02-03T04:05:06.123456789Z
+    for rel in ("sub/deep", "a.txt", "secret", "empty"):
+        os.utime(os.path.join(root, rel), ns=(stamp, stamp + 1000))
+    os.utime(os.path.join(root, "dangling"), ns=(stamp, stamp + 7), follow_symlinks=False)
+    os.utime(root, ns=(stamp, stamp + 9))
+    return root
+
+
+def tar_bytes(members) -> bytes:
+    """An archive built by hand: ``members`` is a list of (TarInfo, data or None)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as handle:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            handle.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()
+
+
+def member(name, kind=tarfile.REGTYPE, linkname="", mode=0o644):
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = linkname
+    info.mode = mode
+    return info
+
+
+# --------------------------------------------------------------------------
+# producing and extracting
+# --------------------------------------------------------------------------
+
+
+class TestRoundTrip:
+    def test_everything_survives(self, tmp_path):
+        src = make_tree(tmp_path / "src")
+        with archive.tar_reader(src) as stream:
+            data = stream.read()
+            stats = stream.stats()
+        assert stats["files"] == 3 and stats["hardlinks"] == 1 and stats["symlinks"] == 2 and stats["other"] == 1
+        assert stats["directories"] == 3 and stats["bytes"] == (3 << 20) + 12
+        assert stats["skipped"] == [] and stats["changed"] == [] and stats["outside_links"] == []
+        counts = archive.extract_tar(io.BytesIO(data), str(tmp_path / "dst"))
+        assert counts["files"] == 3 and counts["hardlinks"] == 1
+        assert snapshot(tmp_path / "dst") == snapshot(src)
+
+    def test_gnu_tar_reads_the_stream_exactly(self, tmp_path):
+        src = make_tree(tmp_path / "src")
+        with archive.tar_reader(src) as stream:
+            (tmp_path / "out.tar").write_bytes(stream.read())
+        listing = subprocess.run(["tar", "-tvf", str(tmp_path / "out.tar")], capture_output=True, text=True, check=True)
+        assert "./\n" in listing.stdout.replace(" ./", "\n./") or listing.stdout.splitlines()[0].endswith(" ./")
+        (tmp_path / "gnu").mkdir()
+        subprocess.run(["tar", "-xpf", str(tmp_path / "out.tar"), "-C", str(tmp_path / "gnu")], check=True)
+        assert snapshot(tmp_path / "gnu") == snapshot(src)
+
+    def test_a_gnu_tar_archive_extracts_exactly(self, tmp_path):
+        src = make_tree(tmp_path / "src")
+        made = subprocess.run(
+            ["tar", "--format=posix", "--numeric-owner", "-C", src, "-cf", "-", "."], capture_output=True, check=True
+        )
+        archive.extract_tar(io.BytesIO(made.stdout), str(tmp_path / "dst"))
+        assert snapshot(tmp_path / "dst") == snapshot(src)
+
+    def test_names_that_are_not_utf8(self, tmp_path):
+        src = tmp_path / "src"
+        src.mkdir()
+        weird = os.path.join(os.fsencode(str(src)), b"caf\xe9-\xff.bin")
+        with open(weird, "wb") as handle:
+            handle.write(b"latin-1 name")
+        with archive.tar_reader(str(src)) as stream:
+            archive.extract_tar(stream, str(tmp_path / "dst"))
+        assert os.listdir(os.fsencode(str(tmp_path / "dst"))) == [b"caf\xe9-\xff.bin"]
+
+    @pytest.mark.skipif(not AS_ROOT, reason="only root can restore other owners")
+    def test_ownership_is_numeric(self, tmp_path):
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "f").write_text("x")
+        os.chown(src / "f", 54321, 54321)  # no such user or group on this host
+        with archive.tar_reader(str(src)) as stream:
+            data = stream.read()
+        with tarfile.open(fileobj=io.BytesIO(data)) as handle:
+            info = handle.getmember("f")
+        assert (info.uid, info.gid, info.uname, info.gname) == (54321, 54321, "", "")
+        archive.extract_tar(io.BytesIO(data), str(tmp_path / "dst"))
+        assert os.stat(tmp_path / "dst" / "f").st_uid == 54321
+        archive.extract_tar(io.BytesIO(data), str(tmp_path / "mine"), keep_ownership=False)
+        assert os.stat(tmp_path / "mine" / "f").st_uid == os.geteuid()
+
+    def test_include_and_exclude(self, tmp_path):
+        src = make_tree(tmp_path / "src")
+        with archive.tar_reader(src, exclude=["sub", "*.txt"]) as stream:
+            archive.extract_tar(stream, str(tmp_path / "ex"))
+        assert sorted(os.listdir(tmp_path / "ex")) == ["dangling", "empty", "fifo", "secret"]
+        with archive.tar_reader(src, include=["sub/deep", "big.bin"]) as stream:
+            archive.extract_tar(stream, str(tmp_path / "in"))
+        kept = snapshot(tmp_path / "in")
+        assert sorted(kept) == [".", "sub", "sub/big.bin", "sub/deep"]
+        original = snapshot(src)
+        assert kept["sub"] == original["sub"] and kept["sub/deep"] == original["sub/deep"]
+
+    def test_sockets_are_skipped_and_listed(self, tmp_path):
+        import socket
+
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "data").write_text("x")
+        server = socket.socket(socket.AF_UNIX)
+        try:
+            server.bind(str(src / "app.sock"))
+            with archive.tar_reader(str(src)) as stream:
+                archive.extract_tar(stream, str(tmp_path / "dst"))
+                stats = stream.stats()
+        finally:
+            server.close()
+        assert stats["skipped"] == [{"path": "app.sock", "reason": "socket, not archived"}]
+        assert os.listdir(tmp_path / "dst") == ["data"]
+
+    def test_links_leaving_the_tree_are_archived_and_listed(self, tmp_path):
+        src = tmp_path / "src"
+        src.mkdir()
+        os.symlink("/etc/hostname", src / "abs")
+        os.symlink("../outside", src / "up")
+        with archive.tar_reader(str(src)) as stream:
+            stream.read()
+            stats = stream.stats()
+        assert stats["outside_links"] == [
+            {"path": "abs", "target": "/etc/hostname"},
+            {"path": "up", "target": "../outside"},
+        ]
+
+
+class TestProducerErrors:
+    def test_a_file_that_shrinks_while_read_is_an_error_not_a_short_archive(self, tmp_path):
+        # sysfs files report 4096 bytes but hold fewer: exactly a file that shrank under the reader.
+        source = "/sys/kernel/mm/transparent_hugepage"
+        if not os.path.isfile(os.path.join(source, "enabled")):
+            pytest.skip("no sysfs here")
+        with archive.tar_reader(source) as stream, pytest.raises(CaptureError) as excinfo:
+            stream.read()
+        assert "shrank while it was being archived" in excinfo.value.message
+        assert excinfo.value.remedy
+
+    def test_an_unreadable_directory_reaches_the_reader(self, tmp_path, monkeypatch):
+        src = make_tree(tmp_path / "src")
+        real_scandir = os.scandir
+
+        def scandir(path):
+            if str(path).endswith("/sub"):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_scandir(path)
+
+        monkeypatch.setattr(archive.os, "scandir", scandir)
+        with archive.tar_reader(src) as stream, pytest.raises(CaptureError) as excinfo:
+            archive.extract_tar(stream, str(tmp_path / "dst"))
+        assert "cannot list the directory" in excinfo.value.message and "sub" in excinfo.value.message
+
+    def test_the_error_fails_the_seal_instead_of_a_short_artifact(self, tmp_path, monkeypatch, age_key):
+        src = make_tree(tmp_path / "src")
+
+        def broken(self, archive_file, rel, path, info, member):
+            raise OSError(5, "Input/output error", path)
+
+        monkeypatch.setattr(archive.TarReader, "_emit_file", broken)
+        sink = io.BytesIO()
+        with archive.tar_reader(src) as stream, pytest.raises(CaptureError) as excinfo:
+            seal_utils.seal(stream, sink, seal_utils.load_recipients([age_key.recipient]))
+        assert "Input/output error" in excinfo.value.message
+
+    def test_closing_early_stops_the_producer(self, tmp_path):
+        src = tmp_path / "src"
+        src.mkdir()
+        for index in range(20):
+            (src / ("f%02d" % index)).write_bytes(os.urandom(1 << 20))
+        before = threading.active_count()
+        stream = archive.tar_reader(str(src))
+        assert stream.read(1000)
+        stream.close()
+        assert threading.active_count() == before
+        with pytest.raises(ValueError):
+            stream.read(10)
+
+    def test_not_a_directory(self, tmp_path):
+        (tmp_path / "file").write_text("x")
+        with pytest.raises(CaptureError, match="is not a directory"):
+            archive.tar_reader(str(tmp_path / "file"))
+        with pytest.raises(CaptureError, match="does not exist"):
+            archive.tar_reader(str(tmp_path / "missing"))
+
+
+# --------------------------------------------------------------------------
+# extraction refuses what could escape
+# --------------------------------------------------------------------------
+
+
+EVIL = {
+    "absolute path": ([(member("/tmp/nodekeep-evil"), b"x")], "absolute path"),
+    "dot-dot": ([(member("a/../../evil"), b"x")], "'..'"),
+    "absolute symlink": ([(member("l", tarfile.SYMTYPE, "/etc"), None)], "points outside"),
+    "escaping symlink": ([(member("d/l", tarfile.SYMTYPE, "../../x"), None)], "points outside"),
+    "symlink chain": (
+        [(member("s", tarfile.SYMTYPE, "."), None), (member("t", tarfile.SYMTYPE, "s/.."), None)],
+        "leads outside",
+    ),
+    "write through a symlink": (
+        [
+            (member("d", tarfile.DIRTYPE, mode=0o755), None),
+            (member("l", tarfile.SYMTYPE, "d"), None),
+            (member("l/file", tarfile.REGTYPE), b"x"),
+        ],
+        "written through",
+    ),
+    "hard link outside": ([(member("h", tarfile.LNKTYPE, "/etc/passwd"), None)], "absolute path"),
+    "hard link to nothing": ([(member("h", tarfile.LNKTYPE, "nothing"), None)], "not a file extracted before"),
+    "device": ([(member("null", tarfile.CHRTYPE), None)], "device node"),
+    "twice": ([(member("f"), b"1"), (member("f"), b"2")], "more than once"),
+}
+
+
+class TestSafeExtraction:
+    @pytest.mark.parametrize("case", sorted(EVIL))
+    def test_refused(self, tmp_path, case):
+        members, needle = EVIL[case]
+        outside = tmp_path / "outside"
+        outside.mkdir()
+        (outside / "keep").write_text("keep")
+        before = snapshot(outside)
+        with pytest.raises(RestoreError) as excinfo:
+            archive.extract_tar(io.BytesIO(tar_bytes(members)), str(tmp_path / "dest"))
+        assert needle in excinfo.value.message and excinfo.value.remedy
+        assert snapshot(outside) == before
+        assert not os.path.exists("/tmp/nodekeep-evil")
+
+    def test_a_non_empty_destination_is_refused(self, tmp_path):
+        (tmp_path / "dest").mkdir()
+        (tmp_path / "dest" / "mine").write_text("x")
+        with pytest.raises(RestoreError, match="not empty"):
+            archive.extract_tar(io.BytesIO(tar_bytes([(member("f"), b"1")])), str(tmp_path / "dest"))
+        assert os.listdir(tmp_path / "dest") == ["mine"]
+
+    def test_garbage_and_empty_streams(self, tmp_path):
+        with pytest.raises(RestoreError, match="damaged or truncated"):
+            archive.extract_tar(io.BytesIO(os.urandom(4096)), str(tmp_path / "a"))
+        with pytest.raises(RestoreError, match="empty"):
+            archive.extract_tar(io.BytesIO(b""), str(tmp_path / "b"))
+
+    def test_a_truncated_member_is_an_error(self, tmp_path):
+        data = tar_bytes([(member("f"), os.urandom(100000))])
+        with pytest.raises(RestoreError, match="damaged or truncated"):
+            archive.extract_tar(io.BytesIO(data[:50000]), str(tmp_path / "dest"))
+
+    def test_implicit_parents_and_links_inside_are_fine(self, tmp_path):
+        data = tar_bytes(
+            [
+                (member("a/b/file"), b"data"),
+                (member("a/link", tarfile.SYMTYPE, "b/file"), None),
+                (member("a/hard", tarfile.LNKTYPE, "a/b/file"), None),
+            ]
+        )
+        archive.extract_tar(io.BytesIO(data), str(tmp_path / "dest"))
+        assert (tmp_path / "dest" / "a" / "link").read_bytes() == b"data"
+        assert os.stat(tmp_path / "dest" / "a" / "hard").st_nlink == 2
+
+
+class TestTarWriter:
+    def test_written_in_pieces(self, tmp_path):
+        src = make_tree(tmp_path / "src")
+        with archive.tar_reader(src) as stream:
+            data = stream.read()
+        writer = archive.tar_writer(str(tmp_path / "dst"))
+        for start in range(0, len(data), 7777):
+            writer.write(memoryview(data)[start : start + 7777])
+        stats = writer.finish()
+        assert stats["files"] == 3
+        assert snapshot(tmp_path / "dst") == snapshot(src)
+
+    def test_the_extraction_error_is_kept(self, tmp_path):
+        writer = archive.tar_writer(str(tmp_path / "dst"))
+        with pytest.raises(BrokenPipeError):
+            payload = tar_bytes([(member("/abs"), b"x" * 10000)]) * 10
+            for _attempt in range(200):
+                writer.write(payload)
+        error = writer.abort()
+        assert isinstance(error, RestoreError) and "absolute path" in error.message
+
+
+# --------------------------------------------------------------------------
+# sealed files and directories
+# --------------------------------------------------------------------------
+
+
+class TestSealAndOpen:
+    def test_a_file_is_exactly_what_age_gives_back(self, tmp_path, age_key):
+        (tmp_path / "plain").write_bytes(os.urandom(100000))
+        result = archive.seal_path(str(tmp_path / "plain"), str(tmp_path / "sealed.age"), [age_key.recipient])
+        assert result["changed"] and result["content"] == "file" and not result["compressed"]
+        assert oct(os.stat(tmp_path / "sealed.age").st_mode & 0o777) == "0o600"
+        plain = subprocess.run(
+            ["age", "-d", "-i", str(age_key.identity_path), str(tmp_path / "sealed.age")],
+            capture_output=True,
+            check=True,
+        ).stdout
+        assert plain == (tmp_path / "plain").read_bytes()
+        assert hashlib.sha256((tmp_path / "sealed.age").read_bytes()).hexdigest() == result["sha256"]
+        assert result["content_sha256"] == hashlib.sha256(plain).hexdigest()
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+    def test_a_directory_opens_with_standard_tools(self, tmp_path, age_key):
+        src = make_tree(tmp_path / "src")
+        result = archive.seal_path(src, str(tmp_path / "tree.age"), [age_key.recipient])
+        assert result["content"] == "directory" and result["compressed"] and result["entries"]["files"] == 3
+        (tmp_path / "cli").mkdir()
+        subprocess.run(
+            "age -d -i %s %s | zstd -d | tar -xp -C %s"
+            % (age_key.identity_path, tmp_path / "tree.age", tmp_path / "cli"),
+            shell=True,
+            check=True,
+        )
+        assert snapshot(tmp_path / "cli") == snapshot(src)
+        opened = archive.open_path(str(tmp_path / "tree.age"), str(tmp_path / "back"), [age_key.identity])
+        assert opened["content"] == "directory" and opened["content_sha256"] == result["content_sha256"]
+        assert snapshot(tmp_path / "back") == snapshot(src)
+
+    def test_an_existing_dest_is_left_alone(self, tmp_path, age_key):
+        (tmp_path / "plain").write_text("x")
+        (tmp_path / "sealed.age").write_text("something else")
+        result = archive.seal_path(str(tmp_path / "plain"), str(tmp_path / "sealed.age"), [age_key.recipient])
+        assert result["changed"] is False and result["skipped"] is True
+        assert (tmp_path / "sealed.age").read_text() == "something else"
+
+    def test_a_tar_sealed_as_a_file_opens_as_a_file_when_asked(self, tmp_path, age_key):
+        src = make_tree(tmp_path / "src")
+        with archive.tar_reader(src) as stream:
+            (tmp_path / "t.tar").write_bytes(stream.read())
+        archive.seal_path(str(tmp_path / "t.tar"), str(tmp_path / "t.age"), [age_key.recipient])
+        as_tree = archive.open_path(str(tmp_path / "t.age"), str(tmp_path / "auto"), [age_key.identity])
+        assert as_tree["content"] == "directory"
+        as_file = archive.open_path(str(tmp_path / "t.age"), str(tmp_path / "file"), [age_key.identity], content="file")
+        assert as_file["content"] == "file"
+        assert (tmp_path / "file").read_bytes() == (tmp_path / "t.tar").read_bytes()
+
+    def test_wrong_identity_writes_nothing(self, tmp_path, age_key, other_age_key):
+        (tmp_path / "plain").write_text("x" * 100000)
+        archive.seal_path(str(tmp_path / "plain"), str(tmp_path / "s.age"), [age_key.recipient])
+        (tmp_path / "out").mkdir()
+        with pytest.raises(UnsealError, match="none of the given age identities"):
+            archive.open_path(str(tmp_path / "s.age"), str(tmp_path / "out" / "plain"), [other_age_key.identity])
+        assert os.listdir(tmp_path / "out") == []
+
+    def test_a_bad_archive_in_a_sealed_directory_writes_nothing(self, tmp_path, age_key):
+        evil = tar_bytes(
+            [(member(".", tarfile.DIRTYPE, mode=0o755), None), (member("x", tarfile.SYMTYPE, "/etc"), None)]
+        )
+        sealed = seal_utils.seal_bytes(evil, seal_utils.load_recipients([age_key.recipient]))
+        (tmp_path / "evil.age").write_bytes(sealed)
+        (tmp_path / "out").mkdir()
+        with pytest.raises(RestoreError, match="points outside"):
+            archive.open_path(str(tmp_path / "evil.age"), str(tmp_path / "out" / "tree"), [age_key.identity])
+        assert os.listdir(tmp_path / "out") == []
+
+    def test_no_recipient_fails_closed(self, tmp_path):
+        (tmp_path / "plain").write_text("x")
+        for recipients in ([], ["not-a-key"], ["AGE-SECRET-KEY-1XYZ"]):
+            with pytest.raises(SealError):
+                archive.seal_path(str(tmp_path / "plain"), str(tmp_path / "s.age"), recipients)
+            assert sorted(os.listdir(tmp_path)) == ["plain"]
+
+    def test_not_an_age_file(self, tmp_path, age_key):
+        (tmp_path / "plain").write_text("not age")
+        with pytest.raises(UnsealError, match="not an age file"):
+            archive.open_path(str(tmp_path / "plain"), str(tmp_path / "out"), [age_key.identity])
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [("0600", 0o600), ("640", 0o640), ("4755", 0o4755), (0o644, 0o644), (None, None), ("", None)],
+)
+def test_parse_mode(value, expected):
+    assert archive.parse_mode(value) == expected
+
+
+@pytest.mark.parametrize("value", ["u+rw", "0999", "77777", True, -1])
+def test_parse_mode_refuses(value):
+    with pytest.raises(NodekeepError):
+        archive.parse_mode(value)
+
+
+def test_looks_like_tree(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_text("x")
+    dot = subprocess.run(["tar", "-C", str(tmp_path / "d"), "-cf", "-", "."], capture_output=True, check=True).stdout
+    named = subprocess.run(["tar", "-C", str(tmp_path), "-cf", "-", "d"], capture_output=True, check=True).stdout
+    assert archive._looks_like_tree(dot[: archive.SNIFF_SIZE])
+    assert not archive._looks_like_tree(named[: archive.SNIFF_SIZE])
+    assert not archive._looks_like_tree(b"SQLite format 3\x00" + bytes(5000))
+    assert not archive._looks_like_tree(b"")
