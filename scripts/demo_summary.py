@@ -1,0 +1,204 @@
+# Copyright: nodekeep.backup contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Print a short, readable summary of a demo run from the JSON results the playbooks saved.
+
+    demo_summary.py --results DIR --node NODE [--demo-dir DIR] [--inventory FILE]
+
+Reads DIR/NODE/backup-*.json, verify-*.json, restore-*.json and drill-*.json (saved by
+the roles when nodekeep_results_dir is set) and checks.json (scripts/demo.sh's own
+checks with standard tools). Standard library only. Exits 1 when no backup result exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shlex
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+
+def load(path: str) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def load_all(directory: str, pattern: str) -> list[dict[str, Any]]:
+    return [load(p) for p in sorted(glob.glob(os.path.join(directory, pattern)))]
+
+
+def size(n: float | None) -> str:
+    if n is None:
+        return "?"
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
+        n /= 1024
+    return "?"
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    text = text.rstrip("Z")
+    for fmt in ("%Y%m%dT%H%M%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S"):
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)
+        except ValueError:
+            continue
+    return None
+
+
+def checks_text(checks: dict[str, Any] | None) -> str:
+    return ", ".join("%s %s" % (k.replace("_", " "), v) for k, v in (checks or {}).items())
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+    parser.add_argument("--results", required=True)
+    parser.add_argument("--node", required=True)
+    parser.add_argument("--demo-dir", default="/var/lib/nodekeep-demo")
+    parser.add_argument("--inventory", default="inventories/demo/hosts.yml")
+    args = parser.parse_args(argv)
+    here = os.path.join(args.results, args.node)
+    q = shlex.quote
+
+    backups = [b for b in load_all(here, "backup-*.json") if b.get("epoch")]
+    if not backups:
+        print("demo_summary: no backup results in %s" % here, file=sys.stderr)
+        return 1
+    verifies = load_all(here, "verify-*.json")
+    restores = load_all(here, "restore-*.json")
+    drills = load_all(here, "drill-*.json")
+    checks = load(os.path.join(here, "checks.json")) if os.path.exists(os.path.join(here, "checks.json")) else {}
+
+    print("Node %s, repository %s" % (args.node, backups[-1].get("repository")))
+    print()
+    print("Backups (one epoch per run, the live database kept changing in between):")
+    for b in backups:
+        plain = sum(a.get("content_size") or 0 for a in b.get("artifacts", []))
+        print(
+            "  epoch %s  %s plain -> %s sealed (zstd+age)  in %.2f s"
+            % (b["epoch"], size(plain), size(b.get("size")), float(b.get("duration") or 0))
+        )
+        for a in b.get("artifacts", []):
+            src = a.get("source") or {}
+            print(
+                "    %-18s %s, %s pages, journal %s, integrity %s on the snapshot copy"
+                % (
+                    a["name"],
+                    a.get("file"),
+                    src.get("page_count", "?"),
+                    src.get("journal_mode", "?"),
+                    src.get("integrity", "?"),
+                )
+            )
+    print()
+    for v in verifies:
+        print(
+            "Verify %s%s: %s (signature %s against the controller's key)"
+            % (
+                v.get("epoch"),
+                " (deep)" if v.get("deep") else "",
+                "OK" if v.get("ok") else "FAILED",
+                v.get("signature"),
+            )
+        )
+        for a in v.get("artifacts", []):
+            detail = ["checksum %s" % a.get("checksum", "-")]
+            if a.get("deep"):
+                detail.append("decrypted %s" % a["deep"])
+            if a.get("checks"):
+                detail.append(checks_text(a["checks"]))
+            print("    %-18s %s (%.2f s)" % (a["name"], ", ".join(detail), float(a.get("seconds") or 0)))
+        for problem in v.get("problems", []):
+            print("    PROBLEM: %s" % problem)
+    for r in restores:
+        print()
+        print("Restore of epoch %s into %s (staged; live data untouched):" % (r.get("epoch"), r.get("staging")))
+        for a in r.get("artifacts", []):
+            print("    %-18s -> %s" % (a["name"], a.get("path")))
+            print(
+                "    %-18s    %s, %s, in %.2f s"
+                % ("", size(a.get("size")), checks_text(a.get("checks")), float(a.get("seconds") or 0))
+            )
+    if checks:
+        print()
+        print("Checked with standard tools (sqlite3, age, zstd, ssh-keygen):")
+        print("    restored DB PRAGMA integrity_check: %s" % checks.get("integrity_check"))
+        print(
+            "    %d restored rows, %d differ from the live DB; %d half-restored transactions; %d seq gaps"
+            % (
+                checks.get("restored_rows", 0),
+                checks.get("rows_differing_from_live", 0),
+                checks.get("half_restored_transactions", 0),
+                checks.get("seq_gaps", 0),
+            )
+        )
+        newest = parse_time(checks.get("restored_newest_row"))
+        restored_at = parse_time(restores[-1].get("recorded_at")) if restores else None
+        if newest and restored_at:
+            print(
+                "    recovery point: newest restored row written %s (epoch %s); %.1f s old when restored"
+                % (
+                    checks.get("restored_newest_row"),
+                    checks.get("epoch"),
+                    max(0.0, (restored_at - newest).total_seconds()),
+                )
+            )
+        print("    the live DB has %d rows now (the writer kept going)" % checks.get("live_rows_now", 0))
+        print("    age -d | zstd -d of the artifact: SHA-256 matches the manifest")
+        print("    ssh-keygen -Y verify: %s" % checks.get("ssh_keygen_verify"))
+    for d in drills:
+        print()
+        print("Drill: %s" % json.dumps({k: d[k] for k in d if k not in ("artifacts",)}, sort_keys=True)[:400])
+
+    epoch = checks.get("epoch") or backups[-1]["epoch"]
+    repository = backups[-1].get("repository") or os.path.join(args.demo_dir, "repository")
+    epoch_dir = os.path.join(repository, args.node, epoch)
+    artifact = checks.get("artifact") or os.path.join(
+        epoch_dir, (backups[-1]["artifacts"] or [{}])[0].get("file", "ARTIFACT")
+    )
+    identity = checks.get("identity") or os.path.join(args.demo_dir, "age", "identity.txt")
+    allowed = checks.get("allowed_signers") or os.path.join(args.demo_dir, "allowed_signers")
+    restored = checks.get("restored_db") or "(see the restore result)"
+    print()
+    print("Where things are:")
+    print("    epochs            %s" % os.path.join(repository, args.node))
+    print("    last run record   %s" % os.path.join(repository, args.node, "last-backup.json"))
+    print("    restored DB       %s" % restored)
+    print("    live DB           %s" % (checks.get("live_db") or os.path.join(args.demo_dir, "node", "node.db")))
+    print("    age identity      %s (0600; the only key that decrypts the demo's artifacts)" % identity)
+    print(
+        "    node public key   %s (the controller's trust anchor)"
+        % (checks.get("public_key") or "inventories/demo/keys/")
+    )
+    print("    JSON results      %s" % here)
+    print()
+    print("Inspect by hand:")
+    print("    ls -l %s" % q(epoch_dir))
+    print("    python3 -m json.tool %s" % q(os.path.join(epoch_dir, "manifest.json")))
+    print("    age -d -i %s %s | zstd -d > /tmp/node-db.sqlite" % (q(identity), q(artifact)))
+    print("    sqlite3 /tmp/node-db.sqlite 'PRAGMA integrity_check; SELECT count(*), max(seq) FROM chain;'")
+    print(
+        "    ssh-keygen -Y verify -f %s -I %s -n nodekeep-manifest -s %s < %s"
+        % (
+            q(allowed),
+            q(args.node),
+            q(os.path.join(epoch_dir, "manifest.json.sig")),
+            q(os.path.join(epoch_dir, "manifest.json")),
+        )
+    )
+    print(
+        "    ANSIBLE_COLLECTIONS_PATH=build/collections .venv/bin/ansible-playbook -i %s playbooks/verify.yml -e nodekeep_verify_epoch=%s"
+        % (q(args.inventory), q(backups[0]["epoch"]))
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

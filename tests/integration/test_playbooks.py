@@ -1,0 +1,447 @@
+"""The real playbooks, run with ansible-playbook against this machine (connection local).
+
+One temporary inventory (node ``itnode``) for the whole module, its data, repository,
+keys and staging paths under a temporary directory:
+
+- agent: the node virtualenv, repository, signing key, the public key recorded on the
+  controller, idempotence, and a refused (then deliberately accepted) changed key;
+- backup of a live SQLite database while ``scripts/demo_writer.py`` writes to it
+  (a separate process), twice; check mode writes nothing; no recipients fails clearly;
+- verify (deep), and failures for a damaged artifact and for a wrong public key;
+- staged restore (live data untouched, an existing target refused);
+- cutover with a passing health check, and a cutover whose health check fails rolls
+  back (the live database is the original again).
+
+The node virtualenv: by default the agent role makes a fresh one in the temporary
+directory (offline from ``.cache/wheelhouse`` when it exists, else from the package
+index: slow the first time). ``NODEKEEP_TEST_NODE_VENV=/path/to/venv`` (e.g. the
+project's ``.venv``) uses an existing virtualenv instead (``nodekeep_agent_install: false``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+NODE = "itnode"
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def _ansible_playbook() -> str | None:
+    beside = Path(sys.executable).parent / "ansible-playbook"
+    if beside.exists():
+        return str(beside)
+    return shutil.which("ansible-playbook")
+
+
+def sha256(path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
+def rows(path) -> dict:
+    """Every row of the demo writer's ``chain`` table by seq (stdlib sqlite3: this process never uses apsw)."""
+    db = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+    try:
+        return {r[0]: r for r in db.execute("SELECT * FROM chain ORDER BY seq")}
+    finally:
+        db.close()
+
+
+def integrity(path) -> str:
+    db = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+    try:
+        return db.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        db.close()
+
+
+class Writer:
+    """scripts/demo_writer.py as its own process (never mix its sqlite3 with apsw in one process)."""
+
+    def __init__(self, db: Path, workdir: Path) -> None:
+        self.pidfile = workdir / "writer.pid"
+        self.log = open(workdir / "writer.log", "w")  # noqa: SIM115  open as long as the writer runs
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "demo_writer.py"), "--db", str(db), "--pidfile", str(self.pidfile),
+             "--initial-mb", "1", "--rate", "50"],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not self.pidfile.exists():
+            assert self.proc.poll() is None, "the writer exited: %s" % (workdir / "writer.log").read_text()
+            assert time.monotonic() < deadline, "the writer did not get ready"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        self.log.close()
+
+
+class Lab:
+    """The temporary inventory and a runner for the collection's playbooks."""
+
+    def __init__(self, base: Path, age_key, playbook_bin: str) -> None:
+        self.base = base
+        self.inventory_dir = base / "inventory"
+        self.keys_dir = self.inventory_dir / "keys"
+        self.live_db = base / "node" / "chain.db"
+        self.repository = base / "repository"
+        self.signing_key = base / "signing" / "signing_key"
+        self.results = base / "results"
+        self.identity = age_key.identity_path
+        self.playbook_bin = playbook_bin
+        reuse = os.environ.get("NODEKEEP_TEST_NODE_VENV")
+        if reuse:
+            self.venv = Path(reuse)
+            install = {"nodekeep_agent_install": False}
+        else:
+            self.venv = base / "venv"
+            install = {"nodekeep_agent_install": True, "nodekeep_agent_wheelhouse_dest": str(base / "wheelhouse")}
+            if (ROOT / ".cache" / "wheelhouse" / "requirements.txt").exists():
+                install["nodekeep_wheelhouse"] = str(ROOT / ".cache" / "wheelhouse")
+        node_vars = dict(
+            install,
+            ansible_connection="local",
+            ansible_python_interpreter="{{ ansible_playbook_python }}",
+            nodekeep_venv=str(self.venv),
+            nodekeep_repository_path=str(self.repository),
+            nodekeep_signing_key_path=str(self.signing_key),
+            nodekeep_age_recipients=[age_key.recipient],
+            nodekeep_age_identity_file=str(self.identity),
+            nodekeep_results_dir=str(self.results),
+            nodekeep_service_manager="none",
+            nodekeep_health_retries=2,
+            nodekeep_health_delay=0,
+            nodekeep_assets=[{
+                "name": "chain-db", "type": "sqlite", "path": str(self.live_db), "pages_per_step": 16,
+                "health_command": "test \"$(sqlite3 \"$NODEKEEP_PATH\" 'PRAGMA quick_check;')\" = ok",
+            }],
+        )  # fmt: skip
+        inventory = {"all": {"children": {"nodekeep_nodes": {"children": {"testnet": {"hosts": {NODE: node_vars}}}}}}}
+        self.inventory_dir.mkdir(parents=True)
+        # JSON is YAML: no quoting surprises for the paths and commands above.
+        (self.inventory_dir / "hosts.yml").write_text(json.dumps(inventory, indent=2))
+
+    def run(self, playbook: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        env = dict(os.environ)
+        env.update(
+            ANSIBLE_COLLECTIONS_PATH=str(ROOT / "build" / "collections"),
+            ANSIBLE_NOCOLOR="1",
+            ANSIBLE_FORCE_COLOR="0",
+            ANSIBLE_RETRY_FILES_ENABLED="0",
+            ANSIBLE_LOCALHOST_WARNING="0",
+            ANSIBLE_DEPRECATION_WARNINGS="0",
+            PIP_DISABLE_PIP_VERSION_CHECK="1",
+        )
+        cmd = [
+            self.playbook_bin,
+            "-i",
+            str(self.inventory_dir / "hosts.yml"),
+            str(ROOT / "playbooks" / playbook),
+            *args,
+        ]
+        proc = subprocess.run(
+            cmd, check=False, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=600
+        )
+        if check and proc.returncode != 0:
+            pytest.fail(
+                "%s failed (rc %d):\n%s\n%s"
+                % (" ".join(cmd), proc.returncode, proc.stdout[-6000:], proc.stderr[-3000:])
+            )
+        return proc
+
+    def epochs(self) -> list:
+        node_dir = self.repository / NODE
+        return (
+            sorted(p.name for p in node_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+            if node_dir.exists()
+            else []
+        )
+
+    def result(self, name: str) -> dict:
+        return json.loads((self.results / NODE / name).read_text())
+
+
+def recap(proc: subprocess.CompletedProcess) -> dict:
+    """The PLAY RECAP counters of the node, e.g. {"ok": 12, "changed": 0, "failed": 0, ...}."""
+    for line in proc.stdout.splitlines():
+        if line.startswith(NODE) and "ok=" in line:
+            return {k: int(v) for k, v in (item.split("=") for item in line.split(":", 1)[1].split())}
+    raise AssertionError("no PLAY RECAP line for %s in:\n%s" % (NODE, proc.stdout[-3000:]))
+
+
+# --------------------------------------------------------------------------
+# fixtures: each builds on the previous one, once per module
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, age_key) -> Lab:
+    playbook_bin = _ansible_playbook()
+    if playbook_bin is None:
+        pytest.skip("ansible-playbook is not installed (run `make setup`)")
+    for tool in ("sqlite3",):
+        if shutil.which(tool) is None:
+            pytest.skip("%s is not installed (run `make setup`)" % tool)
+    return Lab(tmp_path_factory.mktemp("playbooks"), age_key, playbook_bin)
+
+
+@pytest.fixture(scope="module")
+def writer(lab):
+    w = Writer(lab.live_db, lab.base)
+    yield w
+    w.stop()
+
+
+@pytest.fixture(scope="module")
+def agent(lab, writer) -> subprocess.CompletedProcess:
+    return lab.run("agent.yml")
+
+
+@pytest.fixture(scope="module")
+def backed_up(lab, agent, writer) -> list:
+    """Two epochs of the live database, taken while the writer writes."""
+    lab.run("backup.yml", "--skip-tags", "agent")
+    time.sleep(1.1)  # epochs are named by the second
+    lab.run("backup.yml")  # with the agent role again: nothing to change
+    return lab.epochs()
+
+
+# --------------------------------------------------------------------------
+# agent
+# --------------------------------------------------------------------------
+
+
+class TestAgent:
+    def test_agent_makes_the_venv_repository_and_signing_key(self, lab, agent):
+        assert (lab.venv / "bin" / "python").exists()
+        assert lab.repository.stat().st_mode & 0o777 == 0o700
+        assert lab.signing_key.stat().st_mode & 0o777 == 0o600
+        public = (lab.keys_dir / ("%s.pub" % NODE)).read_text()
+        assert public.startswith("ssh-ed25519 ") and public.endswith("\n")
+        assert "signing key SHA256:" in agent.stdout
+
+    def test_a_second_run_changes_nothing(self, lab, agent):
+        assert recap(lab.run("agent.yml"))["changed"] == 0
+
+    def test_a_different_recorded_key_fails_until_accepted(self, lab, agent, other_signing_key):
+        recorded = lab.keys_dir / ("%s.pub" % NODE)
+        real = recorded.read_text()
+        recorded.write_text(other_signing_key.public_line + "\n")  # the controller knew another key
+        refused = lab.run("agent.yml", check=False)
+        assert refused.returncode != 0
+        assert "is not the key recorded on the controller" in refused.stdout
+        assert "nodekeep_accept_new_signing_key=true" in refused.stdout
+        assert recorded.read_text() == other_signing_key.public_line + "\n"  # nothing was overwritten
+
+        lab.run("agent.yml", "-e", "nodekeep_accept_new_signing_key=true")
+        assert recorded.read_text().split()[:2] == real.split()[:2]
+        assert any(p.name.startswith("%s.pub." % NODE) for p in lab.keys_dir.iterdir()), "the old key was not kept"
+
+
+# --------------------------------------------------------------------------
+# backup
+# --------------------------------------------------------------------------
+
+
+class TestBackup:
+    def test_two_epochs_of_the_live_database(self, lab, backed_up):
+        assert len(backed_up) == 2
+        for epoch in backed_up:
+            names = {p.name for p in (lab.repository / NODE / epoch).iterdir()}
+            assert {"manifest.json", "manifest.json.sig", "chain-db.sqlite.zst.age"} <= names
+            result = lab.result("backup-%s.json" % epoch)
+            assert result["status"] == "ok"
+            assert result["size"] == sum(a["size"] for a in result["artifacts"]) > 0
+            assert result["artifacts"][0]["source"]["integrity"] == "ok"
+        last = json.loads((lab.repository / NODE / "last-backup.json").read_text())
+        assert last["status"] == "ok" and last["epoch"] == backed_up[-1]
+        assert (lab.repository / NODE / "last-backup.json").stat().st_mode & 0o777 == 0o600
+        manifest = json.loads((lab.repository / NODE / backed_up[-1] / "manifest.json").read_text())
+        assert set(manifest["labels"]["groups"]) == {"nodekeep_nodes", "testnet"}
+
+    def test_check_mode_writes_no_epoch(self, lab, backed_up):
+        before = lab.epochs()
+        proc = lab.run("backup.yml", "--check")
+        assert "check mode, would back up chain-db" in proc.stdout
+        assert lab.epochs() == before
+
+    def test_no_recipients_fails_clearly_and_writes_nothing(self, lab, backed_up):
+        before = lab.epochs()
+        proc = lab.run("backup.yml", "--skip-tags", "agent", "-e", '{"nodekeep_age_recipients": []}', check=False)
+        assert proc.returncode != 0
+        assert "nodekeep_age_recipients is empty" in proc.stdout
+        assert lab.epochs() == before
+
+    def test_the_example_placeholders_are_refused(self, lab, backed_up):
+        before = lab.epochs()
+        proc = lab.run(
+            "backup.yml",
+            "--skip-tags",
+            "agent",
+            "-e",
+            '{"nodekeep_age_recipients": ["age1-PLACEHOLDER-X"]}',
+            check=False,
+        )
+        assert proc.returncode != 0
+        assert "still holds the example" in proc.stdout
+        assert lab.epochs() == before
+
+    def test_an_invalid_recipient_fails_and_is_recorded(self, lab, backed_up):
+        before = lab.epochs()
+        proc = lab.run(
+            "backup.yml",
+            "--skip-tags",
+            "agent",
+            "-e",
+            '{"nodekeep_age_recipients": ["age1notavalidrecipient"]}',
+            check=False,
+        )
+        assert proc.returncode != 0
+        assert "backup failed" in proc.stdout
+        assert lab.epochs() == before
+        last = json.loads((lab.repository / NODE / "last-backup.json").read_text())
+        assert last["status"] == "failed" and last["error"]
+        lab.run("backup.yml", "--skip-tags", "agent")  # and the next good run records ok again
+        assert json.loads((lab.repository / NODE / "last-backup.json").read_text())["status"] == "ok"
+
+
+# --------------------------------------------------------------------------
+# verify
+# --------------------------------------------------------------------------
+
+
+class TestVerify:
+    def test_deep_verify_of_the_latest_epoch(self, lab, backed_up):
+        proc = lab.run("verify.yml", "-e", "nodekeep_verify_deep=true")
+        latest = lab.epochs()[-1]
+        result = lab.result("verify-%s-deep.json" % latest)
+        assert result["ok"] is True and result["signature"] == "valid" and result["problems"] == []
+        (artifact,) = result["artifacts"]
+        assert artifact["deep"] == "ok" and artifact["checks"]["integrity"] == "ok"
+        assert "verified" in proc.stdout
+
+    def test_an_older_epoch_by_name(self, lab, backed_up):
+        lab.run("verify.yml", "-e", "nodekeep_verify_epoch=%s" % backed_up[0])
+        assert lab.result("verify-%s.json" % backed_up[0])["ok"] is True
+
+    def test_a_damaged_artifact_fails_with_the_problem_listed(self, lab, backed_up, tmp_path):
+        copy = tmp_path / "repository"
+        shutil.copytree(lab.repository, copy)
+        artifact = copy / NODE / backed_up[-1] / "chain-db.sqlite.zst.age"
+        data = bytearray(artifact.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        artifact.write_bytes(bytes(data))
+        proc = lab.run(
+            "verify.yml", "-e", "nodekeep_repository_path=%s" % copy, "-e", "nodekeep_verify_epoch=%s" % backed_up[-1],
+            check=False,
+        )  # fmt: skip
+        assert proc.returncode != 0
+        assert "does not verify" in proc.stdout and "chain-db: SHA-256 does not match" in proc.stdout
+
+    def test_a_wrong_public_key_fails(self, lab, backed_up, other_signing_key):
+        proc = lab.run(
+            "verify.yml", "-e", "nodekeep_signing_public_key='%s'" % other_signing_key.public_line, check=False
+        )
+        assert proc.returncode != 0
+        assert "does not verify" in proc.stdout and "signature invalid" in proc.stdout
+
+    def test_no_recorded_key_fails_clearly(self, lab, backed_up, tmp_path):
+        proc = lab.run("verify.yml", "-e", "nodekeep_keys_dir=%s" % tmp_path, check=False)
+        assert proc.returncode != 0
+        assert "No public key for this node" in proc.stdout and "playbooks/agent.yml" in proc.stdout
+
+
+# --------------------------------------------------------------------------
+# restore
+# --------------------------------------------------------------------------
+
+
+class TestRestore:
+    def test_staged_restore_leaves_the_live_data_alone(self, lab, backed_up, writer):
+        staging = lab.base / "staging-1"
+        live_inode = lab.live_db.stat().st_ino
+        lab.run("restore.yml", "-e", "nodekeep_restore_to=%s" % staging)
+        restored = Path(str(staging) + str(lab.live_db))
+        assert restored.is_file()
+        assert integrity(restored) == "ok"
+        assert lab.live_db.stat().st_ino == live_inode
+        result = lab.result("restore-%s.json" % lab.epochs()[-1])
+        assert result["cutover"] == "not requested"
+        assert result["artifacts"][0]["path"] == str(restored)
+        # every restored row equals the live row with the same seq (the writer only appends)
+        restored_rows = rows(restored)
+        live_rows = rows(lab.live_db)
+        assert restored_rows and all(live_rows[seq] == row for seq, row in restored_rows.items())
+        heights = {}
+        for row in restored_rows.values():
+            heights[row[1]] = heights.get(row[1], 0) + 1
+        assert set(heights.values()) == {2}, "a transaction was torn"
+
+    def test_an_existing_staging_target_is_refused(self, lab, backed_up):
+        staging = lab.base / "staging-1"
+        restored = Path(str(staging) + str(lab.live_db))
+        before = sha256(restored)
+        proc = lab.run("restore.yml", "-e", "nodekeep_restore_to=%s" % staging, check=False)
+        assert proc.returncode != 0
+        assert "already exists" in proc.stdout
+        assert sha256(restored) == before
+
+    def test_a_relative_staging_path_is_refused(self, lab, backed_up):
+        proc = lab.run("restore.yml", "-e", "nodekeep_restore_to=staging", check=False)
+        assert proc.returncode != 0
+        assert "absolute staging directory" in proc.stdout
+
+
+class TestCutover:
+    def test_cutover_with_a_passing_health_check(self, lab, backed_up, writer):
+        writer.stop()  # the "service" of this node; nodekeep_service_manager is none
+        original = sha256(lab.live_db)
+        staging = lab.base / "staging-2"
+        proc = lab.run(
+            "restore.yml", "-e", "nodekeep_restore_to=%s" % staging, "-e", "nodekeep_restore_cutover=true",
+            "-e", "nodekeep_restore_epoch=%s" % backed_up[0],
+        )  # fmt: skip
+        result = lab.result("restore-%s.json" % backed_up[0])
+        (done,) = result["cutover"]
+        assert done["name"] == "chain-db" and done["ok"] is True
+        # the live path now holds the restored epoch, the old live data is the safety copy
+        assert sha256(lab.live_db) == result["artifacts"][0]["sha256"]
+        assert sha256(done["safety_copy"]) == original
+        assert integrity(lab.live_db) == "ok"
+        assert not Path(result["artifacts"][0]["path"]).exists()  # moved into place
+        assert "cut over: chain-db" in proc.stdout
+
+    def test_a_failing_health_check_rolls_back(self, lab, backed_up, writer):
+        writer.stop()
+        before = sha256(lab.live_db)
+        before_inode = lab.live_db.stat().st_ino
+        staging = lab.base / "staging-3"
+        proc = lab.run(
+            "restore.yml", "-e", "nodekeep_restore_to=%s" % staging, "-e", "nodekeep_restore_cutover=true",
+            "-e", "nodekeep_health_command='exit 3'", "-e", '{"nodekeep_assets": []}',
+            check=False,
+        )  # fmt: skip
+        assert proc.returncode != 0
+        assert "Rolled back" in proc.stdout and "holds the pre-restore data again" in proc.stdout
+        assert "Health check of chain-db" in proc.stdout
+        # the live database is the original again: same content, same file
+        assert sha256(lab.live_db) == before
+        assert lab.live_db.stat().st_ino == before_inode
+        assert integrity(lab.live_db) == "ok"
+        failed = [p for p in lab.live_db.parent.iterdir() if ".nodekeep-failed-" in p.name]
+        assert failed, "the restored data that failed was not kept"
