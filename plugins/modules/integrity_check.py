@@ -62,7 +62,9 @@ options:
     description: Private directory for deep-check copies. Defaults to C(.scratch) in the repository.
     type: path
   fail_on_error:
-    description: Fail the task when anything does not verify. With V(false) the report is returned with RV(ok=false).
+    description:
+      - Fail the task when anything does not verify. With V(false) the report is returned with RV(ok=false).
+      - Errors that prevent any check at all (no repository, no complete epoch, a malformed public key) fail in any case.
     type: bool
     default: true
 requirements:
