@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: nodekeep.backup contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Copies of epochs between repositories (3-2-1): local first, then off-site.
+"""Copies of epochs between repositories (3-2-1): local first, then off-site; and their verification.
 
 ``copy_epoch()`` replicates one complete, signature-valid epoch from a source
 repository to a target: each artifact is streamed and its SHA-256 compared with
@@ -14,6 +14,10 @@ Runs are idempotent: an epoch already complete at the target is skipped, and an
 interrupted copy continues: artifacts already at the target are checked against
 the manifest and kept, and an S3 multipart upload cut by the network resumes
 part by part.
+
+``verify_copies()`` verifies one epoch on each copy and reports per copy, and
+``rolling_verify()`` checks a deterministic share of every epoch's artifacts
+per run, so that N runs cover everything (on any backend: it only reads).
 """
 
 from __future__ import absolute_import, annotations, division, print_function
@@ -21,11 +25,17 @@ from __future__ import absolute_import, annotations, division, print_function
 __metaclass__ = type
 
 import hashlib
+import re
 import time
-from typing import Any, Dict, Iterable, List
+from collections.abc import Iterable
+from typing import Any
 
 from ansible_collections.nodekeep.backup.plugins.module_utils import signing
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import IntegrityError, NodekeepError, RepositoryError
+from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
+    IntegrityError,
+    NodekeepError,
+    RepositoryError,
+)
 from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
     MANIFEST_NAME,
     SIGNATURE_NAME,
@@ -38,7 +48,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.seal import CHUNK_
 SHA256_METADATA = "nodekeep-sha256"
 
 
-def select_epochs(source: Repository, node: str, selector: Iterable[str]) -> List[str]:
+def select_epochs(source: Repository, node: str, selector: Iterable[str]) -> list[str]:
     """``all`` (every complete epoch), ``latest``, or epoch names; oldest first."""
     complete = source.complete_epochs(node)
     wanted = list(selector or ["all"])
@@ -70,7 +80,7 @@ def _read_signed(source: Repository, node: str, epoch: str, public_key: str):
     return Manifest.from_bytes(data, node=node, epoch=epoch), data, signature
 
 
-def _write_options(target: Repository, artifact: Artifact) -> Dict[str, Any]:
+def _write_options(target: Repository, artifact: Artifact) -> dict[str, Any]:
     if getattr(target, "kind", "") != "s3":
         return {}
     return {"size_hint": artifact.size, "metadata": {SHA256_METADATA: artifact.sha256}, "resume": True}
@@ -108,28 +118,29 @@ def _check_present(target: Repository, node: str, epoch: str, artifact: Artifact
     return how
 
 
-def _copy_artifact(source: Repository, target: Repository, node: str, epoch: str, artifact: Artifact) -> Dict[str, Any]:
+def _copy_artifact(source: Repository, target: Repository, node: str, epoch: str, artifact: Artifact) -> dict[str, Any]:
     began = time.monotonic()
     digest = hashlib.sha256()
     size = 0
-    with source.open_read(node, epoch, artifact.file) as stream:
-        with target.open_write(node, epoch, artifact.file, **_write_options(target, artifact)) as sink:
-            while True:
-                chunk = stream.read(CHUNK_SIZE)
-                if not chunk:
-                    break
-                digest.update(chunk)
-                size += len(chunk)
-                sink.write(chunk)
-            # Checked before the block ends: a mismatch aborts the write, nothing is committed.
-            if size != artifact.size or digest.hexdigest() != artifact.sha256:
-                raise IntegrityError(
-                    "%s does not match its manifest (size %d, manifest %d; SHA-256 %s)"
-                    % (source.describe(node, epoch, artifact.file), size, artifact.size,
-                       "differs" if digest.hexdigest() != artifact.sha256 else "matches"),
-                    "the source copy is damaged; it was not copied. Verify the source epoch",
-                )
-    entry: Dict[str, Any] = {"file": artifact.file, "size": size, "seconds": round(time.monotonic() - began, 3)}
+    with source.open_read(node, epoch, artifact.file) as stream, target.open_write(
+        node, epoch, artifact.file, **_write_options(target, artifact)
+    ) as sink:
+        while True:
+            chunk = stream.read(CHUNK_SIZE)
+            if not chunk:
+                break
+            digest.update(chunk)
+            size += len(chunk)
+            sink.write(chunk)
+        # Checked before the block ends: a mismatch aborts the write, nothing is committed.
+        if size != artifact.size or digest.hexdigest() != artifact.sha256:
+            raise IntegrityError(
+                "%s does not match its manifest (size %d, manifest %d; SHA-256 %s)"
+                % (source.describe(node, epoch, artifact.file), size, artifact.size,
+                   "differs" if digest.hexdigest() != artifact.sha256 else "matches"),
+                "the source copy is damaged; it was not copied. Verify the source epoch",
+            )
+    entry: dict[str, Any] = {"file": artifact.file, "size": size, "seconds": round(time.monotonic() - began, 3)}
     info = getattr(sink, "info", None)
     if info:
         entry.update({k: info[k] for k in ("version_id", "lock_mode", "retain_until", "legal_hold", "resumed_parts")
@@ -137,14 +148,14 @@ def _copy_artifact(source: Repository, target: Repository, node: str, epoch: str
     return entry
 
 
-def copy_epoch(source: Repository, target: Repository, node: str, epoch: str, public_key: str) -> Dict[str, Any]:
+def copy_epoch(source: Repository, target: Repository, node: str, epoch: str, public_key: str) -> dict[str, Any]:
     """Replicate one epoch; returns what was done (``status``: copied or skipped)."""
     began = time.monotonic()
     if target.is_complete(node, epoch):
         return {"epoch": epoch, "status": "skipped", "reason": "already complete at the target"}
     manifest, manifest_bytes, signature = _read_signed(source, node, epoch, public_key)
     present = target.files(node, epoch)
-    objects: List[Dict[str, Any]] = []
+    objects: list[dict[str, Any]] = []
     total = 0
     for artifact in manifest.artifacts:
         if artifact.file in present:
@@ -179,10 +190,10 @@ def copy_epoch(source: Repository, target: Repository, node: str, epoch: str, pu
 
 
 def replicate(
-    source: Repository, target: Repository, node: str, epochs: List[str], public_key: str, name: str = ""
-) -> Dict[str, Any]:
+    source: Repository, target: Repository, node: str, epochs: list[str], public_key: str, name: str = ""
+) -> dict[str, Any]:
     """Copy the given epochs (oldest first) to one target; stops at the first failure and reports it."""
-    report: Dict[str, Any] = {"name": name or target.location, "location": target.location, "copied": [], "skipped": []}
+    report: dict[str, Any] = {"name": name or target.location, "location": target.location, "copied": [], "skipped": []}
     for epoch in sorted(epochs):
         try:
             result = copy_epoch(source, target, node, epoch, public_key)
@@ -197,7 +208,7 @@ def replicate(
     return report
 
 
-def verify_copies(copies: List[Repository], node: str, epoch: str, public_key: str, **options: Any) -> Dict[str, Any]:
+def verify_copies(copies: list[Repository], node: str, epoch: str, public_key: str, **options: Any) -> dict[str, Any]:
     """``verify_epoch`` on each copy (local and off-site); one report per copy."""
     from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import verify_epoch
 
@@ -211,3 +222,67 @@ def verify_copies(copies: List[Repository], node: str, epoch: str, public_key: s
         report["location"] = repository.location
         reports.append(report)
     return {"copies": reports, "ok": all(r["ok"] for r in reports)}
+
+
+# --------------------------------------------------------------------------
+# rolling verification: everything is read once every N runs
+# --------------------------------------------------------------------------
+
+
+def rolling_slot(epoch: str, file_name: str, runs: int) -> int:
+    """The run (0..runs-1) that checks this artifact: a stable hash, so shares stay balanced."""
+    digest = hashlib.sha256(("%s/%s" % (epoch, file_name)).encode("utf-8")).hexdigest()
+    return int(digest[:12], 16) % runs
+
+
+def parse_subset(text: str) -> tuple[int, int]:
+    """``"3/7"`` -> (3, 7): run 3 of a cycle of 7 (runs count from 1, as restic's --read-data-subset n/t)."""
+    match = re.match(r"^\s*(\d+)\s*/\s*(\d+)\s*$", str(text or ""))
+    if not match or not 1 <= int(match.group(1)) <= int(match.group(2)):
+        raise NodekeepError(
+            "subset %r is not N/T with 1 <= N <= T" % (text,),
+            "write it as 3/7 (the third of seven runs); every artifact is checked once in T runs",
+        )
+    return int(match.group(1)), int(match.group(2))
+
+
+def daily_run(runs: int, now: float | None = None) -> int:
+    """Today's run of a cycle of ``runs`` days (1-based), from the UTC date: no state to keep."""
+    day = int((time.time() if now is None else now) // 86400)
+    return day % runs + 1
+
+
+def rolling_verify(
+    repository: Repository, node: str, public_key: str, run: int, runs: int, **options: Any
+) -> dict[str, Any]:
+    """Verify run ``run`` of ``runs`` (1-based): every signature, and the artifacts whose slot is this run.
+
+    Over ``runs`` consecutive runs every artifact of every complete epoch is read and
+    checked exactly once (deep with ``deep=True``). It only reads, so it works on any
+    repository (local or S3), and it needs no state.
+    """
+    from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import load_manifest, verify_epoch
+
+    if not 1 <= run <= runs:
+        raise NodekeepError("run %d is not within 1..%d" % (run, runs), "give a run between 1 and the cycle length")
+    slot = run - 1
+    report: dict[str, Any] = {"location": repository.location, "node": node, "run": run, "runs": runs,
+                              "epochs": [], "checked": [], "problems": []}
+    for epoch in repository.complete_epochs(node):
+        try:
+            manifest = load_manifest(repository, node, epoch, public_key)
+        except NodekeepError as exc:
+            report["problems"].append("%s: %s" % (epoch, exc.message))
+            report["epochs"].append({"epoch": epoch, "ok": False, "signature": "invalid"})
+            continue
+        chosen = [a.name for a in manifest.artifacts if rolling_slot(epoch, a.file, runs) == slot]
+        entry: dict[str, Any] = {"epoch": epoch, "ok": True, "signature": "valid", "artifacts": chosen}
+        if chosen:
+            result = verify_epoch(repository, node, epoch, public_key, artifacts=chosen, **options)
+            entry["ok"] = result["ok"]
+            entry["results"] = result["artifacts"]
+            report["problems"].extend("%s: %s" % (epoch, p) for p in result["problems"])
+            report["checked"].extend({"epoch": epoch, "artifact": name} for name in chosen)
+        report["epochs"].append(entry)
+    report["ok"] = not report["problems"]
+    return report

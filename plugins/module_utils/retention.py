@@ -27,9 +27,10 @@ __metaclass__ = type
 
 import calendar
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError, RepositoryError
 from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import EPOCH_RE, epoch_time
@@ -56,7 +57,7 @@ def period_key(period: str, moment: datetime) -> str:
     raise ValueError("unknown period %r" % (period,))
 
 
-def parse_duration(text: str) -> Dict[str, int]:
+def parse_duration(text: str) -> dict[str, int]:
     """``"1y6m"``, ``"2w"``, ``"36h"``, ``"7d 12h"`` -> {"y": 1, "m": 6, ...} (calendar years and months)."""
     value = str(text or "").strip()
     parts = _DURATION_RE.findall(value)
@@ -71,7 +72,7 @@ def parse_duration(text: str) -> Dict[str, int]:
     return result
 
 
-def subtract_duration(moment: datetime, duration: Dict[str, int]) -> datetime:
+def subtract_duration(moment: datetime, duration: dict[str, int]) -> datetime:
     """``moment`` minus a calendar duration (months clamp to the month's last day)."""
     months = moment.month - 1 - duration["m"] - 12 * duration["y"]
     year = moment.year + months // 12
@@ -81,7 +82,7 @@ def subtract_duration(moment: datetime, duration: Dict[str, int]) -> datetime:
     return shifted - timedelta(weeks=duration["w"], days=duration["d"], hours=duration["h"])
 
 
-def duration_text(duration: Dict[str, int]) -> str:
+def duration_text(duration: dict[str, int]) -> str:
     return "".join("%d%s" % (duration[u], u) for u in ("y", "m", "w", "d", "h") if duration[u]) or "0h"
 
 
@@ -93,16 +94,16 @@ class RetentionPolicy:
     keep_weekly: int = 0
     keep_monthly: int = 0
     keep_yearly: int = 0
-    keep_within: Optional[str] = None
+    keep_within: str | None = None
     pick: str = "first"
 
     @classmethod
-    def from_options(cls, options: Dict[str, Any]) -> "RetentionPolicy":
+    def from_options(cls, options: dict[str, Any]) -> RetentionPolicy:
         policy = cls(**{k: options[k] for k in cls.__dataclass_fields__ if options.get(k) is not None})
         policy.validate()
         return policy
 
-    def counts(self) -> Dict[str, int]:
+    def counts(self) -> dict[str, int]:
         return {period: int(getattr(self, "keep_" + period) or 0) for period in PERIODS}
 
     def validate(self) -> None:
@@ -135,13 +136,13 @@ class RetentionPolicy:
 class Decision:
     epoch: str
     keep: bool
-    reasons: List[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "reasons": list(self.reasons)}
 
 
-def plan(epochs: Iterable[str], policy: RetentionPolicy) -> List[Decision]:
+def plan(epochs: Iterable[str], policy: RetentionPolicy) -> list[Decision]:
     """One decision per epoch (oldest first): kept with the rules that keep it, or removed and why."""
     policy.validate()
     names = sorted(set(epochs))
@@ -151,14 +152,14 @@ def plan(epochs: Iterable[str], policy: RetentionPolicy) -> List[Decision]:
     if not names:
         return []
     times = {name: epoch_time(name) for name in names}
-    reasons: Dict[str, List[str]] = {name: [] for name in names}
+    reasons: dict[str, list[str]] = {name: [] for name in names}
     if policy.keep_last:
         for name in names[-policy.keep_last :]:
             reasons[name].append("last %d" % policy.keep_last)
     for period, count in policy.counts().items():
         if not count:
             continue
-        groups: Dict[str, List[str]] = {}
+        groups: dict[str, list[str]] = {}
         for name in names:
             groups.setdefault(period_key(period, times[name]), []).append(name)
         recent = sorted(groups, reverse=True)[:count]
@@ -210,8 +211,8 @@ def apply_retention(
     dry_run: bool = False,
     prune_incomplete: bool = True,
     incomplete_grace: str = "1d",
-    now: Optional[datetime] = None,
-) -> Dict[str, Any]:
+    now: datetime | None = None,
+) -> dict[str, Any]:
     """Plan from the signature-valid epochs and remove what the plan drops, whole or not at all.
 
     An epoch with a locked object is skipped and reported in ``locked`` (locks are never
@@ -223,7 +224,7 @@ def apply_retention(
     now = now or datetime.now(timezone.utc)
     policy.validate()
     grace = parse_duration(incomplete_grace)
-    result: Dict[str, Any] = {
+    result: dict[str, Any] = {
         "location": repository.location,
         "kind": getattr(repository, "kind", "unknown"),
         "node": node,
@@ -262,7 +263,7 @@ def apply_retention(
     return result
 
 
-def _remove(repository, node: str, decision: Decision, dry_run: bool, now: datetime, result: Dict[str, Any]) -> None:
+def _remove(repository, node: str, decision: Decision, dry_run: bool, now: datetime, result: dict[str, Any]) -> None:
     entry = decision.as_dict()
     inspect = getattr(repository, "locked_objects", None)
     try:

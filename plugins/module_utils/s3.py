@@ -34,13 +34,17 @@ __metaclass__ = type
 import base64
 import contextlib
 import hashlib
+import os
 import random
 import re
+import stat
+import tempfile
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta, timezone
-from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, BinaryIO, Callable
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError, RepositoryError
 from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
@@ -132,7 +136,7 @@ REMEDIES = {
 # options (shared by the modules; documented in doc_fragments/_s3.py)
 # --------------------------------------------------------------------------
 
-S3_TARGET_OPTIONS: Dict[str, Dict[str, Any]] = {
+S3_TARGET_OPTIONS: dict[str, dict[str, Any]] = {
     "name": {"type": "str"},
     "bucket": {"type": "str", "required": True},
     "prefix": {"type": "str", "default": ""},
@@ -179,7 +183,7 @@ def parse_size(value: Any, what: str = "size") -> int:
     return int(number * factor)
 
 
-def parse_s3_url(text: str) -> Tuple[str, str]:
+def parse_s3_url(text: str) -> tuple[str, str]:
     """``s3://bucket/some/prefix`` -> (bucket, prefix)."""
     match = re.match(r"^s3://([^/]+)/?(.*)$", text or "")
     if not match:
@@ -263,12 +267,12 @@ def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-def composite_checksum(part_digests: List[bytes]) -> str:
+def composite_checksum(part_digests: list[bytes]) -> str:
     """S3's checksum of a multipart object: SHA-256 of the parts' SHA-256 digests, then ``-N``."""
     return "%s-%d" % (_b64(hashlib.sha256(b"".join(part_digests)).digest()), len(part_digests))
 
 
-def _utc(value: Any) -> Optional[datetime]:
+def _utc(value: Any) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, datetime):
@@ -276,7 +280,7 @@ def _utc(value: Any) -> Optional[datetime]:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(timezone.utc)
 
 
-def _iso(value: Optional[datetime]) -> Optional[str]:
+def _iso(value: datetime | None) -> str | None:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
 
 
@@ -328,24 +332,28 @@ class LockRule:
                 "Object Lock mode %r for %s epochs is not valid" % (mode, period),
                 "use GOVERNANCE or COMPLIANCE",
             )
-        if int(days) <= 0:
+        try:
+            count = int(days)
+        except (TypeError, ValueError):
+            count = 0
+        if count <= 0:
             raise RepositoryError(
                 "Object Lock for %s epochs needs a positive number of days (got %r)" % (period, days),
                 "set retain_days (or lock_periods.%s.days) to how long the copies must stay immutable" % period,
             )
         self.mode = mode
-        self.days = int(days)
+        self.days = count
         self.period = period
 
-    def strength(self) -> Tuple[int, int]:
+    def strength(self) -> tuple[int, int]:
         return (self.days, 1 if self.mode == "COMPLIANCE" else 0)
 
     def describe(self) -> str:
         return "%s %dd (%s)" % (self.mode, self.days, self.period)
 
 
-def lock_rules(object_lock_mode: Optional[str], retain_days: int, lock_periods: Optional[Dict[str, Any]]) -> Tuple[
-    Optional[LockRule], Dict[str, LockRule]
+def lock_rules(object_lock_mode: str | None, retain_days: int, lock_periods: dict[str, Any] | None) -> tuple[
+    LockRule | None, dict[str, LockRule]
 ]:
     """The default rule (every epoch) and the per-period rules (the first epoch of each period)."""
     default = None
@@ -356,7 +364,7 @@ def lock_rules(object_lock_mode: Optional[str], retain_days: int, lock_periods: 
             "retain_days is set but object_lock_mode is none",
             "set object_lock_mode to GOVERNANCE or COMPLIANCE, or drop retain_days",
         )
-    periods: Dict[str, LockRule] = {}
+    periods: dict[str, LockRule] = {}
     for period, rule in (lock_periods or {}).items():
         if period not in PERIODS:
             raise RepositoryError(
@@ -387,11 +395,11 @@ class S3ObjectWriter:
 
     def __init__(
         self,
-        repository: "S3Repository",
+        repository: S3Repository,
         key: str,
-        extra: Dict[str, Any],
-        lock: Optional[Dict[str, Any]],
-        size_hint: Optional[int] = None,
+        extra: dict[str, Any],
+        lock: dict[str, Any] | None,
+        size_hint: int | None = None,
         resume: bool = False,
     ) -> None:
         self._repo = repository
@@ -405,17 +413,18 @@ class S3ObjectWriter:
             self._base_part = max(self._base_part, -(-needed // MIB) * MIB)
         self._buffer = bytearray()
         self._number = 0
-        self._upload_id: Optional[str] = None
-        self._existing: Dict[int, Dict[str, Any]] = {}
-        self._parts: Dict[int, Dict[str, Any]] = {}
-        self._digests: Dict[int, bytes] = {}
-        self._futures: List[Future] = []
+        self._upload_id: str | None = None
+        self._existing: dict[int, dict[str, Any]] = {}
+        self._parts: dict[int, dict[str, Any]] = {}
+        self._digests: dict[int, bytes] = {}
+        self._pending: set[Future] = set()
+        self._pending_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(repository.max_concurrency)
-        self._executor: Optional[ThreadPoolExecutor] = None
-        self._failure: Optional[BaseException] = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._failure: BaseException | None = None
         self.size = 0
         self.resumed_parts = 0
-        self.info: Optional[Dict[str, Any]] = None
+        self.info: dict[str, Any] | None = None
         self.closed = False
 
     # -- file-like surface used by the seal pipeline and copies --
@@ -447,13 +456,16 @@ class S3ObjectWriter:
         return min(self._base_part * growth, MAX_PART_SIZE)
 
     def _raise_failure(self) -> None:
+        # Checked on every write, so it must stay O(1): finished parts leave _pending in _finished().
         if self._failure is not None:
             raise self._failure
-        for future in [f for f in self._futures if f.done()]:
-            error = future.exception()
-            if error is not None:
-                self._failure = error
-                raise error
+
+    def _finished(self, future: Future) -> None:
+        self._slots.release()
+        with self._pending_lock:
+            self._pending.discard(future)
+        if not future.cancelled() and future.exception() is not None and self._failure is None:
+            self._failure = future.exception()
 
     def _start(self) -> None:
         repo = self._repo
@@ -491,17 +503,18 @@ class S3ObjectWriter:
         except BaseException:
             self._slots.release()
             raise
-        future.add_done_callback(lambda _f: self._slots.release())
-        self._futures.append(future)
+        with self._pending_lock:
+            self._pending.add(future)
+        future.add_done_callback(self._finished)
 
     @staticmethod
-    def _matches(existing: Dict[str, Any], chunk: bytes, digest: bytes) -> bool:
+    def _matches(existing: dict[str, Any], chunk: bytes, digest: bytes) -> bool:
         if existing.get("Size") != len(chunk):
             return False
         if existing.get("ChecksumSHA256"):
             return existing["ChecksumSHA256"] == _b64(digest)
         etag = str(existing.get("ETag") or "").strip('"')
-        return bool(etag) and etag == hashlib.md5(chunk).hexdigest()  # noqa: S324 - S3's part ETag, not security
+        return bool(etag) and etag == hashlib.md5(chunk, usedforsecurity=False).hexdigest()
 
     def _upload_part(self, number: int, chunk: bytes, digest: bytes) -> None:
         repo = self._repo
@@ -528,16 +541,17 @@ class S3ObjectWriter:
         self._parts[number] = {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum}
 
     def _drain(self) -> None:
-        for future in self._futures:
-            error = future.exception()
-            if error is not None and self._failure is None:
-                self._failure = error
-        self._futures = []
+        with self._pending_lock:
+            pending = list(self._pending)
+        wait(pending)
+        for future in pending:  # callbacks may run after wait() returns: look at the futures themselves
+            if not future.cancelled() and future.exception() is not None and self._failure is None:
+                self._failure = future.exception()
         self._raise_failure()
 
     # -- commit / abort --
 
-    def commit(self) -> Dict[str, Any]:
+    def commit(self) -> dict[str, Any]:
         """Make the object visible (write-once) and confirm it with a HEAD of the stored version."""
         repo = self._repo
         self._raise_failure()
@@ -580,7 +594,7 @@ class S3ObjectWriter:
         self._shutdown()
         return self.info
 
-    def _complete(self, parts: List[Dict[str, Any]], expected: str) -> Dict[str, Any]:
+    def _complete(self, parts: list[dict[str, Any]], expected: str) -> dict[str, Any]:
         repo = self._repo
         try:
             return repo._call(
@@ -603,7 +617,7 @@ class S3ObjectWriter:
                 raise
             return {"VersionId": head.get("VersionId"), "ChecksumSHA256": head.get("ChecksumSHA256")}
 
-    def abort(self, error: Optional[BaseException] = None) -> None:
+    def abort(self, error: BaseException | None = None) -> None:
         """Abort the upload so nothing partial stays behind (kept for a resume after a network failure)."""
         self.closed = True
         self._shutdown(cancel=True)
@@ -630,25 +644,30 @@ class S3ObjectWriter:
 class S3ObjectReader:
     """A readable stream of one stored object version, resumed with a Range request if the connection drops."""
 
-    def __init__(self, repository: "S3Repository", key: str) -> None:
+    def __init__(self, repository: S3Repository, key: str) -> None:
         self._repo = repository
         self.key = key
-        self.version_id: Optional[str] = None
+        self.version_id: str | None = None
+        self.etag: str | None = None
         self.position = 0
-        self.length: Optional[int] = None
+        self.length: int | None = None
         self._body = None
         self._open()
 
     def _open(self) -> None:
         repo = self._repo
-        args: Dict[str, Any] = dict(Bucket=repo.bucket, Key=self.key, **repo._sse_customer_args())
+        args: dict[str, Any] = dict(Bucket=repo.bucket, Key=self.key, **repo._sse_customer_args())
+        # A resumed read must continue the same object: the version (versioned bucket) or the ETag.
         if self.version_id:
             args["VersionId"] = self.version_id
+        elif self.etag:
+            args["IfMatch"] = self.etag
         if self.position:
             args["Range"] = "bytes=%d-" % self.position
         response = repo._call("download %s" % repo._uri(self.key), repo.client.get_object, **args)
-        if self.version_id is None:
+        if self.length is None:
             self.version_id = response.get("VersionId")
+            self.etag = response.get("ETag")
             self.length = int(response.get("ContentLength") or 0)
         self._body = response["Body"]
 
@@ -660,7 +679,9 @@ class S3ObjectReader:
         while True:
             try:
                 data = self._body.read(size if size and size > 0 else None)
-            except Exception as exc:
+                if not data and size != 0 and self.length is not None and self.position < self.length:
+                    raise ConnectionError("the connection ended at byte %d of %d" % (self.position, self.length))
+            except Exception as exc:  # noqa: BLE001 - botocore, urllib3 and socket errors alike; sorted below
                 if not is_transient(exc) or attempt >= self._repo.retries:
                     raise describe_s3_error("download %s" % self._repo._uri(self.key), exc)
                 attempt += 1
@@ -694,27 +715,27 @@ class S3Repository(Repository):
         self,
         bucket: str,
         prefix: str = "",
-        endpoint_url: Optional[str] = None,
-        region: Optional[str] = None,
-        access_key: Optional[str] = None,
-        secret_key: Optional[str] = None,
-        session_token: Optional[str] = None,
-        profile: Optional[str] = None,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        session_token: str | None = None,
+        profile: str | None = None,
         path_style: bool = False,
-        ca_bundle: Optional[str] = None,
+        ca_bundle: str | None = None,
         validate_certs: bool = True,
-        object_lock_mode: Optional[str] = "none",
+        object_lock_mode: str | None = "none",
         retain_days: int = 0,
-        lock_periods: Optional[Dict[str, Any]] = None,
+        lock_periods: dict[str, Any] | None = None,
         legal_hold: bool = False,
         sse: str = "none",
-        sse_kms_key_id: Optional[str] = None,
-        sse_customer_key: Optional[str] = None,
+        sse_kms_key_id: str | None = None,
+        sse_customer_key: str | None = None,
         bandwidth_limit: Any = 0,
         retries: int = DEFAULT_RETRIES,
         part_size: Any = DEFAULT_PART_SIZE,
         max_concurrency: int = DEFAULT_CONCURRENCY,
-        name: Optional[str] = None,
+        name: str | None = None,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
         client: Any = None,
@@ -742,7 +763,7 @@ class S3Repository(Repository):
             raise RepositoryError("sse %r is not valid" % (sse,), "use one of %s" % ", ".join(SSE_CHOICES))
         self.sse = sse
         self.sse_kms_key_id = sse_kms_key_id
-        self._sse_key: Optional[bytes] = None
+        self._sse_key: bytes | None = None
         if sse == "customer":
             self._sse_key = _decode_customer_key(sse_customer_key)
         elif sse_customer_key:
@@ -759,7 +780,7 @@ class S3Repository(Repository):
         self.max_concurrency = max(1, int(max_concurrency))
         self.limiter = BandwidthLimiter(parse_size(bandwidth_limit, "bandwidth_limit"))
         self.endpoint_url = endpoint_url or None
-        self._epoch_locks: Dict[Tuple[str, str], Optional[Dict[str, Any]]] = {}
+        self._epoch_locks: dict[tuple[str, str], dict[str, Any] | None] = {}
         if client is not None:
             self.client = client
             return
@@ -790,7 +811,7 @@ class S3Repository(Repository):
             raise describe_s3_error("set up the S3 client for s3://%s" % bucket, exc)
 
     @classmethod
-    def from_spec(cls, spec: Dict[str, Any]) -> "S3Repository":
+    def from_spec(cls, spec: dict[str, Any]) -> S3Repository:
         """Build from a dict of the documented options (``type``, ``url`` = ``s3://bucket/prefix`` allowed)."""
         options = {k: v for k, v in dict(spec).items() if v is not None and k not in ("type",)}
         url = options.pop("url", None)
@@ -849,13 +870,13 @@ class S3Repository(Repository):
         """Full-jitter exponential backoff, capped at 20 s."""
         return random.uniform(0, min(20.0, 0.5 * (2 ** attempt)))
 
-    def _sse_customer_args(self) -> Dict[str, Any]:
+    def _sse_customer_args(self) -> dict[str, Any]:
         if self._sse_key is None:
             return {}
         return {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": self._sse_key}
 
-    def _write_args(self, metadata: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
-        args: Dict[str, Any] = {}
+    def _write_args(self, metadata: dict[str, str] | None = None) -> dict[str, Any]:
+        args: dict[str, Any] = {}
         if self.sse in ("AES256", "aws:kms"):
             args["ServerSideEncryption"] = self.sse
             if self.sse_kms_key_id:
@@ -866,10 +887,10 @@ class S3Repository(Repository):
         return args
 
     @staticmethod
-    def _lock_args(lock: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    def _lock_args(lock: dict[str, Any] | None) -> dict[str, Any]:
         if not lock:
             return {}
-        args: Dict[str, Any] = {}
+        args: dict[str, Any] = {}
         if lock.get("mode"):
             args["ObjectLockMode"] = lock["mode"]
             args["ObjectLockRetainUntilDate"] = lock["until"]
@@ -877,8 +898,8 @@ class S3Repository(Repository):
             args["ObjectLockLegalHoldStatus"] = "ON"
         return args
 
-    def _list(self, prefix: str, delimiter: Optional[str] = None) -> Iterator[Dict[str, Any]]:
-        args: Dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+    def _list(self, prefix: str, delimiter: str | None = None) -> Iterator[dict[str, Any]]:
+        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         if delimiter:
             args["Delimiter"] = delimiter
         token = None
@@ -891,15 +912,15 @@ class S3Repository(Repository):
                 return
             token = page.get("NextContinuationToken")
 
-    def _children(self, prefix: str) -> List[str]:
+    def _children(self, prefix: str) -> list[str]:
         names = []
         for page in self._list(prefix, "/"):
             for entry in page.get("CommonPrefixes") or []:
                 names.append(entry["Prefix"][len(prefix) :].rstrip("/"))
         return sorted(names)
 
-    def _head(self, key: str, version_id: Optional[str] = None) -> Optional[Dict[str, Any]]:
-        args: Dict[str, Any] = dict(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED", **self._sse_customer_args())
+    def _head(self, key: str, version_id: str | None = None) -> dict[str, Any] | None:
+        args: dict[str, Any] = dict(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED", **self._sse_customer_args())
         if version_id:
             args["VersionId"] = version_id
         try:
@@ -911,13 +932,13 @@ class S3Repository(Repository):
 
     # -- Repository primitives --
 
-    def nodes(self) -> List[str]:
+    def nodes(self) -> list[str]:
         return [n for n in self._children(self._base()) if NAME_RE.match(n)]
 
-    def epoch_names(self, node: str) -> List[str]:
+    def epoch_names(self, node: str) -> list[str]:
         return [e for e in self._children(self._node_prefix(node)) if EPOCH_RE.match(e)]
 
-    def files(self, node: str, epoch: str) -> Dict[str, int]:
+    def files(self, node: str, epoch: str) -> dict[str, int]:
         prefix = self._epoch_prefix(node, epoch)
         result = {}
         for page in self._list(prefix, "/"):
@@ -927,10 +948,10 @@ class S3Repository(Repository):
                     result[name] = int(entry.get("Size") or 0)
         return result
 
-    def _epoch_files(self, node: str) -> Dict[str, Dict[str, int]]:
+    def _epoch_files(self, node: str) -> dict[str, dict[str, int]]:
         """Every epoch of a node with its files, from one listing."""
         prefix = self._node_prefix(node)
-        epochs: Dict[str, Dict[str, int]] = {}
+        epochs: dict[str, dict[str, int]] = {}
         for page in self._list(prefix):
             for entry in page.get("Contents") or []:
                 parts = entry["Key"][len(prefix) :].split("/")
@@ -938,11 +959,11 @@ class S3Repository(Repository):
                     epochs.setdefault(parts[0], {})[parts[1]] = int(entry.get("Size") or 0)
         return epochs
 
-    def complete_epochs(self, node: str) -> List[str]:
+    def complete_epochs(self, node: str) -> list[str]:
         epochs = self._epoch_files(node)
         return sorted(e for e, names in epochs.items() if MANIFEST_NAME in names and SIGNATURE_NAME in names)
 
-    def incomplete_epochs(self, node: str) -> List[str]:
+    def incomplete_epochs(self, node: str) -> list[str]:
         epochs = self._epoch_files(node)
         return sorted(e for e, names in epochs.items() if not (MANIFEST_NAME in names and SIGNATURE_NAME in names))
 
@@ -965,8 +986,8 @@ class S3Repository(Repository):
         node: str,
         epoch: str,
         name: str,
-        size_hint: Optional[int] = None,
-        metadata: Optional[Dict[str, str]] = None,
+        size_hint: int | None = None,
+        metadata: dict[str, str] | None = None,
         resume: bool = False,
     ) -> Iterator[S3ObjectWriter]:
         key = self._key(node, epoch, name)
@@ -1009,7 +1030,7 @@ class S3Repository(Repository):
 
     # -- Object Lock --
 
-    def lock_for(self, node: str, epoch: str, now: Optional[datetime] = None) -> Optional[Dict[str, Any]]:
+    def lock_for(self, node: str, epoch: str, now: datetime | None = None) -> dict[str, Any] | None:
         """The lock every object of this epoch gets: the strongest rule that applies, until epoch time + days.
 
         A period rule applies to the first complete epoch of its period at this target
@@ -1026,7 +1047,7 @@ class S3Repository(Repository):
                 key = period_key(period, moment)
                 if not any(period_key(period, epoch_time(e)) == key for e in earlier):
                     rules.append(rule)
-        lock: Optional[Dict[str, Any]] = None
+        lock: dict[str, Any] | None = None
         if rules:
             rule = max(rules, key=LockRule.strength)
             until = epoch_time(epoch) + timedelta(days=rule.days)
@@ -1039,8 +1060,8 @@ class S3Repository(Repository):
         return lock
 
     def _confirm(
-        self, key: str, version_id: Optional[str], size: int, checksum: str, lock: Optional[Dict[str, Any]]
-    ) -> Dict[str, Any]:
+        self, key: str, version_id: str | None, size: int, checksum: str, lock: dict[str, Any] | None
+    ) -> dict[str, Any]:
         """HEAD the stored version and compare everything we asked for with what the server holds."""
         head = self._head(key, version_id)
         uri = self._uri(key)
@@ -1086,10 +1107,10 @@ class S3Repository(Repository):
             "sse": head.get("ServerSideEncryption") or ("customer" if head.get("SSECustomerAlgorithm") else None),
         }
 
-    def _versions(self, prefix: str) -> List[Dict[str, Any]]:
+    def _versions(self, prefix: str) -> list[dict[str, Any]]:
         """Every version and delete marker under a prefix (``IsMarker`` set on markers)."""
-        found: List[Dict[str, Any]] = []
-        args: Dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        found: list[dict[str, Any]] = []
+        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         while True:
             page = self._call("list the versions under %s" % self._uri(prefix), self.client.list_object_versions, **args)
             for entry in page.get("Versions") or []:
@@ -1107,7 +1128,7 @@ class S3Repository(Repository):
                     found.append({"Key": entry["Key"], "VersionId": None, "IsMarker": False})
         return [v for v in found if v["Key"].startswith(prefix)]
 
-    def locked_objects(self, node: str, epoch: str, now: Optional[datetime] = None) -> List[Dict[str, Any]]:
+    def locked_objects(self, node: str, epoch: str, now: datetime | None = None) -> list[dict[str, Any]]:
         """Object versions of an epoch that cannot be removed now: retention in the future or legal hold on."""
         now = now or datetime.now(timezone.utc)
         locked = []
@@ -1157,16 +1178,16 @@ class S3Repository(Repository):
             key=lambda v: (order.get(v["Key"][len(prefix) :], 2), v["IsMarker"], v["Key"]),
         )
         for version in versions:
-            args: Dict[str, Any] = {"Bucket": self.bucket, "Key": version["Key"]}
+            args: dict[str, Any] = {"Bucket": self.bucket, "Key": version["Key"]}
             if version.get("VersionId"):
                 args["VersionId"] = version["VersionId"]
             self._call("remove %s" % self._uri(version["Key"]), self.client.delete_object, **args)
 
     # -- multipart housekeeping --
 
-    def _uploads(self, prefix: str) -> List[Dict[str, Any]]:
-        uploads: List[Dict[str, Any]] = []
-        args: Dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+    def _uploads(self, prefix: str) -> list[dict[str, Any]]:
+        uploads: list[dict[str, Any]] = []
+        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         while True:
             page = self._call("list the unfinished uploads under %s" % self._uri(prefix),
                               self.client.list_multipart_uploads, **args)
@@ -1176,7 +1197,7 @@ class S3Repository(Repository):
             args["KeyMarker"] = page.get("NextKeyMarker")
             args["UploadIdMarker"] = page.get("NextUploadIdMarker")
 
-    def _resumable_upload(self, key: str) -> Tuple[Optional[str], Dict[int, Dict[str, Any]]]:
+    def _resumable_upload(self, key: str) -> tuple[str | None, dict[int, dict[str, Any]]]:
         """The newest unfinished upload of ``key`` with its parts; older ones are aborted."""
         uploads = sorted(
             (u for u in self._uploads(key) if u.get("Key") == key),
@@ -1189,8 +1210,8 @@ class S3Repository(Repository):
                 self._call("abort a stale upload of %s" % self._uri(key), self.client.abort_multipart_upload,
                            Bucket=self.bucket, Key=key, UploadId=stale["UploadId"])
         upload_id = uploads[-1]["UploadId"]
-        parts: Dict[int, Dict[str, Any]] = {}
-        args: Dict[str, Any] = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id}
+        parts: dict[int, dict[str, Any]] = {}
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id}
         args.update(self._sse_customer_args())
         while True:
             page = self._call("list the parts of %s" % self._uri(key), self.client.list_parts, **args)
@@ -1201,7 +1222,7 @@ class S3Repository(Repository):
             args["PartNumberMarker"] = page.get("NextPartNumberMarker")
         return upload_id, parts
 
-    def abort_stale_uploads(self, node: str, older_than: timedelta, now: Optional[datetime] = None) -> List[str]:
+    def abort_stale_uploads(self, node: str, older_than: timedelta, now: datetime | None = None) -> list[str]:
         """Abort unfinished multipart uploads of a node older than ``older_than`` (invisible leftovers)."""
         now = now or datetime.now(timezone.utc)
         aborted = []
@@ -1214,7 +1235,7 @@ class S3Repository(Repository):
             aborted.append(upload["Key"])
         return aborted
 
-    def object_info(self, node: str, epoch: str, name: str) -> Optional[Dict[str, Any]]:
+    def object_info(self, node: str, epoch: str, name: str) -> dict[str, Any] | None:
         """What the server holds for one object (None when absent): size, checksum, lock, metadata."""
         key = self._key(node, epoch, name)
         head = self._head(key)
@@ -1231,11 +1252,28 @@ class S3Repository(Repository):
             "legal_hold": head.get("ObjectLockLegalHoldStatus") == "ON",
         }
 
-    def transfer_stats(self) -> Dict[str, Any]:
+    def scratch_dir(self) -> str:
+        """A private directory for transient plaintext (deep verify, restore checks) of this user.
+
+        Never the shared temporary directory itself: the engine removes stale run
+        directories inside the scratch root, which must belong to nodekeep alone.
+        """
+        path = os.path.join(tempfile.gettempdir(), "nodekeep-scratch-%d" % os.getuid())
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+        info = os.lstat(path)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+            raise RepositoryError(
+                "%s is not a private directory of this user (mode %o, owner %d)" % (path, info.st_mode, info.st_uid),
+                "remove it, or give scratch_dir explicitly",
+            )
+        return path
+
+    def transfer_stats(self) -> dict[str, Any]:
         return {"throttled_seconds": round(self.limiter.waited, 3), "bandwidth_limit": self.limiter.rate}
 
 
-def _decode_customer_key(value: Optional[str]) -> bytes:
+def _decode_customer_key(value: str | None) -> bytes:
     if not value:
         raise RepositoryError(
             "sse is customer but no sse_customer_key was given",
@@ -1290,18 +1328,28 @@ def open_target(spec: Any, create: bool = True) -> Repository:
 # --------------------------------------------------------------------------
 
 # Where SeaweedFS names an action differently from AWS IAM.
-_DIALECT_ACTIONS = {
-    "aws": {"list_uploads": "s3:ListBucketMultipartUploads", "list_parts": "s3:ListMultipartUploadParts"},
-    "seaweedfs": {"list_uploads": "s3:ListMultipartUploads", "list_parts": "s3:ListParts"},
+_DIALECT_ACTIONS: dict[str, dict[str, Any]] = {
+    "aws": {
+        "list_uploads": "s3:ListBucketMultipartUploads",
+        "list_parts": "s3:ListMultipartUploadParts",
+        "bucket_extra": [],
+    },
+    # SeaweedFS classifies ListMultipartUploads as a bucket-level write: it needs s3:PutObject on the
+    # bucket ARN (which does not allow writing any object; tested).
+    "seaweedfs": {
+        "list_uploads": "s3:ListMultipartUploads",
+        "list_parts": "s3:ListParts",
+        "bucket_extra": ["s3:PutObject"],
+    },
 }
 
 
-def _resources(bucket: str, prefix: str) -> Tuple[str, str]:
+def _resources(bucket: str, prefix: str) -> tuple[str, str]:
     objects = "arn:aws:s3:::%s/%s*" % (bucket, (prefix.strip("/") + "/") if prefix.strip("/") else "")
     return "arn:aws:s3:::%s" % bucket, objects
 
 
-def writer_policy(bucket: str, prefix: str = "", dialect: str = "aws") -> Dict[str, Any]:
+def writer_policy(bucket: str, prefix: str = "", dialect: str = "aws") -> dict[str, Any]:
     """Append-only: put (with locks), get, list, abort its own unfinished uploads. No delete of any kind."""
     names = _DIALECT_ACTIONS[dialect]
     bucket_arn, objects_arn = _resources(bucket, prefix)
@@ -1327,45 +1375,49 @@ def writer_policy(bucket: str, prefix: str = "", dialect: str = "aws") -> Dict[s
             {
                 "Sid": "NodekeepWriterBucket",
                 "Effect": "Allow",
-                "Action": ["s3:ListBucket", names["list_uploads"], "s3:GetBucketObjectLockConfiguration"],
+                "Action": ["s3:ListBucket", names["list_uploads"], "s3:GetBucketObjectLockConfiguration"]
+                + names["bucket_extra"],
                 "Resource": [bucket_arn],
             },
         ],
     }
 
 
-def pruner_policy(bucket: str, prefix: str = "", dialect: str = "aws") -> Dict[str, Any]:
+def pruner_policy(bucket: str, prefix: str = "", dialect: str = "aws") -> dict[str, Any]:
     """Retention: list, read locks and manifests, delete versions. Never bypasses governance retention."""
     names = _DIALECT_ACTIONS[dialect]
     bucket_arn, objects_arn = _resources(bucket, prefix)
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "NodekeepPrunerObjects",
-                "Effect": "Allow",
-                "Action": [
-                    "s3:GetObject",
-                    "s3:GetObjectVersion",
-                    "s3:GetObjectRetention",
-                    "s3:GetObjectLegalHold",
-                    "s3:DeleteObject",
-                    "s3:DeleteObjectVersion",
-                    "s3:AbortMultipartUpload",
-                ],
-                "Resource": [objects_arn],
-            },
-            {
-                "Sid": "NodekeepPrunerBucket",
-                "Effect": "Allow",
-                "Action": ["s3:ListBucket", "s3:ListBucketVersions", names["list_uploads"]],
-                "Resource": [bucket_arn],
-            },
+    statements = [
+        {
+            "Sid": "NodekeepPrunerObjects",
+            "Effect": "Allow",
+            "Action": [
+                "s3:GetObject",
+                "s3:GetObjectVersion",
+                "s3:GetObjectRetention",
+                "s3:GetObjectLegalHold",
+                "s3:DeleteObject",
+                "s3:DeleteObjectVersion",
+                "s3:AbortMultipartUpload",
+            ],
+            "Resource": [objects_arn],
+        },
+        {
+            "Sid": "NodekeepPrunerBucket",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket", "s3:ListBucketVersions", names["list_uploads"]] + names["bucket_extra"],
+            "Resource": [bucket_arn],
+        },
+    ]
+    if dialect == "aws":
+        # Explicit, so no other policy attached to the pruner can grant these (SeaweedFS has no Deny;
+        # there the pruner simply is not granted them).
+        statements.append(
             {
                 "Sid": "NodekeepPrunerNeverBypasses",
                 "Effect": "Deny",
                 "Action": ["s3:BypassGovernanceRetention", "s3:PutObject", "s3:PutObjectRetention"],
                 "Resource": [objects_arn],
-            },
-        ],
-    }
+            }
+        )
+    return {"Version": "2012-10-17", "Statement": statements}
