@@ -242,7 +242,9 @@ def describe_s3_error(action: str, exc: BaseException) -> RepositoryError:
         if transient and not remedy:
             remedy = "the server failed; retries were exhausted: run again later"
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return RepositoryError("Failed to %s: %s" % (action, reason), remedy, code=code, status=status, transient=transient)
+        return RepositoryError(
+            "Failed to %s: %s" % (action, reason), remedy, code=code, status=status, transient=transient
+        )
     if HAS_BOTO3 and isinstance(exc, botocore.exceptions.NoCredentialsError):
         return RepositoryError(
             "Failed to %s: no AWS credentials were found" % action,
@@ -352,9 +354,9 @@ class LockRule:
         return "%s %dd (%s)" % (self.mode, self.days, self.period)
 
 
-def lock_rules(object_lock_mode: str | None, retain_days: int, lock_periods: dict[str, Any] | None) -> tuple[
-    LockRule | None, dict[str, LockRule]
-]:
+def lock_rules(
+    object_lock_mode: str | None, retain_days: int, lock_periods: dict[str, Any] | None
+) -> tuple[LockRule | None, dict[str, LockRule]]:
     """The default rule (every epoch) and the per-period rules (the first epoch of each period)."""
     default = None
     if object_lock_mode and object_lock_mode != "none":
@@ -868,7 +870,7 @@ class S3Repository(Repository):
 
     def backoff(self, attempt: int) -> float:
         """Full-jitter exponential backoff, capped at 20 s."""
-        return random.uniform(0, min(20.0, 0.5 * (2 ** attempt)))
+        return random.uniform(0, min(20.0, 0.5 * (2**attempt)))
 
     def _sse_customer_args(self) -> dict[str, Any]:
         if self._sse_key is None:
@@ -1079,15 +1081,19 @@ class S3Repository(Repository):
         until = _utc(head.get("ObjectLockRetainUntilDate"))
         if lock and lock.get("mode"):
             if mode != lock["mode"]:
-                problems.append("Object Lock mode is %s, %s was requested (is Object Lock enabled on the bucket?)" % (
-                    mode or "none", lock["mode"]))
+                problems.append(
+                    "Object Lock mode is %s, %s was requested (is Object Lock enabled on the bucket?)"
+                    % (mode or "none", lock["mode"])
+                )
             elif until is None or until < lock["until"] - timedelta(seconds=1):
                 problems.append("retain-until is %s, %s was requested" % (_iso(until), _iso(lock["until"])))
         hold = head.get("ObjectLockLegalHoldStatus") == "ON"
         if lock and lock.get("legal_hold") and not hold:
             problems.append("the legal hold is not on")
         if self.sse in ("AES256", "aws:kms") and head.get("ServerSideEncryption") != self.sse:
-            problems.append("server-side encryption is %s, %s was requested" % (head.get("ServerSideEncryption"), self.sse))
+            problems.append(
+                "server-side encryption is %s, %s was requested" % (head.get("ServerSideEncryption"), self.sse)
+            )
         if self.sse == "customer" and not head.get("SSECustomerAlgorithm"):
             problems.append("it is not encrypted with the customer key")
         if problems:
@@ -1112,7 +1118,9 @@ class S3Repository(Repository):
         found: list[dict[str, Any]] = []
         args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         while True:
-            page = self._call("list the versions under %s" % self._uri(prefix), self.client.list_object_versions, **args)
+            page = self._call(
+                "list the versions under %s" % self._uri(prefix), self.client.list_object_versions, **args
+            )
             for entry in page.get("Versions") or []:
                 found.append(dict(entry, IsMarker=False))
             for entry in page.get("DeleteMarkers") or []:
@@ -1168,7 +1176,13 @@ class S3Repository(Repository):
         if locked:
             raise ObjectLockedError(
                 "epoch %s of %s in %s has %d locked object(s) (%s); nothing was removed"
-                % (epoch, node, self.location, len(locked), "; ".join("%s: %s" % (o["name"], o["reason"]) for o in locked)),
+                % (
+                    epoch,
+                    node,
+                    self.location,
+                    len(locked),
+                    "; ".join("%s: %s" % (o["name"], o["reason"]) for o in locked),
+                ),
                 "it can be removed once the locks expire; locks are never bypassed",
                 objects=locked,
             )
@@ -1189,8 +1203,9 @@ class S3Repository(Repository):
         uploads: list[dict[str, Any]] = []
         args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         while True:
-            page = self._call("list the unfinished uploads under %s" % self._uri(prefix),
-                              self.client.list_multipart_uploads, **args)
+            page = self._call(
+                "list the unfinished uploads under %s" % self._uri(prefix), self.client.list_multipart_uploads, **args
+            )
             uploads.extend(page.get("Uploads") or [])
             if not page.get("IsTruncated"):
                 return uploads
@@ -1207,8 +1222,13 @@ class S3Repository(Repository):
             return None, {}
         for stale in uploads[:-1]:
             with contextlib.suppress(NodekeepError):
-                self._call("abort a stale upload of %s" % self._uri(key), self.client.abort_multipart_upload,
-                           Bucket=self.bucket, Key=key, UploadId=stale["UploadId"])
+                self._call(
+                    "abort a stale upload of %s" % self._uri(key),
+                    self.client.abort_multipart_upload,
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=stale["UploadId"],
+                )
         upload_id = uploads[-1]["UploadId"]
         parts: dict[int, dict[str, Any]] = {}
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id}
@@ -1230,8 +1250,13 @@ class S3Repository(Repository):
             started = _utc(upload.get("Initiated"))
             if started is not None and now - started < older_than:
                 continue
-            self._call("abort the upload of %s" % self._uri(upload["Key"]), self.client.abort_multipart_upload,
-                       Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+            self._call(
+                "abort the upload of %s" % self._uri(upload["Key"]),
+                self.client.abort_multipart_upload,
+                Bucket=self.bucket,
+                Key=upload["Key"],
+                UploadId=upload["UploadId"],
+            )
             aborted.append(upload["Key"])
         return aborted
 
@@ -1300,27 +1325,12 @@ def require_boto3() -> None:
         )
 
 
-def is_s3_spec(spec: Any) -> bool:
-    if isinstance(spec, dict):
-        return str(spec.get("type", "")) == "s3"
-    return str(spec or "").startswith("s3://")
-
-
 def open_s3_repository(spec: Any) -> S3Repository:
     """``s3://bucket/prefix`` (connection from the usual AWS sources) or a dict of the documented options."""
     if isinstance(spec, dict):
         return S3Repository.from_spec(spec)
     bucket, prefix = parse_s3_url(str(spec))
     return S3Repository(bucket=bucket, prefix=prefix)
-
-
-def open_target(spec: Any, create: bool = True) -> Repository:
-    """Any repository spec: S3 specs here, everything else through ``repository.open_repository``."""
-    if is_s3_spec(spec):
-        return open_s3_repository(spec)
-    from ansible_collections.nodekeep.backup.plugins.module_utils.repository import open_repository
-
-    return open_repository(spec, create=create)
 
 
 # --------------------------------------------------------------------------

@@ -19,11 +19,16 @@ description:
   - With O(deep=true), decrypts and decompresses each artifact into private scratch space in the same pass,
     compares the content checksum, and runs the asset's own check (C(PRAGMA integrity_check) for SQLite),
     then removes the scratch copy.
+  - With O(targets), verifies the same epoch in the local repository and in each off-site copy and reports
+    per copy (RV(copies)).
+  - With O(subset=N/T), a rolling verification. It checks every signature of every complete epoch, and the share of
+    artifacts assigned to run N of a cycle of T runs, so that T runs read every artifact once (on every copy).
 author:
   - nodekeep.backup maintainers (@nodekeep)
 extends_documentation_fragment:
   - nodekeep.backup._repository
   - nodekeep.backup._repository.AGE_IDENTITIES
+  - nodekeep.backup._s3
   - nodekeep.backup._attributes.REPOSITORY
 attributes:
   check_mode:
@@ -61,6 +66,11 @@ options:
   scratch_dir:
     description: Private directory for deep-check copies. Defaults to C(.scratch) in the repository.
     type: path
+  subset:
+    description:
+      - Rolling verification, V(N/T) (run N of a cycle of T, 1-based) or V(daily/T) (the run is taken from
+        the UTC date, so a daily timer needs no state). O(epoch) and O(artifacts) are ignored then.
+    type: str
   fail_on_error:
     description:
       - Fail the task when anything does not verify. With V(false) the report is returned with RV(ok=false).
@@ -120,6 +130,14 @@ artifacts:
       checksum: ok
       deep: ok
       checks: {integrity: ok, page_count: 130240}
+copies:
+  description: With O(targets) or O(subset), one report per copy (local first), each with its C(location).
+  returned: when O(targets) or O(subset) is given
+  type: list
+  elements: dict
+  sample:
+    - {location: /var/backups/nodekeep, ok: true, epoch: 20261122T023000Z, signature: valid, problems: []}
+    - {location: s3://offsite/nodekeep, ok: true, epoch: 20261122T023000Z, signature: valid, problems: []}
 problems:
   description: Each problem found, in words.
   returned: always
@@ -130,6 +148,7 @@ problems:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.nodekeep.backup.plugins.module_utils import s3
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
     AGE_IDENTITY_OPTIONS,
     REPOSITORY_OPTIONS,
@@ -138,6 +157,12 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
     run,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import verify_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.replicate import (
+    daily_run,
+    parse_subset,
+    rolling_verify,
+    verify_copies,
+)
 from ansible_collections.nodekeep.backup.plugins.module_utils.repository import open_repository
 from ansible_collections.nodekeep.backup.plugins.module_utils.seal import load_identities
 
@@ -154,6 +179,8 @@ def main():
             check={"type": "str", "choices": ["integrity", "quick"], "default": "integrity"},
             scratch_dir={"type": "path"},
             fail_on_error={"type": "bool", "default": True},
+            targets={"type": "list", "elements": "dict", "default": [], "options": s3.S3_TARGET_OPTIONS},
+            subset={"type": "str"},
         ),
         supports_check_mode=True,
     )
@@ -162,27 +189,72 @@ def main():
     if params["deep"]:
         require_libraries(module, "pyrage", "zstandard", "apsw")
 
+    if params["targets"]:
+        require_libraries(module, "boto3")
+
+    def run_subset(copies, options):
+        text = params["subset"].strip()
+        if text.startswith("daily/"):
+            runs = parse_subset("1/%s" % text.split("/", 1)[1])[1]
+            run_number = daily_run(runs)
+        else:
+            run_number, runs = parse_subset(text)
+        reports = [rolling_verify(c, params["node"], params["public_key"], run_number, runs, **options) for c in copies]
+        return {
+            "ok": all(r["ok"] for r in reports),
+            "epoch": None,
+            "signature": "valid" if all(r["ok"] or not r["problems"] for r in reports) else "see copies",
+            "artifacts": [item for r in reports for item in r["checked"]],
+            "problems": ["%s: %s" % (r["location"], p) for r in reports for p in r["problems"]],
+            "subset": "%d/%d" % (run_number, runs),
+            "copies": reports,
+        }
+
     def action():
         identities = None
         if params["deep"]:
             identities = load_identities(params["identities"], params["identity_files"])
-        repository = open_repository(params["repository"], create=False)
-        report = verify_epoch(
-            repository,
-            params["node"],
-            params["epoch"],
-            params["public_key"],
-            deep=params["deep"],
-            identities=identities,
-            scratch_dir=params["scratch_dir"],
-            artifacts=params["artifacts"] or None,
-            check=params["check"],
-        )
+        copies = [open_repository(params["repository"], create=False)]
+        copies += [open_repository(dict(spec, type="s3")) for spec in params["targets"]]
+        options = {
+            "deep": params["deep"],
+            "identities": identities,
+            "scratch_dir": params["scratch_dir"],
+            "check": params["check"],
+        }
+        if params["subset"]:
+            report = run_subset(copies, options)
+        elif params["targets"]:
+            result = verify_copies(
+                copies,
+                params["node"],
+                params["epoch"],
+                params["public_key"],
+                artifacts=params["artifacts"] or None,
+                **options,
+            )
+            report = dict(result["copies"][0])
+            report["copies"] = result["copies"]
+            report["ok"] = result["ok"]
+            report["problems"] = ["%s: %s" % (r["location"], p) for r in result["copies"] for p in r["problems"]]
+        else:
+            report = verify_epoch(
+                copies[0],
+                params["node"],
+                params["epoch"],
+                params["public_key"],
+                artifacts=params["artifacts"] or None,
+                **options,
+            )
         report["changed"] = False
         if not report["ok"] and params["fail_on_error"]:
             module.fail_json(
-                msg="epoch %s of %s does not verify: %s"
-                % (report["epoch"], params["node"], "; ".join(report["problems"])),
+                msg="%s of %s does not verify: %s"
+                % (
+                    "epoch %s" % report["epoch"] if report.get("epoch") else "the rolling check",
+                    params["node"],
+                    "; ".join(report["problems"]),
+                ),
                 **report,
             )
         return report

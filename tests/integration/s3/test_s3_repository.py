@@ -13,7 +13,8 @@ from botocore.exceptions import ClientError
 from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import resolve_epoch
 from ansible_collections.nodekeep.backup.plugins.module_utils.errors import RepositoryError
 from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import MANIFEST_NAME, SIGNATURE_NAME
-from ansible_collections.nodekeep.backup.plugins.module_utils.s3 import S3Repository, open_target
+from ansible_collections.nodekeep.backup.plugins.module_utils.repository import open_repository
+from ansible_collections.nodekeep.backup.plugins.module_utils.s3 import S3Repository
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -87,14 +88,14 @@ class TestBackupVerifyRestore:
         assert s3_server.repository(plain_bucket, "other").nodes() == []
 
     def test_repository_specs(self, s3_server, plain_bucket):
-        repository = open_target({"type": "s3", "url": "s3://%s/x/y" % plain_bucket, "endpoint_url": s3_server.endpoint,
+        repository = open_repository({"type": "s3", "url": "s3://%s/x/y" % plain_bucket, "endpoint_url": s3_server.endpoint,
                                   "access_key": s3_server.access_key, "secret_key": s3_server.secret_key,
                                   "path_style": True})
         assert isinstance(repository, S3Repository)
         assert repository.location == "s3://%s/x/y" % plain_bucket
         assert repository.nodes() == []
         with pytest.raises(RepositoryError, match="unknown S3 repository option"):
-            open_target({"type": "s3", "bucket": plain_bucket, "acces_key": "typo"})
+            open_repository({"type": "s3", "bucket": plain_bucket, "acces_key": "typo"})
 
 
 class TestWriteOnce:
