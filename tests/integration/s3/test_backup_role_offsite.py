@@ -21,8 +21,10 @@ def offsite_lab(tmp_path_factory, age_key):
     import subprocess
 
     subprocess.run(
-        ["sqlite3", str(lab.live_db), "PRAGMA journal_mode=WAL; CREATE TABLE t(seq INTEGER PRIMARY KEY, v TEXT);"
-         "INSERT INTO t(v) SELECT hex(randomblob(64)) FROM generate_series(1, 2000);"],
+        ["sqlite3", str(lab.live_db), (
+            "PRAGMA journal_mode=WAL; CREATE TABLE t(seq INTEGER PRIMARY KEY, v TEXT);"
+            "INSERT INTO t(v) SELECT hex(randomblob(64)) FROM generate_series(1, 2000);"
+        )],
         check=True, capture_output=True,
     )  # fmt: skip
     lab.run("agent.yml")
