@@ -223,7 +223,7 @@ commits = 0
 while not stop:
     connection.execute("BEGIN IMMEDIATE")
     txn = connection.execute("SELECT coalesce(max(txn), 0) + 1 FROM t").fetchone()[0]
-    for _ in range(2):
+    for _attempt in range(2):
         connection.execute("INSERT INTO t(txn, payload) VALUES (?, randomblob(?))", (txn, payload))
     connection.execute("COMMIT")
     commits += 1

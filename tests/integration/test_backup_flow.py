@@ -96,7 +96,7 @@ class TestEpochLayout:
         node.backup([node.sqlite_asset(live_db.path)])
         node.verify(deep=True)
         scratch = os.path.join(node.repository.root, ".scratch")
-        assert [entry for entry in os.listdir(scratch)] == []
+        assert os.listdir(scratch) == []
 
     def test_a_shared_scratch_directory_keeps_other_programs_files(self, node, live_db, tmp_path):
         scratch = tmp_path / "shared-tmp"

@@ -35,7 +35,7 @@ connection.execute("PRAGMA wal_autocheckpoint=0")
 for number in range(int(sys.argv[2])):
     connection.execute("BEGIN IMMEDIATE")
     txn = connection.execute("SELECT coalesce(max(txn), 0) + 1 FROM t").fetchone()[0]
-    for _ in range(2):
+    for _attempt in range(2):
         connection.execute("INSERT INTO t(txn, payload) VALUES (?, randomblob(300))", (txn,))
     connection.execute("COMMIT")
 os._exit(0)  # die without closing: the committed transactions stay in the -wal only

@@ -366,7 +366,7 @@ class TestSigningKey:
         result = run_module("signing_key", {"path": str(path)}, check_mode=True)
         assert result["changed"] is True and "failed" not in result
         assert not path.exists()
-        assert not [n for n in os.listdir(tmp_path)]
+        assert not os.listdir(tmp_path)
 
     def test_loose_permissions_are_tightened_but_the_key_is_kept(self, run_module, tmp_path, signing_key):
         path = tmp_path / "signing_key"

@@ -181,7 +181,7 @@ class TestEpochs:
             except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
                 errors.append(exc)
 
-        threads = [threading.Thread(target=claim) for _ in range(2)]
+        threads = [threading.Thread(target=claim) for _thread in range(2)]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -200,7 +200,7 @@ class TestEpochs:
 
         procs = [
             subprocess.Popen([sys.executable, "-c", script, repository.root], stdout=subprocess.PIPE, env=child_env)
-            for _ in range(3)
+            for _attempt in range(3)
         ]
         names = [proc.communicate(timeout=20)[0].decode().strip() for proc in procs]
         assert all(proc.returncode == 0 for proc in procs)

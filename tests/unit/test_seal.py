@@ -104,13 +104,13 @@ class TestRoundTrip:
 
     def test_two_seals_of_the_same_data_differ(self, recipients):
         # a fresh file key each time: equal plaintexts are not linkable through the artifacts
-        first, _ = _sealed(b"same", recipients)
-        second, _ = _sealed(b"same", recipients)
+        first = _sealed(b"same", recipients)[0]
+        second = _sealed(b"same", recipients)[0]
         assert first != second
 
     def test_several_recipients_each_can_open(self, age_key, other_age_key):
         recipients = seal.load_recipients([age_key.recipient, other_age_key.recipient])
-        sealed, _ = _sealed(b"for two custodians", recipients)
+        sealed = _sealed(b"for two custodians", recipients)[0]
         for key in (age_key, other_age_key):
             assert seal.unseal_bytes(sealed, seal.load_identities([key.identity])) == b"for two custodians"
 
@@ -295,7 +295,7 @@ class TestFailClosed:
 @pytest.fixture(scope="module")
 def sealed(recipients):
     # more than 3 age chunks of 64 KiB: incompressible, so the payload stays large
-    sealed, _ = _sealed(os.urandom(200_000), recipients)
+    sealed = _sealed(os.urandom(200_000), recipients)[0]
     return sealed
 
 
@@ -367,7 +367,7 @@ class TestUnsealFailures:
     def test_an_age_file_whose_payload_is_damaged_zstd_is_refused(self, recipients, identities):
         # a valid age file (authentic) whose plaintext claims to be zstd but is not
         bogus = seal.ZSTD_MAGIC + os.urandom(5000)
-        sealed, _ = _sealed(bogus, recipients, compress=False)
+        sealed = _sealed(bogus, recipients, compress=False)[0]
         with pytest.raises(UnsealError, match="zstd"):
             seal.unseal(io.BytesIO(sealed), io.BytesIO(), identities)
 

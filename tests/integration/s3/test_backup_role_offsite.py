@@ -45,7 +45,7 @@ def test_backup_copies_the_epoch_off_site_and_applies_retention(offsite_lab, s3_
             }
         )
     )
-    for _ in range(3):
+    for _run in range(3):
         lab.run("backup.yml", "--skip-tags", "agent", "-e", "@%s" % extra)
         time.sleep(1.1)  # epochs are named by the second
     local = lab.epochs()

@@ -88,9 +88,16 @@ class TestBackupVerifyRestore:
         assert s3_server.repository(plain_bucket, "other").nodes() == []
 
     def test_repository_specs(self, s3_server, plain_bucket):
-        repository = open_repository({"type": "s3", "url": "s3://%s/x/y" % plain_bucket, "endpoint_url": s3_server.endpoint,
-                                  "access_key": s3_server.access_key, "secret_key": s3_server.secret_key,
-                                  "path_style": True})
+        repository = open_repository(
+            {
+                "type": "s3",
+                "url": "s3://%s/x/y" % plain_bucket,
+                "endpoint_url": s3_server.endpoint,
+                "access_key": s3_server.access_key,
+                "secret_key": s3_server.secret_key,
+                "path_style": True,
+            }
+        )
         assert isinstance(repository, S3Repository)
         assert repository.location == "s3://%s/x/y" % plain_bucket
         assert repository.nodes() == []
