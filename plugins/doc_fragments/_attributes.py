@@ -7,7 +7,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-_COMMON = r"""
+
+class ModuleDocFragment:
+    # Modules working on paths: members of the group with every module only.
+    DOCUMENTATION = r"""
 options: {}
 attributes:
   check_mode:
@@ -17,14 +20,6 @@ attributes:
   idempotent:
     description:
       - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
-"""
-
-
-class ModuleDocFragment:
-    # Modules working on paths: members of the group with every module only.
-    DOCUMENTATION = (
-        _COMMON
-        + r"""
   action_group:
     description:
       - Member of C(group/nodekeep.backup.all), which holds every module of the collection.
@@ -33,12 +28,19 @@ class ModuleDocFragment:
     membership:
       - nodekeep.backup.all
 """
-    )
 
     # Modules that read or write a repository: also members of the repository group.
-    REPOSITORY = (
-        _COMMON
-        + r"""
+    # (ansible-test wants literal strings here, hence the repetition of the common part.)
+    REPOSITORY = r"""
+options: {}
+attributes:
+  check_mode:
+    description: Can run in C(check_mode) and return changed status prediction without modifying target.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in C(check_mode)), when in diff mode.
+  idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
   action_group:
     description:
       - Use C(group/nodekeep.backup.repository) in C(module_defaults) to set the repository and node once for
@@ -48,4 +50,3 @@ class ModuleDocFragment:
       - nodekeep.backup.all
       - nodekeep.backup.repository
 """
-    )
