@@ -31,6 +31,7 @@ __metaclass__ = type
 import contextlib
 import errno
 import fnmatch
+import hashlib
 import io
 import os
 import shutil
@@ -42,6 +43,8 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, BinaryIO
 
+from ansible_collections.nodekeep.backup.plugins.module_utils import armor as _armor
+from ansible_collections.nodekeep.backup.plugins.module_utils import assets as _assets
 from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
     CaptureError,
     NodekeepError,
@@ -52,6 +55,8 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.seal import (
     DEFAULT_LEVEL,
+    Digest,
+    SealResult,
     is_age_file,
     load_identities,
     parse_recipient,
@@ -59,6 +64,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.seal import (
     seal,
     unseal,
 )
+from ansible_collections.nodekeep.backup.plugins.module_utils.shamir import key_facts
 
 PIPE_SIZE = 1 << 20
 COPY_CHUNK = 1 << 20
@@ -865,9 +871,15 @@ def plan_seal(
     recipients_files: Iterable[str] = (),
     compress: bool | None = None,
     force: bool = False,
+    passphrase: str | None = None,
+    armor: bool = False,
 ) -> dict[str, Any]:
     """Everything ``seal_path`` checks before writing, and what it would do (check mode)."""
-    parsed = _recipients(recipients, recipients_files)
+    if passphrase is not None:
+        _armor.check_passphrase(passphrase)
+        parsed = []
+    else:
+        parsed = _recipients(recipients, recipients_files)
     kind = _source_kind(src)
     check_parent_writable(dest)
     existing = _existing_dest(dest)
@@ -881,6 +893,8 @@ def plan_seal(
         "compressed": (kind == "directory") if compress is None else bool(compress),
         "recipients": len(parsed),
         "replaced": existing is not None,
+        "armored": bool(armor),
+        "passphrase": passphrase is not None,
     }
     if existing and not force:
         result.update(_skipped(dest, "a sealed file cannot be compared with its source: age output is randomized"))
@@ -896,6 +910,8 @@ def seal_path(
     force: bool = False,
     mode: int = 0o600,
     level: int = DEFAULT_LEVEL,
+    armor: bool = False,
+    passphrase: str | None = None,
 ) -> dict[str, Any]:
     """Seal the file or directory ``src`` with age into the file ``dest``, atomically.
 
@@ -904,10 +920,10 @@ def seal_path(
     existing ``dest`` is left alone (``changed: false``) unless ``force``,
     which replaces it atomically.
     """
-    plan = plan_seal(src, dest, recipients, recipients_files, compress, force)
+    plan = plan_seal(src, dest, recipients, recipients_files, compress, force, passphrase, armor)
     if plan.get("skipped"):
         return plan
-    parsed = _recipients(recipients, recipients_files)
+    parsed = [] if passphrase is not None else _recipients(recipients, recipients_files)
     temp = temp_path(dest)
     entries: dict[str, Any] | None = None
     try:
@@ -916,13 +932,20 @@ def seal_path(
         except OSError as exc:
             raise describe_os_error(exc, "creating the sealed file", dest)
         with open(fd, "wb", buffering=PIPE_SIZE) as sink:
-            if plan["content"] == "directory":
+            # armor: age's ASCII armor (as `age -a`); the file's checksum is of the armored bytes.
+            if passphrase is not None:
+                result, entries = _seal_passphrase(src, plan, sink, passphrase, level, armor)
+            elif plan["content"] == "directory":
                 with tar_reader(src) as stream:
-                    result = seal(stream, sink, parsed, compress=plan["compressed"], level=level, sink_name=dest)
+                    result = seal(
+                        stream, sink, parsed, compress=plan["compressed"], level=level, sink_name=dest, armored=armor
+                    )
                     entries = stream.stats()
             else:
                 with open(src, "rb") as stream:
-                    result = seal(stream, sink, parsed, compress=plan["compressed"], level=level, sink_name=dest)
+                    result = seal(
+                        stream, sink, parsed, compress=plan["compressed"], level=level, sink_name=dest, armored=armor
+                    )
             try:
                 sink.flush()
                 os.fchmod(sink.fileno(), mode)
@@ -958,6 +981,35 @@ def seal_path(
             )
             out["warnings"] = [warning]
     return out
+
+
+def _read_limited(stream, what: str) -> bytes:
+    data = stream.read(_armor.MAX_PASSPHRASE_PAYLOAD + 1)
+    if len(data) > _armor.MAX_PASSPHRASE_PAYLOAD:
+        raise SealError(
+            "%s is larger than %d KiB, the limit of passphrase mode" % (what, _armor.MAX_PASSPHRASE_PAYLOAD >> 10),
+            "passphrase mode (pyrage) holds everything in memory: seal larger data to age recipients; "
+            "nothing was written",
+        )
+    return data
+
+
+def _seal_passphrase(src: str, plan: dict[str, Any], sink, passphrase: str, level: int, armor: bool):
+    """Passphrase mode: pyrage can only encrypt whole byte strings, so the content is read (size-limited) first."""
+    entries = None
+    if plan["content"] == "directory":
+        with tar_reader(src) as stream:
+            data = _read_limited(stream, "the tar stream of %s" % src)
+            if len(data) <= _armor.MAX_PASSPHRASE_PAYLOAD:
+                stream.read(1)  # reach EOF so that a failed archive raises here
+            entries = stream.stats()
+    else:
+        with open(src, "rb") as stream:
+            data = _read_limited(stream, src)
+    sealed = _armor.passphrase_seal(data, passphrase, compress=plan["compressed"], level=level, armor=armor)
+    sink.write(sealed)
+    digest = Digest(len(data), hashlib.sha256(data).hexdigest())
+    return SealResult(digest, Digest(len(sealed), hashlib.sha256(sealed).hexdigest()), plan["compressed"]), entries
 
 
 def _looks_like_tree(head: bytes) -> bool:
@@ -1039,10 +1091,10 @@ class _OpenedSink:
         _remove_quietly(self.temp)
 
 
-def _check_sealed_source(src: str) -> None:
+def _check_sealed_source(src: str, passphrase: bool = False) -> None:
     try:
         with open(src, "rb") as handle:
-            head = handle.read(64)
+            head = handle.read(4096)
     except FileNotFoundError:
         raise UnsealError(f"the sealed file {src} does not exist", "check the path; nothing was written")
     except IsADirectoryError:
@@ -1054,6 +1106,14 @@ def _check_sealed_source(src: str) -> None:
             f"{src} is not an age file (it does not start with the age header)",
             "give a file sealed with age (by this module, epoch_backup or the age CLI); nothing was written",
         )
+    if _armor.is_armored(head):
+        with open(src, "rb") as handle:
+            head = _armor.ArmorReader(handle).read(2048)
+    if "scrypt" in _armor.stanza_types(head) and not passphrase:
+        raise UnsealError(
+            f"{src} is encrypted with a passphrase, not to age recipients",
+            "give passphrase instead of identities; nothing was written",
+        )
 
 
 def plan_open(
@@ -1063,18 +1123,40 @@ def plan_open(
     identity_files: Iterable[str] = (),
     content: str = "auto",
     force: bool = False,
+    passphrase: str | None = None,
 ) -> dict[str, Any]:
     """Everything ``open_path`` checks before decrypting, and what it would do (check mode)."""
     if content not in CONTENT_KINDS:
         raise UnsealError(f"content must be one of {', '.join(CONTENT_KINDS)}, not {content!r}")
-    load_identities(identities, identity_files)
-    _check_sealed_source(src)
+    if passphrase is not None:
+        _armor.check_passphrase(passphrase)
+    else:
+        load_identities(identities, identity_files)
+    _check_sealed_source(src, passphrase is not None)
     check_parent_writable(dest)
     existing = _existing_dest(dest)
     result = {"changed": True, "skipped": False, "dest": dest, "replaced": existing is not None}
     if existing and not force:
         result.update(_skipped(dest, "opening again would decrypt the whole file to compare it"))
     return result
+
+
+def _open_passphrase(raw, sink, passphrase: str) -> SealResult:
+    sealed = raw.read(_armor.MAX_PASSPHRASE_SEALED + 1)
+    content, compressed = _armor.passphrase_open(sealed, passphrase)
+    sink.write(content)
+    digest = Digest(len(content), hashlib.sha256(content).hexdigest())
+    return SealResult(digest, Digest(len(sealed), hashlib.sha256(sealed).hexdigest()), compressed)
+
+
+def _opened_key_facts(path: str) -> dict[str, Any] | None:
+    """Public facts of an opened key file (age identity or private key): its public key, never the key."""
+    try:
+        with open(path, "rb") as handle:
+            facts = key_facts(handle.read(64 << 10))
+    except OSError:
+        return None
+    return facts if facts.get("kind") != "data" else None
 
 
 def _put_in_place(temp: str, dest: str, kind: str, force: bool) -> str | None:
@@ -1116,6 +1198,7 @@ def open_path(
     content: str = "auto",
     force: bool = False,
     mode: int = 0o600,
+    passphrase: str | None = None,
 ) -> dict[str, Any]:
     """Open (decrypt) the age file ``src`` into ``dest``: a file, or a directory for a sealed tree.
 
@@ -1124,16 +1207,20 @@ def open_path(
     extracted as a directory, anything else is written as a file. The result
     is built beside ``dest`` and renamed into place only when complete.
     """
-    plan = plan_open(src, dest, identities, identity_files, content, force)
+    plan = plan_open(src, dest, identities, identity_files, content, force, passphrase)
     if plan.get("skipped"):
         return plan
-    parsed = load_identities(identities, identity_files)
+    parsed = [] if passphrase is not None else load_identities(identities, identity_files)
     sink = _OpenedSink(dest, content, mode)
     kept: str | None = None
     try:
-        with open(src, "rb") as source:
+        with open(src, "rb") as raw:
             try:
-                result = unseal(source, sink, parsed, sink_name=dest)
+                if passphrase is not None:
+                    result = _open_passphrase(raw, sink, passphrase)
+                else:
+                    # pyrage reads armored age files by itself; the sealed checksum is of the file as it is.
+                    result = unseal(raw, sink, parsed, sink_name=dest)
                 sink.finish()
             except NodekeepError:
                 cause = sink.abort()
@@ -1161,8 +1248,125 @@ def open_path(
     if sink.kind == "file":
         out["size"] = result.content.size
         out["mode"] = format_mode(mode)
+        if result.content.size <= 64 << 10:
+            facts = _opened_key_facts(dest)
+            if facts:
+                out["key"] = facts
     if sink.entries is not None:
         out["entries"] = sink.entries
     if kept:
         out["replaced_path"] = kept
     return out
+
+
+# --------------------------------------------------------------------------
+# secrets sealed into a signed epoch of their own (age_seal state=epoch, playbooks/keys_seal.yml)
+# --------------------------------------------------------------------------
+
+
+class SecretAssetType(_assets.FileAssetType):
+    """A ``secret`` asset (a key file, a mnemonic, an ``.env``, or a directory of them).
+
+    A file is sealed as it is, a directory as a PAX tar stream; both zstd-compressed
+    like every artifact. Small key files get their public facts (age recipient,
+    SSH public key and fingerprint: never the key) recorded in the manifest, so
+    a recovery can be compared with what was backed up.
+    """
+
+    name = "secret"
+    content_format = "secret"
+
+    def normalize(self, asset: dict[str, Any]) -> dict[str, Any]:
+        normalized = super().normalize(asset)
+        normalized["content"] = "tar" if _source_kind(normalized["path"]) == "directory" else "file"
+        return normalized
+
+    def artifact_file(self, asset: dict[str, Any]) -> str:
+        return "%s%s.zst.age" % (asset["name"], ".tar" if asset.get("content") == "tar" else "")
+
+    @contextlib.contextmanager
+    def capture(self, asset: dict[str, Any], scratch_dir: str):
+        path = asset["path"]
+        if asset.get("content") == "tar":
+            with tar_reader(path) as stream:
+                yield _assets.Captured(stream, {"content": "tar"}, finish=lambda: {"entries": _counts(stream.stats())})
+            return
+        with open(path, "rb") as stream:
+            info = os.fstat(stream.fileno())
+            facts: dict[str, Any] = {"content": "file", "mode": format_mode(stat.S_IMODE(info.st_mode))}
+            facts.update(uid=info.st_uid, gid=info.st_gid)
+            if info.st_size <= 64 << 10:
+                key = key_facts(stream.read())
+                stream.seek(0)
+                facts.update({k: v for k, v in key.items() if k in ("kind", "public_key", "fingerprint", "key_type")})
+            yield _assets.Captured(stream, facts)
+
+    def staging_path(self, artifact, target_root: str) -> str:
+        path = super().staging_path(artifact, target_root)
+        return path + ".tar" if artifact.source.get("content") == "tar" else path
+
+    def deep_check(self, path: str, artifact, check: str = "integrity") -> dict[str, Any]:
+        if artifact.source.get("content") == "tar" or not artifact.source.get("public_key"):
+            return {}
+        facts = _opened_key_facts(path) or {}
+        if facts.get("public_key") != artifact.source["public_key"]:
+            raise RestoreError(
+                "the restored key %s does not derive the public key recorded in the manifest" % artifact.name,
+                "the artifact does not match its manifest; use another epoch",
+            )
+        return {"public_key": facts["public_key"]}
+
+
+def _counts(stats: dict[str, Any]) -> dict[str, int]:
+    return {key: value for key, value in stats.items() if isinstance(value, int)}
+
+
+def secret_asset_type() -> _assets.AssetType:
+    """The ``secret`` asset type, registered in the engine's registry if it does not have one yet."""
+    if "secret" not in _assets.ASSET_TYPES:
+        _assets.register(SecretAssetType())
+    return _assets.ASSET_TYPES["secret"]
+
+
+def seal_to_epoch(
+    repository: str,
+    node: str,
+    secrets: list[dict[str, Any]],
+    recipients: Iterable[str] = (),
+    recipients_files: Iterable[str] = (),
+    signing_key: str = "/etc/nodekeep/signing_key",
+    labels: dict[str, Any] | None = None,
+    level: int = DEFAULT_LEVEL,
+    check_only: bool = False,
+) -> dict[str, Any]:
+    """Seal every secret (``{name, path}``) to the recipients into one new signed epoch of ``node``.
+
+    The engine's backup flow does the work (``epoch.backup_epoch``): one
+    streaming seal per secret, written once, then the signed manifest last.
+    """
+    from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import backup_epoch
+    from ansible_collections.nodekeep.backup.plugins.module_utils.repository import open_repository
+    from ansible_collections.nodekeep.backup.plugins.module_utils.signing import load_private_key
+
+    secret_asset_type()
+    lines = recipient_lines(recipients, recipients_files)
+    parsed = [parse_recipient(line, where) for line, where in lines]
+    key = load_private_key(signing_key)
+    if not secrets:
+        raise SealError("no secret was given", "list the secret files or directories (name and path) to seal")
+    assets = _assets.normalize_assets([dict(item, type="secret") for item in secrets])
+    if check_only:
+        return {"changed": True, "node": node, "assets": [asset["name"] for asset in assets], "recipients": len(parsed)}
+    store = open_repository(repository)
+    manifest = backup_epoch(
+        store, node, assets, parsed, [line for line, _where in lines], key, labels=labels, level=level
+    )
+    return {
+        "changed": True,
+        "node": node,
+        "epoch": manifest.epoch,
+        "location": store.describe(manifest.node, manifest.epoch),
+        "recipients": len(parsed),
+        "artifacts": [artifact.to_dict() for artifact in manifest.artifacts],
+        "manifest": manifest.summary(),
+    }

@@ -202,7 +202,17 @@ def register(asset_type: AssetType) -> None:
 register(SqliteAssetType())
 
 
+def _register_late(name: str) -> None:
+    """Asset types whose module imports this one: registered on first use, to avoid an import cycle."""
+    if name == "secret":
+        from ansible_collections.nodekeep.backup.plugins.module_utils.archive import SecretAssetType
+
+        register(SecretAssetType())
+
+
 def asset_type(name: str) -> AssetType:
+    if name not in ASSET_TYPES:
+        _register_late(name)
     try:
         return ASSET_TYPES[name]
     except KeyError:

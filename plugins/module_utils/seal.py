@@ -377,8 +377,12 @@ def seal(
     level: int = DEFAULT_LEVEL,
     threads: int = -1,
     sink_name: str = "the repository",
+    armored: bool = False,
 ) -> SealResult:
-    """Compress, encrypt and hash ``source`` into ``sink`` in one streaming pass."""
+    """Compress, encrypt and hash ``source`` into ``sink`` in one streaming pass.
+
+    ``armored`` writes age's ASCII armor (as ``age -a``); ``unseal`` reads both forms (pyrage dearmors).
+    """
     require_libraries()
     if not recipients:
         raise SealError(
@@ -392,7 +396,7 @@ def seal(
 
     def encrypt() -> None:
         try:
-            pyrage.encrypt_io(pipe_reader, sealed, recipients)
+            pyrage.encrypt_io(pipe_reader, sealed, recipients, armored=armored)
         finally:
             pipe_reader.close()
 

@@ -23,6 +23,14 @@ description:
     SHA-256 of both the sealed and the plain bytes in the same pass).
   - O(dest) is built under a temporary name in its own directory (a file is fsynced; a directory is extracted
     into a temporary directory) and renamed into place only when complete. On any error nothing is left at O(dest).
+  - For secrets (keys, mnemonics, C(.env)) - several custodians' recipients (X25519 and SSH keys) at once,
+    O(armor=true) for ASCII-armored output (C(age -a)), O(passphrase) for age's passphrase mode, identities from
+    strings or files. Armored and passphrase files from the C(age) CLI open too, and the module's open with it.
+  - With O(state=epoch), seals every secret in O(assets) (files or directories) to the recipients into one new
+    epoch of O(node) in O(repository), signed with the node's key like every epoch
+    (M(nodekeep.backup.epoch_backup)'s flow), so M(nodekeep.backup.integrity_check) verifies it and
+    C(age -d -i KEY ARTIFACT | zstd -d) restores it. C(playbooks/keys_seal.yml) uses it with the node name
+    C(NODE.keys), kept apart from the node's data epochs and their retention.
 author:
   - nodekeep.backup maintainers (@nodekeep)
 extends_documentation_fragment:
@@ -36,6 +44,7 @@ attributes:
       - Checks the recipients (O(state=sealed)) or that the identities parse and O(src) is an age file
         (O(state=opened)), that O(src) is readable and that the directory of O(dest) is writable; reports what
         would happen without writing. Check mode does not decrypt, so it cannot tell whether an identity matches.
+      - O(state=epoch) checks the recipients, the signing key and that every secret exists; writes nothing.
   diff_mode:
     support: none
   idempotent:
@@ -47,27 +56,67 @@ attributes:
         source without the identity; an existing O(dest) is therefore trusted, not verified. It is not
         re-sealed when O(src) changes. Set O(force=true) to seal again.
       - With O(force=true) every run writes O(dest) again and reports C(changed).
+      - O(state=epoch) writes a new epoch on every run (C(changed)), like M(nodekeep.backup.epoch_backup).
 options:
   state:
     description:
-      - V(sealed) encrypts O(src) into O(dest); needs O(recipients) or O(recipients_files).
-      - V(opened) decrypts O(src) into O(dest); needs O(identities) or O(identity_files).
+      - V(sealed) encrypts O(src) into O(dest); needs O(recipients) or O(recipients_files), or O(passphrase).
+      - V(opened) decrypts O(src) into O(dest); needs O(identities) or O(identity_files), or O(passphrase).
+      - V(epoch) seals every secret of O(assets) into a new signed epoch of O(node) in O(repository); needs
+        recipients.
     type: str
-    choices: [sealed, opened]
+    choices: [sealed, opened, epoch]
     default: sealed
   src:
     description:
       - V(sealed) a file or a directory to encrypt; a symlink is followed.
-      - V(opened) the age file to decrypt.
+      - V(opened) the age file to decrypt, binary or ASCII-armored.
+      - Required with O(state=sealed) and O(state=opened).
     type: path
-    required: true
   dest:
     description:
       - V(sealed) the age file to write.
       - V(opened) the file or directory to write.
       - Its directory must exist. An existing O(dest) is left alone unless O(force=true).
+      - Required with O(state=sealed) and O(state=opened).
     type: path
-    required: true
+  armor:
+    description:
+      - O(state=sealed) writes the age file ASCII-armored (C(-----BEGIN AGE ENCRYPTED FILE-----), base64 in
+        64 columns), as C(age -a) does, for e-mail, tickets or paper. Streams like the binary form.
+      - O(state=opened) recognizes armored files by themselves.
+    type: bool
+    default: false
+  passphrase:
+    description:
+      - Encrypt (O(state=sealed)) or decrypt (O(state=opened)) with age's passphrase mode (scrypt) instead of
+        recipients or identities, as C(age -p) does. Secret; never logged.
+      - For small secrets only - the pyrage library does passphrase mode in memory, so the content (a file, or the
+        tar stream of a directory) is limited to 1 MiB and a larger one is refused. Seal larger data to recipients.
+      - scrypt makes each use take about a second or two, on purpose.
+    type: str
+  assets:
+    description:
+      - O(state=epoch) the secrets to seal, each a dict with C(name) (unique, used for the artifact's file name)
+        and an absolute C(path) (a file or a directory); other keys (such as C(type)) are ignored.
+    type: list
+    elements: dict
+  repository:
+    description: O(state=epoch) the repository the epoch is written to (a local directory, or C(s3://BUCKET/PREFIX)).
+    type: path
+    default: /var/backups/nodekeep
+  node:
+    description:
+      - O(state=epoch) the node name the epoch is written under; C(keys_seal.yml) uses C(INVENTORY_HOSTNAME.keys).
+    type: str
+  signing_key:
+    description: O(state=epoch) the node's Ed25519 key that signs the epoch's manifest.
+    type: path
+    default: /etc/nodekeep/signing_key
+  labels:
+    description: O(state=epoch) labels recorded in the manifest.
+    type: dict
+    default: {}
   compress:
     description:
       - Compress with zstd inside the age encryption (O(state=sealed) only).
@@ -110,12 +159,15 @@ notes:
   - Symlinks that point outside a sealed directory (absolute, or leaving it with C(..)) are sealed as they are,
     with a warning, but O(state=opened) refuses such an archive. Extract it with C(age -d -i KEY FILE | zstd -d | tar -xp)
     after checking them.
+  - With O(state=opened), an opened file that is a key (an age identity file, an OpenSSH or PEM private key) is
+    reported by its public key and fingerprint (RV(key)), never by its content, so an operator can compare it.
 requirements:
   - pyrage
   - zstandard
 seealso:
   - module: nodekeep.backup.epoch_backup
   - module: nodekeep.backup.sqlite_backup
+  - module: nodekeep.backup.shamir_split
   - name: age
     description: The file format and the reference CLI.
     link: https://age-encryption.org/v1
@@ -152,14 +204,98 @@ EXAMPLES = r"""
     src: /srv/app/.env
     dest: /var/backups/app/env.age
     recipients: "{{ nodekeep_age_recipients }}"
+
+- name: Seal a wallet mnemonic to three custodians, ASCII-armored for the paper safe
+  nodekeep.backup.age_seal:
+    src: /root/ceremony/mnemonic.txt
+    dest: /root/ceremony/mnemonic.txt.age.asc
+    armor: true
+    recipients:
+      - age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p
+      - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN bob@example
+    recipients_files:
+      - /etc/nodekeep/custodians.txt
+
+- name: Seal a small secret with a passphrase (age -p mode, at most 1 MiB)
+  nodekeep.backup.age_seal:
+    src: /etc/guts/node.key
+    dest: /root/ceremony/node.key.age
+    passphrase: "{{ vault_node_key_passphrase }}"
+
+- name: Open a recovered key and show which public key it derives
+  nodekeep.backup.age_seal:
+    state: opened
+    src: /media/usb/node.key.age
+    dest: /root/recovered/node.key
+    identity_files: [/root/recovered/master.key]
+  register: key
+
+- name: Compare the derived identity with the expected one
+  ansible.builtin.debug:
+    msg: "{{ key.key.public_key | default('not a key') }} {{ key.key.fingerprint | default('') }}"
+
+- name: Seal the node's secret assets into a signed epoch of their own
+  nodekeep.backup.age_seal:
+    state: epoch
+    repository: /var/backups/nodekeep
+    node: "{{ inventory_hostname }}.keys"
+    assets: "{{ nodekeep_assets | selectattr('type', 'eq', 'secret') }}"
+    recipients: "{{ nodekeep_keys_recipients }}"
+  register: keys_epoch
 """
 
 RETURN = r"""
 dest:
   description: The file or directory written (or left alone).
-  returned: always
+  returned: O(state=sealed) and O(state=opened)
   type: str
   sample: /var/backups/keys/animica-keys.tar.zst.age
+armored:
+  description: Whether the sealed file was written ASCII-armored.
+  returned: O(state=sealed)
+  type: bool
+  sample: false
+passphrase:
+  description: Whether passphrase mode was used (never the passphrase).
+  returned: O(state=sealed)
+  type: bool
+  sample: false
+key:
+  description:
+    - Public facts of an opened file that is a key - C(kind) (V(age-identity) or V(private-key)), C(public_key)
+      (the age recipient or the OpenSSH public key line), C(public_keys) (all recipients of an age identity file),
+      C(fingerprint) and C(key_type) of a private key. Never the key itself.
+  returned: O(state=opened), when the opened file is a key of at most 64 KiB
+  type: dict
+  sample: {kind: private-key, key_type: ssh-ed25519, public_key: "ssh-ed25519 AAAAC3Nz...", fingerprint: "SHA256:nThbg6k..."}
+node:
+  description: The node the epoch was written under.
+  returned: O(state=epoch)
+  type: str
+  sample: node1.keys
+epoch:
+  description: The new epoch.
+  returned: O(state=epoch), not check mode
+  type: str
+  sample: 20261122T023005Z
+location:
+  description: Where the epoch is.
+  returned: O(state=epoch), not check mode
+  type: str
+  sample: /var/backups/nodekeep/node1.keys/20261122T023005Z
+artifacts:
+  description:
+    - One entry per secret, as in the manifest - name, file, format, size and sha256 (sealed), content_size and
+      content_sha256 (plain), source (path, mode, and for keys their public key and fingerprint).
+  returned: O(state=epoch), not check mode
+  type: list
+  elements: dict
+  sample: [{name: node-key, file: node-key.zst.age, sha256: 9f2c..., content_sha256: 41d0...}]
+manifest:
+  description: Summary of the signed manifest.
+  returned: O(state=epoch), not check mode
+  type: dict
+  sample: {node: node1.keys, epoch: 20261122T023005Z, artifacts: 2}
 skipped:
   description: V(true) when O(dest) existed and O(force=false), so nothing was done.
   returned: success
@@ -208,8 +344,8 @@ compressed:
   type: bool
   sample: true
 recipients:
-  description: Number of recipients the file was (or would be) sealed to.
-  returned: O(state=sealed)
+  description: Number of recipients the file was (or would be) sealed to (0 in passphrase mode).
+  returned: O(state=sealed) and O(state=epoch)
   type: int
   sample: 3
 mode:
@@ -267,6 +403,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.archive import (
     plan_open,
     plan_seal,
     seal_path,
+    seal_to_epoch,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
     AGE_IDENTITY_OPTIONS,
@@ -282,26 +419,69 @@ def main():
         argument_spec=argspec(
             AGE_RECIPIENT_OPTIONS,
             AGE_IDENTITY_OPTIONS,
-            state={"type": "str", "choices": ["sealed", "opened"], "default": "sealed"},
-            src={"type": "path", "required": True},
-            dest={"type": "path", "required": True},
+            state={"type": "str", "choices": ["sealed", "opened", "epoch"], "default": "sealed"},
+            src={"type": "path"},
+            dest={"type": "path"},
+            armor={"type": "bool", "default": False},
+            passphrase={"type": "str", "no_log": True},
+            assets={"type": "list", "elements": "dict"},
+            repository={"type": "path", "default": "/var/backups/nodekeep"},
+            node={"type": "str"},
+            signing_key={"type": "path", "default": "/etc/nodekeep/signing_key", "no_log": False},
+            labels={"type": "dict", "default": {}},
             compress={"type": "bool"},
             compression_level={"type": "int", "default": 3},
             content={"type": "str", "choices": ["auto", "file", "directory"], "default": "auto"},
             force={"type": "bool", "default": False},
             mode={"type": "raw", "default": "0600"},
         ),
+        required_if=[
+            ("state", "sealed", ("src", "dest")),
+            ("state", "opened", ("src", "dest")),
+            ("state", "epoch", ("assets", "node")),
+        ],
         supports_check_mode=True,
     )
     require_libraries(module, "pyrage", "zstandard")
     params = module.params
+    passphrase = params["passphrase"]
+    if passphrase is not None and (
+        params["recipients"] or params["recipients_files"] or params["identities"] or params["identity_files"]
+    ):
+        module.fail_json(
+            msg="passphrase excludes recipients, recipients_files, identities and identity_files: "
+            "a file is sealed either with a passphrase or to recipients (as with age -p / age -r)"
+        )
+    if passphrase is not None and params["state"] == "epoch":
+        module.fail_json(msg="state=epoch seals to recipients only: epochs are never passphrase-encrypted")
 
     def action():
         mode = parse_mode(params["mode"])
+        if params["state"] == "epoch":
+            require_libraries(module, "cryptography")
+            return seal_to_epoch(
+                params["repository"],
+                params["node"],
+                params["assets"],
+                params["recipients"],
+                params["recipients_files"],
+                signing_key=params["signing_key"],
+                labels=params["labels"],
+                level=params["compression_level"],
+                check_only=module.check_mode,
+            )
         if params["state"] == "sealed":
             recipients = (params["recipients"], params["recipients_files"])
             if module.check_mode:
-                return plan_seal(params["src"], params["dest"], *recipients, params["compress"], params["force"])
+                return plan_seal(
+                    params["src"],
+                    params["dest"],
+                    *recipients,
+                    params["compress"],
+                    params["force"],
+                    passphrase,
+                    params["armor"],
+                )
             result = seal_path(
                 params["src"],
                 params["dest"],
@@ -310,13 +490,15 @@ def main():
                 force=params["force"],
                 mode=0o600 if mode is None else mode,
                 level=params["compression_level"],
+                armor=params["armor"],
+                passphrase=passphrase,
             )
             for warning in result.pop("warnings", []):
                 module.warn(warning)
             return result
         identities = (params["identities"], params["identity_files"])
         if module.check_mode:
-            return plan_open(params["src"], params["dest"], *identities, params["content"], params["force"])
+            return plan_open(params["src"], params["dest"], *identities, params["content"], params["force"], passphrase)
         return open_path(
             params["src"],
             params["dest"],
@@ -324,6 +506,7 @@ def main():
             content=params["content"],
             force=params["force"],
             mode=0o600 if mode is None else mode,
+            passphrase=passphrase,
         )
 
     run(module, action)
