@@ -16,6 +16,7 @@ __metaclass__ = type
 
 import contextlib
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -146,6 +147,39 @@ class FileAssetType(AssetType):
                     os.unlink(temp + suffix)
 
 
+class _CheckThread(threading.Thread):
+    """``PRAGMA integrity_check`` (or quick_check) of a private copy, in the background."""
+
+    def __init__(self, path: str, check: str, source: str) -> None:
+        super().__init__(name="nodekeep-sqlite-check", daemon=True)
+        self.path = path
+        self.check = check
+        self.source = source
+        self.outcome: str | None = None
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+
+    def run(self) -> None:
+        began = time.monotonic()
+        try:
+            self.outcome = sqlite_utils.run_check(
+                self.path,
+                self.check,
+                label="the snapshot of %s" % self.source,
+                remedy="the live database is damaged and nothing was backed up: check it with "
+                "PRAGMA integrity_check and restore the last good epoch",
+            )
+        except BaseException as exc:  # noqa: BLE001 - re-raised by result() in the caller's thread
+            self.error = exc
+        self.seconds = round(time.monotonic() - began, 3)
+
+    def result(self) -> dict[str, Any]:
+        self.join()
+        if self.error is not None:
+            raise self.error
+        return {"integrity": self.outcome, "check_seconds": self.seconds}
+
+
 class SqliteAssetType(FileAssetType):
     """A live SQLite database, copied with the online backup API from one snapshot."""
 
@@ -164,6 +198,12 @@ class SqliteAssetType(FileAssetType):
 
     @contextlib.contextmanager
     def capture(self, asset: dict[str, Any], scratch_dir: str) -> Iterator[Captured]:
+        """Copy from one snapshot, then seal the copy while its check runs beside it.
+
+        The check and the seal both only read the finished private copy, so they
+        overlap (apsw releases the GIL); ``finish()`` waits for the check and a
+        failed check aborts the artifact before it is committed.
+        """
         copy = os.path.join(scratch_dir, "%s.%s.sqlite" % (asset["name"], uuid.uuid4().hex[:8]))
         try:
             facts = sqlite_utils.copy_database(
@@ -171,10 +211,15 @@ class SqliteAssetType(FileAssetType):
                 copy,
                 busy_timeout_ms=int(asset["busy_timeout"]),
                 pages_per_step=int(asset["pages_per_step"]),
-                check=asset["check"],
-            )
-            with open(copy, "rb") as stream:
-                yield Captured(stream, facts.as_dict())
+                check="none",
+            ).as_dict()
+            checker = _CheckThread(copy, asset["check"], asset["path"])
+            checker.start()
+            try:
+                with open(copy, "rb") as stream:
+                    yield Captured(stream, facts, finish=checker.result)
+            finally:
+                checker.join()
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(copy)

@@ -119,11 +119,11 @@ def _capture_and_seal(
     kind = asset_type(asset["type"])
     file_name = kind.artifact_file(asset)
     began = time.monotonic()
-    with kind.capture(asset, scratch) as captured:
-        with repository.open_write(node, epoch, file_name) as sink:
-            result = seal(
-                captured.stream, sink, recipients, level=level, sink_name=repository.describe(node, epoch, file_name)
-            )
+    with kind.capture(asset, scratch) as captured, repository.open_write(node, epoch, file_name) as sink:
+        result = seal(
+            captured.stream, sink, recipients, level=level, sink_name=repository.describe(node, epoch, file_name)
+        )
+        # Checks that ran beside the seal (SQLite integrity) decide before the artifact is committed.
         facts = captured.finish()
     facts["path"] = asset["path"]
     facts["seconds"] = round(time.monotonic() - began, 3)

@@ -100,26 +100,28 @@ def _open_private(path: str):
     return apsw.Connection("file:%s?immutable=1" % path, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
 
 
-def run_check(path: str, check: str = "integrity") -> str:
-    """``PRAGMA integrity_check`` or ``quick_check`` on a private copy; returns 'ok' or raises."""
+def run_check(path: str, check: str = "integrity", label: str = "", remedy: str = "") -> str:
+    """``PRAGMA integrity_check`` or ``quick_check`` on a private copy; returns 'ok' or raises.
+
+    ``label`` names the database in messages (default: its path), ``remedy`` says what to do.
+    """
     _require()
     if check == "none":
         return "skipped"
     if check not in CHECKS:
         raise CaptureError("unknown check %r" % check, "use one of: %s" % ", ".join(CHECKS))
     pragma = "integrity_check" if check == "integrity" else "quick_check"
+    label = label or path
+    remedy = remedy or "the database is damaged; do not restore it"
     connection = _open_private(path)
     try:
         rows = [str(r[0]) for r in connection.execute("PRAGMA %s" % pragma)]
     except apsw.Error as exc:
-        raise IntegrityError("%s of %s could not run: %s" % (pragma, path, exc), "the copy is damaged")
+        raise IntegrityError("PRAGMA %s of %s could not run (%s)" % (pragma, label, exc), remedy)
     finally:
         connection.close()
     if rows != ["ok"]:
-        raise IntegrityError(
-            "%s of %s failed: %s" % (pragma, path, "; ".join(rows[:5])),
-            "the database is damaged; do not restore it",
-        )
+        raise IntegrityError("PRAGMA %s of %s failed: %s" % (pragma, label, "; ".join(rows[:5])), remedy)
     return "ok"
 
 
