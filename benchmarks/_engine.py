@@ -1,0 +1,122 @@
+# -*- coding: utf-8 -*-
+# Copyright: nodekeep.backup contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One engine run in a fresh process, so that its peak RSS is its own.
+
+Usage: python _engine.py backup|restore CONFIG_JSON
+
+Imports the collection's engine (plugins/module_utils) from the collections
+directory named in the config and runs ``epoch.backup_epoch`` or
+``epoch.restore_epoch`` once, exactly as the modules do. Prints one JSON line:
+the wall time of the call, the process's peak RSS (getrusage RUSAGE_SELF
+ru_maxrss: every thread of this process, which is the whole engine: it starts
+no subprocess; RUSAGE_CHILDREN is reported to prove it), CPU times, and what
+the engine reported (per-asset copy/check seconds, sizes, checksums).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+
+
+def _rusage() -> dict:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "maxrss_kib": own.ru_maxrss,
+        "children_maxrss_kib": children.ru_maxrss,
+        "user_seconds": round(own.ru_utime, 3),
+        "system_seconds": round(own.ru_stime, 3),
+    }
+
+
+def backup(config: dict) -> dict:
+    from ansible_collections.nodekeep.backup.plugins.module_utils import epoch, seal, signing
+    from ansible_collections.nodekeep.backup.plugins.module_utils.repository import LocalRepository
+
+    recipients = seal.load_recipients([config["recipient"]])
+    key = signing.load_private_key(config["signing_key"])
+    repository = LocalRepository(config["repository"])
+    asset = {"name": "nodedb", "type": "sqlite", "path": config["database"]}
+    asset.update(config.get("asset_options") or {})
+    began = time.monotonic()
+    manifest = epoch.backup_epoch(
+        repository,
+        config["node"],
+        [asset],
+        recipients,
+        [config["recipient"]],
+        key,
+        scratch_dir=config.get("scratch_dir"),
+        level=int(config.get("level", 3)),
+    )
+    wall = time.monotonic() - began
+    artifact = manifest.artifacts[0]
+    return {
+        "wall": round(wall, 4),
+        "epoch": manifest.epoch,
+        "artifact": artifact.file,
+        "size": artifact.size,
+        "sha256": artifact.sha256,
+        "content_size": artifact.content_size,
+        "content_sha256": artifact.content_sha256,
+        "copy_seconds": artifact.source.get("copy_seconds"),
+        "check_seconds": artifact.source.get("check_seconds"),
+        "integrity": artifact.source.get("integrity"),
+        "asset_seconds": artifact.source.get("seconds"),
+        "page_count": artifact.source.get("page_count"),
+    }
+
+
+def restore(config: dict) -> dict:
+    from ansible_collections.nodekeep.backup.plugins.module_utils import epoch, seal
+    from ansible_collections.nodekeep.backup.plugins.module_utils.repository import LocalRepository
+
+    identities = seal.load_identities(identity_files=[config["identity_file"]])
+    repository = LocalRepository(config["repository"], create=False)
+    began = time.monotonic()
+    result = epoch.restore_epoch(
+        repository,
+        config["node"],
+        config.get("epoch", "latest"),
+        config["public_key"],
+        identities,
+        config["target_root"],
+        check=config.get("check", "integrity"),
+    )
+    wall = time.monotonic() - began
+    artifact = result["artifacts"][0]
+    return {
+        "wall": round(wall, 4),
+        "epoch": result["epoch"],
+        "path": artifact["path"],
+        "size": artifact["size"],
+        "sha256": artifact["sha256"],
+        "checks": artifact["checks"],
+    }
+
+
+def main(argv) -> int:
+    action, config = argv[0], json.loads(argv[1])
+    sys.path.insert(0, config["collections"])
+    began = time.monotonic()
+    from ansible_collections.nodekeep.backup.plugins.module_utils import epoch  # noqa: F401 - timed import
+
+    imported = time.monotonic() - began
+    if config.get("variant"):
+        sys.path.insert(0, config["bench_dir"])
+        import _variants
+
+        _variants.apply(config["variant"])
+    outcome = {"backup": backup, "restore": restore}[action](config)
+    outcome["import_seconds"] = round(imported, 4)
+    outcome.update(_rusage())
+    print(json.dumps(outcome), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
