@@ -19,9 +19,11 @@ def _damaged_db(path) -> None:
         [
             "sqlite3",
             str(path),
-            ("PRAGMA journal_mode=DELETE; PRAGMA page_size=4096;"
-            "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);"
-            "INSERT INTO t(v) SELECT hex(randomblob(200)) FROM generate_series(1, 20000);"),
+            (
+                "PRAGMA journal_mode=DELETE; PRAGMA page_size=4096;"
+                "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);"
+                "INSERT INTO t(v) SELECT hex(randomblob(200)) FROM generate_series(1, 20000);"
+            ),
         ],
         check=True,
         capture_output=True,
