@@ -41,7 +41,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 
 from ansible_collections.nodekeep.backup.plugins.module_utils import armor as _armor
 from ansible_collections.nodekeep.backup.plugins.module_utils import assets as _assets
@@ -1262,6 +1262,99 @@ def open_path(
 # --------------------------------------------------------------------------
 # secrets sealed into a signed epoch of their own (age_seal state=epoch, playbooks/keys_seal.yml)
 # --------------------------------------------------------------------------
+
+
+class TreeAssetType(_assets.AssetType):
+    """Base of the directory-tree asset types: one PAX tar stream in, a directory out.
+
+    ``capture`` streams the tree (``include``/``exclude`` globs as in
+    ``tar_reader``) and records the entry counts; ``restore_into`` extracts
+    into a hidden directory beside the target (modes, numeric ownership as
+    root, nanosecond mtimes, symlinks and hard links kept) and renames it into
+    place only when the stream's checksums and the asset's deep check passed.
+    Subclasses (files, config, rocksdb...) set ``name`` and register themselves.
+    """
+
+    name = "tree"
+    extension = ".tar"
+    content_format = "tar"
+    options: ClassVar[dict[str, Any]] = {"include": [], "exclude": []}
+
+    @contextlib.contextmanager
+    def capture(self, asset: dict[str, Any], scratch_dir: str):
+        with self.capture_tree(asset["path"], asset) as captured:
+            yield captured
+
+    @contextlib.contextmanager
+    def capture_tree(self, root: str, asset: dict[str, Any], facts: dict[str, Any] | None = None):
+        """A tar stream of ``root`` (which may be a snapshot or a copy of the asset's path)."""
+        with tar_reader(root, asset.get("include") or None, asset.get("exclude") or None) as stream:
+            yield _assets.Captured(stream, facts, finish=lambda: {"entries": _counts(stream.stats())})
+
+    @contextlib.contextmanager
+    def restore_into(self, target: str, force: bool = False):
+        if os.path.lexists(target) and not force:
+            raise RestoreError(
+                "the restore target %s already exists" % target,
+                "restore into an empty staging path (nodekeep_restore_to) or set force: true "
+                "to keep the existing tree as %s.nodekeep-replaced-<time>" % target,
+            )
+        parent = os.path.dirname(target)
+        try:
+            os.makedirs(parent, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise describe_os_error(exc, "creating the restore directory", parent)
+        temp = os.path.join(parent, ".%s.nodekeep-%s" % (os.path.basename(target), uuid.uuid4().hex[:8]))
+        writer = tar_writer(temp)
+        try:
+            yield _assets.Staged(temp, writer, complete=lambda: {"entries": writer.finish()})
+        except BaseException as exc:
+            cause = writer.abort()
+            shutil.rmtree(temp, ignore_errors=True)
+            if cause is not None and isinstance(exc, (BrokenPipeError, NodekeepError)) and cause is not exc:
+                raise cause from exc
+            raise
+        try:
+            if os.path.lexists(target):
+                os.rename(target, "%s.nodekeep-replaced-%d" % (target, int(time.time())))
+            os.rename(temp, target)
+            fsync_dir(parent)
+        except OSError as exc:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise describe_os_error(exc, "placing the restored tree", target)
+
+    def deep_check(self, path: str, artifact, check: str = "integrity") -> dict[str, Any]:
+        """The restored tree holds as many entries of each kind as were archived."""
+        found = tree_counts(path)
+        expected = artifact.source.get("entries") or {}
+        for kind, count in found.items():
+            wanted = expected.get(kind)
+            if wanted is not None and int(wanted) != count:
+                raise RestoreError(
+                    "the restored tree %s has %d %s, the manifest says %s" % (path, count, kind, wanted),
+                    "the artifact does not match its manifest; restore another epoch",
+                )
+        return {"entries": found}
+
+
+def tree_counts(path: str) -> dict[str, int]:
+    """Entries of a directory tree counted the way ``tar_reader`` counts them (not the root itself)."""
+    counts = {"files": 0, "directories": 0, "symlinks": 0}
+    seen: set[tuple[int, int]] = set()
+    for parent, dirs, files in os.walk(path):
+        for name in dirs + files:
+            info = os.lstat(os.path.join(parent, name))
+            if stat.S_ISLNK(info.st_mode):
+                counts["symlinks"] += 1
+            elif stat.S_ISDIR(info.st_mode):
+                counts["directories"] += 1
+            elif stat.S_ISREG(info.st_mode):
+                if info.st_nlink > 1:
+                    if (info.st_dev, info.st_ino) in seen:
+                        continue  # a hard link: tar_reader counts it under "hardlinks"
+                    seen.add((info.st_dev, info.st_ino))
+                counts["files"] += 1
+    return counts
 
 
 class SecretAssetType(_assets.FileAssetType):

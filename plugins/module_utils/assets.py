@@ -49,11 +49,24 @@ class Captured:
 
 
 class Staged:
-    """A restored artifact being written beside its final place."""
+    """A restored artifact being written beside its final place.
 
-    def __init__(self, path: str, stream: BinaryIO) -> None:
+    ``complete()`` is called once the whole stream was written and its checksums
+    matched, before ``deep_check``: a sink that works in the background (a tar
+    extraction) finishes there and raises its own error.
+    """
+
+    def __init__(self, path: str, stream: BinaryIO, complete: Callable[[], Any] | None = None) -> None:
         self.path = path
         self.stream = stream
+        self._complete = complete
+        self.facts: dict[str, Any] = {}
+
+    def complete(self) -> dict[str, Any]:
+        self.stream.flush()
+        if self._complete is not None:
+            self.facts.update(self._complete() or {})
+        return self.facts
 
 
 class AssetType:
@@ -246,9 +259,17 @@ def register(asset_type: AssetType) -> None:
 
 register(SqliteAssetType())
 
+#: asset types registered on first use by ``_register_late`` (listed in error messages)
+LATE_TYPES = ("secret",)
+
 
 def _register_late(name: str) -> None:
-    """Asset types whose module imports this one: registered on first use, to avoid an import cycle."""
+    """Asset types whose module imports this one: registered on first use, to avoid an import cycle.
+
+    One branch per module, each a plain ``from ... import`` so that Ansible's
+    module packer (which follows imports statically) ships the module with
+    every module that can restore any asset type.
+    """
     if name == "secret":
         from ansible_collections.nodekeep.backup.plugins.module_utils.archive import SecretAssetType
 
@@ -263,7 +284,7 @@ def asset_type(name: str) -> AssetType:
     except KeyError:
         raise CaptureError(
             "unknown asset type %r" % (name,),
-            "use one of: %s" % ", ".join(sorted(ASSET_TYPES)),
+            "use one of: %s" % ", ".join(sorted(set(ASSET_TYPES) | set(LATE_TYPES))),
         )
 
 
