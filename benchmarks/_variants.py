@@ -23,6 +23,11 @@ Variant keys (all optional):
   proposed for epoch.backup_epoch (``captured.finish()`` inside the
   ``open_write`` block); without it the check is joined after the commit, and a
   failure then removes the unsigned epoch.
+- ``smooth_writeback_mib``: the repository's artifact writer starts the
+  write-back of every N MiB it wrote (``posix_fadvise(DONTNEED)`` on the range
+  just written) instead of leaving the whole artifact to the final fsync: no
+  burst of hundreds of MiB that stalls the node's own commits, and the backup's
+  pages leave the page cache instead of evicting the node's.
 - ``check_cache_kib``: page cache of the check connection (SQLite default 2000).
 - ``threads``: zstd worker threads of the seal (engine default -1: one per core).
 - ``pipe_size`` / ``chunk_size``: the seal's os.pipe size and read size.
@@ -186,7 +191,7 @@ class ProposedSqliteAssetType(assets.SqliteAssetType):
         self.gate = gate
 
     @contextlib.contextmanager
-    def capture(self, asset: dict[str, Any], scratch_dir: str):
+    def capture(self, asset: dict[str, Any], scratch_dir: str, context=None):
         copy = os.path.join(scratch_dir, "%s.%s.sqlite" % (asset["name"], uuid.uuid4().hex[:8]))
         checker = None
         try:
@@ -269,6 +274,40 @@ def _niced(function, nice: int):
     return wrapper
 
 
+class _SmoothWriter:
+    """A sink wrapper that starts write-back of each ``every`` bytes as soon as they are written."""
+
+    def __init__(self, sink, every: int) -> None:
+        self._sink = sink
+        self._every = every
+        self._written = 0
+        self._flushed_to = 0
+
+    def write(self, data) -> int:
+        count = self._sink.write(data)
+        self._written += len(data)
+        if self._written - self._flushed_to >= self._every:
+            self._sink.flush()
+            with contextlib.suppress(OSError, AttributeError):
+                os.posix_fadvise(
+                    self._sink.fileno(), self._flushed_to, self._written - self._flushed_to, os.POSIX_FADV_DONTNEED
+                )
+            self._flushed_to = self._written
+        return count
+
+    def __getattr__(self, name: str):
+        return getattr(self._sink, name)
+
+
+def _smooth_open_write(original, every: int):
+    @contextlib.contextmanager
+    def open_write(self, node: str, epoch_name: str, name: str):
+        with original(self, node, epoch_name, name) as sink:
+            yield _SmoothWriter(sink, every)
+
+    return open_write
+
+
 def apply(variant: dict[str, Any] | None) -> None:
     """Patch this process's engine with the given variant (see the module docstring)."""
     variant = dict(variant or {})
@@ -293,6 +332,12 @@ def apply(variant: dict[str, Any] | None) -> None:
         from ansible_collections.nodekeep.backup.plugins.module_utils import repository
 
         repository.LocalRepository.open_write = _gated_open_write(repository.LocalRepository.open_write)
+    if variant.get("smooth_writeback_mib"):
+        from ansible_collections.nodekeep.backup.plugins.module_utils import repository as repository_module
+
+        repository_module.LocalRepository.open_write = _smooth_open_write(
+            repository_module.LocalRepository.open_write, int(variant["smooth_writeback_mib"]) << 20
+        )
     if variant.get("check_mmap_mib"):
         original_open = sqlite_utils._open_private
         size = int(variant["check_mmap_mib"]) << 20

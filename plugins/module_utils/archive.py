@@ -1281,7 +1281,7 @@ class TreeAssetType(_assets.AssetType):
     options: ClassVar[dict[str, Any]] = {"include": [], "exclude": []}
 
     @contextlib.contextmanager
-    def capture(self, asset: dict[str, Any], scratch_dir: str):
+    def capture(self, asset: dict[str, Any], scratch_dir: str, context=None):
         with self.capture_tree(asset["path"], asset) as captured:
             yield captured
 
@@ -1292,7 +1292,7 @@ class TreeAssetType(_assets.AssetType):
             yield _assets.Captured(stream, facts, finish=lambda: {"entries": _counts(stream.stats())})
 
     @contextlib.contextmanager
-    def restore_into(self, target: str, force: bool = False):
+    def restore_into(self, target: str, force: bool = False, context=None):
         if os.path.lexists(target) and not force:
             raise RestoreError(
                 "the restore target %s already exists" % target,
@@ -1378,7 +1378,7 @@ class SecretAssetType(_assets.FileAssetType):
         return "%s%s.zst.age" % (asset["name"], ".tar" if asset.get("content") == "tar" else "")
 
     @contextlib.contextmanager
-    def capture(self, asset: dict[str, Any], scratch_dir: str):
+    def capture(self, asset: dict[str, Any], scratch_dir: str, context=None):
         path = asset["path"]
         if asset.get("content") == "tar":
             with tar_reader(path) as stream:

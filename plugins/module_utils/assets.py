@@ -69,6 +69,38 @@ class Staged:
         return self.facts
 
 
+class RunContext:
+    """What an asset type may need beyond its own options: where the run writes or reads.
+
+    Given to ``capture`` and ``restore_into``. Simple types ignore it; types that
+    store more than their one artifact (content-addressed objects of a ``files``
+    tree) or that look at earlier epochs (incremental sends) use it.
+    ``recipients``/``level`` are set when backing up, ``identities`` and
+    ``artifact`` when restoring or deep-checking; ``scratch`` (a private
+    directory removed after the run) is None for a restore.
+    """
+
+    def __init__(
+        self,
+        repository: Any,
+        node: str,
+        epoch: str,
+        scratch: str | None,
+        recipients: list | None = None,
+        level: int = 3,
+        identities: list | None = None,
+        artifact: Artifact | None = None,
+    ) -> None:
+        self.repository = repository
+        self.node = node
+        self.epoch = epoch
+        self.scratch = scratch
+        self.recipients = recipients
+        self.level = level
+        self.identities = identities
+        self.artifact = artifact
+
+
 class AssetType:
     """Base class: one kind of node data."""
 
@@ -99,7 +131,9 @@ class AssetType:
     def artifact_format(self) -> str:
         return "%s+zstd+age" % self.content_format
 
-    def capture(self, asset: dict[str, Any], scratch_dir: str) -> contextlib.AbstractContextManager[Captured]:
+    def capture(
+        self, asset: dict[str, Any], scratch_dir: str, context: RunContext | None = None
+    ) -> contextlib.AbstractContextManager[Captured]:
         raise NotImplementedError
 
     def staging_path(self, artifact: Artifact, target_root: str) -> str:
@@ -107,7 +141,9 @@ class AssetType:
         source_path = str(artifact.source.get("path") or artifact.name)
         return os.path.join(target_root, source_path.lstrip("/"))
 
-    def restore_into(self, target: str, force: bool = False) -> contextlib.AbstractContextManager[Staged]:
+    def restore_into(
+        self, target: str, force: bool = False, context: RunContext | None = None
+    ) -> contextlib.AbstractContextManager[Staged]:
         raise NotImplementedError
 
     def deep_check(self, path: str, artifact: Artifact, check: str = "integrity") -> dict[str, Any]:
@@ -118,7 +154,7 @@ class FileAssetType(AssetType):
     """An asset restored as one regular file, written beside its target and linked into place."""
 
     @contextlib.contextmanager
-    def restore_into(self, target: str, force: bool = False) -> Iterator[Staged]:
+    def restore_into(self, target: str, force: bool = False, context: RunContext | None = None) -> Iterator[Staged]:
         directory = os.path.dirname(target)
         if os.path.lexists(target) and not force:
             raise RestoreError(
@@ -210,7 +246,7 @@ class SqliteAssetType(FileAssetType):
         return normalized
 
     @contextlib.contextmanager
-    def capture(self, asset: dict[str, Any], scratch_dir: str) -> Iterator[Captured]:
+    def capture(self, asset: dict[str, Any], scratch_dir: str, context: RunContext | None = None) -> Iterator[Captured]:
         """Copy from one snapshot, then seal the copy while its check runs beside it.
 
         The check and the seal both only read the finished private copy, so they

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ansible_collections.nodekeep.backup.plugins.module_utils import signing
-from ansible_collections.nodekeep.backup.plugins.module_utils.assets import asset_type, normalize_assets
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import RunContext, asset_type, normalize_assets
 from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
     IntegrityError,
     ManifestError,
@@ -119,7 +119,8 @@ def _capture_and_seal(
     kind = asset_type(asset["type"])
     file_name = kind.artifact_file(asset)
     began = time.monotonic()
-    with kind.capture(asset, scratch) as captured, repository.open_write(node, epoch, file_name) as sink:
+    context = RunContext(repository, node, epoch, scratch, recipients=recipients, level=level)
+    with kind.capture(asset, scratch, context) as captured, repository.open_write(node, epoch, file_name) as sink:
         result = seal(
             captured.stream, sink, recipients, level=level, sink_name=repository.describe(node, epoch, file_name)
         )
@@ -329,7 +330,8 @@ def _deep_check(repository, node, epoch, artifact: Artifact, identities, scratch
     workdir = tempfile.mkdtemp(prefix="verify-%s-" % artifact.name, dir=scratch)
     try:
         target = kind.staging_path(artifact, workdir)
-        with kind.restore_into(target) as staged:
+        context = RunContext(repository, node, epoch, scratch, identities=identities, artifact=artifact)
+        with kind.restore_into(target, context=context) as staged:
             restored = _unseal_checked(repository, node, epoch, artifact, identities, staged)
             checks = kind.deep_check(staged.path, artifact, check)
         return {"deep": "ok", "content_sha256": restored.content.sha256, "checks": checks}
@@ -391,7 +393,8 @@ def restore_epoch(
     restored = []
     for artifact, kind, target in planned:
         began = time.monotonic()
-        with kind.restore_into(target, force=force) as staged:
+        context = RunContext(repository, node, epoch, None, identities=identities, artifact=artifact)
+        with kind.restore_into(target, force=force, context=context) as staged:
             result = _unseal_checked(repository, node, epoch, artifact, identities, staged)
             checks = kind.deep_check(staged.path, artifact, check)
         restored.append(
