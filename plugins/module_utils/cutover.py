@@ -32,7 +32,7 @@ import re
 import shutil
 import stat
 import time
-from typing import Any
+from typing import Any, Callable
 
 from ansible_collections.nodekeep.backup.plugins.module_utils import sqlite as sqlite_utils
 from ansible_collections.nodekeep.backup.plugins.module_utils.archive import (
@@ -63,30 +63,26 @@ HASH_CHUNK = 4 << 20
 # --------------------------------------------------------------------------
 
 
-def resolve_uid(owner: str | int | None) -> int | None:
-    """A user name or numeric id as a uid; None stays None."""
-    if owner is None or owner == "":
+def _resolve_id(value: str | int | None, lookup: Callable[[str], Any], what: str, remedy: str) -> int | None:
+    if value is None or value == "":
         return None
-    text = str(owner)
+    text = str(value)
     if text.isdigit():
         return int(text)
     try:
-        return pwd.getpwnam(text).pw_uid
+        return lookup(text)[2]
     except KeyError:
-        raise CaptureError(f"the user {text!r} does not exist on this host", "create it first or give a numeric uid")
+        raise CaptureError(f"the {what} {text!r} does not exist on this host", remedy)
+
+
+def resolve_uid(owner: str | int | None) -> int | None:
+    """A user name or numeric id as a uid; None stays None."""
+    return _resolve_id(owner, pwd.getpwnam, "user", "create it first or give a numeric uid")
 
 
 def resolve_gid(group: str | int | None) -> int | None:
     """A group name or numeric id as a gid; None stays None."""
-    if group is None or group == "":
-        return None
-    text = str(group)
-    if text.isdigit():
-        return int(text)
-    try:
-        return grp.getgrnam(text).gr_gid
-    except KeyError:
-        raise CaptureError(f"the group {text!r} does not exist on this host", "create it first or give a numeric gid")
+    return _resolve_id(group, grp.getgrnam, "group", "create it first or give a numeric gid")
 
 
 def sha256_file(path: str) -> tuple[int, str]:
