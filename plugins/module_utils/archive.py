@@ -1394,12 +1394,20 @@ class SecretAssetType(_assets.FileAssetType):
                 facts.update({k: v for k, v in key.items() if k in ("kind", "public_key", "fingerprint", "key_type")})
             yield _assets.Captured(stream, facts)
 
-    def staging_path(self, artifact, target_root: str) -> str:
-        path = super().staging_path(artifact, target_root)
-        return path + ".tar" if artifact.source.get("content") == "tar" else path
+    @staticmethod
+    def _is_tree(artifact) -> bool:
+        return artifact is not None and artifact.source.get("content") == "tar"
+
+    def restore_into(self, target: str, force: bool = False, context=None):
+        """A sealed directory is restored as a directory (0700 and its own modes), a file as a 0600 file."""
+        if self._is_tree(getattr(context, "artifact", None)):
+            return TreeAssetType().restore_into(target, force, context)
+        return super().restore_into(target, force, context)
 
     def deep_check(self, path: str, artifact, check: str = "integrity") -> dict[str, Any]:
-        if artifact.source.get("content") == "tar" or not artifact.source.get("public_key"):
+        if self._is_tree(artifact):
+            return TreeAssetType().deep_check(path, artifact, check)
+        if not artifact.source.get("public_key"):
             return {}
         facts = _opened_key_facts(path) or {}
         if facts.get("public_key") != artifact.source["public_key"]:

@@ -149,6 +149,20 @@ class AssetType:
     def deep_check(self, path: str, artifact: Artifact, check: str = "integrity") -> dict[str, Any]:
         return {}
 
+    # Hooks for types that store more than their one artifact (a ``files`` tree's objects).
+
+    def extra_files(self, artifact: Artifact) -> list[dict[str, Any]]:
+        """Other files of the epoch that belong to this artifact: ``[{file, size, sha256}]`` from its signed facts."""
+        return []
+
+    def object_references(self, repository: Any, node: str, epoch: str, artifact: Artifact) -> dict[str, Any]:
+        """Content-addressed objects of the node this artifact needs: name -> (sealed size, sealed SHA-256)."""
+        return {}
+
+    def verify_extra(self, artifact: Artifact, context: RunContext, deep: bool) -> dict[str, Any]:
+        """Checks beyond the artifact's checksum (raise IntegrityError on a problem); reported under ``extra``."""
+        return {}
+
 
 class FileAssetType(AssetType):
     """An asset restored as one regular file, written beside its target and linked into place."""
@@ -261,6 +275,7 @@ class SqliteAssetType(FileAssetType):
                 busy_timeout_ms=int(asset["busy_timeout"]),
                 pages_per_step=int(asset["pages_per_step"]),
                 check="none",
+                durable=False,
             ).as_dict()
             checker = _CheckThread(copy, asset["check"], asset["path"])
             checker.start()
@@ -296,7 +311,7 @@ def register(asset_type: AssetType) -> None:
 register(SqliteAssetType())
 
 #: asset types registered on first use by ``_register_late`` (listed in error messages)
-LATE_TYPES = ("secret",)
+LATE_TYPES = ("secret", "files", "config", "rocksdb", "zfs", "btrfs", "postgres")
 
 
 def _register_late(name: str) -> None:
@@ -310,6 +325,24 @@ def _register_late(name: str) -> None:
         from ansible_collections.nodekeep.backup.plugins.module_utils.archive import SecretAssetType
 
         register(SecretAssetType())
+    elif name in ("zfs", "btrfs"):
+        from ansible_collections.nodekeep.backup.plugins.module_utils.snapshot import BtrfsAssetType, ZfsAssetType
+
+        register(ZfsAssetType())
+        register(BtrfsAssetType())
+    elif name in ("files", "config"):
+        from ansible_collections.nodekeep.backup.plugins.module_utils.files import ConfigAssetType, FilesAssetType
+
+        register(FilesAssetType())
+        register(ConfigAssetType())
+    elif name == "rocksdb":
+        from ansible_collections.nodekeep.backup.plugins.module_utils.rocksdb import RocksdbAssetType
+
+        register(RocksdbAssetType())
+    elif name == "postgres":
+        from ansible_collections.nodekeep.backup.plugins.module_utils.postgres import PostgresAssetType
+
+        register(PostgresAssetType())
 
 
 def asset_type(name: str) -> AssetType:

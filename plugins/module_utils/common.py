@@ -61,8 +61,15 @@ def _boto3_state():
     return _s3.HAS_BOTO3, _s3.BOTO3_IMPORT_ERROR
 
 
-# Checked only when asked for: importing boto3 costs every module ~0.4 s.
-_LAZY_LIBRARIES = {"boto3": _boto3_state}
+def _rocksdict_state():
+    from ansible_collections.nodekeep.backup.plugins.module_utils import rocksdb as _rocksdb
+
+    return _rocksdb.HAS_ROCKSDICT, _rocksdb.ROCKSDICT_IMPORT_ERROR
+
+
+# Checked only when asked for: importing boto3 costs every module ~0.4 s, and
+# only the modules that need these libraries should carry their module_utils.
+_LAZY_LIBRARIES = {"boto3": _boto3_state, "rocksdict": _rocksdict_state}
 
 
 def require_libraries(module, *names: str) -> None:

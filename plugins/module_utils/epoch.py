@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ansible_collections.nodekeep.backup.plugins.module_utils import signing
+from ansible_collections.nodekeep.backup.plugins.module_utils import snapshot as _snapshot
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets import RunContext, asset_type, normalize_assets
 from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
     IntegrityError,
@@ -114,19 +115,30 @@ def scratch_space(scratch_dir: str | None, repository: Repository) -> Iterator[s
 
 
 def _capture_and_seal(
-    repository: Repository, node: str, epoch: str, asset: dict[str, Any], recipients: list, scratch: str, level: int
+    repository: Repository,
+    node: str,
+    epoch: str,
+    asset: dict[str, Any],
+    recipients: list,
+    scratch: str,
+    level: int,
+    view: dict[str, Any] | None = None,
 ) -> Artifact:
     kind = asset_type(asset["type"])
     file_name = kind.artifact_file(asset)
     began = time.monotonic()
     context = RunContext(repository, node, epoch, scratch, recipients=recipients, level=level)
-    with kind.capture(asset, scratch, context) as captured, repository.open_write(node, epoch, file_name) as sink:
+    # An asset of a consistency group is read at the same relative path inside the group's snapshot.
+    source = dict(asset, path=view["path"]) if view else asset
+    with kind.capture(source, scratch, context) as captured, repository.open_write(node, epoch, file_name) as sink:
         result = seal(
             captured.stream, sink, recipients, level=level, sink_name=repository.describe(node, epoch, file_name)
         )
         # Checks that ran beside the seal (SQLite integrity) decide before the artifact is committed.
         facts = captured.finish()
     facts["path"] = asset["path"]
+    if view:
+        facts["snapshot"] = view["snapshot"]
     facts["seconds"] = round(time.monotonic() - began, 3)
     for key in ("service", "health_command"):
         if asset.get(key):
@@ -163,10 +175,15 @@ def backup_epoch(
     epoch = repository.new_epoch(node)
     started = utc_now_iso()
     try:
-        with scratch_space(scratch_dir, repository) as scratch:
-            artifacts = [
-                _capture_and_seal(repository, node, epoch, asset, recipients, scratch, level) for asset in assets
-            ]
+        # One atomic snapshot per distinct `snapshot:` of the assets, removed after (also on failure).
+        with scratch_space(scratch_dir, repository) as scratch:  # noqa: SIM117 - Python 3.9 on nodes
+            with _snapshot.consistency_snapshots(assets, epoch, scratch) as views:
+                artifacts = [
+                    _capture_and_seal(
+                        repository, node, epoch, item, recipients, scratch, level, views.get(item["name"])
+                    )
+                    for item in assets
+                ]
         manifest = Manifest(
             node=node,
             epoch=epoch,
@@ -293,7 +310,11 @@ def verify_epoch(
             if not entry["ok"]:
                 report["problems"].append("%s: %s" % (artifact.name, entry["error"]))
             report["artifacts"].append(entry)
-    extra = sorted(set(present) - {a.file for a in manifest.artifacts} - {MANIFEST_NAME, SIGNATURE_NAME})
+    listed = {a.file for a in manifest.artifacts} | {MANIFEST_NAME, SIGNATURE_NAME}
+    for artifact in manifest.artifacts:
+        with contextlib.suppress(NodekeepError):
+            listed.update(item["file"] for item in asset_type(artifact.asset_type).extra_files(artifact))
+    extra = sorted(set(present) - listed)
     if extra:
         report["unlisted_files"] = extra
     report["ok"] = not report["problems"]
@@ -316,6 +337,11 @@ def _verify_artifact(repository, node, epoch, artifact: Artifact, present, deep,
             if problems:
                 raise IntegrityError("; ".join(problems))
         entry["checksum"] = "ok"
+        # Types that store more than their artifact (a files tree's objects) check the rest here.
+        context = RunContext(repository, node, epoch, scratch or None, identities=identities, artifact=artifact)
+        extra = asset_type(artifact.asset_type).verify_extra(artifact, context, deep)
+        if extra:
+            entry["extra"] = extra
         entry["ok"] = True
     except NodekeepError as exc:
         entry["ok"] = False

@@ -165,6 +165,9 @@ def copy_epoch(source: Repository, target: Repository, node: str, epoch: str, pu
         entry = _copy_artifact(source, target, node, epoch, artifact)
         total += entry["size"]
         objects.append(entry)
+    # Files assets: their list of objects, then the objects the target lacks, all before the manifest.
+    contents = _copy_contents(source, target, node, epoch, manifest, present)
+    total += contents["bytes"]
     if MANIFEST_NAME in present:
         if target.get_bytes(node, epoch, MANIFEST_NAME) != manifest_bytes:
             raise IntegrityError(
@@ -186,7 +189,96 @@ def copy_epoch(source: Repository, target: Repository, node: str, epoch: str, pu
         "rate_mib_s": round(total / (1 << 20) / seconds, 1) if seconds > 0 and total else None,
         "objects": objects,
         "resumed_parts": sum(int(o.get("resumed_parts") or 0) for o in objects),
+        "contents": contents,
     }
+
+
+def _copy_stream(read, write, name: str, size: int, sha256: str, where: str) -> None:
+    """Copy a stream checking its size and SHA-256 before the writer commits (a mismatch aborts it)."""
+    digest = hashlib.sha256()
+    copied = 0
+    with read() as stream, write() as sink:
+        while True:
+            chunk = stream.read(CHUNK_SIZE)
+            if not chunk:
+                break
+            digest.update(chunk)
+            copied += len(chunk)
+            sink.write(chunk)
+        if copied != size or digest.hexdigest() != sha256:
+            raise IntegrityError(
+                "%s does not match its signed checksum (size %d, expected %d)" % (where, copied, size),
+                "the source copy is damaged; it was not copied. Verify the source epoch",
+            )
+
+
+def _copy_contents(
+    source: Repository, target: Repository, node: str, epoch: str, manifest: Manifest, present: dict[str, int]
+) -> dict[str, Any]:
+    """Copy what an asset type stores besides its artifact: extra files of the epoch and the objects it needs.
+
+    Objects the target already has are kept (checked by size; write-once) and, when the
+    target locks objects, their lock is extended to cover this epoch.
+    """
+    from ansible_collections.nodekeep.backup.plugins.module_utils.assets import asset_type
+
+    report: dict[str, Any] = {"files": 0, "objects": 0, "present": 0, "locks_extended": 0, "bytes": 0}
+    target_objects: dict[str, tuple[int, float]] | None = None
+    for artifact in manifest.artifacts:
+        kind = asset_type(artifact.asset_type)
+        for extra in kind.extra_files(artifact):
+            name = extra["file"]
+            if name in present:
+                if present[name] != extra["size"]:
+                    raise IntegrityError(
+                        "%s is already at the target but differs from the manifest" % target.describe(node, epoch, name),
+                        "remove the incomplete epoch at the target with the pruner credentials and copy again",
+                    )
+                continue
+            _copy_stream(
+                lambda name=name: source.open_read(node, epoch, name),
+                lambda name=name: target.open_write(node, epoch, name),
+                name,
+                extra["size"],
+                extra["sha256"],
+                source.describe(node, epoch, name),
+            )
+            report["files"] += 1
+            report["bytes"] += extra["size"]
+        refs = kind.object_references(source, node, epoch, artifact)
+        if not refs:
+            continue
+        if target_objects is None:
+            target_objects = target.object_names(node)
+        extend = getattr(target, "extend_object_lock", None)
+        for name in sorted(refs):
+            size, sha256 = refs[name]
+            if name in target_objects:
+                if target_objects[name][0] != size:
+                    raise IntegrityError(
+                        "%s is at the target with size %d, the epoch's list says %d"
+                        % (target.describe_object(node, name), target_objects[name][0], size),
+                        "the object at the target is damaged; remove it with the pruner credentials and copy again",
+                    )
+                report["present"] += 1
+                if extend is not None and extend(node, name, epoch):
+                    report["locks_extended"] += 1
+                continue
+            options = {"epoch": epoch, "size_hint": size}
+            if getattr(target, "kind", "") == "s3":
+                options["metadata"] = {SHA256_METADATA: sha256}
+            _copy_stream(
+                lambda name=name: source.open_object(node, name),
+                lambda name=name, options=options: target.put_object(node, name, **options),
+                name,
+                size,
+                sha256,
+                source.describe_object(node, name),
+            )
+            target_objects[name] = (size, time.time())
+            report["objects"] += 1
+            report["bytes"] += size
+    return report
 
 
 def replicate(

@@ -18,6 +18,7 @@ __metaclass__ = type
 
 import contextlib
 import os
+import re
 import shutil
 import stat
 import time
@@ -37,6 +38,15 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
 
 DEFAULT_LOCAL_ROOT = "/var/backups/nodekeep"
 TEMP_PREFIX = ".nodekeep-tmp-"
+#: content-addressed objects of a node (``files`` assets) live in ``NODE/objects/<name[:2]>/<name>``
+OBJECTS_DIR = "objects"
+OBJECT_NAME_RE = re.compile(r"^[0-9a-f]{64}\Z")
+
+
+def check_object_name(name: str) -> str:
+    if not OBJECT_NAME_RE.match(name or ""):
+        raise RepositoryError("%r is not an object name" % (name,), "object names are 64 lowercase hex digits")
+    return name
 
 
 class Repository(ABC):
@@ -79,6 +89,39 @@ class Repository(ABC):
 
     def describe(self, node: str, epoch: str = "", name: str = "") -> str:
         return "/".join(p for p in (self.location.rstrip("/"), node, epoch, name) if p)
+
+    # ------------------------------------------------------------------
+    # content-addressed objects of a node, shared by its epochs (``files`` assets)
+    # Write-once like epoch files; only retention's garbage collection removes one,
+    # when no complete epoch references it any more.
+    # ------------------------------------------------------------------
+
+    def _no_objects(self) -> RepositoryError:
+        return RepositoryError(
+            "the %s repository %s does not store content-addressed objects" % (self.kind, self.location),
+            "use a local or S3 repository for files assets",
+        )
+
+    def put_object(self, node: str, name: str, **options) -> contextlib.AbstractContextManager[BinaryIO]:
+        """A write-once object stream, visible only if the block ends without error (``code=exists`` if taken)."""
+        raise self._no_objects()
+
+    def open_object(self, node: str, name: str) -> contextlib.AbstractContextManager[BinaryIO]:
+        raise self._no_objects()
+
+    def has_object(self, node: str, name: str) -> int | None:
+        """The object's stored size, or None when absent."""
+        raise self._no_objects()
+
+    def object_names(self, node: str) -> dict[str, tuple[int, float]]:
+        """Every object of ``node``: name -> (stored size, modification time as a UNIX timestamp)."""
+        return {}
+
+    def remove_object(self, node: str, name: str) -> None:
+        raise self._no_objects()
+
+    def describe_object(self, node: str, name: str) -> str:
+        return self.describe(node, OBJECTS_DIR, "%s/%s" % (name[:2], name))
 
     # ------------------------------------------------------------------
     # shared behaviour, written once on top of the primitives
@@ -306,6 +349,94 @@ class LocalRepository(Repository):
             _fsync_dir(os.path.dirname(directory))
         except OSError as exc:
             raise describe_os_error(exc, "removing epoch %s of %s" % (epoch, node), directory)
+
+    def _object_path(self, node: str, name: str) -> str:
+        check_name("node", node)
+        check_object_name(name)
+        return os.path.join(self.root, node, OBJECTS_DIR, name[:2], name)
+
+    @contextlib.contextmanager
+    def put_object(self, node: str, name: str, **options) -> Iterator[BinaryIO]:
+        final = self._object_path(node, name)
+        directory = os.path.dirname(final)
+        if os.path.lexists(final):
+            raise RepositoryError("%s already exists and objects are write-once" % final, "reuse it", code="exists")
+        if not os.path.isdir(directory):
+            self._makedirs(directory)
+        temp = os.path.join(directory, "%s%s-%s" % (TEMP_PREFIX, name[:16], uuid.uuid4().hex[:8]))
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+        except OSError as exc:
+            raise describe_os_error(exc, "creating object %s" % name, temp)
+        handle = os.fdopen(fd, "wb", buffering=1 << 16)
+        try:
+            yield handle
+            try:
+                handle.flush()
+                os.fsync(handle.fileno())
+                handle.close()
+                os.link(temp, final)
+            except FileExistsError:
+                raise RepositoryError("%s appeared while it was being written" % final, "reuse it", code="exists")
+            except OSError as exc:
+                raise describe_os_error(exc, "writing object %s" % name, final)
+            _fsync_dir(directory)
+        finally:
+            if not handle.closed:
+                with contextlib.suppress(OSError):
+                    handle.close()
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+
+    @contextlib.contextmanager
+    def open_object(self, node: str, name: str) -> Iterator[BinaryIO]:
+        path = self._object_path(node, name)
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - closed by the with-block below
+        except FileNotFoundError:
+            raise RepositoryError(
+                "object %s is missing" % path,
+                "an epoch referencing it was damaged or pruned wrongly; restore another epoch or copy",
+            )
+        except OSError as exc:
+            raise describe_os_error(exc, "reading object %s" % name, path)
+        with handle:
+            yield handle
+
+    def has_object(self, node: str, name: str) -> int | None:
+        try:
+            info = os.lstat(self._object_path(node, name))
+        except FileNotFoundError:
+            return None
+        return info.st_size if stat.S_ISREG(info.st_mode) else None
+
+    def object_names(self, node: str) -> dict[str, tuple[int, float]]:
+        check_name("node", node)
+        base = os.path.join(self.root, node, OBJECTS_DIR)
+        found: dict[str, tuple[int, float]] = {}
+        try:
+            shards = sorted(os.listdir(base))
+        except FileNotFoundError:
+            return found
+        for shard in shards:
+            try:
+                with os.scandir(os.path.join(base, shard)) as entries:
+                    for entry in entries:
+                        if OBJECT_NAME_RE.match(entry.name) and entry.is_file(follow_symlinks=False):
+                            info = entry.stat(follow_symlinks=False)
+                            found[entry.name] = (info.st_size, info.st_mtime)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+        return found
+
+    def remove_object(self, node: str, name: str) -> None:
+        path = self._object_path(node, name)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise describe_os_error(exc, "removing object %s" % name, path)
 
     def scratch_dir(self) -> str:
         """A private directory on the repository's filesystem for transient plaintext copies."""

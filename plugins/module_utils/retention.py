@@ -259,8 +259,112 @@ def apply_retention(
             )
     for decision in sorted(doomed, key=lambda d: d.epoch):
         _remove(repository, node, decision, dry_run, now, result)
-    result["changed"] = bool(result["removed"]) and not dry_run
+    gone = {entry["epoch"] for entry in result["removed"]} if dry_run else set()
+    result["objects"] = collect_garbage(repository, node, public_key, grace, now, dry_run=dry_run, without=gone)
+    result["changed"] = bool(result["removed"] or result["objects"].get("removed")) and not dry_run
     return result
+
+
+# --------------------------------------------------------------------------
+# garbage collection of content-addressed objects (files assets)
+# --------------------------------------------------------------------------
+
+GC_BATCH = 200
+
+
+def _running(repository, node: str, grace: dict[str, int], now: datetime) -> str | None:
+    """A backup of the node that may still be running: an incomplete epoch younger than the grace."""
+    cutoff = subtract_duration(now, grace)
+    young = [e for e in repository.incomplete_epochs(node) if epoch_time(e) > cutoff]
+    if young:
+        return "a backup of %s may be running (incomplete epoch %s); objects are collected on a later run" % (
+            node,
+            young[-1],
+        )
+    return None
+
+
+def _referenced(repository, node: str, public_key: str, without: set[str]) -> set[str]:
+    """Every object some complete epoch references; raises when one epoch's references cannot be known."""
+    from ansible_collections.nodekeep.backup.plugins.module_utils.assets import asset_type
+    from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import load_manifest
+
+    referenced: set[str] = set()
+    for epoch in repository.complete_epochs(node):
+        if epoch in without:
+            continue
+        manifest = load_manifest(repository, node, epoch, public_key)
+        for artifact in manifest.artifacts:
+            referenced.update(asset_type(artifact.asset_type).object_references(repository, node, epoch, artifact))
+    return referenced
+
+
+def collect_garbage(
+    repository,
+    node: str,
+    public_key: str,
+    grace: dict[str, int],
+    now: datetime,
+    dry_run: bool = False,
+    without: set[str] | None = None,
+) -> dict[str, Any]:
+    """Remove the node's objects that no complete epoch references any more.
+
+    Never while a backup of the node may be running (an incomplete epoch younger
+    than ``grace``: it may reuse an unreferenced object), never an object younger
+    than ``grace``, and nothing at all when one complete epoch's manifest or list
+    of objects cannot be read and checked (its references are then unknown).
+    Locked objects (S3 Object Lock) stay and are counted in ``locked``. ``without``:
+    epochs to treat as removed (a dry run's plan).
+    """
+    report: dict[str, Any] = {
+        "total": 0,
+        "referenced": 0,
+        "removed": 0,
+        "removed_bytes": 0,
+        "young": 0,
+        "locked": 0,
+        "missing": 0,
+        "deferred": None,
+    }
+    objects = repository.object_names(node)
+    if not objects:
+        return report
+    report["total"] = len(objects)
+    report["deferred"] = _running(repository, node, grace, now)
+    if report["deferred"]:
+        return report
+    try:
+        referenced = _referenced(repository, node, public_key, without or set())
+    except NodekeepError as exc:
+        report["deferred"] = "the objects an epoch references are unknown (%s); nothing was collected" % exc.message
+        return report
+    report["referenced"] = len(referenced & set(objects))
+    report["missing"] = len(referenced - set(objects))
+    cutoff = subtract_duration(now, grace).timestamp()
+    garbage = sorted(name for name in objects if name not in referenced)
+    doomed = [name for name in garbage if objects[name][1] <= cutoff]
+    report["young"] = len(garbage) - len(doomed)
+    if dry_run:
+        report["removed"] = len(doomed)
+        report["removed_bytes"] = sum(objects[name][0] for name in doomed)
+        return report
+    for start in range(0, len(doomed), GC_BATCH):
+        if start:
+            report["deferred"] = _running(repository, node, grace, now)
+            if report["deferred"]:
+                break
+        for name in doomed[start : start + GC_BATCH]:
+            try:
+                repository.remove_object(node, name)
+            except RepositoryError as exc:
+                if exc.details.get("objects"):
+                    report["locked"] += 1
+                    continue
+                raise
+            report["removed"] += 1
+            report["removed_bytes"] += objects[name][0]
+    return report
 
 
 def _remove(repository, node: str, decision: Decision, dry_run: bool, now: datetime, result: dict[str, Any]) -> None:

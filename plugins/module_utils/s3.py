@@ -57,7 +57,12 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
     check_name,
     epoch_time,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.repository import Repository
+from ansible_collections.nodekeep.backup.plugins.module_utils.repository import (
+    OBJECT_NAME_RE,
+    OBJECTS_DIR,
+    Repository,
+    check_object_name,
+)
 from ansible_collections.nodekeep.backup.plugins.module_utils.retention import PERIODS, period_key
 
 try:
@@ -1029,6 +1034,145 @@ class S3Repository(Repository):
         if total > limit:
             raise RepositoryError("%s is larger than %d bytes" % (self.describe(node, epoch, name), limit))
         return b"".join(chunks)
+
+    # -- content-addressed objects (files assets): NODE/objects/<name[:2]>/<name>, write-once --
+
+    def _object_key(self, node: str, name: str) -> str:
+        check_object_name(name)
+        return "%s%s/%s/%s" % (self._node_prefix(node), OBJECTS_DIR, name[:2], name)
+
+    def describe_object(self, node: str, name: str) -> str:
+        return self._uri(self._object_key(node, name))
+
+    @contextlib.contextmanager
+    def put_object(
+        self,
+        node: str,
+        name: str,
+        epoch: str | None = None,
+        size_hint: int | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> Iterator[S3ObjectWriter]:
+        """Write an object once; it gets the Object Lock of ``epoch`` (the epoch that first references it)."""
+        key = self._object_key(node, name)
+        if self._head(key) is not None:
+            raise RepositoryError(
+                "%s already exists and objects are write-once" % self._uri(key), "reuse it", code="exists"
+            )
+        lock = self.lock_for(node, epoch) if epoch else None
+        writer = S3ObjectWriter(self, key, self._write_args(metadata), lock, size_hint=size_hint)
+        try:
+            yield writer
+            try:
+                writer.commit()
+            except RepositoryError as exc:
+                if exc.details.get("code") == "PreconditionFailed":
+                    raise RepositoryError(
+                        "%s appeared while it was being written" % self._uri(key), "reuse it", code="exists"
+                    )
+                raise
+        except BaseException as exc:
+            writer.abort(exc)
+            raise
+
+    @contextlib.contextmanager
+    def open_object(self, node: str, name: str) -> Iterator[BinaryIO]:
+        key = self._object_key(node, name)
+        try:
+            reader = S3ObjectReader(self, key)
+        except RepositoryError as exc:
+            if exc.details.get("code") in ("404", "NoSuchKey", "NotFound"):
+                raise RepositoryError(
+                    "object %s is missing" % self._uri(key),
+                    "an epoch referencing it was damaged or pruned wrongly; restore another epoch or copy",
+                    code="NoSuchKey",
+                )
+            raise
+        try:
+            yield reader  # type: ignore[misc]
+        finally:
+            reader.close()
+
+    def has_object(self, node: str, name: str) -> int | None:
+        head = self._head(self._object_key(node, name))
+        return None if head is None else int(head.get("ContentLength") or 0)
+
+    def object_names(self, node: str) -> dict[str, tuple[int, float]]:
+        prefix = "%s%s/" % (self._node_prefix(node), OBJECTS_DIR)
+        found: dict[str, tuple[int, float]] = {}
+        for page in self._list(prefix):
+            for entry in page.get("Contents") or []:
+                name = entry["Key"].rsplit("/", 1)[-1]
+                if OBJECT_NAME_RE.match(name) and entry["Key"] == prefix + name[:2] + "/" + name:
+                    modified = _utc(entry.get("LastModified"))
+                    found[name] = (int(entry.get("Size") or 0), modified.timestamp() if modified else 0.0)
+        return found
+
+    def object_lock_info(self, node: str, name: str) -> dict[str, Any] | None:
+        """The current version's lock of an object (None when absent)."""
+        head = self._head(self._object_key(node, name))
+        if head is None:
+            return None
+        return {
+            "size": int(head.get("ContentLength") or 0),
+            "lock_mode": head.get("ObjectLockMode"),
+            "retain_until": _utc(head.get("ObjectLockRetainUntilDate")),
+            "version_id": head.get("VersionId"),
+        }
+
+    def extend_object_lock(self, node: str, name: str, epoch: str) -> bool:
+        """Make an object's lock last at least as long as ``epoch``'s (a new epoch that references it).
+
+        Retention may be extended under GOVERNANCE and COMPLIANCE alike, never shortened.
+        Returns True when the lock was extended.
+        """
+        lock = self.lock_for(node, epoch)
+        if not lock or not lock.get("mode"):
+            return False
+        info = self.object_lock_info(node, name)
+        if info is None:
+            raise RepositoryError("object %s is missing" % self.describe_object(node, name), "copy it again")
+        if info["retain_until"] is not None and info["retain_until"] >= lock["until"] - timedelta(seconds=1):
+            return False
+        mode = info["lock_mode"] or lock["mode"]
+        if mode != lock["mode"] and lock["mode"] == "COMPLIANCE":
+            mode = "COMPLIANCE"
+        args: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": self._object_key(node, name),
+            "Retention": {"Mode": mode, "RetainUntilDate": lock["until"]},
+        }
+        if info.get("version_id"):
+            args["VersionId"] = info["version_id"]
+        self._call("extend the lock of %s" % self.describe_object(node, name), self.client.put_object_retention, **args)
+        return True
+
+    def remove_object(self, node: str, name: str) -> None:
+        """Remove every version of an object, or nothing when one is locked (never bypassed)."""
+        key = self._object_key(node, name)
+        versions = [v for v in self._versions(key) if v["Key"] == key]
+        now = datetime.now(timezone.utc)
+        for version in versions:
+            if version["IsMarker"]:
+                continue
+            head = self._head(key, version.get("VersionId"))
+            if head is None:
+                continue
+            until = _utc(head.get("ObjectLockRetainUntilDate"))
+            if (head.get("ObjectLockMode") and until is not None and until > now) or (
+                head.get("ObjectLockLegalHoldStatus") == "ON"
+            ):
+                raise ObjectLockedError(
+                    "object %s is locked (%s until %s); it was not removed"
+                    % (self._uri(key), head.get("ObjectLockMode") or "legal hold", _iso(until)),
+                    "it can be removed once the lock expires; locks are never bypassed",
+                    objects=[{"name": name, "retain_until": _iso(until)}],
+                )
+        for version in versions:
+            args: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+            if version.get("VersionId"):
+                args["VersionId"] = version["VersionId"]
+            self._call("remove %s" % self._uri(key), self.client.delete_object, **args)
 
     # -- Object Lock --
 

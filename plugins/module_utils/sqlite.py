@@ -154,11 +154,19 @@ def copy_database(
     busy_timeout_ms: int = 5000,
     pages_per_step: int = 1024,
     check: str = "integrity",
+    durable: bool = True,
 ) -> SqliteFacts:
     """Copy ``src`` into the new file ``dest`` (which must not exist) from one consistent snapshot.
 
     The copy is written beside ``dest`` under a temporary name, checked, fsynced
-    and renamed. On any error nothing is left at ``dest``.
+    and linked into place. On any error nothing is left at ``dest``.
+
+    The temporary file is private until it is linked, so it is written without a
+    rollback journal and without SQLite's own syncs: a crash leaves a temp file,
+    never a half copy at ``dest``. ``durable=False`` also skips the final fsync,
+    for a transient copy that is read once and deleted (the scratch copy that
+    the seal pipeline streams: its artifact is what gets fsynced, and plaintext
+    that never reaches the disk is better than plaintext that does).
     """
     _require()
     check_is_database(src)
@@ -193,6 +201,8 @@ def copy_database(
                 # Created 0600 first: SQLite would make it 0644 & ~umask, and it is plaintext.
                 os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
                 destination = apsw.Connection(temp)
+                destination.execute("PRAGMA journal_mode=OFF").fetchall()
+                destination.execute("PRAGMA synchronous=OFF")
             except OSError as exc:
                 raise describe_os_error(exc, "creating the SQLite copy", temp)
             except apsw.Error as exc:
@@ -222,8 +232,9 @@ def copy_database(
         integrity = run_check(temp, check)
         check_seconds = time.monotonic() - checked
         facts = database_facts(temp)
-        with open(temp, "rb+") as handle:
-            os.fsync(handle.fileno())
+        if durable:
+            with open(temp, "rb+") as handle:
+                os.fsync(handle.fileno())
         try:
             os.link(temp, dest)
         except FileExistsError:

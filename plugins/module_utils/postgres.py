@@ -1,0 +1,732 @@
+# -*- coding: utf-8 -*-
+# Copyright: nodekeep.backup contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The ``postgres`` asset type: ``pg_dump --format=custom`` streamed through the seal pipeline.
+
+Backup
+    a short ``psql`` query first (server version, database size, table count;
+    it also fails early and clearly on a wrong database, role, password or a
+    server that is down), then ``pg_dump --format=custom --compress=0`` whose
+    stdout *is* the capture stream: no temporary file, zstd compresses it once.
+    ``pg_dump`` dumps from one snapshot (a repeatable-read transaction), so a
+    database under live writes is captured consistently. Its exit status is
+    checked in ``Captured.finish()``, which the engine calls after the seal and
+    before the artifact is committed: a dump that failed half-way (lost
+    connection, lock timeout, killed) is never committed, and the error names
+    the cause from ``pg_dump``'s own message.
+
+Connection
+    ``host``/``port``/``user``/``database`` are passed as ``pg_dump`` options
+    (never a password), a libpq ``service`` (with ``service_file``) or the
+    ``PG*`` environment may be used instead; a password only ever comes from a
+    password file (``passfile`` -> ``PGPASSFILE``, or the user's ``~/.pgpass``).
+    ``PGPASSWORD`` is removed from the child environment and every command runs
+    with ``--no-password``, so nothing ever waits for a prompt.
+    ``become_user`` runs the client tools as another OS user (``postgres`` for
+    peer authentication); ``exec_prefix`` runs them through a wrapper such as
+    ``docker compose exec -T postgres`` (runbook 004's containerised server).
+
+Restore
+    the artifact restores to the dump file itself, at its staging path (the
+    asset's ``path`` mirrored under the staging root). ``deep_check`` runs
+    ``pg_restore --list`` on it and compares the archive's database name with the
+    manifest. When the asset names a ``restore_database`` (a scratch database
+    for checks, never the live one), ``deep_check`` also loads the dump into it
+    with ``pg_restore --dbname`` (dropping and recreating it only if nodekeep
+    made it: it carries a marker comment) and checks that every table holds
+    exactly as many rows as the dump's data for it. ``load_into_database`` does
+    the same for any database name, for drills and manual restores.
+"""
+
+from __future__ import absolute_import, annotations, division, print_function
+
+__metaclass__ = type
+
+import contextlib
+import io
+import json
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from typing import Any, BinaryIO, ClassVar
+
+from ansible_collections.nodekeep.backup.plugins.module_utils import assets as _assets
+from ansible_collections.nodekeep.backup.plugins.module_utils.errors import CaptureError, NodekeepError, RestoreError
+
+#: the first bytes of a custom-format archive
+DUMP_MAGIC = b"PGDMP"
+#: comment put on every database nodekeep creates for a restore check; only such databases are ever dropped
+MARKER = "nodekeep staging restore"
+#: pg_dump options the asset type sets itself or that would break the stream
+_REFUSED_DUMP_OPTIONS = (
+    "-F",
+    "--format",
+    "-f",
+    "--file",
+    "-W",
+    "--password",
+    "-j",
+    "--jobs",
+    "-d",
+    "--dbname",
+    "-h",
+    "--host",
+    "-p",
+    "--port",
+    "-U",
+    "--username",
+)
+_IDENT = r'(?:"(?:[^"]|"")+"|[^\s."(]+)'
+_COPY_RE = re.compile(r"^COPY (%s\.%s)(?: \(.*\))? FROM stdin;$" % (_IDENT, _IDENT))
+STDERR_LIMIT = 64 << 10
+#: how many tables are counted per query
+COUNT_BATCH = 100
+#: at most this many tables are listed in the facts of a restore check
+ROWS_LISTED = 200
+
+
+# --------------------------------------------------------------------------
+# options and commands
+# --------------------------------------------------------------------------
+
+
+def _label(settings: dict[str, Any]) -> str:
+    return "asset %s" % settings.get("name", "?")
+
+
+def _argv_list(value: Any, option: str, label: str) -> list[str]:
+    if value in (None, "", []):
+        return []
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise CaptureError(
+            "%s: %s must be a list of arguments" % (label, option),
+            "write it as a YAML list, e.g. ['--exclude-table-data=audit_log']",
+        )
+    return [str(item) for item in value]
+
+
+def _has_password(text: str) -> bool:
+    return bool(re.search(r"password\s*=", text, re.IGNORECASE)) or bool(re.search(r"://[^/@\s]*:[^/@\s]*@", text))
+
+
+def validate(settings: dict[str, Any], label: str) -> dict[str, Any]:
+    """Check the connection and dump options (no server access); returns them normalized."""
+    out = dict(settings)
+    database = str(out.get("database") or "")
+    if not database:
+        raise CaptureError("%s: no database was given" % label, "set database to the name of the database to dump")
+    for option in ("database", "host", "service", "restore_database", "maintenance_database"):
+        if out.get(option) and _has_password(str(out[option])):
+            raise CaptureError(
+                "%s: %s contains a password" % (label, option),
+                "never put a password in the inventory or on a command line: use passfile (a .pgpass file, 0600)",
+            )
+    for option in ("passfile", "service_file", "bin_dir"):
+        value = out.get(option)
+        if value and not os.path.isabs(str(value)):
+            raise CaptureError(
+                "%s: %s must be an absolute path, not %r" % (label, option, value),
+                "give the full path on the node, e.g. /etc/nodekeep/pgpass",
+            )
+    out["dump_options"] = _argv_list(out.get("dump_options"), "dump_options", label)
+    out["restore_options"] = _argv_list(out.get("restore_options"), "restore_options", label)
+    out["exec_prefix"] = _argv_list(out.get("exec_prefix"), "exec_prefix", label)
+    for arg in out["dump_options"] + out["restore_options"]:
+        flag = arg.split("=", 1)[0]
+        if (
+            arg in _REFUSED_DUMP_OPTIONS
+            or flag in _REFUSED_DUMP_OPTIONS
+            or (len(arg) > 2 and arg[:2] in ("-F", "-f", "-j", "-d", "-h", "-p", "-U"))
+        ):
+            raise CaptureError(
+                "%s: option %s is set by nodekeep itself or breaks the stream" % (label, flag),
+                "give the connection with database/host/port/user and leave the format and output to nodekeep",
+            )
+        if _has_password(arg):
+            raise CaptureError(
+                "%s: an option contains a password" % label, "use passfile (a .pgpass file, 0600) instead"
+            )
+    if out.get("port") not in (None, ""):
+        try:
+            out["port"] = int(out["port"])
+        except (TypeError, ValueError):
+            raise CaptureError(
+                "%s: port must be a number, not %r" % (label, out["port"]), "e.g. port: 5432, or leave it out"
+            )
+    for key in ("connect_timeout", "timeout"):
+        try:
+            out[key] = int(out.get(key) or 0)
+        except (TypeError, ValueError):
+            raise CaptureError("%s: %s must be a number of seconds" % (label, key), "e.g. %s: 60" % key)
+        if out[key] <= 0:
+            raise CaptureError("%s: %s must be a positive number of seconds" % (label, key), "e.g. %s: 60" % key)
+    restore_db = out.get("restore_database")
+    if restore_db and str(restore_db) == database:
+        raise CaptureError(
+            "%s: restore_database is the database that is backed up (%s)" % (label, database),
+            "name a separate scratch database for restore checks, e.g. %s_nodekeep_check" % database,
+        )
+    if out.get("become_user"):
+        try:
+            pwd.getpwnam(str(out["become_user"]))
+        except KeyError:
+            raise CaptureError(
+                "%s: become_user %s is not a user of this host" % (label, out["become_user"]),
+                "name the OS user the PostgreSQL client tools run as (e.g. postgres), or leave it empty",
+            )
+    return out
+
+
+def _tool(settings: dict[str, Any], name: str) -> str:
+    if settings.get("exec_prefix"):
+        return os.path.join(settings["bin_dir"], name) if settings.get("bin_dir") else name
+    if settings.get("bin_dir"):
+        path = os.path.join(settings["bin_dir"], name)
+        if os.access(path, os.X_OK):
+            return path
+    found = shutil.which(name)
+    if not found:
+        raise CaptureError(
+            "%s is not installed on this host" % name,
+            "install the PostgreSQL client (Debian: apt-get install postgresql-client) or set bin_dir",
+        )
+    return found
+
+
+def _connection_args(settings: dict[str, Any], database: str | None) -> list[str]:
+    args = ["--no-password"]
+    if settings.get("host"):
+        args.append("--host=%s" % settings["host"])
+    if settings.get("port"):
+        args.append("--port=%d" % int(settings["port"]))
+    if settings.get("user"):
+        args.append("--username=%s" % settings["user"])
+    if database:
+        args.append("--dbname=%s" % database)
+    return args
+
+
+def _environment(settings: dict[str, Any]) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key != "PGPASSWORD"}
+    env["PGCONNECT_TIMEOUT"] = str(settings.get("connect_timeout") or 10)
+    env.setdefault("PGAPPNAME", "nodekeep")
+    if settings.get("passfile"):
+        env["PGPASSFILE"] = str(settings["passfile"])
+    if settings.get("service"):
+        env["PGSERVICE"] = str(settings["service"])
+    if settings.get("service_file"):
+        env["PGSERVICEFILE"] = str(settings["service_file"])
+    if settings.get("become_user"):
+        env["HOME"] = pwd.getpwnam(str(settings["become_user"])).pw_dir
+        env["USER"] = env["LOGNAME"] = str(settings["become_user"])
+    return env
+
+
+def _identity(settings: dict[str, Any]) -> dict[str, Any]:
+    """Popen arguments that run the tool as ``become_user`` (only root can)."""
+    user = settings.get("become_user")
+    if not user:
+        return {}
+    entry = pwd.getpwnam(str(user))
+    if os.geteuid() != entry.pw_uid and os.geteuid() != 0:
+        raise CaptureError(
+            "become_user %s needs root: this process runs as uid %d" % (user, os.geteuid()),
+            "run the task with become: true, or leave become_user empty and use a role this user may log in as",
+        )
+    groups = os.getgrouplist(entry.pw_name, entry.pw_gid)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": groups}
+
+
+def _popen(settings: dict[str, Any], argv: list[str], **kwargs) -> subprocess.Popen:
+    argv = list(settings.get("exec_prefix") or []) + argv
+    try:
+        return subprocess.Popen(argv, env=_environment(settings), cwd="/", **_identity(settings), **kwargs)
+    except FileNotFoundError:
+        raise CaptureError(
+            "%s is not installed on this host" % argv[0],
+            "install it, or fix exec_prefix / bin_dir of the asset",
+        )
+
+
+def explain(stderr: str, settings: dict[str, Any], what: str) -> tuple[str, str]:
+    """A problem and a remedy from a PostgreSQL client tool's error output."""
+    text = " ".join(line.strip() for line in stderr.strip().splitlines() if line.strip())[-600:] or "(no message)"
+    database = settings.get("database")
+    lowered = text.lower()
+    if re.search(r'database ".*" does not exist', lowered):
+        return (
+            "%s: the database does not exist: %s" % (what, text),
+            "check the asset's database option (psql -l lists the databases of the server)",
+        )
+    if re.search(r'role ".*" does not exist', lowered):
+        return (
+            "%s: the PostgreSQL role does not exist: %s" % (what, text),
+            "check the asset's user option, or use become_user for peer authentication",
+        )
+    if "password authentication failed" in lowered or "no password supplied" in lowered:
+        return (
+            "%s: authentication failed: %s" % (what, text),
+            (
+                "put the role's password in a .pgpass file (0600) and set passfile, or use become_user "
+                "with peer authentication; passwords are never given on a command line"
+            ),
+        )
+    if "peer authentication failed" in lowered or "ident authentication failed" in lowered:
+        return (
+            "%s: peer authentication failed: %s" % (what, text),
+            (
+                "check the asset's user option: with peer authentication the PostgreSQL role must match the OS user "
+                "the tools run as (become_user, e.g. postgres); or use a role with a password in passfile"
+            ),
+        )
+    if "permission denied" in lowered:
+        return (
+            "%s: permission denied: %s" % (what, text),
+            "grant the backup role read access (e.g. GRANT pg_read_all_data TO ...) or use a superuser role",
+        )
+    if "server version mismatch" in lowered:
+        return (
+            "%s: the client tools are older than the server: %s" % (what, text),
+            "install the client of the server's major version and set bin_dir (e.g. /usr/lib/postgresql/16/bin)",
+        )
+    if (
+        "could not obtain lock" in lowered
+        or "lock timeout" in lowered
+        or ("statement timeout" in lowered and "lock table" in lowered)
+    ):
+        return (
+            "%s: a table stayed locked: %s" % (what, text),
+            "retry when the schema change holding the lock is done, or raise --lock-wait-timeout in dump_options",
+        )
+    if "connection to server" in lowered or "could not connect" in lowered or "connection refused" in lowered:
+        return (
+            "%s: the server cannot be reached: %s" % (what, text),
+            "start PostgreSQL or fix host/port (a unix socket directory or a hostname) of the asset",
+        )
+    return ("%s failed: %s" % (what, text), "see the message; nothing was written for database %s" % database)
+
+
+def _run(settings: dict[str, Any], argv: list[str], what: str, error=CaptureError, stdin=None) -> str:
+    """Run a client tool to completion; its stdout, or ``error`` with the explained stderr."""
+    with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as out:
+        proc = _popen(settings, argv, stdin=stdin if stdin is not None else subprocess.DEVNULL, stdout=out, stderr=err)
+        try:
+            code = proc.wait(timeout=settings.get("timeout") or 3600)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise error(
+                "%s did not finish within %s s" % (what, settings.get("timeout")), "check the server and raise timeout"
+            )
+        err.seek(0)
+        message = err.read(STDERR_LIMIT).decode("utf-8", "replace")
+        if code != 0:
+            problem, remedy = explain(message, settings, what)
+            raise error(problem, remedy, exit_status=code)
+        out.seek(0)
+        return out.read().decode("utf-8", "replace")
+
+
+def _psql(settings: dict[str, Any], database: str, sql: str, what: str, error=CaptureError) -> str:
+    argv = [_tool(settings, "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
+    argv += _connection_args(settings, database) + ["-c", sql]
+    return _run(settings, argv, what, error).strip()
+
+
+_FACTS_SQL = """
+SELECT json_build_object(
+  'server_version', current_setting('server_version'),
+  'server_version_num', current_setting('server_version_num')::int,
+  'database', current_database(),
+  'database_size', pg_database_size(current_database()),
+  'encoding', pg_encoding_to_char((SELECT encoding FROM pg_database WHERE datname = current_database())),
+  'tables', (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+             AND n.nspname NOT LIKE 'pg_toast%%'),
+  'role', current_user)
+"""
+
+
+def server_facts(settings: dict[str, Any]) -> dict[str, Any]:
+    """Server version, database size and table count (also the connection check before the dump)."""
+    what = "connecting to database %s" % settings["database"]
+    output = _psql(settings, settings["database"], _FACTS_SQL.replace("%%", "%"), what)
+    try:
+        return json.loads(output.splitlines()[-1])
+    except (ValueError, IndexError):
+        raise CaptureError(
+            "%s: psql answered %r, not the expected facts" % (what, output[:200]),
+            "check exec_prefix and that psql talks to a PostgreSQL server",
+        )
+
+
+def client_version(settings: dict[str, Any], tool: str = "pg_dump") -> str:
+    argv = [_tool(settings, tool), "--version"]
+    return _run(settings, argv, "%s --version" % tool).strip()
+
+
+# --------------------------------------------------------------------------
+# capture: pg_dump's stdout is the stream
+# --------------------------------------------------------------------------
+
+
+class _DumpStream(io.RawIOBase):
+    """``pg_dump``'s stdout, remembering the first bytes (to check the archive magic) and the size."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__()
+        self.raw = raw
+        self.head = b""
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.raw.read1(len(buffer)) if hasattr(self.raw, "read1") else self.raw.read(len(buffer))
+        count = len(data)
+        buffer[:count] = data
+        if len(self.head) < 16:
+            self.head += data[: 16 - len(self.head)]
+        self.size += count
+        return count
+
+
+class _Dump:
+    """One running ``pg_dump``; ``finish()`` decides whether its output is a complete archive."""
+
+    def __init__(self, settings: dict[str, Any], scratch_dir: str) -> None:
+        self.settings = settings
+        argv = [_tool(settings, "pg_dump"), "--format=custom"]
+        if not any(arg.startswith(("-Z", "--compress")) for arg in settings["dump_options"]):
+            argv.append("--compress=0")  # zstd compresses the stream once, better than zlib inside the archive
+        argv += settings["dump_options"] + _connection_args(settings, settings["database"])
+        self.stderr = tempfile.TemporaryFile(dir=scratch_dir)  # noqa: SIM115 - closed by close()
+        self.began = time.monotonic()
+        self.proc = _popen(settings, argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.stderr)
+        self.stream = _DumpStream(self.proc.stdout)
+
+    def finish(self) -> dict[str, Any]:
+        what = "pg_dump of database %s" % self.settings["database"]
+        try:
+            code = self.proc.wait(timeout=self.settings.get("timeout") or 3600)
+        except subprocess.TimeoutExpired:
+            raise CaptureError("%s did not exit after its output ended" % what, "nothing was committed; retry")
+        self.stderr.seek(0)
+        message = self.stderr.read(STDERR_LIMIT).decode("utf-8", "replace")
+        if code != 0:
+            problem, remedy = explain(message, self.settings, what)
+            raise CaptureError(problem, "%s; nothing was committed" % remedy, exit_status=code)
+        if not self.stream.head.startswith(DUMP_MAGIC):
+            raise CaptureError(
+                "%s exited 0 but its output is not a custom-format archive (%d bytes)" % (what, self.stream.size),
+                "check exec_prefix: the wrapper must pass pg_dump's stdout through unchanged (docker exec -T)",
+            )
+        return {"dump_seconds": round(time.monotonic() - self.began, 3), "dump_size": self.stream.size}
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        with contextlib.suppress(Exception):
+            self.proc.wait(timeout=30)
+        for handle in (self.proc.stdout, self.stderr):
+            with contextlib.suppress(Exception):
+                handle.close()
+
+
+def _public_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    keys = ("host", "port", "user", "service", "become_user", "exec_prefix", "bin_dir", "passfile", "service_file")
+    return {key: settings[key] for key in keys if settings.get(key) not in (None, "", [])}
+
+
+# --------------------------------------------------------------------------
+# restore checks
+# --------------------------------------------------------------------------
+
+
+def _list_archive(settings: dict[str, Any], dump_path: str, error=RestoreError) -> str:
+    local = dict(settings, exec_prefix=[], become_user=None)
+    with open(dump_path, "rb") as stream:
+        return _run(local, [_tool(local, "pg_restore"), "--list"], "pg_restore --list of %s" % dump_path, error, stream)
+
+
+_LIST_HEADERS = {"dbname": "dbname", "Format": "format", "Dumped from database version": "dumped_from"}
+
+
+def archive_facts(listing: str) -> dict[str, Any]:
+    """Header and TOC counts from ``pg_restore --list`` output."""
+    facts: dict[str, Any] = {"toc_entries": 0, "table_data": 0}
+    for line in listing.splitlines():
+        header = re.match(r";\s+(dbname|Format|Dumped from database version):\s*(.*)$", line)
+        if header:
+            facts[_LIST_HEADERS[header.group(1)]] = header.group(2).strip()
+        elif line and not line.startswith(";"):
+            facts["toc_entries"] += 1
+            if re.match(r"^\d+; \d+ \d+ TABLE DATA ", line):
+                facts["table_data"] += 1
+    return facts
+
+
+def dump_row_counts(settings: dict[str, Any], dump_path: str) -> dict[str, int]:
+    """Rows per table in the dump's data (``pg_restore --data-only -f -``; one COPY line is one row)."""
+    local = dict(settings, exec_prefix=[], become_user=None)
+    argv = [_tool(local, "pg_restore"), "--data-only", "--file=-"]
+    counts: dict[str, int] = {}
+    with open(dump_path, "rb") as source, tempfile.TemporaryFile() as err:
+        proc = _popen(local, argv, stdin=source, stdout=subprocess.PIPE, stderr=err)
+        current = None
+        try:
+            for raw in proc.stdout:
+                if current is not None:
+                    if raw == b"\\.\n":
+                        current = None
+                    else:
+                        counts[current] += 1
+                    continue
+                if raw.startswith(b"COPY "):
+                    match = _COPY_RE.match(raw.decode("utf-8", "replace").rstrip("\n"))
+                    if match:
+                        current = match.group(1)
+                        counts.setdefault(current, 0)
+        finally:
+            proc.stdout.close()
+            code = proc.wait()
+        if code != 0:
+            err.seek(0)
+            problem, remedy = explain(err.read(STDERR_LIMIT).decode("utf-8", "replace"), local, "reading the dump")
+            raise RestoreError(problem, remedy)
+    return counts
+
+
+def _quote_literal(text: str) -> str:
+    return "'%s'" % text.replace("'", "''")
+
+
+def _quote_ident(text: str) -> str:
+    return '"%s"' % text.replace('"', '""')
+
+
+def _prepare_database(settings: dict[str, Any], database: str, label: str, mark: bool = True) -> None:
+    """(Re)create ``database`` for a restore check; an existing one only if nodekeep made it.
+
+    ``mark=False`` (a restore under the database's own name) creates it only when it
+    does not exist and leaves no marker on it.
+    """
+    maintenance = settings.get("maintenance_database") or "postgres"
+    what = "preparing the restore database %s" % database
+    # One row ("x" + its comment) when the database exists, none otherwise.
+    found = _psql(
+        settings,
+        maintenance,
+        "SELECT 'x' || coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = %s"
+        % _quote_literal(database),
+        what,
+        RestoreError,
+    )
+    exists = found.startswith("x")
+    comment = found[1:]
+    if exists:
+        if not mark or not comment.startswith(MARKER):
+            raise RestoreError(
+                "the restore database %s exists and was not made by nodekeep" % database,
+                "name a database that does not exist yet (nodekeep creates it and marks it), or drop this one "
+                "yourself if it really is a scratch copy; nothing was changed",
+            )
+        _psql(settings, maintenance, "DROP DATABASE %s WITH (FORCE)" % _quote_ident(database), what, RestoreError)
+    _psql(settings, maintenance, "CREATE DATABASE %s TEMPLATE template0" % _quote_ident(database), what, RestoreError)
+    if mark:
+        _psql(
+            settings,
+            maintenance,
+            "COMMENT ON DATABASE %s IS %s" % (_quote_ident(database), _quote_literal("%s: %s" % (MARKER, label))),
+            what,
+            RestoreError,
+        )
+
+
+def database_row_counts(settings: dict[str, Any], database: str, tables: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for start in range(0, len(tables), COUNT_BATCH):
+        batch = tables[start : start + COUNT_BATCH]
+        sql = "SELECT json_build_array(%s)" % ", ".join("(SELECT count(*) FROM ONLY %s)" % name for name in batch)
+        output = _psql(settings, database, sql, "counting rows in %s" % database, RestoreError)
+        counts.update(zip(batch, json.loads(output.splitlines()[-1])))
+    return counts
+
+
+def load_into_database(
+    settings: dict[str, Any],
+    dump_path: str,
+    database: str,
+    label: str = "",
+    expected: dict[str, int] | None = None,
+    mark: bool = True,
+) -> dict[str, Any]:
+    """``pg_restore --dbname`` the dump into a fresh ``database`` and check every table's row count.
+
+    ``settings`` are the connection options (as for a backup; ``restore_options``
+    are passed to pg_restore, by default ``--no-owner --no-privileges``).
+    Returns ``{database, tables, rows, seconds}``; a table whose count differs
+    from the dump's data raises RestoreError naming it. ``mark=False`` restores
+    under a name that must not exist yet and leaves no marker (a real restore).
+    """
+    began = time.monotonic()
+    settings = dict(settings)
+    settings.setdefault("timeout", 3600)
+    settings.setdefault("connect_timeout", 10)
+    label = label or os.path.basename(dump_path)
+    if expected is None:
+        expected = dump_row_counts(settings, dump_path)
+    _prepare_database(settings, database, label, mark)
+    options = settings.get("restore_options")
+    if options is None:
+        options = ["--no-owner", "--no-privileges"]
+    argv = [_tool(settings, "pg_restore"), "--exit-on-error", "--single-transaction"] + list(options)
+    argv += _connection_args(settings, database)
+    with open(dump_path, "rb") as stream:
+        _run(settings, argv, "pg_restore into %s" % database, RestoreError, stream)
+    found = database_row_counts(settings, database, sorted(expected))
+    different = {name: (expected[name], found.get(name)) for name in expected if found.get(name) != expected[name]}
+    if different:
+        shown = ", ".join(
+            "%s: dump %d, restored %s" % (name, rows[0], rows[1]) for name, rows in sorted(different.items())[:10]
+        )
+        raise RestoreError(
+            "the restored database %s does not hold the dump's rows (%s)" % (database, shown),
+            "the restore is incomplete; do not use it, check pg_restore's output and the server log",
+        )
+    listed = dict(sorted(expected.items())[:ROWS_LISTED])
+    return {
+        "database": database,
+        "tables": len(expected),
+        "rows": sum(expected.values()),
+        "row_counts": listed,
+        "seconds": round(time.monotonic() - began, 3),
+    }
+
+
+# --------------------------------------------------------------------------
+# the asset type
+# --------------------------------------------------------------------------
+
+
+class PostgresAssetType(_assets.FileAssetType):
+    """A PostgreSQL database, dumped in custom format by ``pg_dump`` as one stream."""
+
+    name = "postgres"
+    extension = ".pgdump"
+    content_format = "pgdump-custom"
+    options: ClassVar[dict[str, Any]] = {
+        "database": None,
+        "host": None,
+        "port": None,
+        "user": None,
+        "passfile": None,
+        "service": None,
+        "service_file": None,
+        "dump_options": [],
+        "become_user": None,
+        "exec_prefix": [],
+        "bin_dir": None,
+        "connect_timeout": 10,
+        "timeout": 21600,
+        "restore_database": None,
+        "restore_options": ["--no-owner", "--no-privileges"],
+        "maintenance_database": "postgres",
+    }
+
+    def normalize(self, asset: dict[str, Any]) -> dict[str, Any]:
+        normalized = super().normalize(asset)
+        return validate(normalized, "asset %s" % normalized["name"])
+
+    @contextlib.contextmanager
+    def capture(self, asset: dict[str, Any], scratch_dir: str, context=None):
+        settings = dict(asset)
+        facts = server_facts(settings)
+        facts["pg_dump_version"] = client_version(settings)
+        facts.update(_public_settings(settings))
+        if settings.get("restore_database"):
+            facts["restore_database"] = settings["restore_database"]
+            facts["restore_options"] = settings["restore_options"]
+            facts["maintenance_database"] = settings.get("maintenance_database") or "postgres"
+        dump = _Dump(settings, scratch_dir)
+        try:
+            yield _assets.Captured(dump.stream, facts, finish=dump.finish)
+        finally:
+            dump.close()
+
+    def settings_from(self, artifact) -> dict[str, Any]:
+        """The connection settings recorded in an artifact's facts (for checks and restores)."""
+        source = artifact.source
+        keys = ("host", "port", "user", "service", "become_user", "exec_prefix", "bin_dir", "passfile", "service_file")
+        settings = {key: source[key] for key in keys if source.get(key) not in (None, "", [])}
+        settings.update(
+            name=artifact.name,
+            database=source.get("database"),
+            restore_options=source.get("restore_options"),
+            maintenance_database=source.get("maintenance_database") or "postgres",
+            timeout=21600,
+            connect_timeout=10,
+        )
+        if settings.get("become_user"):
+            try:
+                pwd.getpwnam(str(settings["become_user"]))
+            except KeyError:
+                settings.pop("become_user")  # another host (a staging host) may not have that user
+        return settings
+
+    def deep_check(self, path: str, artifact, check: str = "integrity") -> dict[str, Any]:
+        settings = self.settings_from(artifact)
+        listing = _list_archive(settings, path)
+        facts = archive_facts(listing)
+        if facts.get("format") != "CUSTOM":
+            raise RestoreError(
+                "the restored dump %s is not a custom-format archive (%s)" % (path, facts.get("format")),
+                "the artifact does not match its manifest; restore another epoch",
+            )
+        database = artifact.source.get("database")
+        if database and facts.get("dbname") and facts["dbname"] != database:
+            raise RestoreError(
+                "the restored dump %s is of database %s, the manifest says %s" % (path, facts["dbname"], database),
+                "the artifact does not match its manifest; restore another epoch",
+            )
+        checks: dict[str, Any] = {"list": "ok", "toc_entries": facts["toc_entries"], "table_data": facts["table_data"]}
+        restore_db = artifact.source.get("restore_database")
+        if restore_db and check != "quick":
+            checks["restore"] = self.load(path, artifact, restore_db)
+        return checks
+
+    def load(
+        self, path: str, artifact, database: str, settings: dict[str, Any] | None = None, replace_source: bool = False
+    ) -> dict[str, Any]:
+        """Load a restored dump into ``database`` and compare every table's rows with the dump.
+
+        A scratch database is created (or re-created if nodekeep made it). The
+        database the dump was taken from is refused unless ``replace_source``:
+        then it must not exist (drop or rename the damaged one first) and is
+        created without the scratch marker.
+        """
+        source = database == artifact.source.get("database")
+        if source and not replace_source:
+            raise RestoreError(
+                "refusing to load the dump into the database it was taken from (%s)" % database,
+                "name a separate scratch database, or drop the damaged database and ask for replace_source",
+            )
+        merged = self.settings_from(artifact)
+        merged.update(settings or {})
+        try:
+            return load_into_database(
+                merged,
+                path,
+                database,
+                label="%s of %s" % (artifact.name, artifact.source.get("database")),
+                mark=not source,
+            )
+        except NodekeepError:
+            raise
+        except OSError as exc:
+            raise RestoreError("loading %s into %s failed: %s" % (path, database, exc))

@@ -1,0 +1,293 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: nodekeep.backup contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: btrfs_snapshot
+short_description: btrfs read-only snapshots for backups - create, send sealed, receive, prune
+version_added: 0.2.0
+description:
+  - Manages the read-only snapshots of one btrfs subvolume O(subvolume) the way the C(btrfs) asset type of
+    M(nodekeep.backup.epoch_backup) does, for use on its own.
+  - Snapshots live in O(snapshot_dir) (default C(.nodekeep-snapshots) beside the subvolume; it must be on the
+    same filesystem) and are named C(SUBVOLUME@PREFIX-YYYYMMDDTHHMMSSZ), so that O(state=pruned) applies the
+    same keep-hourly / daily / weekly / monthly policy as M(nodekeep.backup.epoch_prune). Other names are never
+    pruned.
+  - O(state=sent) seals a C(btrfs send) stream (full, or incremental with C(-p) from O(base)) with zstd and age
+    into O(dest). Restore it by hand with C(age -d -i KEY FILE | zstd -d | btrfs receive DIR), or with
+    O(state=received).
+  - btrfs has no snapshot holds; the kernel refuses to delete a snapshot while it is being sent.
+  - See C(docs/snapshots.md).
+author:
+  - nodekeep.backup maintainers (@nodekeep)
+extends_documentation_fragment:
+  - nodekeep.backup._attributes
+attributes:
+  check_mode:
+    support: full
+    details: Lists the snapshots and reports what would be created, destroyed, sent or received.
+  diff_mode:
+    support: full
+    details: The subvolume's snapshot list before and after (which snapshots would be created or destroyed).
+  idempotent:
+    support: partial
+    details:
+      - O(state=present) with O(name), O(state=absent) and O(state=pruned) are idempotent. O(state=present) without
+        O(name) makes a new snapshot named by the current time on every run.
+      - O(state=sent) does nothing when O(dest) exists (unless O(force=true)); O(state=received) is an action.
+options:
+  subvolume:
+    description: The subvolume's path.
+    type: path
+    required: true
+  state:
+    description:
+      - V(present) makes the read-only snapshot O(name) (default C(PREFIX-<now>)); V(absent) deletes it.
+      - V(pruned) deletes the C(PREFIX-<time>) snapshots the policy (O(keep_last) ...) does not keep.
+      - V(sent) writes the sealed send stream of O(name) to O(dest); V(received) receives the sealed stream O(src)
+        into the directory O(target) (on btrfs).
+    type: str
+    choices: [present, absent, pruned, sent, received]
+    default: present
+  name:
+    description: The snapshot name (the part after C(@)).
+    type: str
+  prefix:
+    description: Prefix of the snapshot names this module makes and prunes.
+    type: str
+    default: nodekeep
+  snapshot_dir:
+    description: Where the snapshots are (default C(.nodekeep-snapshots) beside the subvolume).
+    type: path
+  keep_last:
+    description: O(state=pruned) keeps the newest N snapshots.
+    type: int
+  keep_hourly:
+    description: O(state=pruned) keeps one snapshot for each of the N most recent hours that have one.
+    type: int
+  keep_daily:
+    description: O(state=pruned) keeps one snapshot for each of the N most recent days that have one.
+    type: int
+  keep_weekly:
+    description: O(state=pruned) keeps one snapshot for each of the N most recent ISO weeks that have one.
+    type: int
+  keep_monthly:
+    description: O(state=pruned) keeps one snapshot for each of the N most recent months that have one.
+    type: int
+  keep_yearly:
+    description: O(state=pruned) keeps one snapshot for each of the N most recent years that have one.
+    type: int
+  keep_within:
+    description: O(state=pruned) keeps every snapshot within this time of the newest one (V(7d), V(36h), V(2w)).
+    type: str
+  pick:
+    description: Which snapshot represents a period.
+    type: str
+    choices: [first, last]
+    default: first
+  protect:
+    description: Snapshot names O(state=pruned) keeps whatever the policy says (the parent of the next send).
+    type: list
+    elements: str
+    default: []
+  dest:
+    description: O(state=sent) writes the sealed stream here (0600; written beside it and renamed when complete).
+    type: path
+  base:
+    description: O(state=sent) sends incrementally from this earlier snapshot (C(btrfs send -p)).
+    type: str
+  recipients:
+    description: age recipients (C(age1...) or C(ssh-ed25519 ...)) the stream of O(state=sent) is sealed to.
+    type: list
+    elements: str
+    default: []
+  recipients_files:
+    description: Files of age recipients, one per line.
+    type: list
+    elements: path
+    default: []
+  level:
+    description: zstd compression level of O(state=sent).
+    type: int
+    default: 3
+  src:
+    description: O(state=received) reads this sealed stream.
+    type: path
+  target:
+    description: O(state=received) receives into this directory (on btrfs; made if absent).
+    type: path
+  identities:
+    description: age identities (C(AGE-SECRET-KEY-1...)) for O(state=received).
+    type: list
+    elements: str
+    default: []
+  identity_files:
+    description: Files holding age identities or OpenSSH private keys, for O(state=received).
+    type: list
+    elements: path
+    default: []
+  force:
+    description: O(state=sent) overwrites O(dest).
+    type: bool
+    default: false
+requirements:
+  - btrfs-progs
+  - pyrage and zstandard for O(state=sent) and O(state=received)
+seealso:
+  - module: nodekeep.backup.zfs_snapshot
+  - module: nodekeep.backup.epoch_backup
+"""
+
+EXAMPLES = r"""
+- name: Read-only snapshot of the PDS data
+  nodekeep.backup.btrfs_snapshot:
+    subvolume: /srv/pds
+  register: snap
+
+- name: Ship it sealed
+  nodekeep.backup.btrfs_snapshot:
+    subvolume: /srv/pds
+    name: "{{ snap.snapshot.name }}"
+    state: sent
+    dest: "/var/backups/pds-{{ snap.snapshot.name }}.btrfs.zst.age"
+    recipients: "{{ nodekeep_age_recipients }}"
+
+- name: Keep the last 3 and 7 daily snapshots
+  nodekeep.backup.btrfs_snapshot:
+    subvolume: /srv/pds
+    state: pruned
+    keep_last: 3
+    keep_daily: 7
+  register: pruned
+"""
+
+RETURN = r"""
+volume:
+  description: The subvolume.
+  returned: always
+  type: str
+  sample: /srv/pds
+snapshot:
+  description: The snapshot worked on (backend, volume, name, uuid, createtxg (generation), created, path).
+  returned: when a snapshot was named or made
+  type: dict
+  sample: {backend: btrfs, volume: /srv/pds, name: nodekeep-20261122T101500Z, uuid: 05a0830a-80b8-6647-bff5-62a5eaccc943,
+           createtxg: 8, created: "2026-11-22T10:15:00Z", path: /srv/.nodekeep-snapshots/pds@nodekeep-20261122T101500Z}
+snapshots:
+  description: Names of the subvolume's snapshots after the run (as they would be, in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: [nodekeep-20261122T101500Z]
+features:
+  description: What the installed btrfs-progs supports.
+  returned: always
+  type: dict
+  sample: {implementation: btrfs-progs, version: "6.2", send_proto2: true, send_compressed: true}
+kept:
+  description: O(state=pruned) - snapshots kept, with the rules that keep them.
+  returned: when state is pruned
+  type: list
+  elements: dict
+  sample: [{snapshot: /srv/.nodekeep-snapshots/pds@nodekeep-20261122T101500Z, name: nodekeep-20261122T101500Z, reasons: ["last 1"]}]
+destroyed:
+  description: O(state=pruned) - snapshots deleted (would be, in check mode), and why.
+  returned: when state is pruned
+  type: list
+  elements: dict
+  sample: []
+dest:
+  description: O(state=sent) - the sealed stream file.
+  returned: when state is sent
+  type: str
+  sample: /var/backups/pds-nodekeep-20261122T101500Z.btrfs.zst.age
+sha256:
+  description: SHA-256 of the sealed file.
+  returned: when a stream was sent or received
+  type: str
+  sample: 3f0a...
+content_sha256:
+  description: SHA-256 of the plain send stream.
+  returned: when a stream was sent or received
+  type: str
+  sample: 9b1c...
+size:
+  description: Size of the sealed file in bytes.
+  returned: when a stream was sent or received
+  type: int
+  sample: 104857600
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.nodekeep.backup.plugins.module_utils import snapshot
+from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
+    AGE_IDENTITY_OPTIONS,
+    AGE_RECIPIENT_OPTIONS,
+    argspec,
+    require_libraries,
+    run,
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argspec(
+            AGE_RECIPIENT_OPTIONS,
+            AGE_IDENTITY_OPTIONS,
+            subvolume={"type": "path", "required": True},
+            state={"type": "str", "default": "present", "choices": ["present", "absent", "pruned", "sent", "received"]},
+            name={"type": "str"},
+            prefix={"type": "str", "default": "nodekeep"},
+            snapshot_dir={"type": "path"},
+            keep_last={"type": "int"},
+            keep_hourly={"type": "int"},
+            keep_daily={"type": "int"},
+            keep_weekly={"type": "int"},
+            keep_monthly={"type": "int"},
+            keep_yearly={"type": "int"},
+            keep_within={"type": "str"},
+            pick={"type": "str", "choices": ["first", "last"], "default": "first"},
+            protect={"type": "list", "elements": "str", "default": []},
+            dest={"type": "path"},
+            base={"type": "str"},
+            level={"type": "int", "default": 3},
+            src={"type": "path"},
+            target={"type": "path"},
+            force={"type": "bool", "default": False},
+        ),
+        required_if=[
+            ("state", "absent", ["name"]),
+            ("state", "sent", ["name", "dest"]),
+            ("state", "received", ["src", "target"]),
+        ],
+        supports_check_mode=True,
+    )
+    if module.params["state"] in ("sent", "received"):
+        require_libraries(module, "pyrage", "zstandard")
+
+    def action():
+        fs = snapshot.Btrfs()
+        params = dict(module.params)
+        subvolume = params["subvolume"]
+        if params["state"] != "received" and not fs.volume_for(subvolume):
+            raise snapshot.SnapshotError(
+                "%s is not a btrfs subvolume" % subvolume, "give the path of a subvolume (btrfs subvolume list)"
+            )
+        if not params.get("snapshot_dir"):
+            params["snapshot_dir"] = snapshot.Btrfs.snapshot_dir(subvolume)
+        result = snapshot.run_state(fs, subvolume, params, module.check_mode)
+        if not module._diff:
+            result.pop("diff", None)
+        return result
+
+    run(module, action)
+
+
+if __name__ == "__main__":
+    main()

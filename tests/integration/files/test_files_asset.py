@@ -1,0 +1,366 @@
+"""The ``files`` asset type on a DA-store-like tree: full and incremental backups, restores, verify, GC.
+
+Everything is real: the engine's backup_epoch / verify_epoch / restore_epoch, a local
+repository, age keys, Ed25519 signatures, and a separate process writing files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.nodekeep.backup.plugins.module_utils import files as files_mod
+from ansible_collections.nodekeep.backup.plugins.module_utils import seal
+from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError
+from ansible_collections.nodekeep.backup.plugins.module_utils.retention import RetentionPolicy, apply_retention
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def refs_of(node, epoch: str, name: str = "da") -> dict:
+    from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import load_manifest
+
+    manifest = load_manifest(node.repository, node.name, epoch, node.public_line)
+    return files_mod.load_refs(node.repository, node.name, epoch, manifest.artifact(name))
+
+
+def index_entries(node, epoch: str, name: str = "da") -> list:
+    identities = seal.load_identities([node.age_key.identity])
+    data = node.repository.get_bytes(node.name, epoch, "%s.index.jsonl.zst.age" % name)
+    lines = seal.unseal_bytes(data, identities).decode().splitlines()
+    assert json.loads(lines[0])["format"] == files_mod.INDEX_FORMAT
+    return [json.loads(line) for line in lines[1:]]
+
+
+def restored_root(result: dict) -> Path:
+    (artifact,) = result["artifacts"]
+    return Path(artifact["path"])
+
+
+class TestFullAndIncremental:
+    def test_incremental_uploads_only_changes_and_every_epoch_restores_exactly(
+        self, node, store_tools, files_asset, tmp_path
+    ):
+        store = tmp_path / "da"
+        made = store_tools.make(store, count=3000)
+        asset = files_asset(store)
+        before_full = store_tools.meta(store)
+
+        began = time.monotonic()
+        full = node.backup([asset])
+        full_seconds = time.monotonic() - began
+        full_facts = full.artifacts[0].source
+        objects_after_full = node.repository.object_names(node.name)
+        distinct = len({m[6] for m in before_full.values() if m[0] == "file"})
+        assert len(objects_after_full) == distinct == full_facts["objects"]["new_objects"]
+        assert full_facts["entries"]["hardlinks"] == 1
+        assert full_facts["objects"]["unchanged"] == 0
+
+        time.sleep(0.05)  # the changed files get other mtimes
+        churned = store_tools.churn(store, made["blobs"], fraction=0.01, add=10, delete=10)
+        os.chmod(store / "index" / "head.json", 0o600)  # metadata-only change: no new object
+        before_incremental = store_tools.meta(store)
+
+        began = time.monotonic()
+        incremental = node.backup([asset])
+        incremental_seconds = time.monotonic() - began
+        facts = incremental.artifacts[0].source
+        objects_after = node.repository.object_names(node.name)
+        new_objects = set(objects_after) - set(objects_after_full)
+        assert len(new_objects) == churned["changed"] + churned["added"] == facts["objects"]["new_objects"]
+        assert facts["base_epoch"] == full.epoch
+        assert facts["objects"]["read"] <= churned["changed"] + churned["added"] + 1  # + head.json (ctime)
+        uploaded = facts["objects"]["uploaded_bytes"]
+        full_uploaded = full_facts["objects"]["uploaded_bytes"]
+        assert uploaded < full_uploaded / 20
+        print(
+            "\nfiles asset, %d files: full %.2f s, %d bytes uploaded; incremental (%d changed, %d added, "
+            "%d deleted) %.2f s, %d bytes uploaded, %d objects new"
+            % (
+                full_facts["entries"]["files"],
+                full_seconds,
+                full_uploaded,
+                churned["changed"],
+                churned["added"],
+                churned["deleted"],
+                incremental_seconds,
+                uploaded,
+                len(new_objects),
+            )
+        )
+
+        for epoch, expected in ((full.epoch, before_full), (incremental.epoch, before_incremental)):
+            target = tmp_path / ("restore-" + epoch)
+            result = node.restore(target, epoch=epoch)
+            root = restored_root(result)
+            assert store_tools.meta(root) == expected
+            assert store_tools.hardlinked(root, "commitments.hardlink", "index/commitments.log")
+
+    def test_lost_cache_reads_again_but_uploads_nothing_and_a_new_key_uploads_everything(
+        self, node, store_tools, files_asset, tmp_path
+    ):
+        store = tmp_path / "da"
+        store_tools.make(store, count=200)
+        asset = files_asset(store)
+        full = node.backup([asset])
+        for path in (files_asset.state_dir / node.name / "da").iterdir():
+            path.unlink()
+        again = node.backup([asset])
+        work = again.artifacts[0].source["objects"]
+        assert again.artifacts[0].source["base_epoch"] is None
+        assert work["new_objects"] == 0 and work["unchanged"] == 0
+        assert work["rehashed_objects"] == full.artifacts[0].source["objects"]["new_objects"]
+        assert node.verify()["ok"]
+
+        (files_asset.state_dir / node.name / files_mod.KEY_FILE).unlink()
+        rekeyed = node.backup([asset])
+        facts = rekeyed.artifacts[0].source
+        assert facts["new_key"] is True and facts["key_id"] != full.artifacts[0].source["key_id"]
+        assert facts["objects"]["new_objects"] == full.artifacts[0].source["objects"]["new_objects"]
+        assert store_tools.meta(restored_root(node.restore(tmp_path / "r"))) == store_tools.meta(store)
+
+    def test_include_and_exclude(self, node, store_tools, files_asset, tmp_path):
+        store = tmp_path / "da"
+        store_tools.make(store, count=50)
+        asset = files_asset(store, include=["index", "HEAD", "blobs"], exclude=["*.log", "tmp"])
+        manifest = node.backup([asset])
+        paths = {entry["path"] for entry in index_entries(node, manifest.epoch)}
+        assert "index/head.json" in paths and "HEAD" in paths
+        assert not any(p.endswith(".log") for p in paths)
+        assert not any(p.startswith(("tmp", "bin", "empty")) for p in paths)
+        root = restored_root(node.restore(tmp_path / "r"))
+        assert (root / "index" / "head.json").read_bytes() == (store / "index" / "head.json").read_bytes()
+        assert not (root / "index" / "commitments.log").exists()
+        assert not (root / "bin").exists()
+
+
+WRITER = r"""
+import os, sys, time
+path, mode = sys.argv[1], sys.argv[2]
+count = 0
+while True:
+    count += 1
+    if mode == "append":
+        with open(path, "ab") as handle:
+            handle.write(b"x" * 4096)
+    else:  # rewrite in place: same size, new content and mtime
+        with open(path, "r+b") as handle:
+            handle.write(b"%08d" % count * 512)
+    time.sleep(0.0005)
+"""
+
+
+class TestLiveWrites:
+    @pytest.fixture
+    def writer(self, tmp_path):
+        procs = []
+
+        def start(path, mode):
+            script = tmp_path / "writer.py"
+            script.write_text(WRITER)
+            before = os.stat(path)
+            proc = subprocess.Popen([sys.executable, str(script), str(path), mode])
+            procs.append(proc)
+            deadline = time.monotonic() + 10
+            while (os.stat(path).st_mtime_ns, os.stat(path).st_size) == (before.st_mtime_ns, before.st_size):
+                assert time.monotonic() < deadline, "the writer did not start"
+                time.sleep(0.01)
+            return proc
+
+        yield start
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+    @pytest.mark.parametrize("small_file", [64 << 20, 0], ids=["in-memory", "streamed"])
+    def test_a_file_written_during_the_backup_is_never_stored_torn_silently(
+        self, node, store_tools, files_asset, tmp_path, writer, monkeypatch, small_file
+    ):
+        monkeypatch.setattr(files_mod, "SMALL_FILE", small_file)
+        store = tmp_path / "da"
+        store_tools.make(store, count=100)
+        growing = store / "index" / "growing.log"
+        growing.write_bytes(b"x" * (16 << 20))  # reading it takes longer than the writer's interval
+        rewritten = store / "index" / "rewritten.bin"
+        rewritten.write_bytes(b"0" * 4096)
+        writer(growing, "append")
+        writer(rewritten, "rewrite")
+        manifest = node.backup([files_asset(store)])
+        facts = manifest.artifacts[0].source
+        entries = {e["path"]: e for e in index_entries(node, manifest.epoch)}
+        grown = entries["index/growing.log"]
+        assert grown.get("changed") is True and "index/growing.log" in facts["changed"]
+        assert facts["changed_files"] >= 1 and facts["objects"]["retries"] >= files_mod.READ_ATTEMPTS
+        root = restored_root(node.restore(tmp_path / "r"))
+        restored = (root / "index" / "growing.log").read_bytes()
+        assert len(restored) == grown["size"] and restored == b"x" * len(restored)
+        # The small file rewritten in place: either flagged, or one whole version (never two halves).
+        content = (root / "index" / "rewritten.bin").read_bytes()
+        if not entries["index/rewritten.bin"].get("changed"):
+            assert len({content[i : i + 8] for i in range(0, len(content), 8)}) == 1
+
+
+class TestDamage:
+    def test_tampered_object_is_found_by_verify_deep_verify_and_restore(self, node, store_tools, files_asset, tmp_path):
+        store = tmp_path / "da"
+        store_tools.make(store, count=100)
+        manifest = node.backup([files_asset(store)])
+        assert node.verify()["ok"]
+        name = min(refs_of(node, manifest.epoch))
+        path = Path(node.repository.root) / node.name / "objects" / name[:2] / name
+        data = bytearray(path.read_bytes())
+        data[-20] ^= 0x01
+        path.write_bytes(bytes(data))
+
+        report = node.verify()
+        assert not report["ok"]
+        assert name in report["problems"][0] and "damaged or modified" in report["problems"][0]
+        deep = node.verify(deep=True)
+        assert not deep["ok"]
+        with pytest.raises(NodekeepError) as failed:
+            node.restore(tmp_path / "r")
+        assert name in failed.value.message
+        leftovers = [p for p in (tmp_path / "r").rglob("*") if p.is_file()]
+        assert leftovers == []  # nothing half restored stays behind
+
+    def test_missing_object_is_found_by_verify(self, node, store_tools, files_asset, tmp_path):
+        store = tmp_path / "da"
+        store_tools.make(store, count=50)
+        manifest = node.backup([files_asset(store)])
+        name = max(refs_of(node, manifest.epoch))
+        node.repository.remove_object(node.name, name)
+        report = node.verify()
+        assert not report["ok"] and "missing" in report["problems"][0] and name in report["problems"][0]
+        # the next backup uploads it again (the listing says it is gone), and verify is green again
+        node.backup([files_asset(store)])
+        assert node.verify()["ok"]
+
+    def test_tampered_refs_list_is_found(self, node, store_tools, files_asset, tmp_path):
+        store = tmp_path / "da"
+        store_tools.make(store, count=20)
+        manifest = node.backup([files_asset(store)])
+        refs = node.epoch_dir(manifest.epoch) / "da.refs.txt"
+        refs.write_text(refs.read_text().splitlines()[0] + "\n")
+        report = node.verify()
+        assert not report["ok"] and "does not match its manifest" in report["problems"][0]
+
+
+class TestRetention:
+    def test_retention_removes_the_old_epoch_and_gc_only_unreferenced_objects(
+        self, node, store_tools, files_asset, tmp_path
+    ):
+        store = tmp_path / "da"
+        made = store_tools.make(store, count=300)
+        asset = files_asset(store)
+        first = node.backup([asset])
+        time.sleep(1.05)
+        store_tools.churn(store, made["blobs"], fraction=0.05, add=5, delete=5)
+        second = node.backup([asset])
+        only_first = set(refs_of(node, first.epoch)) - set(refs_of(node, second.epoch))
+        assert only_first
+        later = datetime.now(timezone.utc) + timedelta(days=2)
+        policy = RetentionPolicy(keep_last=1)
+
+        dry = apply_retention(node.repository, node.name, policy, node.public_line, dry_run=True, now=later)
+        assert dry["objects"]["removed"] == len(only_first)
+        assert len(node.repository.object_names(node.name)) == len(only_first | set(refs_of(node, second.epoch)))
+
+        result = apply_retention(node.repository, node.name, policy, node.public_line, now=later)
+        assert [e["epoch"] for e in result["removed"]] == [first.epoch]
+        assert result["objects"]["removed"] == len(only_first) and result["objects"]["deferred"] is None
+        assert set(node.repository.object_names(node.name)) == set(refs_of(node, second.epoch))
+        assert result["changed"] is True
+        assert node.verify()["ok"]
+        assert store_tools.meta(restored_root(node.restore(tmp_path / "r"))) == store_tools.meta(store)
+
+    def test_gc_waits_while_a_backup_may_be_running_and_keeps_young_objects(
+        self, node, store_tools, files_asset, tmp_path
+    ):
+        store = tmp_path / "da"
+        made = store_tools.make(store, count=100)
+        asset = files_asset(store)
+        node.backup([asset])
+        time.sleep(1.05)
+        store_tools.churn(store, made["blobs"], fraction=0.1, add=0, delete=0)
+        node.backup([asset])
+        policy = RetentionPolicy(keep_last=1)
+        running = node.repository.new_epoch(node.name)  # an incomplete epoch: a backup in progress
+        result = apply_retention(node.repository, node.name, policy, node.public_line)
+        assert result["objects"]["removed"] == 0 and running in result["objects"]["deferred"]
+        node.repository.remove_epoch(node.name, running)
+        # no run in progress, but the unreferenced objects are younger than the grace: kept
+        result = apply_retention(node.repository, node.name, policy, node.public_line)
+        assert result["objects"]["removed"] == 0 and result["objects"]["young"] > 0
+
+
+class TestConfig:
+    def test_config_file_and_directory_round_trip(self, node, tmp_path):
+        etc = tmp_path / "etc" / "guts"
+        etc.mkdir(parents=True)
+        config = etc / "config.yaml"
+        config.write_text("listen: 0.0.0.0:9000\n")
+        os.chmod(config, 0o640)
+        os.chown(config, 1234, 2345)
+        os.utime(config, ns=(1_760_000_000_987_654_321, 1_760_000_000_987_654_321))
+        conf_d = tmp_path / "etc" / "animica"
+        (conf_d / "chain").mkdir(parents=True)
+        (conf_d / "chain" / "params.toml").write_text("chain_id = 1\n")
+        (conf_d / "cors.json").write_text("{}\n")
+        os.chmod(conf_d / "cors.json", 0o600)
+        assets = [
+            {"name": "guts-config", "type": "config", "path": str(config)},
+            {"name": "animica-config", "type": "config", "path": str(conf_d)},
+        ]
+        manifest = node.backup(assets)
+        by_name = {a.name: a for a in manifest.artifacts}
+        assert by_name["guts-config"].source["sha256"] == by_name["guts-config"].content_sha256
+        assert by_name["animica-config"].file == "animica-config.tar.zst.age"
+
+        report = node.verify()
+        assert report["ok"] and {a["extra"]["live"] for a in report["artifacts"]} == {"same"}
+        config.write_text("listen: 0.0.0.0:9001\n")
+        drift = {a["name"]: a["extra"]["live"] for a in node.verify()["artifacts"]}
+        assert drift == {"guts-config": "differs", "animica-config": "same"}
+
+        result = node.restore(tmp_path / "r")
+        paths = {a["name"]: Path(a["path"]) for a in result["artifacts"]}
+        restored = paths["guts-config"]
+        info = restored.stat()
+        assert restored.read_text() == "listen: 0.0.0.0:9000\n"
+        assert (oct(info.st_mode & 0o7777), info.st_uid, info.st_gid) == (oct(0o640), 1234, 2345)
+        assert info.st_mtime_ns == 1_760_000_000_987_654_321
+        tree = paths["animica-config"]
+        assert (tree / "chain" / "params.toml").read_text() == "chain_id = 1\n"
+        assert (tree / "cors.json").stat().st_mode & 0o777 == 0o600
+        assert node.verify(deep=True)["ok"]
+
+    def test_config_missing_path_is_a_clear_error(self, node, tmp_path, clear_error):
+        with pytest.raises(NodekeepError) as failed:
+            node.backup([{"name": "cfg", "type": "config", "path": str(tmp_path / "nope.yaml")}])
+        clear_error(failed.value, "does not exist")
+
+
+def test_standard_tools_open_the_index_and_an_object(node, store_tools, files_asset, tmp_path, age_key):
+    store = tmp_path / "da"
+    store_tools.make(store, count=10)
+    manifest = node.backup([files_asset(store)])
+    index = node.epoch_dir(manifest.epoch) / "da.index.jsonl.zst.age"
+    shown = subprocess.run(
+        "age -d -i %s %s | zstd -d" % (age_key.identity_path, index), shell=True, capture_output=True, check=True
+    ).stdout.decode()
+    entries = [json.loads(line) for line in shown.splitlines()[1:]]
+    entry = next(e for e in entries if e["path"] == "index/head.json")
+    obj = Path(node.repository.root) / node.name / "objects" / entry["object"][:2] / entry["object"]
+    content = subprocess.run(
+        "age -d -i %s %s | zstd -d" % (age_key.identity_path, obj), shell=True, capture_output=True, check=True
+    ).stdout
+    assert content == (store / "index" / "head.json").read_bytes()
+    shutil.rmtree(store)
