@@ -192,15 +192,28 @@ def plan(epochs: Iterable[str], policy: RetentionPolicy) -> list[Decision]:
 def _signed_epochs(repository, node: str, public_key: str):
     from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import load_manifest
 
-    valid, unverified = [], []
+    valid, unverified = {}, []
     for epoch in repository.complete_epochs(node):
         try:
-            load_manifest(repository, node, epoch, public_key)
+            valid[epoch] = load_manifest(repository, node, epoch, public_key)
         except NodekeepError as exc:
             unverified.append({"epoch": epoch, "reasons": ["not counted and not removed: %s" % exc.message]})
-            continue
-        valid.append(epoch)
     return valid, unverified
+
+
+def keep_chains(decisions: list[Decision], manifests: dict[str, Any]) -> list[Decision]:
+    """Keep every epoch that a kept epoch's incremental snapshot send needs (its chain back to a full send)."""
+    from ansible_collections.nodekeep.backup.plugins.module_utils.snapshot import manifest_needs
+
+    needed: set[str] = set()
+    for decision in decisions:
+        if decision.keep:
+            needed |= manifest_needs(manifests[decision.epoch])
+    for decision in decisions:
+        if not decision.keep and decision.epoch in needed:
+            decision.keep = True
+            decision.reasons = ["kept: the incremental snapshot chain of a kept epoch needs it"]
+    return decisions
 
 
 def apply_retention(
@@ -240,7 +253,7 @@ def apply_retention(
     valid, unverified = _signed_epochs(repository, node, public_key)
     result["unverified"] = unverified
     doomed = []
-    for decision in plan(valid, policy):
+    for decision in keep_chains(plan(valid, policy), valid):
         if decision.keep:
             result["kept"].append(decision.as_dict())
         else:

@@ -42,6 +42,20 @@ options:
       - Each needs C(name) (unique per node), C(type) and an absolute C(path).
       - "Type V(sqlite) accepts C(busy_timeout) (ms, default 5000), C(pages_per_step) (default 1024)
         and C(check) (V(integrity), V(quick) or V(none); default V(integrity))."
+      - "Type V(rocksdb) accepts C(method) (V(checkpoint_command), V(stop), V(snapshot) or V(offline)),
+        C(checkpoint_command), C(checkpoint_dir), C(service), C(stop_command), C(start_command), C(stop_timeout),
+        C(command_timeout), C(copy_dir), C(count_keys) and C(verify); see docs/rocksdb.md."
+      - "Type V(files) (a directory tree stored as content-addressed objects, incremental) accepts C(include),
+        C(exclude), C(state_dir) and C(sample); type V(config) accepts C(include) and C(exclude) for a directory;
+        see docs/files.md."
+      - "Type V(secret) seals a key file or a directory of them; nothing about it but public key facts is recorded."
+      - "Type V(postgres) accepts C(database) (required), C(host), C(port), C(user), C(passfile), C(service),
+        C(service_file), C(become_user), C(exec_prefix), C(bin_dir), C(dump_options), C(connect_timeout),
+        C(timeout), C(restore_database) and C(restore_options); see docs/postgres.md."
+      - "Types V(zfs) (C(path) is the dataset's mountpoint, or give C(dataset)) and V(btrfs) (a subvolume) accept
+        C(prefix), C(full_every), C(count_files), C(local_retention) and, for zfs, C(recursive); see docs/snapshots.md."
+      - "Any V(sqlite), V(rocksdb), V(files) or V(config) asset accepts C(snapshot): the mountpoint of a btrfs
+        subvolume or ZFS dataset holding it; all assets naming the same one are captured from one atomic snapshot."
     type: list
     elements: dict
     required: true

@@ -135,6 +135,9 @@ targets:
       description:
         - Epochs copied in this run, with bytes, seconds, rate and per object the version, lock and the number of
           parts a resumed upload did not send again.
+        - For epochs with V(files) assets, C(contents) counts the content-addressed objects copied before the
+          manifest (C(objects)), those the target already had (C(present)), and the locks extended on reused
+          objects (C(locks_extended)); C(bytes) includes the objects.
       type: list
       elements: dict
       sample:

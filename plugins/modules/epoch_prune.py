@@ -198,6 +198,13 @@ copies:
       type: list
       elements: str
       sample: []
+    objects:
+      description:
+        - Garbage collection of the content-addressed objects of V(files) assets, after the epochs were removed.
+        - An object is removed only when no remaining complete epoch references it, it is older than
+          O(incomplete_grace), it is not locked, and no backup younger than that is still running.
+      type: dict
+      sample: {total: 2000, referenced: 1980, removed: 20, removed_bytes: 81920, young: 0, locked: 0, missing: 0}
 removed:
   description: Number of epochs removed in all copies (would be removed, in a dry run).
   returned: always
@@ -297,7 +304,7 @@ def main():
             report["name"] = name
             reports.append(report)
         result = {
-            "changed": any(r["removed"] for r in reports) and not dry_run,
+            "changed": any(r["removed"] or r.get("objects", {}).get("removed") for r in reports) and not dry_run,
             "dry_run": dry_run,
             "copies": reports,
             "removed": sum(len(r["removed"]) for r in reports),

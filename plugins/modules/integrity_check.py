@@ -119,7 +119,12 @@ signature:
   type: str
   sample: valid
 artifacts:
-  description: Per artifact, what was checked and the result.
+  description:
+    - Per artifact, what was checked and the result.
+    - C(extra) holds the checks beyond the artifact's own checksum, for types that have them. V(files) reports
+      C(objects) and C(objects_ok) (every object the tree needs exists with its checksum) and, when deep with a
+      C(sample), C(sample) (files restored and compared with the live tree); V(config) reports C(live)
+      (V(same), V(differs), V(absent) or V(unreadable)).
   returned: always
   type: list
   elements: dict

@@ -172,3 +172,32 @@ def test_a_path_outside_its_snapshot_is_refused(node, btrfs_volume, tmp_path, cl
     with pytest.raises(NodekeepError) as caught:
         node.backup([{"name": "db", "type": "sqlite", "path": str(outside), "snapshot": str(btrfs_volume)}])
     clear_error(caught.value, "not inside its snapshot")
+
+
+def test_epoch_retention_keeps_the_chain_a_kept_incremental_needs(node, btrfs_volume, btrfs_fs):
+    """keep_last 1 keeps the newest epoch and, because it is an incremental send, every epoch of its chain."""
+    from ansible_collections.nodekeep.backup.plugins.module_utils.retention import apply_retention
+
+    asset = {"name": "vol", "type": "btrfs", "path": str(btrfs_volume), "full_every": 3, "local_retention": {}}
+    epochs = []
+    for step in range(4):  # full, incremental, incremental, full (full_every 3)
+        if step:
+            change(btrfs_volume, step)
+        epochs.append(node.backup([asset]))
+    sends = [m.artifact("vol").source["send"] for m in epochs]
+    assert sends == ["full", "incremental", "incremental", "full"]
+    policy = RetentionPolicy(keep_last=2)
+    result = apply_retention(node.repository, node.name, policy, node.public_line)
+    removed = [entry["epoch"] for entry in result["removed"]]
+    kept = {entry["epoch"]: entry["reasons"] for entry in result["kept"]}
+    # epoch 3 (incremental, kept by keep_last) needs epochs 1 and 2; epoch 4 is a new full
+    assert removed == []
+    assert set(kept) == {m.epoch for m in epochs}
+    assert "chain" in " ".join(kept[epochs[0].epoch])
+    # with only the newest (a full send) kept, the whole old chain goes
+    result = apply_retention(node.repository, node.name, RetentionPolicy(keep_last=1), node.public_line)
+    assert [entry["epoch"] for entry in result["removed"]] == [m.epoch for m in epochs[:3]]
+    staging = btrfs_fs.mountpoint / "restore-after-prune"
+    restored = node.restore(staging)["artifacts"][0]
+    snapshot.compare_trees(str(btrfs_volume), restored["path"])
+    sh("btrfs", "subvolume", "delete", restored["path"])
