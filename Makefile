@@ -6,6 +6,8 @@
 #   make demo         scripts/demo.sh
 #   make test         lint, sanity, units, integration, molecule (in this order)
 #   make lint | sanity | units | integration | molecule | docs | bench | lock | clean
+#   make bench        benchmarks/run.py (SQLite vs runbook 000) and benchmarks/files_incremental.py
+#                     (files asset full/incremental vs tar|zstd|age); BENCH_ARGS, FILES_BENCH_ARGS
 #
 # Environment exported to every recipe (and so to scripts/demo.sh, scripts/molecule.sh):
 #   PATH                      .venv/bin first (ansible-playbook, molecule, pytest...)
@@ -106,6 +108,7 @@ molecule: setup
 
 bench: setup-all
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+	PYTHONPATH=$(COLLECTIONS) $(BIN)/python benchmarks/files_incremental.py $(FILES_BENCH_ARGS)
 
 # Render the documentation of every module (and every role with an argument spec).
 docs: setup

@@ -103,7 +103,7 @@ class Bench:
         self.work = RESULTS_DIR / ("work-%d" % os.getpid())
         self.keys: dict[str, str] = {}
         self.database = self.work / "node.db"
-        self.collections = str(collections_path())
+        self.collections = args.collections or str(collections_path())
         self.runbook_sealed: Path | None = None
         self.runbook_sha256 = ""
         self.engine_repository: Path | None = None
@@ -372,8 +372,19 @@ def summarize(outcome: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         values = [r[key] for r in engine if r.get(key) is not None]
         if values:
             summary["engine_" + key] = median(values)
+    # Each run index pairs one runbook run with the engine run next to it (same conditions, alternating
+    # order): the ratio is the median of those paired ratios, not a ratio of medians taken apart.
+    pairs = [
+        (e["wall"] / r["wall"], e["cpu_seconds"] / r["cpu_seconds"])
+        for r, e in zip(outcome["runbook"], engine)
+        if not r.get("dnf") and r["wall"] and r["cpu_seconds"]
+    ]
+    summary["paired_ratios"] = [round(p[0], 3) for p in pairs]
+    summary["paired_cpu_ratios"] = [round(p[1], 3) for p in pairs]
     if summary["runbook_wall"]:
-        summary["ratio"] = summary["engine_wall"] / summary["runbook_wall"]
+        summary["ratio_of_medians"] = summary["engine_wall"] / summary["runbook_wall"]
+        summary["ratio"] = median([p[0] for p in pairs])
+        summary["cpu_ratio"] = median([p[1] for p in pairs])
     elif summary["runbook_limit"]:
         summary["ratio_below"] = summary["engine_wall"] / summary["runbook_limit"]
     others = [r["other_cores"] for name in outcome for r in outcome[name] if "other_cores" in r]
@@ -492,8 +503,23 @@ def report(result: dict[str, Any]) -> str:
     )
     lines.append("")
     lines.append(
+        "engine/runbook: median of the per-run ratios (each engine run against the runbook run beside it, "
+        "alternating order); per run: %s"
+        % "; ".join(
+            "%s %s (CPU %s)"
+            % (
+                key,
+                " ".join("%.2f" % v for v in result[key].get("paired_ratios", [])) or "-",
+                " ".join("%.2f" % v for v in result[key].get("paired_cpu_ratios", [])) or "-",
+            )
+            for key in names
+            if result.get(key)
+        )
+    )
+    lines.append(
         "engine s: the whole engine process, from spawn to exit (interpreter start and imports included); "
-        "engine peak RSS: ru_maxrss of that process (all its threads; it starts no subprocess)."
+        "engine peak RSS: ru_maxrss of that process (all its threads) plus the peak of its one subprocess "
+        "(the age CLI, when it encrypts), which runs at the same time."
     )
     lines.append(
         "runbook s: the whole bash procedure; its peak RSS: GNU time per command; the concurrent sum adds the "
@@ -625,6 +651,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         'e.g. \'{"fast_copy": true, "concurrent_check": true}\'',
     )
     parser.add_argument("--python", default=sys.executable, help="interpreter for engine runs (default: this one)")
+    parser.add_argument(
+        "--collections",
+        metavar="PATH",
+        help="import the engine from PATH/ansible_collections/nodekeep/backup instead of this checkout "
+        "(to measure another version of the engine, e.g. the committed one, under the same conditions)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory under benchmarks/results")
     args = parser.parse_args(argv)
     if args.quick:
@@ -662,6 +694,7 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick,
             "max_interference": args.max_interference,
             "retries": args.retries,
+            "collections": args.collections,
         },
         "environment": environment(args.python),
         "loadavg_start": loadavg(),

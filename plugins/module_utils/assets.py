@@ -210,6 +210,16 @@ class FileAssetType(AssetType):
                     os.unlink(temp + suffix)
 
 
+def _fsync_path(path: str) -> None:
+    """Start and wait for the write-back of a file; errors surface at the caller's own fsync."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 class _CheckThread(threading.Thread):
     """``PRAGMA integrity_check`` (or quick_check) of a private copy, in the background."""
 
@@ -290,7 +300,14 @@ class SqliteAssetType(FileAssetType):
 
     def deep_check(self, path: str, artifact: Artifact, check: str = "integrity") -> dict[str, Any]:
         sqlite_utils.check_is_database(path, role="restored")
-        result = sqlite_utils.run_check(path, check)
+        # The restored file's write-back runs while the check reads it (restore_into fsyncs it again,
+        # cheaply, before linking it into place).
+        syncer = threading.Thread(target=_fsync_path, args=(path,), name="nodekeep-fsync", daemon=True)
+        syncer.start()
+        try:
+            result = sqlite_utils.run_check(path, check)
+        finally:
+            syncer.join()
         facts = sqlite_utils.database_facts(path)
         expected = artifact.source.get("page_count")
         if expected is not None and int(expected) != facts["page_count"]:
