@@ -65,6 +65,7 @@ except ImportError as _exc:  # pragma: no cover
     ZSTANDARD_IMPORT_ERROR = _exc
 
 CHUNK_SIZE = 4 << 20
+SMALL_CHUNK = 64 << 10  # the first read's buffer; it grows to CHUNK_SIZE once filled
 PIPE_SIZE = 1 << 20
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 AGE_MAGIC = b"age-encryption.org/v1\n"
@@ -319,13 +320,18 @@ def _pipe():
 def _read_chunks(source: BinaryIO, size: int = CHUNK_SIZE):
     readinto = getattr(source, "readinto", None)
     if readinto is not None:
-        buf = bytearray(size)
+        # Start small (a sealed secret or a small file object is a few KiB; allocating the
+        # full chunk for it costs more than sealing it) and grow once a read fills the buffer.
+        buf = bytearray(min(size, SMALL_CHUNK))
         view = memoryview(buf)
         while True:
             count = readinto(buf)
             if not count:
                 return
             yield view[:count]
+            if count == len(buf) and len(buf) < size:
+                buf = bytearray(size)
+                view = memoryview(buf)
     else:
         while True:
             data = source.read(size)
