@@ -221,6 +221,118 @@ class TestRebuild:
             files.rebuild_tree(str(index), str(tmp_path / "out"), repo, "node1", identities)
 
 
+class TestPacks:
+    """Small files are slices of a pack object: one object read per pack, every slice checked."""
+
+    def _pack(self, tmp_path, age_key, members: list[bytes]):
+        repo = LocalRepository(str(tmp_path / "repo"))
+        recipients = seal_utils.load_recipients([age_key.recipient])
+        data = b"".join(members)
+        name = files.object_name(b"k" * 32, hashlib.sha256(data).hexdigest())
+        with repo.put_object("node1", name) as sink:
+            result = seal_utils.seal(io.BytesIO(data), sink, recipients)
+        return repo, name, result.sealed
+
+    def _index(self, tmp_path, name, sealed, members, changes=None):
+        lines = [{"format": files.INDEX_FORMAT}, {"path": ".", "type": "dir", "mode": 0o755, "mtime_ns": 0}]
+        offset = 0
+        for number, data in enumerate(members):
+            entry = {
+                "path": "f%d" % number,
+                "type": "file",
+                "mode": 0o444 if number else 0o4755,
+                "uid": 0,
+                "gid": 0,
+                "mtime_ns": 1_760_000_000_123_456_789 + number,
+                "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "object": name,
+                "offset": offset,
+                "sealed_size": sealed.size,
+                "sealed_sha256": sealed.sha256,
+            }
+            entry.update((changes or {}).get(number, {}))
+            lines.append(entry)
+            offset += len(data)
+        lines.append({"path": "hard", "type": "hardlink", "link": "f0", "mode": 0o444, "mtime_ns": 0})
+        index = tmp_path / "index.jsonl"
+        index.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        return str(index)
+
+    def test_members_are_restored_with_their_attributes_and_read_once(self, tmp_path, age_key):
+        members = [b"first", b"", b"third member" * 100]
+        repo, name, sealed = self._pack(tmp_path, age_key, members)
+        index = self._index(tmp_path, name, sealed, members)
+        identities = seal_utils.load_identities([age_key.identity])
+        stats = files.rebuild_tree(index, str(tmp_path / "out"), repo, "node1", identities, keep_ownership=False)
+        assert stats["objects_read"] == 1 and stats["files"] == 3 and stats["hardlinks"] == 1
+        for number, data in enumerate(members):
+            path = tmp_path / "out" / ("f%d" % number)
+            info = path.stat()
+            assert path.read_bytes() == data
+            assert info.st_mode & 0o7777 == (0o444 if number else 0o4755)
+            assert info.st_mtime_ns == 1_760_000_000_123_456_789 + number
+        assert os.path.samefile(tmp_path / "out" / "hard", tmp_path / "out" / "f0")
+
+    def test_a_member_that_does_not_match_is_refused(self, tmp_path, age_key):
+        members = [b"first", b"second"]
+        repo, name, sealed = self._pack(tmp_path, age_key, members)
+        identities = seal_utils.load_identities([age_key.identity])
+        index = self._index(tmp_path, name, sealed, members, {1: {"sha256": SHA}})
+        with pytest.raises(IntegrityError, match="f1: its content does not match"):
+            files.rebuild_tree(index, str(tmp_path / "out"), repo, "node1", identities)
+        index = self._index(tmp_path, name, sealed, members, {1: {"sealed_sha256": SHA}})
+        with pytest.raises(IntegrityError, match="two sizes or checksums"):
+            files.rebuild_tree(index, str(tmp_path / "out2"), repo, "node1", identities)
+        index = self._index(tmp_path, name, sealed, members, {0: {"sealed_sha256": SHA}, 1: {"sealed_sha256": SHA}})
+        with pytest.raises(IntegrityError, match="sealed bytes do not match"):
+            files.rebuild_tree(index, str(tmp_path / "out3"), repo, "node1", identities)
+
+    def test_a_pack_may_hold_members_no_longer_referenced(self, tmp_path, age_key):
+        members = [b"a" * 1000, b"b" * 1000, b"c" * 5000]
+        repo, name, sealed = self._pack(tmp_path, age_key, members)
+        identities = seal_utils.load_identities([age_key.identity])
+        index = self._index(tmp_path, name, sealed, members[:2])  # the third file was deleted since
+        files.rebuild_tree(index, str(tmp_path / "out"), repo, "node1", identities)
+        assert (tmp_path / "out" / "f1").read_bytes() == b"b" * 1000
+        sink = files._PrefixSink(4)  # only what the index needs is kept in memory
+        sink.write(b"123")
+        sink.write(b"45678")
+        assert sink.getvalue() == b"1234"
+
+    def test_sample_reader_slices_a_member(self, tmp_path, age_key):
+        members = [b"first", b"second"]
+        repo, name, sealed = self._pack(tmp_path, age_key, members)
+        reader = files._ObjectReader(repo, "node1", seal_utils.load_identities([age_key.identity]))
+        entry = {
+            "path": "f1",
+            "size": 6,
+            "sha256": hashlib.sha256(b"second").hexdigest(),
+            "object": name,
+            "offset": 5,
+            "sealed_size": sealed.size,
+            "sealed_sha256": sealed.sha256,
+        }
+        out = io.BytesIO()
+        reader.write_object(entry, out)
+        assert out.getvalue() == b"second"
+
+    def test_version_1_indexes_are_read(self, tmp_path):
+        path = tmp_path / "index.jsonl"
+        path.write_text(
+            json.dumps({"format": "nodekeep.files-index/v1"})
+            + "\n"
+            + json.dumps({"path": ".", "type": "dir"}, separators=(",", ":"))
+            + "\n"
+            + json.dumps({"path": "a", "type": "file", "size": 1}, separators=(",", ":"))
+            + "\n"
+        )
+        header, entries = files.read_index(str(path))
+        assert header["format"] == "nodekeep.files-index/v1" and len(list(entries)) == 2
+        _header, entries = files.read_index(str(path), files_only=True)
+        assert [entry["path"] for entry in entries] == ["a"]
+
+
 class TestNormalize:
     def test_files_options_are_checked(self, tmp_path):
         kind = asset_type("files")

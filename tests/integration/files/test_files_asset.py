@@ -60,7 +60,14 @@ class TestFullAndIncremental:
         full_facts = full.artifacts[0].source
         objects_after_full = node.repository.object_names(node.name)
         distinct = len({m[6] for m in before_full.values() if m[0] == "file"})
-        assert len(objects_after_full) == distinct == full_facts["objects"]["new_objects"]
+        # every file is small: they are packed (a few MiB per object), each distinct content once
+        packs = full_facts["objects"]["new_packs"]
+        assert full_facts["objects"]["packed_files"] == distinct
+        content_bytes = sum(m[5] for m in before_full.values() if m[0] == "file")
+        assert 1 <= packs <= content_bytes // files_mod.PACK_SIZE + 2
+        assert len(objects_after_full) == packs == full_facts["objects"]["new_objects"]
+        entries = index_entries(node, full.epoch)
+        assert all("offset" in e for e in entries if e["type"] == "file")
         assert full_facts["entries"]["hardlinks"] == 1
         assert full_facts["objects"]["unchanged"] == 0
 
@@ -75,7 +82,9 @@ class TestFullAndIncremental:
         facts = incremental.artifacts[0].source
         objects_after = node.repository.object_names(node.name)
         new_objects = set(objects_after) - set(objects_after_full)
-        assert len(new_objects) == churned["changed"] + churned["added"] == facts["objects"]["new_objects"]
+        # the changed and added contents go into new packs (one here); unchanged files keep their old packs
+        assert facts["objects"]["packed_files"] == churned["changed"] + churned["added"]
+        assert len(new_objects) == facts["objects"]["new_objects"] == facts["objects"]["new_packs"] == 1
         assert facts["base_epoch"] == full.epoch
         assert facts["objects"]["read"] <= churned["changed"] + churned["added"] + 1  # + head.json (ctime)
         uploaded = facts["objects"]["uploaded_bytes"]
@@ -126,6 +135,52 @@ class TestFullAndIncremental:
         assert facts["new_key"] is True and facts["key_id"] != full.artifacts[0].source["key_id"]
         assert facts["objects"]["new_objects"] == full.artifacts[0].source["objects"]["new_objects"]
         assert store_tools.meta(restored_root(node.restore(tmp_path / "r"))) == store_tools.meta(store)
+
+    def test_packs_dedup_and_mix_with_objects_of_earlier_versions(
+        self, node, store_tools, files_asset, tmp_path, monkeypatch
+    ):
+        store = tmp_path / "da"
+        store.mkdir()
+        same = os.urandom(3000)
+        (store / "a").write_bytes(same)
+        (store / "b").write_bytes(same)
+        (store / "c").write_bytes(os.urandom(4000))
+        (store / "large").write_bytes(os.urandom(files_mod.PACK_MEMBER_MAX + 10))
+        asset = files_asset(store)
+        # one object per content, as version 1 of the index stored every file
+        monkeypatch.setattr(files_mod, "PACK_MEMBER_MAX", -1)
+        first = node.backup([asset])
+        work = first.artifacts[0].source["objects"]
+        assert work["new_objects"] == 3 and work["new_packs"] == 0
+        assert not any("offset" in e for e in index_entries(node, first.epoch))
+        expected = {first.epoch: store_tools.meta(store)}
+        monkeypatch.undo()
+
+        time.sleep(0.05)
+        (store / "c").write_bytes(os.urandom(4000))
+        (store / "d").write_bytes(same)  # a new path with a content stored as its own object: reused
+        (store / "e").write_bytes(b"packed once")
+        (store / "f").write_bytes(b"packed once")  # the same content twice in one pack: stored once
+        second = node.backup([asset])
+        work = second.artifacts[0].source["objects"]
+        assert work["new_objects"] == work["new_packs"] == 1 and work["packed_files"] == 2
+        entries = {e["path"]: e for e in index_entries(node, second.epoch)}
+        assert "offset" not in entries["a"] and "offset" not in entries["d"] and "offset" in entries["c"]
+        assert entries["e"]["offset"] == entries["f"]["offset"] and entries["e"]["object"] == entries["c"]["object"]
+        expected[second.epoch] = store_tools.meta(store)
+
+        time.sleep(0.05)
+        os.rename(store / "c", store / "c2")  # moved: its content is in a pack of the cache, nothing new
+        (store / "g").write_bytes(b"packed once")
+        third = node.backup([asset])
+        work = third.artifacts[0].source["objects"]
+        assert work["new_objects"] == 0 and work["read"] == 2 and work["reused_objects"] == 2
+        expected[third.epoch] = store_tools.meta(store)
+
+        for epoch, meta in expected.items():
+            assert store_tools.meta(restored_root(node.restore(tmp_path / ("r-" + epoch), epoch=epoch))) == meta
+        report = node.verify(deep=True)
+        assert report["ok"], (report["problems"], report["artifacts"])
 
     def test_include_and_exclude(self, node, store_tools, files_asset, tmp_path):
         store = tmp_path / "da"
@@ -255,8 +310,9 @@ class TestDamage:
 
 class TestRetention:
     def test_retention_removes_the_old_epoch_and_gc_only_unreferenced_objects(
-        self, node, store_tools, files_asset, tmp_path
+        self, node, store_tools, files_asset, tmp_path, monkeypatch
     ):
+        monkeypatch.setattr(files_mod, "PACK_SIZE", 1)  # one file per pack: each changed file frees its pack
         store = tmp_path / "da"
         made = store_tools.make(store, count=300)
         asset = files_asset(store)
@@ -282,8 +338,9 @@ class TestRetention:
         assert store_tools.meta(restored_root(node.restore(tmp_path / "r"))) == store_tools.meta(store)
 
     def test_gc_waits_while_a_backup_may_be_running_and_keeps_young_objects(
-        self, node, store_tools, files_asset, tmp_path
+        self, node, store_tools, files_asset, tmp_path, monkeypatch
     ):
+        monkeypatch.setattr(files_mod, "PACK_SIZE", 1)
         store = tmp_path / "da"
         made = store_tools.make(store, count=100)
         asset = files_asset(store)
@@ -299,6 +356,37 @@ class TestRetention:
         # no run in progress, but the unreferenced objects are younger than the grace: kept
         result = apply_retention(node.repository, node.name, policy, node.public_line)
         assert result["objects"]["removed"] == 0 and result["objects"]["young"] > 0
+
+    def test_a_pack_stays_while_any_member_is_referenced(self, node, files_asset, tmp_path):
+        store = tmp_path / "da"
+        store.mkdir()
+        for number in range(3):
+            (store / ("blob-%d" % number)).write_bytes(os.urandom(1000 + number))
+        asset = files_asset(store)
+        first = node.backup([asset])
+        (pack,) = list(refs_of(node, first.epoch))
+        later = datetime.now(timezone.utc) + timedelta(days=2)
+        policy = RetentionPolicy(keep_last=1)
+
+        time.sleep(1.05)
+        (store / "blob-0").unlink()
+        (store / "blob-1").unlink()
+        second = node.backup([asset])
+        assert second.artifacts[0].source["objects"]["new_objects"] == 0
+        assert set(refs_of(node, second.epoch)) == {pack}
+        result = apply_retention(node.repository, node.name, policy, node.public_line, now=later)
+        assert result["objects"]["removed"] == 0 and set(node.repository.object_names(node.name)) == {pack}
+        root = restored_root(node.restore(tmp_path / "r1"))
+        assert sorted(p.name for p in root.iterdir()) == ["blob-2"]
+        assert (root / "blob-2").read_bytes() == (store / "blob-2").read_bytes()
+
+        time.sleep(1.05)
+        (store / "blob-2").unlink()
+        (store / "new").write_bytes(b"new content")
+        third = node.backup([asset])
+        result = apply_retention(node.repository, node.name, policy, node.public_line, now=later)
+        assert result["objects"]["removed"] == 1
+        assert set(node.repository.object_names(node.name)) == set(refs_of(node, third.epoch)) != {pack}
 
 
 class TestConfig:
@@ -351,6 +439,7 @@ class TestConfig:
 def test_standard_tools_open_the_index_and_an_object(node, store_tools, files_asset, tmp_path, age_key):
     store = tmp_path / "da"
     store_tools.make(store, count=10)
+    (store / "index" / "large.bin").write_bytes(os.urandom(files_mod.PACK_MEMBER_MAX + 1))
     manifest = node.backup([files_asset(store)])
     index = node.epoch_dir(manifest.epoch) / "da.index.jsonl.zst.age"
     shown = subprocess.run(
@@ -359,8 +448,21 @@ def test_standard_tools_open_the_index_and_an_object(node, store_tools, files_as
     entries = [json.loads(line) for line in shown.splitlines()[1:]]
     entry = next(e for e in entries if e["path"] == "index/head.json")
     obj = Path(node.repository.root) / node.name / "objects" / entry["object"][:2] / entry["object"]
+    # a small file is a slice of a pack: docs/files.md gives this command
+    content = subprocess.run(
+        "age -d -i %s %s | zstd -d | tail -c +%d | head -c %d"
+        % (age_key.identity_path, obj, entry["offset"] + 1, entry["size"]),
+        shell=True,
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert content == (store / "index" / "head.json").read_bytes()
+    # a large file is an object of its own: the whole plaintext
+    large = next(e for e in entries if e["path"] == "index/large.bin")
+    assert "offset" not in large and large["size"] > files_mod.PACK_MEMBER_MAX
+    obj = Path(node.repository.root) / node.name / "objects" / large["object"][:2] / large["object"]
     content = subprocess.run(
         "age -d -i %s %s | zstd -d" % (age_key.identity_path, obj), shell=True, capture_output=True, check=True
     ).stdout
-    assert content == (store / "index" / "head.json").read_bytes()
+    assert content == (store / "index" / "large.bin").read_bytes()
     shutil.rmtree(store)

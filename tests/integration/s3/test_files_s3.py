@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.nodekeep.backup.plugins.module_utils import files as files_mod
 from ansible_collections.nodekeep.backup.plugins.module_utils.replicate import copy_epoch
 from ansible_collections.nodekeep.backup.plugins.module_utils.retention import RetentionPolicy, apply_retention
 
@@ -42,7 +43,10 @@ def meta(root: Path) -> dict:
     return result
 
 
-def test_copy_files_epochs_to_s3_restore_and_collect(s3_server, repository, s3_node, signing_key, tmp_path):
+def test_copy_files_epochs_to_s3_restore_and_collect(
+    s3_server, repository, s3_node, signing_key, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(files_mod, "PACK_SIZE", 1)  # one file per pack: copies and GC counted per file
     store = tmp_path / "da"
     make_tree(store, 150)
     node = s3_node(repository, "node1")
@@ -83,9 +87,12 @@ def test_locked_target_extends_the_lock_of_reused_objects(s3_server, repository,
     make_tree(store, 20)
     node = s3_node(repository, "node1")
     asset = {"name": "da", "type": "files", "path": str(store), "state_dir": str(tmp_path / "state")}
+    (store / "large").write_bytes(os.urandom(files_mod.PACK_MEMBER_MAX + 1))  # an object of its own
     first = node.backup([asset])
+    assert first.artifacts[0].source["objects"]["new_packs"] == 1  # the 20 small files
     target = s3_server.repository(s3_server.bucket(lock=True), object_lock_mode="GOVERNANCE", retain_days=1)
     copy_epoch(repository, target, "node1", first.epoch, signing_key.public_line)
+    assert len(target.object_names("node1")) == 2
     name = min(target.object_names("node1"))
     until_first = target.object_lock_info("node1", name)["retain_until"]
     assert until_first is not None
@@ -95,5 +102,5 @@ def test_locked_target_extends_the_lock_of_reused_objects(s3_server, repository,
     time.sleep(2.2)
     second = node.backup([asset])
     result = copy_epoch(repository, target, "node1", second.epoch, signing_key.public_line)
-    assert result["contents"]["objects"] == 0 and result["contents"]["locks_extended"] == 20
+    assert result["contents"]["objects"] == 0 and result["contents"]["locks_extended"] == 2
     assert target.object_lock_info("node1", name)["retain_until"] > until_first
