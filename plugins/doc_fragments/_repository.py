@@ -60,3 +60,31 @@ options:
     elements: path
     default: []
 """
+
+    # Modules that read one epoch back (epoch_restore, integrity_check); mirrors EPOCH_OPTIONS in
+    # plugins/module_utils/common.py.
+    EPOCH = r"""
+options:
+  epoch:
+    description: V(latest) (the newest complete epoch) or an epoch name.
+    type: str
+    default: latest
+  public_key:
+    description:
+      - The node's Ed25519 public key (C(ssh-ed25519 AAAA...)), kept on the controller (C(keys/NODE.pub)).
+      - The manifest signature is checked against it before anything else of the epoch is read.
+    type: str
+    required: true
+  artifacts:
+    description: Only these artifacts (by asset name). Default all.
+    type: list
+    elements: str
+    default: []
+  check:
+    description:
+      - The SQLite check run on each decrypted database (a restored one before it is linked into place, or the
+        scratch copy of a deep verify), V(integrity) (C(PRAGMA integrity_check)) or V(quick) (C(PRAGMA quick_check)).
+    type: str
+    choices: [integrity, quick]
+    default: integrity
+"""

@@ -912,16 +912,18 @@ def seal_path(
     level: int = DEFAULT_LEVEL,
     armor: bool = False,
     passphrase: str | None = None,
+    check_only: bool = False,
 ) -> dict[str, Any]:
     """Seal the file or directory ``src`` with age into the file ``dest``, atomically.
 
     A directory becomes a PAX tar stream, zstd-compressed by default. A file is
     sealed as it is by default, so ``age -d`` gives it back byte for byte. An
     existing ``dest`` is left alone (``changed: false``) unless ``force``,
-    which replaces it atomically.
+    which replaces it atomically. With ``check_only`` (check mode) only
+    ``plan_seal`` runs.
     """
     plan = plan_seal(src, dest, recipients, recipients_files, compress, force, passphrase, armor)
-    if plan.get("skipped"):
+    if check_only or plan.get("skipped"):
         return plan
     parsed = [] if passphrase is not None else _recipients(recipients, recipients_files)
     temp = temp_path(dest)
@@ -1199,16 +1201,18 @@ def open_path(
     force: bool = False,
     mode: int = 0o600,
     passphrase: str | None = None,
+    check_only: bool = False,
 ) -> dict[str, Any]:
     """Open (decrypt) the age file ``src`` into ``dest``: a file, or a directory for a sealed tree.
 
     zstd payloads are detected and decompressed. With ``content='auto'`` a
     payload that is a tar archive starting with its root directory ``.`` is
     extracted as a directory, anything else is written as a file. The result
-    is built beside ``dest`` and renamed into place only when complete.
+    is built beside ``dest`` and renamed into place only when complete. With
+    ``check_only`` (check mode) only ``plan_open`` runs.
     """
     plan = plan_open(src, dest, identities, identity_files, content, force, passphrase)
-    if plan.get("skipped"):
+    if check_only or plan.get("skipped"):
         return plan
     parsed = [] if passphrase is not None else load_identities(identities, identity_files)
     sink = _OpenedSink(dest, content, mode)

@@ -37,6 +37,35 @@ AGE_IDENTITY_OPTIONS: dict[str, dict[str, Any]] = {
     "identity_files": {"type": "list", "elements": "path", "default": []},
 }
 
+# Reading one epoch back (epoch_restore, integrity_check): doc fragment nodekeep.backup._repository.EPOCH.
+EPOCH_OPTIONS: dict[str, dict[str, Any]] = {
+    "epoch": {"type": "str", "default": "latest"},
+    "public_key": {"type": "str", "required": True, "no_log": False},
+    "artifacts": {"type": "list", "elements": "str", "default": []},
+    "check": {"type": "str", "choices": ["integrity", "quick"], "default": "integrity"},
+}
+
+# What btrfs_snapshot and zfs_snapshot share (doc fragment nodekeep.backup._snapshot; protect, base
+# and force are documented by each module: their meaning differs per filesystem).
+SNAPSHOT_OPTIONS: dict[str, dict[str, Any]] = {
+    "name": {"type": "str"},
+    "prefix": {"type": "str", "default": "nodekeep"},
+    "keep_last": {"type": "int"},
+    "keep_hourly": {"type": "int"},
+    "keep_daily": {"type": "int"},
+    "keep_weekly": {"type": "int"},
+    "keep_monthly": {"type": "int"},
+    "keep_yearly": {"type": "int"},
+    "keep_within": {"type": "str"},
+    "pick": {"type": "str", "choices": ["first", "last"], "default": "first"},
+    "protect": {"type": "list", "elements": "str", "default": []},
+    "dest": {"type": "path"},
+    "base": {"type": "str"},
+    "level": {"type": "int", "default": 3},
+    "src": {"type": "path"},
+    "force": {"type": "bool", "default": False},
+}
+
 _LIBRARIES = {
     "pyrage": (_seal, "HAS_PYRAGE", "PYRAGE_IMPORT_ERROR"),
     "zstandard": (_seal, "HAS_ZSTANDARD", "ZSTANDARD_IMPORT_ERROR"),

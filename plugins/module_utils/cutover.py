@@ -32,6 +32,8 @@ import re
 import shutil
 import stat
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Callable
 
 from ansible_collections.nodekeep.backup.plugins.module_utils import sqlite as sqlite_utils
@@ -187,15 +189,25 @@ def backup_sqlite(
     mode: int | None = 0o600,
     owner: str | None = None,
     group: str | None = None,
+    check_only: bool = False,
 ) -> dict[str, Any]:
     """A consistent, checked copy of the live database ``src`` at ``dest``, placed atomically.
 
     The copy is written under a temporary name beside ``dest``, checked,
     given its owner and mode, hashed and fsynced, then linked to ``dest``
     (or, with ``force``, renamed over it). On any error nothing is left.
+    With ``check_only`` (check mode) only ``plan_sqlite_backup`` runs.
     """
     started = time.monotonic()
     plan = plan_sqlite_backup(src, dest, force, owner, group, busy_timeout_ms, pages_per_step)
+    if check_only:
+        return {
+            "changed": True,
+            "src": src,
+            "dest": dest,
+            "replaced": plan["replaced"],
+            "duration": round(time.monotonic() - started, 3),
+        }
     temp = temp_path(dest)
     # SQLite creates the copy with mode 0644 & ~umask: keep it private until its mode is set.
     saved_umask = os.umask(0o077)
@@ -243,6 +255,7 @@ class _Renames:
 
     def __init__(self) -> None:
         self.done: list[tuple[str, str]] = []
+        self.own_copy: str | None = None  # a temporary copy of the staged data, made by this step
 
     def move(self, src: str, dst: str) -> None:
         if os.path.lexists(dst):
@@ -322,15 +335,9 @@ def find_safety_copy(path: str) -> str | None:
 
 
 def _plan_cutover(
-    path: str,
-    staged: str,
-    safety_copy: str | None = None,
-    owner: str | None = None,
-    group: str | None = None,
-    mode: int | None = None,
-    sqlite_sidecars: bool = True,
-    now: float | None = None,
+    path: str, staged: str, safety_copy: str | None, sqlite_sidecars: bool, now: float | None
 ) -> dict[str, Any]:
+    """Every check of a cutover, and the renames it would do."""
     path = _require_absolute(path, "path")
     staged = _require_absolute(staged, "staged")
     staged_kind = _kind(staged)
@@ -404,9 +411,24 @@ def _plan_cutover(
                 f"{parent} has {free} bytes free but the staged copy needs {needed}",
                 "free space there, or stage the restore on the same filesystem as the live data",
             )
+    return {
+        "changed": True,
+        "path": path,
+        "staged": staged,
+        "kind": staged_kind,
+        "safety_copy": safety,
+        "sidecars": [path + suffix for suffix in sidecars],
+        "copied": copy,
+    }
+
+
+def _placed_attributes(
+    path: str, owner: str | None, group: str | None, mode: int | None
+) -> tuple[int | None, int | None, int | None, list[str]]:
+    """Owner, group and mode for the data placed at ``path``, and which of them the live file supplied."""
     uid, gid = resolve_uid(owner), resolve_gid(group)
     inherited = []
-    if live_kind == "file":
+    if _kind(path) == "file":
         # A restored file is root's and 0600; the service needs what the file it replaces had.
         live = os.stat(path)
         if uid is None:
@@ -418,36 +440,7 @@ def _plan_cutover(
         if mode is None:
             mode = stat.S_IMODE(live.st_mode)
             inherited.append("mode")
-    return {
-        "changed": True,
-        "path": path,
-        "staged": staged,
-        "kind": staged_kind,
-        "safety_copy": safety,
-        "sidecars": [path + suffix for suffix in sidecars],
-        "copied": copy,
-        "attributes": {"uid": uid, "gid": gid, "mode": mode, "from_live": inherited},
-    }
-
-
-def _public(plan: dict[str, Any]) -> dict[str, Any]:
-    result = dict(plan)
-    result["attributes"] = dict(plan["attributes"], mode=format_mode(plan["attributes"]["mode"]))
-    return result
-
-
-def plan_cutover(
-    path: str,
-    staged: str,
-    safety_copy: str | None = None,
-    owner: str | None = None,
-    group: str | None = None,
-    mode: int | None = None,
-    sqlite_sidecars: bool = True,
-    now: float | None = None,
-) -> dict[str, Any]:
-    """Everything ``cutover`` checks before touching anything, and what it would do (check mode)."""
-    return _public(_plan_cutover(path, staged, safety_copy, owner, group, mode, sqlite_sidecars, now))
+    return uid, gid, mode, inherited
 
 
 def _copy_file(src: str, dest: str) -> None:
@@ -473,13 +466,32 @@ def _remove_own_copy(temp: str | None) -> None:
             os.unlink(temp)
 
 
-def _undo_or_explain(renames: _Renames, what: str, error: BaseException) -> None:
-    stuck = renames.undo()
-    if stuck:
-        raise RestoreError(
-            f"{what} failed ({error}) and putting everything back failed too; now at: " + "; ".join(stuck),
-            "move each of these back by hand (mv) before starting the service",
-        )
+@contextmanager
+def _all_or_nothing(what: str, remedy: str, explain_os_error: Callable[[OSError], str] = str) -> Iterator[_Renames]:
+    """The renames of one step: on any failure every one is put back, then the error says so.
+
+    A temporary copy recorded in ``renames.own_copy`` is removed after the renames are undone.
+    Engine errors and OS errors become ``RestoreError("WHAT failed: ...", remedy)``; anything else
+    (an interrupt) propagates as it is, after the undo.
+    """
+    renames = _Renames()
+    try:
+        yield renames
+    except BaseException as exc:
+        stuck = renames.undo()
+        if stuck:
+            raise RestoreError(
+                f"{what} failed ({exc}) and putting everything back failed too; now at: " + "; ".join(stuck),
+                "move each of these back by hand (mv) before starting the service",
+            )
+        _remove_own_copy(renames.own_copy)
+        if isinstance(exc, NodekeepError):
+            message = exc.message
+        elif isinstance(exc, OSError):
+            message = explain_os_error(exc)
+        else:
+            raise
+        raise RestoreError(f"{what} failed: {message}", remedy) from exc
 
 
 def cutover(
@@ -491,23 +503,32 @@ def cutover(
     mode: int | None = None,
     sqlite_sidecars: bool = True,
     now: float | None = None,
+    check_only: bool = False,
 ) -> dict[str, Any]:
-    """Move the live data at ``path`` to a safety copy and the staged copy into its place."""
-    plan = _plan_cutover(path, staged, safety_copy, owner, group, mode, sqlite_sidecars, now)
+    """Move the live data at ``path`` to a safety copy and the staged copy into its place.
+
+    Every check runs before anything is touched; with ``check_only`` (check mode) that is all,
+    and the result says what would be done.
+    """
+    plan = _plan_cutover(path, staged, safety_copy, sqlite_sidecars, now)
+    uid, gid, mode, inherited = _placed_attributes(plan["path"], owner, group, mode)
+    plan["attributes"] = {"uid": uid, "gid": gid, "mode": format_mode(mode), "from_live": inherited}
+    if check_only:
+        return plan
     path, staged, safety = plan["path"], plan["staged"], plan["safety_copy"]
-    renames = _Renames()
-    temp = None
-    try:
+    with _all_or_nothing(
+        f"the cutover of {path}",
+        "the live data was put back in place; nothing was lost",
+        lambda exc: describe_os_error(exc, "the cutover", path).message,
+    ) as renames:
         source = staged
         if plan["copied"]:
-            temp = temp_path(path)
+            renames.own_copy = source = temp_path(path)
             if plan["kind"] == "directory":
-                copy_tree(staged, temp)
+                copy_tree(staged, source)
             else:
-                _copy_file(staged, temp)
-            source = temp
-        wanted = plan["attributes"]
-        _chown_chmod(source, wanted["uid"], wanted["gid"], wanted["mode"], recursive=plan["kind"] == "directory")
+                _copy_file(staged, source)
+        _chown_chmod(source, uid, gid, mode, recursive=plan["kind"] == "directory")
         if safety is not None:
             if os.path.lexists(path):
                 renames.move(path, safety)
@@ -517,21 +538,7 @@ def cutover(
         fsync_dir(os.path.dirname(path))
         if not plan["copied"]:
             fsync_dir(os.path.dirname(staged))
-    except BaseException as exc:
-        _undo_or_explain(renames, f"the cutover of {path}", exc)
-        _remove_own_copy(temp)
-        if isinstance(exc, NodekeepError):
-            raise RestoreError(
-                f"the cutover of {path} failed: {exc.message}",
-                "the live data was put back in place; nothing was lost",
-            ) from exc
-        if isinstance(exc, OSError):
-            raise RestoreError(
-                f"the cutover of {path} failed: {describe_os_error(exc, 'the cutover', path).message}",
-                "the live data was put back in place; nothing was lost",
-            ) from exc
-        raise
-    return _public(plan)
+    return plan
 
 
 def _switch_in(renames: _Renames, source: str, path: str) -> None:
@@ -539,13 +546,8 @@ def _switch_in(renames: _Renames, source: str, path: str) -> None:
     renames.move(source, path)
 
 
-def plan_rollback(
-    path: str,
-    safety_copy: str | None = None,
-    sqlite_sidecars: bool = True,
-    now: float | None = None,
-) -> dict[str, Any]:
-    """Everything ``rollback`` checks before touching anything, and what it would do (check mode)."""
+def _plan_rollback(path: str, safety_copy: str | None, sqlite_sidecars: bool, now: float | None) -> dict[str, Any]:
+    """Every check of a rollback, and the renames it would do."""
     path = _require_absolute(path, "path")
     safety = _require_absolute(safety_copy, "safety_copy") if safety_copy else find_safety_copy(path)
     if safety is None:
@@ -597,12 +599,19 @@ def rollback(
     safety_copy: str | None = None,
     sqlite_sidecars: bool = True,
     now: float | None = None,
+    check_only: bool = False,
 ) -> dict[str, Any]:
-    """Move the restored data aside (kept as ``PATH.nodekeep-failed-TIME``) and the safety copy back."""
-    plan = plan_rollback(path, safety_copy, sqlite_sidecars, now)
+    """Move the restored data aside (kept as ``PATH.nodekeep-failed-TIME``) and the safety copy back.
+
+    With ``check_only`` (check mode) only the checks run, and the result says what would be done.
+    """
+    plan = _plan_rollback(path, safety_copy, sqlite_sidecars, now)
+    if check_only:
+        return plan
     path, safety, failed = plan["path"], plan["safety_copy"], plan["failed_copy"]
-    renames = _Renames()
-    try:
+    with _all_or_nothing(
+        f"the rollback of {path}", "everything was put back as it was before the rollback; nothing was lost"
+    ) as renames:
         if failed is not None:
             if os.path.lexists(path):
                 renames.move(path, failed)
@@ -612,13 +621,4 @@ def rollback(
         for side in plan["sidecars"]:
             renames.move(safety + side[len(path) :], side)
         fsync_dir(os.path.dirname(path))
-    except BaseException as exc:
-        _undo_or_explain(renames, f"the rollback of {path}", exc)
-        if isinstance(exc, (NodekeepError, OSError)):
-            message = exc.message if isinstance(exc, NodekeepError) else str(exc)
-            raise RestoreError(
-                f"the rollback of {path} failed: {message}",
-                "everything was put back as it was before the rollback; nothing was lost",
-            ) from exc
-        raise
     return plan

@@ -16,7 +16,6 @@ import fcntl
 import hashlib
 import os
 import shutil
-import stat
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -39,7 +38,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
     Manifest,
     utc_now_iso,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.repository import Repository
+from ansible_collections.nodekeep.backup.plugins.module_utils.repository import Repository, private_temp_dir
 from ansible_collections.nodekeep.backup.plugins.module_utils.seal import CHUNK_SIZE, seal, unseal
 
 RUN_PREFIX = ".nodekeep-run-"
@@ -56,19 +55,6 @@ def _scratch_root(scratch_dir: str | None, repository: Repository) -> str:
     if scratch is not None:
         return scratch()
     return private_temp_dir()
-
-
-def private_temp_dir() -> str:
-    """``$TMPDIR/nodekeep-scratch-UID``: private to this user, refused if anyone else could have made it."""
-    path = os.path.join(tempfile.gettempdir(), "nodekeep-scratch-%d" % os.getuid())
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path, 0o700)
-    info = os.lstat(path)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise RepositoryError(
-            "%s is not a private directory of this user" % path, "remove it or set scratch_dir to a private directory"
-        )
-    return path
 
 
 def _sweep_stale_runs(root: str) -> None:

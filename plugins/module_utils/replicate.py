@@ -86,17 +86,24 @@ def _write_options(target: Repository, artifact: Artifact) -> dict[str, Any]:
     return {"size_hint": artifact.size, "metadata": {SHA256_METADATA: artifact.sha256}, "resume": True}
 
 
-def _stream_digest(repository: Repository, node: str, epoch: str, name: str):
+def _pump(stream, sink=None) -> tuple[int, str]:
+    """Read ``stream`` to its end, writing it to ``sink`` when given; its size and SHA-256."""
     digest = hashlib.sha256()
     size = 0
-    with repository.open_read(node, epoch, name) as stream:
-        while True:
-            chunk = stream.read(CHUNK_SIZE)
-            if not chunk:
-                break
-            digest.update(chunk)
-            size += len(chunk)
+    while True:
+        chunk = stream.read(CHUNK_SIZE)
+        if not chunk:
+            break
+        digest.update(chunk)
+        size += len(chunk)
+        if sink is not None:
+            sink.write(chunk)
     return size, digest.hexdigest()
+
+
+def _stream_digest(repository: Repository, node: str, epoch: str, name: str):
+    with repository.open_read(node, epoch, name) as stream:
+        return _pump(stream)
 
 
 def _check_present(target: Repository, node: str, epoch: str, artifact: Artifact) -> str:
@@ -120,24 +127,16 @@ def _check_present(target: Repository, node: str, epoch: str, artifact: Artifact
 
 def _copy_artifact(source: Repository, target: Repository, node: str, epoch: str, artifact: Artifact) -> dict[str, Any]:
     began = time.monotonic()
-    digest = hashlib.sha256()
-    size = 0
     with source.open_read(node, epoch, artifact.file) as stream, target.open_write(
         node, epoch, artifact.file, **_write_options(target, artifact)
     ) as sink:
-        while True:
-            chunk = stream.read(CHUNK_SIZE)
-            if not chunk:
-                break
-            digest.update(chunk)
-            size += len(chunk)
-            sink.write(chunk)
+        size, sha256 = _pump(stream, sink)
         # Checked before the block ends: a mismatch aborts the write, nothing is committed.
-        if size != artifact.size or digest.hexdigest() != artifact.sha256:
+        if size != artifact.size or sha256 != artifact.sha256:
             raise IntegrityError(
                 "%s does not match its manifest (size %d, manifest %d; SHA-256 %s)"
                 % (source.describe(node, epoch, artifact.file), size, artifact.size,
-                   "differs" if digest.hexdigest() != artifact.sha256 else "matches"),
+                   "differs" if sha256 != artifact.sha256 else "matches"),
                 "the source copy is damaged; it was not copied. Verify the source epoch",
             )
     entry: dict[str, Any] = {"file": artifact.file, "size": size, "seconds": round(time.monotonic() - began, 3)}
@@ -195,17 +194,9 @@ def copy_epoch(source: Repository, target: Repository, node: str, epoch: str, pu
 
 def _copy_stream(read, write, name: str, size: int, sha256: str, where: str) -> None:
     """Copy a stream checking its size and SHA-256 before the writer commits (a mismatch aborts it)."""
-    digest = hashlib.sha256()
-    copied = 0
     with read() as stream, write() as sink:
-        while True:
-            chunk = stream.read(CHUNK_SIZE)
-            if not chunk:
-                break
-            digest.update(chunk)
-            copied += len(chunk)
-            sink.write(chunk)
-        if copied != size or digest.hexdigest() != sha256:
+        copied, digest = _pump(stream, sink)
+        if copied != size or digest != sha256:
             raise IntegrityError(
                 "%s does not match its signed checksum (size %d, expected %d)" % (where, copied, size),
                 "the source copy is damaged; it was not copied. Verify the source epoch",

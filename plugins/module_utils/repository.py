@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import stat
+import tempfile
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -165,6 +166,25 @@ class Repository(ABC):
             "could not claim a new epoch name for %s in %s" % (node, self.location),
             "another backup of this node is running; let it finish",
         )
+
+
+def private_temp_dir() -> str:
+    """``$TMPDIR/nodekeep-scratch-UID``: a private directory of this user for transient plaintext.
+
+    Never the shared temporary directory itself: the engine removes stale run directories
+    inside the scratch root, which must belong to nodekeep alone. Refused if anyone else
+    could have made it.
+    """
+    path = os.path.join(tempfile.gettempdir(), "nodekeep-scratch-%d" % os.getuid())
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise RepositoryError(
+            "%s is not a private directory of this user (mode %o, owner %d)" % (path, info.st_mode, info.st_uid),
+            "remove it, or give scratch_dir explicitly",
+        )
+    return path
 
 
 # --------------------------------------------------------------------------

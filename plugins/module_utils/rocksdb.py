@@ -814,6 +814,13 @@ def take_copy(options: dict[str, Any], dest: str) -> dict[str, Any]:
     return facts
 
 
+def _take_verified_copy(options: dict[str, Any], dest: str, label: str) -> dict[str, Any]:
+    """``take_copy`` into ``dest``, then ``verify_copy`` of it as the options ask; the facts of both."""
+    facts = take_copy(options, dest)
+    facts.update(verify_copy(dest, count_keys=options["count_keys"], verify=options["verify"], label=label))
+    return facts
+
+
 def _work_dir(options: dict[str, Any], scratch_dir: str) -> str:
     if options["method"] == "checkpoint_command":
         return str(options.get("checkpoint_dir") or scratch_dir)
@@ -864,14 +871,8 @@ class RocksdbAssetType(_archive.TreeAssetType):
         preflight(options, work)
         copy = os.path.join(work, ".nodekeep-rocksdb-%s-%s" % (asset["name"], uuid.uuid4().hex[:8]))
         try:
-            facts = take_copy(options, copy)
-            facts.update(
-                verify_copy(
-                    copy,
-                    count_keys=options["count_keys"],
-                    verify=options["verify"],
-                    label="the copy of the RocksDB %s (%s)" % (asset["name"], options["method"]),
-                )
+            facts = _take_verified_copy(
+                options, copy, "the copy of the RocksDB %s (%s)" % (asset["name"], options["method"])
             )
             if options["verify"] == "list":
                 facts["verify"] = "list"
@@ -974,15 +975,7 @@ def checkpoint_to(options: dict[str, Any], dest: str, force: bool = False) -> di
     parent = os.path.dirname(dest)
     temp = os.path.join(parent, ".%s.nodekeep-%s" % (os.path.basename(dest), uuid.uuid4().hex[:8]))
     try:
-        facts = take_copy(options, temp)
-        facts.update(
-            verify_copy(
-                temp,
-                count_keys=options["count_keys"],
-                verify=options["verify"],
-                label="the copy of %s (%s)" % (options["path"], options["method"]),
-            )
-        )
+        facts = _take_verified_copy(options, temp, "the copy of %s (%s)" % (options["path"], options["method"]))
         kept = None
         try:
             if os.path.lexists(dest):

@@ -34,11 +34,8 @@ __metaclass__ = type
 import base64
 import contextlib
 import hashlib
-import os
 import random
 import re
-import stat
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -62,6 +59,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.repository import 
     OBJECTS_DIR,
     Repository,
     check_object_name,
+    private_temp_dir,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.retention import PERIODS, period_key
 
@@ -1422,21 +1420,8 @@ class S3Repository(Repository):
         }
 
     def scratch_dir(self) -> str:
-        """A private directory for transient plaintext (deep verify, restore checks) of this user.
-
-        Never the shared temporary directory itself: the engine removes stale run
-        directories inside the scratch root, which must belong to nodekeep alone.
-        """
-        path = os.path.join(tempfile.gettempdir(), "nodekeep-scratch-%d" % os.getuid())
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(path, 0o700)
-        info = os.lstat(path)
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-            raise RepositoryError(
-                "%s is not a private directory of this user (mode %o, owner %d)" % (path, info.st_mode, info.st_uid),
-                "remove it, or give scratch_dir explicitly",
-            )
-        return path
+        """A private directory for transient plaintext (deep verify, restore checks) of this user."""
+        return private_temp_dir()
 
     def transfer_stats(self) -> dict[str, Any]:
         return {"throttled_seconds": round(self.limiter.waited, 3), "bandwidth_limit": self.limiter.rate}

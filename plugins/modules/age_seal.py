@@ -400,8 +400,6 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.nodekeep.backup.plugins.module_utils.archive import (
     open_path,
     parse_mode,
-    plan_open,
-    plan_seal,
     seal_path,
     seal_to_epoch,
 )
@@ -470,43 +468,34 @@ def main():
                 level=params["compression_level"],
                 check_only=module.check_mode,
             )
+        # What sealing and opening a file or directory share.
+        common = {
+            "force": params["force"],
+            "mode": 0o600 if mode is None else mode,
+            "passphrase": passphrase,
+            "check_only": module.check_mode,
+        }
         if params["state"] == "sealed":
-            recipients = (params["recipients"], params["recipients_files"])
-            if module.check_mode:
-                return plan_seal(
-                    params["src"],
-                    params["dest"],
-                    *recipients,
-                    params["compress"],
-                    params["force"],
-                    passphrase,
-                    params["armor"],
-                )
             result = seal_path(
                 params["src"],
                 params["dest"],
-                *recipients,
+                params["recipients"],
+                params["recipients_files"],
                 compress=params["compress"],
-                force=params["force"],
-                mode=0o600 if mode is None else mode,
                 level=params["compression_level"],
                 armor=params["armor"],
-                passphrase=passphrase,
+                **common,
             )
             for warning in result.pop("warnings", []):
                 module.warn(warning)
             return result
-        identities = (params["identities"], params["identity_files"])
-        if module.check_mode:
-            return plan_open(params["src"], params["dest"], *identities, params["content"], params["force"], passphrase)
         return open_path(
             params["src"],
             params["dest"],
-            *identities,
+            params["identities"],
+            params["identity_files"],
             content=params["content"],
-            force=params["force"],
-            mode=0o600 if mode is None else mode,
-            passphrase=passphrase,
+            **common,
         )
 
     run(module, action)

@@ -26,6 +26,7 @@ description:
 author:
   - nodekeep.backup maintainers (@nodekeep)
 extends_documentation_fragment:
+  - nodekeep.backup._snapshot
   - nodekeep.backup._attributes
 attributes:
   check_mode:
@@ -54,83 +55,20 @@ options:
     type: str
     choices: [present, absent, pruned, sent, received]
     default: present
-  name:
-    description: The snapshot name (the part after C(@)).
-    type: str
-  prefix:
-    description: Prefix of the snapshot names this module makes and prunes.
-    type: str
-    default: nodekeep
   snapshot_dir:
     description: Where the snapshots are (default C(.nodekeep-snapshots) beside the subvolume).
     type: path
-  keep_last:
-    description: O(state=pruned) keeps the newest N snapshots.
-    type: int
-  keep_hourly:
-    description: O(state=pruned) keeps one snapshot for each of the N most recent hours that have one.
-    type: int
-  keep_daily:
-    description: O(state=pruned) keeps one snapshot for each of the N most recent days that have one.
-    type: int
-  keep_weekly:
-    description: O(state=pruned) keeps one snapshot for each of the N most recent ISO weeks that have one.
-    type: int
-  keep_monthly:
-    description: O(state=pruned) keeps one snapshot for each of the N most recent months that have one.
-    type: int
-  keep_yearly:
-    description: O(state=pruned) keeps one snapshot for each of the N most recent years that have one.
-    type: int
-  keep_within:
-    description: O(state=pruned) keeps every snapshot within this time of the newest one (V(7d), V(36h), V(2w)).
-    type: str
-  pick:
-    description: Which snapshot represents a period.
-    type: str
-    choices: [first, last]
-    default: first
   protect:
     description: Snapshot names O(state=pruned) keeps whatever the policy says (the parent of the next send).
     type: list
     elements: str
     default: []
-  dest:
-    description: O(state=sent) writes the sealed stream here (0600; written beside it and renamed when complete).
-    type: path
   base:
     description: O(state=sent) sends incrementally from this earlier snapshot (C(btrfs send -p)).
     type: str
-  recipients:
-    description: age recipients (C(age1...) or C(ssh-ed25519 ...)) the stream of O(state=sent) is sealed to.
-    type: list
-    elements: str
-    default: []
-  recipients_files:
-    description: Files of age recipients, one per line.
-    type: list
-    elements: path
-    default: []
-  level:
-    description: zstd compression level of O(state=sent).
-    type: int
-    default: 3
-  src:
-    description: O(state=received) reads this sealed stream.
-    type: path
   target:
     description: O(state=received) receives into this directory (on btrfs; made if absent).
     type: path
-  identities:
-    description: age identities (C(AGE-SECRET-KEY-1...)) for O(state=received).
-    type: list
-    elements: str
-    default: []
-  identity_files:
-    description: Files holding age identities or OpenSSH private keys, for O(state=received).
-    type: list
-    elements: path
-    default: []
   force:
     description: O(state=sent) overwrites O(dest).
     type: bool
@@ -229,6 +167,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils import snapshot
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
     AGE_IDENTITY_OPTIONS,
     AGE_RECIPIENT_OPTIONS,
+    SNAPSHOT_OPTIONS,
     argspec,
     require_libraries,
     run,
@@ -240,26 +179,11 @@ def main():
         argument_spec=argspec(
             AGE_RECIPIENT_OPTIONS,
             AGE_IDENTITY_OPTIONS,
+            SNAPSHOT_OPTIONS,
             subvolume={"type": "path", "required": True},
             state={"type": "str", "default": "present", "choices": ["present", "absent", "pruned", "sent", "received"]},
-            name={"type": "str"},
-            prefix={"type": "str", "default": "nodekeep"},
             snapshot_dir={"type": "path"},
-            keep_last={"type": "int"},
-            keep_hourly={"type": "int"},
-            keep_daily={"type": "int"},
-            keep_weekly={"type": "int"},
-            keep_monthly={"type": "int"},
-            keep_yearly={"type": "int"},
-            keep_within={"type": "str"},
-            pick={"type": "str", "choices": ["first", "last"], "default": "first"},
-            protect={"type": "list", "elements": "str", "default": []},
-            dest={"type": "path"},
-            base={"type": "str"},
-            level={"type": "int", "default": 3},
-            src={"type": "path"},
             target={"type": "path"},
-            force={"type": "bool", "default": False},
         ),
         required_if=[
             ("state", "absent", ["name"]),

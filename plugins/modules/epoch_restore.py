@@ -25,6 +25,7 @@ author:
   - nodekeep.backup maintainers (@nodekeep)
 extends_documentation_fragment:
   - nodekeep.backup._repository
+  - nodekeep.backup._repository.EPOCH
   - nodekeep.backup._repository.AGE_IDENTITIES
   - nodekeep.backup._attributes.REPOSITORY
 attributes:
@@ -37,33 +38,15 @@ attributes:
     support: partial
     details: A second run with the same O(dest) refuses because the targets exist, unless O(force=true).
 options:
-  epoch:
-    description: V(latest) (the newest complete epoch) or an epoch name.
-    type: str
-    default: latest
-  public_key:
-    description: The node's Ed25519 public key (C(ssh-ed25519 AAAA...)) kept on the controller.
-    type: str
-    required: true
   dest:
     description: Absolute staging directory. Each asset is restored under it at its original absolute path.
     type: path
     required: true
-  artifacts:
-    description: Restore only these assets (by name). Default all.
-    type: list
-    elements: str
-    default: []
   force:
     description:
       - Replace targets that already exist. The existing data is kept beside it as C(NAME.nodekeep-replaced-TIME).
     type: bool
     default: false
-  check:
-    description: The SQLite check run on each restored database before it is linked into place.
-    type: str
-    choices: [integrity, quick]
-    default: integrity
 requirements:
   - pyrage
   - zstandard
@@ -123,6 +106,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets import asset_type
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
     AGE_IDENTITY_OPTIONS,
+    EPOCH_OPTIONS,
     REPOSITORY_OPTIONS,
     argspec,
     require_libraries,
@@ -167,12 +151,9 @@ def main():
         argument_spec=argspec(
             REPOSITORY_OPTIONS,
             AGE_IDENTITY_OPTIONS,
-            epoch={"type": "str", "default": "latest"},
-            public_key={"type": "str", "required": True, "no_log": False},
+            EPOCH_OPTIONS,
             dest={"type": "path", "required": True},
-            artifacts={"type": "list", "elements": "str", "default": []},
             force={"type": "bool", "default": False},
-            check={"type": "str", "choices": ["integrity", "quick"], "default": "integrity"},
         ),
         supports_check_mode=True,
     )

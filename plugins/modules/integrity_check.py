@@ -27,6 +27,7 @@ author:
   - nodekeep.backup maintainers (@nodekeep)
 extends_documentation_fragment:
   - nodekeep.backup._repository
+  - nodekeep.backup._repository.EPOCH
   - nodekeep.backup._repository.AGE_IDENTITIES
   - nodekeep.backup._s3
   - nodekeep.backup._attributes.REPOSITORY
@@ -40,29 +41,10 @@ attributes:
     support: full
     details: Never changes anything (C(changed) is always false).
 options:
-  epoch:
-    description: The epoch to verify, V(latest) (the newest complete epoch) or an epoch name.
-    type: str
-    default: latest
-  public_key:
-    description:
-      - The node's Ed25519 public key (C(ssh-ed25519 AAAA...)), from the controller's C(keys/NODE.pub).
-    type: str
-    required: true
   deep:
     description: Also decrypt each artifact and run its asset check. Needs O(identities) or O(identity_files).
     type: bool
     default: false
-  artifacts:
-    description: Verify only these artifacts (by asset name). Default all.
-    type: list
-    elements: str
-    default: []
-  check:
-    description: The SQLite check of a deep verify, V(integrity) (C(PRAGMA integrity_check)) or V(quick).
-    type: str
-    choices: [integrity, quick]
-    default: integrity
   scratch_dir:
     description: Private directory for deep-check copies. Defaults to C(.scratch) in the repository.
     type: path
@@ -156,6 +138,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.nodekeep.backup.plugins.module_utils import s3
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
     AGE_IDENTITY_OPTIONS,
+    EPOCH_OPTIONS,
     REPOSITORY_OPTIONS,
     argspec,
     require_libraries,
@@ -177,11 +160,8 @@ def main():
         argument_spec=argspec(
             REPOSITORY_OPTIONS,
             AGE_IDENTITY_OPTIONS,
-            epoch={"type": "str", "default": "latest"},
-            public_key={"type": "str", "required": True, "no_log": False},
+            EPOCH_OPTIONS,
             deep={"type": "bool", "default": False},
-            artifacts={"type": "list", "elements": "str", "default": []},
-            check={"type": "str", "choices": ["integrity", "quick"], "default": "integrity"},
             scratch_dir={"type": "path"},
             fail_on_error={"type": "bool", "default": True},
             targets={"type": "list", "elements": "dict", "default": [], "options": s3.S3_TARGET_OPTIONS},

@@ -246,12 +246,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.archive import parse_mode
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import argspec, run
-from ansible_collections.nodekeep.backup.plugins.module_utils.cutover import (
-    cutover,
-    plan_cutover,
-    plan_rollback,
-    rollback,
-)
+from ansible_collections.nodekeep.backup.plugins.module_utils.cutover import cutover, rollback
 
 
 def main():
@@ -273,10 +268,10 @@ def main():
 
     def action():
         if params["state"] == "rollback":
-            step = plan_rollback if module.check_mode else rollback
-            return step(params["path"], params["safety_copy"], params["sqlite_sidecars"])
-        step = plan_cutover if module.check_mode else cutover
-        return step(
+            return rollback(
+                params["path"], params["safety_copy"], params["sqlite_sidecars"], check_only=module.check_mode
+            )
+        return cutover(
             params["path"],
             params["staged"],
             safety_copy=params["safety_copy"],
@@ -284,6 +279,7 @@ def main():
             group=params["group"],
             mode=parse_mode(params["mode"]),
             sqlite_sidecars=params["sqlite_sidecars"],
+            check_only=module.check_mode,
         )
 
     run(module, action)

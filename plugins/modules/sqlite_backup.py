@@ -229,13 +229,11 @@ replaced:
   sample: false
 """
 
-import time
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.archive import parse_mode
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import argspec, require_libraries, run
-from ansible_collections.nodekeep.backup.plugins.module_utils.cutover import backup_sqlite, plan_sqlite_backup
+from ansible_collections.nodekeep.backup.plugins.module_utils.cutover import backup_sqlite
 
 
 def main():
@@ -257,25 +255,6 @@ def main():
     params = module.params
 
     def action():
-        started = time.monotonic()
-        mode = parse_mode(params["mode"])
-        if module.check_mode:
-            plan = plan_sqlite_backup(
-                params["src"],
-                params["dest"],
-                force=params["force"],
-                owner=params["owner"],
-                group=params["group"],
-                busy_timeout_ms=params["busy_timeout"],
-                pages_per_step=params["pages_per_step"],
-            )
-            return {
-                "changed": True,
-                "src": plan["src"],
-                "dest": plan["dest"],
-                "replaced": plan["replaced"],
-                "duration": round(time.monotonic() - started, 3),
-            }
         return backup_sqlite(
             params["src"],
             params["dest"],
@@ -283,9 +262,10 @@ def main():
             pages_per_step=params["pages_per_step"],
             check=params["check"],
             force=params["force"],
-            mode=mode,
+            mode=parse_mode(params["mode"]),
             owner=params["owner"],
             group=params["group"],
+            check_only=module.check_mode,
         )
 
     run(module, action)

@@ -31,6 +31,7 @@ description:
 author:
   - nodekeep.backup maintainers (@nodekeep)
 extends_documentation_fragment:
+  - nodekeep.backup._snapshot
   - nodekeep.backup._attributes
 attributes:
   check_mode:
@@ -62,13 +63,6 @@ options:
     type: str
     choices: [present, absent, held, released, pruned, sent, received, rolled_back, cutover]
     default: present
-  name:
-    description: The snapshot name (the part after C(@)).
-    type: str
-  prefix:
-    description: Prefix of the snapshot names this module makes and prunes.
-    type: str
-    default: nodekeep
   recursive:
     description: Snapshot, hold, destroy and send the descendant datasets too (C(-r), C(send -R)).
     type: bool
@@ -81,73 +75,17 @@ options:
     description: Let O(state=absent) and O(state=pruned) destroy dependent clones (C(zfs destroy -R)).
     type: bool
     default: false
-  keep_last:
-    description: O(state=pruned) keeps the newest N snapshots.
-    type: int
-  keep_hourly:
-    description: O(state=pruned) keeps one snapshot for each of the N most recent hours that have one.
-    type: int
-  keep_daily:
-    description: O(state=pruned) keeps one snapshot for each of the N most recent days that have one.
-    type: int
-  keep_weekly:
-    description: O(state=pruned) keeps one snapshot for each of the N most recent ISO weeks that have one.
-    type: int
-  keep_monthly:
-    description: O(state=pruned) keeps one snapshot for each of the N most recent months that have one.
-    type: int
-  keep_yearly:
-    description: O(state=pruned) keeps one snapshot for each of the N most recent years that have one.
-    type: int
-  keep_within:
-    description: O(state=pruned) keeps every snapshot within this time of the newest one (V(7d), V(36h), V(2w)).
-    type: str
-  pick:
-    description: Which snapshot represents a period.
-    type: str
-    choices: [first, last]
-    default: first
   protect:
     description: Snapshot names O(state=pruned) keeps whatever the policy says (the base of the next send).
     type: list
     elements: str
     default: []
-  dest:
-    description: O(state=sent) writes the sealed stream here (0600; written beside it and renamed when complete).
-    type: path
   base:
     description: O(state=sent) sends incrementally from this earlier snapshot (C(zfs send -i)).
     type: str
-  recipients:
-    description: age recipients (C(age1...) or C(ssh-ed25519 ...)) the stream of O(state=sent) is sealed to.
-    type: list
-    elements: str
-    default: []
-  recipients_files:
-    description: Files of age recipients, one per line.
-    type: list
-    elements: path
-    default: []
-  level:
-    description: zstd compression level of O(state=sent).
-    type: int
-    default: 3
-  src:
-    description: O(state=received) reads this sealed stream.
-    type: path
   target:
     description: O(state=received) receives into this dataset (a staging dataset; it must not exist for a full stream).
     type: str
-  identities:
-    description: age identities (C(AGE-SECRET-KEY-1...)) for O(state=received).
-    type: list
-    elements: str
-    default: []
-  identity_files:
-    description: Files holding age identities or OpenSSH private keys, for O(state=received).
-    type: list
-    elements: path
-    default: []
   force:
     description: O(state=sent) overwrites O(dest); O(state=received) receives with C(-F).
     type: bool
@@ -298,6 +236,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils import snapshot
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
     AGE_IDENTITY_OPTIONS,
     AGE_RECIPIENT_OPTIONS,
+    SNAPSHOT_OPTIONS,
     argspec,
     require_libraries,
     run,
@@ -309,6 +248,7 @@ def main():
         argument_spec=argspec(
             AGE_RECIPIENT_OPTIONS,
             AGE_IDENTITY_OPTIONS,
+            SNAPSHOT_OPTIONS,
             dataset={"type": "str", "required": True},
             state={
                 "type": "str",
@@ -325,26 +265,10 @@ def main():
                     "cutover",
                 ],
             },
-            name={"type": "str"},
-            prefix={"type": "str", "default": "nodekeep"},
             recursive={"type": "bool", "default": False},
             tag={"type": "str", "default": "nodekeep"},
             allow_dependents={"type": "bool", "default": False},
-            keep_last={"type": "int"},
-            keep_hourly={"type": "int"},
-            keep_daily={"type": "int"},
-            keep_weekly={"type": "int"},
-            keep_monthly={"type": "int"},
-            keep_yearly={"type": "int"},
-            keep_within={"type": "str"},
-            pick={"type": "str", "choices": ["first", "last"], "default": "first"},
-            protect={"type": "list", "elements": "str", "default": []},
-            dest={"type": "path"},
-            base={"type": "str"},
-            level={"type": "int", "default": 3},
-            src={"type": "path"},
             target={"type": "str"},
-            force={"type": "bool", "default": False},
             discard_newer={"type": "bool", "default": False},
             staging={"type": "str"},
             cutover_mode={"type": "str", "choices": ["auto", "rename", "mountpoint"], "default": "auto"},

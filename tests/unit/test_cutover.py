@@ -164,7 +164,7 @@ class TestCutover:
     def test_check_mode_touches_nothing(self, live, tmp_path):
         path, staged = live
         before = (listing(path.parent), listing(staged.parent))
-        plan = cut.plan_cutover(str(path), str(staged), now=NOW)
+        plan = cut.cutover(str(path), str(staged), now=NOW, check_only=True)
         assert plan["changed"] and plan["safety_copy"].endswith("pre-restore-20231114T221320Z")
         assert plan["attributes"]["mode"] == "0640"
         assert (listing(path.parent), listing(staged.parent)) == before
@@ -305,7 +305,7 @@ class TestRollback:
         path, staged = live
         cut.cutover(str(path), str(staged), now=NOW)
         before = listing(path.parent)
-        plan = cut.plan_rollback(str(path), now=NOW + 60)
+        plan = cut.rollback(str(path), now=NOW + 60, check_only=True)
         assert plan["changed"] and plan["failed_copy"].endswith("failed-20231114T221420Z")
         assert listing(path.parent) == before
 
