@@ -19,7 +19,12 @@
 #      every restored row equal to the same row of the live DB, both rows of every
 #      transaction present; `age -d | zstd -d` of the artifact matches the manifest's
 #      checksum; `ssh-keygen -Y verify` accepts the manifest signature;
-#   8. (hook) playbooks/drill.yml when it exists;
+#   8. playbooks/drill.yml: a restore drill of the node into the staging host
+#      demo-staging (the same machine, its own directories): the latest epoch is
+#      shipped there, restored, deep-checked, health-checked and timed; RTO and RPO
+#      are compared with the node's targets (runbook 000 mainnet: RPO 5 min, RTO
+#      30 min) and the signed report (JSON + HTML) is stored in the staging host's
+#      repository under _drills/; `ssh-keygen -Y verify` checks its signature;
 #   9. prints a summary (scripts/demo_summary.py) from the JSON results the
 #      playbooks saved in NODEKEEP_DEMO_DIR/results.
 #
@@ -47,6 +52,10 @@ IDENTITY=$DEMO_DIR/age/identity.txt
 RECIPIENT=$DEMO_DIR/age/recipient.txt
 PUBKEY=$ROOT/inventories/demo/keys/$NODE.pub
 SIGNING_KEY=$DEMO_DIR/signing/signing_key
+STAGE=demo-staging
+STAGE_PUBKEY=$ROOT/inventories/demo/keys/$STAGE.pub
+STAGE_SIGNING_KEY=$DEMO_DIR/staging-host/signing/signing_key
+DRILL_STORE=$DEMO_DIR/staging-host/repository/_drills
 
 T0=$(date +%s%N)
 step() { printf '\n\033[1m==> %s\033[0m  (at %s s)\n' "$*" "$((($(date +%s%N) - T0) / 1000000000))"; }
@@ -127,13 +136,17 @@ note "recipient: $(cat "$RECIPIENT")"
 # The demo owns both ends of the trust: a recorded key that is not this demo node's key
 # comes from an earlier demo directory; forget it (a real fleet keeps it, and the agent
 # role refuses the node until the change is accepted deliberately).
-if [[ -f $PUBKEY ]]; then
-    node_key=$(ssh-keygen -y -f "$SIGNING_KEY" 2>/dev/null | cut -d' ' -f1,2 || true)
-    if [[ $node_key != "$(cut -d' ' -f1,2 "$PUBKEY")" ]]; then
-        note "forgetting $PUBKEY: it is not the key of this demo node ($SIGNING_KEY)"
-        rm -f "$PUBKEY"
+forget_stale_key() { # forget_stale_key RECORDED.pub PRIVATE-KEY
+    [[ -f $1 ]] || return 0
+    local key
+    key=$(ssh-keygen -y -f "$2" 2>/dev/null | cut -d' ' -f1,2 || true)
+    if [[ $key != "$(cut -d' ' -f1,2 "$1")" ]]; then
+        note "forgetting $1: it is not the key of this demo's host ($2)"
+        rm -f "$1"
     fi
-fi
+}
+forget_stale_key "$PUBKEY" "$SIGNING_KEY"
+forget_stale_key "$STAGE_PUBKEY" "$STAGE_SIGNING_KEY"
 
 # ================================================================ 2. the live node
 step "2. Start the demo node: a live writer on $DB"
@@ -153,7 +166,7 @@ done
 note "writer pid $WRITER_PID, $(sqlite3 "$DB" 'SELECT count(*) FROM chain') rows so far"
 
 # ================================================================ 3. agent
-step "3. playbooks/agent.yml: node virtualenv, repository, signing key"
+step "3. playbooks/agent.yml: node virtualenv, repository, signing key (node and staging host)"
 AGENT_ARGS=()
 if [[ -n ${NODEKEEP_DEMO_VENV:-} ]]; then
     [[ -x $NODEKEEP_DEMO_VENV/bin/python ]] || die "NODEKEEP_DEMO_VENV=$NODEKEEP_DEMO_VENV has no bin/python"
@@ -168,6 +181,7 @@ fi
 rm -rf "$RESULTS"
 mkdir -p "$RESULTS"
 playbook agent
+playbook agent -e nodekeep_hosts=staging
 
 # ================================================================ 4. backups
 step "4. playbooks/backup.yml twice, ${PAUSE} s apart, while the node writes"
@@ -246,14 +260,31 @@ json.dump(values, open(sys.argv[1], "w"), indent=2)
     "$differing" "$missing_pairs" "$gaps" "$restored_newest" "$artifact" "$actual" "$sigcheck" "$ALLOWED" \
     "$IDENTITY" "$PUBKEY"
 
-# ================================================================ 8. drill (hook)
-# Restore drills (RTO/RPO against nodekeep_targets, drill report) come with
-# playbooks/drill.yml; once it exists the demo runs it here and the summary shows
-# its DIR/NODE/drill-*.json results.
-if [[ -f playbooks/drill.yml ]]; then
-    step "8. playbooks/drill.yml: restore drill into staging, RTO/RPO against the targets"
-    playbook drill
-fi
+# ================================================================ 8. drill
+step "8. playbooks/drill.yml: restore drill into $STAGE, RTO/RPO against the targets"
+playbook drill
+drill_jsons=("$RESULTS/$NODE"/drill-*.json) # the results directory holds this run only
+[[ -f ${drill_jsons[-1]} ]] || die "playbooks/drill.yml saved no report in $RESULTS/$NODE"
+drill_id=$(json_get "${drill_jsons[-1]}" 'd["drill_id"]')
+drill_series=$(json_get "${drill_jsons[-1]}" 'd["series"]')
+DRILL_DIR=$DRILL_STORE/$drill_series/$drill_id
+for name in report.json report.html report.json.sig; do
+    [[ -f $DRILL_DIR/$name ]] || die "the drill report $DRILL_DIR/$name does not exist"
+done
+"$CONTROLLER_PYTHON" -c 'import json, sys; sys.exit(json.load(open(sys.argv[1])) != json.load(open(sys.argv[2])))' \
+    "$DRILL_DIR/report.json" "${drill_jsons[-1]}" || die "the controller's copy of the drill report differs from $DRILL_DIR"
+DRILL_ALLOWED=$DEMO_DIR/allowed_signers.drill
+printf '%s %s\n' "$STAGE" "$(cut -d' ' -f1,2 "$STAGE_PUBKEY")" >"$DRILL_ALLOWED"
+drillsig=$(ssh-keygen -Y verify -f "$DRILL_ALLOWED" -I "$STAGE" -n nodekeep-drill \
+    -s "$DRILL_DIR/report.json.sig" <"$DRILL_DIR/report.json" 2>&1) ||
+    die "ssh-keygen -Y verify rejected the drill report $DRILL_DIR/report.json: $drillsig"
+note "drill report $DRILL_DIR (report.json, report.html, report.json.sig)"
+note "ssh-keygen -Y verify -n nodekeep-drill: $drillsig"
+"$CONTROLLER_PYTHON" -c '
+import json, sys
+keys = ["dir", "ssh_keygen_verify", "allowed_signers", "signer"]
+json.dump(dict(zip(keys, sys.argv[2:]), format="nodekeep.demo-drill-checks/v1"), open(sys.argv[1], "w"), indent=2)
+' "$RESULTS/$NODE/checks-drill.json" "$DRILL_DIR" "$drillsig" "$DRILL_ALLOWED" "$STAGE"
 
 # ================================================================ 9. summary
 stop_writer

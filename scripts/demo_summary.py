@@ -53,6 +53,75 @@ def parse_time(text: str | None) -> datetime | None:
     return None
 
 
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "not measured"
+    seconds = float(seconds)
+    if seconds < 60:
+        return "%.1f s" % seconds
+    if seconds < 3600:
+        return "%d min %02d s" % (seconds // 60, seconds % 60)
+    return "%d h %02d min" % (seconds // 3600, (seconds % 3600) // 60)
+
+
+def against(measure: dict[str, Any]) -> str:
+    """``12.3 s (target 30 min 00 s): met``"""
+    return "%s (target %s): %s" % (
+        duration(measure.get("seconds")),
+        duration(measure.get("target_seconds")),
+        "met" if measure.get("met") else "MISSED",
+    )
+
+
+def print_drill(d: dict[str, Any], checks: dict[str, Any]) -> None:
+    print(
+        "Restore drill %s (series %s): %s, %d/%d node(s) ok"
+        % (
+            d.get("drill_id"),
+            d.get("series"),
+            "PASSED" if d.get("ok") else "FAILED",
+            d.get("summary", {}).get("nodes_ok", 0),
+            d.get("summary", {}).get("nodes", 0),
+        )
+    )
+    for n in d.get("nodes", []):
+        print(
+            "    node %s: epoch %s restored on %s (staged in %s, %s)"
+            % (
+                n.get("node"),
+                n.get("epoch"),
+                n.get("staging_host"),
+                n.get("staging_path"),
+                "removed after the checks" if n.get("staged_copy_removed") else "kept",
+            )
+        )
+        if n.get("error"):
+            print("      FAILED: %s" % n["error"])
+        print("      RTO %s  (drill start -> data verified in staging)" % against(n.get("rto", {})))
+        print("      RPO %s  (age of the restored data at drill start)" % against(n.get("rpo", {})))
+        for a in n.get("assets", []):
+            health = a.get("health") or {}
+            print(
+                "      %-16s %s: %s; health command %s"
+                % (
+                    a.get("name"),
+                    "ok" if a.get("ok") else "FAILED",
+                    a.get("error") or checks_text(a.get("checks")),
+                    ("passed" if health.get("ok") else "FAILED (exit %s)" % health.get("rc"))
+                    if health.get("ran")
+                    else "not given",
+                )
+            )
+        for skipped in n.get("skipped", []):
+            print("      %-16s not restored: %s" % (skipped.get("name"), skipped.get("reason")))
+    for problem in d.get("problems", []):
+        print("    PROBLEM: %s" % problem)
+    if checks.get("dir"):
+        print("    report (signed by %s): %s/report.json" % (checks.get("signer"), checks["dir"]))
+        print("                           %s/report.html" % checks["dir"])
+        print("    ssh-keygen -Y verify -n nodekeep-drill: %s" % checks.get("ssh_keygen_verify"))
+
+
 def checks_text(checks: dict[str, Any] | None) -> str:
     return ", ".join("%s %s" % (k.replace("_", " "), v) for k, v in (checks or {}).items())
 
@@ -75,6 +144,8 @@ def main(argv=None) -> int:
     restores = load_all(here, "restore-*.json")
     drills = load_all(here, "drill-*.json")
     checks = load(os.path.join(here, "checks.json")) if os.path.exists(os.path.join(here, "checks.json")) else {}
+    drill_checks_file = os.path.join(here, "checks-drill.json")
+    drill_checks = load(drill_checks_file) if os.path.exists(drill_checks_file) else {}
 
     print("Node %s, repository %s" % (args.node, backups[-1].get("repository")))
     print()
@@ -155,7 +226,7 @@ def main(argv=None) -> int:
         print("    ssh-keygen -Y verify: %s" % checks.get("ssh_keygen_verify"))
     for d in drills:
         print()
-        print("Drill: %s" % json.dumps({k: d[k] for k in d if k not in ("artifacts",)}, sort_keys=True)[:400])
+        print_drill(d, drill_checks if d is drills[-1] else {})
 
     epoch = checks.get("epoch") or backups[-1]["epoch"]
     repository = backups[-1].get("repository") or os.path.join(args.demo_dir, "repository")
@@ -177,6 +248,8 @@ def main(argv=None) -> int:
         "    node public key   %s (the controller's trust anchor)"
         % (checks.get("public_key") or "inventories/demo/keys/")
     )
+    if drill_checks.get("dir"):
+        print("    drill report      %s/report.html (page), report.json, report.json.sig" % drill_checks["dir"])
     print("    JSON results      %s" % here)
     print()
     print("Inspect by hand:")
@@ -193,6 +266,20 @@ def main(argv=None) -> int:
             q(os.path.join(epoch_dir, "manifest.json")),
         )
     )
+    if drill_checks.get("dir"):
+        print(
+            "    ssh-keygen -Y verify -f %s -I %s -n nodekeep-drill -s %s < %s"
+            % (
+                q(drill_checks.get("allowed_signers", "ALLOWED_SIGNERS")),
+                q(drill_checks.get("signer", "STAGING_HOST")),
+                q(os.path.join(drill_checks["dir"], "report.json.sig")),
+                q(os.path.join(drill_checks["dir"], "report.json")),
+            )
+        )
+        print(
+            "    ANSIBLE_COLLECTIONS_PATH=build/collections .venv/bin/ansible-playbook -i %s playbooks/drill.yml"
+            % q(args.inventory)
+        )
     print(
         "    ANSIBLE_COLLECTIONS_PATH=build/collections .venv/bin/ansible-playbook -i %s playbooks/verify.yml -e nodekeep_verify_epoch=%s"
         % (q(args.inventory), q(backups[0]["epoch"]))

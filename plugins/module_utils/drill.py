@@ -1,0 +1,806 @@
+# -*- coding: utf-8 -*-
+# Copyright: nodekeep.backup contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Restore drills: the report (JSON ``nodekeep.drill/v1`` and a self-contained HTML page),
+RTO/RPO against targets, its signature, its place in the repository and its history.
+
+Where reports live: ``ROOT/_drills/SERIES/DRILL_ID/`` beside the nodes' epochs
+(``ROOT/NODE/EPOCH/``). ``_drills`` can never be a node name (node names start with a
+letter or digit), so no node's epochs, verify, restore or retention ever see it. The
+area is opened as a repository of its own (``drill_store``): local ``ROOT/_drills`` or
+``s3://BUCKET/PREFIX/_drills``, so reports are written with the same write-once
+primitives as epochs (temporary name, fsync, link; S3 with If-None-Match and the
+bucket's Object Lock), ``SERIES`` taking the place of the node and the drill id (the
+drill's UTC start, ``YYYYMMDDTHHMMSSZ``) the place of the epoch. A report is complete
+when ``report.json.sig`` exists; it is written last.
+
+The signature is SSHSIG (Ed25519) like a manifest's, in the namespace ``nodekeep-drill``
+(so a drill signature can never pass for a manifest signature):
+``ssh-keygen -Y verify -f ALLOWED -I HOST -n nodekeep-drill -s report.json.sig < report.json``.
+
+Measures (all seconds):
+- RTO of a node: drill start -> the node's data restored, checked and health-checked in
+  staging (``verified_at - started``; nodes run concurrently, so this is the recovery time
+  of that node in a fleet-wide loss). The drill's RTO is the largest node RTO.
+- RPO of a node: drill start - the restored epoch's start (``manifest.started``); every
+  asset's snapshot was taken at or after that moment, so this bounds the data loss.
+"""
+
+from __future__ import absolute_import, annotations, division, print_function
+
+__metaclass__ = type
+
+import html
+import json
+import os
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+from ansible_collections.nodekeep.backup.plugins.module_utils import signing
+from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError, RepositoryError
+from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
+    EPOCH_RE,
+    TOOL_NAME,
+    TOOL_VERSION,
+    check_name,
+)
+from ansible_collections.nodekeep.backup.plugins.module_utils.metrics import Metrics
+from ansible_collections.nodekeep.backup.plugins.module_utils.repository import (
+    DEFAULT_LOCAL_ROOT,
+    LocalRepository,
+    Repository,
+)
+
+FORMAT = "nodekeep.drill/v1"
+AREA = "_drills"
+REPORT_NAME = "report.json"
+HTML_NAME = "report.html"
+SIGNATURE_NAME = "report.json.sig"
+NAMESPACE = "nodekeep-drill"
+DEFAULT_SERIES = "drill"
+DEFAULT_RPO = 300.0
+DEFAULT_RTO = 1800.0
+#: check results that mean "passed"; any other string value of a known check key is a failure
+CHECK_KEYS = ("integrity", "quick", "quick_check", "integrity_check", "check", "entries", "status")
+
+SECRET_SKIP = "secrets are never restored into staging (nodekeep_drill_include_secrets)"
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|secs|seconds?|m|min|mins|minutes?|h|hours?|d|days?)?\s*\Z")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class DrillError(NodekeepError):
+    pass
+
+
+# --------------------------------------------------------------------------
+# small helpers
+# --------------------------------------------------------------------------
+
+
+def parse_duration(value: Any, what: str = "duration") -> float:
+    """Seconds from a number or a text such as ``300``, ``90s``, ``5m``, ``30 min``, ``1h``, ``1d``."""
+    if isinstance(value, bool):
+        raise DrillError("%s %r is not a duration" % (what, value), "give seconds (300) or a text such as 5m, 1h")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise DrillError("%s %r is negative" % (what, value), "give a duration of 0 or more")
+        return float(value)
+    match = _DURATION_RE.match(str(value or ""))
+    if not match:
+        raise DrillError(
+            "%s %r is not a duration" % (what, value), "give seconds (300) or a text such as 90s, 5m, 30min, 1h, 1d"
+        )
+    unit = (match.group(2) or "s")[0]
+    return float(match.group(1)) * _UNITS[unit]
+
+
+def iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    moment = datetime.fromtimestamp(float(timestamp), timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (moment.microsecond // 1000)
+
+
+def parse_time(text: Any) -> float | None:
+    """A UNIX timestamp from a number, an ISO 8601 UTC time or an epoch name."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    value = str(text).strip()
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    value = value.rstrip("Z")
+    for fmt in ("%Y%m%dT%H%M%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S"):
+        try:
+            return datetime.strptime(value, fmt).replace(tzinfo=timezone.utc).timestamp()
+        except ValueError:
+            continue
+    return None
+
+
+def drill_id(timestamp: float) -> str:
+    return datetime.fromtimestamp(float(timestamp), timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def human_seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    value = float(value)
+    if value < 60:
+        return "%.1f s" % value
+    if value < 3600:
+        return "%d min %02d s" % (value // 60, value % 60)
+    if value < 86400:
+        return "%d h %02d min" % (value // 3600, (value % 3600) // 60)
+    return "%.1f d" % (value / 86400)
+
+
+# --------------------------------------------------------------------------
+# where reports live
+# --------------------------------------------------------------------------
+
+
+def drill_store(spec: Any, create: bool = True) -> Repository:
+    """The report area ``_drills`` of a repository spec (path, ``s3://...`` or a dict) as a repository.
+
+    ``create=False`` (check mode) never makes a local directory: a missing area raises RepositoryError.
+    """
+    if isinstance(spec, dict):
+        kind = str(spec.get("type", "local"))
+        if kind == "local":
+            return LocalRepository(os.path.join(str(spec.get("path") or DEFAULT_LOCAL_ROOT), AREA), create=create)
+        if kind == "s3":
+            from ansible_collections.nodekeep.backup.plugins.module_utils.s3 import S3Repository
+
+            options = dict(spec)
+            if options.get("url"):
+                options["url"] = str(options["url"]).rstrip("/") + "/" + AREA
+            else:
+                prefix = str(options.get("prefix") or "").strip("/")
+                options["prefix"] = (prefix + "/" if prefix else "") + AREA
+            return S3Repository.from_spec(options)
+        raise RepositoryError("unknown repository type %r" % kind, "use type: local or type: s3")
+    text = str(spec or DEFAULT_LOCAL_ROOT)
+    if text.startswith("s3://"):
+        from ansible_collections.nodekeep.backup.plugins.module_utils.s3 import open_s3_repository
+
+        return open_s3_repository(text.rstrip("/") + "/" + AREA)
+    if "://" in text:
+        raise RepositoryError(
+            "repository %r: only local paths and s3:// URLs are supported" % text,
+            "use an absolute path or s3://BUCKET/PREFIX",
+        )
+    if not os.path.isabs(text):
+        raise RepositoryError(
+            "the drill repository %r is not an absolute path" % text, "set nodekeep_drill_repository to one"
+        )
+    return LocalRepository(os.path.join(text, AREA), create=create)
+
+
+# --------------------------------------------------------------------------
+# targets
+# --------------------------------------------------------------------------
+
+
+def node_targets(raw: dict[str, Any] | None) -> dict[str, float]:
+    raw = raw or {}
+    return {
+        "rpo_seconds": parse_duration(
+            raw.get("rpo_seconds", raw.get("rpo", DEFAULT_RPO)), "the RPO target (nodekeep_rpo_target)"
+        ),
+        "rto_seconds": parse_duration(
+            raw.get("rto_seconds", raw.get("rto", DEFAULT_RTO)), "the RTO target (nodekeep_rto_target)"
+        ),
+    }
+
+
+def asset_targets(node: dict[str, float], per_asset: dict[str, Any] | None, name: str) -> dict[str, float]:
+    raw = (per_asset or {}).get(name) or {}
+    if not isinstance(raw, dict):
+        raise DrillError(
+            "the targets of asset %s are not a mapping: %r" % (name, raw),
+            "set nodekeep_targets.%s to {rpo_seconds: N, rto_seconds: N}" % name,
+        )
+    result = dict(node)
+    for key in ("rpo_seconds", "rto_seconds"):
+        short = key.split("_", 1)[0]
+        if key in raw or short in raw:
+            result[key] = parse_duration(raw.get(key, raw.get(short)), "nodekeep_targets.%s.%s" % (name, key))
+    return result
+
+
+def measure(seconds: float | None, target: float) -> dict[str, Any]:
+    return {
+        "seconds": None if seconds is None else round(float(seconds), 3),
+        "target_seconds": round(float(target), 3),
+        "met": seconds is not None and float(seconds) <= float(target),
+    }
+
+
+# --------------------------------------------------------------------------
+# the report
+# --------------------------------------------------------------------------
+
+
+def checks_failed(checks: dict[str, Any] | None) -> list[str]:
+    failed = []
+    for key, value in (checks or {}).items():
+        if key in CHECK_KEYS and isinstance(value, str) and value.lower() != "ok":
+            failed.append("%s: %s" % (key, value))
+        if isinstance(value, bool) and key.endswith("ok") and not value:
+            failed.append("%s: false" % key)
+    return failed
+
+
+def _health_by_asset(health: list[dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    found = {}
+    for item in health or []:
+        artifact = item.get("nodekeep_drill_artifact") or {}
+        name = item.get("asset") or item.get("name") or artifact.get("name")
+        if not name:
+            continue
+        entry = dict(item)
+        entry.setdefault("command_given", not item.get("skipped"))
+        found[str(name)] = entry
+    return found
+
+
+def _node_entry(raw: dict[str, Any], name: str, started: float) -> tuple[dict[str, Any], list[str]]:
+    """One node's section of the report and its problems."""
+    problems: list[str] = []
+    targets = node_targets(raw.get("targets"))
+    per_asset = raw.get("asset_targets") or {}
+    restore = raw.get("restore") or {}
+    manifest = restore.get("manifest") or {}
+    epoch = restore.get("epoch") or raw.get("epoch")
+    recovery_point = parse_time(manifest.get("started")) or parse_time(epoch)
+    verified_at = parse_time(raw.get("verified_at"))
+    error = raw.get("error")
+    failed_assets = raw.get("failed_assets") or []
+    if isinstance(failed_assets, dict):  # {ASSET: ERROR}, as the drill role records it
+        failed_assets = [{"name": key, "error": value} for key, value in sorted(failed_assets.items())]
+    failed_assets = [item for item in failed_assets if isinstance(item, dict)]
+    if not raw:
+        error = "no drill result: the node's drill did not run (unreachable, or failed before the restore)"
+    if not error and not restore.get("artifacts") and not failed_assets:
+        error = "nothing was restored (the epoch has no artifact to drill, or every asset was skipped)"
+    # The node's data is verified only when every asset was restored and deep-checked.
+    restored_ok = not error and bool(restore.get("artifacts")) and not failed_assets
+    rto = (verified_at - started) if (restored_ok and verified_at is not None) else None
+    # an asset that was restored and checked has its RTO even when another asset of the node failed
+    asset_rto = (verified_at - started) if (not error and verified_at is not None) else None
+    rpo = max(0.0, started - recovery_point) if recovery_point is not None else None
+    health = _health_by_asset(raw.get("health"))
+    assets = []
+    for artifact in restore.get("artifacts") or []:
+        asset_name = str(artifact.get("name"))
+        wanted = asset_targets(targets, per_asset, asset_name)
+        failed_checks = checks_failed(artifact.get("checks"))
+        probe = health.get(asset_name)
+        health_entry: dict[str, Any] = {"ran": False, "ok": None}
+        if probe and probe.get("command_given"):
+            health_entry = {
+                "ran": True,
+                "ok": int(probe.get("rc", 1)) == 0,
+                "rc": int(probe.get("rc", 1)),
+                "attempts": int(probe.get("attempts") or 1),
+            }
+        entry = {
+            "name": asset_name,
+            "asset_type": artifact.get("asset_type"),
+            "staged_path": artifact.get("path"),
+            "source_path": artifact.get("source_path"),
+            "size": artifact.get("size"),
+            "sha256": artifact.get("sha256"),
+            "restore_seconds": artifact.get("seconds"),
+            "checks": artifact.get("checks") or {},
+            "checks_ok": not failed_checks,
+            "error": None,
+            "health": health_entry,
+            "rto": measure(asset_rto, wanted["rto_seconds"]),
+            "rpo": measure(rpo, wanted["rpo_seconds"]),
+        }
+        entry["ok"] = bool(
+            entry["checks_ok"] and health_entry["ok"] is not False and entry["rto"]["met"] and entry["rpo"]["met"]
+        )
+        for text in failed_checks:
+            problems.append("%s/%s: check failed: %s" % (name, asset_name, text))
+        if health_entry["ok"] is False:
+            problems.append(
+                "%s/%s: health command failed in staging (exit %s after %s attempt(s))"
+                % (name, asset_name, health_entry["rc"], health_entry["attempts"])
+            )
+        if rpo is not None and not entry["rpo"]["met"]:
+            problems.append(
+                "%s/%s: RPO %s misses the target %s"
+                % (name, asset_name, human_seconds(rpo), human_seconds(wanted["rpo_seconds"]))
+            )
+        if asset_rto is not None and not entry["rto"]["met"]:
+            problems.append(
+                "%s/%s: RTO %s misses the target %s"
+                % (name, asset_name, human_seconds(asset_rto), human_seconds(wanted["rto_seconds"]))
+            )
+        assets.append(entry)
+    for item in failed_assets:
+        asset_name = str(item.get("name"))
+        wanted = asset_targets(targets, per_asset, asset_name)
+        reason = str(item.get("error") or "the restore failed")
+        assets.append(
+            {
+                "name": asset_name,
+                "asset_type": item.get("asset_type"),
+                "staged_path": None,
+                "source_path": item.get("source_path"),
+                "size": None,
+                "sha256": None,
+                "restore_seconds": None,
+                "checks": {},
+                "checks_ok": False,
+                "error": reason,
+                "health": {"ran": False, "ok": None},
+                "rto": measure(None, wanted["rto_seconds"]),
+                "rpo": measure(None, wanted["rpo_seconds"]),
+                "ok": False,
+            }
+        )
+        problems.append("%s/%s: restore or deep check FAILED: %s" % (name, asset_name, reason))
+    assets.sort(key=lambda a: a["name"])
+    skipped = [
+        {"name": str(item.get("name")), "reason": str(item.get("reason") or SECRET_SKIP)}
+        if isinstance(item, dict)
+        else {"name": str(item), "reason": SECRET_SKIP}
+        for item in raw.get("skipped") or []
+    ]
+    if error:
+        problems.append("%s: %s" % (name, error))
+    node = {
+        "node": name,
+        "ok": bool(not error and assets and all(a["ok"] for a in assets)),
+        "error": error or None,
+        "staging_host": raw.get("staging_host"),
+        "staging_path": raw.get("staging_path"),
+        "staged_copy_removed": bool(raw.get("staged_copy_removed")),
+        "epoch": epoch,
+        "recovery_point": iso(recovery_point),
+        "node_started": iso(parse_time(raw.get("started"))),
+        "verified_at": iso(verified_at) if restored_ok else None,
+        "restore_seconds": (
+            round(sum(float(a.get("seconds") or 0) for a in restore.get("artifacts") or []), 3)
+            if restore.get("artifacts") else None
+        ),
+        "rto": measure(rto, targets["rto_seconds"]),
+        "rpo": measure(rpo, targets["rpo_seconds"]),
+        "assets": assets,
+        "skipped": skipped,
+    }  # fmt: skip
+    return node, problems
+
+
+def build_report(
+    nodes: dict[str, dict[str, Any]],
+    started: float,
+    finished: float,
+    series: str = DEFAULT_SERIES,
+    identifier: str | None = None,
+    labels: dict[str, Any] | None = None,
+    reporter: str = "",
+) -> dict[str, Any]:
+    """The ``nodekeep.drill/v1`` document from each node's raw drill result (see docs/drills.md).
+
+    ``nodes`` maps each drilled node to its raw result (the drill role's ``nodekeep_drill_node_result``;
+    empty when the node's drill did not run).
+    """
+    if not nodes:
+        raise DrillError("the drill has no node", "select nodes with -l (hosts of nodekeep_nodes)")
+    identifier = identifier or drill_id(started)
+    if not EPOCH_RE.match(identifier):
+        raise DrillError("%r is not a drill id" % identifier, "drill ids look like 20260101T000000Z")
+    entries, problems = [], []
+    for name in sorted(nodes):
+        check_name("node", name)
+        entry, found = _node_entry(nodes[name] or {}, name, started)
+        entries.append(entry)
+        problems.extend(found)
+    entries.sort(key=lambda n: n["node"])
+    rtos = [n["rto"]["seconds"] for n in entries if n["rto"]["seconds"] is not None]
+    rpos = [n["rpo"]["seconds"] for n in entries if n["rpo"]["seconds"] is not None]
+    assets = [a for n in entries for a in n["assets"]]
+    report = {
+        "format": FORMAT,
+        "series": series,
+        "drill_id": identifier,
+        "started": iso(started),
+        "finished": iso(finished),
+        "tool": {"name": TOOL_NAME, "version": TOOL_VERSION},
+        "reporter": reporter or None,
+        "labels": dict(labels or {}),
+        "ok": bool(entries and all(n["ok"] for n in entries)),
+        "rto_seconds": round(max(rtos), 3) if rtos else None,
+        "rpo_seconds": round(max(rpos), 3) if rpos else None,
+        "summary": {
+            "nodes": len(entries),
+            "nodes_ok": sum(1 for n in entries if n["ok"]),
+            "assets": len(assets),
+            "assets_ok": sum(1 for a in assets if a["ok"]),
+            "checks_failed": sum(1 for a in assets if not a["checks_ok"]),
+            "restores_failed": sum(1 for a in assets if a.get("error")),
+            "health_failed": sum(1 for a in assets if a["health"]["ok"] is False),
+            "rto_missed": sum(1 for n in entries if n["rto"]["seconds"] is not None and not n["rto"]["met"]),
+            "rpo_missed": sum(1 for n in entries if n["rpo"]["seconds"] is not None and not n["rpo"]["met"]),
+            "skipped_assets": sum(len(n["skipped"]) for n in entries),
+        },
+        "problems": problems,
+        "nodes": entries,
+    }
+    return report
+
+
+def report_bytes(report: dict[str, Any]) -> bytes:
+    """Canonical JSON (sorted keys, UTF-8, newline): the bytes that are signed."""
+    return (json.dumps(report, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """One line per node and one for the drill, for the play's output."""
+    lines = []
+    for node in report["nodes"]:
+        if node["error"]:
+            lines.append("%s: FAILED: %s" % (node["node"], node["error"]))
+            continue
+        lines.append(
+            "%s: %s epoch %s on %s, %d asset(s) (%s); RTO %s (target %s, %s), RPO %s (target %s, %s)"
+            % (
+                node["node"],
+                "ok" if node["ok"] else "FAILED",
+                node["epoch"],
+                node["staging_host"],
+                len(node["assets"]),
+                ", ".join("%s %s" % (a["name"], "ok" if a["ok"] else "FAILED") for a in node["assets"]),
+                human_seconds(node["rto"]["seconds"]),
+                human_seconds(node["rto"]["target_seconds"]),
+                "met" if node["rto"]["met"] else "MISSED",
+                human_seconds(node["rpo"]["seconds"]),
+                human_seconds(node["rpo"]["target_seconds"]),
+                "met" if node["rpo"]["met"] else "MISSED",
+            )
+        )
+    summary = report["summary"]
+    lines.append(
+        "drill %s: %s, %d/%d node(s) ok, %d/%d asset(s) ok, RTO %s, worst RPO %s"
+        % (
+            report["drill_id"],
+            "PASSED" if report["ok"] else "FAILED",
+            summary["nodes_ok"],
+            summary["nodes"],
+            summary["assets_ok"],
+            summary["assets"],
+            human_seconds(report["rto_seconds"]),
+            human_seconds(report["rpo_seconds"]),
+        )
+    )
+    return lines
+
+
+# --------------------------------------------------------------------------
+# history: earlier reports of the series, read back from the repository
+# --------------------------------------------------------------------------
+
+
+def history_point(report: dict[str, Any], verified: bool | None) -> dict[str, Any]:
+    nodes = report.get("nodes") or []
+    return {
+        "drill_id": report.get("drill_id"),
+        "ok": bool(report.get("ok")),
+        "rto_seconds": report.get("rto_seconds"),
+        "rpo_seconds": report.get("rpo_seconds"),
+        "rto_target_seconds": min((n["rto"]["target_seconds"] for n in nodes if n.get("rto")), default=None),
+        "rpo_target_seconds": min((n["rpo"]["target_seconds"] for n in nodes if n.get("rpo")), default=None),
+        "signature": "valid" if verified else ("unchecked" if verified is None else "invalid"),
+    }
+
+
+def load_history(
+    store: Repository, series: str, public_key: str | None, limit: int = 20, before: str | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The last ``limit`` complete reports of ``series`` (oldest first), and what could not be read.
+
+    With ``public_key`` only reports whose signature verifies are returned; without it every
+    complete report is (marked ``unchecked``).
+    """
+    points, problems = [], []
+    try:
+        names = store.epoch_names(series)
+    except NodekeepError as exc:
+        return [], ["the earlier drill reports could not be listed: %s" % exc.message]
+    names = [n for n in names if before is None or n < before]
+    complete = [n for n in names if SIGNATURE_NAME in store.files(series, n)]
+    for name in complete[-limit:] if limit > 0 else []:
+        try:
+            data = store.get_bytes(series, name, REPORT_NAME, limit=32 << 20)
+            verified = None
+            if public_key:
+                armored = store.get_bytes(series, name, SIGNATURE_NAME, limit=64 << 10).decode("ascii")
+                signing.verify(data, armored, public_key, namespace=NAMESPACE)
+                verified = True
+            report = json.loads(data.decode("utf-8"))
+            if report.get("format") != FORMAT:
+                raise DrillError("format %r" % report.get("format"))
+        except (NodekeepError, ValueError, UnicodeDecodeError) as exc:
+            problems.append("drill report %s/%s skipped: %s" % (series, name, getattr(exc, "message", exc)))
+            continue
+        points.append(history_point(report, verified))
+    return points, problems
+
+
+# --------------------------------------------------------------------------
+# the HTML page (self-contained: inline CSS, inline SVG, no external reference)
+# --------------------------------------------------------------------------
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d2430;background:#fff}
+h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:24px 0 8px}
+.muted{color:#667085}.ok{color:#067647;font-weight:600}.bad{color:#b42318;font-weight:600}
+.badge{display:inline-block;padding:2px 10px;border-radius:10px;color:#fff;font-weight:600}
+.badge.ok{background:#067647;color:#fff}.badge.bad{background:#b42318;color:#fff}
+table{border-collapse:collapse;width:100%;margin:8px 0 16px}
+th,td{border-bottom:1px solid #e4e7ec;padding:6px 8px;text-align:left;vertical-align:top}
+th{background:#f2f4f7;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.cards{display:flex;gap:12px;flex-wrap:wrap}.card{border:1px solid #e4e7ec;border-radius:8px;padding:10px 14px;min-width:150px}
+.card b{display:block;font-size:18px}code{font-size:12px;background:#f2f4f7;padding:1px 4px;border-radius:4px}
+ul.problems li{color:#b42318}svg text{font:11px system-ui,sans-serif;fill:#475467}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _mark(ok: bool | None, yes: str = "passed", no: str = "FAILED", none: str = "-") -> str:
+    if ok is None:
+        return '<span class="muted">%s</span>' % _e(none)
+    return '<span class="%s">%s</span>' % ("ok" if ok else "bad", _e(yes if ok else no))
+
+
+def _measure_cell(item: dict[str, Any]) -> str:
+    if item.get("seconds") is None:
+        return '<span class="muted">not measured</span> / %s' % _e(human_seconds(item.get("target_seconds")))
+    return "%s / %s %s" % (
+        _e(human_seconds(item["seconds"])),
+        _e(human_seconds(item["target_seconds"])),
+        _mark(item["met"], "met", "MISSED"),
+    )
+
+
+def svg_chart(points: list[dict[str, Any]], key: str, target_key: str, title: str, width: int = 460) -> str:
+    """A small inline SVG line chart of ``key`` over the drills, with the target as a dashed line."""
+    height, left, right, top, bottom = 180, 78, 12, 24, 34
+    values = [p.get(key) for p in points]
+    targets = [p.get(target_key) for p in points if p.get(target_key) is not None]
+    known = [float(v) for v in values if v is not None]
+    peak = max(known + targets + [1.0]) * 1.15
+    plot_w, plot_h = width - left - right, height - top - bottom
+    count = len(points)
+
+    def x(index: int) -> float:
+        return left + (plot_w / 2.0 if count == 1 else plot_w * index / (count - 1))
+
+    def y(value: float) -> float:
+        return top + plot_h - plot_h * float(value) / peak
+
+    parts = [
+        '<svg role="img" aria-label="%s" width="%d" height="%d" viewBox="0 0 %d %d">'
+        % (_e(title), width, height, width, height),
+        '<text x="%d" y="14" style="font-weight:600;fill:#1d2430">%s</text>' % (left, _e(title)),
+        '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#98a2b3"/>' % (left, top + plot_h, width - right, top + plot_h),
+        '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#98a2b3"/>' % (left, top, left, top + plot_h),
+    ]
+    for fraction in (0.0, 0.5, 1.0):
+        value = peak / 1.15 * fraction
+        parts.append(
+            '<text x="%d" y="%.1f" text-anchor="end">%s</text>' % (left - 4, y(value) + 4, _e(human_seconds(value)))
+        )
+    if targets:
+        target = min(targets)
+        parts.append(
+            '<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#b42318" stroke-dasharray="5,4"/>'
+            % (left, y(target), width - right, y(target))
+        )
+        parts.append(
+            '<text x="%d" y="%.1f" text-anchor="end" style="fill:#b42318">target %s</text>'
+            % (width - right, y(target) - 4, _e(human_seconds(target)))
+        )
+    line = " ".join("%.1f,%.1f" % (x(i), y(v)) for i, v in enumerate(values) if v is not None)
+    if line and count > 1:
+        parts.append('<polyline fill="none" stroke="#2e90fa" stroke-width="2" points="%s"/>' % line)
+    for index, point in enumerate(points):
+        value = point.get(key)
+        if value is None:
+            continue
+        target = point.get(target_key)
+        missed = target is not None and float(value) > float(target)
+        parts.append(
+            '<circle cx="%.1f" cy="%.1f" r="4" fill="%s"><title>%s: %s</title></circle>'
+            % (
+                x(index),
+                y(value),
+                "#b42318" if missed else "#067647",
+                _e(point.get("drill_id")),
+                _e(human_seconds(value)),
+            )
+        )
+    if points:
+        first, last = points[0].get("drill_id") or "", points[-1].get("drill_id") or ""
+        parts.append('<text x="%d" y="%d">%s</text>' % (left, height - 10, _e(first[:8])))
+        if count > 1:
+            parts.append('<text x="%d" y="%d" text-anchor="end">%s</text>' % (width - right, height - 10, _e(last[:8])))
+        parts.append(
+            '<text x="%d" y="%d" text-anchor="middle">%d drill(s)</text>' % (left + plot_w // 2, height - 10, count)
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def render_html(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
+    """The human page: verdict, RTO/RPO against targets, the history chart, per node and asset details."""
+    points = list(history) + [history_point(report, None)]
+    summary = report["summary"]
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        "<title>nodekeep drill %s: %s</title>" % (_e(report["drill_id"]), "passed" if report["ok"] else "FAILED"),
+        "<style>%s</style></head><body>" % _CSS,
+        '<h1>Restore drill %s <span class="badge %s">%s</span></h1>'
+        % (_e(report["drill_id"]), "ok" if report["ok"] else "bad", "PASSED" if report["ok"] else "FAILED"),
+        '<p class="muted">series <code>%s</code> &middot; started %s &middot; finished %s &middot; %s %s%s</p>'
+        % (
+            _e(report["series"]),
+            _e(report["started"]),
+            _e(report["finished"]),
+            _e(report["tool"]["name"]),
+            _e(report["tool"]["version"]),
+            (" &middot; signed by " + _e(report["reporter"])) if report.get("reporter") else "",
+        ),
+        '<div class="cards">',
+        '<div class="card">Nodes ok<b>%d / %d</b></div>' % (summary["nodes_ok"], summary["nodes"]),
+        '<div class="card">Assets ok<b>%d / %d</b></div>' % (summary["assets_ok"], summary["assets"]),
+        '<div class="card">RTO (drill)<b>%s</b></div>' % _e(human_seconds(report["rto_seconds"])),
+        '<div class="card">Worst RPO<b>%s</b></div>' % _e(human_seconds(report["rpo_seconds"])),
+        '<div class="card">Checks failed<b>%d</b></div>' % summary["checks_failed"],
+        "</div>",
+    ]
+    if report["problems"]:
+        out.append('<h2>Problems</h2><ul class="problems">')
+        out.extend("<li>%s</li>" % _e(p) for p in report["problems"])
+        out.append("</ul>")
+    out.append("<h2>RTO and RPO over the last %d drill(s)</h2>" % len(points))
+    out.append(
+        '<div class="cards">%s%s</div>'
+        % (
+            svg_chart(points, "rto_seconds", "rto_target_seconds", "RTO (drill start to verified data)"),
+            svg_chart(points, "rpo_seconds", "rpo_target_seconds", "RPO (age of the restored data)"),
+        )
+    )
+    out.append("<h2>Nodes</h2><table><tr><th>Node</th><th>Result</th><th>Epoch</th><th>Staging</th>"
+               "<th>RTO / target</th><th>RPO / target</th></tr>")  # fmt: skip
+    for node in report["nodes"]:
+        out.append(
+            "<tr><td>%s</td><td>%s%s</td><td>%s</td><td>%s<br><code>%s</code></td><td>%s</td><td>%s</td></tr>"
+            % (
+                _e(node["node"]),
+                _mark(node["ok"]),
+                ("<br>" + _e(node["error"])) if node["error"] else "",
+                _e(node["epoch"] or "-"),
+                _e(node["staging_host"] or "-"),
+                _e(node["staging_path"] or "-"),
+                _measure_cell(node["rto"]),
+                _measure_cell(node["rpo"]),
+            )
+        )
+    out.append("</table>")
+    for node in report["nodes"]:
+        if not node["assets"] and not node["skipped"]:
+            continue
+        out.append("<h2>%s: assets</h2>" % _e(node["node"]))
+        out.append("<table><tr><th>Asset</th><th>Restored to (staging)</th><th class=\"num\">Size</th>"
+                   "<th>Checks</th><th>Health</th><th>RTO / target</th><th>RPO / target</th></tr>")  # fmt: skip
+        for asset in node["assets"]:
+            checks = ", ".join("%s %s" % (k, v) for k, v in sorted(asset["checks"].items()))
+            health = asset["health"]
+            health_text = (
+                _mark(
+                    health["ok"],
+                    "passed (%d attempt(s))" % health.get("attempts", 1),
+                    "FAILED (exit %s)" % health.get("rc"),
+                )
+                if health["ran"]
+                else '<span class="muted">no command</span>'
+            )
+            out.append(
+                '<tr><td>%s <span class="muted">%s</span></td><td><code>%s</code><br>'
+                '<span class="muted">from %s</span></td><td class="num">%s</td><td>%s %s</td>'
+                "<td>%s</td><td>%s</td><td>%s</td></tr>"
+                % (
+                    _e(asset["name"]),
+                    _e(asset["asset_type"]),
+                    _e(asset["staged_path"] or "not restored"),
+                    _e(asset["source_path"]),
+                    _e(asset["size"]),
+                    _mark(asset["checks_ok"]),
+                    _e(asset.get("error") or checks),
+                    health_text,
+                    _measure_cell(asset["rto"]),
+                    _measure_cell(asset["rpo"]),
+                )
+            )
+        for skipped in node["skipped"]:
+            out.append(
+                '<tr><td>%s</td><td colspan="6"><span class="muted">not restored: %s</span></td></tr>'
+                % (_e(skipped["name"]), _e(skipped["reason"]))
+            )
+        out.append("</table>")
+    out.append(
+        '<p class="muted">RTO: drill start to the node\'s data restored, checked and health-checked in staging. '
+        "RPO: drill start minus the restored epoch's start (every snapshot of the epoch is at or after it). "
+        "The JSON report beside this page (<code>%s</code>, format <code>%s</code>) is signed "
+        "(<code>%s</code>, namespace <code>%s</code>).</p>" % (REPORT_NAME, FORMAT, SIGNATURE_NAME, NAMESPACE)
+    )
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------
+
+
+def write_report(store: Repository, series: str, report: dict[str, Any], page: str, private_key) -> dict[str, str]:
+    """Write the page, the JSON and last its signature, write-once; return the three locations."""
+    identifier = report["drill_id"]
+    if not store.claim_epoch(series, identifier):
+        raise DrillError(
+            "a drill report %s already exists" % store.describe(series, identifier),
+            "reports are write-once; run the drill again (it gets a new id) or use another series",
+        )
+    data = report_bytes(report)
+    armored = signing.sign(data, private_key, namespace=NAMESPACE)
+    store.put_bytes(series, identifier, HTML_NAME, page.encode("utf-8"))
+    store.put_bytes(series, identifier, REPORT_NAME, data)
+    store.put_bytes(series, identifier, SIGNATURE_NAME, armored.encode("ascii"))
+    return {
+        "report": store.describe(series, identifier, REPORT_NAME),
+        "html": store.describe(series, identifier, HTML_NAME),
+        "signature": store.describe(series, identifier, SIGNATURE_NAME),
+    }
+
+
+def drill_metrics(report: dict[str, Any], finished: float) -> Metrics:
+    """Textfile metrics of a drill (names only as labels)."""
+    metrics = Metrics()
+    series = report["series"]
+    metrics.add(
+        "nodekeep_drill_last_run_timestamp_seconds", finished, "When the last restore drill finished.", series=series
+    )
+    metrics.add("nodekeep_drill_success", bool(report["ok"]), "1 if the last drill passed.", series=series)
+    if report["ok"]:
+        metrics.add(
+            "nodekeep_drill_last_success_timestamp_seconds", finished, "When a drill last passed.", series=series
+        )
+    for node in report["nodes"]:
+        labels = {"series": series, "node": node["node"]}
+        metrics.add("nodekeep_drill_node_success", bool(node["ok"]), "1 if the node passed the drill.", **labels)
+        for key, what in (("rto", "Recovery time measured by the drill"), ("rpo", "Data age measured by the drill")):
+            if node[key]["seconds"] is not None:
+                metrics.add("nodekeep_drill_%s_seconds" % key, node[key]["seconds"], what + ".", **labels)
+            metrics.add(
+                "nodekeep_drill_%s_target_seconds" % key,
+                node[key]["target_seconds"],
+                "The %s target." % key.upper(),
+                **labels,
+            )
+    return metrics

@@ -1,0 +1,228 @@
+"""The drill report engine (plugins/module_utils/drill.py) and the drill_report module, in-process:
+targets and durations, verdicts, HTML escaping, write-once storage in ``ROOT/_drills``, history,
+and that retention, epoch_info and verify never see the reports as epochs or nodes."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/integration: module_driver
+
+from module_driver import run_module, succeeded
+
+from ansible_collections.nodekeep.backup.plugins.module_utils import drill, signing
+from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError
+
+
+def raw_result(node="node1", epoch_age=60.0, rto=12.0, started=1_800_000_000.0, checks=None, health_rc=0, **extra):
+    result = {
+        "node": node,
+        "staging_host": "stage1",
+        "staging_path": "/srv/nodekeep-drills/X/%s" % node,
+        "started": started,
+        "verified_at": started + rto,
+        "restore": {
+            "epoch": drill.drill_id(started - epoch_age),
+            "artifacts": [{"name": "app-db", "asset_type": "sqlite", "path": "/srv/x/var/lib/app.db",
+                           "source_path": "/var/lib/app.db", "size": 4096, "sha256": "0" * 64,
+                           "checks": checks or {"integrity": "ok", "page_count": 1}, "seconds": 0.5}],
+            "manifest": {"started": drill.iso(started - epoch_age)},
+        },
+        "health": [{"nodekeep_drill_artifact": {"name": "app-db"}, "rc": health_rc, "attempts": 1}],
+        "targets": {"rpo_seconds": 300, "rto_seconds": "30m"},
+        "asset_targets": {},
+    }  # fmt: skip
+    result.update(extra)
+    return result
+
+
+STARTED = 1_800_000_000.0
+
+
+class TestEngine:
+    @pytest.mark.parametrize(
+        ("text", "seconds"),
+        [(300, 300.0), ("300", 300.0), ("90s", 90.0), ("5m", 300.0), ("30 min", 1800.0), ("1h", 3600.0),
+         ("1d", 86400.0), (0.5, 0.5)],
+    )  # fmt: skip
+    def test_durations(self, text, seconds):
+        assert drill.parse_duration(text) == seconds
+
+    @pytest.mark.parametrize("text", ["", "five minutes", "-3", True, "5 parsecs", -1])
+    def test_bad_durations_are_refused_clearly(self, text, clear_error):
+        with pytest.raises(NodekeepError) as info:
+            drill.parse_duration(text, "the RPO target (nodekeep_rpo_target)")
+        clear_error(info.value, "nodekeep_rpo_target")
+
+    def test_a_passing_drill(self):
+        report = drill.build_report({"node1": raw_result()}, STARTED, STARTED + 20)
+        assert report["ok"] and report["rto_seconds"] == 12.0 and report["rpo_seconds"] == 60.0
+        (node,) = report["nodes"]
+        assert node["rto"] == {"seconds": 12.0, "target_seconds": 1800.0, "met": True}
+        assert node["rpo"] == {"seconds": 60.0, "target_seconds": 300.0, "met": True}
+        assert node["assets"][0]["health"] == {"ran": True, "ok": True, "rc": 0, "attempts": 1}
+
+    def test_per_asset_targets_override_the_node(self):
+        raw = raw_result(asset_targets={"app-db": {"rpo_seconds": 30}})
+        report = drill.build_report({"node1": raw}, STARTED, STARTED + 20)
+        asset = report["nodes"][0]["assets"][0]
+        assert asset["rpo"] == {"seconds": 60.0, "target_seconds": 30.0, "met": False}
+        assert not report["ok"] and "app-db: RPO 1 min 00 s misses the target 30.0 s" in report["problems"][0]
+
+    def test_failed_checks_health_and_missing_nodes_fail(self):
+        report = drill.build_report(
+            {"a": raw_result("a", checks={"integrity": "*** page 3 corrupt"}), "b": raw_result("b", health_rc=2),
+             "c": {}},
+            STARTED, STARTED + 20,
+        )  # fmt: skip
+        assert not report["ok"]
+        assert report["summary"]["nodes_ok"] == 0 and report["summary"]["checks_failed"] == 1
+        assert report["summary"]["health_failed"] == 1
+        text = "\n".join(report["problems"])
+        assert "a/app-db: check failed: integrity: *** page 3 corrupt" in text
+        assert "b/app-db: health command failed in staging (exit 2" in text
+        assert "c: no drill result" in text
+        assert report["nodes"][2]["rto"]["seconds"] is None and report["nodes"][2]["rto"]["met"] is False
+
+    def test_a_failed_asset_is_reported_beside_the_restored_ones(self):
+        raw = raw_result(failed_assets={"blobs": "artifact blobs: SHA-256 abc... differs from the manifest"})
+        report = drill.build_report({"node1": raw}, STARTED, STARTED + 20)
+        assert report["ok"] is False
+        assert report["summary"]["restores_failed"] == 1 and report["summary"]["assets_ok"] == 1
+        (node,) = report["nodes"]
+        assert [a["name"] for a in node["assets"]] == ["app-db", "blobs"]
+        good, bad = node["assets"]
+        assert good["ok"] is True and good["error"] is None
+        assert bad["ok"] is False and bad["checks_ok"] is False and "differs from the manifest" in bad["error"]
+        # the node's data was not all verified: no RTO; the RPO (the epoch's age) is still known
+        assert node["rto"] == {"seconds": None, "target_seconds": 1800.0, "met": False}
+        assert node["rpo"]["seconds"] == 60.0 and node["verified_at"] is None
+        assert "node1/blobs: restore or deep check FAILED: artifact blobs" in report["problems"][0]
+        page = drill.render_html(report, [])
+        assert "not restored" in page and "differs from the manifest" in page
+        assert "blobs FAILED" in drill.summary_lines(report)[0]
+
+    def test_a_failed_restore_has_no_rto(self):
+        raw = raw_result(error="the restore target exists")
+        node = drill.build_report({"node1": raw}, STARTED, STARTED + 5)["nodes"][0]
+        assert node["ok"] is False and node["error"] == "the restore target exists"
+        assert node["rto"]["seconds"] is None and node["verified_at"] is None
+
+    def test_secrets_are_listed_as_skipped(self):
+        node = drill.build_report({"node1": raw_result(skipped=["keys"])}, STARTED, STARTED + 5)["nodes"][0]
+        assert node["skipped"] == [{"name": "keys", "reason": drill.SECRET_SKIP}]
+
+    def test_the_page_escapes_everything(self):
+        raw = raw_result()
+        raw["restore"]["artifacts"][0]["name"] = "<script>alert(1)</script>"
+        page = drill.render_html(drill.build_report({"node1": raw}, STARTED, STARTED + 5), [])
+        assert "<script>" not in page and "&lt;script&gt;" in page
+
+    def test_no_node_and_bad_names_are_refused(self, clear_error):
+        with pytest.raises(NodekeepError) as info:
+            drill.build_report({}, STARTED, STARTED)
+        clear_error(info.value, "no node")
+        with pytest.raises(NodekeepError):
+            drill.build_report({"../x": raw_result()}, STARTED, STARTED)
+
+    def test_s3_specs_get_the_area(self):
+        store = drill.drill_store("s3://bucket/fleet")
+        assert store.location == "s3://bucket/fleet/_drills"
+
+
+def write(repository_root: Path, signing_key, started: float, rto: float = 12.0) -> dict:
+    return succeeded(
+        run_module(
+            "drill_report",
+            {"repository": str(repository_root), "started": started, "finished": started + rto + 1,
+             "nodes": {"node1": raw_result(started=started, rto=rto)}, "signing_key": str(signing_key.path),
+             "public_key": signing_key.public_line, "reporter": "stage1"},
+        )
+    )  # fmt: skip
+
+
+class TestModule:
+    def test_write_once_signed_and_history(self, tmp_path, signing_key):
+        first = write(tmp_path, signing_key, STARTED)
+        second = write(tmp_path, signing_key, STARTED + 3600, rto=20.0)
+        base = tmp_path / "_drills" / "drill"
+        assert sorted(p.name for p in base.iterdir()) == [first["drill_id"], second["drill_id"]]
+        data = (base / second["drill_id"] / "report.json").read_bytes()
+        armored = (base / second["drill_id"] / "report.json.sig").read_text()
+        signing.verify(data, armored, signing_key.public_line, namespace="nodekeep-drill")
+        assert json.loads(data) == second["report"]
+        assert second["history"] == [{
+            "drill_id": first["drill_id"], "ok": True, "rto_seconds": 12.0, "rpo_seconds": 60.0,
+            "rto_target_seconds": 1800.0, "rpo_target_seconds": 300.0, "signature": "valid",
+        }]  # fmt: skip
+        again = run_module(
+            "drill_report",
+            {"repository": str(tmp_path), "started": STARTED, "nodes": {"node1": raw_result()},
+             "signing_key": str(signing_key.path)},
+        )  # fmt: skip
+        assert again["failed"] and "already exists" in again["msg"]
+
+    def test_a_forged_report_is_left_out_of_the_history(self, tmp_path, signing_key, other_signing_key):
+        first = write(tmp_path, other_signing_key, STARTED)
+        second = write(tmp_path, signing_key, STARTED + 3600)
+        assert second["history"] == []
+        assert first["drill_id"] in second["history_problems"][0]
+
+    def test_check_mode_writes_nothing(self, tmp_path, signing_key):
+        result = succeeded(
+            run_module(
+                "drill_report",
+                {"repository": str(tmp_path / "repo"), "started": STARTED, "nodes": {"node1": raw_result()},
+                 "signing_key": str(signing_key.path)},
+                check_mode=True,
+            )
+        )  # fmt: skip
+        assert result["ok"] is True and result["changed"] is True and "locations" not in result
+        assert not (tmp_path / "repo").exists()
+
+    def test_metrics(self, tmp_path, signing_key):
+        result = succeeded(
+            run_module(
+                "drill_report",
+                {"repository": str(tmp_path / "repo"), "started": STARTED, "nodes": {"node1": raw_result()},
+                 "signing_key": str(signing_key.path), "metrics_dir": str(tmp_path / "textfile")},
+            )
+        )  # fmt: skip
+        text = Path(result["metrics_file"]).read_text()
+        assert 'nodekeep_drill_rto_seconds{node="node1",series="drill"} 12' in text
+        assert 'nodekeep_drill_success{series="drill"} 1' in text
+        assert str(tmp_path) not in text and "signing" not in text
+
+
+class TestRetentionNeverSeesDrills:
+    def test_prune_info_and_verify_leave_the_reports_alone(self, repository, node, dbtools, tmp_path, signing_key):
+        db = tmp_path / "app.db"
+        dbtools.make(db, rows=20, payload=10)
+        for _attempt in range(3):
+            node.backup([node.sqlite_asset(db)])
+            time.sleep(1.05)
+        root = Path(repository.root)
+        report = write(root, signing_key, time.time() - 7200)
+        before = {p: p.read_bytes() for p in (root / "_drills").rglob("*") if p.is_file()}
+        pruned = succeeded(
+            run_module("epoch_prune", {"repository": str(root), "node": node.name, "public_key": node.public_line,
+                                       "keep_last": 1, "incomplete_grace": "0h"})
+        )  # fmt: skip
+        assert pruned["changed"] is True
+        assert len([p for p in (root / node.name).iterdir() if p.name[:1].isdigit()]) == 1
+        assert {p: p.read_bytes() for p in (root / "_drills").rglob("*") if p.is_file()} == before
+        info = succeeded(run_module("epoch_info", {"repository": str(root), "node": node.name,
+                                                   "public_key": node.public_line}))  # fmt: skip
+        assert len(info["epochs"]) == 1 and info["incomplete"] == []
+        assert succeeded(
+            run_module("integrity_check", {"repository": str(root), "node": node.name, "public_key": node.public_line})
+        )["ok"]
+        # "_drills" can never be a node name, so nothing addresses it as one
+        failed = run_module("epoch_info", {"repository": str(root), "node": "_drills"})
+        assert failed["failed"] and "is not a valid name" in failed["msg"]
+        assert report["locations"]["report"].startswith(str(root / "_drills" / "drill"))
