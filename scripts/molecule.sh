@@ -15,6 +15,9 @@
 #
 # Environment: MOLECULE_TEST_ARGS adds options to `molecule test` (e.g.
 # "--destroy=never" to keep the containers for a look with `podman exec`).
+#
+# One run at a time per host (container names are global): a second run, from
+# any checkout, waits on /run/lock/nodekeep-molecule.lock.
 set -euo pipefail
 shopt -s extglob
 
@@ -79,12 +82,22 @@ if ! command -v molecule >/dev/null; then
     scripts/bootstrap.sh core
 fi
 bash scripts/setup-podman.sh
-bash scripts/wheelhouse.sh
+# The wheelhouse is downloaded with the .venv's pip (a system python3 need not have pip).
+PYTHON=$ROOT/.venv/bin/python bash scripts/wheelhouse.sh
 ensure_collection_link
 log "set-up took $((SECONDS - t_setup)) s"
 
 # ---- run ----------------------------------------------------------------------
 mkdir -p .cache/logs
+# Container and network names are global on the host: two runs at once (two
+# checkouts, a CI copy and a work tree) would remove each other's containers. One
+# run at a time per host; a second one waits here.
+mkdir -p /run/lock
+exec 8>/run/lock/nodekeep-molecule.lock
+if ! flock --nonblock 8; then
+    log "another scripts/molecule.sh runs on this host (/run/lock/nodekeep-molecule.lock): waiting for it"
+    flock 8
+fi
 declare -a summary=()
 failed=0
 

@@ -25,6 +25,10 @@ BASE_IMAGE=localhost/nodekeep-debian:$SUITE
 SYSTEMD_IMAGE=localhost/nodekeep-systemd:$SUITE
 ANSIBLE_VERSION=${NODEKEEP_ANSIBLE_VERSION:-12.3.0}
 COLLECTIONS=${NODEKEEP_COLLECTIONS:-containers.podman ansible.posix}
+# pip for the one download: the checkout's .venv (scripts/bootstrap.sh) when it exists,
+# since a system python3 need not have pip.
+PIP_PYTHON=python3
+[ -x "$ROOT/.venv/bin/python" ] && PIP_PYTHON=$ROOT/.venv/bin/python
 
 # Host packages. uidmap/slirp4netns are for rootless podman only and are not needed.
 HOST_PACKAGES=(podman runc conmon netavark aardvark-dns iptables mmdebstrap)
@@ -324,7 +328,7 @@ step_collections() {
     local wheel=$wheel_dir/ansible-$ANSIBLE_VERSION-py3-none-any.whl
     if [ ! -f "$wheel" ]; then
         log "pip download ansible==$ANSIBLE_VERSION (only a few collections are kept)"
-        python3 -m pip download --quiet --no-deps --only-binary=:all: --ignore-requires-python \
+        "$PIP_PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --ignore-requires-python \
             -d "$wheel_dir" "ansible==$ANSIBLE_VERSION" 2> >(grep -v 'is ignored' >&2)
     fi
     # shellcheck disable=SC2086 # one argument per collection name
@@ -352,6 +356,7 @@ main() {
     command -v python3 >/dev/null || die "python3 is needed"
     mkdir -p "$CACHE"
     # Two runs at once (e.g. two scenarios started in parallel) must not race.
+    mkdir -p /run/lock
     exec 9>"/run/lock/nodekeep-setup-podman.lock"
     flock 9
     local t0=$SECONDS
