@@ -60,7 +60,20 @@ def context(tmp_path_factory) -> Path:
     galaxy, builder = tool("ansible-galaxy"), tool("ansible-builder")
     run(galaxy, "collection", "build", "--force", "--output-path", str(ROOT / "build" / "ee"), str(ROOT))
     out = tmp_path_factory.mktemp("ee") / "context"
-    run(builder, "create", "-f", str(ROOT / "execution-environment.yml"), "--context", str(out), "-v", "2")
+    # --output-filename: without it ansible-builder names the file after the runtime it finds
+    # on PATH (Containerfile for podman, Dockerfile for docker or none); AWX builds with podman.
+    run(
+        builder,
+        "create",
+        "-f",
+        str(ROOT / "execution-environment.yml"),
+        "--context",
+        str(out),
+        "--output-filename",
+        "Containerfile",
+        "-v",
+        "2",
+    )
     return out
 
 

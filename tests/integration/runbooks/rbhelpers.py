@@ -211,12 +211,16 @@ class SqliteWriter:
 
 def sqlite_rows(path) -> dict:
     """``{id: (txn, payload)}`` read with the stdlib in a child process (never both libraries in one process)."""
+    # mode=rw (never creates the file), not mode=ro: a writer stopped inside a transaction leaves a
+    # hot rollback journal (or a WAL to recover) that only a connection allowed to write can roll
+    # back (SQLITE_READONLY_ROLLBACK otherwise). Only SELECT is executed.
     code = (
         "import json, sqlite3, sys\n"
-        "db = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True)\n"
+        "db = sqlite3.connect('file:' + sys.argv[1] + '?mode=rw', uri=True, timeout=30)\n"
         "print(json.dumps([[i, t, p.hex()] for i, t, p in db.execute('SELECT id, txn, payload FROM ledger')]))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, "reading %s failed: %s" % (path, out.stderr.strip()[-2000:])
     import json
 
     return {row[0]: (row[1], row[2]) for row in json.loads(out.stdout)}
