@@ -26,7 +26,10 @@ objects that do not exist yet (one listing of the node's objects per run).
 Files are read once while they are hashed; a file whose size, mtime or ctime
 changes while it is read is read again, and after three attempts it is
 copied to scratch space and stored flagged ``changed`` (listed in the facts),
-never silently torn.
+never silently torn. The stat calls alone cannot prove a read whole (a write
+sets the times before its bytes land; a write through a mapping sets none):
+a file read into memory is read a second time and must return the same bytes,
+a streamed one is read again when it is sealed and must hash the same.
 
 Restore rebuilds the tree from the index and the objects beside the target
 with the same safe extractor as tar restores (no absolute paths, no ``..``,
@@ -72,7 +75,12 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
     describe_os_error,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import EPOCH_RE, MANIFEST_NAME, Manifest
-from ansible_collections.nodekeep.backup.plugins.module_utils.seal import CHUNK_SIZE, seal, unseal
+from ansible_collections.nodekeep.backup.plugins.module_utils.repository import (
+    fsync_dir,
+    makedirs_private,
+    stream_digest,
+)
+from ansible_collections.nodekeep.backup.plugins.module_utils.seal import seal, unseal
 
 INDEX_FORMAT = "nodekeep.files-index/v2"
 #: index formats this version reads (v1: one object per file, no packs)
@@ -114,20 +122,6 @@ def key_id(key: bytes) -> str:
     return hmac.new(key, b"nodekeep-key-id", hashlib.sha256).hexdigest()[:16]
 
 
-def _makedirs_private(path: str) -> None:
-    missing = []
-    current = path
-    while current and not os.path.isdir(current):
-        missing.append(current)
-        parent = os.path.dirname(current)
-        if parent == current:
-            break
-        current = parent
-    for directory in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(directory, 0o700)
-
-
 class NodeState:
     """The node's private files state: ``STATE/NODE/object-name.key`` and ``STATE/NODE/ASSET/index-EPOCH.jsonl``."""
 
@@ -135,7 +129,7 @@ class NodeState:
         self.node_dir = os.path.join(state_dir, node)
         self.asset_dir = os.path.join(self.node_dir, asset)
         try:
-            _makedirs_private(self.asset_dir)
+            makedirs_private(self.asset_dir)
         except OSError as exc:
             raise describe_os_error(exc, "creating the files state directory", self.asset_dir)
 
@@ -179,7 +173,7 @@ class NodeState:
             with open(path, "rb") as handle:
                 return handle.read(64)[:32]
         os.unlink(temp)
-        _archive.fsync_dir(os.path.dirname(path))
+        fsync_dir(os.path.dirname(path))
         return key
 
     def caches(self) -> list[tuple[str, str]]:
@@ -200,26 +194,8 @@ class NodeState:
 
 
 def _file_digest(path: str) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
     with open(path, "rb") as handle:
-        while True:
-            chunk = handle.read(CHUNK_SIZE)
-            if not chunk:
-                return size, digest.hexdigest()
-            digest.update(chunk)
-            size += len(chunk)
-
-
-def _stream_digest(stream) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    while True:
-        chunk = stream.read(CHUNK_SIZE)
-        if not chunk:
-            return size, digest.hexdigest()
-        digest.update(chunk)
-        size += len(chunk)
+        return stream_digest(handle)
 
 
 _FILE_MARK = '"type":"file"'
@@ -721,7 +697,8 @@ class _TreeCapture:
             self.sealer = None
 
     def _read(self, path: str, copy: bool = False) -> _Content | None:
-        """A stable read (size, mtime and ctime the same before and after), or a flagged copy after retries."""
+        """A stable read (size, mtime and ctime the same before and after; in memory: the same bytes read
+        twice), or a flagged copy after retries."""
         flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         for attempt in range(READ_ATTEMPTS + 1):
             last = copy or attempt == READ_ATTEMPTS
@@ -745,10 +722,18 @@ class _TreeCapture:
                     data = handle.readall()
                     after = os.fstat(fd)
                     self.work["read_bytes"] += len(data)
-                    if _stable(before, after) and len(data) == before.st_size:
+                    # The same stat does not prove the bytes whole: a write() under way when ``before``
+                    # was taken had set the times already (one through a mapping sets none). A second
+                    # read must return the same bytes: the rest of such a write, landed meanwhile or
+                    # landing, changes them (only a writer stalled through both reads goes unseen).
+                    if (
+                        _stable(before, after)
+                        and len(data) == before.st_size
+                        and os.pread(fd, len(data) + 1, 0) == data
+                    ):
                         return _Content(hashlib.sha256(data).hexdigest(), len(data), before, data=data)
                 else:
-                    size, digest = _stream_digest(handle)
+                    size, digest = stream_digest(handle)
                     after = os.fstat(fd)
                     self.work["read_bytes"] += size
                     if _stable(before, after) and size == before.st_size:
@@ -760,20 +745,12 @@ class _TreeCapture:
     def _copy(self, handle, before: os.stat_result) -> _Content:
         """Copy a file that keeps changing into scratch space; what was read is stored, flagged ``changed``."""
         temp = os.path.join(self.scratch, "changing-%s" % uuid.uuid4().hex[:12])
-        digest = hashlib.sha256()
-        size = 0
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with open(fd, "wb") as out:
-            while True:
-                chunk = handle.read(CHUNK_SIZE)
-                if not chunk:
-                    break
-                digest.update(chunk)
-                size += len(chunk)
-                out.write(chunk)
+            size, digest = stream_digest(handle, out)
         self.work["read_bytes"] += size
         self.scratch_files.append(temp)
-        return _Content(digest.hexdigest(), size, before, path=temp, changed=True)
+        return _Content(digest, size, before, path=temp, changed=True)
 
     def _ensure(self, content: _Content) -> tuple[int, str]:
         """The object of a content: reused when the node has it, else sealed and uploaded once."""
@@ -818,7 +795,7 @@ class _TreeCapture:
             return known
         # An object this node has no record of (its cache was lost, or a run that failed left it): hash it.
         with self.repo.open_object(self.node, name) as stream:
-            size, digest = _stream_digest(stream)
+            size, digest = stream_digest(stream)
         self.known[name] = (size, digest)
         self.unvouched.add(name)
         self.work["rehashed_objects"] += 1
@@ -948,39 +925,32 @@ class _ObjectExtractor(_archive._Extractor):
         self.packs: dict[str, list[tuple[Any, ...]]] = {}
         self.pack_facts: dict[str, tuple[int, str]] = {}
 
-    def _file(self, rel: str, target: str, member: tarfile.TarInfo, archive) -> None:
+    def _fill(self, rel: str, member: tarfile.TarInfo, archive, out: BinaryIO) -> bool:
+        """A file stored as its own object is written now; a pack member is noted and filled by ``fill_packs``."""
         entry = member.nodekeep_entry  # type: ignore[attr-defined]
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(target, flags, 0o600)
-        with open(fd, "wb", buffering=0) as out:
-            if "offset" in entry:
-                pack = str(entry.get("object") or "")
-                facts = (int(entry["sealed_size"]), str(entry["sealed_sha256"]))
-                if self.pack_facts.setdefault(pack, facts) != facts:
-                    raise IntegrityError(
-                        "the files index gives two sizes or checksums for pack %s (%s)" % (pack, entry["path"]),
-                        "the index is damaged; restore another epoch or copy",
-                    )
-                self.packs.setdefault(pack, []).append(
-                    (
-                        rel,
-                        int(entry["offset"]),
-                        int(entry["size"]),
-                        bytes.fromhex(str(entry["sha256"])),
-                        member.mode,
-                        member.uid,
-                        member.gid,
-                        int(entry.get("mtime_ns", 0)),
-                    )
+        if "offset" in entry:
+            pack = str(entry.get("object") or "")
+            facts = (int(entry["sealed_size"]), str(entry["sealed_sha256"]))
+            if self.pack_facts.setdefault(pack, facts) != facts:
+                raise IntegrityError(
+                    "the files index gives two sizes or checksums for pack %s (%s)" % (pack, entry["path"]),
+                    "the index is damaged; restore another epoch or copy",
                 )
-            else:
-                archive.write_object(entry, out)
-                self._attributes(fd, member)
-                if self.fsync:
-                    os.fsync(fd)
-        self.files.add(rel)
-        self.stats["files"] += 1
-        self.stats["bytes"] += member.size
+            self.packs.setdefault(pack, []).append(
+                (
+                    rel,
+                    int(entry["offset"]),
+                    int(entry["size"]),
+                    bytes.fromhex(str(entry["sha256"])),
+                    member.mode,
+                    member.uid,
+                    member.gid,
+                    int(entry.get("mtime_ns", 0)),
+                )
+            )
+            return False
+        archive.write_object(entry, out)
+        return True
 
     def fill_packs(self, reader: _ObjectReader) -> None:
         """Decrypt each pack once and write its members, checking each member's size and SHA-256."""
@@ -1218,7 +1188,7 @@ def check_objects(repository, node: str, refs: dict[str, tuple[int, str]], read:
             continue
         if read:
             with repository.open_object(node, name) as stream:
-                found_size, found = _stream_digest(stream)
+                found_size, found = stream_digest(stream)
             checked_bytes += found_size
             if (found_size, found) != (size, digest):
                 wrong.append("%s (SHA-256 differs)" % name)
@@ -1304,17 +1274,7 @@ class FilesAssetType(_assets.AssetType):
                 "files assets are restored through the engine (repository, identities and manifest)",
                 "use epoch_restore / restore_epoch",
             )
-        if os.path.lexists(target) and not force:
-            raise RestoreError(
-                "the restore target %s already exists" % target,
-                "restore into an empty staging path (nodekeep_restore_to) or set force: true "
-                "to keep the existing tree as %s.nodekeep-replaced-<time>" % target,
-            )
-        parent = os.path.dirname(target)
-        try:
-            os.makedirs(parent, mode=0o700, exist_ok=True)
-        except OSError as exc:
-            raise describe_os_error(exc, "creating the restore directory", parent)
+        parent = _archive.restore_parent(target, force)
         token = uuid.uuid4().hex[:8]
         temp = os.path.join(parent, ".%s.nodekeep-%s" % (os.path.basename(target), token))
         index_dir = context.scratch or parent
@@ -1345,14 +1305,7 @@ class FilesAssetType(_assets.AssetType):
                     handle.close()
             with contextlib.suppress(OSError):
                 os.unlink(index_path)
-        try:
-            if os.path.lexists(target):
-                os.rename(target, "%s.nodekeep-replaced-%d" % (target, int(time.time())))
-            os.rename(temp, target)
-            _archive.fsync_dir(parent)
-        except OSError as exc:
-            shutil.rmtree(temp, ignore_errors=True)
-            raise describe_os_error(exc, "placing the restored tree", target)
+        _archive.place_restored_tree(temp, target)
 
     def deep_check(self, path: str, artifact, check: str = "integrity") -> dict[str, Any]:
         return _archive.TreeAssetType.deep_check(self, path, artifact, check)  # type: ignore[arg-type]
@@ -1551,7 +1504,7 @@ class ConfigAssetType(_archive.TreeAssetType):
                 with _archive.tar_reader(
                     path, artifact.source.get("include") or None, artifact.source.get("exclude") or None
                 ) as stream:
-                    digest = _stream_digest(stream)[1]
+                    digest = stream_digest(stream)[1]
         except (OSError, NodekeepError):
             return {"live": "unreadable"}
         return {"live": "same" if digest == artifact.content_sha256 else "differs"}

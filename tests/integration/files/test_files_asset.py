@@ -6,7 +6,9 @@ repository, age keys, Ed25519 signatures, and a separate process writing files.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import mmap
 import os
 import shutil
 import subprocess
@@ -197,6 +199,58 @@ class TestFullAndIncremental:
         assert not (root / "bin").exists()
 
 
+def hold_reads(monkeypatch, path, hook) -> list:
+    """Run ``hook(fd)`` each time files.py's reader of ``path`` reaches the file's end, before it stats it again.
+
+    The reader opens a file as ``open(fd, "rb", buffering=0)`` and reads it with ``readall()`` (read into
+    memory) or ``read(n)`` up to ``b""`` (streamed, or copied to scratch): only those handles of that one
+    inode are wrapped. Returns the list of the fds the hook ran on (tests assert it ran: the seam cannot
+    disappear unnoticed).
+    """
+    target = (os.stat(path).st_dev, os.stat(path).st_ino)
+    ran = []
+
+    class Handle:
+        def __init__(self, raw) -> None:
+            self._raw = raw
+
+        def __enter__(self):
+            self._raw.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self._raw.__exit__(*exc)
+
+        def __getattr__(self, name):
+            return getattr(self._raw, name)
+
+        def _end(self) -> None:
+            ran.append(self._raw.fileno())
+            hook(self._raw.fileno())
+
+        def readall(self) -> bytes:
+            data = self._raw.readall()
+            self._end()
+            return data
+
+        def read(self, size: int = -1) -> bytes:
+            data = self._raw.read(size)
+            if not data or size is None or size < 0:
+                self._end()
+            return data
+
+    def wrapped_open(file, mode="r", buffering=-1, *args, **kwargs):
+        handle = open(file, mode, buffering, *args, **kwargs)  # noqa: SIM115 - the caller closes it
+        if isinstance(file, int) and mode == "rb" and buffering == 0:
+            info = os.fstat(file)
+            if (info.st_dev, info.st_ino) == target:
+                return Handle(handle)
+        return handle
+
+    monkeypatch.setattr(files_mod, "open", wrapped_open, raising=False)  # files.py's own name only
+    return ran
+
+
 WRITER = r"""
 import os, sys, time
 path, mode = sys.argv[1], sys.argv[2]
@@ -243,12 +297,26 @@ class TestLiveWrites:
         store = tmp_path / "da"
         store_tools.make(store, count=100)
         growing = store / "index" / "growing.log"
-        growing.write_bytes(b"x" * (16 << 20))  # reading it takes longer than the writer's interval
+        growing.write_bytes(b"x" * (16 << 20))
         rewritten = store / "index" / "rewritten.bin"
         rewritten.write_bytes(b"0" * 4096)
         writer(growing, "append")
         writer(rewritten, "rewrite")
+
+        def writer_gets_in(fd: int) -> None:
+            # Each read of the growing file lasts until the writer has appended once more (on an idle
+            # machine reading 16 MiB takes longer than its interval; under load the writer may not run
+            # at all meanwhile, and a stable read would rightly be stored unflagged): every attempt
+            # sees it change, so it is copied and flagged, however the writer is scheduled.
+            size = os.fstat(fd).st_size
+            deadline = time.monotonic() + 30
+            while os.fstat(fd).st_size == size:
+                assert time.monotonic() < deadline, "the writer stopped appending"
+                time.sleep(0.001)
+
+        held = hold_reads(monkeypatch, growing, writer_gets_in)
         manifest = node.backup([files_asset(store)])
+        assert len(held) >= files_mod.READ_ATTEMPTS
         facts = manifest.artifacts[0].source
         entries = {e["path"]: e for e in index_entries(node, manifest.epoch)}
         grown = entries["index/growing.log"]
@@ -261,6 +329,43 @@ class TestLiveWrites:
         content = (root / "index" / "rewritten.bin").read_bytes()
         if not entries["index/rewritten.bin"].get("changed"):
             assert len({content[i : i + 8] for i in range(0, len(content), 8)}) == 1
+
+    @pytest.mark.parametrize("small_file", [64 << 20, 0], ids=["in-memory", "streamed"])
+    def test_a_write_under_way_when_the_file_is_read_is_not_stored_torn(
+        self, node, files_asset, tmp_path, monkeypatch, small_file
+    ):
+        """A write sets the file's times before its bytes land: a read between them is torn, the stat the same.
+
+        Deterministic: the write goes through a shared mapping whose pages are dirty already, so its
+        bytes set no time (as the rest of a write() whose times were set): half of it lands before the
+        backup reads the file, the other half right after that read, before the reader stats it again.
+        """
+        monkeypatch.setattr(files_mod, "SMALL_FILE", small_file)
+        store = tmp_path / "da"
+        store.mkdir()
+        size, half = 1 << 20, 1 << 19
+        table = store / "table.bin"
+        table.write_bytes(b"0" * size)
+        landed = []
+
+        with open(table, "r+b") as handle, mmap.mmap(handle.fileno(), size) as mapped:
+            mapped[:] = b"0" * size  # every page dirty and writable: the writes below set no time
+            mapped[:half] = b"1" * half  # the write is under way
+
+            def rest_of_the_write(_fd: int) -> None:
+                if not landed:
+                    mapped[half:] = b"1" * half
+                    landed.append(True)
+
+            hold_reads(monkeypatch, table, rest_of_the_write)
+            manifest = node.backup([files_asset(store)])
+        assert landed
+        (entry,) = [e for e in index_entries(node, manifest.epoch) if e["path"] == "table.bin"]
+        # Stored whole: the finished write (in memory: the second read differs, so it is read again;
+        # streamed: sealing reads it again and the hash differs, so it is copied and flagged).
+        assert entry["sha256"] == hashlib.sha256(b"1" * size).hexdigest()
+        root = restored_root(node.restore(tmp_path / "r"))
+        assert (root / "table.bin").read_bytes() == b"1" * size
 
 
 class TestDamage:
