@@ -53,6 +53,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
     UnsealError,
     describe_os_error,
 )
+from ansible_collections.nodekeep.backup.plugins.module_utils.repository import fsync_dir
 from ansible_collections.nodekeep.backup.plugins.module_utils.seal import (
     DEFAULT_LEVEL,
     Digest,
@@ -115,15 +116,6 @@ def temp_path(dest: str) -> str:
     """A unique hidden name beside ``dest`` (same directory, so same filesystem)."""
     directory, name = os.path.split(os.path.abspath(dest))
     return os.path.join(directory, f".{name}.nodekeep-{uuid.uuid4().hex[:8]}")
-
-
-def fsync_dir(path: str) -> None:
-    """Make a rename or link in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def check_parent_writable(dest: str, what: str = "destination") -> str:
@@ -630,15 +622,20 @@ class _Extractor:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         fd = os.open(target, flags, 0o600)
         with open(fd, "wb", buffering=0) as out:
-            source = archive.extractfile(member)
-            if source is not None:
-                shutil.copyfileobj(source, out, COPY_CHUNK)
-            self._attributes(fd, member)
-            if self.fsync:
-                os.fsync(fd)
+            if self._fill(rel, member, archive, out):
+                self._attributes(fd, member)
+                if self.fsync:
+                    os.fsync(fd)
         self.files.add(rel)
         self.stats["files"] += 1
         self.stats["bytes"] += member.size
+
+    def _fill(self, rel: str, member: tarfile.TarInfo, archive, out: BinaryIO) -> bool:
+        """Write the regular file ``member``'s content to ``out``; False when it is filled (and finished) later."""
+        source = archive.extractfile(member)
+        if source is not None:
+            shutil.copyfileobj(source, out, COPY_CHUNK)
+        return True
 
     def _attributes(self, target, member: tarfile.TarInfo) -> None:
         """Ownership first (chown clears set-id bits), then mode, then mtime; never through a symlink.
@@ -1268,6 +1265,34 @@ def open_path(
 # --------------------------------------------------------------------------
 
 
+def restore_parent(target: str, force: bool) -> str:
+    """Refuse an existing restore ``target`` unless ``force``; create its directory (0700) and return it."""
+    if os.path.lexists(target) and not force:
+        raise RestoreError(
+            "the restore target %s already exists" % target,
+            "restore into an empty staging path (nodekeep_restore_to) or set force: true "
+            "to keep the existing tree as %s.nodekeep-replaced-<time>" % target,
+        )
+    parent = os.path.dirname(target)
+    try:
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise describe_os_error(exc, "creating the restore directory", parent)
+    return parent
+
+
+def place_restored_tree(temp: str, target: str) -> None:
+    """Rename the restored tree ``temp`` to ``target``; an existing one is kept as ``.nodekeep-replaced-<time>``."""
+    try:
+        if os.path.lexists(target):
+            os.rename(target, "%s.nodekeep-replaced-%d" % (target, int(time.time())))
+        os.rename(temp, target)
+        fsync_dir(os.path.dirname(target))
+    except OSError as exc:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise describe_os_error(exc, "placing the restored tree", target)
+
+
 class TreeAssetType(_assets.AssetType):
     """Base of the directory-tree asset types: one PAX tar stream in, a directory out.
 
@@ -1297,17 +1322,7 @@ class TreeAssetType(_assets.AssetType):
 
     @contextlib.contextmanager
     def restore_into(self, target: str, force: bool = False, context=None):
-        if os.path.lexists(target) and not force:
-            raise RestoreError(
-                "the restore target %s already exists" % target,
-                "restore into an empty staging path (nodekeep_restore_to) or set force: true "
-                "to keep the existing tree as %s.nodekeep-replaced-<time>" % target,
-            )
-        parent = os.path.dirname(target)
-        try:
-            os.makedirs(parent, mode=0o700, exist_ok=True)
-        except OSError as exc:
-            raise describe_os_error(exc, "creating the restore directory", parent)
+        parent = restore_parent(target, force)
         temp = os.path.join(parent, ".%s.nodekeep-%s" % (os.path.basename(target), uuid.uuid4().hex[:8]))
         writer = tar_writer(temp)
         try:
@@ -1318,14 +1333,7 @@ class TreeAssetType(_assets.AssetType):
             if cause is not None and isinstance(exc, (BrokenPipeError, NodekeepError)) and cause is not exc:
                 raise cause from exc
             raise
-        try:
-            if os.path.lexists(target):
-                os.rename(target, "%s.nodekeep-replaced-%d" % (target, int(time.time())))
-            os.rename(temp, target)
-            fsync_dir(parent)
-        except OSError as exc:
-            shutil.rmtree(temp, ignore_errors=True)
-            raise describe_os_error(exc, "placing the restored tree", target)
+        place_restored_tree(temp, target)
 
     def deep_check(self, path: str, artifact, check: str = "integrity") -> dict[str, Any]:
         """The restored tree holds as many entries of each kind as were archived."""

@@ -13,7 +13,6 @@ __metaclass__ = type
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import shutil
 import tempfile
@@ -38,8 +37,12 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
     Manifest,
     utc_now_iso,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.repository import Repository, private_temp_dir
-from ansible_collections.nodekeep.backup.plugins.module_utils.seal import CHUNK_SIZE, seal, unseal
+from ansible_collections.nodekeep.backup.plugins.module_utils.repository import (
+    Repository,
+    private_temp_dir,
+    stream_digest,
+)
+from ansible_collections.nodekeep.backup.plugins.module_utils.seal import seal, unseal
 
 RUN_PREFIX = ".nodekeep-run-"
 
@@ -235,22 +238,6 @@ def load_manifest(repository: Repository, node: str, epoch: str, public_key: str
     return Manifest.from_bytes(data, node=node, epoch=epoch)
 
 
-class _DigestSink:
-    """A sink that only hashes: the cheap checksum pass of verify."""
-
-    def __init__(self) -> None:
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def feed(self, stream) -> None:
-        while True:
-            chunk = stream.read(CHUNK_SIZE)
-            if not chunk:
-                return
-            self.hash.update(chunk)
-            self.size += len(chunk)
-
-
 def _compare(artifact: Artifact, sealed_size: int, sealed_sha: str, content=None) -> list[str]:
     problems = []
     if sealed_size != artifact.size:
@@ -316,10 +303,10 @@ def _verify_artifact(repository, node, epoch, artifact: Artifact, present, deep,
         if deep:
             entry.update(_deep_check(repository, node, epoch, artifact, identities, scratch, check))
         else:
-            digest = _DigestSink()
+            # The cheap checksum pass: only hash the sealed bytes.
             with repository.open_read(node, epoch, artifact.file) as stream:
-                digest.feed(stream)
-            problems = _compare(artifact, digest.size, digest.hash.hexdigest())
+                size, sha256 = stream_digest(stream)
+            problems = _compare(artifact, size, sha256)
             if problems:
                 raise IntegrityError("; ".join(problems))
         entry["checksum"] = "ok"

@@ -42,8 +42,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
     Artifact,
     Manifest,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.repository import Repository
-from ansible_collections.nodekeep.backup.plugins.module_utils.seal import CHUNK_SIZE
+from ansible_collections.nodekeep.backup.plugins.module_utils.repository import Repository, stream_digest
 
 SHA256_METADATA = "nodekeep-sha256"
 
@@ -86,24 +85,9 @@ def _write_options(target: Repository, artifact: Artifact) -> dict[str, Any]:
     return {"size_hint": artifact.size, "metadata": {SHA256_METADATA: artifact.sha256}, "resume": True}
 
 
-def _pump(stream, sink=None) -> tuple[int, str]:
-    """Read ``stream`` to its end, writing it to ``sink`` when given; its size and SHA-256."""
-    digest = hashlib.sha256()
-    size = 0
-    while True:
-        chunk = stream.read(CHUNK_SIZE)
-        if not chunk:
-            break
-        digest.update(chunk)
-        size += len(chunk)
-        if sink is not None:
-            sink.write(chunk)
-    return size, digest.hexdigest()
-
-
-def _stream_digest(repository: Repository, node: str, epoch: str, name: str):
+def _read_digest(repository: Repository, node: str, epoch: str, name: str):
     with repository.open_read(node, epoch, name) as stream:
-        return _pump(stream)
+        return stream_digest(stream)
 
 
 def _check_present(target: Repository, node: str, epoch: str, artifact: Artifact) -> str:
@@ -114,11 +98,11 @@ def _check_present(target: Repository, node: str, epoch: str, artifact: Artifact
         size, sha = info["size"], info["metadata"][SHA256_METADATA]
         how = "object metadata"
     else:
-        size, sha = _stream_digest(target, node, epoch, artifact.file)
+        size, sha = _read_digest(target, node, epoch, artifact.file)
     if size != artifact.size or sha != artifact.sha256:
         raise IntegrityError(
-            "%s is already at the target but differs from the manifest (%s)" % (
-                target.describe(node, epoch, artifact.file), how),
+            "%s is already at the target but differs from the manifest (%s)"
+            % (target.describe(node, epoch, artifact.file), how),
             "the target is write-once: remove the incomplete epoch there with the pruner credentials "
             "(epoch_prune with prune_incomplete) and copy again",
         )
@@ -127,23 +111,33 @@ def _check_present(target: Repository, node: str, epoch: str, artifact: Artifact
 
 def _copy_artifact(source: Repository, target: Repository, node: str, epoch: str, artifact: Artifact) -> dict[str, Any]:
     began = time.monotonic()
-    with source.open_read(node, epoch, artifact.file) as stream, target.open_write(
-        node, epoch, artifact.file, **_write_options(target, artifact)
-    ) as sink:
-        size, sha256 = _pump(stream, sink)
+    with (
+        source.open_read(node, epoch, artifact.file) as stream,
+        target.open_write(node, epoch, artifact.file, **_write_options(target, artifact)) as sink,
+    ):
+        size, sha256 = stream_digest(stream, sink)
         # Checked before the block ends: a mismatch aborts the write, nothing is committed.
         if size != artifact.size or sha256 != artifact.sha256:
             raise IntegrityError(
                 "%s does not match its manifest (size %d, manifest %d; SHA-256 %s)"
-                % (source.describe(node, epoch, artifact.file), size, artifact.size,
-                   "differs" if sha256 != artifact.sha256 else "matches"),
+                % (
+                    source.describe(node, epoch, artifact.file),
+                    size,
+                    artifact.size,
+                    "differs" if sha256 != artifact.sha256 else "matches",
+                ),
                 "the source copy is damaged; it was not copied. Verify the source epoch",
             )
     entry: dict[str, Any] = {"file": artifact.file, "size": size, "seconds": round(time.monotonic() - began, 3)}
     info = getattr(sink, "info", None)
     if info:
-        entry.update({k: info[k] for k in ("version_id", "lock_mode", "retain_until", "legal_hold", "resumed_parts")
-                      if k in info})
+        entry.update(
+            {
+                k: info[k]
+                for k in ("version_id", "lock_mode", "retain_until", "legal_hold", "resumed_parts")
+                if k in info
+            }
+        )
     return entry
 
 
@@ -195,7 +189,7 @@ def copy_epoch(source: Repository, target: Repository, node: str, epoch: str, pu
 def _copy_stream(read, write, name: str, size: int, sha256: str, where: str) -> None:
     """Copy a stream checking its size and SHA-256 before the writer commits (a mismatch aborts it)."""
     with read() as stream, write() as sink:
-        copied, digest = _pump(stream, sink)
+        copied, digest = stream_digest(stream, sink)
         if copied != size or digest != sha256:
             raise IntegrityError(
                 "%s does not match its signed checksum (size %d, expected %d)" % (where, copied, size),
@@ -222,7 +216,8 @@ def _copy_contents(
             if name in present:
                 if present[name] != extra["size"]:
                     raise IntegrityError(
-                        "%s is already at the target but differs from the manifest" % target.describe(node, epoch, name),
+                        "%s is already at the target but differs from the manifest"
+                        % target.describe(node, epoch, name),
                         "remove the incomplete epoch at the target with the pruner credentials and copy again",
                     )
                 continue
@@ -300,8 +295,14 @@ def verify_copies(copies: list[Repository], node: str, epoch: str, public_key: s
         try:
             report = verify_epoch(repository, node, epoch, public_key, **options)
         except NodekeepError as exc:
-            report = {"node": node, "epoch": epoch, "ok": False, "signature": "unchecked", "artifacts": [],
-                      "problems": [exc.message]}
+            report = {
+                "node": node,
+                "epoch": epoch,
+                "ok": False,
+                "signature": "unchecked",
+                "artifacts": [],
+                "problems": [exc.message],
+            }
         report["location"] = repository.location
         reports.append(report)
     return {"copies": reports, "ok": all(r["ok"] for r in reports)}
@@ -349,8 +350,15 @@ def rolling_verify(
     if not 1 <= run <= runs:
         raise NodekeepError("run %d is not within 1..%d" % (run, runs), "give a run between 1 and the cycle length")
     slot = run - 1
-    report: dict[str, Any] = {"location": repository.location, "node": node, "run": run, "runs": runs,
-                              "epochs": [], "checked": [], "problems": []}
+    report: dict[str, Any] = {
+        "location": repository.location,
+        "node": node,
+        "run": run,
+        "runs": runs,
+        "epochs": [],
+        "checked": [],
+        "problems": [],
+    }
     for epoch in repository.complete_epochs(node):
         try:
             manifest = load_manifest(repository, node, epoch, public_key)

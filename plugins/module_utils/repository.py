@@ -17,6 +17,7 @@ from __future__ import absolute_import, annotations, division, print_function
 __metaclass__ = type
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -36,6 +37,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
     check_name,
     epoch_name,
 )
+from ansible_collections.nodekeep.backup.plugins.module_utils.seal import CHUNK_SIZE
 
 DEFAULT_LOCAL_ROOT = "/var/backups/nodekeep"
 TEMP_PREFIX = ".nodekeep-tmp-"
@@ -187,17 +189,51 @@ def private_temp_dir() -> str:
     return path
 
 
-# --------------------------------------------------------------------------
-# local directory backend
-# --------------------------------------------------------------------------
-
-
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
+    """Make a rename, link or removal in the directory ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def makedirs_private(path: str) -> None:
+    """Create ``path`` and any missing parent, each with mode 0700 (``OSError`` as raised)."""
+    missing = []
+    current = path
+    while current and not os.path.isdir(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            if not os.path.isdir(directory):
+                raise
+
+
+def stream_digest(stream, sink=None) -> tuple[int, str]:
+    """Read ``stream`` to its end, writing it to ``sink`` when given; its size and SHA-256."""
+    digest = hashlib.sha256()
+    size = 0
+    while True:
+        chunk = stream.read(CHUNK_SIZE)
+        if not chunk:
+            break
+        digest.update(chunk)
+        size += len(chunk)
+        if sink is not None:
+            sink.write(chunk)
+    return size, digest.hexdigest()
+
+
+# --------------------------------------------------------------------------
+# local directory backend
+# --------------------------------------------------------------------------
 
 
 class LocalRepository(Repository):
@@ -230,21 +266,8 @@ class LocalRepository(Repository):
 
     def _makedirs(self, path: str) -> None:
         """Create ``path`` and any missing parent, each with mode 0700."""
-        missing = []
-        current = path
-        while current and not os.path.isdir(current):
-            missing.append(current)
-            parent = os.path.dirname(current)
-            if parent == current:
-                break
-            current = parent
         try:
-            for directory in reversed(missing):
-                try:
-                    os.mkdir(directory, 0o700)
-                except FileExistsError:
-                    if not os.path.isdir(directory):
-                        raise
+            makedirs_private(path)
         except OSError as exc:
             raise describe_os_error(exc, "creating the repository directory", path)
 
@@ -295,7 +318,7 @@ class LocalRepository(Repository):
             return False
         except OSError as exc:
             raise describe_os_error(exc, "creating the epoch directory", directory)
-        _fsync_dir(os.path.dirname(directory))
+        fsync_dir(os.path.dirname(directory))
         return True
 
     @contextlib.contextmanager
@@ -338,7 +361,7 @@ class LocalRepository(Repository):
             with contextlib.suppress(OSError):
                 os.unlink(temp)
             if committed:
-                _fsync_dir(directory)
+                fsync_dir(directory)
 
     @contextlib.contextmanager
     def open_read(self, node: str, epoch: str, name: str) -> Iterator[BinaryIO]:
@@ -363,10 +386,10 @@ class LocalRepository(Repository):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(directory, name))
             with contextlib.suppress(FileNotFoundError):
-                _fsync_dir(directory)
+                fsync_dir(directory)
             if os.path.isdir(directory):
                 shutil.rmtree(directory)
-            _fsync_dir(os.path.dirname(directory))
+            fsync_dir(os.path.dirname(directory))
         except OSError as exc:
             raise describe_os_error(exc, "removing epoch %s of %s" % (epoch, node), directory)
 
@@ -400,7 +423,7 @@ class LocalRepository(Repository):
                 raise RepositoryError("%s appeared while it was being written" % final, "reuse it", code="exists")
             except OSError as exc:
                 raise describe_os_error(exc, "writing object %s" % name, final)
-            _fsync_dir(directory)
+            fsync_dir(directory)
         finally:
             if not handle.closed:
                 with contextlib.suppress(OSError):

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError, describe_os_error
+from ansible_collections.nodekeep.backup.plugins.module_utils.repository import fsync_dir
 
 try:
     import shamir_mnemonic
@@ -1128,14 +1129,6 @@ def _lies_on(share: Share, chosen: list[Share], ref: dict[str, Any]) -> bool:
 # --------------------------------------------------------------------------
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_file(path: str, data: bytes, mode: int, replace: bool) -> None:
     """Write ``data`` to ``path`` atomically with ``mode`` from the first byte (a temp file beside it)."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -1154,7 +1147,7 @@ def write_file(path: str, data: bytes, mode: int, replace: bool) -> None:
             os.rename(temp, path)
         else:
             os.link(temp, path)
-        _fsync_dir(directory)
+        fsync_dir(directory)
     except FileExistsError:
         raise ShamirError("%s appeared while it was being written" % path, "nothing was overwritten; run again")
     except OSError as exc:
