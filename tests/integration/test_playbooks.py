@@ -12,6 +12,7 @@ keys and staging paths under a temporary directory:
 - cutover with a passing health check, and a cutover whose health check fails rolls
   back (the live database is the original again).
 
+The inventory, the playbook runner and the writer are tests/integration/playbook_helpers.py's.
 The node virtualenv: by default the agent role makes a fresh one in the temporary
 directory (offline from ``.cache/wheelhouse`` when it exists, else from the package
 index: slow the first time). ``NODEKEEP_TEST_NODE_VENV=/path/to/venv`` (e.g. the
@@ -22,27 +23,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from playbook_helpers import PlaybookLab, Writer, require_playbook_tools
+from playbook_helpers import ansible_playbook as _ansible_playbook  # noqa: F401  s3/test_backup_role_offsite.py
 
-ROOT = Path(__file__).resolve().parents[2]
 NODE = "itnode"
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-
-
-def _ansible_playbook() -> str | None:
-    beside = Path(sys.executable).parent / "ansible-playbook"
-    if beside.exists():
-        return str(beside)
-    return shutil.which("ansible-playbook")
 
 
 def sha256(path) -> str:
@@ -67,54 +59,18 @@ def integrity(path) -> str:
         db.close()
 
 
-class Writer:
-    """scripts/demo_writer.py as its own process (never mix its sqlite3 with apsw in one process)."""
-
-    def __init__(self, db: Path, workdir: Path) -> None:
-        self.pidfile = workdir / "writer.pid"
-        self.log = open(workdir / "writer.log", "w")  # noqa: SIM115  open as long as the writer runs
-        self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "scripts" / "demo_writer.py"), "--db", str(db), "--pidfile", str(self.pidfile),
-             "--initial-mb", "1", "--rate", "50"],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while not self.pidfile.exists():
-            assert self.proc.poll() is None, "the writer exited: %s" % (workdir / "writer.log").read_text()
-            assert time.monotonic() < deadline, "the writer did not get ready"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=30)
-        self.log.close()
-
-
-class Lab:
-    """The temporary inventory and a runner for the collection's playbooks."""
+class Lab(PlaybookLab):
+    """The temporary inventory of the node and a runner for the collection's playbooks."""
 
     def __init__(self, base: Path, age_key, playbook_bin: str) -> None:
-        self.base = base
-        self.inventory_dir = base / "inventory"
-        self.keys_dir = self.inventory_dir / "keys"
+        super().__init__(base, playbook_bin)
         self.live_db = base / "node" / "chain.db"
         self.repository = base / "repository"
         self.signing_key = base / "signing" / "signing_key"
         self.results = base / "results"
         self.identity = age_key.identity_path
-        self.playbook_bin = playbook_bin
-        reuse = os.environ.get("NODEKEEP_TEST_NODE_VENV")
-        if reuse:
-            self.venv = Path(reuse)
-            install = {"nodekeep_agent_install": False}
-        else:
-            self.venv = base / "venv"
-            install = {"nodekeep_agent_install": True, "nodekeep_agent_wheelhouse_dest": str(base / "wheelhouse")}
-            if (ROOT / ".cache" / "wheelhouse" / "requirements.txt").exists():
-                install["nodekeep_wheelhouse"] = str(ROOT / ".cache" / "wheelhouse")
         node_vars = dict(
-            install,
+            self.install_vars,
             ansible_connection="local",
             ansible_python_interpreter="{{ ansible_playbook_python }}",
             nodekeep_venv=str(self.venv),
@@ -132,37 +88,7 @@ class Lab:
             }],
         )  # fmt: skip
         inventory = {"all": {"children": {"nodekeep_nodes": {"children": {"testnet": {"hosts": {NODE: node_vars}}}}}}}
-        self.inventory_dir.mkdir(parents=True)
-        # JSON is YAML: no quoting surprises for the paths and commands above.
-        (self.inventory_dir / "hosts.yml").write_text(json.dumps(inventory, indent=2))
-
-    def run(self, playbook: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        env = dict(os.environ)
-        env.update(
-            ANSIBLE_COLLECTIONS_PATH=str(ROOT / "build" / "collections"),
-            ANSIBLE_NOCOLOR="1",
-            ANSIBLE_FORCE_COLOR="0",
-            ANSIBLE_RETRY_FILES_ENABLED="0",
-            ANSIBLE_LOCALHOST_WARNING="0",
-            ANSIBLE_DEPRECATION_WARNINGS="0",
-            PIP_DISABLE_PIP_VERSION_CHECK="1",
-        )
-        cmd = [
-            self.playbook_bin,
-            "-i",
-            str(self.inventory_dir / "hosts.yml"),
-            str(ROOT / "playbooks" / playbook),
-            *args,
-        ]
-        proc = subprocess.run(
-            cmd, check=False, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=600
-        )
-        if check and proc.returncode != 0:
-            pytest.fail(
-                "%s failed (rc %d):\n%s\n%s"
-                % (" ".join(cmd), proc.returncode, proc.stdout[-6000:], proc.stderr[-3000:])
-            )
-        return proc
+        self.write_inventory(inventory)
 
     def epochs(self) -> list:
         node_dir = self.repository / NODE
@@ -184,6 +110,16 @@ def recap(proc: subprocess.CompletedProcess) -> dict:
     raise AssertionError("no PLAY RECAP line for %s in:\n%s" % (NODE, proc.stdout[-3000:]))
 
 
+def refused_backup(lab: Lab, recipients: list, needle: str) -> None:
+    """backup.yml with these ``nodekeep_age_recipients`` fails, says ``needle`` and writes no epoch."""
+    before = lab.epochs()
+    extra = json.dumps({"nodekeep_age_recipients": recipients})
+    proc = lab.run("backup.yml", "--skip-tags", "agent", "-e", extra, check=False)
+    assert proc.returncode != 0
+    assert needle in proc.stdout
+    assert lab.epochs() == before
+
+
 # --------------------------------------------------------------------------
 # fixtures: each builds on the previous one, once per module
 # --------------------------------------------------------------------------
@@ -191,12 +127,7 @@ def recap(proc: subprocess.CompletedProcess) -> dict:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, age_key) -> Lab:
-    playbook_bin = _ansible_playbook()
-    if playbook_bin is None:
-        pytest.skip("ansible-playbook is not installed (run `make setup`)")
-    for tool in ("sqlite3",):
-        if shutil.which(tool) is None:
-            pytest.skip("%s is not installed (run `make setup`)" % tool)
+    playbook_bin = require_playbook_tools("sqlite3")
     return Lab(tmp_path_factory.mktemp("playbooks"), age_key, playbook_bin)
 
 
@@ -281,39 +212,13 @@ class TestBackup:
         assert lab.epochs() == before
 
     def test_no_recipients_fails_clearly_and_writes_nothing(self, lab, backed_up):
-        before = lab.epochs()
-        proc = lab.run("backup.yml", "--skip-tags", "agent", "-e", '{"nodekeep_age_recipients": []}', check=False)
-        assert proc.returncode != 0
-        assert "nodekeep_age_recipients is empty" in proc.stdout
-        assert lab.epochs() == before
+        refused_backup(lab, [], "nodekeep_age_recipients is empty")
 
     def test_the_example_placeholders_are_refused(self, lab, backed_up):
-        before = lab.epochs()
-        proc = lab.run(
-            "backup.yml",
-            "--skip-tags",
-            "agent",
-            "-e",
-            '{"nodekeep_age_recipients": ["age1-PLACEHOLDER-X"]}',
-            check=False,
-        )
-        assert proc.returncode != 0
-        assert "still holds the example" in proc.stdout
-        assert lab.epochs() == before
+        refused_backup(lab, ["age1-PLACEHOLDER-X"], "still holds the example")
 
     def test_an_invalid_recipient_fails_and_is_recorded(self, lab, backed_up):
-        before = lab.epochs()
-        proc = lab.run(
-            "backup.yml",
-            "--skip-tags",
-            "agent",
-            "-e",
-            '{"nodekeep_age_recipients": ["age1notavalidrecipient"]}',
-            check=False,
-        )
-        assert proc.returncode != 0
-        assert "backup failed" in proc.stdout
-        assert lab.epochs() == before
+        refused_backup(lab, ["age1notavalidrecipient"], "backup failed")
         last = json.loads((lab.repository / NODE / "last-backup.json").read_text())
         assert last["status"] == "failed" and last["error"]
         lab.run("backup.yml", "--skip-tags", "agent")  # and the next good run records ok again

@@ -32,16 +32,6 @@ def _header_end(sealed: bytes) -> int:
     return sealed.index(b"\n", mac_line) + 1
 
 
-@pytest.fixture(scope="module")
-def recipients(age_key):
-    return seal.load_recipients([age_key.recipient])
-
-
-@pytest.fixture(scope="module")
-def identities(age_key):
-    return seal.load_identities([], [str(age_key.identity_path)])
-
-
 def _compressible(size: int) -> bytes:
     line = b"block 0123456789 the quick brown fox jumps over the lazy dog\n"
     return (line * (size // len(line) + 1))[:size]
@@ -281,7 +271,7 @@ class TestFailClosed:
         path.write_text(age_key.identity + "\n")
         with pytest.raises(SealError) as excinfo:
             seal.load_recipients([], [str(path)])
-        secret_body = age_key.identity[len("AGE-SECRET-KEY-1"):]
+        secret_body = age_key.identity[len("AGE-SECRET-KEY-1") :]
         message = str(excinfo.value) + json.dumps(excinfo.value.to_result())
         assert secret_body[:6] not in message, "the error echoes key material: %s" % message
 

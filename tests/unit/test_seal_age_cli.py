@@ -20,16 +20,6 @@ pytestmark = [
 MIB = 1 << 20
 
 
-@pytest.fixture(scope="module")
-def recipients(age_key):
-    return seal.load_recipients([age_key.recipient])
-
-
-@pytest.fixture(scope="module")
-def identities(age_key):
-    return seal.load_identities([], [str(age_key.identity_path)])
-
-
 def _payload() -> bytes:
     return os.urandom(3 * MIB + 17) + b"nodekeep " * 200_000
 
@@ -70,24 +60,27 @@ def test_both_engines_give_standard_age_files(engine, recipients, identities, ag
     assert opened == data
 
 
-def test_failing_cli_fails_closed(recipients, tmp_path, monkeypatch):
+def _seal_with_broken_cli(script: str, recipients, tmp_path, monkeypatch) -> SealError:
+    """The SealError of seal() when NODEKEEP_AGE_CLI is an ``age`` that runs the shell ``script``."""
     broken = tmp_path / "age"
-    broken.write_text("#!/bin/sh\ncat > /dev/null\necho 'age: something broke' >&2\nexit 3\n")
+    broken.write_text("#!/bin/sh\n" + script)
     broken.chmod(0o755)
     monkeypatch.setenv("NODEKEEP_AGE_CLI", str(broken))
     with pytest.raises(SealError) as caught:
         seal.seal(io.BytesIO(_payload()), io.BytesIO(), recipients)
-    assert "exited with status 3" in caught.value.message and "something broke" in caught.value.message
+    return caught.value
+
+
+def test_failing_cli_fails_closed(recipients, tmp_path, monkeypatch):
+    error = _seal_with_broken_cli(
+        "cat > /dev/null\necho 'age: something broke' >&2\nexit 3\n", recipients, tmp_path, monkeypatch
+    )
+    assert "exited with status 3" in error.message and "something broke" in error.message
 
 
 def test_cli_that_dies_early_fails_closed(recipients, tmp_path, monkeypatch):
-    broken = tmp_path / "age"
-    broken.write_text("#!/bin/sh\nexit 1\n")
-    broken.chmod(0o755)
-    monkeypatch.setenv("NODEKEEP_AGE_CLI", str(broken))
-    with pytest.raises(SealError) as caught:
-        seal.seal(io.BytesIO(_payload()), io.BytesIO(), recipients)
-    assert "exited with status 1" in caught.value.message
+    error = _seal_with_broken_cli("exit 1\n", recipients, tmp_path, monkeypatch)
+    assert "exited with status 1" in error.message
 
 
 def test_sink_error_with_cli_is_reported_as_the_sink_error(recipients, monkeypatch):

@@ -9,23 +9,22 @@
     *args, check=True)`` runs a real playbook; ``fleet.prepare()`` runs agent.yml for the
     node and the staging host and takes one backup (once).
 
-The node virtualenv is made by the agent role (offline from ``.cache/wheelhouse`` when it
-exists), as in tests/integration/test_playbooks.py; ``NODEKEEP_TEST_NODE_VENV=/path`` reuses
-an existing one.
+The inventory, the playbook runner, the writer and the node virtualenv come from
+tests/integration/playbook_helpers.py, as in tests/integration/test_playbooks.py: the agent role
+makes the virtualenv (offline from ``.cache/wheelhouse`` when it exists);
+``NODEKEEP_TEST_NODE_VENV=/path`` reuses an existing one.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/integration: playbook_helpers
+
+from playbook_helpers import PlaybookLab, Writer, require_playbook_tools
 
 ROOT = Path(__file__).resolve().parents[3]
 NODE = "drnode"
@@ -33,42 +32,9 @@ STAGE = "drstage"
 PROD = "prodhost"
 
 
-def ansible_playbook() -> str | None:
-    beside = Path(sys.executable).parent / "ansible-playbook"
-    if beside.exists():
-        return str(beside)
-    return shutil.which("ansible-playbook")
-
-
-class Writer:
-    """scripts/demo_writer.py in its own process (never mix its sqlite3 with apsw in one process)."""
-
-    def __init__(self, db: Path, workdir: Path) -> None:
-        self.pidfile = workdir / "writer.pid"
-        self.log = open(workdir / "writer.log", "w")  # noqa: SIM115  open as long as the writer runs
-        self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "scripts" / "demo_writer.py"), "--db", str(db), "--pidfile", str(self.pidfile),
-             "--initial-mb", "1", "--rate", "20"],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while not self.pidfile.exists():
-            assert self.proc.poll() is None, "the writer exited: %s" % (workdir / "writer.log").read_text()
-            assert time.monotonic() < deadline, "the writer did not get ready"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=30)
-        self.log.close()
-
-
-class Fleet:
+class Fleet(PlaybookLab):
     def __init__(self, base: Path, age_key, playbook_bin: str) -> None:
-        self.base = base
-        self.inventory_dir = base / "inventory"
-        self.keys_dir = self.inventory_dir / "keys"
+        super().__init__(base, playbook_bin)
         self.live_db = base / "node" / "chain.db"
         self.live_db.parent.mkdir(parents=True)
         self.repository = base / "repository"
@@ -78,21 +44,11 @@ class Fleet:
         self.results = base / "results"
         self.identity = age_key.identity_path
         self.recipient = age_key.recipient
-        self.playbook_bin = playbook_bin
         self.prepared = False
-        reuse = os.environ.get("NODEKEEP_TEST_NODE_VENV")
-        if reuse:
-            self.venv = Path(reuse)
-            install = {"nodekeep_agent_install": False}
-        else:
-            self.venv = base / "venv"
-            install = {"nodekeep_agent_install": True, "nodekeep_agent_wheelhouse_dest": str(base / "wheelhouse")}
-            if (ROOT / ".cache" / "wheelhouse" / "requirements.txt").exists():
-                install["nodekeep_wheelhouse"] = str(ROOT / ".cache" / "wheelhouse")
         local = {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"}
         node_vars = dict(
             local,
-            **install,
+            **self.install_vars,
             nodekeep_venv=str(self.venv),
             nodekeep_repository_path=str(self.repository),
             nodekeep_signing_key_path=str(base / "signing" / "signing_key"),
@@ -125,32 +81,8 @@ class Fleet:
                 },
             }
         }
-        self.inventory_dir.mkdir(parents=True)
-        (self.inventory_dir / "hosts.yml").write_text(json.dumps(inventory, indent=2))
-        self.writer = Writer(self.live_db, base)
-
-    def run(self, playbook: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        env = dict(os.environ)
-        env.update(
-            ANSIBLE_COLLECTIONS_PATH=str(ROOT / "build" / "collections"),
-            ANSIBLE_NOCOLOR="1",
-            ANSIBLE_FORCE_COLOR="0",
-            ANSIBLE_RETRY_FILES_ENABLED="0",
-            ANSIBLE_LOCALHOST_WARNING="0",
-            ANSIBLE_DEPRECATION_WARNINGS="0",
-            PIP_DISABLE_PIP_VERSION_CHECK="1",
-        )
-        path = Path(playbook) if os.path.isabs(playbook) else ROOT / "playbooks" / playbook
-        cmd = [self.playbook_bin, "-i", str(self.inventory_dir / "hosts.yml"), str(path), *args]
-        proc = subprocess.run(
-            cmd, check=False, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=600
-        )
-        if check and proc.returncode != 0:
-            pytest.fail(
-                "%s failed (rc %d):\n%s\n%s"
-                % (" ".join(cmd), proc.returncode, proc.stdout[-8000:], proc.stderr[-3000:])
-            )
-        return proc
+        self.write_inventory(inventory)
+        self.writer = Writer(self.live_db, base, rate=20)
 
     def prepare(self) -> None:
         """Agent on the node and the staging host, and one backup of the live node."""
@@ -175,12 +107,7 @@ class Fleet:
 
 @pytest.fixture(scope="session")
 def fleet(tmp_path_factory, age_key):
-    playbook_bin = ansible_playbook()
-    if playbook_bin is None:
-        pytest.skip("ansible-playbook is not installed (run `make setup`)")
-    for tool in ("sqlite3", "ssh-keygen"):
-        if shutil.which(tool) is None:
-            pytest.skip("%s is not installed (run `make setup`)" % tool)
+    playbook_bin = require_playbook_tools("sqlite3", "ssh-keygen")
     lab = Fleet(tmp_path_factory.mktemp("fleet"), age_key, playbook_bin)
     yield lab
     lab.close()

@@ -102,6 +102,17 @@ def exec_start(base: Path, job: str, *extra: str) -> tuple[list, dict]:
     return argv + list(extra), env
 
 
+def exec_start_with_args(base: Path, job: str, step: str, path: Path, **changes) -> tuple[list, dict]:
+    """The job's ExecStart with its ``step`` reading ``path``: the job's args file with ``changes``, written 0600."""
+    args = json.loads((base / "etc" / ("%s.json" % job)).read_text())
+    args["ANSIBLE_MODULE_ARGS"].update(changes)
+    path.write_text(json.dumps(args))
+    path.chmod(0o600)
+    argv, env = exec_start(base, job)
+    argv[argv.index("--step") + 1] = "%s=%s" % (step, path)
+    return argv, env
+
+
 def unit_umask() -> None:
     os.umask(0o077)  # UMask=0077 of the service
 
@@ -211,7 +222,11 @@ class TestRole:
         if tool is None:
             pytest.skip("systemd-analyze is not installed")
         for name in ("nodekeep-backup.service", "nodekeep-backup.timer"):
-            text = unit(base, name).replace("OnCalendar=*:0/5", "OnCalendar=every five").replace("Type=oneshot", "Type=once")
+            text = (
+                unit(base, name)
+                .replace("OnCalendar=*:0/5", "OnCalendar=every five")
+                .replace("Type=oneshot", "Type=once")
+            )
             (tmp_path / name).write_text(text)
         broken = [str(tmp_path / "nodekeep-backup.service"), str(tmp_path / "nodekeep-backup.timer")]
         proc = subprocess.run([tool, "verify", "--man=no", *broken], capture_output=True, text=True, check=False)
@@ -234,7 +249,11 @@ class TestRunner:
         assert manifest["labels"]["scheduled"] == "systemd"
         text = metrics(base, "backup")
         now = time.time()
-        assert now - 120 < value(text, "nodekeep_backup_last_success_timestamp_seconds", node=NODE, asset="chain-db") <= now
+        assert (
+            now - 120
+            < value(text, "nodekeep_backup_last_success_timestamp_seconds", node=NODE, asset="chain-db")
+            <= now
+        )
         assert value(text, "nodekeep_backup_size_bytes", node=NODE, asset="chain-db") > 0
         assert value(text, "nodekeep_job_success", node=NODE, job="backup") == 1
         assert value(text, "nodekeep_backup_epoch_timestamp_seconds", node=NODE) > now - 120
@@ -248,7 +267,9 @@ class TestRunner:
             assert needle not in text
         for line in text.splitlines():
             if not line.startswith("#"):
-                assert re.match(r'^[a-z_]+(\{[a-z]+="[A-Za-z0-9._:-]+"(,[a-z]+="[A-Za-z0-9._:-]+")*\})? [0-9.e+-]+$', line), line
+                assert re.match(
+                    r'^[a-z_]+(\{[a-z]+="[A-Za-z0-9._:-]+"(,[a-z]+="[A-Za-z0-9._:-]+")*\})? [0-9.e+-]+$', line
+                ), line
         assert (base / "textfile" / "nodekeep_backup.prom").stat().st_mode & 0o777 == 0o644
         assert not [p for p in (base / "textfile").iterdir() if not p.name.endswith(".prom")]
 
@@ -293,12 +314,7 @@ class TestRunner:
         text = metrics(base, "backup")
         last = value(text, "nodekeep_backup_last_success_timestamp_seconds", node=NODE, asset="chain-db")
         bad = base / "etc" / "backup-bad.json"
-        args = json.loads((base / "etc" / "backup.json").read_text())
-        args["ANSIBLE_MODULE_ARGS"]["recipients"] = ["age1notavalidrecipient"]
-        bad.write_text(json.dumps(args))
-        bad.chmod(0o600)
-        argv, env = exec_start(base, "backup")
-        argv[argv.index("--step") + 1] = "epoch_backup=%s" % bad
+        argv, env = exec_start_with_args(base, "backup", "epoch_backup", bad, recipients=["age1notavalidrecipient"])
         del pings.calls[:]
         proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
         bad.unlink()
@@ -335,13 +351,9 @@ class TestRunner:
 
     def test_a_full_verify_reports_each_asset_and_a_damaged_artifact_fails(self, scheduled, fleet, pings, tmp_path):
         base, _proc, _again = scheduled
-        args = json.loads((base / "etc" / "verify.json").read_text())
-        args["ANSIBLE_MODULE_ARGS"]["subset"] = "1/1"  # the whole cycle in one run: every artifact
         full = tmp_path / "verify-full.json"
-        full.write_text(json.dumps(args))
-        full.chmod(0o600)
-        argv, env = exec_start(base, "verify")
-        argv[argv.index("--step") + 1] = "integrity_check=%s" % full
+        # subset 1/1: the whole cycle in one run, every artifact
+        argv, env = exec_start_with_args(base, "verify", "integrity_check", full, subset="1/1")
         del pings.calls[:]
         proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
         assert proc.returncode == 0, proc.stderr
