@@ -66,6 +66,13 @@ SNAPSHOT_OPTIONS: dict[str, dict[str, Any]] = {
     "force": {"type": "bool", "default": False},
 }
 
+# The required_if rules btrfs_snapshot and zfs_snapshot share (each adds its own states' rules).
+SNAPSHOT_REQUIRED_IF: list[tuple[str, str, list[str]]] = [
+    ("state", "absent", ["name"]),
+    ("state", "sent", ["name", "dest"]),
+    ("state", "received", ["src", "target"]),
+]
+
 _LIBRARIES = {
     "pyrage": (_seal, "HAS_PYRAGE", "PYRAGE_IMPORT_ERROR"),
     "zstandard": (_seal, "HAS_ZSTANDARD", "ZSTANDARD_IMPORT_ERROR"),
@@ -126,3 +133,37 @@ def run(module, action: Callable[[], dict[str, Any]]) -> None:
     except Exception as exc:  # noqa: BLE001 - an engine bug: report it with the traceback for -vvv
         module.fail_json(msg="unexpected error: %s" % exc, exception=traceback.format_exc())
     module.exit_json(**result)
+
+
+def snapshot_module_args(required_if=(), **own: dict[str, Any]) -> dict[str, Any]:
+    """``AnsibleModule`` arguments of btrfs_snapshot and zfs_snapshot.
+
+    The age options, SNAPSHOT_OPTIONS and SNAPSHOT_REQUIRED_IF, plus the module's ``own`` options
+    and its own ``required_if`` rules.
+    """
+    return {
+        "argument_spec": argspec(AGE_RECIPIENT_OPTIONS, AGE_IDENTITY_OPTIONS, SNAPSHOT_OPTIONS, **own),
+        "required_if": SNAPSHOT_REQUIRED_IF + list(required_if),
+        "supports_check_mode": True,
+    }
+
+
+def run_snapshot_state(module, run_state: Callable[..., dict[str, Any]], open_volume: Callable[[dict], tuple]) -> None:
+    """The rest of btrfs_snapshot's and zfs_snapshot's ``main()``: run the asked state and exit.
+
+    ``open_volume(params)`` gets a copy of the module's parameters, returns the backend and the volume
+    (checked to exist, except for state=received) and may fill in defaults of its filesystem in ``params``.
+    ``run_state`` is ``snapshot.run_state``, passed in so that only these two modules carry snapshot.py.
+    """
+    if module.params["state"] in ("sent", "received"):
+        require_libraries(module, "pyrage", "zstandard")
+
+    def action():
+        params = dict(module.params)
+        fs, volume = open_volume(params)
+        result = run_state(fs, volume, params, module.check_mode)
+        if not module._diff:
+            result.pop("diff", None)
+        return result
+
+    run(module, action)

@@ -164,53 +164,32 @@ size:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodekeep.backup.plugins.module_utils import snapshot
-from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
-    AGE_IDENTITY_OPTIONS,
-    AGE_RECIPIENT_OPTIONS,
-    SNAPSHOT_OPTIONS,
-    argspec,
-    require_libraries,
-    run,
-)
+from ansible_collections.nodekeep.backup.plugins.module_utils.common import run_snapshot_state, snapshot_module_args
+
+
+def open_subvolume(params):
+    """The btrfs backend and the subvolume; the snapshot directory defaults to the one beside it."""
+    fs = snapshot.Btrfs()
+    subvolume = params["subvolume"]
+    if params["state"] != "received" and not fs.volume_for(subvolume):
+        raise snapshot.SnapshotError(
+            "%s is not a btrfs subvolume" % subvolume, "give the path of a subvolume (btrfs subvolume list)"
+        )
+    if not params.get("snapshot_dir"):
+        params["snapshot_dir"] = snapshot.Btrfs.snapshot_dir(subvolume)
+    return fs, subvolume
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=argspec(
-            AGE_RECIPIENT_OPTIONS,
-            AGE_IDENTITY_OPTIONS,
-            SNAPSHOT_OPTIONS,
+        **snapshot_module_args(
             subvolume={"type": "path", "required": True},
             state={"type": "str", "default": "present", "choices": ["present", "absent", "pruned", "sent", "received"]},
             snapshot_dir={"type": "path"},
             target={"type": "path"},
-        ),
-        required_if=[
-            ("state", "absent", ["name"]),
-            ("state", "sent", ["name", "dest"]),
-            ("state", "received", ["src", "target"]),
-        ],
-        supports_check_mode=True,
+        )
     )
-    if module.params["state"] in ("sent", "received"):
-        require_libraries(module, "pyrage", "zstandard")
-
-    def action():
-        fs = snapshot.Btrfs()
-        params = dict(module.params)
-        subvolume = params["subvolume"]
-        if params["state"] != "received" and not fs.volume_for(subvolume):
-            raise snapshot.SnapshotError(
-                "%s is not a btrfs subvolume" % subvolume, "give the path of a subvolume (btrfs subvolume list)"
-            )
-        if not params.get("snapshot_dir"):
-            params["snapshot_dir"] = snapshot.Btrfs.snapshot_dir(subvolume)
-        result = snapshot.run_state(fs, subvolume, params, module.check_mode)
-        if not module._diff:
-            result.pop("diff", None)
-        return result
-
-    run(module, action)
+    run_snapshot_state(module, snapshot.run_state, open_subvolume)
 
 
 if __name__ == "__main__":

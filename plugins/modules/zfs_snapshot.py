@@ -233,22 +233,27 @@ mode:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodekeep.backup.plugins.module_utils import snapshot
-from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
-    AGE_IDENTITY_OPTIONS,
-    AGE_RECIPIENT_OPTIONS,
-    SNAPSHOT_OPTIONS,
-    argspec,
-    require_libraries,
-    run,
-)
+from ansible_collections.nodekeep.backup.plugins.module_utils.common import run_snapshot_state, snapshot_module_args
+
+
+def open_dataset(params):
+    """The ZFS backend and the dataset."""
+    fs = snapshot.Zfs()
+    dataset = params["dataset"]
+    if params["state"] != "received" and not fs.exists(dataset):
+        raise snapshot.SnapshotError("the dataset %s does not exist" % dataset, "check its name (zfs list)")
+    return fs, dataset
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=argspec(
-            AGE_RECIPIENT_OPTIONS,
-            AGE_IDENTITY_OPTIONS,
-            SNAPSHOT_OPTIONS,
+        **snapshot_module_args(
+            required_if=[
+                ("state", "held", ["name"]),
+                ("state", "released", ["name"]),
+                ("state", "rolled_back", ["name"]),
+                ("state", "cutover", ["staging"]),
+            ],
             dataset={"type": "str", "required": True},
             state={
                 "type": "str",
@@ -272,32 +277,9 @@ def main():
             discard_newer={"type": "bool", "default": False},
             staging={"type": "str"},
             cutover_mode={"type": "str", "choices": ["auto", "rename", "mountpoint"], "default": "auto"},
-        ),
-        required_if=[
-            ("state", "absent", ["name"]),
-            ("state", "held", ["name"]),
-            ("state", "released", ["name"]),
-            ("state", "sent", ["name", "dest"]),
-            ("state", "received", ["src", "target"]),
-            ("state", "rolled_back", ["name"]),
-            ("state", "cutover", ["staging"]),
-        ],
-        supports_check_mode=True,
+        )
     )
-    if module.params["state"] in ("sent", "received"):
-        require_libraries(module, "pyrage", "zstandard")
-
-    def action():
-        fs = snapshot.Zfs()
-        dataset = module.params["dataset"]
-        if module.params["state"] != "received" and not fs.exists(dataset):
-            raise snapshot.SnapshotError("the dataset %s does not exist" % dataset, "check its name (zfs list)")
-        result = snapshot.run_state(fs, dataset, module.params, module.check_mode)
-        if not module._diff:
-            result.pop("diff", None)
-        return result
-
-    run(module, action)
+    run_snapshot_state(module, snapshot.run_state, open_dataset)
 
 
 if __name__ == "__main__":
