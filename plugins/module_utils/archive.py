@@ -74,6 +74,13 @@ SNIFF_SIZE = 64 << 10
 #: at most this many paths are listed in the stats' ``skipped`` and ``changed``
 LIST_LIMIT = 100
 CONTENT_KINDS = ("auto", "file", "directory")
+#: what a walk or an extraction of a tree counts (a walk also counts what it ``excluded``)
+ENTRY_COUNTS = ("files", "directories", "symlinks", "hardlinks", "other", "bytes")
+
+
+def entry_counts(*extra: str) -> dict[str, int]:
+    """Zero counters of ``ENTRY_COUNTS`` and then ``extra``, in that order."""
+    return dict.fromkeys(ENTRY_COUNTS + extra, 0)
 
 
 # --------------------------------------------------------------------------
@@ -251,18 +258,7 @@ class TarReader(io.RawIOBase):
             raise CaptureError(f"{root} is not a directory", "give the path of a directory to archive")
         if not os.access(self.root, os.R_OK | os.X_OK):
             raise CaptureError(f"cannot read the directory {root} (permission denied)", "run with become: true")
-        self._stats: dict[str, Any] = {
-            "files": 0,
-            "directories": 0,
-            "symlinks": 0,
-            "hardlinks": 0,
-            "other": 0,
-            "bytes": 0,
-            "excluded": 0,
-            "skipped": [],
-            "changed": [],
-            "outside_links": [],
-        }
+        self._stats: dict[str, Any] = dict(entry_counts("excluded"), skipped=[], changed=[], outside_links=[])
         self._error: BaseException | None = None
         self._failure: NodekeepError | None = None
         self._emitted: set[str] = set()
@@ -520,14 +516,7 @@ class _Extractor:
         self.dirs: dict[str, tarfile.TarInfo | None] = {"": None}
         self.files: set[str] = set()
         self.symlinks: list[str] = []
-        self.stats: dict[str, int] = {
-            "files": 0,
-            "directories": 0,
-            "symlinks": 0,
-            "hardlinks": 0,
-            "other": 0,
-            "bytes": 0,
-        }
+        self.stats: dict[str, int] = entry_counts()
 
     def target(self, parts: list[str]) -> str:
         return os.path.join(self.root, *parts) if parts else self.root

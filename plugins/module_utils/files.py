@@ -76,6 +76,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import EPOCH_RE, MANIFEST_NAME, Manifest
 from ansible_collections.nodekeep.backup.plugins.module_utils.repository import (
+    discard_temp,
     fsync_dir,
     makedirs_private,
     stream_digest,
@@ -327,15 +328,7 @@ class _TreeCapture:
         self.queue: list[str | dict[str, Any]] = []
         self.sealer: ThreadPoolExecutor | None = None
         self.sealing: tuple[Future, str, str, int, list] | None = None  # the pack in flight
-        self.stats: dict[str, Any] = {
-            "files": 0,
-            "directories": 0,
-            "symlinks": 0,
-            "hardlinks": 0,
-            "other": 0,
-            "bytes": 0,
-            "excluded": 0,
-        }
+        self.stats: dict[str, Any] = _archive.entry_counts("excluded")
         self.work: dict[str, Any] = {
             "unchanged": 0,
             "read": 0,
@@ -1300,11 +1293,7 @@ class FilesAssetType(_assets.AssetType):
             shutil.rmtree(temp, ignore_errors=True)
             raise
         finally:
-            if not handle.closed:
-                with contextlib.suppress(OSError):
-                    handle.close()
-            with contextlib.suppress(OSError):
-                os.unlink(index_path)
+            discard_temp(handle, index_path)
         _archive.place_restored_tree(temp, target)
 
     def deep_check(self, path: str, artifact, check: str = "integrity") -> dict[str, Any]:

@@ -216,6 +216,28 @@ def makedirs_private(path: str) -> None:
                 raise
 
 
+def discard_temp(handle, path: str) -> None:
+    """Close ``handle`` if it is still open and remove the temporary file ``path`` (``OSError`` ignored)."""
+    if not handle.closed:
+        with contextlib.suppress(OSError):
+            handle.close()
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+@contextlib.contextmanager
+def _open_existing(path: str, missing: str, remedy: str, what: str) -> Iterator[BinaryIO]:
+    """``path`` opened for reading; a missing file is ``RepositoryError(missing, remedy)``."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the with-block below, after error mapping
+    except FileNotFoundError:
+        raise RepositoryError(missing, remedy)
+    except OSError as exc:
+        raise describe_os_error(exc, "reading %s" % what, path)
+    with handle:
+        yield handle
+
+
 def stream_digest(stream, sink=None) -> tuple[int, str]:
     """Read ``stream`` to its end, writing it to ``sink`` when given; its size and SHA-256."""
     digest = hashlib.sha256()
@@ -324,21 +346,30 @@ class LocalRepository(Repository):
     @contextlib.contextmanager
     def open_write(self, node: str, epoch: str, name: str) -> Iterator[BinaryIO]:
         final = self._path(node, epoch, name)
-        directory = os.path.dirname(final)
         if os.path.lexists(final):
             raise RepositoryError(
                 "%s already exists and the repository is write-once" % final,
                 "write a new epoch instead of rewriting this one",
             )
+        with self._write_once(final, name, name, 1 << 20, "another run wrote the same epoch") as handle:
+            yield handle
+        fsync_dir(os.path.dirname(final))
+
+    @contextlib.contextmanager
+    def _write_once(
+        self, final: str, stem: str, what: str, buffering: int, remedy: str, **details
+    ) -> Iterator[BinaryIO]:
+        """A private temp file next to ``final``, linked to ``final`` (never replacing it) when the block
+        succeeds; the temp name is always removed. The caller fsyncs the directory after a success."""
+        directory = os.path.dirname(final)
         if not os.path.isdir(directory):
             self._makedirs(directory)
-        temp = os.path.join(directory, "%s%s-%s" % (TEMP_PREFIX, name, uuid.uuid4().hex[:8]))
+        temp = os.path.join(directory, "%s%s-%s" % (TEMP_PREFIX, stem, uuid.uuid4().hex[:8]))
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
         except OSError as exc:
-            raise describe_os_error(exc, "creating %s" % name, temp)
-        handle = os.fdopen(fd, "wb", buffering=1 << 20)
-        committed = False
+            raise describe_os_error(exc, "creating %s" % what, temp)
+        handle = os.fdopen(fd, "wb", buffering=buffering)
         try:
             yield handle
             try:
@@ -348,34 +379,17 @@ class LocalRepository(Repository):
                 # link() refuses to replace an existing name: write-once even against a racing writer.
                 os.link(temp, final)
             except FileExistsError:
-                raise RepositoryError(
-                    "%s appeared while it was being written" % final, "another run wrote the same epoch"
-                )
+                raise RepositoryError("%s appeared while it was being written" % final, remedy, **details)
             except OSError as exc:
-                raise describe_os_error(exc, "writing %s" % name, final)
-            committed = True
+                raise describe_os_error(exc, "writing %s" % what, final)
         finally:
-            if not handle.closed:
-                with contextlib.suppress(OSError):
-                    handle.close()
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            if committed:
-                fsync_dir(directory)
+            discard_temp(handle, temp)
 
     @contextlib.contextmanager
     def open_read(self, node: str, epoch: str, name: str) -> Iterator[BinaryIO]:
         path = self._path(node, epoch, name)
-        try:
-            handle = open(path, "rb")  # noqa: SIM115 - closed by the with-block below, after error mapping
-        except FileNotFoundError:
-            raise RepositoryError(
-                "%s is missing" % path,
-                "the epoch is incomplete or was pruned; choose another epoch",
-            )
-        except OSError as exc:
-            raise describe_os_error(exc, "reading %s" % name, path)
-        with handle:
+        remedy = "the epoch is incomplete or was pruned; choose another epoch"
+        with _open_existing(path, "%s is missing" % path, remedy, name) as handle:
             yield handle
 
     def remove_epoch(self, node: str, epoch: str) -> None:
@@ -401,49 +415,17 @@ class LocalRepository(Repository):
     @contextlib.contextmanager
     def put_object(self, node: str, name: str, **options) -> Iterator[BinaryIO]:
         final = self._object_path(node, name)
-        directory = os.path.dirname(final)
         if os.path.lexists(final):
             raise RepositoryError("%s already exists and objects are write-once" % final, "reuse it", code="exists")
-        if not os.path.isdir(directory):
-            self._makedirs(directory)
-        temp = os.path.join(directory, "%s%s-%s" % (TEMP_PREFIX, name[:16], uuid.uuid4().hex[:8]))
-        try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
-        except OSError as exc:
-            raise describe_os_error(exc, "creating object %s" % name, temp)
-        handle = os.fdopen(fd, "wb", buffering=1 << 16)
-        try:
+        with self._write_once(final, name[:16], "object %s" % name, 1 << 16, "reuse it", code="exists") as handle:
             yield handle
-            try:
-                handle.flush()
-                os.fsync(handle.fileno())
-                handle.close()
-                os.link(temp, final)
-            except FileExistsError:
-                raise RepositoryError("%s appeared while it was being written" % final, "reuse it", code="exists")
-            except OSError as exc:
-                raise describe_os_error(exc, "writing object %s" % name, final)
-            fsync_dir(directory)
-        finally:
-            if not handle.closed:
-                with contextlib.suppress(OSError):
-                    handle.close()
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
+        fsync_dir(os.path.dirname(final))
 
     @contextlib.contextmanager
     def open_object(self, node: str, name: str) -> Iterator[BinaryIO]:
         path = self._object_path(node, name)
-        try:
-            handle = open(path, "rb")  # noqa: SIM115 - closed by the with-block below
-        except FileNotFoundError:
-            raise RepositoryError(
-                "object %s is missing" % path,
-                "an epoch referencing it was damaged or pruned wrongly; restore another epoch or copy",
-            )
-        except OSError as exc:
-            raise describe_os_error(exc, "reading object %s" % name, path)
-        with handle:
+        remedy = "an epoch referencing it was damaged or pruned wrongly; restore another epoch or copy"
+        with _open_existing(path, "object %s is missing" % path, remedy, "object %s" % name) as handle:
             yield handle
 
     def has_object(self, node: str, name: str) -> int | None:

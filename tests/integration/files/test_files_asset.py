@@ -42,6 +42,14 @@ def index_entries(node, epoch: str, name: str = "da") -> list:
     return [json.loads(line) for line in lines[1:]]
 
 
+def timed_backup(node, asset: dict) -> tuple:
+    """``(manifest, the asset's source facts, seconds, the node's object names after)`` of one backup."""
+    began = time.monotonic()
+    manifest = node.backup([asset])
+    seconds = time.monotonic() - began
+    return manifest, manifest.artifacts[0].source, seconds, node.repository.object_names(node.name)
+
+
 def restored_root(result: dict) -> Path:
     (artifact,) = result["artifacts"]
     return Path(artifact["path"])
@@ -56,11 +64,7 @@ class TestFullAndIncremental:
         asset = files_asset(store)
         before_full = store_tools.meta(store)
 
-        began = time.monotonic()
-        full = node.backup([asset])
-        full_seconds = time.monotonic() - began
-        full_facts = full.artifacts[0].source
-        objects_after_full = node.repository.object_names(node.name)
+        full, full_facts, full_seconds, objects_after_full = timed_backup(node, asset)
         distinct = len({m[6] for m in before_full.values() if m[0] == "file"})
         # every file is small: they are packed (a few MiB per object), each distinct content once
         packs = full_facts["objects"]["new_packs"]
@@ -78,11 +82,7 @@ class TestFullAndIncremental:
         os.chmod(store / "index" / "head.json", 0o600)  # metadata-only change: no new object
         before_incremental = store_tools.meta(store)
 
-        began = time.monotonic()
-        incremental = node.backup([asset])
-        incremental_seconds = time.monotonic() - began
-        facts = incremental.artifacts[0].source
-        objects_after = node.repository.object_names(node.name)
+        incremental, facts, incremental_seconds, objects_after = timed_backup(node, asset)
         new_objects = set(objects_after) - set(objects_after_full)
         # the changed and added contents go into new packs (one here); unchanged files keep their old packs
         assert facts["objects"]["packed_files"] == churned["changed"] + churned["added"]

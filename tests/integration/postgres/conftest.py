@@ -27,14 +27,7 @@ import pgcluster
 
 @pytest.fixture(scope="session")
 def pg_cluster():
-    reason = pgcluster.available()
-    if reason:
-        pytest.skip(reason)
-    cluster = pgcluster.Cluster.create()
-    try:
-        yield cluster
-    finally:
-        cluster.destroy()
+    yield from pgcluster.session_cluster()
 
 
 @pytest.fixture
@@ -51,14 +44,10 @@ def ledger(pg_cluster):
 
 
 @pytest.fixture
-def pg_writer(pg_cluster):
-    writers = []
-
+def pg_writer(pg_cluster, request):
     def make(database: str, pause: float = 0.002) -> pgcluster.Writer:
         writer = pgcluster.Writer(pg_cluster, database, pause).start()
-        writers.append(writer)
+        request.addfinalizer(writer.stop)
         return writer
 
-    yield make
-    for writer in writers:
-        writer.stop()
+    return make

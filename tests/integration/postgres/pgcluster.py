@@ -11,6 +11,7 @@ itself through the ``backup`` role, which authenticates with a password from a
     cluster.settings(database="app")                  # asset options that reach it (become_user postgres)
     cluster.backup_settings(database="app")           # the same through the password role
     Writer(cluster, "app").start() ... .stop()        # a separate process committing transactions
+    yield from session_cluster()                      # in a conftest's session fixture pg_cluster
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+import pytest
+from integration_helpers import wait_for_count
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 OS_USER = "postgres"
@@ -38,6 +41,18 @@ def available() -> str | None:
     if not (PG_BIN / "initdb").exists():
         return "PostgreSQL 15 server binaries are missing (apt-get install postgresql)"
     return None
+
+
+def session_cluster():
+    """The body of a session fixture ``pg_cluster``: skips without root or the server, destroys the cluster after."""
+    reason = available()
+    if reason:
+        pytest.skip(reason)
+    cluster = Cluster.create()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
 
 
 def _ensure_os_user() -> None:
@@ -221,13 +236,7 @@ class Writer:
         return int(self.cluster.psql("SELECT n FROM counter", self.database))
 
     def wait_for(self, count: int, timeout: float = 30.0) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            current = self.committed()
-            if current >= count:
-                return current
-            time.sleep(0.05)
-        raise AssertionError("the writer committed only %d of %d" % (self.committed(), count))
+        return wait_for_count(self.committed, count, timeout, 0.05, "the writer")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

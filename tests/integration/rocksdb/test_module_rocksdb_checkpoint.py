@@ -6,8 +6,9 @@ import os
 import sys
 
 import pytest
-from conftest import APP, assert_consistent, read_rocksdb
+from integration_helpers import read_rocksdb
 from module_driver import failed, run_module, succeeded
+from rdbhelpers import APP, assert_consistent
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -15,7 +15,8 @@ import sys
 import uuid
 
 import pytest
-from conftest import APP, assert_consistent, read_rocksdb
+from integration_helpers import read_rocksdb
+from rdbhelpers import APP, assert_consistent
 
 from ansible_collections.nodekeep.backup.plugins.module_utils import rocksdb
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets import asset_type
@@ -26,6 +27,12 @@ pytestmark = pytest.mark.timeout(300)
 
 def asset(app, **options) -> dict:
     return dict({"name": "chain", "type": "rocksdb", "path": str(app.db)}, **options)
+
+
+def stop_asset(app, **options) -> dict:
+    """The asset with ``method: stop`` and the service's own stop and start commands (``options`` override)."""
+    stop = {"method": "stop", "stop_command": app.stop_command, "start_command": app.start_command}
+    return asset(app, **dict(stop, **options))
 
 
 def restore(node, tmp_path, app, manifest) -> str:
@@ -98,9 +105,7 @@ def test_stop_method_reports_its_window_and_restarts(node, rocks_app, tmp_path):
     app = rocks_app
     app.wait_for(3050)
     first_pid = app.pid
-    manifest = node.backup(
-        [asset(app, method="stop", stop_command=app.stop_command, start_command=app.start_command, count_keys=True)]
-    )
+    manifest = node.backup([stop_asset(app, count_keys=True)])
     facts = manifest.artifacts[0].source
     at_stop = int((app.state / "final.json").read_text())
     assert facts["method"] == "stop"
@@ -132,17 +137,7 @@ def test_stop_method_restarts_the_service_when_the_copy_fails(node, rocks_app, t
         pytest.skip("needs root to mount a tiny tmpfs")
     try:
         with pytest.raises(NodekeepError) as caught:
-            node.backup(
-                [
-                    asset(
-                        app,
-                        method="stop",
-                        stop_command=app.stop_command,
-                        start_command=app.start_command,
-                        copy_dir=str(tiny),
-                    )
-                ]
-            )
+            node.backup([stop_asset(app, copy_dir=str(tiny))])
         clear_error(caught.value, "no space", "started again", "stop window")
         assert app.running()
         app.wait_for(app.committed() + 20)
@@ -154,17 +149,9 @@ def test_stop_method_restarts_the_service_when_the_copy_fails(node, rocks_app, t
 
 def test_stop_method_without_a_working_start_says_so(node, rocks_app, tmp_path, clear_error):
     app = rocks_app
+    failing_start = [sys.executable, "-c", "import sys; sys.exit('unit failed to start')"]
     with pytest.raises(NodekeepError) as caught:
-        node.backup(
-            [
-                asset(
-                    app,
-                    method="stop",
-                    stop_command=app.stop_command,
-                    start_command=[sys.executable, "-c", "import sys; sys.exit('unit failed to start')"],
-                )
-            ]
-        )
+        node.backup([stop_asset(app, start_command=failing_start)])
     clear_error(caught.value, "did NOT start again", "unit failed to start")
     assert "start it by hand" in caught.value.remedy
     assert not app.running()

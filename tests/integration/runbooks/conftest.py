@@ -44,29 +44,18 @@ def node_root():
 
 
 @pytest.fixture
-def sqlite_writers():
-    writers = []
-
+def sqlite_writers(request):
     def start(path: Path) -> SqliteWriter:
         writer = SqliteWriter(path)
-        writers.append(writer)
+        request.addfinalizer(writer.stop)
         return writer
 
-    yield start
-    for writer in writers:
-        writer.stop()
+    return start
 
 
 @pytest.fixture(scope="session")
 def pg_cluster():
-    reason = pgcluster.available()
-    if reason:
-        pytest.skip(reason)
-    cluster = pgcluster.Cluster.create()
-    try:
-        yield cluster
-    finally:
-        cluster.destroy()
+    yield from pgcluster.session_cluster()
 
 
 @pytest.fixture

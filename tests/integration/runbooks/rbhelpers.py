@@ -14,10 +14,12 @@
 ``SqliteWriter(path)``
     a separate process (stdlib sqlite3) committing two rows per transaction to
     table ``ledger(id, txn, payload)`` until ``stop()``.
+``sqlite_snapshots(dbs)`` / ``assert_sqlite_snapshots(dbs, live)``
+    the live rows of several DBs ``{name: path}`` before a wipe / each restored DB holds
+    exactly its live rows up to one committed transaction.
 ``make_rocksdb(path, batches)``
     a RocksDB written by rocksdict in a subprocess (four column families), closed.
-``read_rocksdb(path)``
-    ``{family: {key: value}}`` read from a private copy (the DB itself is never opened).
+``read_rocksdb(path)`` is in ``tests/integration/integration_helpers.py`` (shared with the rocksdb suite).
 """
 
 from __future__ import annotations
@@ -25,11 +27,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -237,6 +237,17 @@ def assert_sqlite_snapshot(restored: Path, live_rows: dict) -> int:
     return last
 
 
+def sqlite_snapshots(dbs: dict) -> dict:
+    """``{name: sqlite_rows(path)}`` of the DBs ``{name: path}`` (their live rows, before a wipe)."""
+    return {name: sqlite_rows(path) for name, path in dbs.items()}
+
+
+def assert_sqlite_snapshots(dbs: dict, live: dict) -> None:
+    """``assert_sqlite_snapshot`` of each restored DB of ``{name: path}`` against ``live[name]``."""
+    for name, path in dbs.items():
+        assert_sqlite_snapshot(path, live[name])
+
+
 # --------------------------------------------------------------------------
 # RocksDB: written by rocksdict in a subprocess
 # --------------------------------------------------------------------------
@@ -271,22 +282,3 @@ def make_rocksdb(path: Path, batches: int = 1500) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-c", _ROCKS_WRITER, str(path), str(batches)], check=True, capture_output=True)
     return path
-
-
-def read_rocksdb(path) -> dict:
-    from rocksdict import AccessType, Options, Rdict
-
-    with tempfile.TemporaryDirectory(prefix="read-rocksdb-") as scratch:
-        copy_path = os.path.join(scratch, "db")
-        shutil.copytree(str(path), copy_path, symlinks=True)
-        names = Rdict.list_cf(copy_path, Options(raw_mode=True))
-        db = Rdict(
-            copy_path,
-            Options(raw_mode=True),
-            column_families={name: Options(raw_mode=True) for name in names if name != "default"} or None,
-            access_type=AccessType.read_only(False),
-        )
-        try:
-            return {name: dict(db.get_column_family(name).items()) for name in names}
-        finally:
-            db.close()

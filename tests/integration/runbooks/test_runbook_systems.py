@@ -25,15 +25,17 @@ from pathlib import Path
 
 import pgcluster
 import pytest
+from integration_helpers import read_rocksdb
 from rbhelpers import (
     age_key,
     assert_sqlite_snapshot,
+    assert_sqlite_snapshots,
     content_store,
     inventory_assets,
     make_rocksdb,
     make_sqlite,
-    read_rocksdb,
     sqlite_rows,
+    sqlite_snapshots,
     ssh_key,
     tree_state,
     write_file,
@@ -163,15 +165,14 @@ def test_aurora_pds_runbook_001(node, node_root, sqlite_writers, round_trip):
     def wipe(kept):
         for writer in writers.values():
             writer.stop()
-        expected["rows"] = {name: sqlite_rows(path) for name, path in dbs.items()}
+        expected["rows"] = sqlite_snapshots(dbs)
         expected["blobs"] = without(tree_state(blobs), suffixes=(".tmp",))
         expected["actors"] = without(tree_state(actors), suffixes=("-journal",))
         expected["env"] = env.read_bytes()
         wipe_all(kept)
 
     def compare(kept, manifest, result):
-        for name, path in dbs.items():
-            assert_sqlite_snapshot(path, expected["rows"][name])
+        assert_sqlite_snapshots(dbs, expected["rows"])
         assert tree_state(blobs) == expected["blobs"]
         assert tree_state(actors) == expected["actors"]
         assert env.read_bytes() == expected["env"]
@@ -258,15 +259,14 @@ def test_factory_runtime_runbook_003(node, node_root, sqlite_writers, round_trip
 
     def wipe(kept):
         writer.stop()
-        expected["rows"] = {name: sqlite_rows(path) for name, path in dbs.items()}
+        expected["rows"] = sqlite_snapshots(dbs)
         expected["proofs"] = tree_state(proofs)
         expected["config"] = tree_state(config)
         expected["logs"] = without(tree_state(logs), suffixes=(".lock",))
         wipe_all(kept)
 
     def compare(kept, manifest, result):
-        for name, path in dbs.items():
-            assert_sqlite_snapshot(path, expected["rows"][name])
+        assert_sqlite_snapshots(dbs, expected["rows"])
         assert tree_state(proofs) == expected["proofs"]
         assert tree_state(config) == expected["config"]
         assert tree_state(logs) == expected["logs"]

@@ -18,6 +18,9 @@
     the SQLite database lives inside ``btrfs_volume`` (``db/app.db``), so the shared
     ``writer`` fixture writes to a database on the subvolume.
 
+Plain helpers (``sh``, ``write_files``) are in ``snaphelpers.py``: tests import them from
+there, never ``from conftest`` (ambiguous when several suites are collected in one run).
+
 Tests are skipped only when the kernel lacks what they need (``/dev/fuse`` and fuse,
 btrfs or loop devices); a missing package is a failure naming it.
 """
@@ -30,12 +33,12 @@ import itertools
 import os
 import shutil
 import signal
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from snaphelpers import sh, write_files
 
 LOCK_DIR = Path("/tmp")
 _COUNTER = itertools.count(1)
@@ -51,13 +54,6 @@ def _filesystems() -> str:
 def _require_command(command: str, package: str) -> None:
     if shutil.which(command) is None:
         pytest.fail("%s is not installed: run scripts/bootstrap.sh (Debian package %s)" % (command, package))
-
-
-def sh(*argv: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    if check and done.returncode != 0:
-        raise AssertionError("%s failed (%d): %s" % (" ".join(argv), done.returncode, done.stderr or done.stdout))
-    return done
 
 
 # --------------------------------------------------------------------------
@@ -133,18 +129,6 @@ def zfs_pool(tmp_path_factory):
 def zfs_tree_names(root: str) -> list[str]:
     done = sh("zfs", "list", "-H", "-o", "name", "-r", root, check=False)
     return done.stdout.split() if done.returncode == 0 else []
-
-
-def write_files(root: Path, seed: int = 0, count: int = 5) -> None:
-    """A few files, a directory, a symlink and an empty file: enough to see a difference."""
-    (root / "sub" / "deeper").mkdir(parents=True, exist_ok=True)
-    for index in range(count):
-        (root / ("file%02d.bin" % index)).write_bytes(os.urandom(1000 + 500 * index + seed))
-    (root / "sub" / "notes.txt").write_text("seed %d\n" % seed)
-    (root / "sub" / "deeper" / "empty").write_bytes(b"")
-    link = root / "link"
-    if not link.is_symlink():
-        link.symlink_to("sub/notes.txt")
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from conftest import sh, write_files
+from snaphelpers import sh, write_files
 from test_zfs import FailingRepository, change
 
 from ansible_collections.nodekeep.backup.plugins.module_utils import snapshot

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from conftest import sh
 from module_driver import run_module, succeeded
+from snaphelpers import sh
 from test_zfs import snapshot_names, userrefs
 
 

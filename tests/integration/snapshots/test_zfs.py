@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from conftest import sh, write_files
+from snaphelpers import sh, write_files
 
 from ansible_collections.nodekeep.backup.plugins.module_utils import snapshot
 from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError
@@ -249,13 +249,10 @@ def test_cutover_by_rename_and_rollback(node, zfs_dataset, tmp_path):
     asset = {"name": "data", "type": "zfs", "path": str(mountpoint)}
     node.backup([asset])
     restored = node.restore(tmp_path / "staging")["artifacts"][0]
-    staging = (
-        restored["checks"].get("dataset")
-        or next(
-            n.split("\t")[0]
-            for n in sh("zfs", "list", "-H", "-o", "name,mountpoint").stdout.splitlines()
-            if n.endswith(restored["path"])
-        )
+    staging = restored["checks"].get("dataset") or next(
+        n.split("\t")[0]
+        for n in sh("zfs", "list", "-H", "-o", "name,mountpoint").stdout.splitlines()
+        if n.endswith(restored["path"])
     )
     (mountpoint / "file00.bin").write_bytes(b"damaged")
     result = snapshot.zfs_cutover(staging, dataset)

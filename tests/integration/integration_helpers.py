@@ -1,0 +1,48 @@
+"""Helpers shared by several integration suites (tests/integration is on ``sys.path``: its conftest.py is here).
+
+``read_rocksdb(path)``
+    ``{family: {key: value}}`` of the RocksDB at ``path``, read from a private copy
+    (the DB itself is never opened); used by the rocksdb and runbooks suites.
+``wait_for_count(committed, count, timeout, pause, who)``
+    polls ``committed()`` until it reaches ``count`` and returns it; fails naming ``who``
+    when the timeout passes first (the live writers of the postgres and rocksdb suites).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+
+
+def read_rocksdb(path) -> dict:
+    """{family: {key: value}} of the DB at ``path``, opened read-only from a private copy."""
+    from rocksdict import AccessType, Options, Rdict
+
+    with tempfile.TemporaryDirectory(prefix="read-rocksdb-") as scratch:
+        copy = os.path.join(scratch, "db")
+        shutil.copytree(str(path), copy, symlinks=True)
+        names = Rdict.list_cf(copy, Options(raw_mode=True))
+        db = Rdict(
+            copy,
+            Options(raw_mode=True),
+            column_families={name: Options(raw_mode=True) for name in names if name != "default"} or None,
+            access_type=AccessType.read_only(False),
+        )
+        try:
+            return {name: dict(db.get_column_family(name).items()) for name in names}
+        finally:
+            db.close()
+
+
+def wait_for_count(committed: Callable[[], int], count: int, timeout: float, pause: float, who: str) -> int:
+    """Poll ``committed()`` every ``pause`` seconds until it is at least ``count``; that value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = committed()
+        if current >= count:
+            return current
+        time.sleep(pause)
+    raise AssertionError("%s committed only %d of %d" % (who, committed(), count))
