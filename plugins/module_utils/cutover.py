@@ -41,7 +41,6 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.archive import (
     check_parent_writable,
     copy_tree,
     format_mode,
-    fsync_dir,
     place_file,
     temp_path,
     utc_stamp,
@@ -52,6 +51,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
     RestoreError,
     describe_os_error,
 )
+from ansible_collections.nodekeep.backup.plugins.module_utils.repository import fsync_dir
 
 SIDECARS = ("-wal", "-shm", "-journal")
 SAFETY_INFIX = ".nodekeep-pre-restore-"

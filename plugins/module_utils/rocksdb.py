@@ -63,6 +63,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
     RestoreError,
     describe_os_error,
 )
+from ansible_collections.nodekeep.backup.plugins.module_utils.repository import fsync_dir
 
 try:
     import rocksdict
@@ -982,7 +983,7 @@ def checkpoint_to(options: dict[str, Any], dest: str, force: bool = False) -> di
                 kept = "%s.nodekeep-replaced-%s" % (dest, _archive.utc_stamp())
                 os.rename(dest, kept)
             os.rename(temp, dest)
-            _archive.fsync_dir(parent)
+            fsync_dir(parent)
         except OSError as exc:
             if kept and not os.path.lexists(dest):
                 os.rename(kept, dest)

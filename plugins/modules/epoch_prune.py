@@ -222,7 +222,7 @@ dry_run:
   sample: false
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodekeep.backup.plugins.module_utils import s3
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
@@ -263,11 +263,8 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    if params["targets"] and not s3.HAS_BOTO3:
-        module.fail_json(
-            msg=missing_required_lib("boto3") + " Run the nodekeep.backup.agent role and use its virtualenv.",
-            exception=str(s3.BOTO3_IMPORT_ERROR),
-        )
+    if params["targets"]:
+        require_libraries(module, "boto3")
     require_libraries(module, "cryptography")
     dry_run = params["dry_run"] or module.check_mode
 
@@ -280,8 +277,12 @@ def main():
         if params["prune_local"]:
             copies.append(("local", lambda: open_repository(params["repository"], create=False)))
         for spec in params["targets"]:
-            copies.append((spec.get("name") or "s3://%s/%s" % (spec["bucket"], spec.get("prefix") or ""),
-                           lambda spec=spec: s3.S3Repository.from_spec(spec)))
+            copies.append(
+                (
+                    spec.get("name") or "s3://%s/%s" % (spec["bucket"], spec.get("prefix") or ""),
+                    lambda spec=spec: s3.S3Repository.from_spec(spec),
+                )
+            )
         reports = []
         for name, opener in copies:
             try:
@@ -296,11 +297,19 @@ def main():
                     incomplete_grace=params["incomplete_grace"],
                 )
                 if getattr(repository, "kind", "") == "s3" and params["prune_incomplete"]:
-                    report["aborted_uploads"] = [] if dry_run else repository.abort_stale_uploads(
-                        params["node"], subtract_now(grace))
+                    report["aborted_uploads"] = (
+                        [] if dry_run else repository.abort_stale_uploads(params["node"], subtract_now(grace))
+                    )
             except NodekeepError as exc:
-                report = {"location": name, "kept": [], "removed": [], "locked": [], "unverified": [],
-                          "incomplete": [], "errors": [{"error": exc.message}]}
+                report = {
+                    "location": name,
+                    "kept": [],
+                    "removed": [],
+                    "locked": [],
+                    "unverified": [],
+                    "incomplete": [],
+                    "errors": [{"error": exc.message}],
+                }
             report["name"] = name
             reports.append(report)
         result = {
@@ -313,8 +322,10 @@ def main():
         errors = [(r["name"], e) for r in reports for e in r["errors"]]
         if errors:
             module.fail_json(
-                msg="retention failed in part: %s" % "; ".join(
-                    "%s: %s%s" % (n, e.get("epoch", "") and e["epoch"] + ": ", e.get("error")) for n, e in errors),
+                msg="retention failed in part: %s"
+                % "; ".join(
+                    "%s: %s%s" % (n, e.get("epoch", "") and e["epoch"] + ": ", e.get("error")) for n, e in errors
+                ),
                 **result,
             )
         return result

@@ -19,7 +19,7 @@ import time
 from datetime import datetime, timezone
 
 import pytest
-from conftest import NODE, STAGE
+from drillhelpers import NODE, STAGE
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import NODE, ROOT
+from drillhelpers import NODE, ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
