@@ -15,6 +15,10 @@ interrupted copy continues: artifacts already at the target are checked against
 the manifest and kept, and an S3 multipart upload cut by the network resumes
 part by part.
 
+The content-addressed objects of ``files`` assets (packs, large files) the target
+lacks are uploaded by a small pool of threads (``OBJECT_WORKERS``), all of them
+before the manifest; the first failure stops the copy (see ``_ObjectPool``).
+
 ``verify_copies()`` verifies one epoch on each copy and reports per copy, and
 ``rolling_verify()`` checks a deterministic share of every epoch's artifacts
 per run, so that N runs cover everything (on any backend: it only reads).
@@ -24,11 +28,14 @@ from __future__ import absolute_import, annotations, division, print_function
 
 __metaclass__ = type
 
+import functools
 import hashlib
 import re
+import threading
 import time
 from collections.abc import Iterable
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Any, Callable
 
 from ansible_collections.nodekeep.backup.plugins.module_utils import signing
 from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
@@ -45,6 +52,11 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
 from ansible_collections.nodekeep.backup.plugins.module_utils.repository import Repository, stream_digest
 
 SHA256_METADATA = "nodekeep-sha256"
+
+# Object uploads (and lock extensions) of one epoch copy running at the same time. Objects an S3
+# target stores as multipart uploads (size >= its part_size) are sent one at a time beside them,
+# their parts already max_concurrency at a time.
+OBJECT_WORKERS = 4
 
 
 def select_epochs(source: Repository, node: str, selector: Iterable[str]) -> list[str]:
@@ -141,8 +153,19 @@ def _copy_artifact(source: Repository, target: Repository, node: str, epoch: str
     return entry
 
 
-def copy_epoch(source: Repository, target: Repository, node: str, epoch: str, public_key: str) -> dict[str, Any]:
-    """Replicate one epoch; returns what was done (``status``: copied or skipped)."""
+def copy_epoch(
+    source: Repository,
+    target: Repository,
+    node: str,
+    epoch: str,
+    public_key: str,
+    object_workers: int = OBJECT_WORKERS,
+) -> dict[str, Any]:
+    """Replicate one epoch; returns what was done (``status``: copied or skipped).
+
+    ``object_workers`` bounds the object transfers of ``files`` assets that run at once (1: one after
+    the other).
+    """
     began = time.monotonic()
     if target.is_complete(node, epoch):
         return {"epoch": epoch, "status": "skipped", "reason": "already complete at the target"}
@@ -159,7 +182,7 @@ def copy_epoch(source: Repository, target: Repository, node: str, epoch: str, pu
         total += entry["size"]
         objects.append(entry)
     # Files assets: their list of objects, then the objects the target lacks, all before the manifest.
-    contents = _copy_contents(source, target, node, epoch, manifest, present)
+    contents = _copy_contents(source, target, node, epoch, manifest, present, object_workers)
     total += contents["bytes"]
     if MANIFEST_NAME in present:
         if target.get_bytes(node, epoch, MANIFEST_NAME) != manifest_bytes:
@@ -197,84 +220,180 @@ def _copy_stream(read, write, name: str, size: int, sha256: str, where: str) -> 
             )
 
 
+class _ObjectPool:
+    """The object transfers of one epoch copy, at most ``workers`` at a time; the first failure stops them.
+
+    A job that fails records its exception; jobs queued behind it do not start (they return
+    without touching the target) and ``check()`` / ``finish()`` raise that exception in the
+    copying thread, so the copy fails with the job's own message and writes no manifest. Jobs
+    already running when it failed finish: an object they commit is complete (write-once,
+    checked) and the next run reuses it. ``close()`` (always called) cancels what has not
+    started and waits for what has. With ``workers`` <= 1 every job runs at once in the
+    caller's thread (one after the other, as before the pool).
+    """
+
+    def __init__(self, workers: int) -> None:
+        self._executor: ThreadPoolExecutor | None = None
+        if workers > 1:
+            self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nodekeep-object")
+        self._futures: list[Future] = []
+        self._failure: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Cancel the jobs that have not started and wait for those running."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def _run(self, job: Callable[[], Any]) -> Any:
+        if self._failure is not None:
+            return None
+        try:
+            return job()
+        except BaseException as exc:
+            with self._lock:
+                if self._failure is None:
+                    self._failure = exc
+            raise
+
+    def submit(self, job: Callable[[], Any]) -> Future:
+        """Queue ``job``; its future holds the job's result once ``finish()`` returned."""
+        self.check()
+        if self._executor is None:
+            future: Future = Future()
+            future.set_result(job())
+            return future
+        future = self._executor.submit(self._run, job)
+        self._futures.append(future)
+        return future
+
+    def check(self) -> None:
+        """Raise the first failure of a job, if one failed."""
+        if self._failure is not None:
+            raise self._failure
+
+    def finish(self) -> None:
+        """Wait for every queued job; raise the first failure."""
+        wait(self._futures)
+        self.check()
+
+
+def _copy_object(source: Repository, target: Repository, node: str, epoch: str, name: str, size: int, sha256: str):
+    options: dict[str, Any] = {"epoch": epoch, "size_hint": size}
+    if getattr(target, "kind", "") == "s3":
+        options["metadata"] = {SHA256_METADATA: sha256}
+    _copy_stream(
+        lambda: source.open_object(node, name),
+        lambda: target.put_object(node, name, **options),
+        name,
+        size,
+        sha256,
+        source.describe_object(node, name),
+    )
+
+
 def _copy_contents(
-    source: Repository, target: Repository, node: str, epoch: str, manifest: Manifest, present: dict[str, int]
+    source: Repository,
+    target: Repository,
+    node: str,
+    epoch: str,
+    manifest: Manifest,
+    present: dict[str, int],
+    object_workers: int = OBJECT_WORKERS,
 ) -> dict[str, Any]:
     """Copy what an asset type stores besides its artifact: extra files of the epoch and the objects it needs.
 
     Objects the target already has are kept (checked by size; write-once) and, when the
-    target locks objects, their lock is extended to cover this epoch.
+    target locks objects, their lock is extended to cover this epoch. The objects the target
+    lacks are copied and the locks extended by up to ``object_workers`` threads; everything
+    has completed when this returns, and the first failure is raised (nothing else starts).
     """
     from ansible_collections.nodekeep.backup.plugins.module_utils.assets import asset_type
 
     report: dict[str, Any] = {"files": 0, "objects": 0, "present": 0, "locks_extended": 0, "bytes": 0}
     target_objects: dict[str, tuple[int, float]] | None = None
-    for artifact in manifest.artifacts:
-        kind = asset_type(artifact.asset_type)
-        for extra in kind.extra_files(artifact):
-            name = extra["file"]
-            if name in present:
-                if present[name] != extra["size"]:
-                    raise IntegrityError(
-                        "%s is already at the target but differs from the manifest"
-                        % target.describe(node, epoch, name),
-                        "remove the incomplete epoch at the target with the pruner credentials and copy again",
-                    )
+    # Objects that big become multipart uploads at an S3 target, their parts already sent in parallel:
+    # they go one at a time in this thread, so memory stays about what one artifact copy uses.
+    multipart_from = getattr(target, "part_size", None) if getattr(target, "kind", "") == "s3" else None
+    extend = getattr(target, "extend_object_lock", None)
+    handled: set[str] = set()  # copied or lock-extended by this copy: a second reference needs nothing
+    extended: list[Future] = []
+    pool = _ObjectPool(object_workers)
+    try:
+        for artifact in manifest.artifacts:
+            kind = asset_type(artifact.asset_type)
+            for extra in kind.extra_files(artifact):
+                name = extra["file"]
+                if name in present:
+                    if present[name] != extra["size"]:
+                        raise IntegrityError(
+                            "%s is already at the target but differs from the manifest"
+                            % target.describe(node, epoch, name),
+                            "remove the incomplete epoch at the target with the pruner credentials and copy again",
+                        )
+                    continue
+                pool.check()
+                _copy_stream(
+                    lambda name=name: source.open_read(node, epoch, name),
+                    lambda name=name: target.open_write(node, epoch, name),
+                    name,
+                    extra["size"],
+                    extra["sha256"],
+                    source.describe(node, epoch, name),
+                )
+                report["files"] += 1
+                report["bytes"] += extra["size"]
+            refs = kind.object_references(source, node, epoch, artifact)
+            if not refs:
                 continue
-            _copy_stream(
-                lambda name=name: source.open_read(node, epoch, name),
-                lambda name=name: target.open_write(node, epoch, name),
-                name,
-                extra["size"],
-                extra["sha256"],
-                source.describe(node, epoch, name),
-            )
-            report["files"] += 1
-            report["bytes"] += extra["size"]
-        refs = kind.object_references(source, node, epoch, artifact)
-        if not refs:
-            continue
-        if target_objects is None:
-            target_objects = target.object_names(node)
-        extend = getattr(target, "extend_object_lock", None)
-        for name in sorted(refs):
-            size, sha256 = refs[name]
-            if name in target_objects:
-                if target_objects[name][0] != size:
-                    raise IntegrityError(
-                        "%s is at the target with size %d, the epoch's list says %d"
-                        % (target.describe_object(node, name), target_objects[name][0], size),
-                        "the object at the target is damaged; remove it with the pruner credentials and copy again",
-                    )
-                report["present"] += 1
-                if extend is not None and extend(node, name, epoch):
-                    report["locks_extended"] += 1
-                continue
-            options = {"epoch": epoch, "size_hint": size}
-            if getattr(target, "kind", "") == "s3":
-                options["metadata"] = {SHA256_METADATA: sha256}
-            _copy_stream(
-                lambda name=name: source.open_object(node, name),
-                lambda name=name, options=options: target.put_object(node, name, **options),
-                name,
-                size,
-                sha256,
-                source.describe_object(node, name),
-            )
-            target_objects[name] = (size, time.time())
-            report["objects"] += 1
-            report["bytes"] += size
+            if target_objects is None:
+                target_objects = target.object_names(node)
+            for name in sorted(refs):
+                size, sha256 = refs[name]
+                if name in target_objects:
+                    if target_objects[name][0] != size:
+                        raise IntegrityError(
+                            "%s is at the target with size %d, the epoch's list says %d"
+                            % (target.describe_object(node, name), target_objects[name][0], size),
+                            "the object at the target is damaged; remove it with the pruner credentials and copy again",
+                        )
+                    report["present"] += 1
+                    if extend is not None and name not in handled:
+                        # Extending once is enough: a second call for the same epoch finds the lock long enough.
+                        handled.add(name)
+                        extended.append(pool.submit(functools.partial(extend, node, name, epoch)))
+                    continue
+                handled.add(name)
+                target_objects[name] = (size, time.time())
+                report["objects"] += 1
+                report["bytes"] += size
+                job = functools.partial(_copy_object, source, target, node, epoch, name, size, sha256)
+                if multipart_from and size >= multipart_from:
+                    pool.check()
+                    job()
+                else:
+                    pool.submit(job)
+        pool.finish()
+    finally:
+        pool.close()
+    report["locks_extended"] = sum(1 for future in extended if future.result())
     return report
 
 
 def replicate(
-    source: Repository, target: Repository, node: str, epochs: list[str], public_key: str, name: str = ""
+    source: Repository,
+    target: Repository,
+    node: str,
+    epochs: list[str],
+    public_key: str,
+    name: str = "",
+    object_workers: int = OBJECT_WORKERS,
 ) -> dict[str, Any]:
     """Copy the given epochs (oldest first) to one target; stops at the first failure and reports it."""
     report: dict[str, Any] = {"name": name or target.location, "location": target.location, "copied": [], "skipped": []}
     for epoch in sorted(epochs):
         try:
-            result = copy_epoch(source, target, node, epoch, public_key)
+            result = copy_epoch(source, target, node, epoch, public_key, object_workers=object_workers)
         except NodekeepError as exc:
             report["failed"] = {"epoch": epoch, "error": exc.message}
             break

@@ -299,13 +299,17 @@ class BandwidthLimiter:
 
     Callers take tokens before sending (or after receiving) a block and sleep off
     any debt, so the average rate stays at the limit; the burst is one second of
-    traffic (uploads are charged a part at a time).
+    traffic (uploads are charged a part, or a whole small object, at a time). The
+    bucket is one for all threads (parts in flight, object uploads of a copy run
+    side by side): the limit holds for their sum, and ``waited`` is the wall-clock
+    time spent throttled.
     """
 
     def __init__(self, rate: int) -> None:
         self.rate = max(0, int(rate or 0))
         self._tokens = float(self.rate)
         self._stamp = time.monotonic()
+        self._paid = self._stamp  # when the debt taken so far is paid off
         self._lock = threading.Lock()
         self.waited = 0.0
 
@@ -318,7 +322,12 @@ class BandwidthLimiter:
             self._stamp = now
             self._tokens -= amount
             wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
-            self.waited += wait
+            if wait > 0:
+                # Wall-clock time throttled: callers waiting at the same time (parts, object uploads)
+                # wait in the same span, counted once.
+                until = now + wait
+                self.waited += max(0.0, until - max(self._paid, now))
+                self._paid = max(self._paid, until)
         if wait > 0:
             time.sleep(wait)
 
@@ -786,6 +795,7 @@ class S3Repository(Repository):
         self.limiter = BandwidthLimiter(parse_size(bandwidth_limit, "bandwidth_limit"))
         self.endpoint_url = endpoint_url or None
         self._epoch_locks: dict[tuple[str, str], dict[str, Any] | None] = {}
+        self._epoch_locks_lock = threading.Lock()
         if client is not None:
             self.client = client
             return
@@ -1180,9 +1190,13 @@ class S3Repository(Repository):
         A period rule applies to the first complete epoch of its period at this target
         (the epoch retention keeps for that period), so the lock and the retention policy agree.
         """
-        cache_key = (node, epoch)
-        if cache_key in self._epoch_locks:
+        with self._epoch_locks_lock:  # object uploads of a copy run in threads: one computation per epoch
+            cache_key = (node, epoch)
+            if cache_key not in self._epoch_locks:
+                self._epoch_locks[cache_key] = self._lock_of(node, epoch, now)
             return self._epoch_locks[cache_key]
+
+    def _lock_of(self, node: str, epoch: str, now: datetime | None) -> dict[str, Any] | None:
         rules = [self.default_lock] if self.default_lock else []
         if self.period_locks:
             moment = epoch_time(epoch)
@@ -1200,7 +1214,6 @@ class S3Repository(Repository):
         if self.legal_hold:
             lock = dict(lock or {})
             lock["legal_hold"] = True
-        self._epoch_locks[cache_key] = lock
         return lock
 
     def _confirm(

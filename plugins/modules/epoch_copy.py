@@ -19,6 +19,11 @@ description:
     carry SHA-256 checksums the server checks; the artifact's SHA-256 is compared with the manifest before the
     object is committed, then C(manifest.json) is uploaded, then C(manifest.json.sig) last. An epoch without its
     signature object is incomplete by definition, so an interrupted copy never looks like a backup.
+  - For V(files) assets, the content-addressed objects the target lacks are copied before C(manifest.json), four
+    at a time (objects of at least O(targets[].part_size), multipart uploads, one at a time beside them), each
+    checked like an artifact; reused objects have their Object Lock extended to the new epoch's. The first failure
+    stops the copy of the epoch before its manifest; the objects already copied are kept and reused by the next
+    run.
   - Keys are write-once (C(If-None-Match), checked with a C(HEAD) first). Object Lock mode and retain-until
     (per epoch, from O(targets[].object_lock_mode), O(targets[].retain_days) and O(targets[].lock_periods)),
     legal hold and server-side encryption are confirmed with a C(HEAD) of every stored object.
@@ -170,12 +175,13 @@ targets:
       elements: dict
       sample: [{epoch: 20261122T023000Z, ok: true, signature: valid}]
     throttled_seconds:
-      description: Time spent waiting for O(targets[].bandwidth_limit).
+      description: Wall-clock time spent waiting for O(targets[].bandwidth_limit) (transfers waiting side by side
+        count once).
       type: float
       sample: 0.0
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodekeep.backup.plugins.module_utils import s3
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
@@ -205,12 +211,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not s3.HAS_BOTO3:
-        module.fail_json(
-            msg=missing_required_lib("boto3") + " Run the nodekeep.backup.agent role and use its virtualenv.",
-            exception=str(s3.BOTO3_IMPORT_ERROR),
-        )
-    require_libraries(module, "cryptography")
+    require_libraries(module, "boto3", "cryptography")
     params = module.params
     node = params["node"]
 
@@ -226,14 +227,16 @@ def main():
                 target = s3.S3Repository.from_spec(spec)
                 if module.check_mode:
                     complete = set(target.complete_epochs(node))
-                    reports.append({
-                        "name": name,
-                        "location": target.location,
-                        "ok": True,
-                        "would_copy": [e for e in epochs if e not in complete],
-                        "skipped": [e for e in epochs if e in complete],
-                        "copied": [],
-                    })
+                    reports.append(
+                        {
+                            "name": name,
+                            "location": target.location,
+                            "ok": True,
+                            "would_copy": [e for e in epochs if e not in complete],
+                            "skipped": [e for e in epochs if e in complete],
+                            "copied": [],
+                        }
+                    )
                     continue
                 report = replicate(source, target, node, epochs, params["public_key"], name=name)
                 if params["verify"]:
@@ -259,7 +262,8 @@ def main():
                     len(failed),
                     len(reports),
                     "; ".join(
-                        "%s: %s" % (r["name"], (r.get("failed") or {}).get("error", "verification failed")) for r in failed
+                        "%s: %s" % (r["name"], (r.get("failed") or {}).get("error", "verification failed"))
+                        for r in failed
                     ),
                 ),
                 **result,

@@ -3,8 +3,10 @@ and restore work from the bucket, Object Lock covers reused objects, and GC runs
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -12,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.nodekeep.backup.plugins.module_utils import files as files_mod
-from ansible_collections.nodekeep.backup.plugins.module_utils.replicate import copy_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import MANIFEST_NAME, SIGNATURE_NAME
+from ansible_collections.nodekeep.backup.plugins.module_utils.replicate import OBJECT_WORKERS, copy_epoch, replicate
 from ansible_collections.nodekeep.backup.plugins.module_utils.retention import RetentionPolicy, apply_retention
 
 pytestmark = pytest.mark.timeout(300)
@@ -104,3 +107,137 @@ def test_locked_target_extends_the_lock_of_reused_objects(s3_server, repository,
     result = copy_epoch(repository, target, "node1", second.epoch, signing_key.public_line)
     assert result["contents"]["objects"] == 0 and result["contents"]["locks_extended"] == 2
     assert target.object_lock_info("node1", name)["retain_until"] > until_first
+
+
+def object_path(repository, name: str) -> Path:
+    return Path(repository.root) / "node1" / "objects" / name[:2] / name
+
+
+def count_in_flight(monkeypatch, target) -> dict:
+    """Wrap ``target.put_object`` to record how many object uploads ran at the same time."""
+    seen = {"now": 0, "most": 0}
+    lock = threading.Lock()
+    put_object = target.put_object
+
+    @contextlib.contextmanager
+    def counted(*args, **kwargs):
+        with lock:
+            seen["now"] += 1
+            seen["most"] = max(seen["most"], seen["now"])
+        try:
+            with put_object(*args, **kwargs) as sink:
+                yield sink
+        finally:
+            with lock:
+                seen["now"] -= 1
+
+    monkeypatch.setattr(target, "put_object", counted)
+    return seen
+
+
+def test_many_objects_are_copied_side_by_side_complete_locked_and_extended(
+    s3_server, repository, s3_node, signing_key, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(files_mod, "PACK_SIZE", 1)  # one object per small file
+    store = tmp_path / "da"
+    make_tree(store, 300, seed=11)
+    (store / "large").write_bytes(os.urandom(6 << 20))  # beyond the 5 MiB part size: a multipart object
+    node = s3_node(repository, "node1")
+    asset = {"name": "da", "type": "files", "path": str(store), "state_dir": str(tmp_path / "state")}
+    first = node.backup([asset])
+    local = repository.object_names("node1")
+    assert len(local) == 301
+    target = s3_server.repository(s3_server.bucket(lock=True), object_lock_mode="GOVERNANCE", retain_days=1)
+    seen = count_in_flight(monkeypatch, target)
+
+    copied = copy_epoch(repository, target, "node1", first.epoch, signing_key.public_line)
+    assert copied["status"] == "copied"
+    assert copied["contents"]["objects"] == 301 and copied["contents"]["present"] == 0
+    assert 1 < seen["most"] <= OBJECT_WORKERS + 1  # the pool, and the multipart object beside it
+    stored = target.object_names("node1")
+    assert {name: facts[0] for name, facts in stored.items()} == {name: facts[0] for name, facts in local.items()}
+    assert target.is_complete("node1", first.epoch)
+    s3 = s3_node(target, "node1")
+    assert s3.verify(first.epoch)["ok"]  # reads every object back and checks its SHA-256
+    until = target.lock_for("node1", first.epoch)["until"]
+    for name in stored:
+        info = target.object_lock_info("node1", name)
+        assert info["lock_mode"] == "GOVERNANCE" and abs(info["retain_until"] - until) < timedelta(seconds=2), name
+
+    time.sleep(2.2)  # a later epoch id, so its lock ends later (see the test above)
+    second = node.backup([asset])
+    again = copy_epoch(repository, target, "node1", second.epoch, signing_key.public_line)
+    contents = again["contents"]
+    assert contents["objects"] == 0 and contents["present"] == 301 and contents["locks_extended"] == 301
+    later = target.lock_for("node1", second.epoch)["until"]
+    assert later > until
+    for name in stored:
+        assert abs(target.object_lock_info("node1", name)["retain_until"] - later) < timedelta(seconds=2), name
+    restored = s3.restore(tmp_path / "from-s3")
+    assert meta(Path(restored["artifacts"][0]["path"])) == meta(store)
+
+
+def test_a_damaged_object_stops_the_copy_before_the_manifest_and_the_next_run_completes_it(
+    s3_server, repository, s3_node, signing_key, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(files_mod, "PACK_SIZE", 1)
+    store = tmp_path / "da"
+    make_tree(store, 160, seed=5)
+    node = s3_node(repository, "node1")
+    asset = {"name": "da", "type": "files", "path": str(store), "state_dir": str(tmp_path / "state")}
+    epoch = node.backup([asset]).epoch
+    names = sorted(repository.object_names("node1"))
+    damaged = object_path(repository, names[len(names) // 3])
+    original = damaged.read_bytes()
+    os.chmod(damaged, 0o600)
+    damaged.write_bytes(original[:-1] + bytes([original[-1] ^ 0xFF]))  # same size, other bytes
+    target = s3_server.repository(s3_server.bucket(lock=False), "fleet")
+
+    report = replicate(repository, target, "node1", [epoch], signing_key.public_line)
+    assert not report["ok"] and report["copied"] == []
+    assert report["failed"]["epoch"] == epoch
+    assert report["failed"]["error"] == (
+        "%s does not match its signed checksum (size %d, expected %d): the source copy is damaged; it was not "
+        "copied. Verify the source epoch"
+        % (repository.describe_object("node1", damaged.name), len(original), len(original))
+    )
+    present = target.files("node1", epoch)
+    assert MANIFEST_NAME not in present and SIGNATURE_NAME not in present
+    assert not target.is_complete("node1", epoch) and target.complete_epochs("node1") == []
+    stored = target.object_names("node1")
+    assert damaged.name not in stored
+    assert len(stored) < len(names) - OBJECT_WORKERS  # the queued uploads did not start
+
+    damaged.write_bytes(original)
+    report = replicate(repository, target, "node1", [epoch], signing_key.public_line)
+    assert report["ok"], report
+    (copied,) = report["copied"]
+    assert copied["contents"]["present"] == len(stored)
+    assert copied["contents"]["objects"] == len(names) - len(stored)
+    assert set(target.object_names("node1")) == set(names)
+    assert s3_node(target, "node1").verify(epoch)["ok"]
+
+
+def test_the_bandwidth_limit_holds_for_all_object_uploads_together(
+    s3_server, repository, s3_node, signing_key, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(files_mod, "PACK_SIZE", 1)
+    store = tmp_path / "da"
+    store.mkdir()
+    for number in range(48):
+        (store / ("blob-%02d" % number)).write_bytes(os.urandom(40 << 10))
+    node = s3_node(repository, "node1")
+    asset = {"name": "da", "type": "files", "path": str(store), "state_dir": str(tmp_path / "state")}
+    epoch = node.backup([asset]).epoch
+    sent = sum(facts[0] for facts in repository.object_names("node1").values())
+    assert sent > 3 * (512 << 10)
+    target = s3_server.repository(s3_server.bucket(lock=False), bandwidth_limit="512K")
+
+    began = time.monotonic()
+    result = copy_epoch(repository, target, "node1", epoch, signing_key.public_line)
+    seconds = time.monotonic() - began
+    assert result["contents"]["objects"] == 48
+    # A one-second burst, then 512 KiB/s for the objects alone (the index and the lists add to it).
+    assert seconds >= (sent - (512 << 10)) / (512 << 10) * 0.95, (seconds, sent)
+    throttled = target.transfer_stats()["throttled_seconds"]
+    assert 0 < throttled <= seconds  # wall-clock time, not the sum of the workers' waits
