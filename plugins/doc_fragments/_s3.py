@@ -137,4 +137,14 @@ options:
         description: Parts uploaded at the same time per artifact. Memory is about O(targets[].part_size) times this plus one.
         type: int
         default: 4
+      object_workers:
+        description:
+          - Content-addressed objects of V(files) assets (packs, large files) uploaded at the same time by one epoch
+            copy to this target; the Object Lock extensions of reused objects run the same way. V(1) uploads them
+            one after the other.
+          - Objects of at least O(targets[].part_size) (multipart uploads) are sent one at a time beside them.
+            Memory grows by up to this many objects smaller than O(targets[].part_size).
+          - Must be at least V(1).
+        type: int
+        default: 4
 """

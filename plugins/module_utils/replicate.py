@@ -16,8 +16,9 @@ the manifest and kept, and an S3 multipart upload cut by the network resumes
 part by part.
 
 The content-addressed objects of ``files`` assets (packs, large files) the target
-lacks are uploaded by a small pool of threads (``OBJECT_WORKERS``), all of them
-before the manifest; the first failure stops the copy (see ``_ObjectPool``).
+lacks are uploaded by a small pool of threads (the target's ``object_workers``, else
+``OBJECT_WORKERS``), all of them before the manifest; the first failure stops the copy
+(see ``_ObjectPool``).
 
 ``verify_copies()`` verifies one epoch on each copy and reports per copy, and
 ``rolling_verify()`` checks a deterministic share of every epoch's artifacts
@@ -55,7 +56,8 @@ SHA256_METADATA = "nodekeep-sha256"
 
 # Object uploads (and lock extensions) of one epoch copy running at the same time. Objects an S3
 # target stores as multipart uploads (size >= its part_size) are sent one at a time beside them,
-# their parts already max_concurrency at a time.
+# their parts already max_concurrency at a time. An S3 target sets its own (its object_workers option);
+# this is the default, and what other targets use.
 OBJECT_WORKERS = 4
 
 
@@ -159,13 +161,15 @@ def copy_epoch(
     node: str,
     epoch: str,
     public_key: str,
-    object_workers: int = OBJECT_WORKERS,
+    object_workers: int | None = None,
 ) -> dict[str, Any]:
     """Replicate one epoch; returns what was done (``status``: copied or skipped).
 
     ``object_workers`` bounds the object transfers of ``files`` assets that run at once (1: one after
-    the other).
+    the other); by default the target's own ``object_workers`` (an S3 target's option), else
+    ``OBJECT_WORKERS``.
     """
+    object_workers = _workers_for(target, object_workers)
     began = time.monotonic()
     if target.is_complete(node, epoch):
         return {"epoch": epoch, "status": "skipped", "reason": "already complete at the target"}
@@ -207,6 +211,17 @@ def copy_epoch(
         "resumed_parts": sum(int(o.get("resumed_parts") or 0) for o in objects),
         "contents": contents,
     }
+
+
+def _workers_for(target: Repository, object_workers: int | None = None) -> int:
+    """How many object transfers one epoch copy to ``target`` runs at once.
+
+    ``object_workers`` when given, else the target's own setting (an S3 target's option), else
+    ``OBJECT_WORKERS`` (local targets).
+    """
+    if object_workers is not None:
+        return object_workers
+    return int(getattr(target, "object_workers", OBJECT_WORKERS))
 
 
 def _copy_stream(read, write, name: str, size: int, sha256: str, where: str) -> None:
@@ -387,9 +402,12 @@ def replicate(
     epochs: list[str],
     public_key: str,
     name: str = "",
-    object_workers: int = OBJECT_WORKERS,
+    object_workers: int | None = None,
 ) -> dict[str, Any]:
-    """Copy the given epochs (oldest first) to one target; stops at the first failure and reports it."""
+    """Copy the given epochs (oldest first) to one target; stops at the first failure and reports it.
+
+    ``object_workers``: as in ``copy_epoch`` (default: the target's own, else ``OBJECT_WORKERS``).
+    """
     report: dict[str, Any] = {"name": name or target.location, "location": target.location, "copied": [], "skipped": []}
     for epoch in sorted(epochs):
         try:

@@ -81,6 +81,9 @@ MAX_PART_SIZE = 5 << 30
 MAX_PARTS = 10000
 DEFAULT_PART_SIZE = 16 * MIB
 DEFAULT_CONCURRENCY = 4
+# Object transfers of one epoch copy at once for a target (the same as replicate.OBJECT_WORKERS, the
+# default for other targets; defined here too so this module does not import replicate).
+DEFAULT_OBJECT_WORKERS = 4
 DEFAULT_RETRIES = 5
 READ_CHUNK = 4 * MIB
 LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
@@ -163,6 +166,7 @@ S3_TARGET_OPTIONS: dict[str, dict[str, Any]] = {
     "retries": {"type": "int", "default": DEFAULT_RETRIES},
     "part_size": {"type": "str", "default": "16M"},
     "max_concurrency": {"type": "int", "default": DEFAULT_CONCURRENCY},
+    "object_workers": {"type": "int", "default": DEFAULT_OBJECT_WORKERS},
 }
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?(?:/s)?\s*$", re.IGNORECASE)
@@ -749,6 +753,7 @@ class S3Repository(Repository):
         retries: int = DEFAULT_RETRIES,
         part_size: Any = DEFAULT_PART_SIZE,
         max_concurrency: int = DEFAULT_CONCURRENCY,
+        object_workers: int = DEFAULT_OBJECT_WORKERS,
         name: str | None = None,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
@@ -792,6 +797,7 @@ class S3Repository(Repository):
                 "S3 parts are 5 MiB to 5 GiB; the default 16M suits most links",
             )
         self.max_concurrency = max(1, int(max_concurrency))
+        self.object_workers = _check_object_workers(object_workers)
         self.limiter = BandwidthLimiter(parse_size(bandwidth_limit, "bandwidth_limit"))
         self.endpoint_url = endpoint_url or None
         self._epoch_locks: dict[tuple[str, str], dict[str, Any] | None] = {}
@@ -805,7 +811,8 @@ class S3Repository(Repository):
             retries={"max_attempts": self.retries + 1, "mode": "standard"},
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
-            max_pool_connections=max(10, self.max_concurrency + 4),
+            # Parts in flight, object uploads beside them, and the copying thread's own requests.
+            max_pool_connections=max(10, self.max_concurrency + self.object_workers + 2),
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             user_agent_extra="%s/%s" % (TOOL_NAME, TOOL_VERSION),
@@ -1438,6 +1445,21 @@ class S3Repository(Repository):
 
     def transfer_stats(self) -> dict[str, Any]:
         return {"throttled_seconds": round(self.limiter.waited, 3), "bandwidth_limit": self.limiter.rate}
+
+
+def _check_object_workers(value: Any) -> int:
+    """``object_workers`` as a whole number of at least 1 (a clear error otherwise)."""
+    try:
+        workers = int(value)
+    except (TypeError, ValueError):
+        workers = 0
+    if isinstance(value, bool) or workers < 1 or (workers != value and str(workers) != str(value).strip()):
+        raise RepositoryError(
+            "object_workers must be a whole number of at least 1, not %r" % (value,),
+            "set object_workers to how many object uploads one epoch copy runs at once for this target "
+            "(1: one at a time; default %d), or leave it out" % DEFAULT_OBJECT_WORKERS,
+        )
+    return workers
 
 
 def _decode_customer_key(value: str | None) -> bytes:

@@ -19,11 +19,11 @@ description:
     carry SHA-256 checksums the server checks; the artifact's SHA-256 is compared with the manifest before the
     object is committed, then C(manifest.json) is uploaded, then C(manifest.json.sig) last. An epoch without its
     signature object is incomplete by definition, so an interrupted copy never looks like a backup.
-  - For V(files) assets, the content-addressed objects the target lacks are copied before C(manifest.json), four
-    at a time (objects of at least O(targets[].part_size), multipart uploads, one at a time beside them), each
-    checked like an artifact; reused objects have their Object Lock extended to the new epoch's. The first failure
-    stops the copy of the epoch before its manifest; the objects already copied are kept and reused by the next
-    run.
+  - For V(files) assets, the content-addressed objects the target lacks are copied before C(manifest.json),
+    O(targets[].object_workers) at a time, four by default (objects of at least O(targets[].part_size), multipart
+    uploads, one at a time beside them), each checked like an artifact; reused objects have their Object Lock
+    extended to the new epoch's. The first failure stops the copy of the epoch before its manifest; the objects
+    already copied are kept and reused by the next run.
   - Keys are write-once (C(If-None-Match), checked with a C(HEAD) first). Object Lock mode and retain-until
     (per epoch, from O(targets[].object_lock_mode), O(targets[].retain_days) and O(targets[].lock_periods)),
     legal hold and server-side encryption are confirmed with a C(HEAD) of every stored object.

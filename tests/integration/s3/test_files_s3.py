@@ -14,9 +14,12 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.nodekeep.backup.plugins.module_utils import files as files_mod
+from ansible_collections.nodekeep.backup.plugins.module_utils import replicate as replicate_mod
+from ansible_collections.nodekeep.backup.plugins.module_utils.errors import RepositoryError
 from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from ansible_collections.nodekeep.backup.plugins.module_utils.replicate import OBJECT_WORKERS, copy_epoch, replicate
 from ansible_collections.nodekeep.backup.plugins.module_utils.retention import RetentionPolicy, apply_retention
+from ansible_collections.nodekeep.backup.plugins.module_utils.s3 import S3_TARGET_OPTIONS, S3Repository
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -114,8 +117,8 @@ def object_path(repository, name: str) -> Path:
 
 
 def count_in_flight(monkeypatch, target) -> dict:
-    """Wrap ``target.put_object`` to record how many object uploads ran at the same time."""
-    seen = {"now": 0, "most": 0}
+    """Wrap ``target.put_object`` to record how many object uploads ran at the same time, and in which threads."""
+    seen = {"now": 0, "most": 0, "threads": set()}
     lock = threading.Lock()
     put_object = target.put_object
 
@@ -124,6 +127,7 @@ def count_in_flight(monkeypatch, target) -> dict:
         with lock:
             seen["now"] += 1
             seen["most"] = max(seen["most"], seen["now"])
+            seen["threads"].add(threading.current_thread().name)
         try:
             with put_object(*args, **kwargs) as sink:
                 yield sink
@@ -175,6 +179,53 @@ def test_many_objects_are_copied_side_by_side_complete_locked_and_extended(
         assert abs(target.object_lock_info("node1", name)["retain_until"] - later) < timedelta(seconds=2), name
     restored = s3.restore(tmp_path / "from-s3")
     assert meta(Path(restored["artifacts"][0]["path"])) == meta(store)
+
+
+def test_object_workers_1_of_a_target_copies_its_objects_one_at_a_time(
+    s3_server, repository, s3_node, signing_key, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(files_mod, "PACK_SIZE", 1)  # one object per small file
+    store = tmp_path / "da"
+    make_tree(store, 40, seed=7)
+    node = s3_node(repository, "node1")
+    asset = {"name": "da", "type": "files", "path": str(store), "state_dir": str(tmp_path / "state")}
+    epoch = node.backup([asset]).epoch
+    # The target as a module's targets entry (what the backup and schedule roles pass through).
+    target = S3Repository.from_spec(s3_server.target(s3_server.bucket(lock=False), "fleet", object_workers=1))
+    assert target.object_workers == 1
+    seen = count_in_flight(monkeypatch, target)
+
+    report = replicate(repository, target, "node1", [epoch], signing_key.public_line)  # no object_workers given
+    assert report["ok"], report
+    (copied,) = report["copied"]
+    assert copied["contents"]["objects"] == 40
+    assert seen["most"] == 1  # one after the other
+    assert seen["threads"] == {threading.current_thread().name}  # in the copying thread: no pool
+    assert set(target.object_names("node1")) == set(repository.object_names("node1"))
+    assert s3_node(target, "node1").verify(epoch)["ok"]
+
+
+def test_object_workers_default_and_local_targets():
+    spec = {name: option.get("default") for name, option in S3_TARGET_OPTIONS.items()}  # as a module passes it
+    spec["bucket"] = "nk-defaults"
+    assert S3Repository.from_spec(spec).object_workers == OBJECT_WORKERS == 4
+    assert S3Repository.from_spec(dict(spec, object_workers="2")).object_workers == 2
+    local = type("Local", (), {"kind": "local"})()  # no object_workers attribute: a local-path target
+    assert replicate_mod._workers_for(local) == OBJECT_WORKERS
+    assert replicate_mod._workers_for(S3Repository.from_spec(dict(spec, object_workers=7))) == 7
+    assert replicate_mod._workers_for(S3Repository.from_spec(dict(spec, object_workers=7)), 2) == 2  # explicit wins
+
+
+@pytest.mark.parametrize("value", [0, -1, "many", 1.5, True])
+def test_object_workers_below_1_or_not_a_number_is_refused_naming_the_option(value):
+    spec = {name: option.get("default") for name, option in S3_TARGET_OPTIONS.items()}
+    spec.update(bucket="nk-refused", object_workers=value)
+    with pytest.raises(RepositoryError) as caught:
+        S3Repository.from_spec(spec)
+    assert caught.value.message == (
+        "object_workers must be a whole number of at least 1, not %r: set object_workers to how many object uploads "
+        "one epoch copy runs at once for this target (1: one at a time; default 4), or leave it out" % (value,)
+    )
 
 
 def test_a_damaged_object_stops_the_copy_before_the_manifest_and_the_next_run_completes_it(
