@@ -14,7 +14,28 @@ options:
   repository:
     description:
       - The repository holding the epochs, laid out as C(REPOSITORY/NODE/EPOCH/).
-      - An absolute local directory. Created with mode V(0700) when missing.
+      - Either an absolute local directory or C(s3://BUCKET/PREFIX) (PREFIX optional), a bucket read and written
+        directly. Every module using this option accepts both. Another scheme fails with
+        C(only local paths and s3:// URLs are supported), a relative path with C(is not an absolute path).
+      - A local directory is created with mode V(0700) when missing by M(nodekeep.backup.epoch_backup); the modules
+        that only read it fail with C(there is no repository at PATH) instead.
+      - An C(s3://) URL carries no connection settings. They come from the usual AWS sources of the host the module
+        runs on, as boto3 finds them, so set them there (C(~/.aws/) of the remote user) or with the task's or play's
+        C(environment) keyword. Credentials are C(AWS_ACCESS_KEY_ID) and C(AWS_SECRET_ACCESS_KEY)
+        (with C(AWS_SESSION_TOKEN)), else the profile C(AWS_PROFILE) (V(default) when unset) in
+        C(~/.aws/credentials) and C(~/.aws/config), else a container or instance role. The endpoint is
+        C(AWS_ENDPOINT_URL_S3) or C(AWS_ENDPOINT_URL) or the profile's C(endpoint_url) (for MinIO, Ceph, SeaweedFS
+        and other servers; AWS when none is set; a custom endpoint is addressed path-style). The region is
+        C(AWS_DEFAULT_REGION) or the profile's C(region), else V(us-east-1).
+      - With C(s3://), TLS certificates are checked as boto3 does (C(AWS_CA_BUNDLE) or the profile's C(ca_bundle),
+        else botocore's bundled CA list); transient failures are retried 5 times (10 s connect and 60 s read
+        timeouts). Objects written get no Object Lock retention or server-side encryption from the collection
+        (a bucket default applies). All of these can be set per bucket only in the C(targets) entries of
+        M(nodekeep.backup.epoch_copy), M(nodekeep.backup.epoch_prune) and M(nodekeep.backup.integrity_check)
+        (with C(endpoint_url), keys, C(path_style), C(retries), C(object_lock_mode), C(sse)).
+      - "Errors name the URL and the cause, for example C(Failed to list s3://BUCKET/PREFIX/NODE/: Could not connect
+        to the endpoint URL: ...) for a wrong endpoint or port, C(NoSuchBucket) for a missing bucket, and
+        C(no AWS credentials were found) when no source gave any."
     type: path
     default: /var/backups/nodekeep
   node:

@@ -827,7 +827,8 @@ class S3Repository(Repository):
             )
             if region is None and session.region_name is None and endpoint_url:
                 config = config.merge(botocore.config.Config(region_name="us-east-1"))
-            verify: Any = ca_bundle if ca_bundle else bool(validate_certs)
+            # None (not True) keeps boto3's own CA lookup: AWS_CA_BUNDLE or the profile's ca_bundle.
+            verify: Any = ca_bundle if ca_bundle else (None if validate_certs else False)
             self.client = session.client("s3", endpoint_url=self.endpoint_url, config=config, verify=verify)
         except (botocore.exceptions.BotoCoreError, ValueError) as exc:
             raise describe_s3_error("set up the S3 client for s3://%s" % bucket, exc)

@@ -102,7 +102,11 @@ options:
     type: list
     elements: dict
   repository:
-    description: O(state=epoch) the repository the epoch is written to (a local directory, or C(s3://BUCKET/PREFIX)).
+    description:
+      - O(state=epoch) the repository the epoch is written to, an absolute local directory or C(s3://BUCKET/PREFIX).
+      - An C(s3://) bucket is reached with the endpoint, region and credentials of the node's usual AWS sources
+        (C(AWS_ENDPOINT_URL), C(AWS_ACCESS_KEY_ID), C(AWS_PROFILE) and C(~/.aws/), an instance role), as for the
+        O(nodekeep.backup.epoch_backup#module:repository) option of M(nodekeep.backup.epoch_backup).
     type: path
     default: /var/backups/nodekeep
   node:

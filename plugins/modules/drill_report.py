@@ -43,9 +43,11 @@ options:
   repository:
     description:
       - The repository the report is stored in - an absolute path on the host the module runs on, or
-        C(s3://BUCKET/PREFIX) (connection and credentials from that host's usual AWS sources - C(AWS_PROFILE),
-        C(AWS_ACCESS_KEY_ID), C(~/.aws/credentials), an instance role; a bucket with a default Object Lock
-        retention locks the report like the epochs). Reports go to its C(_drills) area.
+        C(s3://BUCKET/PREFIX) (endpoint, region and credentials from that host's usual AWS sources, as for the
+        O(nodekeep.backup.epoch_backup#module:repository) option of M(nodekeep.backup.epoch_backup) -
+        C(AWS_ACCESS_KEY_ID), C(AWS_PROFILE) and C(~/.aws/), an instance role, C(AWS_ENDPOINT_URL) for a server
+        other than AWS; a bucket with a default Object Lock retention locks the report like the epochs).
+        Reports go to its C(_drills) area.
       - Point it at the repository whose epochs are kept longest, so the drill record outlives what it tested.
     type: str
     default: /var/backups/nodekeep

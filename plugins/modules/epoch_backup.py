@@ -72,7 +72,8 @@ options:
   scratch_dir:
     description:
       - Private directory (mode 0700) for the transient plaintext copies some asset types need.
-      - Defaults to C(.scratch) inside a local repository. Copies are removed after sealing.
+      - Defaults to C(.scratch) inside a local repository, and to C($TMPDIR/nodekeep-scratch-UID) (private to the
+        user) with an C(s3://) repository. Copies are removed after sealing.
     type: path
   labels:
     description: Free-form labels recorded in the manifest (for example the inventory groups).

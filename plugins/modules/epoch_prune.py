@@ -47,7 +47,9 @@ options:
     type: str
     required: true
   prune_local:
-    description: Apply the policy to the local repository O(repository) too.
+    description:
+      - Apply the policy to O(repository) too, normally the local repository. An C(s3://) O(repository) is pruned
+        the same way, with the AWS credentials of the host the module runs on (its report's C(location) is the URL).
     type: bool
     default: true
   keep_last:

@@ -46,7 +46,9 @@ options:
     type: bool
     default: false
   scratch_dir:
-    description: Private directory for deep-check copies. Defaults to C(.scratch) in the repository.
+    description:
+      - Private directory for deep-check copies. Defaults to C(.scratch) in a local repository, and to
+        C($TMPDIR/nodekeep-scratch-UID) (private to the user) with an C(s3://) repository.
     type: path
   subset:
     description:
