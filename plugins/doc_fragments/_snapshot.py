@@ -9,8 +9,8 @@ __metaclass__ = type
 
 
 class ModuleDocFragment:
-    # The options btrfs_snapshot and zfs_snapshot share (names, the pruning policy, sealed send and
-    # receive); mirrors SNAPSHOT_OPTIONS in plugins/module_utils/common.py. The age options are
+    # The options btrfs_snapshot and zfs_snapshot share (names, sealed send and receive; the
+    # pruning policy is nodekeep.backup._retention); mirrors SNAPSHOT_OPTIONS in plugins/module_utils/common.py. The age options are
     # AGE_RECIPIENT_OPTIONS and AGE_IDENTITY_OPTIONS there.
     DOCUMENTATION = r"""
 options:
@@ -21,32 +21,6 @@ options:
     description: Prefix of the snapshot names this module makes and prunes.
     type: str
     default: nodekeep
-  keep_last:
-    description: O(state=pruned) keeps the newest N snapshots.
-    type: int
-  keep_hourly:
-    description: O(state=pruned) keeps one snapshot for each of the N most recent hours that have one.
-    type: int
-  keep_daily:
-    description: O(state=pruned) keeps one snapshot for each of the N most recent days that have one.
-    type: int
-  keep_weekly:
-    description: O(state=pruned) keeps one snapshot for each of the N most recent ISO weeks that have one.
-    type: int
-  keep_monthly:
-    description: O(state=pruned) keeps one snapshot for each of the N most recent months that have one.
-    type: int
-  keep_yearly:
-    description: O(state=pruned) keeps one snapshot for each of the N most recent years that have one.
-    type: int
-  keep_within:
-    description: O(state=pruned) keeps every snapshot within this time of the newest one (V(7d), V(36h), V(2w)).
-    type: str
-  pick:
-    description: Which snapshot represents a period.
-    type: str
-    choices: [first, last]
-    default: first
   dest:
     description: O(state=sent) writes the sealed stream here (0600; written beside it and renamed when complete).
     type: path

@@ -634,16 +634,20 @@ class _Extractor:
         """
         mtime = _mtime_ns(member)
         if isinstance(target, int):
-            if self.keep_ownership:
-                os.fchown(target, member.uid, member.gid)
-            os.fchmod(target, member.mode & 0o7777)
-            os.utime(target, ns=(mtime, mtime))
+            self._fd_attributes(target, member.uid, member.gid, member.mode, mtime)
             return
         if self.keep_ownership:
             os.chown(target, member.uid, member.gid, follow_symlinks=False)
         if not member.issym():
             os.chmod(target, member.mode & 0o7777)  # Linux has no lchmod; target is not a symlink
         os.utime(target, ns=(mtime, mtime), follow_symlinks=False)
+
+    def _fd_attributes(self, fd: int, uid: int, gid: int, mode: int, mtime_ns: int) -> None:
+        """Ownership (when kept), mode and mtime of an open file, in that order."""
+        if self.keep_ownership:
+            os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode & 0o7777)
+        os.utime(fd, ns=(mtime_ns, mtime_ns))
 
     def finish(self) -> None:
         real_root = os.path.realpath(self.root)

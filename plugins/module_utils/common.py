@@ -45,11 +45,11 @@ EPOCH_OPTIONS: dict[str, dict[str, Any]] = {
     "check": {"type": "str", "choices": ["integrity", "quick"], "default": "integrity"},
 }
 
-# What btrfs_snapshot and zfs_snapshot share (doc fragment nodekeep.backup._snapshot; protect, base
+# What btrfs_snapshot and zfs_snapshot share (doc fragments nodekeep.backup._snapshot and _retention; protect, base
 # and force are documented by each module: their meaning differs per filesystem).
-SNAPSHOT_OPTIONS: dict[str, dict[str, Any]] = {
-    "name": {"type": "str"},
-    "prefix": {"type": "str", "default": "nodekeep"},
+# The retention policy of epoch_prune and of the snapshot modules' pruning (doc fragment
+# nodekeep.backup._retention; RetentionPolicy.from_options treats a count left out as zero).
+RETENTION_OPTIONS: dict[str, dict[str, Any]] = {
     "keep_last": {"type": "int"},
     "keep_hourly": {"type": "int"},
     "keep_daily": {"type": "int"},
@@ -58,6 +58,12 @@ SNAPSHOT_OPTIONS: dict[str, dict[str, Any]] = {
     "keep_yearly": {"type": "int"},
     "keep_within": {"type": "str"},
     "pick": {"type": "str", "choices": ["first", "last"], "default": "first"},
+}
+
+SNAPSHOT_OPTIONS: dict[str, dict[str, Any]] = {
+    "name": {"type": "str"},
+    "prefix": {"type": "str", "default": "nodekeep"},
+    **RETENTION_OPTIONS,
     "protect": {"type": "list", "elements": "str", "default": []},
     "dest": {"type": "path"},
     "base": {"type": "str"},

@@ -44,12 +44,13 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
     TOOL_NAME,
     TOOL_VERSION,
     check_name,
+    epoch_name,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.metrics import Metrics
 from ansible_collections.nodekeep.backup.plugins.module_utils.repository import (
     DEFAULT_LOCAL_ROOT,
-    LocalRepository,
     Repository,
+    open_repository,
 )
 
 FORMAT = "nodekeep.drill/v1"
@@ -124,7 +125,7 @@ def parse_time(text: Any) -> float | None:
 
 
 def drill_id(timestamp: float) -> str:
-    return datetime.fromtimestamp(float(timestamp), timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return epoch_name(datetime.fromtimestamp(float(timestamp), timezone.utc))
 
 
 def human_seconds(value: float | None) -> str:
@@ -146,40 +147,18 @@ def human_seconds(value: float | None) -> str:
 
 
 def drill_store(spec: Any, create: bool = True) -> Repository:
-    """The report area ``_drills`` of a repository spec (path, ``s3://...`` or a dict) as a repository.
+    """The report area ``_drills`` of a repository (an absolute path or ``s3://...``) as a repository.
 
     ``create=False`` (check mode) never makes a local directory: a missing area raises RepositoryError.
     """
-    if isinstance(spec, dict):
-        kind = str(spec.get("type", "local"))
-        if kind == "local":
-            return LocalRepository(os.path.join(str(spec.get("path") or DEFAULT_LOCAL_ROOT), AREA), create=create)
-        if kind == "s3":
-            from ansible_collections.nodekeep.backup.plugins.module_utils.s3 import S3Repository
-
-            options = dict(spec)
-            if options.get("url"):
-                options["url"] = str(options["url"]).rstrip("/") + "/" + AREA
-            else:
-                prefix = str(options.get("prefix") or "").strip("/")
-                options["prefix"] = (prefix + "/" if prefix else "") + AREA
-            return S3Repository.from_spec(options)
-        raise RepositoryError("unknown repository type %r" % kind, "use type: local or type: s3")
     text = str(spec or DEFAULT_LOCAL_ROOT)
     if text.startswith("s3://"):
-        from ansible_collections.nodekeep.backup.plugins.module_utils.s3 import open_s3_repository
-
-        return open_s3_repository(text.rstrip("/") + "/" + AREA)
-    if "://" in text:
-        raise RepositoryError(
-            "repository %r: only local paths and s3:// URLs are supported" % text,
-            "use an absolute path or s3://BUCKET/PREFIX",
-        )
-    if not os.path.isabs(text):
+        return open_repository(text.rstrip("/") + "/" + AREA)
+    if "://" not in text and not os.path.isabs(text):
         raise RepositoryError(
             "the drill repository %r is not an absolute path" % text, "set nodekeep_drill_repository to one"
         )
-    return LocalRepository(os.path.join(text, AREA), create=create)
+    return open_repository(os.path.join(text, AREA) if "://" not in text else text, create=create)
 
 
 # --------------------------------------------------------------------------
@@ -406,7 +385,6 @@ def build_report(
         entry, found = _node_entry(nodes[name] or {}, name, started)
         entries.append(entry)
         problems.extend(found)
-    entries.sort(key=lambda n: n["node"])
     rtos = [n["rto"]["seconds"] for n in entries if n["rto"]["seconds"] is not None]
     rpos = [n["rpo"]["seconds"] for n in entries if n["rpo"]["seconds"] is not None]
     assets = [a for n in entries for a in n["assets"]]
@@ -517,9 +495,14 @@ def load_history(
         names = store.epoch_names(series)
     except NodekeepError as exc:
         return [], ["the earlier drill reports could not be listed: %s" % exc.message]
-    names = [n for n in names if before is None or n < before]
-    complete = [n for n in names if SIGNATURE_NAME in store.files(series, n)]
-    for name in complete[-limit:] if limit > 0 else []:
+    # Newest first, listing only until ``limit`` complete reports are found (one listing per report on S3).
+    complete = []
+    for name in reversed([n for n in names if before is None or n < before]):
+        if len(complete) >= limit:
+            break
+        if SIGNATURE_NAME in store.files(series, name):
+            complete.append(name)
+    for name in reversed(complete):
         try:
             data = store.get_bytes(series, name, REPORT_NAME, limit=32 << 20)
             verified = None

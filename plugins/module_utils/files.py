@@ -327,7 +327,7 @@ class _TreeCapture:
         # lines waiting behind the open pack: encoded, or the entry of a member still to be named
         self.queue: list[str | dict[str, Any]] = []
         self.sealer: ThreadPoolExecutor | None = None
-        self.sealing: tuple[Future, str, str, int, list] | None = None  # the pack in flight
+        self.sealing: tuple[Future, str, int, list] | None = None  # the pack in flight
         self.stats: dict[str, Any] = _archive.entry_counts("excluded")
         self.work: dict[str, Any] = {
             "unchanged": 0,
@@ -623,7 +623,7 @@ class _TreeCapture:
         if self.sealer is None:
             self.sealer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nodekeep-pack")
         future = self.sealer.submit(self._put_pack, name, data)
-        self.sealing = (future, name, digest, len(data), queue)
+        self.sealing = (future, name, len(data), queue)
 
     def _put_pack(self, name: str, data: bytes):
         """(sealing thread) Seal a pack into its object; committed only if the whole seal succeeded."""
@@ -641,7 +641,7 @@ class _TreeCapture:
         """Wait for the pack in flight, record its object, name its members and write its entries."""
         if self.sealing is None:
             return
-        future, name, digest, size, queue = self.sealing
+        future, name, size, queue = self.sealing
         self.sealing = None
         try:
             result = future.result()
@@ -651,10 +651,6 @@ class _TreeCapture:
             self.existing[name] = (0, time.time())
             sealed = self._reuse(name)
         else:
-            if (result.content.size, result.content.sha256) != (size, digest):
-                raise CaptureError(
-                    "a pack of %s changed in memory while it was sealed" % self.root, "run the backup again"
-                )
             sealed = (result.sealed.size, result.sealed.sha256)
             self.existing[name] = (result.sealed.size, time.time())
             self.known[name] = sealed
@@ -912,8 +908,9 @@ class _ObjectExtractor(_archive._Extractor):
     ``fill_packs``: each pack is decrypted once, whatever order its members come in.
     """
 
-    def __init__(self, root: str, keep_ownership: bool, fsync: bool) -> None:
-        super().__init__(root, keep_ownership, fsync)
+    def __init__(self, root: str, keep_ownership: bool) -> None:
+        # no per-file fsync: rebuild_tree makes the whole tree durable at once (sync_filesystem)
+        super().__init__(root, keep_ownership, False)
         # pack -> [(rel, offset, size, sha256 digest, mode, uid, gid, mtime_ns)]: one small tuple per file
         self.packs: dict[str, list[tuple[Any, ...]]] = {}
         self.pack_facts: dict[str, tuple[int, str]] = {}
@@ -969,12 +966,7 @@ class _ObjectExtractor(_archive._Extractor):
                             "%s is no longer a regular file" % target, "restore into a private directory"
                         )
                     out.write(part)
-                    if self.keep_ownership:
-                        os.fchown(fd, uid, gid)
-                    os.fchmod(fd, mode & 0o7777)
-                    os.utime(fd, ns=(mtime_ns, mtime_ns))
-                    if self.fsync:
-                        os.fsync(fd)
+                    self._fd_attributes(fd, uid, gid, mode, mtime_ns)
             view.release()
 
 
@@ -1121,7 +1113,7 @@ def rebuild_tree(
     _header, entries = read_index(index_path)
     root = _archive._prepare_destination(dest_dir)
     owner = (os.geteuid() == 0) if keep_ownership is None else keep_ownership
-    extractor = _ObjectExtractor(root, owner, False)
+    extractor = _ObjectExtractor(root, owner)
     reader = _ObjectReader(repository, node, identities)
     try:
         for entry in entries:

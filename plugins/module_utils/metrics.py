@@ -79,16 +79,13 @@ class Metrics:
         return "\n".join(lines) + "\n" if lines else ""
 
 
-def write_textfile(directory: str, filename: str, text: str, mode: int = 0o644) -> str:
-    """Write ``directory/filename`` atomically (node_exporter reads ``*.prom`` files)."""
-    if not filename.endswith(".prom") or "/" in filename:
-        raise NodekeepError("%r is not a textfile collector file name" % filename, "use NAME.prom")
-    final = os.path.join(directory, filename)
+def atomic_write(final: str, text: str, mode: int, what: str) -> str:
+    """Write ``text`` to ``final`` through a private temp name beside it: fsync, chmod ``mode``, rename."""
+    directory = os.path.dirname(final)
     try:
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=".%s." % filename, suffix=".tmp", dir=directory)
+        fd, temp = tempfile.mkstemp(prefix=".%s." % os.path.basename(final), suffix=".tmp", dir=directory)
     except OSError as exc:
-        raise describe_os_error(exc, "preparing the metrics file", final)
+        raise describe_os_error(exc, "preparing the %s" % what, final)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -101,5 +98,17 @@ def write_textfile(directory: str, filename: str, text: str, mode: int = 0o644) 
             os.unlink(temp)
         except OSError:
             pass
-        raise describe_os_error(exc, "writing the metrics file", final)
+        raise describe_os_error(exc, "writing the %s" % what, final)
     return final
+
+
+def write_textfile(directory: str, filename: str, text: str, mode: int = 0o644) -> str:
+    """Write ``directory/filename`` atomically (node_exporter reads ``*.prom`` files)."""
+    if not filename.endswith(".prom") or "/" in filename:
+        raise NodekeepError("%r is not a textfile collector file name" % filename, "use NAME.prom")
+    final = os.path.join(directory, filename)
+    try:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+    except OSError as exc:
+        raise describe_os_error(exc, "preparing the metrics file", final)
+    return atomic_write(final, text, mode, "metrics file")

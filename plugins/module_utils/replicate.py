@@ -244,14 +244,17 @@ class _ObjectPool:
     already running when it failed finish: an object they commit is complete (write-once,
     checked) and the next run reuses it. ``close()`` (always called) cancels what has not
     started and waits for what has. With ``workers`` <= 1 every job runs at once in the
-    caller's thread (one after the other, as before the pool).
+    caller's thread (one after the other, as before the pool). At most ``2 * workers`` jobs are
+    queued or running: ``submit`` waits for a slot, so a store of a million objects never holds a
+    million pending jobs.
     """
 
     def __init__(self, workers: int) -> None:
         self._executor: ThreadPoolExecutor | None = None
         if workers > 1:
             self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nodekeep-object")
-        self._futures: list[Future] = []
+        self._slots = threading.BoundedSemaphore(max(1, workers) * 2)
+        self._pending: set[Future] = set()
         self._failure: BaseException | None = None
         self._lock = threading.Lock()
 
@@ -278,9 +281,21 @@ class _ObjectPool:
             future: Future = Future()
             future.set_result(job())
             return future
-        future = self._executor.submit(self._run, job)
-        self._futures.append(future)
+        self._slots.acquire()
+        try:
+            future = self._executor.submit(self._run, job)
+        except BaseException:
+            self._slots.release()
+            raise
+        with self._lock:
+            self._pending.add(future)
+        future.add_done_callback(self._done)
         return future
+
+    def _done(self, future: Future) -> None:
+        with self._lock:
+            self._pending.discard(future)
+        self._slots.release()
 
     def check(self) -> None:
         """Raise the first failure of a job, if one failed."""
@@ -289,7 +304,9 @@ class _ObjectPool:
 
     def finish(self) -> None:
         """Wait for every queued job; raise the first failure."""
-        wait(self._futures)
+        with self._lock:
+            pending = list(self._pending)
+        wait(pending)
         self.check()
 
 
@@ -332,7 +349,14 @@ def _copy_contents(
     multipart_from = getattr(target, "part_size", None) if getattr(target, "kind", "") == "s3" else None
     extend = getattr(target, "extend_object_lock", None)
     handled: set[str] = set()  # copied or lock-extended by this copy: a second reference needs nothing
-    extended: list[Future] = []
+    extended = [0]  # locks extended (counted by the jobs)
+    counting = threading.Lock()
+
+    def extend_lock(name: str) -> None:
+        if extend(node, name, epoch):
+            with counting:
+                extended[0] += 1
+
     pool = _ObjectPool(object_workers)
     try:
         for artifact in manifest.artifacts:
@@ -376,7 +400,7 @@ def _copy_contents(
                     if extend is not None and name not in handled:
                         # Extending once is enough: a second call for the same epoch finds the lock long enough.
                         handled.add(name)
-                        extended.append(pool.submit(functools.partial(extend, node, name, epoch)))
+                        pool.submit(functools.partial(extend_lock, name))
                     continue
                 handled.add(name)
                 target_objects[name] = (size, time.time())
@@ -391,7 +415,7 @@ def _copy_contents(
         pool.finish()
     finally:
         pool.close()
-    report["locks_extended"] = sum(1 for future in extended if future.result())
+    report["locks_extended"] = extended[0]
     return report
 
 

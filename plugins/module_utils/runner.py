@@ -56,7 +56,7 @@ from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
 from ansible.module_utils.urls import open_url
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError
-from ansible_collections.nodekeep.backup.plugins.module_utils.metrics import Metrics, write_textfile
+from ansible_collections.nodekeep.backup.plugins.module_utils.metrics import Metrics, atomic_write, write_textfile
 
 #: the PYTHONPATH entry holding ``ansible_collections`` (a directory, or the schedule role's zip bundle)
 COLLECTIONS_ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), *[".."] * 5))
@@ -178,11 +178,13 @@ def module_exists(module: str) -> bool:
 def run_module(module: str, args_file: str, python: str | None = None) -> dict[str, Any]:
     """``PYTHON -m MODULES_PACKAGE.MODULE ARGS_FILE`` with the collection importable; its JSON result."""
     if not module_exists(module):
-        return {"failed": True, "msg": "module nodekeep.backup.%s not found (PYTHONPATH %s)" % (module, COLLECTIONS_ROOT)}
+        return {
+            "failed": True,
+            "msg": "module nodekeep.backup.%s not found (PYTHONPATH %s)" % (module, COLLECTIONS_ROOT),
+        }
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (COLLECTIONS_ROOT, env.get("PYTHONPATH")) if p)
     env.setdefault("LANG", "C.UTF-8")
-    began = time.monotonic()
     proc = subprocess.run(
         [python or sys.executable, "-m", "%s.%s" % (MODULES_PACKAGE, module), args_file],
         stdin=subprocess.DEVNULL,
@@ -200,7 +202,6 @@ def run_module(module: str, args_file: str, python: str | None = None) -> dict[s
         }
     if proc.returncode != 0 and not result.get("failed"):
         result["failed"] = True
-    result["_seconds"] = round(time.monotonic() - began, 3)
     return result
 
 
@@ -211,7 +212,10 @@ def unsafe_args_file(path: str) -> str:
     except OSError as exc:
         return "the args file %s is unreadable (%s): run playbooks/schedule.yml again" % (path, exc.strerror)
     if info.st_mode & 0o022 or info.st_uid not in (0, os.getuid()):
-        return "the args file %s is writable by others or not owned by this user: chmod 0600 it (or run playbooks/schedule.yml)" % path
+        return (
+            "the args file %s is writable by others or not owned by this user: chmod 0600 it (or run playbooks/schedule.yml)"
+            % path
+        )
     return ""
 
 
@@ -250,13 +254,7 @@ def save_state(state_dir: str | None, job: str, state: dict[str, Any]) -> None:
     if not state_dir:
         return
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
-    final = os.path.join(state_dir, "%s.json" % job)
-    temp = final + ".tmp"
-    with open(temp, "w", encoding="utf-8") as handle:
-        json.dump(state, handle, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, final)
+    atomic_write(os.path.join(state_dir, "%s.json" % job), json.dumps(state, sort_keys=True), 0o600, "job state")
 
 
 def label(text: Any) -> str:
@@ -284,14 +282,18 @@ def collect(results: dict[str, dict[str, Any]], names: dict[str, list[str]], ok:
         facts["epoch"] = backup.get("epoch")
         for artifact in backup.get("artifacts") or []:
             name = label(artifact.get("name"))
-            facts["assets"][name] = {"size": artifact.get("size") or 0, "content_size": artifact.get("content_size") or 0}
+            facts["assets"][name] = {
+                "size": artifact.get("size") or 0,
+                "content_size": artifact.get("content_size") or 0,
+            }
             success["asset:" + name] = now
         if backup.get("epoch"):
             state["epoch"] = backup["epoch"]
             state["epoch_started"] = (backup.get("manifest") or {}).get("started")
     copy = results.get("epoch_copy") or {}
     for index, target in enumerate(copy.get("targets") or []):
-        name = label(target.get("name") or copy_label(target, index + 1, names.get("epoch_copy", [])))
+        # the args file's target name or s3-N, as verify and prune label it (never the s3:// location)
+        name = label(copy_label(target, index + 1, names.get("epoch_copy", [])))
         copied = target.get("copied") or []
         facts["copies"][name] = {
             "ok": bool(target.get("ok")),
@@ -360,7 +362,9 @@ def build_metrics(job: str, node: str, ok: bool, now: float, seconds: float, fac
     family = FAMILIES[job]
     for name, item in sorted(facts["copies"].items()):
         labels = {"node": node, "copy": name}
-        metrics.add(family + "_success", item["ok"], "1 if this copy's part of the last %s run succeeded." % job, **labels)
+        metrics.add(
+            family + "_success", item["ok"], "1 if this copy's part of the last %s run succeeded." % job, **labels
+        )
         for key, help_text in COPY_FACTS.items():
             if key in item:
                 metrics.add("%s_%s" % (family, key), item[key], help_text, **labels)
@@ -408,7 +412,9 @@ def timestamp(text: Any) -> float | None:
     if not text:
         return None
     try:
-        return float(calendar.timegm(time.strptime(str(text).rstrip("Z").split(".", maxsplit=1)[0], "%Y-%m-%dT%H:%M:%S")))
+        return float(
+            calendar.timegm(time.strptime(str(text).rstrip("Z").split(".", maxsplit=1)[0], "%Y-%m-%dT%H:%M:%S"))
+        )
     except ValueError:
         return None
 

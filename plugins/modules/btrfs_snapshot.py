@@ -27,6 +27,7 @@ author:
   - nodekeep.backup maintainers (@nodekeep)
 extends_documentation_fragment:
   - nodekeep.backup._snapshot
+  - nodekeep.backup._retention
   - nodekeep.backup._attributes
 attributes:
   check_mode:

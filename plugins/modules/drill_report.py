@@ -198,12 +198,13 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.common import requ
 from ansible_collections.nodekeep.backup.plugins.module_utils.errors import RepositoryError
 from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import check_name
 from ansible_collections.nodekeep.backup.plugins.module_utils.metrics import write_textfile
+from ansible_collections.nodekeep.backup.plugins.module_utils.repository import DEFAULT_LOCAL_ROOT
 
 
 def main():
     module = AnsibleModule(
         argument_spec={
-            "repository": {"type": "str", "default": "/var/backups/nodekeep"},
+            "repository": {"type": "str", "default": DEFAULT_LOCAL_ROOT},
             "series": {"type": "str", "default": drill.DEFAULT_SERIES},
             "drill_id": {"type": "str"},
             "started": {"type": "float", "required": True},

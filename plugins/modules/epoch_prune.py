@@ -31,6 +31,7 @@ author:
 extends_documentation_fragment:
   - nodekeep.backup._repository
   - nodekeep.backup._s3
+  - nodekeep.backup._retention
   - nodekeep.backup._attributes.REPOSITORY
 attributes:
   check_mode:
@@ -52,43 +53,6 @@ options:
         the same way, with the AWS credentials of the host the module runs on (its report's C(location) is the URL).
     type: bool
     default: true
-  keep_last:
-    description: Keep the newest N epochs.
-    type: int
-    default: 0
-  keep_hourly:
-    description: Keep one epoch for each of the N most recent hours that have one.
-    type: int
-    default: 0
-  keep_daily:
-    description: Keep one epoch for each of the N most recent days that have one.
-    type: int
-    default: 0
-  keep_weekly:
-    description: Keep one epoch for each of the N most recent ISO weeks that have one.
-    type: int
-    default: 0
-  keep_monthly:
-    description: Keep one epoch for each of the N most recent months that have one.
-    type: int
-    default: 0
-  keep_yearly:
-    description: Keep one epoch for each of the N most recent years that have one.
-    type: int
-    default: 0
-  keep_within:
-    description:
-      - Keep every epoch within this time of the newest epoch, for example V(7d), V(36h), V(2w), V(1y6m)
-        (units y, m, w, d, h; years and months are calendar ones).
-    type: str
-  pick:
-    description:
-      - Which epoch represents a period. V(first) (the default) never changes once chosen, so it is the epoch a
-        per-period Object Lock (O(targets[].lock_periods)) was put on when it was uploaded. V(last) is restic's
-        choice (the newest of each period).
-    type: str
-    choices: [first, last]
-    default: first
   dry_run:
     description: Report what would be removed and why, and remove nothing (the same as check mode).
     type: bool
@@ -229,6 +193,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.nodekeep.backup.plugins.module_utils import s3
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
     REPOSITORY_OPTIONS,
+    RETENTION_OPTIONS,
     argspec,
     require_libraries,
     run,
@@ -247,17 +212,10 @@ def main():
     module = AnsibleModule(
         argument_spec=argspec(
             REPOSITORY_OPTIONS,
+            RETENTION_OPTIONS,
             public_key={"type": "str", "required": True, "no_log": False},
             prune_local={"type": "bool", "default": True},
             targets={"type": "list", "elements": "dict", "default": [], "options": s3.S3_TARGET_OPTIONS},
-            keep_last={"type": "int", "default": 0},
-            keep_hourly={"type": "int", "default": 0},
-            keep_daily={"type": "int", "default": 0},
-            keep_weekly={"type": "int", "default": 0},
-            keep_monthly={"type": "int", "default": 0},
-            keep_yearly={"type": "int", "default": 0},
-            keep_within={"type": "str"},
-            pick={"type": "str", "choices": ["first", "last"], "default": "first"},
             dry_run={"type": "bool", "default": False},
             prune_incomplete={"type": "bool", "default": True},
             incomplete_grace={"type": "str", "default": "1d"},

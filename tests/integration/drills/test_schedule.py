@@ -85,7 +85,7 @@ def scheduled(fleet, pings):
     (base / "units").mkdir(parents=True)
     (base / "started").write_text(str(time.time()))
     proc = fleet.run("schedule.yml", "-l", NODE, "-e", json.dumps(settings))
-    again = fleet.run("schedule.yml", "-l", NODE, "-e", json.dumps(settings))
+    again = fleet.run("schedule.yml", "-v", "-l", NODE, "-e", json.dumps(settings))  # -v: as AWX records it
     return base, proc, again
 
 
@@ -191,6 +191,12 @@ class TestRole:
         assert json.loads((etc / "verify.json").read_text())["ANSIBLE_MODULE_ARGS"]["subset"] == "daily/7"
         for service in (base / "units").glob("*.service"):
             assert "/ping/" not in service.read_text()  # the ping URL is a capability: file only
+        assert (etc / "backup.ping").read_text().strip().endswith("/ping/3f1c2a")
+
+    def test_the_ping_url_is_never_in_the_playbook_output(self, scheduled):
+        _base, proc, again = scheduled
+        for run in (proc, again):
+            assert "/ping/" not in run.stdout + run.stderr  # not even at -v (AWX keeps job events)
 
     def test_inline_s3_credentials_are_refused(self, fleet, scheduled):
         base, _proc, _again = scheduled
