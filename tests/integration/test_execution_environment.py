@@ -214,7 +214,10 @@ class TestJobTemplates:
         for template in by_name(data).values():
             for name in template.get("credentials") or []:
                 assert isinstance(name, str) and (name in types or name in data["nodekeep_awx_credentials"])
-            assert not template["extra_vars"], "extra vars are visible to every AWX user: use credentials"
+            # extra vars are visible to every AWX user: secrets come from credentials, never from here
+            for key, value in (template["extra_vars"] or {}).items():
+                assert not re.search(r"(?i)key|secret|token|password|credential", key), key
+                assert not re.search(r"(?i)secret|private key|AGE-SECRET", json.dumps(value)), key
         for kind in types.values():
             fields = {f["id"]: f for f in kind["inputs"]["fields"]}
             assert fields["secret_key"].get("secret") is True
