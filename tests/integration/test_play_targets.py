@@ -1,0 +1,70 @@
+"""No silent success: a playbook whose host pattern and --limit match no host fails, naming both.
+
+Ansible alone prints "skipping: no hosts matched" and exits 0, so a cron or AWX job would stay green
+while nothing was backed up. Every node playbook's first play (nodekeep.backup.common, tasks_from
+targets) refuses that. Nothing here connects to a node: the check runs on the controller, first.
+"""
+
+from __future__ import annotations
+
+import pytest
+from playbook_helpers import PlaybookLab, require_playbook_tools
+
+NODE_PLAYBOOKS = ["agent.yml", "backup.yml", "verify.yml", "restore.yml", "drill.yml", "schedule.yml", "keys_seal.yml"]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory) -> PlaybookLab:
+    lab = PlaybookLab(tmp_path_factory.mktemp("targets"), require_playbook_tools())
+    # written from the README, not copied from inventories/example: mainnet is NOT a child of nodekeep_nodes
+    lab.write_inventory(
+        {
+            "all": {
+                "children": {
+                    "nodekeep_nodes": {"hosts": {"node-1": {"ansible_connection": "local"}}},
+                    "mainnet": {"hosts": {"main-1": {"ansible_connection": "local"}}},
+                }
+            }
+        }
+    )
+    return lab
+
+
+def refused(proc, *needles: str) -> str:
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, "the play acted on no host and still exited 0:\n" + out[-3000:]
+    assert "Nothing was done: the host pattern" in out, out[-3000:]
+    for needle in needles:
+        assert needle in out, (needle, out[-3000:])
+    # the check ran before anything else: no role of the playbook started
+    assert "PLAY [Check that the playbook acts on at least one host]" in out
+    assert out.count("PLAY [") == 1, out[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("playbook", NODE_PLAYBOOKS)
+def test_a_limit_outside_the_group_fails_naming_pattern_and_limit(lab, playbook):
+    proc = lab.run(playbook, "-l", "mainnet", check=False)
+    refused(proc, "host pattern nodekeep_nodes with the limit mainnet", "-e nodekeep_hosts=PATTERN")
+
+
+def test_a_pattern_that_matches_nothing_fails_naming_it(lab):
+    proc = lab.run("backup.yml", "-e", "nodekeep_hosts=mainet", check=False)
+    out = refused(proc, "host pattern mainet matches no host")
+    assert "with the limit" not in out
+
+
+def test_an_empty_inventory_fails(tmp_path):
+    lab = PlaybookLab(tmp_path, require_playbook_tools())
+    lab.write_inventory({"all": {"hosts": {}}})
+    refused(lab.run("verify.yml", check=False), "host pattern nodekeep_nodes matches no host")
+
+
+def test_a_pattern_with_hosts_passes_the_check(lab):
+    # --tags nothing-else: only the check (tagged always) and the roles' argument validation run
+    proc = lab.run("backup.yml", "-l", "node-1", "--tags", "nodekeep-none", check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "1 host(s) match nodekeep_nodes with the limit node-1" in proc.stdout
+    proc = lab.run("verify.yml", "-e", "nodekeep_hosts=mainnet", "--tags", "nodekeep-none", check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "1 host(s) match mainnet" in proc.stdout
