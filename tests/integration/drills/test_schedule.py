@@ -125,6 +125,22 @@ def run_job(base: Path, job: str, *extra: str, timeout: int = 300) -> subprocess
     )
 
 
+def wait_until_locked(path: Path, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Return once another process holds ``path``'s flock (the lock itself is the signal, not a delay)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if path.exists():
+            with open(path, "a") as probe:
+                try:
+                    fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    return
+                fcntl.flock(probe, fcntl.LOCK_UN)
+        time.sleep(0.02)
+    raise AssertionError("%s was never locked" % path)
+
+
 def metrics(base: Path, job: str) -> str:
     return (base / "textfile" / ("nodekeep_%s.prom" % job)).read_text()
 
@@ -294,16 +310,23 @@ class TestRunner:
         assert value(skipped, "nodekeep_job_last_skipped_timestamp_seconds", node=NODE, job="backup") > time.time() - 60
 
     def test_two_real_runs_at_once_never_overlap(self, scheduled, fleet):
+        """The overlap is made explicit with the locks, never with a sleep: the test holds the
+        repository lock, so the first run holds backup.lock and waits; the second starts only then."""
         base, _proc, _again = scheduled
         before = fleet.epochs()
         argv, env = exec_start(base, "backup")
+        first_argv = list(argv)
+        first_argv[first_argv.index("--lock-wait") + 1] = "300"
         argv[argv.index("--lock-wait") + 1] = "0"
-        first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(0.3)
-        second = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
+        with open(base / "state" / "repository.lock", "a") as repository:
+            fcntl.flock(repository, fcntl.LOCK_EX)  # an exclusive run (a prune) holds the repository
+            first = subprocess.Popen(first_argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            wait_until_locked(base / "state" / "backup.lock", first)
+            second = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
+            assert first.poll() is None  # still waiting for the repository: the two runs overlapped
         _out, err = first.communicate(timeout=300)
         assert first.returncode == 0, err
-        assert second.returncode == 0 and "skipped" in second.stderr
+        assert second.returncode == 0 and "skipped: another run holds backup.lock" in second.stderr
         assert len(set(fleet.epochs()) - set(before)) == 1
 
     def test_a_prune_waits_for_a_running_backup(self, scheduled, fleet):

@@ -197,7 +197,11 @@ def test_killed_send_r_leaks_temporary_holds_that_the_next_run_releases(zfs_data
     owner.wait()
     sh("zfs", "set", "%s=%d:%d:1" % (snapshot.SENDING_PROPERTY, owner.pid, sender.pid), snap.ident)
     fs.hold(snap, snapshot.HOLD_TAG, recursive=True)
-    time.sleep(0.5)
+    # `zfs send -R` takes its temporary holds when it starts: wait for them, not for a delay
+    deadline = time.monotonic() + 60
+    while userrefs(dataset)[snap.ident] < 2 and time.monotonic() < deadline:
+        assert sender.poll() is None, "zfs send -R ended before it held the snapshot"
+        time.sleep(0.02)
     os.kill(sender.pid, signal.SIGKILL)
     sender.wait()
     sender.stdout.close()
