@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import signing
+from ansible_collections.nodekeep.backup.plugins.module_utils import safefs, signing
 from ansible_collections.nodekeep.backup.plugins.module_utils import snapshot as _snapshot
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets import RunContext, asset_type, normalize_assets
 from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
@@ -61,21 +61,51 @@ def _scratch_root(scratch_dir: str | None, repository: Repository) -> str:
 
 
 def _sweep_stale_runs(root: str) -> None:
-    """Remove scratch space of runs that died (their lock is free): plaintext must not linger."""
+    """Remove scratch space of runs that died (their lock is free): plaintext must not linger.
+
+    The lock is held until the directory is gone, so a run that is just creating
+    its directory (see ``_locked_run_dir``) waits, then sees its lock was removed and
+    starts over instead of working in a directory being deleted.
+    """
     for entry in os.scandir(root):
         if not entry.name.startswith(RUN_PREFIX) or not entry.is_dir(follow_symlinks=False):
             continue
         try:
-            fd = os.open(os.path.join(entry.path, ".lock"), os.O_RDWR)
+            fd = os.open(os.path.join(entry.path, ".lock"), os.O_RDWR | safefs.O_NOFOLLOW | safefs.O_CLOEXEC)
         except OSError:
             continue  # not one of ours (or not ours to judge): never removed
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            os.close(fd)
             continue  # a live run holds it
+        try:
+            shutil.rmtree(entry.path, ignore_errors=True)
         finally:
             os.close(fd)
-        shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _locked_run_dir(root: str) -> tuple[str, int]:
+    """A new run directory under ``root`` and the descriptor of its held lock.
+
+    Between ``mkdtemp`` and ``flock`` another run's sweep may judge the directory
+    stale and remove it: the lock taken is then no longer the one at the path, and
+    a new directory is made (two of many parallel runs failed on this before).
+    """
+    while True:
+        path = tempfile.mkdtemp(prefix=RUN_PREFIX, dir=root)
+        lock = os.path.join(path, ".lock")
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | safefs.O_NOFOLLOW | safefs.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            continue  # swept before the lock file existed
+        fcntl.flock(fd, fcntl.LOCK_EX)  # waits while a sweep that took it removes the directory
+        try:
+            if os.stat(lock, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                return path, fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -88,10 +118,8 @@ def scratch_space(scratch_dir: str | None, repository: Repository) -> Iterator[s
     """
     root = _scratch_root(scratch_dir, repository)
     _sweep_stale_runs(root)
-    path = tempfile.mkdtemp(prefix=RUN_PREFIX, dir=root)
-    fd = os.open(os.path.join(path, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    path, fd = _locked_run_dir(root)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)

@@ -25,6 +25,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 
+from ansible_collections.nodekeep.backup.plugins.module_utils import safefs
 from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
     CaptureError,
     IntegrityError,
@@ -81,8 +82,9 @@ def check_is_database(path: str, role: str = "source") -> None:
         raise CaptureError(
             "the %s database %s is a directory, not a file" % (role, path), "give the path of the .db file"
         )
+    remedy = "give the path of the database file in nodekeep_assets (a FIFO, socket or device is never read)"
     try:
-        with open(path, "rb") as handle:
+        with os.fdopen(safefs.open_regular(path, CaptureError, "the %s database" % role, remedy), "rb") as handle:
             header = handle.read(len(SQLITE_HEADER))
     except OSError as exc:
         raise CaptureError("cannot read the %s database %s (%s)" % (role, path, exc.strerror), "run with become: true")
