@@ -368,7 +368,7 @@ def _deep_check(repository, node, epoch, artifact: Artifact, identities, scratch
 
 def _unseal_checked(repository, node, epoch, artifact: Artifact, identities, staged):
     with repository.open_read(node, epoch, artifact.file) as stream:
-        result = unseal(stream, staged.stream, identities, sink_name=staged.path)
+        result = unseal(stream, staged.stream, identities, sink_name=staged.path, limit=artifact.content_size)
     staged.complete()
     problems = _compare(artifact, result.sealed.size, result.sealed.sha256, result.content)
     if problems:

@@ -980,11 +980,12 @@ class _ObjectReader:
         self.objects = 0
         self.sealed_bytes = 0
 
-    def _unseal(self, name: str, out, path: str):
+    def _unseal(self, name: str, out, path: str, limit: int):
+        """Unseal an object, never past ``limit`` plaintext bytes (what the signed index records)."""
         where = self.repository.describe_object(self.node, name) if name else "(no object)"
         try:
             with self.repository.open_object(self.node, name) as stream:
-                return where, unseal(stream, out, self.identities, sink_name=path)
+                return where, unseal(stream, out, self.identities, sink_name=path, limit=limit)
         except NodekeepError as exc:
             # Name the object and the path it holds: the operator checks or replaces exactly that.
             raise type(exc)("object %s of %s: %s" % (where, path, exc.problem), exc.remedy) from exc
@@ -992,7 +993,8 @@ class _ObjectReader:
     def read_pack(self, name: str, facts: tuple[int, str], end: int, path: str) -> bytearray:
         """The first ``end`` bytes of a pack's plaintext, after checking the whole object's sealed bytes."""
         sink = _PrefixSink(end)
-        where, result = self._unseal(name, sink, path)
+        # A pack closes once its members reach PACK_SIZE; its last member is at most PACK_MEMBER_MAX.
+        where, result = self._unseal(name, sink, path, PACK_SIZE + PACK_MEMBER_MAX)
         if (result.sealed.size, result.sealed.sha256) != facts:
             raise IntegrityError(
                 "object %s of %s: its sealed bytes do not match the index's SHA-256" % (where, path),
@@ -1017,7 +1019,7 @@ class _ObjectReader:
                 )
             out.write(part)
             return
-        where, result = self._unseal(name, out, path)
+        where, result = self._unseal(name, out, path, int(entry["size"]))
         problems = []
         if (result.content.size, result.content.sha256) != (int(entry["size"]), entry["sha256"]):
             problems.append("its content does not match the index's SHA-256")
@@ -1355,7 +1357,7 @@ def sample_check(
     root = live_root or str(artifact.source.get("path") or "")
     index = io.BytesIO()
     with repository.open_read(node, epoch, artifact.file) as stream:
-        result = unseal(stream, index, identities)
+        result = unseal(stream, index, identities, limit=artifact.content_size)
     if (result.content.size, result.content.sha256) != (artifact.content_size, artifact.content_sha256):
         raise IntegrityError("the index of %s does not match its manifest" % artifact.name, "use another copy")
     entries = [json.loads(line) for line in index.getvalue().decode("utf-8").splitlines()[1:] if line.strip()]

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 from typing import BinaryIO
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
+    IntegrityError,
     NodekeepError,
     SealError,
     UnsealError,
@@ -539,8 +540,15 @@ def unseal(
     sink: BinaryIO,
     identities: list,
     sink_name: str = "the restore target",
+    limit: int | None = None,
 ) -> SealResult:
-    """Decrypt, decompress (when the payload is zstd) and hash ``source`` into ``sink``."""
+    """Decrypt, decompress (when the payload is zstd) and hash ``source`` into ``sink``.
+
+    ``limit`` is the plaintext size the signed manifest (or index) records: not one
+    byte past it is written, whatever the artifact holds. A hostile artifact (anyone
+    can encrypt to the public recipients) stops there with an ``IntegrityError``
+    instead of filling the disk; only files opened without a manifest go unbounded.
+    """
     require_libraries()
     if not identities:
         raise UnsealError("no age identity was given", "set nodekeep_age_identity_file")
@@ -564,6 +572,7 @@ def unseal(
     compressed = False
     drain_error: BaseException | None = None
     sink_error: BaseException | None = None
+    over_limit: IntegrityError | None = None
     try:
         compressed = pipe_reader.peek(len(ZSTD_MAGIC))[: len(ZSTD_MAGIC)] == ZSTD_MAGIC
         if compressed:
@@ -571,6 +580,13 @@ def unseal(
         else:
             stage = pipe_reader
         for chunk in _read_chunks(stage):
+            if limit is not None and content_size + len(chunk) > limit:
+                over_limit = IntegrityError(
+                    "%s: the artifact decrypts to more than the %d bytes its signed manifest records; "
+                    "stopped there" % (sink_name, limit),
+                    "do not trust this copy (it was replaced or damaged); restore another epoch or copy",
+                )
+                raise over_limit
             content_hash.update(chunk)
             content_size += len(chunk)
             try:
@@ -583,6 +599,8 @@ def unseal(
     finally:
         pipe_reader.close()
     worker.join()
+    if over_limit is not None:
+        raise over_limit  # the decryption was cut short on purpose: its error (a broken pipe) says nothing
     if worker.error is not None and not isinstance(worker.error, BrokenPipeError):
         _raise_decrypt_error(worker.error, sealed)
     if drain_error is not None:

@@ -1242,7 +1242,7 @@ class SnapshotAssetType(_assets.AssetType):
     def _feed_link(self, context, link: dict[str, Any], sink, what: str) -> None:
         """Unseal one earlier link of the chain into ``sink``, checked against the newest manifest's record."""
         with context.repository.open_read(context.node, link["epoch"], link["file"]) as stream:
-            result = unseal(stream, sink, context.identities or [], sink_name=what)
+            result = unseal(stream, sink, context.identities or [], sink_name=what, limit=int(link["content_size"]))
         problems = []
         if result.sealed.size != int(link["size"]) or result.sealed.sha256 != link["sha256"]:
             problems.append("sealed checksum")

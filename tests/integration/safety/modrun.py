@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +17,23 @@ from pathlib import Path
 from ansible_collections.nodekeep.backup.plugins.module_utils.runner import COLLECTIONS_ROOT, last_json_object
 
 
-def module(name: str, args: dict, workdir: Path, timeout: float = 120.0, check_mode: bool = False) -> dict:
+def _limit_file_size(limit: int):
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+
+    return apply
+
+
+def module(
+    name: str,
+    args: dict,
+    workdir: Path,
+    timeout: float = 120.0,
+    check_mode: bool = False,
+    max_file_size: int | None = None,
+) -> dict:
+    """The module's JSON result; ``max_file_size`` caps every file it writes (RLIMIT_FSIZE)."""
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / ("args-%s-%d.json" % (name, len(list(workdir.iterdir()))))
     payload = dict(args, _ansible_check_mode=check_mode)
@@ -32,6 +50,7 @@ def module(name: str, args: dict, workdir: Path, timeout: float = 120.0, check_m
             env=env,
             timeout=timeout,
             check=False,
+            preexec_fn=_limit_file_size(max_file_size) if max_file_size else None,
         )
     except subprocess.TimeoutExpired:
         return {"failed": True, "msg": "TIMEOUT: %s still running after %ss" % (name, timeout), "timeout": True}
