@@ -32,6 +32,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
     MANIFEST_NAME,
+    SECRET_TYPES,
     SIGNATURE_NAME,
     Artifact,
     Manifest,
@@ -168,7 +169,7 @@ def _capture_and_seal(
         size=result.sealed.size,
         sha256=result.sealed.sha256,
         content_size=result.content.size,
-        content_sha256=result.content.sha256,
+        content_sha256=None if kind.name in SECRET_TYPES else result.content.sha256,
         compressed=result.compressed,
         source=facts,
     )
@@ -272,7 +273,11 @@ def _compare(artifact: Artifact, sealed_size: int, sealed_sha: str, content=None
         problems.append("size is %d bytes, the manifest says %d" % (sealed_size, artifact.size))
     if sealed_sha != artifact.sha256:
         problems.append("SHA-256 does not match the manifest (the artifact was modified or damaged)")
-    if content is not None and (content.size != artifact.content_size or content.sha256 != artifact.content_sha256):
+    if content is not None and (
+        content.size != artifact.content_size
+        or (artifact.content_sha256 is not None and content.sha256 != artifact.content_sha256)
+    ):
+        # A secret's plaintext has no hash in the manifest: the sealed SHA-256 above pins the bytes, age authenticates.
         problems.append("the decrypted content does not match the manifest's content checksum")
     return problems
 
@@ -361,9 +366,14 @@ def _deep_check(repository, node, epoch, artifact: Artifact, identities, scratch
         with kind.restore_into(target, context=context) as staged:
             restored = _unseal_checked(repository, node, epoch, artifact, identities, staged)
             checks = kind.deep_check(staged.path, artifact, check)
-        return {"deep": "ok", "content_sha256": restored.content.sha256, "checks": checks}
+        return {"deep": "ok", "content_sha256": _shown_digest(artifact, restored), "checks": checks}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _shown_digest(artifact: Artifact, result) -> str | None:
+    """The plaintext SHA-256 for a result, never for a secret (an unkeyed hash of it would give it away)."""
+    return None if artifact.content_sha256 is None else result.content.sha256
 
 
 def _unseal_checked(repository, node, epoch, artifact: Artifact, identities, staged):
@@ -431,7 +441,7 @@ def restore_epoch(
                 "path": target,
                 "source_path": artifact.source.get("path"),
                 "size": result.content.size,
-                "sha256": result.content.sha256,
+                "sha256": _shown_digest(artifact, result),
                 "checks": checks,
                 "seconds": round(time.monotonic() - began, 3),
             }

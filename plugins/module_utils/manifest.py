@@ -28,6 +28,8 @@ TOOL_VERSION = "0.1.0"
 EPOCH_RE = re.compile(r"^\d{8}T\d{6}Z\Z")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 HEX64_RE = re.compile(r"^[0-9a-f]{64}\Z")
+#: asset types whose plaintext is secret: the manifest records no hash of it (content_sha256 is null)
+SECRET_TYPES = ("secret",)
 ASSET_TYPES = ("sqlite", "rocksdb", "zfs", "btrfs", "files", "secret", "config", "postgres")
 
 
@@ -72,7 +74,9 @@ class Artifact:
     size: int
     sha256: str
     content_size: int
-    content_sha256: str
+    #: None for plaintext that is secret (asset type ``secret``): its integrity is the signed ``sha256`` of
+    #: the sealed bytes, which age authenticates; an unkeyed hash of a short secret would give it away.
+    content_sha256: str | None
     compressed: bool = True
     source: dict[str, Any] = field(default_factory=dict)
 
@@ -101,14 +105,22 @@ class Artifact:
                 size=int(data["size"]),
                 sha256=str(data["sha256"]),
                 content_size=int(data["content_size"]),
-                content_sha256=str(data["content_sha256"]),
+                content_sha256=None if data["content_sha256"] is None else str(data["content_sha256"]),
                 compressed=bool(data.get("compressed", True)),
                 source=dict(data.get("source") or {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ManifestError("an artifact entry of the manifest is malformed (%s)" % exc, "the epoch cannot be used")
-        if not HEX64_RE.match(artifact.sha256) or not HEX64_RE.match(artifact.content_sha256):
+        if not HEX64_RE.match(artifact.sha256):
             raise ManifestError("artifact %s has a malformed SHA-256" % artifact.name, "the epoch cannot be used")
+        if artifact.content_sha256 is None:
+            if artifact.asset_type not in SECRET_TYPES:
+                raise ManifestError(
+                    "artifact %s (%s) has no content SHA-256" % (artifact.name, artifact.asset_type),
+                    "the epoch cannot be used",
+                )
+        elif not HEX64_RE.match(artifact.content_sha256):
+            raise ManifestError("artifact %s has a malformed content SHA-256" % artifact.name, "the epoch cannot be used")
         if artifact.file in (MANIFEST_NAME, SIGNATURE_NAME):
             raise ManifestError("artifact %s claims a reserved file name" % artifact.name, "the epoch cannot be used")
         return artifact
