@@ -31,6 +31,7 @@ import hashlib
 import io
 import os
 import shutil
+import stat
 import subprocess
 import threading
 from collections.abc import Iterable
@@ -224,6 +225,15 @@ def _parse_identity_text(text: str, where: str) -> list:
     return identities
 
 
+def _refuse_exposed_identity(path: str, info: os.stat_result) -> None:
+    """An identity file that group or others can access is refused (as the signing key is), before reading it."""
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise UnsealError(
+            "the age identity file %s is accessible to group or others (mode %o)" % (path, stat.S_IMODE(info.st_mode)),
+            "chmod 0600 it (nodekeep_age_identity_file); whoever can read it can decrypt every epoch",
+        )
+
+
 def load_identities(identities: Iterable[str] = (), identity_files: Iterable[str] = ()) -> list:
     """Collect age identities from strings and files. Never echoes key material."""
     require_libraries()
@@ -233,6 +243,7 @@ def load_identities(identities: Iterable[str] = (), identity_files: Iterable[str
     for path in identity_files or ():
         try:
             with open(path, "r", encoding="utf-8") as handle:
+                _refuse_exposed_identity(path, os.fstat(handle.fileno()))
                 text = handle.read()
         except OSError as exc:
             raise UnsealError(

@@ -13,11 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 
 import pytest
 from module_driver import run_module, succeeded
 
 from ansible_collections.nodekeep.backup.plugins.module_utils import seal
+from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError
 
 PASSWORD = b"493817\n"
 
@@ -136,3 +138,43 @@ class TestNoPlaintextHashOfASecret:
         )
         assert report["ok"] is False
         assert any("db-password" in problem for problem in report["problems"])
+
+
+class TestAnExposedIdentityFile:
+    @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+    def test_engine_refuses_it_naming_the_variable(self, age_key, tmp_path, mode):
+        exposed = tmp_path / "identity.txt"
+        exposed.write_bytes(age_key.identity_path.read_bytes())
+        os.chmod(exposed, mode)
+        with pytest.raises(NodekeepError) as caught:
+            seal.load_identities([], [str(exposed)])
+        assert "group or others" in caught.value.message
+        assert "nodekeep_age_identity_file" in caught.value.remedy
+        assert age_key.identity not in str(caught.value.to_result())
+
+    @pytest.mark.parametrize("module", ["epoch_restore", "integrity_check", "age_seal"])
+    def test_every_module_that_decrypts_refuses_it(self, module, secret_epoch, age_key, signing_key, tmp_path):
+        args, _result, epoch_dir, _tree = secret_epoch
+        exposed = tmp_path / "identity.txt"
+        exposed.write_bytes(age_key.identity_path.read_bytes())
+        os.chmod(exposed, 0o644)
+        common = {"repository": args["repository"], "node": "node1", "public_key": signing_key.public_line}
+        call = {
+            "epoch_restore": dict(common, identity_files=[str(exposed)], dest=str(tmp_path / "t")),
+            "integrity_check": dict(common, deep=True, identity_files=[str(exposed)]),
+            "age_seal": {
+                "state": "opened",
+                "src": str(epoch_dir / "db-password.zst.age"),
+                "dest": str(tmp_path / "opened"),
+                "identity_files": [str(exposed)],
+            },
+        }[module]
+        result = run_module(module, call)
+        text = result["_stdout"]
+        assert "group or others" in text
+        assert age_key.identity not in text
+        assert not (tmp_path / "opened").exists() and not (tmp_path / "t").exists()
+
+    def test_the_age_cli_made_file_is_accepted(self, age_key):
+        assert stat.S_IMODE(age_key.identity_path.stat().st_mode) == 0o600
+        assert seal.load_identities([], [str(age_key.identity_path)])
