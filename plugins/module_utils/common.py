@@ -12,6 +12,7 @@ from __future__ import absolute_import, annotations, division, print_function
 __metaclass__ = type
 
 import traceback
+from collections.abc import Iterator
 from typing import Any, Callable
 
 from ansible.module_utils.basic import missing_required_lib
@@ -114,8 +115,32 @@ def _rocksdict_state():
 _LAZY_LIBRARIES = {"boto3": _boto3_state, "rocksdict": _rocksdict_state}
 
 
+def _secret_values(value: Any) -> Iterator[str]:
+    """Key material anywhere in a module's parameters: the whole string, each of its lines and words."""
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _secret_values(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _secret_values(item)
+    elif isinstance(value, str) and _seal.looks_secret(value):
+        yield value
+        for part in value.split():
+            if len(part) >= 8 and not part.strip("-").isalpha():
+                yield part
+
+
+def hide_secrets(module) -> None:
+    """Key material given by mistake where a public value belongs (an age identity as a recipient, a private
+    key as the node's public key) never appears in the result, ``invocation.module_args`` included
+    (what ``-vvv`` prints): Ansible masks every ``no_log_values`` string in what the module returns."""
+    for value in _secret_values(module.params):
+        module.no_log_values.add(value)
+
+
 def require_libraries(module, *names: str) -> None:
     """Fail with Ansible's standard missing-library message, pointing at the agent role."""
+    hide_secrets(module)
     for name in names:
         if name in _LAZY_LIBRARIES:
             present, error = _LAZY_LIBRARIES[name]()
@@ -132,6 +157,7 @@ def require_libraries(module, *names: str) -> None:
 
 def run(module, action: Callable[[], dict[str, Any]]) -> None:
     """Run ``action`` and exit with its result; engine errors become clean failures."""
+    hide_secrets(module)
     try:
         result = action()
     except NodekeepError as exc:

@@ -124,15 +124,24 @@ def _key_lines(text: str) -> list[str]:
     return lines
 
 
+SECRET_MARKERS = ("AGE-SECRET-KEY-", "PRIVATE KEY")
+
+
+def looks_secret(value: str) -> bool:
+    """Whether a value given where a public one is expected is in fact key material (an identity, a private key)."""
+    upper = str(value).upper()
+    return any(marker in upper for marker in SECRET_MARKERS)
+
+
 def _shown(value: str) -> str:
     """A recipient as it may appear in a message: never a secret key."""
-    if value.upper().startswith("AGE-SECRET-KEY-") or "PRIVATE KEY" in value.upper():
+    if looks_secret(value):
         return "(a secret key, not shown)"
     return repr(value[:24])
 
 
 def _refuse_identity(value: str, where: str) -> None:
-    if value.upper().startswith("AGE-SECRET-KEY-") or "PRIVATE KEY" in value.upper():
+    if looks_secret(value):
         raise SealError(
             "%s is a secret key (an identity), not a recipient" % where,
             "give its public key (age-keygen -y KEYFILE prints it) and keep the secret off this host",

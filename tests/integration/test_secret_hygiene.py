@@ -140,6 +140,69 @@ class TestNoPlaintextHashOfASecret:
         assert any("db-password" in problem for problem in report["problems"])
 
 
+SECRET_INPUTS = ["age_seal", "epoch_backup", "integrity_check", "epoch_restore", "epoch_info"]
+
+
+class TestASecretWhereAPublicValueIsExpected:
+    @pytest.mark.parametrize("module", SECRET_INPUTS)
+    def test_refused_and_never_echoed(self, module, age_key, signing_key, tmp_path):
+        secret_file = tmp_path / "data"
+        secret_file.write_bytes(b"x")
+        repo = str(tmp_path / "repo")
+        identity = age_key.identity
+        pem = signing_key.pem.decode()
+        args = {
+            "age_seal": {
+                "state": "sealed",
+                "src": str(secret_file),
+                "dest": str(tmp_path / "out.age"),
+                "recipients": [identity],
+            },
+            "epoch_backup": {
+                "repository": repo,
+                "node": "node1",
+                "signing_key": str(signing_key.path),
+                "recipients": ["  " + identity],
+                "assets": [{"name": "s", "type": "secret", "path": str(secret_file)}],
+            },
+            "integrity_check": {"repository": repo, "node": "node1", "public_key": pem},
+            "epoch_restore": {
+                "repository": repo,
+                "node": "node1",
+                "public_key": pem,
+                "dest": str(tmp_path / "t"),
+                "identity_files": [str(age_key.identity_path)],
+            },
+            "epoch_info": {"repository": repo, "node": "node1", "public_key": pem},
+        }[module]
+        if module != "age_seal" and module != "epoch_backup":
+            succeeded(
+                run_module(
+                    "epoch_backup",
+                    {
+                        "repository": repo,
+                        "node": "node1",
+                        "signing_key": str(signing_key.path),
+                        "recipients": [age_key.recipient],
+                        "assets": [{"name": "s", "type": "secret", "path": str(secret_file)}],
+                    },
+                )
+            )
+        result = run_module(module, args)
+        out = result["_stdout"]
+        assert identity not in out and identity.lower() not in out
+        for line in pem.splitlines():
+            if len(line) > 20 and "PRIVATE KEY" not in line:
+                assert line not in out, "a line of the private key was echoed"
+        assert result.get("failed") is True or result.get("ok") is False or module == "epoch_info"
+        if result.get("failed"):
+            assert (
+                "secret" in result["msg"].lower()
+                or "private" in result["msg"].lower()
+                or "public key" in result["msg"].lower()
+            ), result["msg"]
+
+
 class TestAnExposedIdentityFile:
     @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
     def test_engine_refuses_it_naming_the_variable(self, age_key, tmp_path, mode):
