@@ -10,8 +10,8 @@
   complete one.
 * ``extract_tar(stream, dest_dir)`` unpacks a tar stream into a new directory
   keeping modes, numeric ownership (as root), nanosecond mtimes, symlinks and
-  hard links, and refuses absolute names, ``..``, links leading outside the
-  destination, writing through a symlink, and device files.
+  hard links (symlinks as they are, absolute ones too: they are data), and
+  refuses absolute names, ``..``, writing through a symlink, and device files.
   ``tar_writer(dest_dir)`` is the same as a writable sink (a consumer thread).
 * ``seal_path`` / ``open_path`` seal a file or a directory with age (through
   the one seal pipeline in ``seal.py``) and open it again, writing the result
@@ -501,10 +501,6 @@ def _mtime_ns(member: tarfile.TarInfo) -> int:
     return round(member.mtime * 10**9)
 
 
-def _inside(root: str, path: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
 class _Extractor:
     """Writes members under ``root``, creating everything itself and never following a symlink."""
 
@@ -515,7 +511,6 @@ class _Extractor:
         # Directories made by this extraction: the only ones anything is written into.
         self.dirs: dict[str, tarfile.TarInfo | None] = {"": None}
         self.files: set[str] = set()
-        self.symlinks: list[str] = []
         self.stats: dict[str, int] = entry_counts()
 
     def target(self, parts: list[str]) -> str:
@@ -585,15 +580,13 @@ class _Extractor:
         self.dirs[rel] = member  # attributes are applied at the end, deepest first
 
     def _symlink(self, parts: list[str], rel: str, target: str, member: tarfile.TarInfo) -> None:
-        link = member.linkname
-        if _leaves_tree(rel, link):
-            raise RestoreError(
-                f"the archive's symlink {member.name[:200]!r} points outside the destination (-> {link[:200]!r})",
-                "links leaving the restored tree are refused; recreate that link by hand after checking it",
-            )
-        os.symlink(link, target)
+        """A symlink is data, whatever it points to (``/etc/localtime``, ``current -> /srv/app/releases/N``).
+
+        It is created as it was, and nothing is ever written through it: a later entry below it is refused
+        (``_parents``), files are created with ``O_EXCL|O_NOFOLLOW`` and attributes are set on the link itself.
+        """
+        os.symlink(member.linkname, target)
         self._attributes(target, member)
-        self.symlinks.append(rel)
         self.stats["symlinks"] += 1
 
     def _hardlink(self, rel: str, target: str, member: tarfile.TarInfo) -> None:
@@ -650,15 +643,6 @@ class _Extractor:
         os.utime(fd, ns=(mtime_ns, mtime_ns))
 
     def finish(self) -> None:
-        real_root = os.path.realpath(self.root)
-        for rel in self.symlinks:
-            # Lexically inside is not enough: a chain of links can still leave the tree.
-            resolved = os.path.realpath(os.path.join(self.root, rel))
-            if not _inside(real_root, resolved):
-                raise RestoreError(
-                    f"the archive's symlink {rel!r} leads outside the destination (to {resolved})",
-                    "links leaving the restored tree are refused; the archive was not made by nodekeep",
-                )
         for rel in sorted(self.dirs, key=lambda name: (name.count("/"), name), reverse=True):
             member = self.dirs[rel]
             path = self.target(rel.split("/")) if rel else self.root
@@ -696,9 +680,10 @@ def extract_tar(
     Modes (including set-id and sticky bits), mtimes (to the nanosecond when
     the archive has them), symlinks, hard links and FIFOs are kept; ownership
     (numeric uid/gid) is kept when ``keep_ownership`` is true, by default when
-    running as root. Refused, with nothing more written: absolute names,
-    ``..``, symlinks leading outside ``dest_dir``, hard links to anything but
-    an earlier file of the archive, any path through a symlink, device nodes.
+    running as root. Symlinks are created as they are, whatever they point to
+    (``/etc/localtime``), and never followed. Refused, with nothing more
+    written: absolute names, ``..``, hard links to anything but an earlier
+    file of the archive, any path through a symlink, device nodes.
     On error ``dest_dir`` holds a partial tree: extract into a temporary
     directory and rename it into place only on success. The stream is read
     to its end, so a producer's error surfaces here.
@@ -963,15 +948,6 @@ def seal_path(
     )
     if entries is not None:
         out["entries"] = entries
-        outside = entries.get("outside_links") or []
-        if outside:
-            first = outside[0]
-            warning = (
-                f"{src} holds symlinks pointing outside it (for example {first['path']} -> {first['target']}): "
-                "they are sealed as they are, but opening this archive with age_seal refuses them; "
-                "extract it with `age -d -i KEY FILE | zstd -d | tar -xp` after checking them"
-            )
-            out["warnings"] = [warning]
     return out
 
 

@@ -33,7 +33,7 @@ a streamed one is read again when it is sealed and must hash the same.
 
 Restore rebuilds the tree from the index and the objects beside the target
 with the same safe extractor as tar restores (no absolute paths, no ``..``,
-no writes through symlinks, no links leaving the tree, no device nodes),
+no writes through symlinks, no device nodes; symlinks, absolute ones too, are created as they are),
 checking every object's plaintext SHA-256 against the index, then keeps
 modes, numeric ownership (as root), nanosecond mtimes, symlinks and hard
 links.

@@ -17,8 +17,8 @@ description:
     A directory is sealed as a POSIX (PAX) tar stream keeping modes, numeric ownership, mtimes, symlinks and
     hard links, zstd-compressed by default, so C(age -d -i KEY DEST | zstd -d | tar -xp) gives it back.
   - With O(state=opened), decrypts the age file O(src) into O(dest). A zstd payload is detected and
-    decompressed; a sealed directory is extracted into O(dest) as a directory, refusing absolute paths, C(..),
-    links leading outside O(dest) and device files. Files sealed with the C(age) CLI open too.
+    decompressed; a sealed directory is extracted into O(dest) as a directory (symlinks as they are, absolute ones
+    too, never followed), refusing absolute paths, C(..), any write through a symlink and device files. Files sealed with the C(age) CLI open too.
   - Everything goes through the same streaming pipeline as M(nodekeep.backup.epoch_backup) (bounded memory,
     SHA-256 of both the sealed and the plain bytes in the same pass).
   - O(dest) is built under a temporary name in its own directory (a file is fsynced; a directory is extracted
@@ -160,9 +160,8 @@ notes:
   - Runs on the node, with the Python of the agent role's virtualenv (pyrage, zstandard).
   - Ownership in an opened directory is restored only when running as root; sockets and device files are
     not archived, extended attributes and ACLs are not kept.
-  - Symlinks that point outside a sealed directory (absolute, or leaving it with C(..)) are sealed as they are,
-    with a warning, but O(state=opened) refuses such an archive. Extract it with C(age -d -i KEY FILE | zstd -d | tar -xp)
-    after checking them.
+  - Symlinks that point outside a sealed directory (absolute, or leaving it with C(..)) are data (C(/etc/localtime)):
+    sealed and opened as the links they are, listed in RV(entries.outside_links), never followed.
   - With O(state=opened), an opened file that is a key (an age identity file, an OpenSSH or PEM private key) is
     reported by its public key and fingerprint (RV(key)), never by its content, so an operator can compare it.
 requirements:
@@ -383,7 +382,8 @@ state:
   type: str
   sample: file
 entries:
-  description: What a directory held (counts of files, directories, symlinks, hard links, other, and bytes).
+  description: What a directory held (counts of files, directories, symlinks, hard links, other, and bytes; when
+    sealing also V(outside_links), the symlinks pointing outside it, kept as links).
   returned: changed, not check mode, and a directory was sealed or opened
   type: dict
   sample: {files: 12, directories: 3, symlinks: 1, hardlinks: 0, other: 0, bytes: 40960}

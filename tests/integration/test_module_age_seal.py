@@ -252,21 +252,16 @@ class TestDirectory:
         assert Path(os.path.join(kept, "mine")).read_text() == "do not lose me"
         assert snapshot(dest) == snapshot(tree)
 
-    def test_outside_symlinks_are_sealed_with_a_warning_and_refused_on_open(self, tmp_path, age_key):
+    def test_outside_symlinks_are_listed_and_opened_as_links(self, tmp_path, age_key):
         src = tmp_path / "conf"
         src.mkdir()
         (src / "app.conf").write_text("x")
         os.symlink("/etc/hostname", src / "hostname")
         sealed = tmp_path / "conf.age"
         result = succeeded(seal({"src": str(src), "dest": str(sealed), "recipients": [age_key.recipient]}))
-        # ansible-core 2.19 sends warnings as structured events; the controller prints their msg
-        assert result["warnings"] and "hostname -> /etc/hostname" in result["_stdout"]
-        failed(
-            open_({"src": str(sealed), "dest": str(tmp_path / "back"), "identities": [age_key.identity]}),
-            "points outside",
-            "hostname",
-        )
-        assert not (tmp_path / "back").exists()
+        assert result["entries"]["outside_links"] == [{"path": "hostname", "target": "/etc/hostname"}]
+        succeeded(open_({"src": str(sealed), "dest": str(tmp_path / "back"), "identities": [age_key.identity]}))
+        assert os.readlink(tmp_path / "back" / "hostname") == "/etc/hostname"
         assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 

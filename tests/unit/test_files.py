@@ -198,9 +198,11 @@ class TestRebuild:
         repo = LocalRepository(str(tmp_path / "repo"))
         with pytest.raises(RestoreError, match=r"'\.\.'"):
             files.rebuild_tree(str(index), str(tmp_path / "out"), repo, "node1", [])
-        lines[2] = {"path": "link", "type": "symlink", "target": "/etc/passwd", "mtime_ns": 0}
+        # An absolute link is data (kept as a link), but nothing is ever written through it.
+        lines[2] = {"path": "link", "type": "symlink", "target": "/etc", "mtime_ns": 0}
+        lines.append({"path": "link/passwd", "type": "symlink", "target": "x", "mtime_ns": 0})
         index.write_text("".join(json.dumps(line) + "\n" for line in lines))
-        with pytest.raises(RestoreError, match="outside"):
+        with pytest.raises(RestoreError, match="written through"):
             files.rebuild_tree(str(index), str(tmp_path / "out2"), repo, "node1", [])
 
     def test_rebuild_checks_each_object_against_the_index(self, tmp_path, age_key):
