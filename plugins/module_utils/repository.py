@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import os
 import re
-import shutil
 import stat
 import tempfile
 import time
@@ -29,6 +28,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from ansible_collections.nodekeep.backup.plugins.module_utils import safefs
 from ansible_collections.nodekeep.backup.plugins.module_utils.errors import RepositoryError, describe_os_error
 from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
     EPOCH_RE,
@@ -393,19 +393,43 @@ class LocalRepository(Repository):
             yield handle
 
     def remove_epoch(self, node: str, epoch: str) -> None:
+        """Remove the real directory ``ROOT/NODE/EPOCH``, walked and removed by descriptor, never through a link.
+
+        A node or epoch that is a symlink (or anything but a directory) is refused and left as it is;
+        links inside the epoch are removed as links, what they point to is never touched.
+        """
         directory = self._epoch_dir(node, epoch)
+        node_fd = None
         try:
-            # The signature goes first: from then on the epoch no longer counts.
-            for name in (SIGNATURE_NAME, MANIFEST_NAME):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(directory, name))
-            with contextlib.suppress(FileNotFoundError):
-                fsync_dir(directory)
-            if os.path.isdir(directory):
-                shutil.rmtree(directory)
-            fsync_dir(os.path.dirname(directory))
+            node_fd = safefs.open_beneath(self.root, [node])
+            epoch_fd = safefs.open_dir_at(node_fd, epoch)
+            try:
+                # The signature goes first: from then on the epoch no longer counts.
+                for name in (SIGNATURE_NAME, MANIFEST_NAME):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(name, dir_fd=epoch_fd)
+                os.fsync(epoch_fd)
+            finally:
+                os.close(epoch_fd)
+            safefs.remove_tree_at(node_fd, epoch)
+            os.fsync(node_fd)
+        except FileNotFoundError:
+            return
+        except safefs.LinkRefused as exc:
+            raise RepositoryError(
+                "epoch %s of %s was not removed: %s"
+                % (
+                    epoch,
+                    node,
+                    safefs.describe_refusal(exc, self.root if node_fd is None else os.path.join(self.root, node)),
+                ),
+                "someone replaced part of the repository; inspect it and remove the link by hand",
+            )
         except OSError as exc:
             raise describe_os_error(exc, "removing epoch %s of %s" % (epoch, node), directory)
+        finally:
+            if node_fd is not None:
+                os.close(node_fd)
 
     def _object_path(self, node: str, name: str) -> str:
         check_name("node", node)
@@ -455,13 +479,27 @@ class LocalRepository(Repository):
         return found
 
     def remove_object(self, node: str, name: str) -> None:
+        """Unlink the object's own entry, reached by descriptor below the root, never through a link."""
         path = self._object_path(node, name)
         try:
-            os.unlink(path)
+            shard = safefs.open_beneath(self.root, [node, OBJECTS_DIR, name[:2]])
+        except FileNotFoundError:
+            return
+        except safefs.LinkRefused as exc:
+            raise RepositoryError(
+                "object %s was not removed: %s in %s" % (name, safefs.describe_refusal(exc, "a directory"), self.root),
+                "someone replaced part of the repository; inspect it and remove the link by hand",
+            )
+        except OSError as exc:
+            raise describe_os_error(exc, "removing object %s" % name, path)
+        try:
+            os.unlink(name, dir_fd=shard)
         except FileNotFoundError:
             return
         except OSError as exc:
             raise describe_os_error(exc, "removing object %s" % name, path)
+        finally:
+            os.close(shard)
 
     def scratch_dir(self) -> str:
         """A private directory on the repository's filesystem for transient plaintext copies."""

@@ -67,3 +67,80 @@ def open_regular(path: str, error: type[NodekeepError], what: str, remedy: str) 
         os.close(fd)
         raise
     return fd
+
+
+class LinkRefused(OSError):
+    """A path component is a symlink (or not a directory): nodekeep never goes through it."""
+
+
+def open_root(path: str) -> int:
+    """A descriptor of the trusted root directory (the operator's path: links in it are the operator's)."""
+    return os.open(path, os.O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+
+
+def open_dir_at(dir_fd: int, name: str, create: bool = False, mode: int = 0o700) -> int:
+    """The directory ``name`` inside ``dir_fd``, never through a symlink; made (``mode``) when missing and ``create``."""
+    if not name or name in (".", "..") or "/" in name:
+        raise LinkRefused(0, "not a single path component", name)
+    for _attempt in range(2):
+        try:
+            return os.open(name, os.O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, dir_fd=dir_fd)
+        except FileNotFoundError:
+            if not create:
+                raise
+            try:
+                os.mkdir(name, mode, dir_fd=dir_fd)
+            except FileExistsError:
+                pass  # made meanwhile: opened (and judged) on the next attempt
+        except OSError as exc:
+            # ELOOP (a symlink) or ENOTDIR (a file): refused, named by its kind
+            try:
+                kind = kind_of(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+            except OSError:
+                raise exc
+            raise LinkRefused(exc.errno, "is a %s, not a directory" % kind, name)
+    raise FileNotFoundError(name)
+
+
+def open_beneath(root: str, parts: list[str], create: bool = False, mode: int = 0o700) -> int:
+    """The directory ``root/parts...``, each component opened with O_NOFOLLOW below the root."""
+    fd = open_root(root)
+    try:
+        for part in parts:
+            child = open_dir_at(fd, part, create=create, mode=mode)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def remove_tree_at(dir_fd: int, name: str) -> None:
+    """Remove the real directory ``name`` in ``dir_fd`` and everything in it, never following a link.
+
+    Links inside are removed as links (what they point to is untouched); a link
+    or a file at ``name`` itself is refused with ``LinkRefused``.
+    """
+    fd = open_dir_at(dir_fd, name)
+    try:
+        _empty_dir(fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=dir_fd)
+
+
+def _empty_dir(fd: int) -> None:
+    for entry in os.scandir(fd):
+        if entry.is_dir(follow_symlinks=False):
+            remove_tree_at(fd, entry.name)
+        else:
+            os.unlink(entry.name, dir_fd=fd)
+
+
+def describe_refusal(exc: LinkRefused, where: str) -> str:
+    return "%s/%s %s; nodekeep never goes through a link it did not create" % (
+        where.rstrip("/"),
+        exc.filename,
+        exc.strerror,
+    )
