@@ -19,9 +19,11 @@
   ``age -d``-able, a sealed directory is ``age -d | zstd -d | tar -x``-able.
 
 Archives are numeric-only (no user or group names), so ownership survives a
-restore on a host whose user database differs. Sockets and device nodes are
-not archived (they are listed in the stats as skipped); extended attributes,
-ACLs and sparseness are not kept.
+restore on a host whose user database differs. Extended attributes and POSIX
+ACLs (default ACLs of directories too) are kept as PAX ``SCHILY.xattr.*``
+records and sparse files stay sparse (``attrs.py``). Sockets and device nodes
+are not archived (listed in the stats as skipped); inode flags (chattr) are not
+kept (listed as not_kept).
 """
 
 from __future__ import absolute_import, annotations, division, print_function
@@ -45,6 +47,7 @@ from typing import Any, BinaryIO, ClassVar
 
 from ansible_collections.nodekeep.backup.plugins.module_utils import armor as _armor
 from ansible_collections.nodekeep.backup.plugins.module_utils import assets as _assets
+from ansible_collections.nodekeep.backup.plugins.module_utils import attrs as _attrs
 from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
     CaptureError,
     NodekeepError,
@@ -258,7 +261,9 @@ class TarReader(io.RawIOBase):
             raise CaptureError(f"{root} is not a directory", "give the path of a directory to archive")
         if not os.access(self.root, os.R_OK | os.X_OK):
             raise CaptureError(f"cannot read the directory {root} (permission denied)", "run with become: true")
-        self._stats: dict[str, Any] = dict(entry_counts("excluded"), skipped=[], changed=[], outside_links=[])
+        self._stats: dict[str, Any] = dict(
+            entry_counts("excluded"), skipped=[], changed=[], outside_links=[], not_kept=[]
+        )
         self._error: BaseException | None = None
         self._failure: NodekeepError | None = None
         self._emitted: set[str] = set()
@@ -368,6 +373,7 @@ class TarReader(io.RawIOBase):
         path = os.path.join(self.root, rel) if rel else self.root
         mode = info.st_mode
         member = self._member(rel, info)
+        member.pax_headers.update(_attrs.pax_records(_attrs.read_xattrs(path, self._stats["not_kept"], rel)))
         if stat.S_ISDIR(mode):
             member.type = tarfile.DIRTYPE
             archive.addfile(member)
@@ -429,6 +435,10 @@ class TarReader(io.RawIOBase):
             member = self._member(rel, before)
             member.type = tarfile.REGTYPE
             member.size = before.st_size
+            # xattrs and ACLs of the file read (never through a link), its holes, and what cannot be kept
+            xattrs = _attrs.read_xattrs(path, self._stats["not_kept"], rel)
+            member.pax_headers.update(_attrs.pax_records(xattrs, _attrs.data_segments(fd, before.st_size)))
+            _attrs.flags_not_kept(fd, rel, self._stats["not_kept"])
             try:
                 archive.addfile(member, handle)
             except OSError as exc:
@@ -511,6 +521,8 @@ class _Extractor:
         # Directories made by this extraction: the only ones anything is written into.
         self.dirs: dict[str, tarfile.TarInfo | None] = {"": None}
         self.files: set[str] = set()
+        # (rel, xattrs, is a symlink): applied at the end, after every file's content and mode
+        self.xattrs: list[tuple[str, dict[str, bytes], bool]] = []
         self.stats: dict[str, int] = entry_counts()
 
     def target(self, parts: list[str]) -> str:
@@ -527,6 +539,9 @@ class _Extractor:
         if member.isdir():
             self._directory(parts, rel, member)
             return
+        xattrs = _attrs.from_pax(member.pax_headers)[0]
+        if xattrs:
+            self.xattrs.append((rel, xattrs, member.issym()))
         if not parts:
             raise RestoreError(f"the archive holds a non-directory named {member.name!r}", "the archive is damaged")
         self._parents(parts)
@@ -603,8 +618,12 @@ class _Extractor:
     def _file(self, rel: str, target: str, member: tarfile.TarInfo, archive: tarfile.TarFile) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         fd = os.open(target, flags, 0o600)
+        holes = _attrs.from_pax(member.pax_headers)[1]
         with open(fd, "wb", buffering=0) as out:
-            if self._fill(rel, member, archive, out):
+            sink = out if holes is None else _attrs.SparseWriter(out, holes, member.size)
+            if self._fill(rel, member, archive, sink):
+                if holes is not None:
+                    sink.finish()
                 self._attributes(fd, member)
                 if self.fsync:
                     os.fsync(fd)
@@ -643,11 +662,14 @@ class _Extractor:
         os.utime(fd, ns=(mtime_ns, mtime_ns))
 
     def finish(self) -> None:
+        for rel, xattrs, is_link in self.xattrs:
+            _attrs.apply_xattrs(self.target(rel.split("/")), xattrs, is_link)
         for rel in sorted(self.dirs, key=lambda name: (name.count("/"), name), reverse=True):
             member = self.dirs[rel]
             path = self.target(rel.split("/")) if rel else self.root
             if member is not None:
                 self._attributes(path, member)
+                _attrs.apply_xattrs(path, _attrs.from_pax(member.pax_headers)[0])
             if self.fsync:
                 fsync_dir(path)
 
@@ -1287,7 +1309,7 @@ class TreeAssetType(_assets.AssetType):
     def capture_tree(self, root: str, asset: dict[str, Any], facts: dict[str, Any] | None = None):
         """A tar stream of ``root`` (which may be a snapshot or a copy of the asset's path)."""
         with tar_reader(root, asset.get("include") or None, asset.get("exclude") or None) as stream:
-            yield _assets.Captured(stream, facts, finish=lambda: {"entries": _counts(stream.stats())})
+            yield _assets.Captured(stream, facts, finish=lambda: tree_facts(stream.stats()))
 
     @contextlib.contextmanager
     def restore_into(self, target: str, force: bool = False, context=None):
@@ -1363,7 +1385,7 @@ class SecretAssetType(_assets.FileAssetType):
         path = asset["path"]
         if asset.get("content") == "tar":
             with tar_reader(path) as stream:
-                yield _assets.Captured(stream, {"content": "tar"}, finish=lambda: {"entries": _counts(stream.stats())})
+                yield _assets.Captured(stream, {"content": "tar"}, finish=lambda: tree_facts(stream.stats()))
             return
         with open(path, "rb") as stream:
             info = os.fstat(stream.fileno())
@@ -1401,6 +1423,13 @@ class SecretAssetType(_assets.FileAssetType):
 
 def _counts(stats: dict[str, Any]) -> dict[str, int]:
     return {key: value for key, value in stats.items() if isinstance(value, int)}
+
+
+def tree_facts(stats: dict[str, Any]) -> dict[str, Any]:
+    """A captured tree's facts: entry counts, and the lists (skipped, changed, outside_links, not_kept) that hold any."""
+    facts: dict[str, Any] = {"entries": _counts(stats)}
+    facts.update({key: value for key, value in stats.items() if isinstance(value, list) and value})
+    return facts
 
 
 def secret_asset_type() -> _assets.AssetType:

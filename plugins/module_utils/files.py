@@ -66,6 +66,7 @@ from typing import Any, BinaryIO, ClassVar
 
 from ansible_collections.nodekeep.backup.plugins.module_utils import archive as _archive
 from ansible_collections.nodekeep.backup.plugins.module_utils import assets as _assets
+from ansible_collections.nodekeep.backup.plugins.module_utils import attrs as _attrs
 from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
     CaptureError,
     IntegrityError,
@@ -342,7 +343,7 @@ class _TreeCapture:
             "new_packs": 0,
             "packed_files": 0,
         }
-        self.notes: dict[str, list[Any]] = {"changed": [], "skipped": [], "outside_links": []}
+        self.notes: dict[str, list[Any]] = {"changed": [], "skipped": [], "outside_links": [], "not_kept": []}
         self.changed_count = 0
         self.scratch_files: list[str] = []
 
@@ -485,6 +486,12 @@ class _TreeCapture:
             "mtime_ns": info.st_mtime_ns,
         }
         mode = info.st_mode
+        # xattrs and ACLs in the entry itself (sealed in the index), holes of a sparse file, what cannot be kept
+        xattrs = _attrs.read_xattrs(path, self.notes["not_kept"], rel)
+        segments = None
+        if stat.S_ISREG(mode):
+            segments = self._sparse_and_flags(rel, path, info)
+        _attrs.to_index(xattrs, segments, entry)
         if stat.S_ISDIR(mode):
             entry["type"] = "dir"
             if rel:
@@ -511,6 +518,18 @@ class _TreeCapture:
         self._write(entry)
         if self.include:
             self.emitted.add(rel)
+
+    def _sparse_and_flags(self, rel: str, path: str, info: os.stat_result) -> list[list[int]] | None:
+        """A regular file's data segments when it has holes; its chattr flags go to ``not_kept``."""
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return None  # vanished or unreadable: _file reports it
+        try:
+            _attrs.flags_not_kept(fd, rel, self.notes["not_kept"])
+            return _attrs.data_segments(fd, info.st_size)
+        finally:
+            os.close(fd)
 
     def _file(self, rel: str, path: str, info: os.stat_result, entry: dict[str, Any]) -> bool:
         key = (info.st_dev, info.st_ino)
@@ -890,6 +909,7 @@ def _member(entry: dict[str, Any]) -> tarfile.TarInfo:
     mtime_ns = int(entry.get("mtime_ns", 0))
     member.mtime = mtime_ns // 10**9
     member.pax_headers = {"mtime": _archive._pax_time(mtime_ns)}
+    member.pax_headers.update(_attrs.index_to_pax(entry))
     if kind == "symlink":
         member.linkname = str(entry.get("target", ""))
     elif kind == "hardlink":
@@ -914,6 +934,8 @@ class _ObjectExtractor(_archive._Extractor):
         # pack -> [(rel, offset, size, sha256 digest, mode, uid, gid, mtime_ns)]: one small tuple per file
         self.packs: dict[str, list[tuple[Any, ...]]] = {}
         self.pack_facts: dict[str, tuple[int, str]] = {}
+        #: packed files with holes: rel -> their data segments
+        self.sparse: dict[str, Any] = {}
 
     def _fill(self, rel: str, member: tarfile.TarInfo, archive, out: BinaryIO) -> bool:
         """A file stored as its own object is written now; a pack member is noted and filled by ``fill_packs``."""
@@ -926,6 +948,8 @@ class _ObjectExtractor(_archive._Extractor):
                     "the files index gives two sizes or checksums for pack %s (%s)" % (pack, entry["path"]),
                     "the index is damaged; restore another epoch or copy",
                 )
+            if entry.get("sparse") is not None:
+                self.sparse[rel] = _attrs.from_pax(member.pax_headers)[1]
             self.packs.setdefault(pack, []).append(
                 (
                     rel,
@@ -965,7 +989,13 @@ class _ObjectExtractor(_archive._Extractor):
                         raise RestoreError(
                             "%s is no longer a regular file" % target, "restore into a private directory"
                         )
-                    out.write(part)
+                    holes = self.sparse.pop(rel, None)
+                    if holes is None:
+                        out.write(part)
+                    else:
+                        sink = _attrs.SparseWriter(out, holes, size)
+                        sink.write(part)
+                        sink.finish()
                     self._fd_attributes(fd, uid, gid, mode, mtime_ns)
             view.release()
 

@@ -144,3 +144,125 @@ class TestAbsoluteSymlinks:
             check=True,
         )
         assert_links_kept(out, links)
+
+
+# --------------------------------------------------------------------------
+# xattrs, POSIX ACLs (default ACLs too), holes; what cannot be kept is reported
+# --------------------------------------------------------------------------
+
+SPARSE_SIZE = 64 << 20
+
+
+def run(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True)
+
+
+def attributes(root: Path) -> dict:
+    """Every entry's mode, owner, xattrs (ACLs are the system.posix_acl_* ones) and, for files, content."""
+    found = {}
+    for directory, dirs, files in os.walk(root):
+        for name in [".", *dirs, *files] if directory == str(root) else dirs + files:
+            path = os.path.normpath(os.path.join(directory, name))
+            info = os.lstat(path)
+            xattrs = {}
+            if not stat.S_ISLNK(info.st_mode):
+                xattrs = {key: os.getxattr(path, key) for key in sorted(os.listxattr(path))}
+            digest = None
+            if stat.S_ISREG(info.st_mode):
+                with open(path, "rb") as handle:
+                    digest = hashlib.sha256(handle.read()).hexdigest()
+            found[os.path.relpath(path, root)] = (info.st_mode, info.st_uid, info.st_gid, xattrs, digest)
+    return found
+
+
+def acl_text(root: Path) -> str:
+    return subprocess.run(
+        ["getfacl", "-R", "-p", "-n", "."], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
+
+
+@pytest.fixture
+def attributed_tree(tmp_path):
+    root = tmp_path / "shared"
+    root.mkdir()
+    os.chmod(root, 0o750)
+    (root / "report.csv").write_text("a,b\n")
+    os.chmod(root / "report.csv", 0o640)
+    # a named user with rw: the mask is rw-, so the mode's group bits read rw- (the owning group has only r--)
+    run("setfacl", "-m", "u:1234:rw-", str(root / "report.csv"))
+    (root / "drop").mkdir()
+    run("setfacl", "-m", "g:2345:rwx", str(root / "drop"))
+    run("setfacl", "-d", "-m", "u:1234:rwx,g:2345:r-x", str(root / "drop"))
+    (root / "drop" / "inbox.txt").write_text("inherited the default ACL\n")
+    (root / "tagged.bin").write_bytes(b"tagged")
+    run("setfattr", "-n", "user.origin", "-v", "da-node-7", str(root / "tagged.bin"))
+    run("setfattr", "-n", "user.raw", "-v", "0x00ff10fe", str(root / "tagged.bin"))
+    run("setfattr", "-n", "trusted.nodekeep", "-v", "kept-as-root", str(root / "tagged.bin"))
+    with open(root / "disk.img", "wb") as handle:
+        handle.seek(1 << 20)
+        handle.write(os.urandom(4096))
+        handle.seek(SPARSE_SIZE - 8192)
+        handle.write(b"\x07" * 8192)
+    assert os.stat(root / "disk.img").st_blocks * 512 < 1 << 20
+    return root
+
+
+def assert_attributes_kept(restored: Path, original: Path, before: dict, acls: str) -> None:
+    assert attributes(restored) == before
+    assert acl_text(restored) == acls
+    info = os.stat(restored / "disk.img")
+    assert info.st_size == SPARSE_SIZE and info.st_blocks * 512 < 1 << 20, "the sparse file was filled"
+    # the owning group did not gain the mask's write bit
+    assert (
+        "group::r--"
+        in subprocess.run(
+            ["getfacl", "-p", str(restored / "report.csv")], capture_output=True, text=True, check=True
+        ).stdout
+    )
+
+
+class TestAttributesAndHoles:
+    @pytest.mark.parametrize("kind", TREE_TYPES)
+    def test_kept_by_restore_and_deep_verify(self, kind, node, attributed_tree, tmp_path):
+        before, acls = attributes(attributed_tree), acl_text(attributed_tree)
+        manifest = node.backup([asset(kind, attributed_tree, tmp_path)])
+        assert "not_kept" not in manifest.artifacts[0].source
+        report = node.verify(deep=True)
+        assert report["ok"], report["problems"]
+        node.restore(tmp_path / "staging")
+        assert_attributes_kept(staged(tmp_path / "staging", attributed_tree), attributed_tree, before, acls)
+
+    def test_kept_by_age_seal(self, attributed_tree, tmp_path, age_key):
+        before, acls = attributes(attributed_tree), acl_text(attributed_tree)
+        sealed = tmp_path / "tree.age"
+        args = {"state": "sealed", "src": str(attributed_tree), "dest": str(sealed), "recipients": [age_key.recipient]}
+        succeeded(run_module("age_seal", args))
+        args = {
+            "state": "opened",
+            "src": str(sealed),
+            "dest": str(tmp_path / "back"),
+            "identity_files": [str(age_key.identity_path)],
+        }
+        succeeded(run_module("age_seal", args))
+        assert_attributes_kept(tmp_path / "back", attributed_tree, before, acls)
+
+    def test_gnu_tar_reads_the_xattrs_and_acls(self, node, attributed_tree, tmp_path, age_key):
+        """Standard tools: the PAX records are GNU tar's, so `tar --xattrs` restores them without nodekeep."""
+        manifest = node.backup([asset("config", attributed_tree, tmp_path)])
+        artifact = node.epoch_dir(manifest.epoch) / manifest.artifacts[0].file
+        out = tmp_path / "by-hand"
+        out.mkdir()
+        subprocess.run(
+            "age -d -i %s %s | zstd -d | tar --xattrs --xattrs-include='*' -xp -C %s"
+            % (age_key.identity_path, artifact, out),
+            shell=True,
+            check=True,
+        )
+        assert os.getxattr(out / "tagged.bin", "user.raw") == b"\x00\xff\x10\xfe"
+
+    @pytest.mark.parametrize("kind", TREE_TYPES)
+    def test_what_cannot_be_kept_is_reported(self, kind, node, attributed_tree, tmp_path):
+        run("chattr", "+d", str(attributed_tree / "report.csv"))
+        manifest = node.backup([asset(kind, attributed_tree, tmp_path)])
+        not_kept = manifest.artifacts[0].source["not_kept"]
+        assert {"path": "report.csv", "what": "inode flags d (no dump)", "reason": "not restored"} in not_kept
