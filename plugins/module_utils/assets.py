@@ -109,6 +109,9 @@ class AssetType:
     content_format = ""
     #: options an asset of this type accepts beyond name/type/path
     options: ClassVar[dict[str, Any]] = {}
+    #: restore_into gets a path pinned through an open directory descriptor (``safefs.Jail.anchor``);
+    #: False only for types whose target is used by another program (a ZFS mountpoint)
+    pinned_restore = True
 
     def normalize(self, asset: dict[str, Any]) -> dict[str, Any]:
         normalized = dict(asset)

@@ -28,6 +28,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
     ManifestError,
     NodekeepError,
     RepositoryError,
+    RestoreError,
     describe_os_error,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
@@ -415,35 +416,58 @@ def restore_epoch(
     manifest = load_manifest(repository, node, epoch, public_key)
     wanted = list(artifacts) if artifacts else [a.name for a in manifest.artifacts]
     selected = [manifest.artifact(name) for name in wanted]
-    # Refuse before writing anything when a target exists: nothing is half restored.
-    planned = []
-    for artifact in selected:
-        kind = asset_type(artifact.asset_type)
-        target = kind.staging_path(artifact, target_root)
-        if os.path.lexists(target) and not force:
-            raise RepositoryError(
-                "the restore target %s already exists" % target,
-                "restore into an empty staging path (nodekeep_restore_to) or set force: true "
-                "(the existing data is kept beside it as .nodekeep-replaced-<time>)",
-            )
-        planned.append((artifact, kind, target))
-    restored = []
-    for artifact, kind, target in planned:
-        began = time.monotonic()
-        context = RunContext(repository, node, epoch, None, identities=identities, artifact=artifact)
-        with kind.restore_into(target, force=force, context=context) as staged:
+    remedy = (
+        "remove the link, or set nodekeep_restore_to to a real directory (no symlink at any level); "
+        "a restore never reads or writes through a link it did not create"
+    )
+    with safefs.Jail(target_root, RestoreError, remedy) as jail:
+        # Refuse before writing anything when a target exists or a link is in the way: nothing is half restored.
+        planned = []
+        for artifact in selected:
+            kind = asset_type(artifact.asset_type)
+            target = jail.inside(kind.staging_path(artifact, target_root))
+            if jail.check(target) and not force:
+                raise RepositoryError(
+                    "the restore target %s already exists" % target,
+                    "restore into an empty staging path (nodekeep_restore_to) or set force: true "
+                    "(the existing data is kept beside it as .nodekeep-replaced-<time>)",
+                )
+            planned.append((artifact, kind, target))
+        restored = [_restore_artifact(repository, node, epoch, artifact, kind, target, identities, force, check, jail)
+                    for artifact, kind, target in planned]  # fmt: skip
+    return {"node": node, "epoch": epoch, "target": target_root, "artifacts": restored, "manifest": manifest.summary()}
+
+
+def _restore_artifact(
+    repository, node, epoch, artifact, kind, target, identities, force, check, jail
+) -> dict[str, Any]:
+    """One artifact unsealed, checked and placed at ``target``, inside directories the jail pinned.
+
+    Types that hand the path to another program that cannot use our descriptors
+    (a ZFS mountpoint) get the real path, walked for links just before.
+    """
+    began = time.monotonic()
+    context = RunContext(repository, node, epoch, None, identities=identities, artifact=artifact)
+    if kind.pinned_restore:
+        place = jail.anchor(target)
+    else:
+        jail.check(target)  # refuses a link at any level, once more just before
+        place = target
+    try:
+        with kind.restore_into(place, force=force, context=context) as staged:
             result = _unseal_checked(repository, node, epoch, artifact, identities, staged)
             checks = kind.deep_check(staged.path, artifact, check)
-        restored.append(
-            {
-                "name": artifact.name,
-                "asset_type": artifact.asset_type,
-                "path": target,
-                "source_path": artifact.source.get("path"),
-                "size": result.content.size,
-                "sha256": _shown_digest(artifact, result),
-                "checks": checks,
-                "seconds": round(time.monotonic() - began, 3),
-            }
-        )
-    return {"node": node, "epoch": epoch, "target": target_root, "artifacts": restored, "manifest": manifest.summary()}
+    except NodekeepError as exc:
+        exc.problem, exc.remedy = jail.real(exc.problem), jail.real(exc.remedy)
+        exc.args = (exc.message,)
+        raise
+    return {
+        "name": artifact.name,
+        "asset_type": artifact.asset_type,
+        "path": target,
+        "source_path": artifact.source.get("path"),
+        "size": result.content.size,
+        "sha256": result.content.sha256,
+        "checks": checks,
+        "seconds": round(time.monotonic() - began, 3),
+    }

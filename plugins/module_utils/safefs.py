@@ -144,3 +144,105 @@ def describe_refusal(exc: LinkRefused, where: str) -> str:
         exc.filename,
         exc.strerror,
     )
+
+
+PROC_FD = "/proc/self/fd"
+
+
+class Jail:
+    """A staging tree whose directories are walked from ``/`` one component at a time, never through a link.
+
+    ``anchor(path)`` walks (and makes, 0700) the directories down to ``path``'s
+    parent and returns ``/proc/self/fd/N/NAME``: the kernel resolves that through
+    the open descriptor, so every later path-based step of a restore (temp
+    files, renames, tar extraction, SQLite checks) lands in the directory that
+    was checked, even if a link is planted in the tree meanwhile. ``check(path)``
+    only walks (nothing is made) and says whether ``path`` exists. A symlink (or
+    a file) where a directory is expected raises ``error`` naming it.
+    """
+
+    def __init__(self, root: str, error: type[NodekeepError], remedy: str, what: str = "the staging path") -> None:
+        if not root or not os.path.isabs(root):
+            raise error("%s %r is not an absolute path" % (what, root), remedy)
+        self.root = os.path.normpath(root)
+        self.error = error
+        self.remedy = remedy
+        self.what = what
+        self.fds: dict[str, int] = {}
+
+    def __enter__(self) -> Jail:  # noqa: PYI034 - typing.Self needs Python 3.11
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        while self.fds:
+            os.close(self.fds.popitem()[1])
+
+    def inside(self, path: str) -> str:
+        """``path`` normalised; refused unless it is the root or below it."""
+        normal = os.path.normpath(path)
+        if normal != self.root and not normal.startswith(self.root.rstrip("/") + "/"):
+            raise self.error("%s is not inside %s %s" % (path, self.what, self.root), self.remedy)
+        return normal
+
+    def _walk(self, directory: str, create: bool) -> int | None:
+        """The held descriptor of ``directory`` (absolute, normalised), or None when missing and not ``create``."""
+        if directory in self.fds:
+            return self.fds[directory]
+        parent, name = os.path.split(directory)
+        if not name:  # "/"
+            self.fds[directory] = os.open("/", os.O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            return self.fds[directory]
+        parent_fd = self._walk(parent, create)
+        if parent_fd is None:
+            return None
+        # Only directories at or below the root are made; those above it must exist.
+        make = create and (directory == self.root or directory.startswith(self.root.rstrip("/") + "/"))
+        try:
+            fd = open_dir_at(parent_fd, name, create=make)
+        except FileNotFoundError:
+            if create:
+                raise self.error("the directory %s does not exist" % parent, self.remedy)
+            return None
+        except LinkRefused as exc:
+            raise self.error(
+                "%s %s: %s" % (self.what, self.root, describe_refusal(exc, parent)),
+                self.remedy,
+            )
+        except OSError as exc:
+            raise self.error("%s %s: cannot open %s (%s)" % (self.what, self.root, directory, exc.strerror), self.remedy)
+        self.fds[directory] = fd
+        return fd
+
+    def check(self, path: str) -> bool:
+        """Walk to ``path``'s parent (refusing links) and say whether ``path`` exists (as anything, not followed)."""
+        path = self.inside(path)
+        fd = self._walk(os.path.dirname(path), create=False)
+        if fd is None:
+            return False
+        try:
+            os.stat(os.path.basename(path), dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def anchor(self, path: str) -> str:
+        """``/proc/self/fd/N/NAME`` for ``path``: its parent walked, made when missing, and held open."""
+        path = self.inside(path)
+        if path == self.root:
+            raise self.error("%s is the staging root itself" % path, self.remedy)
+        if not os.path.isdir(PROC_FD):
+            raise self.error(
+                "%s is not available, so a restore cannot pin its staging directories" % PROC_FD,
+                "mount /proc (nodekeep never writes through paths a link could redirect)",
+            )
+        fd = self._walk(os.path.dirname(path), create=True)
+        return "%s/%d/%s" % (PROC_FD, fd, os.path.basename(path))
+
+    def real(self, text: str) -> str:
+        """``text`` with every anchored directory named by its real path again (for messages)."""
+        for directory, fd in self.fds.items():
+            text = text.replace("%s/%d/" % (PROC_FD, fd), directory.rstrip("/") + "/")
+        return text

@@ -1091,6 +1091,8 @@ class SnapshotAssetType(_assets.AssetType):
 
     name = "snapshot"
     extension = ".stream"
+    # zfs/btrfs receive and mount at the target path themselves: it is walked for links just before
+    pinned_restore = False
     options: ClassVar[dict[str, Any]] = {
         "prefix": DEFAULT_PREFIX,
         "full_every": 7,
