@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, BinaryIO, Callable, ClassVar
 
+from ansible_collections.nodekeep.backup.plugins.module_utils import attrs as _attrs
 from ansible_collections.nodekeep.backup.plugins.module_utils import sqlite as sqlite_utils
 from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
     CaptureError,
@@ -290,6 +291,7 @@ class SqliteAssetType(FileAssetType):
                 check="none",
                 durable=False,
             ).as_dict()
+            facts["owner"] = _attrs.owner_facts(asset["path"])
             checker = _CheckThread(copy, asset["check"], asset["path"])
             checker.start()
             try:
@@ -300,6 +302,14 @@ class SqliteAssetType(FileAssetType):
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(copy)
+
+    @contextlib.contextmanager
+    def restore_into(self, target: str, force: bool = False, context: RunContext | None = None) -> Iterator[Staged]:
+        """The restored database gets the live file's owner (as root) and mode, recorded at backup."""
+        owner = context.artifact.source.get("owner") if context is not None and context.artifact else None
+        with super().restore_into(target, force, context) as staged:
+            handle = staged.stream
+            yield Staged(staged.path, handle, complete=lambda: _attrs.apply_owner(handle.fileno(), owner))
 
     def deep_check(self, path: str, artifact: Artifact, check: str = "integrity") -> dict[str, Any]:
         sqlite_utils.check_is_database(path, role="restored")

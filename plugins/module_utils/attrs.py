@@ -228,3 +228,75 @@ def apply_xattrs(path: str, xattrs: dict[str, bytes], is_link: bool = False) -> 
                 "restore onto a filesystem that keeps extended attributes and ACLs (ext4, xfs, btrfs), as root "
                 "for trusted. and security. attributes; dropping an ACL could widen access, so nothing was placed",
             )
+
+
+# --------------------------------------------------------------------------
+# owner and mode of database files (sqlite, rocksdb): recorded at backup, given back at restore
+# --------------------------------------------------------------------------
+
+
+def owner_facts(path: str) -> dict[str, Any]:
+    """``{uid, gid, mode}`` of the live file or directory (the copy that is sealed is the backup's own)."""
+    info = os.stat(path)
+    return {"uid": info.st_uid, "gid": info.st_gid, "mode": "%04o" % stat.S_IMODE(info.st_mode)}
+
+
+def apply_owner(fd: int, facts: dict[str, Any] | None) -> None:
+    """Give an open restored file or directory its recorded owner (as root) and mode."""
+    if not facts:
+        return
+    if os.geteuid() == 0:
+        os.fchown(fd, int(facts["uid"]), int(facts["gid"]))
+    os.fchmod(fd, int(str(facts["mode"]), 8) & 0o7777)
+
+
+def tree_owner_facts(root: str) -> dict[str, Any]:
+    """The owner and mode of a directory and of its regular files: the most common one for all files, and
+    the files that differ by relative path (a RocksDB directory holds thousands of files alike)."""
+    found: dict[str, tuple[int, int, str]] = {}
+    for directory, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(directory, name)
+            info = os.lstat(path)
+            if stat.S_ISREG(info.st_mode):
+                found[os.path.relpath(path, root)] = (info.st_uid, info.st_gid, "%04o" % stat.S_IMODE(info.st_mode))
+    facts: dict[str, Any] = {"owner": owner_facts(root)}
+    if found:
+        counts: dict[tuple[int, int, str], int] = {}
+        for value in found.values():
+            counts[value] = counts.get(value, 0) + 1
+        common = max(sorted(counts), key=lambda value: counts[value])
+        facts["files_owner"] = {"uid": common[0], "gid": common[1], "mode": common[2]}
+        other = {rel: {"uid": v[0], "gid": v[1], "mode": v[2]} for rel, v in sorted(found.items()) if v != common}
+        if other:
+            facts["files_owner_other"] = other
+    return facts
+
+
+def apply_tree_owners(root: str, source: dict[str, Any]) -> None:
+    """Give a restored directory and its regular files the owners and modes recorded by ``tree_owner_facts``.
+
+    The tree is walked without following links and each file is changed through its own descriptor
+    (``O_NOFOLLOW``): nothing outside the restored tree is touched.
+    """
+    common = source.get("files_owner")
+    other = source.get("files_owner_other") or {}
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    if common or other:
+        for directory, _dirs, files in os.walk(root):
+            for name in files:
+                path = os.path.join(directory, name)
+                facts = other.get(os.path.relpath(path, root), common)
+                if not facts or not stat.S_ISREG(os.lstat(path).st_mode):
+                    continue
+                fd = os.open(path, flags)
+                try:
+                    apply_owner(fd, facts)
+                finally:
+                    os.close(fd)
+    if source.get("owner"):
+        fd = os.open(root, flags | getattr(os, "O_DIRECTORY", 0))
+        try:
+            apply_owner(fd, source["owner"])
+        finally:
+            os.close(fd)

@@ -57,6 +57,8 @@ import uuid
 from typing import Any, ClassVar
 
 from ansible_collections.nodekeep.backup.plugins.module_utils import archive as _archive
+from ansible_collections.nodekeep.backup.plugins.module_utils import assets as _assets
+from ansible_collections.nodekeep.backup.plugins.module_utils import attrs as _attrs
 from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
     CaptureError,
     NodekeepError,
@@ -877,10 +879,26 @@ class RocksdbAssetType(_archive.TreeAssetType):
             )
             if options["verify"] == "list":
                 facts["verify"] = "list"
+            # The copy's files are the backup's (or the application's checkpoint's): record the live ones'.
+            facts.update(_attrs.tree_owner_facts(asset["path"]))
             with self.capture_tree(copy, asset, facts) as captured:
                 yield captured
         finally:
             _remove_tree(copy)
+
+    @contextlib.contextmanager
+    def restore_into(self, target: str, force: bool = False, context=None):
+        """The restored directory and its files get the live ones' owners (as root) and modes, recorded at backup."""
+        source = context.artifact.source if context is not None and context.artifact else {}
+        with super().restore_into(target, force, context) as staged:
+            extract = staged._complete
+
+            def complete() -> dict[str, Any]:
+                facts = extract() if extract is not None else {}
+                _attrs.apply_tree_owners(staged.path, source)
+                return facts
+
+            yield _assets.Staged(staged.path, staged.stream, complete=complete)
 
     def deep_check(self, path: str, artifact, check: str = "integrity") -> dict[str, Any]:
         """The restored DB opened read-only (column families, sequence, keys compared), then its entry counts."""

@@ -266,3 +266,34 @@ class TestAttributesAndHoles:
         manifest = node.backup([asset(kind, attributed_tree, tmp_path)])
         not_kept = manifest.artifacts[0].source["not_kept"]
         assert {"path": "report.csv", "what": "inode flags d (no dump)", "reason": "not restored"} in not_kept
+
+
+# --------------------------------------------------------------------------
+# owner and mode of a restored SQLite database
+# --------------------------------------------------------------------------
+
+
+def make_db(path: Path, journal: str = "wal") -> None:
+    import sqlite3
+
+    with sqlite3.connect(str(path)) as db:
+        db.execute("PRAGMA journal_mode=%s" % journal)
+        db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        db.executemany("INSERT INTO t (v) VALUES (?)", [("row %d" % n,) for n in range(500)])
+    db.close()
+
+
+class TestSqliteOwnerAndMode:
+    def test_recorded_and_restored(self, node, tmp_path):
+        db = tmp_path / "live" / "app.db"
+        db.parent.mkdir()
+        make_db(db)
+        os.chown(db, 1234, 2345)
+        os.chmod(db, 0o640)
+        manifest = node.backup([node.sqlite_asset(db)])
+        node.restore(tmp_path / "staging")
+        info = os.stat(staged(tmp_path / "staging", db))
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (1234, 2345, 0o640)
+        assert manifest.artifacts[0].source["owner"] == {"uid": 1234, "gid": 2345, "mode": "0640"}
+        report = node.verify(deep=True)
+        assert report["ok"], report["problems"]
