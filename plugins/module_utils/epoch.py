@@ -448,20 +448,27 @@ def _restore_artifact(
     """
     began = time.monotonic()
     context = RunContext(repository, node, epoch, None, identities=identities, artifact=artifact)
+    swept: list[str] = []
     if kind.pinned_restore:
         place = jail.anchor(target)
+        # The directory's restore lock is held throughout: what matches safefs.TEMP_RE there was left by a
+        # killed run (a partial plaintext file) and is removed first.
+        sweep = safefs.swept_directory(os.path.dirname(place))
     else:
         jail.check(target)  # refuses a link at any level, once more just before
         place = target
+        sweep = contextlib.nullcontext(swept)
     try:
-        with kind.restore_into(place, force=force, context=context) as staged:
+        with sweep as swept, kind.restore_into(place, force=force, context=context) as staged:
             result = _unseal_checked(repository, node, epoch, artifact, identities, staged)
             checks = kind.deep_check(staged.path, artifact, check)
     except NodekeepError as exc:
         exc.problem, exc.remedy = jail.real(exc.problem), jail.real(exc.remedy)
         exc.args = (exc.message,)
         raise
-    return {
+    except OSError as exc:
+        raise describe_os_error(exc, "restoring %s" % artifact.name, target)
+    entry = {
         "name": artifact.name,
         "asset_type": artifact.asset_type,
         "path": target,
@@ -471,3 +478,6 @@ def _restore_artifact(
         "checks": checks,
         "seconds": round(time.monotonic() - began, 3),
     }
+    if swept:
+        entry["swept"] = swept  # temporary names of killed runs, removed
+    return entry

@@ -15,8 +15,12 @@ from __future__ import absolute_import, annotations, division, print_function
 
 __metaclass__ = type
 
+import contextlib
+import fcntl
 import os
+import re
 import stat
+from collections.abc import Iterator
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError
 
@@ -212,7 +216,9 @@ class Jail:
                 self.remedy,
             )
         except OSError as exc:
-            raise self.error("%s %s: cannot open %s (%s)" % (self.what, self.root, directory, exc.strerror), self.remedy)
+            raise self.error(
+                "%s %s: cannot open %s (%s)" % (self.what, self.root, directory, exc.strerror), self.remedy
+            )
         self.fds[directory] = fd
         return fd
 
@@ -246,3 +252,54 @@ class Jail:
         for directory, fd in self.fds.items():
             text = text.replace("%s/%d/" % (PROC_FD, fd), directory.rstrip("/") + "/")
         return text
+
+
+#: temporary names a restore (or deep check) makes beside its target: ``.NAME.nodekeep-[index-|view-]HEX8``
+#: plus SQLite's side files of them. Anything matching in a staging directory, found while holding
+#: that directory's restore lock, was left by a killed run and is removed.
+TEMP_RE = re.compile(r"^\..+\.nodekeep-(?:index-|view-)?[0-9a-f]{8}(?:-wal|-shm|-journal)?\Z")
+RESTORE_LOCK = ".nodekeep-restore.lock"
+
+
+@contextlib.contextmanager
+def swept_directory(directory: str) -> Iterator[list[str]]:
+    """Hold ``DIRECTORY/.nodekeep-restore.lock`` and remove the temporary names killed runs left there.
+
+    The lock is exclusive and waited for: a restore into the same directory at the
+    same time finishes first, so only names of dead runs are ever swept. Yields the
+    names removed. Directories are removed by descriptor, never through a link.
+    """
+    dir_fd = os.open(directory, os.O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    try:
+        lock = _hold_lock_file(dir_fd, RESTORE_LOCK)
+        try:
+            removed = []
+            for entry in sorted(os.scandir(dir_fd), key=lambda item: item.name):
+                if not TEMP_RE.match(entry.name):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    remove_tree_at(dir_fd, entry.name)
+                else:
+                    os.unlink(entry.name, dir_fd=dir_fd)
+                removed.append(entry.name)
+            yield removed
+        finally:
+            # Removed while held: a run waiting on this inode sees it is gone and makes a new lock file.
+            with contextlib.suppress(OSError):
+                os.unlink(RESTORE_LOCK, dir_fd=dir_fd)
+            os.close(lock)
+    finally:
+        os.close(dir_fd)
+
+
+def _hold_lock_file(dir_fd: int, name: str) -> int:
+    """An exclusive flock on ``name`` in ``dir_fd``, waited for; retried when the file was removed meanwhile."""
+    while True:
+        fd = os.open(name, os.O_RDWR | os.O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600, dir_fd=dir_fd)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
