@@ -474,7 +474,7 @@ def _restore_artifact(
         "path": target,
         "source_path": artifact.source.get("path"),
         "size": result.content.size,
-        "sha256": result.content.sha256,
+        "sha256": _shown_digest(artifact, result),
         "checks": checks,
         "seconds": round(time.monotonic() - began, 3),
     }
