@@ -308,7 +308,7 @@ def make_keys(python: str, directory: Path) -> dict[str, str]:
         code = (
             "import os, sys\n"
             "sys.path.insert(0, sys.argv[1])\n"
-            "from ansible_collections.nodekeep.backup.plugins.module_utils import signing\n"
+            "from ansible_collections.nodekeep.backup.plugins.module_utils.core import signing\n"
             "pem = signing.generate_private_key_pem()\n"
             "fd = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)\n"
             "os.write(fd, pem)\n"

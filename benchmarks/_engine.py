@@ -36,8 +36,9 @@ def _rusage() -> dict:
 
 
 def backup(config: dict) -> dict:
-    from ansible_collections.nodekeep.backup.plugins.module_utils import epoch, seal, signing
-    from ansible_collections.nodekeep.backup.plugins.module_utils.repository import LocalRepository
+    from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal, signing
+    from ansible_collections.nodekeep.backup.plugins.module_utils.ops import epoch
+    from ansible_collections.nodekeep.backup.plugins.module_utils.storage.repository import LocalRepository
 
     recipients = seal.load_recipients([config["recipient"]])
     key = signing.load_private_key(config["signing_key"])
@@ -74,8 +75,9 @@ def backup(config: dict) -> dict:
 
 
 def restore(config: dict) -> dict:
-    from ansible_collections.nodekeep.backup.plugins.module_utils import epoch, seal
-    from ansible_collections.nodekeep.backup.plugins.module_utils.repository import LocalRepository
+    from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal
+    from ansible_collections.nodekeep.backup.plugins.module_utils.ops import epoch
+    from ansible_collections.nodekeep.backup.plugins.module_utils.storage.repository import LocalRepository
 
     identities = seal.load_identities(identity_files=[config["identity_file"]])
     repository = LocalRepository(config["repository"], create=False)
@@ -105,7 +107,6 @@ def main(argv) -> int:
     action, config = argv[0], json.loads(argv[1])
     sys.path.insert(0, config["collections"])
     began = time.monotonic()
-    from ansible_collections.nodekeep.backup.plugins.module_utils import epoch  # noqa: F401 - timed import
 
     imported = time.monotonic() - began
     if config.get("variant"):

@@ -55,9 +55,13 @@ from typing import Any
 
 import apsw
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import assets, epoch, seal
-from ansible_collections.nodekeep.backup.plugins.module_utils import sqlite as sqlite_utils
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import IntegrityError
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import base as assets
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import registry
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import sqlite as _sqlite_mod
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import sqlite as sqlite_utils
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal as epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import IntegrityError
 
 # ---------------------------------------------------------------------------
 # the copy: no journal, no per-step fsync, no final fsync of a transient file
@@ -181,7 +185,7 @@ def _gated_open_write(original):
     return open_write
 
 
-class ProposedSqliteAssetType(assets.SqliteAssetType):
+class ProposedSqliteAssetType(_sqlite_mod.SqliteAssetType):
     """SqliteAssetType.capture with the proposed copy and/or the concurrent check."""
 
     def __init__(self, fast_copy: bool, concurrent_check: bool, cache_kib: int | None, gate: bool = False) -> None:
@@ -327,13 +331,13 @@ def apply(variant: dict[str, Any] | None) -> None:
             variant.get("check_cache_kib"),
             bool(variant.get("gate_commit")),
         )
-        assets.ASSET_TYPES["sqlite"] = proposed
+        registry.ASSET_TYPES["sqlite"] = proposed
     if variant.get("gate_commit"):
-        from ansible_collections.nodekeep.backup.plugins.module_utils import repository
+        from ansible_collections.nodekeep.backup.plugins.module_utils.storage import repository
 
         repository.LocalRepository.open_write = _gated_open_write(repository.LocalRepository.open_write)
     if variant.get("smooth_writeback_mib"):
-        from ansible_collections.nodekeep.backup.plugins.module_utils import repository as repository_module
+        from ansible_collections.nodekeep.backup.plugins.module_utils.storage import repository as repository_module
 
         repository_module.LocalRepository.open_write = _smooth_open_write(
             repository_module.LocalRepository.open_write, int(variant["smooth_writeback_mib"]) << 20
@@ -349,6 +353,6 @@ def apply(variant: dict[str, Any] | None) -> None:
 
         sqlite_utils._open_private = open_mapped
     if variant.get("restore_fsync_concurrent"):
-        kind = assets.ASSET_TYPES["sqlite"]
+        kind = registry.ASSET_TYPES["sqlite"]
         original = type(kind).deep_check
         kind.deep_check = functools.partial(_deep_check_with_fsync, original, kind)

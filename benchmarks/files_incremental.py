@@ -112,9 +112,9 @@ def cpu_busy() -> tuple[float, float]:
 def engine_child(spec: dict) -> dict:
     """One engine step (backup or restore) in this fresh process: wall, call time, peak RSS."""
     sys.path.insert(0, spec["collections"])  # the engine under test (--collections) comes first
-    from ansible_collections.nodekeep.backup.plugins.module_utils import seal, signing
-    from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import backup_epoch, restore_epoch
-    from ansible_collections.nodekeep.backup.plugins.module_utils.repository import LocalRepository
+    from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal, signing
+    from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import backup_epoch, restore_epoch
+    from ansible_collections.nodekeep.backup.plugins.module_utils.storage.repository import LocalRepository
 
     repo = LocalRepository(spec["repo"])
     result: dict = {}
@@ -270,7 +270,7 @@ def main() -> int:
             print("missing tool: %s (apt-get install age zstd tar coreutils)" % tool, file=sys.stderr)
             return 2
 
-    from ansible_collections.nodekeep.backup.plugins.module_utils import signing
+    from ansible_collections.nodekeep.backup.plugins.module_utils.core import signing
 
     work = Path(tempfile.mkdtemp(prefix="nodekeep-files-bench-"))
     try:

@@ -116,7 +116,7 @@ def _stage_check(params: dict[str, Any]) -> dict[str, Any]:
 def _stage_sha256(params: dict[str, Any]) -> dict[str, Any]:
     import hashlib
 
-    from ansible_collections.nodekeep.backup.plugins.module_utils import seal
+    from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal
 
     digest = hashlib.sha256()
     began = time.monotonic()
@@ -129,7 +129,7 @@ def _stage_sha256(params: dict[str, Any]) -> dict[str, Any]:
 def _stage_zstd(params: dict[str, Any]) -> dict[str, Any]:
     import zstandard
 
-    from ansible_collections.nodekeep.backup.plugins.module_utils import seal
+    from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal
 
     sink = _CountingSink()
     began = time.monotonic()
@@ -151,7 +151,7 @@ def _stage_zstd(params: dict[str, Any]) -> dict[str, Any]:
 def _stage_pyrage(params: dict[str, Any]) -> dict[str, Any]:
     import pyrage
 
-    from ansible_collections.nodekeep.backup.plugins.module_utils import seal
+    from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal
 
     recipients = seal.load_recipients([params["recipient"]])
     sink = _CountingSink()
@@ -162,7 +162,7 @@ def _stage_pyrage(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _stage_seal(params: dict[str, Any]) -> dict[str, Any]:
-    from ansible_collections.nodekeep.backup.plugins.module_utils import seal
+    from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal
 
     if params.get("pipe_size"):
         seal.PIPE_SIZE = int(params["pipe_size"])

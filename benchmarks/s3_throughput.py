@@ -63,12 +63,13 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import seal as sealing
-from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import backup_epoch, restore_epoch
-from ansible_collections.nodekeep.backup.plugins.module_utils.replicate import copy_epoch
-from ansible_collections.nodekeep.backup.plugins.module_utils.repository import LocalRepository
-from ansible_collections.nodekeep.backup.plugins.module_utils.s3 import S3Repository
-from ansible_collections.nodekeep.backup.plugins.module_utils.signing import load_private_key
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal as sealing
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.signing import load_private_key
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import backup_epoch, restore_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.replicate import copy_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.repository import LocalRepository
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.s3_repository import S3Repository
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.s3_settings import S3Settings
 
 SCRIPT = REPO_ROOT / "scripts" / "seaweedfs.sh"
 NODE = "bench"
@@ -184,7 +185,7 @@ def main() -> int:
                 )
             rows["plain upload"].append(seconds)
 
-            repository = S3Repository(bucket=bucket, prefix="%s/run%d" % (prefix, run), **options)
+            repository = S3Repository(S3Settings(bucket=bucket, prefix="%s/run%d" % (prefix, run), **options))
             epoch = "20260101T%06dZ" % run
             with open(database, "rb") as handle:
 
@@ -202,7 +203,7 @@ def main() -> int:
             )
             rows["backup -> S3"].append(seconds)
 
-            copy_target = S3Repository(bucket=bucket, prefix="%s/copy%d" % (prefix, run), **options)
+            copy_target = S3Repository(S3Settings(bucket=bucket, prefix="%s/copy%d" % (prefix, run), **options))
             seconds, _result = timed(
                 lambda target=copy_target: copy_epoch(local, target, NODE, local_manifest.epoch, keys["public_key"])
             )

@@ -133,7 +133,7 @@ def _make_age_key(directory: Path) -> AgeKey:
 
 
 def _make_signing_key(directory: Path, comment: str) -> SigningKey:
-    from ansible_collections.nodekeep.backup.plugins.module_utils import signing
+    from ansible_collections.nodekeep.backup.plugins.module_utils.core import signing
 
     pem = signing.generate_private_key_pem()
     path = directory / "signing_key"
@@ -165,7 +165,7 @@ def other_signing_key(tmp_path_factory) -> SigningKey:
 
 @pytest.fixture
 def repository(tmp_path):
-    from ansible_collections.nodekeep.backup.plugins.module_utils.repository import LocalRepository
+    from ansible_collections.nodekeep.backup.plugins.module_utils.storage.repository import LocalRepository
 
     return LocalRepository(str(tmp_path / "repo"))
 

@@ -11,32 +11,33 @@ from __future__ import absolute_import, annotations, division, print_function
 
 __metaclass__ = type
 
+import importlib
 import traceback
 from collections.abc import Iterator
 from typing import Any, Callable
 
 from ansible.module_utils.basic import missing_required_lib
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import seal as _seal
-from ansible_collections.nodekeep.backup.plugins.module_utils import signing as _signing
-from ansible_collections.nodekeep.backup.plugins.module_utils import sqlite as _sqlite
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError
-from ansible_collections.nodekeep.backup.plugins.module_utils.repository import DEFAULT_LOCAL_ROOT
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError, looks_secret
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import DEFAULT_LOCAL_ROOT
 
 REPOSITORY_OPTIONS: dict[str, dict[str, Any]] = {
     "repository": {"type": "path", "default": DEFAULT_LOCAL_ROOT},
     "node": {"type": "str", "required": True},
 }
 
+
 AGE_RECIPIENT_OPTIONS: dict[str, dict[str, Any]] = {
     "recipients": {"type": "list", "elements": "str", "default": []},
     "recipients_files": {"type": "list", "elements": "path", "default": []},
 }
 
+
 AGE_IDENTITY_OPTIONS: dict[str, dict[str, Any]] = {
     "identities": {"type": "list", "elements": "str", "default": [], "no_log": True},
     "identity_files": {"type": "list", "elements": "path", "default": []},
 }
+
 
 # Reading one epoch back (epoch_restore, integrity_check): doc fragment nodekeep.backup._repository.EPOCH.
 EPOCH_OPTIONS: dict[str, dict[str, Any]] = {
@@ -45,6 +46,7 @@ EPOCH_OPTIONS: dict[str, dict[str, Any]] = {
     "artifacts": {"type": "list", "elements": "str", "default": []},
     "check": {"type": "str", "choices": ["integrity", "quick"], "default": "integrity"},
 }
+
 
 # What btrfs_snapshot and zfs_snapshot share (doc fragments nodekeep.backup._snapshot and _retention; protect, base
 # and force are documented by each module: their meaning differs per filesystem).
@@ -61,6 +63,7 @@ RETENTION_OPTIONS: dict[str, dict[str, Any]] = {
     "pick": {"type": "str", "choices": ["first", "last"], "default": "first"},
 }
 
+
 SNAPSHOT_OPTIONS: dict[str, dict[str, Any]] = {
     "name": {"type": "str"},
     "prefix": {"type": "str", "default": "nodekeep"},
@@ -73,6 +76,7 @@ SNAPSHOT_OPTIONS: dict[str, dict[str, Any]] = {
     "force": {"type": "bool", "default": False},
 }
 
+
 # The required_if rules btrfs_snapshot and zfs_snapshot share (each adds its own states' rules).
 SNAPSHOT_REQUIRED_IF: list[tuple[str, str, list[str]]] = [
     ("state", "absent", ["name"]),
@@ -80,12 +84,26 @@ SNAPSHOT_REQUIRED_IF: list[tuple[str, str, list[str]]] = [
     ("state", "received", ["src", "target"]),
 ]
 
-_LIBRARIES = {
-    "pyrage": (_seal, "HAS_PYRAGE", "PYRAGE_IMPORT_ERROR"),
-    "zstandard": (_seal, "HAS_ZSTANDARD", "ZSTANDARD_IMPORT_ERROR"),
-    "cryptography": (_signing, "HAS_CRYPTOGRAPHY", "CRYPTOGRAPHY_IMPORT_ERROR"),
-    "apsw": (_sqlite, "HAS_APSW", "APSW_IMPORT_ERROR"),
+
+# The optional libraries a module may need: the import that proves each is usable on the node.
+_LIBRARIES: dict[str, tuple[str, ...]] = {
+    "pyrage": ("pyrage", "pyrage.ssh", "pyrage.x25519"),
+    "zstandard": ("zstandard",),
+    "cryptography": ("cryptography.hazmat.primitives.asymmetric.ed25519",),
+    "apsw": ("apsw",),
+    "boto3": ("boto3", "botocore.config", "botocore.exceptions"),
+    "rocksdict": ("rocksdict",),
 }
+
+
+def _import_error(name: str) -> Exception | None:
+    """None when ``name`` imports on this host, else the ImportError (for ``exception``)."""
+    for module_name in _LIBRARIES[name]:
+        try:
+            importlib.import_module(module_name)  # an optional third-party library, imported only when asked for
+        except ImportError as exc:
+            return exc
+    return None
 
 
 def argspec(*groups: dict[str, dict[str, Any]], **own: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -98,56 +116,12 @@ def argspec(*groups: dict[str, dict[str, Any]], **own: dict[str, Any]) -> dict[s
     return spec
 
 
-def _boto3_state():
-    from ansible_collections.nodekeep.backup.plugins.module_utils import s3 as _s3
-
-    return _s3.HAS_BOTO3, _s3.BOTO3_IMPORT_ERROR
-
-
-def _rocksdict_state():
-    from ansible_collections.nodekeep.backup.plugins.module_utils import rocksdb as _rocksdb
-
-    return _rocksdb.HAS_ROCKSDICT, _rocksdb.ROCKSDICT_IMPORT_ERROR
-
-
-# Checked only when asked for: importing boto3 costs every module ~0.4 s, and
-# only the modules that need these libraries should carry their module_utils.
-_LAZY_LIBRARIES = {"boto3": _boto3_state, "rocksdict": _rocksdict_state}
-
-
-def _secret_values(value: Any) -> Iterator[str]:
-    """Key material anywhere in a module's parameters: the whole string, each of its lines and words."""
-    if isinstance(value, dict):
-        for item in value.values():
-            yield from _secret_values(item)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _secret_values(item)
-    elif isinstance(value, str) and _seal.looks_secret(value):
-        yield value
-        for part in value.split():
-            if len(part) >= 8 and not part.strip("-").isalpha():
-                yield part
-
-
-def hide_secrets(module) -> None:
-    """Key material given by mistake where a public value belongs (an age identity as a recipient, a private
-    key as the node's public key) never appears in the result, ``invocation.module_args`` included
-    (what ``-vvv`` prints): Ansible masks every ``no_log_values`` string in what the module returns."""
-    for value in _secret_values(module.params):
-        module.no_log_values.add(value)
-
-
 def require_libraries(module, *names: str) -> None:
     """Fail with Ansible's standard missing-library message, pointing at the agent role."""
     hide_secrets(module)
     for name in names:
-        if name in _LAZY_LIBRARIES:
-            present, error = _LAZY_LIBRARIES[name]()
-        else:
-            holder, flag, attribute = _LIBRARIES[name]
-            present, error = getattr(holder, flag), getattr(holder, attribute)
-        if not present:
+        error = _import_error(name)
+        if error is not None:
             module.fail_json(
                 msg=missing_required_lib(name)
                 + " Run the nodekeep.backup.agent role and use its virtualenv as ansible_python_interpreter.",
@@ -199,3 +173,26 @@ def run_snapshot_state(module, run_state: Callable[..., dict[str, Any]], open_vo
         return result
 
     run(module, action)
+
+
+def _secret_values(value: Any) -> Iterator[str]:
+    """Key material anywhere in a module's parameters: the whole string, each of its lines and words."""
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _secret_values(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _secret_values(item)
+    elif isinstance(value, str) and looks_secret(value):
+        yield value
+        for part in value.split():
+            if len(part) >= 8 and not part.strip("-").isalpha():
+                yield part
+
+
+def hide_secrets(module) -> None:
+    """Key material given by mistake where a public value belongs (an age identity as a recipient, a private
+    key as the node's public key) never appears in the result, ``invocation.module_args`` included
+    (what ``-vvv`` prints): Ansible masks every ``no_log_values`` string in what the module returns."""
+    for value in _secret_values(module.params):
+        module.no_log_values.add(value)

@@ -402,12 +402,6 @@ replaced_path:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.archive import (
-    open_path,
-    parse_mode,
-    seal_path,
-    seal_to_epoch,
-)
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
     AGE_IDENTITY_OPTIONS,
     AGE_RECIPIENT_OPTIONS,
@@ -415,6 +409,8 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
     require_libraries,
     run,
 )
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import parse_mode
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.seal_path import open_path, seal_path, seal_to_epoch
 
 
 def main():

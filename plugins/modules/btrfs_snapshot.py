@@ -164,20 +164,22 @@ size:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import snapshot
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import run_snapshot_state, snapshot_module_args
+from ansible_collections.nodekeep.backup.plugins.module_utils.snapshot.base import SnapshotError
+from ansible_collections.nodekeep.backup.plugins.module_utils.snapshot.btrfs import Btrfs
+from ansible_collections.nodekeep.backup.plugins.module_utils.snapshot.state import run_state
 
 
 def open_subvolume(params):
     """The btrfs backend and the subvolume; the snapshot directory defaults to the one beside it."""
-    fs = snapshot.Btrfs()
+    fs = Btrfs()
     subvolume = params["subvolume"]
     if params["state"] != "received" and not fs.volume_for(subvolume):
-        raise snapshot.SnapshotError(
+        raise SnapshotError(
             "%s is not a btrfs subvolume" % subvolume, "give the path of a subvolume (btrfs subvolume list)"
         )
     if not params.get("snapshot_dir"):
-        params["snapshot_dir"] = snapshot.Btrfs.snapshot_dir(subvolume)
+        params["snapshot_dir"] = Btrfs.snapshot_dir(subvolume)
     return fs, subvolume
 
 
@@ -190,7 +192,7 @@ def main():
             target={"type": "path"},
         )
     )
-    run_snapshot_state(module, snapshot.run_state, open_subvolume)
+    run_snapshot_state(module, run_state, open_subvolume)
 
 
 if __name__ == "__main__":

@@ -193,12 +193,12 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import drill, signing
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import require_libraries, run
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import RepositoryError
-from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import check_name
-from ansible_collections.nodekeep.backup.plugins.module_utils.metrics import write_textfile
-from ansible_collections.nodekeep.backup.plugins.module_utils.repository import DEFAULT_LOCAL_ROOT
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import signing
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import RepositoryError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import DEFAULT_LOCAL_ROOT, check_name
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops import drill, drill_html
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.metrics import write_textfile
 
 
 def main():
@@ -246,7 +246,7 @@ def main():
             history, history_problems = drill.load_history(
                 store, series, params["public_key"], params["history"], before=report["drill_id"]
             )
-        page = drill.render_html(report, history)
+        page = drill_html.render_html(report, history)
         result = {
             "changed": True,  # every drill writes a new report (in check mode: would write)
             "ok": report["ok"],

@@ -156,7 +156,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.assets import normalize_assets
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets.registry import normalize_assets
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
     AGE_RECIPIENT_OPTIONS,
     REPOSITORY_OPTIONS,
@@ -164,10 +164,10 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
     require_libraries,
     run,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import backup_epoch
-from ansible_collections.nodekeep.backup.plugins.module_utils.repository import open_repository
-from ansible_collections.nodekeep.backup.plugins.module_utils.seal import parse_recipient, recipient_lines
-from ansible_collections.nodekeep.backup.plugins.module_utils.signing import load_private_key
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import parse_recipient, recipient_lines
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.signing import load_private_key
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import backup_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
 
 
 def main():

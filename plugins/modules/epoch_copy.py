@@ -183,17 +183,18 @@ targets:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import s3
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
     REPOSITORY_OPTIONS,
     argspec,
     require_libraries,
     run,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import verify_epoch
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError
-from ansible_collections.nodekeep.backup.plugins.module_utils.replicate import replicate, select_epochs
-from ansible_collections.nodekeep.backup.plugins.module_utils.repository import open_repository
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import verify_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.replicate import replicate, select_epochs
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.s3_repository import S3Repository
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.s3_settings import S3_TARGET_OPTIONS
 
 
 def _target_name(spec):
@@ -206,7 +207,7 @@ def main():
             REPOSITORY_OPTIONS,
             public_key={"type": "str", "required": True, "no_log": False},
             epochs={"type": "list", "elements": "str", "default": ["all"]},
-            targets={"type": "list", "elements": "dict", "default": [], "options": s3.S3_TARGET_OPTIONS},
+            targets={"type": "list", "elements": "dict", "default": [], "options": S3_TARGET_OPTIONS},
             verify={"type": "bool", "default": False},
         ),
         supports_check_mode=True,
@@ -224,7 +225,7 @@ def main():
         for spec in params["targets"]:
             name = _target_name(spec)
             try:
-                target = s3.S3Repository.from_spec(spec)
+                target = S3Repository.from_spec(spec)
                 if module.check_mode:
                     complete = set(target.complete_epochs(node))
                     reports.append(

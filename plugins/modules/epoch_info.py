@@ -88,9 +88,9 @@ summaries:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import REPOSITORY_OPTIONS, argspec, run
-from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import load_manifest
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError
-from ansible_collections.nodekeep.backup.plugins.module_utils.repository import open_repository
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import load_manifest
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
 
 
 def main():

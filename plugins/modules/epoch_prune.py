@@ -190,7 +190,6 @@ dry_run:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import s3
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
     REPOSITORY_OPTIONS,
     RETENTION_OPTIONS,
@@ -198,14 +197,16 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
     require_libraries,
     run,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError
-from ansible_collections.nodekeep.backup.plugins.module_utils.repository import open_repository
-from ansible_collections.nodekeep.backup.plugins.module_utils.retention import (
-    RetentionPolicy,
-    apply_retention,
-    parse_duration,
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import (
+    parse_calendar_duration,
     subtract_duration,
 )
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.prune import apply_retention
+from ansible_collections.nodekeep.backup.plugins.module_utils.retention.policy import RetentionPolicy
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.s3_repository import S3Repository
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.s3_settings import S3_TARGET_OPTIONS
 
 
 def main():
@@ -215,7 +216,7 @@ def main():
             RETENTION_OPTIONS,
             public_key={"type": "str", "required": True, "no_log": False},
             prune_local={"type": "bool", "default": True},
-            targets={"type": "list", "elements": "dict", "default": [], "options": s3.S3_TARGET_OPTIONS},
+            targets={"type": "list", "elements": "dict", "default": [], "options": S3_TARGET_OPTIONS},
             dry_run={"type": "bool", "default": False},
             prune_incomplete={"type": "bool", "default": True},
             incomplete_grace={"type": "str", "default": "1d"},
@@ -230,7 +231,7 @@ def main():
 
     def action():
         policy = RetentionPolicy.from_options(params)
-        grace = parse_duration(params["incomplete_grace"])
+        grace = parse_calendar_duration(params["incomplete_grace"], "incomplete_grace")
         if not params["prune_local"] and not params["targets"]:
             raise NodekeepError("nothing to prune: prune_local is false and no target was given", "set one of them")
         copies = []
@@ -240,7 +241,7 @@ def main():
             copies.append(
                 (
                     spec.get("name") or "s3://%s/%s" % (spec["bucket"], spec.get("prefix") or ""),
-                    lambda spec=spec: s3.S3Repository.from_spec(spec),
+                    lambda spec=spec: S3Repository.from_spec(spec),
                 )
             )
         reports = []

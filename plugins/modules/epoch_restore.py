@@ -103,7 +103,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.assets import asset_type
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets.registry import asset_type
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
     AGE_IDENTITY_OPTIONS,
     EPOCH_OPTIONS,
@@ -112,10 +112,11 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
     require_libraries,
     run,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import load_manifest, resolve_epoch, restore_epoch
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import RestoreError
-from ansible_collections.nodekeep.backup.plugins.module_utils.repository import open_repository
-from ansible_collections.nodekeep.backup.plugins.module_utils.seal import load_identities
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import RestoreError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import load_identities
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import restore_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import load_manifest, resolve_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
 
 
 def _plan(repository, params):

@@ -137,7 +137,6 @@ problems:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import s3
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
     AGE_IDENTITY_OPTIONS,
     EPOCH_OPTIONS,
@@ -146,15 +145,16 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
     require_libraries,
     run,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import verify_epoch
-from ansible_collections.nodekeep.backup.plugins.module_utils.replicate import (
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import load_identities
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import verify_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.replicate import (
     daily_run,
     parse_subset,
     rolling_verify,
     verify_copies,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.repository import open_repository
-from ansible_collections.nodekeep.backup.plugins.module_utils.seal import load_identities
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.s3_settings import S3_TARGET_OPTIONS
 
 
 def main():
@@ -166,7 +166,7 @@ def main():
             deep={"type": "bool", "default": False},
             scratch_dir={"type": "path"},
             fail_on_error={"type": "bool", "default": True},
-            targets={"type": "list", "elements": "dict", "default": [], "options": s3.S3_TARGET_OPTIONS},
+            targets={"type": "list", "elements": "dict", "default": [], "options": S3_TARGET_OPTIONS},
             subset={"type": "str"},
         ),
         supports_check_mode=True,

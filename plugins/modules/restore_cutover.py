@@ -244,9 +244,9 @@ failed_sidecars:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.archive import parse_mode
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import argspec, run
-from ansible_collections.nodekeep.backup.plugins.module_utils.cutover import cutover, rollback
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import parse_mode
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.cutover import cutover, rollback
 
 
 def main():

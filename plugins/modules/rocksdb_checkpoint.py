@@ -280,7 +280,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import rocksdb
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import _rocksdb_db, rocksdb
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import argspec, require_libraries, run
 
 OPTIONS = (
@@ -310,7 +310,7 @@ def main():
             stop_timeout={"type": "int", "default": 120},
             command_timeout={"type": "int", "default": 3600},
             count_keys={"type": "bool", "default": False},
-            verify={"type": "str", "choices": list(rocksdb.VERIFY_MODES), "default": "open"},
+            verify={"type": "str", "choices": list(_rocksdb_db.VERIFY_MODES), "default": "open"},
             force={"type": "bool", "default": False},
         ),
         required_if=[

@@ -330,9 +330,10 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import shamir
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import run
-from ansible_collections.nodekeep.backup.plugins.module_utils.shamir import ShamirError
+from ansible_collections.nodekeep.backup.plugins.module_utils.keys import shamir
+from ansible_collections.nodekeep.backup.plugins.module_utils.keys import shares as share_format
+from ansible_collections.nodekeep.backup.plugins.module_utils.keys.shares import ShamirError
 
 
 def _public(record):
@@ -353,7 +354,7 @@ def split(module, params):
     scheme, threshold = params["scheme"], params["threshold"]
     shamir.check_names(custodians)
     if scheme == "slip39":
-        shamir.require_library()
+        share_format.require_library()
     result = {
         "dest": dest,
         "record_path": record_path,
@@ -382,7 +383,7 @@ def split(module, params):
     else:
         secret = shamir.read_secret(params["src"])
         shamir.validate_split(len(secret), scheme, threshold, len(custodians))
-    names = [shamir.share_file_name(index, name) for index, name in enumerate(custodians, 1)]
+    names = [share_format.share_file_name(index, name) for index, name in enumerate(custodians, 1)]
     result["share_files"] = [os.path.join(dest, name) for name in names]
     if module.check_mode:
         shamir.prepare_dir(dest, check_only=True)
@@ -407,7 +408,7 @@ def combine(module, params):
     record = shamir.load_record(params["record"]) if params["record"] else None
     shares = shamir.read_share_files(params["share_files"])
     for number, text in enumerate(params["shares"], 1):
-        shares.append(shamir.parse_share(text, "shares[%d]" % number))
+        shares.append(share_format.parse_share(text, "shares[%d]" % number))
     check = {"plain_sha256": params["check_sha256"], "age_public_key": params["age_public_key"]}
     combined = shamir.combine_shares(shares, record=record, threshold=params["threshold"], check=check)
     result = dict(combined.report(), dest=dest)
@@ -464,12 +465,12 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    if params["scheme"] == "slip39" and params["state"] == "split" and not shamir.HAS_SHAMIR_MNEMONIC:
+    if params["scheme"] == "slip39" and params["state"] == "split" and not share_format.HAS_SHAMIR_MNEMONIC:
         module.fail_json(
             msg=missing_required_lib("shamir-mnemonic")
             + " Run the nodekeep.backup.agent role and use its virtualenv as ansible_python_interpreter,"
             " or use scheme: ssss.",
-            exception=str(shamir.SHAMIR_MNEMONIC_IMPORT_ERROR),
+            exception=str(share_format.SHAMIR_MNEMONIC_IMPORT_ERROR),
         )
     run(module, lambda: split(module, params) if params["state"] == "split" else combine(module, params))
 

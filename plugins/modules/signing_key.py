@@ -88,8 +88,8 @@ import stat
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import require_libraries, run
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import SignatureError, describe_os_error
-from ansible_collections.nodekeep.backup.plugins.module_utils.signing import (
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import SignatureError, describe_os_error
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.signing import (
     fingerprint,
     generate_private_key_pem,
     public_key_line,

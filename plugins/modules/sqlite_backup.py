@@ -231,9 +231,9 @@ replaced:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.archive import parse_mode
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets.sqlite import backup_sqlite
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import argspec, require_libraries, run
-from ansible_collections.nodekeep.backup.plugins.module_utils.cutover import backup_sqlite
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import parse_mode
 
 
 def main():

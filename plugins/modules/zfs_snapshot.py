@@ -233,16 +233,18 @@ mode:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import snapshot
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import run_snapshot_state, snapshot_module_args
+from ansible_collections.nodekeep.backup.plugins.module_utils.snapshot.base import SnapshotError
+from ansible_collections.nodekeep.backup.plugins.module_utils.snapshot.state import run_state
+from ansible_collections.nodekeep.backup.plugins.module_utils.snapshot.zfs import Zfs
 
 
 def open_dataset(params):
     """The ZFS backend and the dataset."""
-    fs = snapshot.Zfs()
+    fs = Zfs()
     dataset = params["dataset"]
     if params["state"] != "received" and not fs.exists(dataset):
-        raise snapshot.SnapshotError("the dataset %s does not exist" % dataset, "check its name (zfs list)")
+        raise SnapshotError("the dataset %s does not exist" % dataset, "check its name (zfs list)")
     return fs, dataset
 
 
@@ -280,7 +282,7 @@ def main():
             cutover_mode={"type": "str", "choices": ["auto", "rename", "mountpoint"], "default": "auto"},
         )
     )
-    run_snapshot_state(module, snapshot.run_state, open_dataset)
+    run_snapshot_state(module, run_state, open_dataset)
 
 
 if __name__ == "__main__":

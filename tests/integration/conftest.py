@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import seal
-from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import backup_epoch, restore_epoch, verify_epoch
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import backup_epoch, restore_epoch, verify_epoch
 
 NODE = "node1"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from module_driver import failed, run_module, succeeded
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import armor
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import armor
 
 pytestmark = pytest.mark.timeout(120)
 

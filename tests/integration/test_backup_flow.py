@@ -10,10 +10,14 @@ import subprocess
 
 import pytest
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import resolve_epoch
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError
-from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
-from ansible_collections.nodekeep.backup.plugins.module_utils.repository import LocalRepository
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import (
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    Manifest,
+)
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import resolve_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.repository import LocalRepository
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -289,7 +293,7 @@ class TestTampering:
         assert files_under(tmp_path / "staging") == []
 
     def test_a_manifest_signed_by_another_key_is_refused(self, tampered_node, tmp_path, other_signing_key, files_under):
-        from ansible_collections.nodekeep.backup.plugins.module_utils import signing
+        from ansible_collections.nodekeep.backup.plugins.module_utils.core import signing
 
         node, manifest = tampered_node
         directory = node.epoch_dir(manifest.epoch)

@@ -16,9 +16,8 @@ import time
 
 import pytest
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import seal
-from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import resolve_epoch, restore_epoch, verify_epoch
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
     CaptureError,
     ManifestError,
     NodekeepError,
@@ -26,8 +25,11 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
     SealError,
     UnsealError,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import MANIFEST_NAME, SIGNATURE_NAME
-from ansible_collections.nodekeep.backup.plugins.module_utils.repository import LocalRepository, open_repository
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import MANIFEST_NAME, SIGNATURE_NAME
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import restore_epoch, verify_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import resolve_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.repository import LocalRepository
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -296,7 +298,7 @@ class TestKeys:
         _assert_nothing_lost(node, manifest, before, tree)
 
     def test_an_empty_parsed_recipient_list_given_to_backup_epoch(self, node, baseline, tree):
-        from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import backup_epoch
+        from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import backup_epoch
 
         db, manifest = baseline
         before = tree(node.repository.root)

@@ -6,9 +6,9 @@ import subprocess
 
 import pytest
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import seal
-from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import backup_epoch
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import IntegrityError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import IntegrityError
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import backup_epoch
 
 pytestmark = pytest.mark.timeout(120)
 

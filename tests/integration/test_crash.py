@@ -18,18 +18,18 @@ import time
 
 import pytest
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import resolve_epoch
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import RepositoryError
-from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import MANIFEST_NAME, SIGNATURE_NAME
-from ansible_collections.nodekeep.backup.plugins.module_utils.repository import LocalRepository
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import RepositoryError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import MANIFEST_NAME, SIGNATURE_NAME
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import resolve_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.repository import LocalRepository
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 CHILD = r'''
 import contextlib, os, signal, sys
-from ansible_collections.nodekeep.backup.plugins.module_utils import seal, signing
-from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import backup_epoch
-from ansible_collections.nodekeep.backup.plugins.module_utils.repository import LocalRepository
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal, signing
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import backup_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.repository import LocalRepository
 
 root, node, db, key_path, recipient, stop_at = sys.argv[1:7]
 

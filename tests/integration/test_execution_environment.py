@@ -101,7 +101,7 @@ class TestExecutionEnvironment:
         assert manifest["collection_info"]["namespace"] == "nodekeep"
         assert manifest["collection_info"]["version"] == GALAXY["version"]
         wanted = ["meta/runtime.yml", "meta/execution-environment.yml", "requirements/node.txt", "bindep.txt",
-                  "roles/schedule/files/nodekeep_bundle.py", "plugins/module_utils/runner.py"]  # fmt: skip
+                  "roles/schedule/files/nodekeep_bundle.py", "plugins/module_utils/ops/runner.py"]  # fmt: skip
         wanted += ["plugins/modules/%s" % p.name for p in (ROOT / "plugins" / "modules").glob("*.py")]
         wanted += ["playbooks/%s" % p.name for p in (ROOT / "playbooks").glob("*.yml")]
         wanted += ["roles/%s/tasks/main.yml" % p.name for p in (ROOT / "roles").iterdir() if (p / "tasks").is_dir()]

@@ -92,8 +92,8 @@ class TestAbsoluteSymlinks:
         import io
         import tarfile
 
-        from ansible_collections.nodekeep.backup.plugins.module_utils import archive
-        from ansible_collections.nodekeep.backup.plugins.module_utils.errors import RestoreError
+        from ansible_collections.nodekeep.backup.plugins.module_utils.core import archive
+        from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import RestoreError
 
         outside = tmp_path / "outside"
         outside.mkdir()

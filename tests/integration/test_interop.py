@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import MANIFEST_NAME, SIGNATURE_NAME
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import MANIFEST_NAME, SIGNATURE_NAME
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -89,7 +89,7 @@ class TestRestoreWithStandardTools:
 class TestSignatureWithSshKeygen:
     @staticmethod
     def _verify(directory, allowed_signers, principal: str = "node1") -> subprocess.CompletedProcess:
-        # the command documented in docs/manifest.md and plugins/module_utils/signing.py
+        # the command documented in docs/manifest.md and plugins/module_utils/core/signing.py
         return _sh(
             "ssh-keygen -Y verify -f %s -I %s -n nodekeep-manifest -s %s < %s"
             % (allowed_signers, principal, directory / SIGNATURE_NAME, directory / MANIFEST_NAME),

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import shamir, signing
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import signing
+from ansible_collections.nodekeep.backup.plugins.module_utils.keys import shamir
+from ansible_collections.nodekeep.backup.plugins.module_utils.keys import shares as _shares_mod
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
@@ -164,7 +166,7 @@ def ceremonies(tmp_path_factory) -> Ceremonies:
     checksums = json.loads((c.work / "ceremony" / "checksums.json").read_text())
     c.master_public = checksums["master"]["age_public_key"]
     share_files = sorted((c.work / "ceremony" / "shares").iterdir())
-    c.shares = [shamir.parse_share(path.read_text(), str(path)) for path in share_files]
+    c.shares = [_shares_mod.parse_share(path.read_text(), str(path)) for path in share_files]
     master = shamir.combine_shares(c.shares[:3]).secret
     c.secrets["master key"] = master
     c.secrets["master key (raw X25519)"] = bech32_payload(master.decode())

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from module_driver import failed, run_module, succeeded
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import cutover as cutover_utils
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops import cutover as cutover_utils
 
 pytestmark = pytest.mark.timeout(120)
 

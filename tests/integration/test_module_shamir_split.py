@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from module_driver import failed, run_module, succeeded
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import shamir
+from ansible_collections.nodekeep.backup.plugins.module_utils.keys import shares as shamir
 
 pytestmark = pytest.mark.timeout(120)
 

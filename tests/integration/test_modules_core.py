@@ -304,7 +304,7 @@ class TestEpochRestore:
 
 class TestEpochInfo:
     def test_lists_complete_and_incomplete_epochs(self, env, backed_up, run_module):
-        from ansible_collections.nodekeep.backup.plugins.module_utils.repository import LocalRepository
+        from ansible_collections.nodekeep.backup.plugins.module_utils.storage.repository import LocalRepository
 
         incomplete = LocalRepository(env["repository"]).new_epoch("node1")
         result = run_module("epoch_info", {"repository": env["repository"], "node": "node1"})

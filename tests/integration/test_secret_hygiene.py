@@ -18,8 +18,8 @@ import stat
 import pytest
 from module_driver import run_module, succeeded
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import seal
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
 
 PASSWORD = b"493817\n"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import seal
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal
 
 
 @pytest.fixture(scope="module")

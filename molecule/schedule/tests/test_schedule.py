@@ -52,7 +52,7 @@ def test_the_timer_is_installed_on_the_schedule():
     assert "UnitFileState=enabled" in timer
     assert not re.search(r"LastTriggerUSec=(n/a)?$", timer, re.MULTILINE), "the timer never fired"
     service = run(HOST, "systemctl cat nodekeep-backup.service")
-    assert "module_utils.runner --job backup --node %s" % NODE in service
+    assert "module_utils.ops.runner --job backup --node %s" % NODE in service
 
 
 def test_every_epoch_was_taken_by_the_timer():

@@ -54,13 +54,21 @@ import tempfile
 import time
 from typing import Any, BinaryIO, ClassVar
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import assets as _assets
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import CaptureError, NodekeepError, RestoreError
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import base as _assets
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
+    CaptureError,
+    NodekeepError,
+    RestoreError,
+)
 
 #: the first bytes of a custom-format archive
 DUMP_MAGIC = b"PGDMP"
+
+
 #: comment put on every database nodekeep creates for a restore check; only such databases are ever dropped
 MARKER = "nodekeep staging restore"
+
+
 #: pg_dump options the asset type sets itself or that would break the stream
 _REFUSED_DUMP_OPTIONS = (
     "-F",
@@ -80,11 +88,21 @@ _REFUSED_DUMP_OPTIONS = (
     "-U",
     "--username",
 )
+
+
 _IDENT = r'(?:"(?:[^"]|"")+"|[^\s."(]+)'
+
+
 _COPY_RE = re.compile(r"^COPY (%s\.%s)(?: \(.*\))? FROM stdin;$" % (_IDENT, _IDENT))
+
+
 STDERR_LIMIT = 64 << 10
+
+
 #: how many tables are counted per query
 COUNT_BATCH = 100
+
+
 #: at most this many tables are listed in the facts of a restore check
 ROWS_LISTED = 200
 

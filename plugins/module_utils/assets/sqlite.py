@@ -21,16 +21,21 @@ __metaclass__ = type
 
 import contextlib
 import os
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import safefs
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import sqlite as sqlite_utils
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
     CaptureError,
     IntegrityError,
+    RestoreError,
     describe_os_error,
 )
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import Artifact
 
 try:
     import apsw
@@ -40,8 +45,148 @@ try:
 except ImportError as _exc:  # pragma: no cover
     HAS_APSW = False
     APSW_IMPORT_ERROR = _exc
+import stat
+
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets.base import (
+    Captured,
+    FileAssetType,
+    RunContext,
+    Staged,
+)
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import attrs as _attrs
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import safefs
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import (
+    check_parent_writable,
+    format_mode,
+    place_file,
+    resolve_gid,
+    resolve_uid,
+    set_owner_mode,
+    sha256_file,
+    temp_path,
+)
+
+
+def _fsync_path(path: str) -> None:
+    """Start and wait for the write-back of a file; errors surface at the caller's own fsync."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class _CheckThread(threading.Thread):
+    """``PRAGMA integrity_check`` (or quick_check) of a private copy, in the background."""
+
+    def __init__(self, path: str, check: str, source: str) -> None:
+        super().__init__(name="nodekeep-sqlite-check", daemon=True)
+        self.path = path
+        self.check = check
+        self.source = source
+        self.outcome: str | None = None
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+
+    def run(self) -> None:
+        began = time.monotonic()
+        try:
+            self.outcome = sqlite_utils.run_check(
+                self.path,
+                self.check,
+                label="the snapshot of %s" % self.source,
+                remedy="the live database is damaged and nothing was backed up: check it with "
+                "PRAGMA integrity_check and restore the last good epoch",
+            )
+        except BaseException as exc:  # noqa: BLE001 - re-raised by result() in the caller's thread
+            self.error = exc
+        self.seconds = round(time.monotonic() - began, 3)
+
+    def result(self) -> dict[str, Any]:
+        self.join()
+        if self.error is not None:
+            raise self.error
+        return {"integrity": self.outcome, "check_seconds": self.seconds}
+
+
+class SqliteAssetType(FileAssetType):
+    """A live SQLite database, copied with the online backup API from one snapshot."""
+
+    name = "sqlite"
+    extension = ".sqlite"
+    content_format = "sqlite3"
+    options: ClassVar[dict[str, Any]] = {"busy_timeout": 5000, "pages_per_step": 1024, "check": "integrity"}
+
+    def normalize(self, asset: dict[str, Any]) -> dict[str, Any]:
+        normalized = super().normalize(asset)
+        if normalized["check"] not in sqlite_utils.CHECKS:
+            raise CaptureError(
+                "asset %s: check must be one of %s" % (normalized["name"], ", ".join(sqlite_utils.CHECKS))
+            )
+        return normalized
+
+    @contextlib.contextmanager
+    def capture(self, asset: dict[str, Any], scratch_dir: str, context: RunContext | None = None) -> Iterator[Captured]:
+        """Copy from one snapshot, then seal the copy while its check runs beside it.
+
+        The check and the seal both only read the finished private copy, so they
+        overlap (apsw releases the GIL); ``finish()`` waits for the check and a
+        failed check aborts the artifact before it is committed.
+        """
+        copy = os.path.join(scratch_dir, "%s.%s.sqlite" % (asset["name"], uuid.uuid4().hex[:8]))
+        try:
+            facts = sqlite_utils.copy_database(
+                asset["path"],
+                copy,
+                busy_timeout_ms=int(asset["busy_timeout"]),
+                pages_per_step=int(asset["pages_per_step"]),
+                check="none",
+                durable=False,
+            ).as_dict()
+            facts["owner"] = _attrs.owner_facts(asset["path"])
+            checker = _CheckThread(copy, asset["check"], asset["path"])
+            checker.start()
+            try:
+                with open(copy, "rb") as stream:
+                    yield Captured(stream, facts, finish=checker.result)
+            finally:
+                checker.join()
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(copy)
+
+    @contextlib.contextmanager
+    def restore_into(self, target: str, force: bool = False, context: RunContext | None = None) -> Iterator[Staged]:
+        """The restored database gets the live file's owner (as root) and mode, recorded at backup."""
+        owner = context.artifact.source.get("owner") if context is not None and context.artifact else None
+        with super().restore_into(target, force, context) as staged:
+            handle = staged.stream
+            yield Staged(staged.path, handle, complete=lambda: _attrs.apply_owner(handle.fileno(), owner))
+
+    def deep_check(self, path: str, artifact: Artifact, check: str = "integrity") -> dict[str, Any]:
+        sqlite_utils.check_is_database(path, role="restored")
+        # The restored file's write-back runs while the check reads it (restore_into fsyncs it again,
+        # cheaply, before linking it into place).
+        syncer = threading.Thread(target=_fsync_path, args=(path,), name="nodekeep-fsync", daemon=True)
+        syncer.start()
+        try:
+            result = sqlite_utils.run_check(path, check)
+        finally:
+            syncer.join()
+        facts = sqlite_utils.database_facts(path)
+        expected = artifact.source.get("page_count")
+        if expected is not None and int(expected) != facts["page_count"]:
+            raise RestoreError(
+                "the restored database %s has %d pages, the manifest says %s" % (path, facts["page_count"], expected),
+                "the artifact does not match its manifest; restore another epoch",
+            )
+        return {"integrity": result, "page_count": facts["page_count"]}
+
 
 SQLITE_HEADER = b"SQLite format 3\x00"
+
+
 CHECKS = ("integrity", "quick", "none")
 
 
@@ -261,3 +406,129 @@ def copy_database(
 
 def sqlite_version() -> str | None:
     return apsw.sqlite_lib_version() if HAS_APSW else None
+
+
+# --------------------------------------------------------------------------
+# sqlite_backup
+# --------------------------------------------------------------------------
+
+
+def _sidecars_present(path: str) -> list[str]:
+    return [path + suffix for suffix in SIDECARS if os.path.lexists(path + suffix)]
+
+
+def plan_sqlite_backup(
+    src: str,
+    dest: str,
+    force: bool = False,
+    owner: str | None = None,
+    group: str | None = None,
+    busy_timeout_ms: int = 5000,
+    pages_per_step: int = 1024,
+) -> dict[str, Any]:
+    """Everything ``backup_sqlite`` checks before writing (check mode): the source, the destination, owners."""
+    if pages_per_step == 0 or pages_per_step < -1:
+        raise CaptureError(
+            f"pages_per_step is {pages_per_step}", "give a positive number of pages, or -1 for all at once"
+        )
+    if busy_timeout_ms < 0:
+        raise CaptureError(f"busy_timeout is {busy_timeout_ms}", "give a number of milliseconds, 0 or more")
+    sqlite_utils.check_is_database(src)
+    check_parent_writable(dest, "backup destination")
+    if os.path.isdir(dest):
+        raise CaptureError(
+            f"the destination {dest} is a directory", "give the path of the copy to write, e.g. DIR/app.db"
+        )
+    exists = os.path.lexists(dest)
+    if exists and not force:
+        raise CaptureError(
+            f"the destination {dest} already exists",
+            "choose another path, remove it, or set force: true to replace it (the old copy is not kept); "
+            "nothing was written",
+        )
+    stale = _sidecars_present(dest)
+    if stale:
+        names = ", ".join(os.path.basename(side) for side in stale)
+        raise CaptureError(
+            f"SQLite side files ({names}) lie beside the destination {dest}: SQLite would apply them to the new copy",
+            "move them away (they belong to an older database) or choose another destination; nothing was written",
+        )
+    if os.path.realpath(src) == os.path.realpath(dest):
+        raise CaptureError(f"src and dest are the same file ({src})", "give a different destination")
+    return {
+        "changed": True,
+        "src": src,
+        "dest": dest,
+        "replaced": exists,
+        "uid": resolve_uid(owner),
+        "gid": resolve_gid(group),
+    }
+
+
+def backup_sqlite(
+    src: str,
+    dest: str,
+    busy_timeout_ms: int = 5000,
+    pages_per_step: int = 1024,
+    check: str = "integrity",
+    force: bool = False,
+    mode: int | None = 0o600,
+    owner: str | None = None,
+    group: str | None = None,
+    check_only: bool = False,
+) -> dict[str, Any]:
+    """A consistent, checked copy of the live database ``src`` at ``dest``, placed atomically.
+
+    The copy is written under a temporary name beside ``dest``, checked,
+    given its owner and mode, hashed and fsynced, then linked to ``dest``
+    (or, with ``force``, renamed over it). On any error nothing is left.
+    With ``check_only`` (check mode) only ``plan_sqlite_backup`` runs.
+    """
+    started = time.monotonic()
+    plan = plan_sqlite_backup(src, dest, force, owner, group, busy_timeout_ms, pages_per_step)
+    if check_only:
+        return {
+            "changed": True,
+            "src": src,
+            "dest": dest,
+            "replaced": plan["replaced"],
+            "duration": round(time.monotonic() - started, 3),
+        }
+    temp = temp_path(dest)
+    # SQLite creates the copy with mode 0644 & ~umask: keep it private until its mode is set.
+    saved_umask = os.umask(0o077)
+    try:
+        try:
+            facts = sqlite_utils.copy_database(
+                src, temp, busy_timeout_ms=busy_timeout_ms, pages_per_step=pages_per_step, check=check
+            )
+        finally:
+            os.umask(saved_umask)
+        try:
+            set_owner_mode(temp, plan["uid"], plan["gid"], mode)
+            size, sha256 = sha256_file(temp)
+            with open(temp, "rb") as handle:
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise describe_os_error(exc, "finishing the SQLite copy", dest)
+        place_file(temp, dest, replace=force)
+    finally:
+        if os.path.lexists(temp):
+            os.unlink(temp)
+    result = facts.as_dict()
+    result.update(
+        {
+            "changed": True,
+            "src": src,
+            "dest": dest,
+            "size": size,
+            "sha256": sha256,
+            "replaced": plan["replaced"],
+            "mode": format_mode(stat.S_IMODE(os.stat(dest).st_mode)),
+            "duration": round(time.monotonic() - started, 3),
+        }
+    )
+    return result
+
+
+SIDECARS = ("-wal", "-shm", "-journal")

@@ -31,14 +31,26 @@ import hashlib
 import io
 from typing import BinaryIO
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import SealError, UnsealError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import SealError, UnsealError
 
 AGE_ARMOR_MAGIC = b"-----BEGIN AGE ENCRYPTED FILE-----"
+
+
 AGE_ARMOR_END = b"-----END AGE ENCRYPTED FILE-----"
+
+
 AGE_MAGIC = b"age-encryption.org/v1\n"
+
+
 COLUMNS = 64
+
+
 _LINE_BYTES = COLUMNS // 4 * 3  # 48 binary bytes per full line
+
+
 _WHITESPACE = b" \t\r\n"
+
+
 #: how far the armor header is looked for (leading whitespace is allowed, as age allows it)
 _PEEK = 1024
 
@@ -200,6 +212,8 @@ def stanza_types(head: bytes) -> list[str]:
 
 #: pyrage's passphrase mode works on whole byte strings in memory: payloads are limited to this size
 MAX_PASSPHRASE_PAYLOAD = 1 << 20
+
+
 #: a sealed (possibly armored) passphrase file larger than this cannot hold an allowed payload
 MAX_PASSPHRASE_SEALED = 2 * MAX_PASSPHRASE_PAYLOAD
 

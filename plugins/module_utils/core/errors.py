@@ -100,3 +100,12 @@ def describe_os_error(exc: OSError, what: str, path: str) -> NodekeepError:
             path=path,
         )
     return RepositoryError("%s failed on %s: %s" % (what, path, exc.strerror or exc), path=path)
+
+
+SECRET_MARKERS = ("AGE-SECRET-KEY-", "PRIVATE KEY")
+
+
+def looks_secret(value: str) -> bool:
+    """Whether a value given where a public one is expected is in fact key material (an identity, a private key)."""
+    upper = str(value).upper()
+    return any(marker in upper for marker in SECRET_MARKERS)

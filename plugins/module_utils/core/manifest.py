@@ -15,43 +15,36 @@ __metaclass__ = type
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import ManifestError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import epoch_time
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
+    ManifestError,
+)
 
 FORMAT = "nodekeep.manifest/v1"
+
+
 MANIFEST_NAME = "manifest.json"
+
+
 SIGNATURE_NAME = "manifest.json.sig"
+
+
 TOOL_NAME = "nodekeep.backup"
+
+
 TOOL_VERSION = "0.1.0"
-EPOCH_RE = re.compile(r"^\d{8}T\d{6}Z\Z")
+
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+
+
 HEX64_RE = re.compile(r"^[0-9a-f]{64}\Z")
+
+
 #: asset types whose plaintext is secret: the manifest records no hash of it (content_sha256 is null)
 SECRET_TYPES = ("secret",)
-ASSET_TYPES = ("sqlite", "rocksdb", "zfs", "btrfs", "files", "secret", "config", "postgres")
-
-
-def epoch_name(moment: datetime | None = None) -> str:
-    """The epoch name for a UTC start time: ``YYYYMMDDTHHMMSSZ``."""
-    moment = moment or datetime.now(timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-
-
-def epoch_time(name: str) -> datetime:
-    if not EPOCH_RE.match(name or ""):
-        raise ManifestError("%r is not an epoch name (YYYYMMDDTHHMMSSZ)" % (name,), "pick one that epoch_info lists")
-    try:
-        return datetime.strptime(name, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
-    except ValueError:
-        raise ManifestError(
-            "%r is not a valid epoch time (YYYYMMDDTHHMMSSZ)" % (name,), "pick one that epoch_info lists"
-        )
-
-
-def utc_now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def check_name(kind: str, value: str) -> str:
@@ -120,7 +113,9 @@ class Artifact:
                     "the epoch cannot be used",
                 )
         elif not HEX64_RE.match(artifact.content_sha256):
-            raise ManifestError("artifact %s has a malformed content SHA-256" % artifact.name, "the epoch cannot be used")
+            raise ManifestError(
+                "artifact %s has a malformed content SHA-256" % artifact.name, "the epoch cannot be used"
+            )
         if artifact.file in (MANIFEST_NAME, SIGNATURE_NAME):
             raise ManifestError("artifact %s claims a reserved file name" % artifact.name, "the epoch cannot be used")
         return artifact
@@ -221,3 +216,28 @@ class Manifest:
             "artifacts": len(self.artifacts),
             "size": self.total_size,
         }
+
+
+# --------------------------------------------------------------------------
+# chains: which epochs an artifact needs, and reading them back
+# --------------------------------------------------------------------------
+
+
+def chain_epochs(artifact: Artifact) -> list[str]:
+    """Earlier epochs an incremental artifact needs (oldest first); empty for a full one.
+
+    Retention must keep these while it keeps the epoch of ``artifact``.
+    """
+    return [str(link.get("epoch")) for link in artifact.source.get("chain") or [] if link.get("epoch")]
+
+
+def manifest_needs(manifest: Manifest) -> set[str]:
+    """Every earlier epoch the snapshot artifacts of ``manifest`` depend on."""
+    needs: set[str] = set()
+    for artifact in manifest.artifacts:
+        if artifact.asset_type in ("zfs", "btrfs"):
+            needs.update(chain_epochs(artifact))
+    return needs
+
+
+DEFAULT_LOCAL_ROOT = "/var/backups/nodekeep"

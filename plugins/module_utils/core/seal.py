@@ -26,7 +26,6 @@ nothing is written.
 from __future__ import absolute_import, annotations, division, print_function
 
 __metaclass__ = type
-
 import hashlib
 import io
 import os
@@ -38,8 +37,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import BinaryIO
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
-    IntegrityError,
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
     NodekeepError,
     SealError,
     UnsealError,
@@ -56,7 +54,6 @@ try:
 except ImportError as _exc:  # pragma: no cover - exercised by the sanity import test
     HAS_PYRAGE = False
     PYRAGE_IMPORT_ERROR = _exc
-
 try:
     import zstandard
 
@@ -65,13 +62,24 @@ try:
 except ImportError as _exc:  # pragma: no cover
     HAS_ZSTANDARD = False
     ZSTANDARD_IMPORT_ERROR = _exc
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import IntegrityError, looks_secret
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import CHUNK_SIZE
 
-CHUNK_SIZE = 4 << 20
 SMALL_CHUNK = 64 << 10  # the first read's buffer; it grows to CHUNK_SIZE once filled
+
+
 PIPE_SIZE = 1 << 20
+
+
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
 AGE_MAGIC = b"age-encryption.org/v1\n"
+
+
 AGE_ARMOR_MAGIC = b"-----BEGIN AGE ENCRYPTED FILE-----"
+
+
 DEFAULT_LEVEL = 3
 
 
@@ -122,15 +130,6 @@ def _key_lines(text: str) -> list[str]:
         if line and not line.startswith("#"):
             lines.append(line)
     return lines
-
-
-SECRET_MARKERS = ("AGE-SECRET-KEY-", "PRIVATE KEY")
-
-
-def looks_secret(value: str) -> bool:
-    """Whether a value given where a public one is expected is in fact key material (an identity, a private key)."""
-    upper = str(value).upper()
-    return any(marker in upper for marker in SECRET_MARKERS)
 
 
 def _shown(value: str) -> str:
@@ -387,6 +386,8 @@ def _raise_sink_error(error: BaseException, sink_name: str) -> None:
 # --------------------------------------------------------------------------
 
 MAX_THREADS = 4
+
+
 JOB_SIZE = 1 << 20
 
 

@@ -25,7 +25,7 @@ import os
 import stat
 import struct
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import SignatureError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import SignatureError
 
 try:
     from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -38,12 +38,25 @@ except ImportError as _exc:  # pragma: no cover
     HAS_CRYPTOGRAPHY = False
     CRYPTOGRAPHY_IMPORT_ERROR = _exc
 
+
 NAMESPACE = "nodekeep-manifest"
+
+
 MAGIC = b"SSHSIG"
+
+
 VERSION = 1
+
+
 KEY_TYPE = b"ssh-ed25519"
+
+
 HASH_ALGORITHM = b"sha512"
+
+
 ARMOR_BEGIN = "-----BEGIN SSH SIGNATURE-----"
+
+
 ARMOR_END = "-----END SSH SIGNATURE-----"
 
 

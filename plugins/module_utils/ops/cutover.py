@@ -22,227 +22,41 @@ Nothing here deletes user data. The service must be stopped around a cutover
 from __future__ import absolute_import, annotations, division, print_function
 
 __metaclass__ = type
-
 import errno
-import grp
-import hashlib
 import os
-import pwd
 import re
 import shutil
 import stat
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Callable
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import sqlite as sqlite_utils
-from ansible_collections.nodekeep.backup.plugins.module_utils.archive import (
-    check_parent_writable,
-    copy_tree,
-    format_mode,
-    place_file,
-    temp_path,
-    utc_stamp,
-)
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
-    CaptureError,
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets.sqlite import SIDECARS
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.archive import copy_tree
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import epoch_name
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
     NodekeepError,
     RestoreError,
     describe_os_error,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.repository import fsync_dir
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import (
+    CHUNK_SIZE,
+    format_mode,
+    fsync_dir,
+    require_absolute,
+    resolve_gid,
+    resolve_uid,
+    set_owner_mode,
+    temp_path,
+)
 
-SIDECARS = ("-wal", "-shm", "-journal")
 SAFETY_INFIX = ".nodekeep-pre-restore-"
+
+
 FAILED_INFIX = ".nodekeep-failed-"
+
+
 STAMP_RE = r"\d{8}T\d{6}Z"
-HASH_CHUNK = 4 << 20
-
-
-# --------------------------------------------------------------------------
-# owners, modes, hashes
-# --------------------------------------------------------------------------
-
-
-def _resolve_id(value: str | int | None, lookup: Callable[[str], Any], what: str, remedy: str) -> int | None:
-    if value is None or value == "":
-        return None
-    text = str(value)
-    if text.isdigit():
-        return int(text)
-    try:
-        return lookup(text)[2]
-    except KeyError:
-        raise CaptureError(f"the {what} {text!r} does not exist on this host", remedy)
-
-
-def resolve_uid(owner: str | int | None) -> int | None:
-    """A user name or numeric id as a uid; None stays None."""
-    return _resolve_id(owner, pwd.getpwnam, "user", "create it first or give a numeric uid")
-
-
-def resolve_gid(group: str | int | None) -> int | None:
-    """A group name or numeric id as a gid; None stays None."""
-    return _resolve_id(group, grp.getgrnam, "group", "create it first or give a numeric gid")
-
-
-def sha256_file(path: str) -> tuple[int, str]:
-    """Size and SHA-256 of a file, in one read pass."""
-    digest = hashlib.sha256()
-    size = 0
-    buffer = bytearray(HASH_CHUNK)
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as handle:
-        while True:
-            count = handle.readinto(buffer)
-            if not count:
-                break
-            digest.update(view[:count])
-            size += count
-    return size, digest.hexdigest()
-
-
-def _chown_chmod(path: str, uid: int | None, gid: int | None, mode: int | None, recursive: bool = False) -> None:
-    """Owner and group (of everything below ``path`` when ``recursive``), then the mode of ``path`` itself."""
-    if uid is not None or gid is not None:
-        targets = [path]
-        if recursive:
-            for directory, dirs, files in os.walk(path):
-                targets.extend(os.path.join(directory, name) for name in dirs + files)
-        for target in targets:
-            os.chown(target, -1 if uid is None else uid, -1 if gid is None else gid, follow_symlinks=False)
-    if mode is not None:
-        os.chmod(path, mode)  # after chown, which clears set-id bits
-
-
-def _require_absolute(path: str, option: str) -> str:
-    if not path or not os.path.isabs(path):
-        raise RestoreError(f"{option} must be an absolute path, not {path!r}", f"give the full path in {option}")
-    return os.path.normpath(path)
-
-
-# --------------------------------------------------------------------------
-# sqlite_backup
-# --------------------------------------------------------------------------
-
-
-def _sidecars_present(path: str) -> list[str]:
-    return [path + suffix for suffix in SIDECARS if os.path.lexists(path + suffix)]
-
-
-def plan_sqlite_backup(
-    src: str,
-    dest: str,
-    force: bool = False,
-    owner: str | None = None,
-    group: str | None = None,
-    busy_timeout_ms: int = 5000,
-    pages_per_step: int = 1024,
-) -> dict[str, Any]:
-    """Everything ``backup_sqlite`` checks before writing (check mode): the source, the destination, owners."""
-    if pages_per_step == 0 or pages_per_step < -1:
-        raise CaptureError(
-            f"pages_per_step is {pages_per_step}", "give a positive number of pages, or -1 for all at once"
-        )
-    if busy_timeout_ms < 0:
-        raise CaptureError(f"busy_timeout is {busy_timeout_ms}", "give a number of milliseconds, 0 or more")
-    sqlite_utils.check_is_database(src)
-    check_parent_writable(dest, "backup destination")
-    if os.path.isdir(dest):
-        raise CaptureError(
-            f"the destination {dest} is a directory", "give the path of the copy to write, e.g. DIR/app.db"
-        )
-    exists = os.path.lexists(dest)
-    if exists and not force:
-        raise CaptureError(
-            f"the destination {dest} already exists",
-            "choose another path, remove it, or set force: true to replace it (the old copy is not kept); "
-            "nothing was written",
-        )
-    stale = _sidecars_present(dest)
-    if stale:
-        names = ", ".join(os.path.basename(side) for side in stale)
-        raise CaptureError(
-            f"SQLite side files ({names}) lie beside the destination {dest}: SQLite would apply them to the new copy",
-            "move them away (they belong to an older database) or choose another destination; nothing was written",
-        )
-    if os.path.realpath(src) == os.path.realpath(dest):
-        raise CaptureError(f"src and dest are the same file ({src})", "give a different destination")
-    return {
-        "changed": True,
-        "src": src,
-        "dest": dest,
-        "replaced": exists,
-        "uid": resolve_uid(owner),
-        "gid": resolve_gid(group),
-    }
-
-
-def backup_sqlite(
-    src: str,
-    dest: str,
-    busy_timeout_ms: int = 5000,
-    pages_per_step: int = 1024,
-    check: str = "integrity",
-    force: bool = False,
-    mode: int | None = 0o600,
-    owner: str | None = None,
-    group: str | None = None,
-    check_only: bool = False,
-) -> dict[str, Any]:
-    """A consistent, checked copy of the live database ``src`` at ``dest``, placed atomically.
-
-    The copy is written under a temporary name beside ``dest``, checked,
-    given its owner and mode, hashed and fsynced, then linked to ``dest``
-    (or, with ``force``, renamed over it). On any error nothing is left.
-    With ``check_only`` (check mode) only ``plan_sqlite_backup`` runs.
-    """
-    started = time.monotonic()
-    plan = plan_sqlite_backup(src, dest, force, owner, group, busy_timeout_ms, pages_per_step)
-    if check_only:
-        return {
-            "changed": True,
-            "src": src,
-            "dest": dest,
-            "replaced": plan["replaced"],
-            "duration": round(time.monotonic() - started, 3),
-        }
-    temp = temp_path(dest)
-    # SQLite creates the copy with mode 0644 & ~umask: keep it private until its mode is set.
-    saved_umask = os.umask(0o077)
-    try:
-        try:
-            facts = sqlite_utils.copy_database(
-                src, temp, busy_timeout_ms=busy_timeout_ms, pages_per_step=pages_per_step, check=check
-            )
-        finally:
-            os.umask(saved_umask)
-        try:
-            _chown_chmod(temp, plan["uid"], plan["gid"], mode)
-            size, sha256 = sha256_file(temp)
-            with open(temp, "rb") as handle:
-                os.fsync(handle.fileno())
-        except OSError as exc:
-            raise describe_os_error(exc, "finishing the SQLite copy", dest)
-        place_file(temp, dest, replace=force)
-    finally:
-        if os.path.lexists(temp):
-            os.unlink(temp)
-    result = facts.as_dict()
-    result.update(
-        {
-            "changed": True,
-            "src": src,
-            "dest": dest,
-            "size": size,
-            "sha256": sha256,
-            "replaced": plan["replaced"],
-            "mode": format_mode(stat.S_IMODE(os.stat(dest).st_mode)),
-            "duration": round(time.monotonic() - started, 3),
-        }
-    )
-    return result
 
 
 # --------------------------------------------------------------------------
@@ -319,7 +133,7 @@ def _overlaps(one: str, other: str) -> bool:
 
 
 def _default_safety(path: str, now: float | None) -> str:
-    return f"{path}{SAFETY_INFIX}{utc_stamp(now)}"
+    return f"{path}{SAFETY_INFIX}{epoch_name(now)}"
 
 
 def find_safety_copy(path: str) -> str | None:
@@ -338,8 +152,8 @@ def _plan_cutover(
     path: str, staged: str, safety_copy: str | None, sqlite_sidecars: bool, now: float | None
 ) -> dict[str, Any]:
     """Every check of a cutover, and the renames it would do."""
-    path = _require_absolute(path, "path")
-    staged = _require_absolute(staged, "staged")
+    path = require_absolute(path, "path")
+    staged = require_absolute(staged, "staged")
     staged_kind = _kind(staged)
     if staged_kind is None:
         raise RestoreError(
@@ -378,7 +192,7 @@ def _plan_cutover(
         # Also without a live file: a stale -wal would be replayed onto the restored database.
         sidecars = [suffix for suffix in SIDECARS if os.path.lexists(path + suffix)]
     if live_kind is not None or sidecars:
-        safety = _require_absolute(safety_copy, "safety_copy") if safety_copy else _default_safety(path, now)
+        safety = require_absolute(safety_copy, "safety_copy") if safety_copy else _default_safety(path, now)
         if _overlaps(safety, path) or _overlaps(safety, staged):
             raise RestoreError(f"safety_copy {safety} overlaps path or staged", "keep the safety copy beside path")
         if os.path.lexists(safety):
@@ -448,7 +262,7 @@ def _copy_file(src: str, dest: str) -> None:
     info = os.stat(src)
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
     with open(fd, "wb") as out, open(src, "rb") as source:
-        shutil.copyfileobj(source, out, HASH_CHUNK)
+        shutil.copyfileobj(source, out, CHUNK_SIZE)
         out.flush()
         if os.geteuid() == 0:
             os.fchown(fd, info.st_uid, info.st_gid)
@@ -528,7 +342,7 @@ def cutover(
                 copy_tree(staged, source)
             else:
                 _copy_file(staged, source)
-        _chown_chmod(source, uid, gid, mode, recursive=plan["kind"] == "directory")
+        set_owner_mode(source, uid, gid, mode, recursive=plan["kind"] == "directory")
         if safety is not None:
             if os.path.lexists(path):
                 renames.move(path, safety)
@@ -548,8 +362,8 @@ def _switch_in(renames: _Renames, source: str, path: str) -> None:
 
 def _plan_rollback(path: str, safety_copy: str | None, sqlite_sidecars: bool, now: float | None) -> dict[str, Any]:
     """Every check of a rollback, and the renames it would do."""
-    path = _require_absolute(path, "path")
-    safety = _require_absolute(safety_copy, "safety_copy") if safety_copy else find_safety_copy(path)
+    path = require_absolute(path, "path")
+    safety = require_absolute(safety_copy, "safety_copy") if safety_copy else find_safety_copy(path)
     if safety is None:
         raise RestoreError(
             f"no safety copy {path}{SAFETY_INFIX}TIME was found",
@@ -580,7 +394,7 @@ def _plan_rollback(path: str, safety_copy: str | None, sqlite_sidecars: bool, no
     if sqlite_sidecars and safety_kind == "file":
         live_sidecars = [suffix for suffix in SIDECARS if os.path.lexists(path + suffix)]
         safety_sidecars = [suffix for suffix in SIDECARS if os.path.lexists(safety + suffix)]
-    failed = f"{path}{FAILED_INFIX}{utc_stamp(now)}" if live_kind is not None or live_sidecars else None
+    failed = f"{path}{FAILED_INFIX}{epoch_name(now)}" if live_kind is not None or live_sidecars else None
     if failed and os.path.lexists(failed):
         raise RestoreError(f"{failed} already exists", "wait a second and run again")
     return {

@@ -20,31 +20,29 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import safefs, signing
-from ansible_collections.nodekeep.backup.plugins.module_utils import snapshot as _snapshot
-from ansible_collections.nodekeep.backup.plugins.module_utils.assets import RunContext, asset_type, normalize_assets
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets.base import RunContext
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets.registry import asset_type, normalize_assets
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import safefs, signing
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import utc_now_iso
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
     IntegrityError,
-    ManifestError,
     NodekeepError,
     RepositoryError,
     RestoreError,
     describe_os_error,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import private_temp_dir, stream_digest
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import (
     MANIFEST_NAME,
     SECRET_TYPES,
     SIGNATURE_NAME,
     Artifact,
     Manifest,
-    utc_now_iso,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.repository import (
-    Repository,
-    private_temp_dir,
-    stream_digest,
-)
-from ansible_collections.nodekeep.backup.plugins.module_utils.seal import seal, unseal
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import seal, unseal
+from ansible_collections.nodekeep.backup.plugins.module_utils.snapshot import volumes as _snapshot
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import load_manifest, resolve_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.repository import Repository
 
 RUN_PREFIX = ".nodekeep-run-"
 
@@ -223,49 +221,6 @@ def backup_epoch(
                 repository.remove_epoch(node, epoch)
         raise
     return manifest
-
-
-# --------------------------------------------------------------------------
-# reading epochs back
-# --------------------------------------------------------------------------
-
-
-def resolve_epoch(repository: Repository, node: str, selector: str = "latest") -> str:
-    """``latest`` (the newest complete epoch) or an exact epoch name that exists and is complete."""
-    complete = repository.complete_epochs(node)
-    if selector in (None, "", "latest"):
-        if not complete:
-            raise RepositoryError(
-                "node %s has no complete epoch in %s" % (node, repository.location),
-                "run playbooks/backup.yml for this node first (incomplete epochs: %d)"
-                % len(repository.incomplete_epochs(node)),
-            )
-        return complete[-1]
-    if selector not in repository.epoch_names(node):
-        raise RepositoryError(
-            "node %s has no epoch %s in %s" % (node, selector, repository.location),
-            "choose one of the latest: %s" % ", ".join(complete[-5:] or ["(none)"]),
-        )
-    if selector not in complete:
-        raise RepositoryError(
-            "epoch %s of %s is incomplete (no signed manifest): the backup did not finish" % (selector, node),
-            "choose a complete epoch: %s" % ", ".join(complete[-5:] or ["(none)"]),
-        )
-    return selector
-
-
-def load_manifest(repository: Repository, node: str, epoch: str, public_key: str) -> Manifest:
-    """Read the manifest and check its signature against the controller's public key for the node."""
-    if not public_key:
-        raise ManifestError(
-            "no public key was given for node %s" % node,
-            "set nodekeep_signing_public_key (the agent role fetched it to the controller); "
-            "a key found next to the data is never trusted",
-        )
-    data = repository.get_bytes(node, epoch, MANIFEST_NAME)
-    signature = repository.get_bytes(node, epoch, SIGNATURE_NAME, limit=64 << 10).decode("ascii", "replace")
-    signing.verify(data, signature, public_key)
-    return Manifest.from_bytes(data, node=node, epoch=epoch)
 
 
 def _compare(artifact: Artifact, sealed_size: int, sealed_sha: str, content=None) -> list[str]:

@@ -17,12 +17,16 @@ __metaclass__ = type
 import math
 import os
 import re
-import tempfile
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError, describe_os_error
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError, describe_os_error
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import atomic_write
 
 METRIC_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+
+
 LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*\Z")
+
+
 #: label values: names, s3:// locations; never a local path (a leading "/") or anything with a line break
 LABEL_VALUE_RE = re.compile(r"^[A-Za-z0-9._:@+=,-][A-Za-z0-9._:/@+=,-]{0,255}\Z")
 
@@ -77,29 +81,6 @@ class Metrics:
                 text = ",".join('%s="%s"' % (k, escape_label(v)) for k, v in sorted(labels.items()))
                 lines.append("%s%s %s" % (name, "{%s}" % text if text else "", format_value(value)))
         return "\n".join(lines) + "\n" if lines else ""
-
-
-def atomic_write(final: str, text: str, mode: int, what: str) -> str:
-    """Write ``text`` to ``final`` through a private temp name beside it: fsync, chmod ``mode``, rename."""
-    directory = os.path.dirname(final)
-    try:
-        fd, temp = tempfile.mkstemp(prefix=".%s." % os.path.basename(final), suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise describe_os_error(exc, "preparing the %s" % what, final)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, final)
-    except OSError as exc:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise describe_os_error(exc, "writing the %s" % what, final)
-    return final
 
 
 def write_textfile(directory: str, filename: str, text: str, mode: int = 0o644) -> str:

@@ -38,21 +38,26 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Callable
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import signing
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets.registry import asset_type
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import signing
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
     IntegrityError,
     NodekeepError,
     RepositoryError,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import stream_digest
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import (
     MANIFEST_NAME,
     SIGNATURE_NAME,
     Artifact,
     Manifest,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.repository import Repository, stream_digest
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import verify_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import load_manifest
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.repository import Repository
 
 SHA256_METADATA = "nodekeep-sha256"
+
 
 # Object uploads (and lock extensions) of one epoch copy running at the same time. Objects an S3
 # target stores as multipart uploads (size >= its part_size) are sent one at a time beside them,
@@ -340,7 +345,6 @@ def _copy_contents(
     lacks are copied and the locks extended by up to ``object_workers`` threads; everything
     has completed when this returns, and the first failure is raised (nothing else starts).
     """
-    from ansible_collections.nodekeep.backup.plugins.module_utils.assets import asset_type
 
     report: dict[str, Any] = {"files": 0, "objects": 0, "present": 0, "locks_extended": 0, "bytes": 0}
     target_objects: dict[str, tuple[int, float]] | None = None
@@ -449,7 +453,6 @@ def replicate(
 
 def verify_copies(copies: list[Repository], node: str, epoch: str, public_key: str, **options: Any) -> dict[str, Any]:
     """``verify_epoch`` on each copy (local and off-site); one report per copy."""
-    from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import verify_epoch
 
     reports = []
     for repository in copies:
@@ -506,7 +509,6 @@ def rolling_verify(
     checked exactly once (deep with ``deep=True``). It only reads, so it works on any
     repository (local or S3), and it needs no state.
     """
-    from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import load_manifest, verify_epoch
 
     if not 1 <= run <= runs:
         raise NodekeepError("run %d is not within 1..%d" % (run, runs), "give a run between 1 and the cycle length")

@@ -55,13 +55,20 @@ from typing import Any
 from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
 from ansible.module_utils.urls import open_url
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError
-from ansible_collections.nodekeep.backup.plugins.module_utils.metrics import Metrics, atomic_write, write_textfile
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import atomic_write
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.metrics import Metrics, write_textfile
 
 #: the PYTHONPATH entry holding ``ansible_collections`` (a directory, or the schedule role's zip bundle)
-COLLECTIONS_ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), *[".."] * 5))
+COLLECTIONS_ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), *[".."] * 6))
+
+
 MODULES_PACKAGE = "ansible_collections.nodekeep.backup.plugins.modules"
+
+
 JOBS = ("backup", "verify", "prune")
+
+
 PING_TIMEOUT = 10.0
 
 
@@ -336,6 +343,8 @@ def collect(results: dict[str, dict[str, Any]], names: dict[str, list[str]], ok:
 
 
 FAMILIES = {"backup": "nodekeep_backup_copy", "verify": "nodekeep_verify", "prune": "nodekeep_prune"}
+
+
 COPY_FACTS = {
     "bytes": "Bytes copied to this copy in the last run.",
     "seconds": "Seconds spent copying to this copy in the last run.",

@@ -15,34 +15,34 @@ backend from a spec, so an object-store backend plugs in without touching them.
 from __future__ import absolute_import, annotations, division, print_function
 
 __metaclass__ = type
-
 import contextlib
-import hashlib
 import os
 import re
 import stat
-import tempfile
 import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import safefs
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import RepositoryError, describe_os_error
-from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
-    EPOCH_RE,
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import safefs
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import EPOCH_RE, epoch_name
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import RepositoryError, describe_os_error
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import discard_temp, fsync_dir, makedirs_private
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import (
+    DEFAULT_LOCAL_ROOT,
     MANIFEST_NAME,
     SIGNATURE_NAME,
     check_name,
-    epoch_name,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.seal import CHUNK_SIZE
 
-DEFAULT_LOCAL_ROOT = "/var/backups/nodekeep"
 TEMP_PREFIX = ".nodekeep-tmp-"
+
+
 #: content-addressed objects of a node (``files`` assets) live in ``NODE/objects/<name[:2]>/<name>``
 OBJECTS_DIR = "objects"
+
+
 OBJECT_NAME_RE = re.compile(r"^[0-9a-f]{64}\Z")
 
 
@@ -170,61 +170,6 @@ class Repository(ABC):
         )
 
 
-def private_temp_dir() -> str:
-    """``$TMPDIR/nodekeep-scratch-UID``: a private directory of this user for transient plaintext.
-
-    Never the shared temporary directory itself: the engine removes stale run directories
-    inside the scratch root, which must belong to nodekeep alone. Refused if anyone else
-    could have made it.
-    """
-    path = os.path.join(tempfile.gettempdir(), "nodekeep-scratch-%d" % os.getuid())
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path, 0o700)
-    info = os.lstat(path)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise RepositoryError(
-            "%s is not a private directory of this user (mode %o, owner %d)" % (path, info.st_mode, info.st_uid),
-            "remove it, or give scratch_dir explicitly",
-        )
-    return path
-
-
-def fsync_dir(path: str) -> None:
-    """Make a rename, link or removal in the directory ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def makedirs_private(path: str) -> None:
-    """Create ``path`` and any missing parent, each with mode 0700 (``OSError`` as raised)."""
-    missing = []
-    current = path
-    while current and not os.path.isdir(current):
-        missing.append(current)
-        parent = os.path.dirname(current)
-        if parent == current:
-            break
-        current = parent
-    for directory in reversed(missing):
-        try:
-            os.mkdir(directory, 0o700)
-        except FileExistsError:
-            if not os.path.isdir(directory):
-                raise
-
-
-def discard_temp(handle, path: str) -> None:
-    """Close ``handle`` if it is still open and remove the temporary file ``path`` (``OSError`` ignored)."""
-    if not handle.closed:
-        with contextlib.suppress(OSError):
-            handle.close()
-    with contextlib.suppress(OSError):
-        os.unlink(path)
-
-
 @contextlib.contextmanager
 def _open_existing(path: str, missing: str, remedy: str, what: str) -> Iterator[BinaryIO]:
     """``path`` opened for reading; a missing file is ``RepositoryError(missing, remedy)``."""
@@ -236,21 +181,6 @@ def _open_existing(path: str, missing: str, remedy: str, what: str) -> Iterator[
         raise describe_os_error(exc, "reading %s" % what, path)
     with handle:
         yield handle
-
-
-def stream_digest(stream, sink=None) -> tuple[int, str]:
-    """Read ``stream`` to its end, writing it to ``sink`` when given; its size and SHA-256."""
-    digest = hashlib.sha256()
-    size = 0
-    while True:
-        chunk = stream.read(CHUNK_SIZE)
-        if not chunk:
-            break
-        digest.update(chunk)
-        size += len(chunk)
-        if sink is not None:
-            sink.write(chunk)
-    return size, digest.hexdigest()
 
 
 # --------------------------------------------------------------------------
@@ -518,27 +448,3 @@ class LocalRepository(Repository):
         except OSError:
             return None
         return info.f_bavail * info.f_frsize
-
-
-def open_repository(spec: str | dict[str, object], create: bool = True) -> Repository:
-    """Build a repository from a path, ``s3://bucket/prefix``, or a dict with ``type`` local or s3."""
-    if isinstance(spec, dict):
-        kind = str(spec.get("type", "local"))
-        if kind == "local":
-            return LocalRepository(str(spec.get("path") or DEFAULT_LOCAL_ROOT), create=create)
-        if kind == "s3":
-            from ansible_collections.nodekeep.backup.plugins.module_utils.s3 import S3Repository
-
-            return S3Repository.from_spec(spec)
-        raise RepositoryError("unknown repository type %r" % kind, "use type: local or type: s3")
-    text = str(spec or "")
-    if text.startswith("s3://"):
-        from ansible_collections.nodekeep.backup.plugins.module_utils.s3 import open_s3_repository
-
-        return open_s3_repository(text)
-    if "://" in text:
-        raise RepositoryError(
-            "repository %r: only local paths and s3:// URLs are supported" % text,
-            "use an absolute path or s3://BUCKET/PREFIX",
-        )
-    return LocalRepository(text or DEFAULT_LOCAL_ROOT, create=create)

@@ -56,12 +56,18 @@ def entries(collection_root: str) -> list[tuple[str, str | None]]:
     plugins = os.path.join(collection_root, "plugins")
     for kind in ("modules", "module_utils"):
         found += tree(os.path.join(plugins, kind), "ansible_collections/nodekeep/backup/plugins/" + kind, True)
+    # the engine's layer folders (core/, storage/, ...) are packages too: zipimport has no namespace packages
+    layers = os.path.join(plugins, "module_utils")
+    for name in sorted(os.listdir(layers)):
+        init = "ansible_collections/nodekeep/backup/plugins/module_utils/%s/__init__.py" % name
+        if os.path.isdir(os.path.join(layers, name)) and name != "__pycache__" and init not in dict(found):
+            found.append((init, None))
     return sorted(found)
 
 
 def write_bundle(out: str, collection_root: str) -> int:
-    if not os.path.isfile(os.path.join(collection_root, "plugins", "module_utils", "runner.py")):
-        raise SystemExit("%s is not the nodekeep.backup collection (no plugins/module_utils/runner.py)" % collection_root)
+    if not os.path.isfile(os.path.join(collection_root, "plugins", "module_utils", "ops", "runner.py")):
+        raise SystemExit("%s is not the nodekeep.backup collection (no plugins/module_utils/ops/runner.py)" % collection_root)
     directory = os.path.dirname(os.path.abspath(out))
     fd, temp = tempfile.mkstemp(prefix=".nodekeep-bundle.", suffix=".tmp", dir=directory)
     count = 0

@@ -1,4 +1,4 @@
-"""The drill report engine (plugins/module_utils/drill.py) and the drill_report module, in-process:
+"""The drill report engine (plugins/module_utils/ops/drill.py) and the drill_report module, in-process:
 targets and durations, verdicts, HTML escaping, write-once storage in ``ROOT/_drills``, history,
 and that retention, epoch_info and verify never see the reports as epochs or nodes."""
 
@@ -15,8 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/integratio
 
 from module_driver import run_module, succeeded
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import drill, signing
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import signing
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops import drill, drill_html
 
 
 def raw_result(node="node1", epoch_age=60.0, rto=12.0, started=1_800_000_000.0, checks=None, health_rc=0, **extra):
@@ -51,12 +52,12 @@ class TestEngine:
          ("1d", 86400.0), (0.5, 0.5)],
     )  # fmt: skip
     def test_durations(self, text, seconds):
-        assert drill.parse_duration(text) == seconds
+        assert drill.parse_seconds(text) == seconds
 
     @pytest.mark.parametrize("text", ["", "five minutes", "-3", True, "5 parsecs", -1])
     def test_bad_durations_are_refused_clearly(self, text, clear_error):
         with pytest.raises(NodekeepError) as info:
-            drill.parse_duration(text, "the RPO target (nodekeep_rpo_target)")
+            drill.parse_seconds(text, "the RPO target (nodekeep_rpo_target)")
         clear_error(info.value, "nodekeep_rpo_target")
 
     def test_a_passing_drill(self):
@@ -103,7 +104,7 @@ class TestEngine:
         assert node["rto"] == {"seconds": None, "target_seconds": 1800.0, "met": False}
         assert node["rpo"]["seconds"] == 60.0 and node["verified_at"] is None
         assert "node1/blobs: restore or deep check FAILED: artifact blobs" in report["problems"][0]
-        page = drill.render_html(report, [])
+        page = drill_html.render_html(report, [])
         assert "not restored" in page and "differs from the manifest" in page
         assert "blobs FAILED" in drill.summary_lines(report)[0]
 
@@ -120,7 +121,7 @@ class TestEngine:
     def test_the_page_escapes_everything(self):
         raw = raw_result()
         raw["restore"]["artifacts"][0]["name"] = "<script>alert(1)</script>"
-        page = drill.render_html(drill.build_report({"node1": raw}, STARTED, STARTED + 5), [])
+        page = drill_html.render_html(drill.build_report({"node1": raw}, STARTED, STARTED + 5), [])
         assert "<script>" not in page and "&lt;script&gt;" in page
 
     def test_no_node_and_bad_names_are_refused(self, clear_error):

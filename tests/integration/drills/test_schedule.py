@@ -166,7 +166,7 @@ class TestRole:
         assert "Type=oneshot" in service and "UMask=0077" in service
         argv, env = exec_start(base, "backup")
         assert argv[:3] == [str(fleet.venv / "bin" / "python"), "-m",
-                            "ansible_collections.nodekeep.backup.plugins.module_utils.runner"]  # fmt: skip
+                            "ansible_collections.nodekeep.backup.plugins.module_utils.ops.runner"]  # fmt: skip
         assert "--step" in argv and "epoch_backup=%s" % (base / "etc" / "backup.json") in argv
         assert argv[argv.index("--repository-lock-mode") + 1] == "shared"
         prune, _env = exec_start(base, "prune")
@@ -413,7 +413,7 @@ class TestRunner:
         assert [p for _m, p, _b in pings.calls] == ["/ping/3f1c2a/start", "/ping/3f1c2a/fail"]
 
     def test_the_alert_rules_name_only_metrics_the_runner_writes(self, scheduled):
-        from ansible_collections.nodekeep.backup.plugins.module_utils.runner import build_metrics
+        from ansible_collections.nodekeep.backup.plugins.module_utils.ops.runner import build_metrics
 
         base, _proc, _again = scheduled
         text = "".join(p.read_text() for p in (base / "textfile").glob("*.prom"))
@@ -422,7 +422,7 @@ class TestRunner:
         facts = {"assets": {}, "copies": {"offsite": {"ok": True, "bytes": 1, "seconds": 1.0}}, "verified": {}}
         state = {"last_success": {"copy:offsite": 1.0}}
         written |= set(build_metrics("backup", NODE, True, 1.0, 1.0, facts, state).names())
-        written |= set(re.findall(r'"(nodekeep_drill_\w+)"', (ROOT / "plugins/module_utils/drill.py").read_text()))
+        written |= set(re.findall(r'"(nodekeep_drill_\w+)"', (ROOT / "plugins/module_utils/ops/drill.py").read_text()))
         rules = yaml.safe_load((ROOT / "docs" / "nodekeep-alerts.yml").read_text())["groups"][0]["rules"]
         assert "NodekeepBackupStale" in {r["alert"] for r in rules}
         for rule in rules:

@@ -19,26 +19,27 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import files as files_mod
-from ansible_collections.nodekeep.backup.plugins.module_utils import seal
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError
-from ansible_collections.nodekeep.backup.plugins.module_utils.retention import RetentionPolicy, apply_retention
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import _files_capture, _files_index, _files_objects
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.prune import apply_retention
+from ansible_collections.nodekeep.backup.plugins.module_utils.retention.policy import RetentionPolicy
 
 pytestmark = pytest.mark.timeout(300)
 
 
 def refs_of(node, epoch: str, name: str = "da") -> dict:
-    from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import load_manifest
+    from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import load_manifest
 
     manifest = load_manifest(node.repository, node.name, epoch, node.public_line)
-    return files_mod.load_refs(node.repository, node.name, epoch, manifest.artifact(name))
+    return _files_objects.load_refs(node.repository, node.name, epoch, manifest.artifact(name))
 
 
 def index_entries(node, epoch: str, name: str = "da") -> list:
     identities = seal.load_identities([node.age_key.identity])
     data = node.repository.get_bytes(node.name, epoch, "%s.index.jsonl.zst.age" % name)
     lines = seal.unseal_bytes(data, identities).decode().splitlines()
-    assert json.loads(lines[0])["format"] == files_mod.INDEX_FORMAT
+    assert json.loads(lines[0])["format"] == _files_index.INDEX_FORMAT
     return [json.loads(line) for line in lines[1:]]
 
 
@@ -70,7 +71,7 @@ class TestFullAndIncremental:
         packs = full_facts["objects"]["new_packs"]
         assert full_facts["objects"]["packed_files"] == distinct
         content_bytes = sum(m[5] for m in before_full.values() if m[0] == "file")
-        assert 1 <= packs <= content_bytes // files_mod.PACK_SIZE + 2
+        assert 1 <= packs <= content_bytes // _files_capture.PACK_SIZE + 2
         assert len(objects_after_full) == packs == full_facts["objects"]["new_objects"]
         entries = index_entries(node, full.epoch)
         assert all("offset" in e for e in entries if e["type"] == "file")
@@ -131,7 +132,7 @@ class TestFullAndIncremental:
         assert work["rehashed_objects"] == full.artifacts[0].source["objects"]["new_objects"]
         assert node.verify()["ok"]
 
-        (files_asset.state_dir / node.name / files_mod.KEY_FILE).unlink()
+        (files_asset.state_dir / node.name / _files_index.KEY_FILE).unlink()
         rekeyed = node.backup([asset])
         facts = rekeyed.artifacts[0].source
         assert facts["new_key"] is True and facts["key_id"] != full.artifacts[0].source["key_id"]
@@ -147,10 +148,10 @@ class TestFullAndIncremental:
         (store / "a").write_bytes(same)
         (store / "b").write_bytes(same)
         (store / "c").write_bytes(os.urandom(4000))
-        (store / "large").write_bytes(os.urandom(files_mod.PACK_MEMBER_MAX + 10))
+        (store / "large").write_bytes(os.urandom(_files_capture.PACK_MEMBER_MAX + 10))
         asset = files_asset(store)
         # one object per content, as version 1 of the index stored every file
-        monkeypatch.setattr(files_mod, "PACK_MEMBER_MAX", -1)
+        monkeypatch.setattr(_files_capture, "PACK_MEMBER_MAX", -1)
         first = node.backup([asset])
         work = first.artifacts[0].source["objects"]
         assert work["new_objects"] == 3 and work["new_packs"] == 0
@@ -200,7 +201,7 @@ class TestFullAndIncremental:
 
 
 def hold_reads(monkeypatch, path, hook) -> list:
-    """Run ``hook(fd)`` each time files.py's reader of ``path`` reaches the file's end, before it stats it again.
+    """Run ``hook(fd)`` each time the files capture's reader of ``path`` reaches the file's end, before it stats it again.
 
     The reader opens a file as ``open(fd, "rb", buffering=0)`` and reads it with ``readall()`` (read into
     memory) or ``read(n)`` up to ``b""`` (streamed, or copied to scratch): only those handles of that one
@@ -247,7 +248,7 @@ def hold_reads(monkeypatch, path, hook) -> list:
                 return Handle(handle)
         return handle
 
-    monkeypatch.setattr(files_mod, "open", wrapped_open, raising=False)  # files.py's own name only
+    monkeypatch.setattr(_files_capture, "open", wrapped_open, raising=False)  # the capture walk's own name only
     return ran
 
 
@@ -293,7 +294,7 @@ class TestLiveWrites:
     def test_a_file_written_during_the_backup_is_never_stored_torn_silently(
         self, node, store_tools, files_asset, tmp_path, writer, monkeypatch, small_file
     ):
-        monkeypatch.setattr(files_mod, "SMALL_FILE", small_file)
+        monkeypatch.setattr(_files_capture, "SMALL_FILE", small_file)
         store = tmp_path / "da"
         store_tools.make(store, count=100)
         growing = store / "index" / "growing.log"
@@ -316,12 +317,12 @@ class TestLiveWrites:
 
         held = hold_reads(monkeypatch, growing, writer_gets_in)
         manifest = node.backup([files_asset(store)])
-        assert len(held) >= files_mod.READ_ATTEMPTS
+        assert len(held) >= _files_capture.READ_ATTEMPTS
         facts = manifest.artifacts[0].source
         entries = {e["path"]: e for e in index_entries(node, manifest.epoch)}
         grown = entries["index/growing.log"]
         assert grown.get("changed") is True and "index/growing.log" in facts["changed"]
-        assert facts["changed_files"] >= 1 and facts["objects"]["retries"] >= files_mod.READ_ATTEMPTS
+        assert facts["changed_files"] >= 1 and facts["objects"]["retries"] >= _files_capture.READ_ATTEMPTS
         root = restored_root(node.restore(tmp_path / "r"))
         restored = (root / "index" / "growing.log").read_bytes()
         assert len(restored) == grown["size"] and restored == b"x" * len(restored)
@@ -340,7 +341,7 @@ class TestLiveWrites:
         bytes set no time (as the rest of a write() whose times were set): half of it lands before the
         backup reads the file, the other half right after that read, before the reader stats it again.
         """
-        monkeypatch.setattr(files_mod, "SMALL_FILE", small_file)
+        monkeypatch.setattr(_files_capture, "SMALL_FILE", small_file)
         store = tmp_path / "da"
         store.mkdir()
         size, half = 1 << 20, 1 << 19
@@ -417,7 +418,7 @@ class TestRetention:
     def test_retention_removes_the_old_epoch_and_gc_only_unreferenced_objects(
         self, node, store_tools, files_asset, tmp_path, monkeypatch
     ):
-        monkeypatch.setattr(files_mod, "PACK_SIZE", 1)  # one file per pack: each changed file frees its pack
+        monkeypatch.setattr(_files_capture, "PACK_SIZE", 1)  # one file per pack: each changed file frees its pack
         store = tmp_path / "da"
         made = store_tools.make(store, count=300)
         asset = files_asset(store)
@@ -445,7 +446,7 @@ class TestRetention:
     def test_gc_waits_while_a_backup_may_be_running_and_keeps_young_objects(
         self, node, store_tools, files_asset, tmp_path, monkeypatch
     ):
-        monkeypatch.setattr(files_mod, "PACK_SIZE", 1)
+        monkeypatch.setattr(_files_capture, "PACK_SIZE", 1)
         store = tmp_path / "da"
         made = store_tools.make(store, count=100)
         asset = files_asset(store)
@@ -544,7 +545,7 @@ class TestConfig:
 def test_standard_tools_open_the_index_and_an_object(node, store_tools, files_asset, tmp_path, age_key):
     store = tmp_path / "da"
     store_tools.make(store, count=10)
-    (store / "index" / "large.bin").write_bytes(os.urandom(files_mod.PACK_MEMBER_MAX + 1))
+    (store / "index" / "large.bin").write_bytes(os.urandom(_files_capture.PACK_MEMBER_MAX + 1))
     manifest = node.backup([files_asset(store)])
     index = node.epoch_dir(manifest.epoch) / "da.index.jsonl.zst.age"
     shown = subprocess.run(
@@ -564,7 +565,7 @@ def test_standard_tools_open_the_index_and_an_object(node, store_tools, files_as
     assert content == (store / "index" / "head.json").read_bytes()
     # a large file is an object of its own: the whole plaintext
     large = next(e for e in entries if e["path"] == "index/large.bin")
-    assert "offset" not in large and large["size"] > files_mod.PACK_MEMBER_MAX
+    assert "offset" not in large and large["size"] > _files_capture.PACK_MEMBER_MAX
     obj = Path(node.repository.root) / node.name / "objects" / large["object"][:2] / large["object"]
     content = subprocess.run(
         "age -d -i %s %s | zstd -d" % (age_key.identity_path, obj), shell=True, capture_output=True, check=True

@@ -15,9 +15,13 @@ import time
 import pgcluster
 import pytest
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import postgres
-from ansible_collections.nodekeep.backup.plugins.module_utils.assets import asset_type
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import CaptureError, NodekeepError, RestoreError
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import postgres
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets.registry import asset_type
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
+    CaptureError,
+    NodekeepError,
+    RestoreError,
+)
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -18,9 +18,13 @@ import pytest
 from integration_helpers import read_rocksdb
 from rdbhelpers import APP, assert_consistent
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import rocksdb
-from ansible_collections.nodekeep.backup.plugins.module_utils.assets import asset_type
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import CaptureError, NodekeepError, RestoreError
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import _rocksdb_db as rocksdb
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets.registry import asset_type
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
+    CaptureError,
+    NodekeepError,
+    RestoreError,
+)
 
 pytestmark = pytest.mark.timeout(300)
 

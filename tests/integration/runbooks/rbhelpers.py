@@ -36,8 +36,8 @@ from pathlib import Path
 
 import yaml
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import assets as engine_assets
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import registry as engine_assets
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 

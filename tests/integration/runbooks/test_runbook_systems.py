@@ -41,7 +41,7 @@ from rbhelpers import (
     write_file,
 )
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.assets import asset_type
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets.registry import asset_type
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 

@@ -34,13 +34,13 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import seal, signing
-from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal, signing
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import utc_now_iso
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import (
     MANIFEST_NAME,
     SIGNATURE_NAME,
     Artifact,
     Manifest,
-    utc_now_iso,
 )
 
 boto3 = pytest.importorskip("boto3")
@@ -134,7 +134,8 @@ class SeaweedServer:
         )
 
     def repository(self, bucket: str, prefix: str = "", **options):
-        from ansible_collections.nodekeep.backup.plugins.module_utils.s3 import S3Repository
+        from ansible_collections.nodekeep.backup.plugins.module_utils.storage.s3_repository import S3Repository
+        from ansible_collections.nodekeep.backup.plugins.module_utils.storage.s3_settings import S3Settings
 
         settings = {
             "bucket": bucket,
@@ -148,7 +149,7 @@ class SeaweedServer:
             "part_size": "5M",
         }
         settings.update(options)
-        return S3Repository(**settings)
+        return S3Repository(S3Settings(**settings))
 
     def target(self, bucket: str, prefix: str = "", **options) -> dict:
         """The same settings as a module's ``targets`` entry."""

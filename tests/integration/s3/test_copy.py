@@ -12,9 +12,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError
-from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import MANIFEST_NAME, SIGNATURE_NAME, epoch_name
-from ansible_collections.nodekeep.backup.plugins.module_utils.replicate import copy_epoch, verify_copies
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import epoch_name
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import MANIFEST_NAME, SIGNATURE_NAME
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.replicate import copy_epoch, verify_copies
 from ansible_collections.nodekeep.backup.plugins.modules import epoch_copy, epoch_prune
 
 pytestmark = pytest.mark.timeout(120)

@@ -13,11 +13,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from botocore.exceptions import ClientError
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import RepositoryError
-from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import epoch_name
-from ansible_collections.nodekeep.backup.plugins.module_utils.replicate import replicate
-from ansible_collections.nodekeep.backup.plugins.module_utils.retention import RetentionPolicy, apply_retention
-from ansible_collections.nodekeep.backup.plugins.module_utils.s3 import pruner_policy, writer_policy
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import epoch_name
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import RepositoryError
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.prune import apply_retention
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.replicate import replicate
+from ansible_collections.nodekeep.backup.plugins.module_utils.retention.policy import RetentionPolicy
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.s3_settings import pruner_policy, writer_policy
 
 pytestmark = pytest.mark.timeout(120)
 

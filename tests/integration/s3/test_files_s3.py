@@ -13,13 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import files as files_mod
-from ansible_collections.nodekeep.backup.plugins.module_utils import replicate as replicate_mod
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import RepositoryError
-from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import MANIFEST_NAME, SIGNATURE_NAME
-from ansible_collections.nodekeep.backup.plugins.module_utils.replicate import OBJECT_WORKERS, copy_epoch, replicate
-from ansible_collections.nodekeep.backup.plugins.module_utils.retention import RetentionPolicy, apply_retention
-from ansible_collections.nodekeep.backup.plugins.module_utils.s3 import S3_TARGET_OPTIONS, S3Repository
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import _files_capture as files_mod
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import RepositoryError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import MANIFEST_NAME, SIGNATURE_NAME
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops import replicate as replicate_mod
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.prune import apply_retention
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.replicate import OBJECT_WORKERS, copy_epoch, replicate
+from ansible_collections.nodekeep.backup.plugins.module_utils.retention.policy import RetentionPolicy
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.s3_repository import S3Repository
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.s3_settings import S3_TARGET_OPTIONS
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -7,9 +7,10 @@ import time
 
 import pytest
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import resolve_epoch, verify_epoch
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import RepositoryError
-from ansible_collections.nodekeep.backup.plugins.module_utils.replicate import replicate
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import RepositoryError
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import verify_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.replicate import replicate
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import resolve_epoch
 
 pytestmark = pytest.mark.timeout(120)
 

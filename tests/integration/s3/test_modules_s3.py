@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/integratio
 
 from module_driver import failed, run_module, succeeded
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.repository import LocalRepository
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.repository import LocalRepository
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -8,10 +8,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from botocore.exceptions import ClientError
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import RepositoryError
-from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import MANIFEST_NAME, SIGNATURE_NAME, epoch_name
-from ansible_collections.nodekeep.backup.plugins.module_utils.retention import RetentionPolicy, apply_retention
-from ansible_collections.nodekeep.backup.plugins.module_utils.s3 import ObjectLockedError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import epoch_name
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import RepositoryError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import MANIFEST_NAME, SIGNATURE_NAME
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.prune import apply_retention
+from ansible_collections.nodekeep.backup.plugins.module_utils.retention.policy import RetentionPolicy
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage._s3_client import ObjectLockedError
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError
-from ansible_collections.nodekeep.backup.plugins.module_utils.replicate import (
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.replicate import (
     daily_run,
     parse_subset,
     rolling_slot,

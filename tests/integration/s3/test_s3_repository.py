@@ -10,11 +10,12 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import resolve_epoch
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import RepositoryError
-from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import MANIFEST_NAME, SIGNATURE_NAME
-from ansible_collections.nodekeep.backup.plugins.module_utils.repository import open_repository
-from ansible_collections.nodekeep.backup.plugins.module_utils.s3 import S3Repository
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import RepositoryError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import MANIFEST_NAME, SIGNATURE_NAME
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import resolve_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.s3_repository import S3Repository
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.s3_settings import S3Settings
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -211,7 +212,7 @@ class TestEncryption:
         settings = {"bucket": "nodekeep-test", "endpoint_url": s3_server.endpoint, "path_style": True}
         settings.update(options)
         with pytest.raises(RepositoryError) as raised:
-            S3Repository(**settings)
+            S3Repository(S3Settings(**settings))
         assert needle in raised.value.message
         assert raised.value.remedy
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.runner import COLLECTIONS_ROOT, last_json_object
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.runner import COLLECTIONS_ROOT, last_json_object
 
 
 def _limit_file_size(limit: int):

@@ -20,9 +20,9 @@ import pytest
 import zstandard
 from modrun import module
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import files as files_mod
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import IntegrityError
-from ansible_collections.nodekeep.backup.plugins.module_utils.seal import load_identities, unseal
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import _files_capture as files_mod
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import IntegrityError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import load_identities, unseal
 
 pytestmark = pytest.mark.timeout(300)
 

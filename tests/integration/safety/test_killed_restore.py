@@ -18,16 +18,17 @@ from pathlib import Path
 import pytest
 from modrun import module
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import safefs
-from ansible_collections.nodekeep.backup.plugins.module_utils.runner import COLLECTIONS_ROOT
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import safefs
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.runner import COLLECTIONS_ROOT
 
 pytestmark = pytest.mark.timeout(300)
 
 HELD_RESTORE = r"""
 import json, sys
-from ansible_collections.nodekeep.backup.plugins.module_utils import assets, seal
-from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import restore_epoch
-from ansible_collections.nodekeep.backup.plugins.module_utils.repository import LocalRepository
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import base as assets
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import restore_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.repository import LocalRepository
 
 complete = assets.Staged.complete
 

@@ -19,14 +19,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from modrun import module
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import epoch as epoch_mod
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import CaptureError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import CaptureError
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops import epoch as epoch_mod
 
 pytestmark = pytest.mark.timeout(300)
 
 SWEEP = (
     "import sys\n"
-    "from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import _sweep_stale_runs\n"
+    "from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import _sweep_stale_runs\n"
     "_sweep_stale_runs(sys.argv[1])\n"
 )
 
@@ -143,7 +143,7 @@ class TestSpecialFilesAsSqlitePath:
     @pytest.mark.timeout(30)  # the old code waited here forever for a writer
     def test_the_engine_refuses_a_fifo_swapped_in_for_the_file(self, tmp_path):
         """The type is checked on the open descriptor: a FIFO at the path is never read from."""
-        from ansible_collections.nodekeep.backup.plugins.module_utils.sqlite import check_is_database
+        from ansible_collections.nodekeep.backup.plugins.module_utils.assets.sqlite import check_is_database
 
         path = tmp_path / "app.db"
         os.mkfifo(path, 0o600)

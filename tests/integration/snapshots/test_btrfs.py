@@ -10,11 +10,13 @@ import pytest
 from snaphelpers import sh, write_files
 from test_zfs import FailingRepository, change
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import snapshot
-from ansible_collections.nodekeep.backup.plugins.module_utils.assets import asset_type
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError
-from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import epoch_name
-from ansible_collections.nodekeep.backup.plugins.module_utils.retention import RetentionPolicy
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets.registry import asset_type
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import epoch_name
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
+from ansible_collections.nodekeep.backup.plugins.module_utils.retention.policy import RetentionPolicy
+from ansible_collections.nodekeep.backup.plugins.module_utils.snapshot import base as snapshot
+from ansible_collections.nodekeep.backup.plugins.module_utils.snapshot import btrfs as _btrfs_mod
+from ansible_collections.nodekeep.backup.plugins.module_utils.snapshot import volumes
 
 
 def snapdir_names(volume: Path) -> list[str]:
@@ -63,18 +65,18 @@ def test_interrupted_send_leaves_nothing_and_next_run_succeeds(node, btrfs_volum
 
 
 def test_retention_keeps_what_the_policy_says(btrfs_volume):
-    fs = snapshot.Btrfs()
+    fs = _btrfs_mod.Btrfs()
     start = datetime(2026, 11, 1, 0, 30, tzinfo=timezone.utc)
     names = [snapshot.snapshot_name("nodekeep", epoch_name(start + timedelta(hours=h))) for h in range(0, 96, 12)]
     for name in names:
         fs.create(str(btrfs_volume), name)
     fs.create(str(btrfs_volume), "manual")
     policy = RetentionPolicy(keep_daily=2)
-    dry = snapshot.prune_snapshots(fs, str(btrfs_volume), policy, dry_run=True)
+    dry = volumes.prune_snapshots(fs, str(btrfs_volume), policy, dry_run=True)
     assert len(snapdir_names(btrfs_volume)) == len(names) + 1
     expected = {names[-4], names[-2], names[-1]}  # first of each of the 2 newest days, and the newest
     assert {e["name"] for e in dry["kept"]} == expected
-    result = snapshot.prune_snapshots(fs, str(btrfs_volume), policy, protect={names[0]})
+    result = volumes.prune_snapshots(fs, str(btrfs_volume), policy, protect={names[0]})
     assert {s.split("@", 1)[1] for s in snapdir_names(btrfs_volume)} == expected | {names[0], "manual"}
     assert len(result["destroyed"]) == len(names) - 4
 
@@ -176,7 +178,7 @@ def test_a_path_outside_its_snapshot_is_refused(node, btrfs_volume, tmp_path, cl
 
 def test_epoch_retention_keeps_the_chain_a_kept_incremental_needs(node, btrfs_volume, btrfs_fs):
     """keep_last 1 keeps the newest epoch and, because it is an incremental send, every epoch of its chain."""
-    from ansible_collections.nodekeep.backup.plugins.module_utils.retention import apply_retention
+    from ansible_collections.nodekeep.backup.plugins.module_utils.ops.prune import apply_retention
 
     asset = {"name": "vol", "type": "btrfs", "path": str(btrfs_volume), "full_every": 3, "local_retention": {}}
     epochs = []

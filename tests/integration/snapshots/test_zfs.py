@@ -12,10 +12,13 @@ from pathlib import Path
 import pytest
 from snaphelpers import sh, write_files
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import snapshot
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError
-from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import epoch_name
-from ansible_collections.nodekeep.backup.plugins.module_utils.retention import RetentionPolicy
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import manifest as _manifest_mod
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import epoch_name
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
+from ansible_collections.nodekeep.backup.plugins.module_utils.retention.policy import RetentionPolicy
+from ansible_collections.nodekeep.backup.plugins.module_utils.snapshot import base as snapshot
+from ansible_collections.nodekeep.backup.plugins.module_utils.snapshot import volumes
+from ansible_collections.nodekeep.backup.plugins.module_utils.snapshot import zfs as _zfs_mod
 
 
 def userrefs(dataset: str) -> dict[str, int]:
@@ -41,7 +44,7 @@ def change(mountpoint: Path, step: int) -> None:
 
 
 def test_feature_detection_finds_zfs_fuse(zfs_pool):
-    features = snapshot.detect_zfs_features(refresh=True)
+    features = _zfs_mod.detect_zfs_features(refresh=True)
     assert features["implementation"] == "zfs-fuse"
     for missing in (
         "list_parsable",
@@ -109,7 +112,7 @@ def test_chain_needs_every_link_and_falls_back_to_full(node, zfs_dataset, tmp_pa
     sends = [m.artifact("data").source["send"] for m in manifests]
     assert sends == ["full", "incremental", "incremental", "full"], sends
     assert "full_every 3" in manifests[3].artifact("data").source["send_reason"]
-    assert snapshot.manifest_needs(manifests[2]) == {manifests[0].epoch, manifests[1].epoch}
+    assert _manifest_mod.manifest_needs(manifests[2]) == {manifests[0].epoch, manifests[1].epoch}
 
     # the base snapshot destroyed locally: the next send is full, and says why
     sh("zfs", "destroy", "%s@nodekeep-%s" % (dataset, manifests[3].epoch))
@@ -189,7 +192,7 @@ def test_interrupted_send_leaves_no_hold_and_next_run_succeeds(node, zfs_dataset
 def test_killed_send_r_leaks_temporary_holds_that_the_next_run_releases(zfs_dataset):
     dataset, mountpoint = zfs_dataset
     (mountpoint / "big.bin").write_bytes(os.urandom(16 << 20))
-    fs = snapshot.Zfs()
+    fs = _zfs_mod.Zfs()
     snap = fs.create(dataset, "nodekeep-20260101T000000Z", recursive=True)
     # a run killed in the middle of `zfs send -R`: its PIDs were recorded, it never cleaned up
     sender = subprocess.Popen(["zfs", "send", "-R", snap.ident], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -218,7 +221,7 @@ def test_killed_send_r_leaks_temporary_holds_that_the_next_run_releases(zfs_data
 
 def test_retention_keeps_what_the_policy_says_and_never_a_held_snapshot(zfs_dataset):
     dataset, _mountpoint = zfs_dataset
-    fs = snapshot.Zfs()
+    fs = _zfs_mod.Zfs()
     start = datetime(2026, 11, 1, 0, 30, tzinfo=timezone.utc)
     names = []
     for hours in range(0, 24 * 10, 6):  # every 6 hours for 10 days: 40 snapshots
@@ -230,7 +233,7 @@ def test_retention_keeps_what_the_policy_says_and_never_a_held_snapshot(zfs_data
     held = names[1]
     sh("zfs", "hold", "test", "%s@%s" % (dataset, held))
     policy = RetentionPolicy(keep_last=2, keep_daily=3)
-    dry = snapshot.prune_snapshots(fs, dataset, policy, dry_run=True)
+    dry = volumes.prune_snapshots(fs, dataset, policy, dry_run=True)
     assert snapshot_names(dataset)[: len(names)] == names  # nothing changed
     kept = {e["name"] for e in dry["kept"]}
     # last 2 + the first snapshot of each of the 3 newest days
@@ -240,7 +243,7 @@ def test_retention_keeps_what_the_policy_says_and_never_a_held_snapshot(zfs_data
     }
     assert kept == expected
     assert [e["name"] for e in dry["held"]] == [held]
-    result = snapshot.prune_snapshots(fs, dataset, policy)
+    result = volumes.prune_snapshots(fs, dataset, policy)
     assert result["changed"] and not result["errors"]
     left = set(snapshot_names(dataset))
     assert left == expected | {held, "manual", "nodekeep-cg-20261101T003000Z"}
@@ -259,7 +262,7 @@ def test_cutover_by_rename_and_rollback(node, zfs_dataset, tmp_path):
         if n.endswith(restored["path"])
     )
     (mountpoint / "file00.bin").write_bytes(b"damaged")
-    result = snapshot.zfs_cutover(staging, dataset)
+    result = volumes.zfs_cutover(staging, dataset)
     # zfs-fuse cannot rename a filesystem: the cutover swaps mountpoints
     assert result["mode"] == "mountpoint" and result["dataset"] == staging and result["previous"] == dataset
     assert (mountpoint / "file00.bin").read_bytes() != b"damaged"
@@ -269,7 +272,7 @@ def test_cutover_by_rename_and_rollback(node, zfs_dataset, tmp_path):
     sh("zfs", "set", "mountpoint=%s" % restored["path"], staging)
     sh("zfs", "set", "mountpoint=%s" % mountpoint, dataset)
 
-    fs = snapshot.Zfs()
+    fs = _zfs_mod.Zfs()
     snap = fs.create(dataset, "before-change")
     (mountpoint / "file01.bin").write_bytes(b"bad")
     fs.rollback(snap)

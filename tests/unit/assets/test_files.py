@@ -12,18 +12,23 @@ import os
 
 import pytest
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import files
-from ansible_collections.nodekeep.backup.plugins.module_utils import seal as seal_utils
-from ansible_collections.nodekeep.backup.plugins.module_utils.assets import asset_type
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import (
+    _files_capture,
+    _files_index,
+    _files_objects,
+    files,
+)
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets.registry import asset_type
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal as seal_utils
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
     CaptureError,
     IntegrityError,
     NodekeepError,
     RepositoryError,
     RestoreError,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import Artifact
-from ansible_collections.nodekeep.backup.plugins.module_utils.repository import LocalRepository
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import Artifact
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.repository import LocalRepository
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,19 +38,19 @@ SHA = hashlib.sha256(b"content").hexdigest()
 class TestNames:
     def test_object_names_are_keyed_and_stable(self):
         key, other = b"k" * 32, b"o" * 32
-        name = files.object_name(key, SHA)
-        assert name == files.object_name(key, SHA) and len(name) == 64
-        assert name != files.object_name(other, SHA)
+        name = _files_index.object_name(key, SHA)
+        assert name == _files_index.object_name(key, SHA) and len(name) == 64
+        assert name != _files_index.object_name(other, SHA)
         assert name != SHA  # the plain content hash is never the name: no confirmation of guessable files
-        assert files.key_id(key) != files.key_id(other) and len(files.key_id(key)) == 16
+        assert _files_index.key_id(key) != _files_index.key_id(other) and len(_files_index.key_id(key)) == 16
 
 
 class TestNodeState:
     def test_key_is_made_once_private_and_checked(self, tmp_path):
-        state = files.NodeState(str(tmp_path / "state"), "node1", "da")
+        state = _files_index.NodeState(str(tmp_path / "state"), "node1", "da")
         key, created = state.key()
         assert created and len(key) == 32
-        path = tmp_path / "state" / "node1" / files.KEY_FILE
+        path = tmp_path / "state" / "node1" / _files_index.KEY_FILE
         assert path.stat().st_mode & 0o777 == 0o600
         assert (tmp_path / "state" / "node1" / "da").stat().st_mode & 0o777 == 0o700
         assert state.key() == (key, False)
@@ -63,10 +68,10 @@ class TestIndex:
         path = tmp_path / "index.jsonl"
         path.write_text(json.dumps({"format": "something/v9"}) + "\n")
         with pytest.raises(IntegrityError, match="something/v9"):
-            files.read_index(str(path))
+            _files_index.read_index(str(path))
         path.write_text("not json\n")
         with pytest.raises(IntegrityError, match="not JSON"):
-            files.read_index(str(path))
+            _files_index.read_index(str(path))
 
     def test_members_from_entries(self):
         entry = {
@@ -80,14 +85,14 @@ class TestIndex:
             "sha256": SHA,
             "object": "0" * 64,
         }
-        member = files._member(entry)
+        member = _files_objects._member(entry)
         assert member.isreg() and member.mode == 0o4755 and (member.uid, member.gid) == (5, 6)
         assert member.pax_headers["mtime"] == "1500000000.123456789"
         assert member.nodekeep_entry is entry
-        link = files._member({"path": "l", "type": "symlink", "target": "../x", "mtime_ns": 0})
+        link = _files_objects._member({"path": "l", "type": "symlink", "target": "../x", "mtime_ns": 0})
         assert link.issym() and link.linkname == "../x"
         with pytest.raises(RestoreError, match="unknown type"):
-            files._member({"path": "d", "type": "device"})
+            _files_objects._member({"path": "d", "type": "device"})
 
     def test_unchanged_needs_size_mtime_ctime_and_inode(self, tmp_path):
         path = tmp_path / "f"
@@ -100,11 +105,11 @@ class TestIndex:
             "ctime_ns": info.st_ctime_ns,
             "ino": info.st_ino,
         }
-        assert files._unchanged(cached, info)
+        assert _files_capture._unchanged(cached, info)
         for key in ("size", "mtime_ns", "ctime_ns", "ino"):
-            assert not files._unchanged(dict(cached, **{key: 0}), info)
-        assert not files._unchanged(dict(cached, changed=True), info)
-        assert not files._unchanged(None, info)
+            assert not _files_capture._unchanged(dict(cached, **{key: 0}), info)
+        assert not _files_capture._unchanged(dict(cached, changed=True), info)
+        assert not _files_capture._unchanged(None, info)
 
 
 class TestRepositoryObjects:
@@ -163,15 +168,15 @@ class TestRefs:
     def test_refs_are_checked_against_the_manifest_facts(self, tmp_path):
         repo = LocalRepository(str(tmp_path / "repo"))
         name = "ef" + "2" * 62
-        data = ("%s\n%s 12 %s\n" % (files.REFS_FORMAT, name, SHA)).encode()
+        data = ("%s\n%s 12 %s\n" % (_files_index.REFS_FORMAT, name, SHA)).encode()
         artifact = self._artifact(repo, data)
-        assert files.load_refs(repo, "node1", "20260101T000000Z", artifact) == {name: (12, SHA)}
+        assert _files_objects.load_refs(repo, "node1", "20260101T000000Z", artifact) == {name: (12, SHA)}
         assert asset_type("files").extra_files(artifact) == [
             {"file": "da.refs.txt", "size": len(data), "sha256": artifact.source["refs"]["sha256"]}
         ]
         artifact.source["refs"]["sha256"] = SHA
         with pytest.raises(IntegrityError, match="does not match its manifest"):
-            files.load_refs(repo, "node1", "20260101T000000Z", artifact)
+            _files_objects.load_refs(repo, "node1", "20260101T000000Z", artifact)
 
     def test_check_objects_reports_missing_and_modified(self, tmp_path):
         repo = LocalRepository(str(tmp_path / "repo"))
@@ -181,46 +186,46 @@ class TestRefs:
                 sink.write(b"12345")
         digest = hashlib.sha256(b"12345").hexdigest()
         refs = {good: (5, digest), bad: (5, SHA), gone: (5, digest)}
-        report = files.check_objects(repo, "node1", refs)
+        report = _files_objects.check_objects(repo, "node1", refs)
         assert report["missing"] == [gone] and report["wrong"] == ["%s (SHA-256 differs)" % bad]
-        assert files.check_objects(repo, "node1", refs, read=False)["wrong"] == []
+        assert _files_objects.check_objects(repo, "node1", refs, read=False)["wrong"] == []
 
 
 class TestRebuild:
     def test_rebuild_refuses_paths_leaving_the_tree(self, tmp_path):
         index = tmp_path / "index.jsonl"
         lines = [
-            {"format": files.INDEX_FORMAT},
+            {"format": _files_index.INDEX_FORMAT},
             {"path": ".", "type": "dir", "mode": 0o755, "mtime_ns": 0},
             {"path": "../escape", "type": "symlink", "target": "x", "mtime_ns": 0},
         ]
         index.write_text("".join(json.dumps(line) + "\n" for line in lines))
         repo = LocalRepository(str(tmp_path / "repo"))
         with pytest.raises(RestoreError, match=r"'\.\.'"):
-            files.rebuild_tree(str(index), str(tmp_path / "out"), repo, "node1", [])
+            _files_objects.rebuild_tree(str(index), str(tmp_path / "out"), repo, "node1", [])
         # An absolute link is data (kept as a link), but nothing is ever written through it.
         lines[2] = {"path": "link", "type": "symlink", "target": "/etc", "mtime_ns": 0}
         lines.append({"path": "link/passwd", "type": "symlink", "target": "x", "mtime_ns": 0})
         index.write_text("".join(json.dumps(line) + "\n" for line in lines))
         with pytest.raises(RestoreError, match="written through"):
-            files.rebuild_tree(str(index), str(tmp_path / "out2"), repo, "node1", [])
+            _files_objects.rebuild_tree(str(index), str(tmp_path / "out2"), repo, "node1", [])
 
     def test_rebuild_checks_each_object_against_the_index(self, tmp_path, age_key):
         repo = LocalRepository(str(tmp_path / "repo"))
         recipients = seal_utils.load_recipients([age_key.recipient])
-        name = files.object_name(b"k" * 32, SHA)
+        name = _files_index.object_name(b"k" * 32, SHA)
         with repo.put_object("node1", name) as sink:
             seal_utils.seal(io.BytesIO(b"other content"), sink, recipients)
         index = tmp_path / "index.jsonl"
         lines = [
-            {"format": files.INDEX_FORMAT},
+            {"format": _files_index.INDEX_FORMAT},
             {"path": ".", "type": "dir", "mode": 0o755, "mtime_ns": 0},
             {"path": "f", "type": "file", "mode": 0o644, "mtime_ns": 0, "size": 7, "sha256": SHA, "object": name},
         ]
         index.write_text("".join(json.dumps(line) + "\n" for line in lines))
         identities = seal_utils.load_identities([age_key.identity])
         with pytest.raises(IntegrityError, match="does not match the index|more than the 7 bytes"):
-            files.rebuild_tree(str(index), str(tmp_path / "out"), repo, "node1", identities)
+            _files_objects.rebuild_tree(str(index), str(tmp_path / "out"), repo, "node1", identities)
 
 
 class TestPacks:
@@ -230,13 +235,13 @@ class TestPacks:
         repo = LocalRepository(str(tmp_path / "repo"))
         recipients = seal_utils.load_recipients([age_key.recipient])
         data = b"".join(members)
-        name = files.object_name(b"k" * 32, hashlib.sha256(data).hexdigest())
+        name = _files_index.object_name(b"k" * 32, hashlib.sha256(data).hexdigest())
         with repo.put_object("node1", name) as sink:
             result = seal_utils.seal(io.BytesIO(data), sink, recipients)
         return repo, name, result.sealed
 
     def _index(self, tmp_path, name, sealed, members, changes=None):
-        lines = [{"format": files.INDEX_FORMAT}, {"path": ".", "type": "dir", "mode": 0o755, "mtime_ns": 0}]
+        lines = [{"format": _files_index.INDEX_FORMAT}, {"path": ".", "type": "dir", "mode": 0o755, "mtime_ns": 0}]
         offset = 0
         for number, data in enumerate(members):
             entry = {
@@ -266,7 +271,7 @@ class TestPacks:
         repo, name, sealed = self._pack(tmp_path, age_key, members)
         index = self._index(tmp_path, name, sealed, members)
         identities = seal_utils.load_identities([age_key.identity])
-        stats = files.rebuild_tree(index, str(tmp_path / "out"), repo, "node1", identities, keep_ownership=False)
+        stats = _files_objects.rebuild_tree(index, str(tmp_path / "out"), repo, "node1", identities, keep_ownership=False)
         assert stats["objects_read"] == 1 and stats["files"] == 3 and stats["hardlinks"] == 1
         for number, data in enumerate(members):
             path = tmp_path / "out" / ("f%d" % number)
@@ -282,22 +287,22 @@ class TestPacks:
         identities = seal_utils.load_identities([age_key.identity])
         index = self._index(tmp_path, name, sealed, members, {1: {"sha256": SHA}})
         with pytest.raises(IntegrityError, match="f1: its content does not match"):
-            files.rebuild_tree(index, str(tmp_path / "out"), repo, "node1", identities)
+            _files_objects.rebuild_tree(index, str(tmp_path / "out"), repo, "node1", identities)
         index = self._index(tmp_path, name, sealed, members, {1: {"sealed_sha256": SHA}})
         with pytest.raises(IntegrityError, match="two sizes or checksums"):
-            files.rebuild_tree(index, str(tmp_path / "out2"), repo, "node1", identities)
+            _files_objects.rebuild_tree(index, str(tmp_path / "out2"), repo, "node1", identities)
         index = self._index(tmp_path, name, sealed, members, {0: {"sealed_sha256": SHA}, 1: {"sealed_sha256": SHA}})
         with pytest.raises(IntegrityError, match="sealed bytes do not match"):
-            files.rebuild_tree(index, str(tmp_path / "out3"), repo, "node1", identities)
+            _files_objects.rebuild_tree(index, str(tmp_path / "out3"), repo, "node1", identities)
 
     def test_a_pack_may_hold_members_no_longer_referenced(self, tmp_path, age_key):
         members = [b"a" * 1000, b"b" * 1000, b"c" * 5000]
         repo, name, sealed = self._pack(tmp_path, age_key, members)
         identities = seal_utils.load_identities([age_key.identity])
         index = self._index(tmp_path, name, sealed, members[:2])  # the third file was deleted since
-        files.rebuild_tree(index, str(tmp_path / "out"), repo, "node1", identities)
+        _files_objects.rebuild_tree(index, str(tmp_path / "out"), repo, "node1", identities)
         assert (tmp_path / "out" / "f1").read_bytes() == b"b" * 1000
-        sink = files._PrefixSink(4)  # only what the index needs is kept in memory
+        sink = _files_objects._PrefixSink(4)  # only what the index needs is kept in memory
         sink.write(b"123")
         sink.write(b"45678")
         assert sink.getvalue() == b"1234"
@@ -305,7 +310,7 @@ class TestPacks:
     def test_sample_reader_slices_a_member(self, tmp_path, age_key):
         members = [b"first", b"second"]
         repo, name, sealed = self._pack(tmp_path, age_key, members)
-        reader = files._ObjectReader(repo, "node1", seal_utils.load_identities([age_key.identity]))
+        reader = _files_objects._ObjectReader(repo, "node1", seal_utils.load_identities([age_key.identity]))
         entry = {
             "path": "f1",
             "size": 6,
@@ -329,9 +334,9 @@ class TestPacks:
             + json.dumps({"path": "a", "type": "file", "size": 1}, separators=(",", ":"))
             + "\n"
         )
-        header, entries = files.read_index(str(path))
+        header, entries = _files_index.read_index(str(path))
         assert header["format"] == "nodekeep.files-index/v1" and len(list(entries)) == 2
-        _header, entries = files.read_index(str(path), files_only=True)
+        _header, entries = _files_index.read_index(str(path), files_only=True)
         assert [entry["path"] for entry in entries] == ["a"]
 
 

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import rocksdb
-from ansible_collections.nodekeep.backup.plugins.module_utils.assets import LATE_TYPES, asset_type
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import CaptureError
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import _rocksdb_db, rocksdb
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets.registry import ASSET_TYPES, asset_type
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import CaptureError
 
 
 def fake_db(path, manifest="MANIFEST-000005"):
@@ -28,8 +28,8 @@ def fake_db(path, manifest="MANIFEST-000005"):
     return path
 
 
-def test_registered_late():
-    assert "rocksdb" in LATE_TYPES
+def test_registered():
+    assert "rocksdb" in ASSET_TYPES
     kind = asset_type("rocksdb")
     assert isinstance(kind, rocksdb.RocksdbAssetType)
     assert kind.artifact_file({"name": "chain"}) == "chain.tar.zst.age"
@@ -77,20 +77,20 @@ def test_normalize_checks_options():
 
 def test_db_problem(tmp_path):
     db = fake_db(tmp_path / "db")
-    assert rocksdb.db_problem(str(db)) is None
-    assert "does not exist" in rocksdb.db_problem(str(tmp_path / "nope"))
-    assert "not a directory" in rocksdb.db_problem(str(db / "CURRENT"))
-    assert "no CURRENT" in rocksdb.db_problem(str(tmp_path))
+    assert _rocksdb_db.db_problem(str(db)) is None
+    assert "does not exist" in _rocksdb_db.db_problem(str(tmp_path / "nope"))
+    assert "not a directory" in _rocksdb_db.db_problem(str(db / "CURRENT"))
+    assert "no CURRENT" in _rocksdb_db.db_problem(str(tmp_path))
     (db / "CURRENT").write_text("garbage\n")
-    assert "not a MANIFEST" in rocksdb.db_problem(str(db))
+    assert "not a MANIFEST" in _rocksdb_db.db_problem(str(db))
     (db / "CURRENT").write_text("MANIFEST-000099\n")
-    assert "missing" in rocksdb.db_problem(str(db))
+    assert "missing" in _rocksdb_db.db_problem(str(db))
 
 
 def test_options_facts_reads_the_newest_options_file(tmp_path):
     db = fake_db(tmp_path / "db")
-    assert rocksdb.options_facts(str(db)) == {"rocksdb_version": "7.8.3", "format_version": 5}
-    assert rocksdb.options_facts(str(tmp_path)) == {}
+    assert _rocksdb_db.options_facts(str(db)) == {"rocksdb_version": "7.8.3", "format_version": 5}
+    assert _rocksdb_db.options_facts(str(tmp_path)) == {}
 
 
 def test_compare_facts():
@@ -112,20 +112,20 @@ sys.stdin.read()
 
 def test_lock_holder_names_the_process_and_hold_closed_refuses(tmp_path):
     db = fake_db(tmp_path / "db")
-    assert rocksdb.lock_holder(str(db)) is None
+    assert _rocksdb_db.lock_holder(str(db)) is None
     proc = subprocess.Popen(
         [sys.executable, "-c", _LOCKER, str(db / "LOCK")], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
     try:
         assert proc.stdout.readline().strip() == b"locked"
-        holder = rocksdb.lock_holder(str(db))
+        holder = _rocksdb_db.lock_holder(str(db))
         assert holder["pid"] == proc.pid and "_LOCKER" not in holder["process"] and "lockf" in holder["process"]
-        with pytest.raises(CaptureError, match="process %d" % proc.pid), rocksdb.hold_closed(str(db)):
+        with pytest.raises(CaptureError, match="process %d" % proc.pid), _rocksdb_db.hold_closed(str(db)):
             pass
     finally:
         proc.stdin.close()
         proc.wait()
-    with rocksdb.hold_closed(str(db)):
+    with _rocksdb_db.hold_closed(str(db)):
         # while held, the owner cannot take its exclusive lock: it cannot open the DB mid-copy
         out = subprocess.run(
             [sys.executable, "-c", _LOCKER, str(db / "LOCK")],
@@ -134,23 +134,23 @@ def test_lock_holder_names_the_process_and_hold_closed_refuses(tmp_path):
             check=False,
         )
         assert out.returncode != 0 and b"Resource temporarily unavailable" in out.stderr
-    assert rocksdb.lock_holder(str(db)) is None
+    assert _rocksdb_db.lock_holder(str(db)) is None
 
 
 def test_copy_links_only_immutable_files(tmp_path):
     db = fake_db(tmp_path / "db")
-    stats = rocksdb.copy_db_tree(str(db), str(tmp_path / "copy"))
+    stats = _rocksdb_db.copy_db_tree(str(db), str(tmp_path / "copy"))
     assert stats["files"] == 7 and stats["linked"] == 1
     assert os.path.samefile(db / "000007.sst", tmp_path / "copy" / "000007.sst")
     assert not os.path.samefile(db / "000008.log", tmp_path / "copy" / "000008.log")
     assert (tmp_path / "copy" / "LOCK").read_bytes() == b""
     with pytest.raises(FileExistsError):
-        rocksdb.copy_db_tree(str(db), str(tmp_path / "copy"))
+        _rocksdb_db.copy_db_tree(str(db), str(tmp_path / "copy"))
 
 
 def test_command_argv():
-    assert rocksdb.command_argv(["a", 1], "x") == ["a", "1"]
-    assert rocksdb.command_argv("a 'b c'", "x") == ["a", "b c"]
+    assert _rocksdb_db.command_argv(["a", 1], "x") == ["a", "1"]
+    assert _rocksdb_db.command_argv("a 'b c'", "x") == ["a", "b c"]
     for bad in ("", [], None, "  "):
         with pytest.raises(CaptureError, match="is empty"):
-            rocksdb.command_argv(bad, "stop_command")
+            _rocksdb_db.command_argv(bad, "stop_command")

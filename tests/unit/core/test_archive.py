@@ -16,15 +16,16 @@ import threading
 
 import pytest
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import archive
-from ansible_collections.nodekeep.backup.plugins.module_utils import seal as seal_utils
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import archive, fs
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal as seal_utils
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
     CaptureError,
     NodekeepError,
     RestoreError,
     SealError,
     UnsealError,
 )
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops import seal_path as _seal_path_mod
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -389,7 +390,7 @@ class TestTarWriter:
 class TestSealAndOpen:
     def test_a_file_is_exactly_what_age_gives_back(self, tmp_path, age_key):
         (tmp_path / "plain").write_bytes(os.urandom(100000))
-        result = archive.seal_path(str(tmp_path / "plain"), str(tmp_path / "sealed.age"), [age_key.recipient])
+        result = _seal_path_mod.seal_path(str(tmp_path / "plain"), str(tmp_path / "sealed.age"), [age_key.recipient])
         assert result["changed"] and result["content"] == "file" and not result["compressed"]
         assert oct(os.stat(tmp_path / "sealed.age").st_mode & 0o777) == "0o600"
         plain = subprocess.run(
@@ -404,7 +405,7 @@ class TestSealAndOpen:
 
     def test_a_directory_opens_with_standard_tools(self, tmp_path, age_key):
         src = make_tree(tmp_path / "src")
-        result = archive.seal_path(src, str(tmp_path / "tree.age"), [age_key.recipient])
+        result = _seal_path_mod.seal_path(src, str(tmp_path / "tree.age"), [age_key.recipient])
         assert result["content"] == "directory" and result["compressed"] and result["entries"]["files"] == 3
         (tmp_path / "cli").mkdir()
         subprocess.run(
@@ -414,14 +415,14 @@ class TestSealAndOpen:
             check=True,
         )
         assert snapshot(tmp_path / "cli") == snapshot(src)
-        opened = archive.open_path(str(tmp_path / "tree.age"), str(tmp_path / "back"), [age_key.identity])
+        opened = _seal_path_mod.open_path(str(tmp_path / "tree.age"), str(tmp_path / "back"), [age_key.identity])
         assert opened["content"] == "directory" and opened["content_sha256"] == result["content_sha256"]
         assert snapshot(tmp_path / "back") == snapshot(src)
 
     def test_an_existing_dest_is_left_alone(self, tmp_path, age_key):
         (tmp_path / "plain").write_text("x")
         (tmp_path / "sealed.age").write_text("something else")
-        result = archive.seal_path(str(tmp_path / "plain"), str(tmp_path / "sealed.age"), [age_key.recipient])
+        result = _seal_path_mod.seal_path(str(tmp_path / "plain"), str(tmp_path / "sealed.age"), [age_key.recipient])
         assert result["changed"] is False and result["skipped"] is True
         assert (tmp_path / "sealed.age").read_text() == "something else"
 
@@ -429,19 +430,19 @@ class TestSealAndOpen:
         src = make_tree(tmp_path / "src")
         with archive.tar_reader(src) as stream:
             (tmp_path / "t.tar").write_bytes(stream.read())
-        archive.seal_path(str(tmp_path / "t.tar"), str(tmp_path / "t.age"), [age_key.recipient])
-        as_tree = archive.open_path(str(tmp_path / "t.age"), str(tmp_path / "auto"), [age_key.identity])
+        _seal_path_mod.seal_path(str(tmp_path / "t.tar"), str(tmp_path / "t.age"), [age_key.recipient])
+        as_tree = _seal_path_mod.open_path(str(tmp_path / "t.age"), str(tmp_path / "auto"), [age_key.identity])
         assert as_tree["content"] == "directory"
-        as_file = archive.open_path(str(tmp_path / "t.age"), str(tmp_path / "file"), [age_key.identity], content="file")
+        as_file = _seal_path_mod.open_path(str(tmp_path / "t.age"), str(tmp_path / "file"), [age_key.identity], content="file")
         assert as_file["content"] == "file"
         assert (tmp_path / "file").read_bytes() == (tmp_path / "t.tar").read_bytes()
 
     def test_wrong_identity_writes_nothing(self, tmp_path, age_key, other_age_key):
         (tmp_path / "plain").write_text("x" * 100000)
-        archive.seal_path(str(tmp_path / "plain"), str(tmp_path / "s.age"), [age_key.recipient])
+        _seal_path_mod.seal_path(str(tmp_path / "plain"), str(tmp_path / "s.age"), [age_key.recipient])
         (tmp_path / "out").mkdir()
         with pytest.raises(UnsealError, match="none of the given age identities"):
-            archive.open_path(str(tmp_path / "s.age"), str(tmp_path / "out" / "plain"), [other_age_key.identity])
+            _seal_path_mod.open_path(str(tmp_path / "s.age"), str(tmp_path / "out" / "plain"), [other_age_key.identity])
         assert os.listdir(tmp_path / "out") == []
 
     def test_a_bad_archive_in_a_sealed_directory_writes_nothing(self, tmp_path, age_key):
@@ -456,20 +457,20 @@ class TestSealAndOpen:
         (tmp_path / "evil.age").write_bytes(sealed)
         (tmp_path / "out").mkdir()
         with pytest.raises(RestoreError, match="written through"):
-            archive.open_path(str(tmp_path / "evil.age"), str(tmp_path / "out" / "tree"), [age_key.identity])
+            _seal_path_mod.open_path(str(tmp_path / "evil.age"), str(tmp_path / "out" / "tree"), [age_key.identity])
         assert os.listdir(tmp_path / "out") == []
 
     def test_no_recipient_fails_closed(self, tmp_path):
         (tmp_path / "plain").write_text("x")
         for recipients in ([], ["not-a-key"], ["AGE-SECRET-KEY-1XYZ"]):
             with pytest.raises(SealError):
-                archive.seal_path(str(tmp_path / "plain"), str(tmp_path / "s.age"), recipients)
+                _seal_path_mod.seal_path(str(tmp_path / "plain"), str(tmp_path / "s.age"), recipients)
             assert sorted(os.listdir(tmp_path)) == ["plain"]
 
     def test_not_an_age_file(self, tmp_path, age_key):
         (tmp_path / "plain").write_text("not age")
         with pytest.raises(UnsealError, match="not an age file"):
-            archive.open_path(str(tmp_path / "plain"), str(tmp_path / "out"), [age_key.identity])
+            _seal_path_mod.open_path(str(tmp_path / "plain"), str(tmp_path / "out"), [age_key.identity])
 
 
 @pytest.mark.parametrize(
@@ -477,13 +478,13 @@ class TestSealAndOpen:
     [("0600", 0o600), ("640", 0o640), ("4755", 0o4755), (0o644, 0o644), (None, None), ("", None)],
 )
 def test_parse_mode(value, expected):
-    assert archive.parse_mode(value) == expected
+    assert fs.parse_mode(value) == expected
 
 
 @pytest.mark.parametrize("value", ["u+rw", "0999", "77777", True, -1])
 def test_parse_mode_refuses(value):
     with pytest.raises(NodekeepError):
-        archive.parse_mode(value)
+        fs.parse_mode(value)
 
 
 def test_looks_like_tree(tmp_path):
@@ -491,7 +492,7 @@ def test_looks_like_tree(tmp_path):
     (tmp_path / "d" / "f").write_text("x")
     dot = subprocess.run(["tar", "-C", str(tmp_path / "d"), "-cf", "-", "."], capture_output=True, check=True).stdout
     named = subprocess.run(["tar", "-C", str(tmp_path), "-cf", "-", "d"], capture_output=True, check=True).stdout
-    assert archive._looks_like_tree(dot[: archive.SNIFF_SIZE])
-    assert not archive._looks_like_tree(named[: archive.SNIFF_SIZE])
-    assert not archive._looks_like_tree(b"SQLite format 3\x00" + bytes(5000))
-    assert not archive._looks_like_tree(b"")
+    assert _seal_path_mod._looks_like_tree(dot[: archive.SNIFF_SIZE])
+    assert not _seal_path_mod._looks_like_tree(named[: archive.SNIFF_SIZE])
+    assert not _seal_path_mod._looks_like_tree(b"SQLite format 3\x00" + bytes(5000))
+    assert not _seal_path_mod._looks_like_tree(b"")

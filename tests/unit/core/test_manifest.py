@@ -7,16 +7,14 @@ from datetime import datetime, timezone
 
 import pytest
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import ManifestError
-from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
-    EPOCH_RE,
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import EPOCH_RE, epoch_name, epoch_time
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import ManifestError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import (
     FORMAT,
     MANIFEST_NAME,
     SIGNATURE_NAME,
     Artifact,
     Manifest,
-    epoch_name,
-    epoch_time,
 )
 
 pytestmark = pytest.mark.timeout(30)

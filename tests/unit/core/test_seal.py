@@ -12,8 +12,8 @@ import textwrap
 
 import pytest
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import seal
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import SealError, UnsealError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import SealError, UnsealError
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -123,7 +123,7 @@ class TestRoundTrip:
 _MEMORY_PROBE = textwrap.dedent(
     """
     import io, json, os, resource, sys
-    from ansible_collections.nodekeep.backup.plugins.module_utils import seal
+    from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal
 
     class Generated(io.RawIOBase):
         # produced on the fly, never held: "incompressible" (random, like hashes and keys

@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import signing
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import SignatureError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import signing
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import SignatureError
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,4 +1,4 @@
-"""Shamir splitting (plugins/module_utils/shamir.py): SLIP-39 and the ssss format, checked against the real
+"""Shamir splitting (plugins/module_utils/keys/): SLIP-39 and the ssss format, checked against the real
 `ssss-split` / `ssss-combine` (Debian's ssss 0.5) both ways, and the check value that refuses what ssss accepts."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import subprocess
 
 import pytest
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import shamir
-from ansible_collections.nodekeep.backup.plugins.module_utils.shamir import ShamirError
+from ansible_collections.nodekeep.backup.plugins.module_utils.keys import _ssss, shamir
+from ansible_collections.nodekeep.backup.plugins.module_utils.keys import shares as _shares_mod
+from ansible_collections.nodekeep.backup.plugins.module_utils.keys.shares import ShamirError
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -20,7 +21,7 @@ CUSTODIANS = ["alice", "bob", "carol", "dave", "erin"]
 
 
 def files_to_shares(files: dict) -> list:
-    return [shamir.parse_share(text, name) for name, text in files.items()]
+    return [_shares_mod.parse_share(text, name) for name, text in files.items()]
 
 
 def cli_split(secret: bytes, threshold: int, count: int, hexmode: bool = True, token: str = "") -> list[str]:
@@ -51,13 +52,13 @@ def assert_no_secret(message: str, *secrets: bytes) -> None:
 
 class TestField:
     def test_the_8_bit_field_is_the_aes_field(self):
-        field = shamir.GF2n(8)
+        field = _ssss.GF2n(8)
         assert field.poly == 0x11B
         assert field.mul(0x57, 0x83) == 0xC1  # FIPS-197, 4.2
 
     @pytest.mark.parametrize("degree", [8, 64, 128, 256, 592, 1024])
     def test_every_element_times_its_inverse_is_one(self, degree):
-        field = shamir.GF2n(degree)
+        field = _ssss.GF2n(degree)
         for _attempt in range(10):
             x = random.getrandbits(degree) or 1
             assert field.mul(x, field.inverse(x)) == 1
@@ -65,15 +66,15 @@ class TestField:
     @pytest.mark.parametrize("degree", [7, 0, 1032, 12])
     def test_sizes_ssss_does_not_have_are_refused(self, degree):
         with pytest.raises(ValueError):
-            shamir.GF2n(degree)
+            _ssss.GF2n(degree)
 
     @pytest.mark.parametrize("degree", [64, 72, 128, 136, 520, 1024])
     def test_diffusion_is_a_permutation(self, degree):
         for _attempt in range(3):
             value = random.getrandbits(degree)
-            encoded = shamir.diffuse(value, degree)
+            encoded = _ssss.diffuse(value, degree)
             assert encoded.bit_length() <= degree and encoded != value
-            assert shamir.diffuse(encoded, degree, decode=True) == value
+            assert _ssss.diffuse(encoded, degree, decode=True) == value
 
 
 # --------------------------------------------------------------------------
@@ -120,10 +121,10 @@ class TestSlip39:
         secret = os.urandom(32)
         _record, files = shamir.split_secret(secret, "slip39", 2, CUSTODIANS[:3])
         _name, text = next(iter(files.items()))
-        words = shamir.parse_share(text).text.split()
+        words = _shares_mod.parse_share(text).text.split()
         words[10] = "academic" if words[10] != "academic" else "acid"
         with pytest.raises(ShamirError) as caught:
-            shamir.parse_share(" ".join(words), "bob's sheet")
+            _shares_mod.parse_share(" ".join(words), "bob's sheet")
         assert "bob's sheet" in caught.value.message and "checksum" in caught.value.message
         assert " ".join(words[:5]) not in caught.value.message  # the library quotes words; we do not
 
@@ -145,7 +146,7 @@ class TestSlip39:
         _r2, files2 = shamir.split_secret(secret, "slip39", 2, CUSTODIANS[:2])
         bare = [files_to_shares(files1)[0].text, files_to_shares(files2)[1].text]
         with pytest.raises(ShamirError, match="different splits"):
-            shamir.combine_shares([shamir.parse_share(text, "typed") for text in bare])
+            shamir.combine_shares([_shares_mod.parse_share(text, "typed") for text in bare])
 
     def test_odd_sized_secrets_are_refused_with_a_way_out(self):
         with pytest.raises(ShamirError, match="even number of bytes.*use scheme ssss"):
@@ -186,7 +187,7 @@ class TestSsssInterop:
         secret = os.urandom(size)
         lines = cli_split(secret, threshold, count)
         for subset in list(itertools.combinations(lines, threshold))[:6]:
-            shares = [shamir.parse_share(line, "typed") for line in subset]
+            shares = [_shares_mod.parse_share(line, "typed") for line in subset]
             check = {"plain_sha256": hashlib.sha256(secret).hexdigest()}
             combined = shamir.combine_shares(shares, threshold=threshold, check=check)
             assert combined.secret == secret and combined.checks == ["plain_sha256"]
@@ -194,7 +195,7 @@ class TestSsssInterop:
     def test_ssss_split_text_mode_with_a_token(self):
         secret = b"correct horse battery staple, and more"
         lines = cli_split(secret, 3, 5, hexmode=False, token="vault")
-        shares = [shamir.parse_share(line) for line in lines[1:4]]
+        shares = [_shares_mod.parse_share(line) for line in lines[1:4]]
         check = {"plain_sha256": hashlib.sha256(secret).hexdigest()}
         assert shamir.combine_shares(shares, threshold=3, check=check).secret == secret
 
@@ -219,7 +220,7 @@ class TestWhereSsssReturnsGarbage:
         # ssss-combine is happy with 2 shares of a 3-of-5 split when told -t 2: exit 0, a wrong secret.
         code, printed = cli_combine(lines[:2], 2)
         assert code == 0 and printed and printed != secret.hex()
-        shares = [shamir.parse_share(line, "typed") for line in lines[:2]]
+        shares = [_shares_mod.parse_share(line, "typed") for line in lines[:2]]
         with pytest.raises(ShamirError) as caught:
             shamir.combine_shares(shares, threshold=2, check={"plain_sha256": hashlib.sha256(secret).hexdigest()})
         assert "does not match" in caught.value.message and "fewer than the split's threshold" in caught.value.message
@@ -233,19 +234,19 @@ class TestWhereSsssReturnsGarbage:
             shamir.combine_shares(shares[:2])
         with pytest.raises(ShamirError, match="threshold 2 was given, but the share files say 3"):
             shamir.combine_shares(shares[:2], threshold=2)
-        bare = [shamir.parse_share(share.text, "typed") for share in shares[:2]]
+        bare = [_shares_mod.parse_share(share.text, "typed") for share in shares[:2]]
         with pytest.raises(ShamirError, match="it needs 3"):
             shamir.combine_shares(bare, record=record)
 
     def test_without_any_check_value_nothing_is_returned(self):
         lines = cli_split(os.urandom(32), 2, 3)
         with pytest.raises(ShamirError, match="no check value"):
-            shamir.combine_shares([shamir.parse_share(line) for line in lines[:2]], threshold=2)
+            shamir.combine_shares([_shares_mod.parse_share(line) for line in lines[:2]], threshold=2)
 
     def test_bare_lines_without_a_threshold_are_refused(self):
         lines = cli_split(os.urandom(32), 2, 3)
         with pytest.raises(ShamirError, match="threshold of this split is unknown"):
-            shamir.combine_shares([shamir.parse_share(line) for line in lines[:2]])
+            shamir.combine_shares([_shares_mod.parse_share(line) for line in lines[:2]])
 
 
 class TestWrongShares:
@@ -258,7 +259,7 @@ class TestWrongShares:
         secret = os.urandom(32)
         record, files = shamir.split_secret(secret, "ssss", 3, CUSTODIANS)
         lines = [share.text for share in files_to_shares(files)]
-        typed = [shamir.parse_share(line, "typed %d" % n) for n, line in enumerate([self._flip(lines[0])] + lines[1:3])]
+        typed = [_shares_mod.parse_share(line, "typed %d" % n) for n, line in enumerate([self._flip(lines[0])] + lines[1:3])]
         with pytest.raises(ShamirError) as caught:
             shamir.combine_shares(typed, record=record)
         assert "2 usable shares" in caught.value.message and "share 1" in caught.value.message  # by fingerprint
@@ -270,7 +271,7 @@ class TestWrongShares:
         secret = os.urandom(32)
         record, files = shamir.split_secret(secret, "ssss", 3, CUSTODIANS)
         lines = [share.text for share in files_to_shares(files)]
-        typed = [shamir.parse_share(line, "typed") for line in [self._flip(lines[1])] + lines[2:5]]
+        typed = [_shares_mod.parse_share(line, "typed") for line in [self._flip(lines[1])] + lines[2:5]]
         combined = shamir.combine_shares(typed, record=dict(record, shares=[]))
         assert combined.secret == secret
         assert [bad["index"] for bad in combined.bad] == [2]
@@ -288,7 +289,7 @@ class TestWrongShares:
     def test_two_different_shares_with_one_index_are_refused(self):
         _record, files = shamir.split_secret(os.urandom(32), "ssss", 2, CUSTODIANS[:3])
         share = files_to_shares(files)[0]
-        twin = shamir.parse_share(self._flip(share.text), "typed")
+        twin = _shares_mod.parse_share(self._flip(share.text), "typed")
         with pytest.raises(ShamirError, match="share 1 was given twice with different contents"):
             shamir.combine_shares([share, twin])
 
@@ -297,8 +298,8 @@ class TestWrongShares:
         _r1, files1 = shamir.split_secret(secret, "ssss", 2, CUSTODIANS[:3])
         _r2, files2 = shamir.split_secret(secret, "ssss", 2, CUSTODIANS[:3])
         mixed = [
-            shamir.parse_share(files_to_shares(files1)[0].text),
-            shamir.parse_share(files_to_shares(files2)[1].text),
+            _shares_mod.parse_share(files_to_shares(files1)[0].text),
+            _shares_mod.parse_share(files_to_shares(files2)[1].text),
         ]
         with pytest.raises(ShamirError, match="different splits"):
             shamir.combine_shares(mixed, threshold=2)
@@ -306,7 +307,7 @@ class TestWrongShares:
     def test_foreign_cli_shares_without_tokens_fail_the_check(self):
         secret = os.urandom(32)
         mine, theirs = cli_split(secret, 2, 3), cli_split(secret, 2, 3)
-        shares = [shamir.parse_share(mine[0]), shamir.parse_share(theirs[1])]
+        shares = [_shares_mod.parse_share(mine[0]), _shares_mod.parse_share(theirs[1])]
         with pytest.raises(ShamirError, match="does not match"):
             shamir.combine_shares(shares, threshold=2, check={"plain_sha256": hashlib.sha256(secret).hexdigest()})
 
@@ -320,14 +321,14 @@ class TestWrongShares:
         _record, files = shamir.split_secret(os.urandom(32), "slip39", 2, CUSTODIANS[:2])
         text = next(iter(files.values())).replace("Threshold: 2", "Threshold: 3")
         with pytest.raises(ShamirError, match="do not match its headers"):
-            shamir.parse_share(text, "edited")
-        truncated = next(iter(files.values())).split(shamir.END)[0]
+            _shares_mod.parse_share(text, "edited")
+        truncated = next(iter(files.values())).split(_shares_mod.END)[0]
         with pytest.raises(ShamirError, match="cut off"):
-            shamir.parse_share(truncated, "cut")
+            _shares_mod.parse_share(truncated, "cut")
 
     def test_garbage_is_not_a_share(self):
         with pytest.raises(ShamirError, match="neither a nodekeep share file"):
-            shamir.parse_share("hello world", "note.txt")
+            _shares_mod.parse_share("hello world", "note.txt")
 
 
 class TestLimitsAndChecks:

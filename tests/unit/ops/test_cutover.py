@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import cutover as cut
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import CaptureError, RestoreError
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import sqlite
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import fs
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import CaptureError, RestoreError
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops import cutover as cut
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -324,7 +326,7 @@ class TestBackupSqlite:
     def test_a_copy(self, small_db, tmp_path, dbtools):
         dest = tmp_path / "out" / "copy.db"
         dest.parent.mkdir()
-        result = cut.backup_sqlite(str(small_db.path), str(dest))
+        result = sqlite.backup_sqlite(str(small_db.path), str(dest))
         assert result["sha256"] == digest(dest) and result["size"] == os.path.getsize(dest)
         assert result["integrity"] == "ok" and result["journal_mode"] == "wal" and result["replaced"] is False
         assert result["mode"] == "0600" and oct(os.stat(dest).st_mode & 0o777) == "0o600"
@@ -334,22 +336,22 @@ class TestBackupSqlite:
     @pytest.mark.skipif(not AS_ROOT, reason="chown needs root")
     def test_owner_group_mode(self, small_db, tmp_path):
         dest = tmp_path / "copy.db"
-        cut.backup_sqlite(str(small_db.path), str(dest), owner="nobody", group="4321", mode=0o640)
+        sqlite.backup_sqlite(str(small_db.path), str(dest), owner="nobody", group="4321", mode=0o640)
         info = os.stat(dest)
         assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (65534, 4321, 0o640)
 
     def test_the_copy_is_never_readable_by_others_before_its_mode_is_set(self, small_db, tmp_path, monkeypatch):
         seen = []
-        real = cut._chown_chmod
+        real = fs.set_owner_mode
 
         def spy(path, uid, gid, mode, recursive=False):
             seen.append(os.stat(path).st_mode & 0o777)
             return real(path, uid, gid, mode, recursive)
 
-        monkeypatch.setattr(cut, "_chown_chmod", spy)
+        monkeypatch.setattr(sqlite, "set_owner_mode", spy)
         old = os.umask(0o022)
         try:
-            cut.backup_sqlite(str(small_db.path), str(tmp_path / "copy.db"), mode=0o644)
+            sqlite.backup_sqlite(str(small_db.path), str(tmp_path / "copy.db"), mode=0o644)
         finally:
             os.umask(old)
         assert seen == [0o600]
@@ -359,38 +361,38 @@ class TestBackupSqlite:
         dest = tmp_path / "copy.db"
         dest.write_bytes(b"old copy")
         with pytest.raises(CaptureError, match="already exists"):
-            cut.backup_sqlite(str(small_db.path), str(dest))
+            sqlite.backup_sqlite(str(small_db.path), str(dest))
         assert dest.read_bytes() == b"old copy"
-        result = cut.backup_sqlite(str(small_db.path), str(dest), force=True)
+        result = sqlite.backup_sqlite(str(small_db.path), str(dest), force=True)
         assert result["replaced"] is True and dest.read_bytes()[:16] == b"SQLite format 3\x00"
 
     def test_stale_side_files_at_the_destination_are_refused(self, small_db, tmp_path):
         dest = tmp_path / "copy.db"
         (tmp_path / "copy.db-wal").write_bytes(b"old frames")
         with pytest.raises(CaptureError, match="side files"):
-            cut.backup_sqlite(str(small_db.path), str(dest), force=True)
+            sqlite.backup_sqlite(str(small_db.path), str(dest), force=True)
         assert sorted(os.listdir(tmp_path)) == ["copy.db-wal", "live.db"]
 
     def test_bad_step_and_timeout(self, small_db, tmp_path):
         with pytest.raises(CaptureError, match="pages_per_step"):
-            cut.plan_sqlite_backup(str(small_db.path), str(tmp_path / "c.db"), pages_per_step=0)
+            sqlite.plan_sqlite_backup(str(small_db.path), str(tmp_path / "c.db"), pages_per_step=0)
         with pytest.raises(CaptureError, match="busy_timeout"):
-            cut.plan_sqlite_backup(str(small_db.path), str(tmp_path / "c.db"), busy_timeout_ms=-1)
+            sqlite.plan_sqlite_backup(str(small_db.path), str(tmp_path / "c.db"), busy_timeout_ms=-1)
 
     def test_unknown_owner(self, small_db, tmp_path):
         with pytest.raises(CaptureError, match="does not exist on this host"):
-            cut.plan_sqlite_backup(str(small_db.path), str(tmp_path / "c.db"), owner="no-such-user-nodekeep")
+            sqlite.plan_sqlite_backup(str(small_db.path), str(tmp_path / "c.db"), owner="no-such-user-nodekeep")
 
 
 def test_sha256_file(tmp_path):
     data = os.urandom(9 << 20)
     (tmp_path / "f").write_bytes(data)
-    assert cut.sha256_file(str(tmp_path / "f")) == (len(data), hashlib.sha256(data).hexdigest())
+    assert fs.sha256_file(str(tmp_path / "f")) == (len(data), hashlib.sha256(data).hexdigest())
 
 
 def test_sqlite3_cli_reads_a_copy(tmp_path, dbtools):
     db = dbtools.make(tmp_path / "live.db", rows=100, payload=50, journal_mode="delete")
-    cut.backup_sqlite(str(db.path), str(tmp_path / "copy.db"), pages_per_step=-1, check="quick")
+    sqlite.backup_sqlite(str(db.path), str(tmp_path / "copy.db"), pages_per_step=-1, check="quick")
     out = subprocess.run(
         ["sqlite3", str(tmp_path / "copy.db"), "SELECT count(*) FROM t"], capture_output=True, text=True, check=True
     )

@@ -8,25 +8,24 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import seal, signing
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError
-from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal, signing
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import (
+    epoch_name,
+    parse_calendar_duration,
+    period_key,
+    subtract_duration,
+    utc_now_iso,
+)
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import (
     MANIFEST_NAME,
     SIGNATURE_NAME,
     Artifact,
     Manifest,
-    epoch_name,
-    utc_now_iso,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.repository import LocalRepository
-from ansible_collections.nodekeep.backup.plugins.module_utils.retention import (
-    RetentionPolicy,
-    apply_retention,
-    parse_duration,
-    period_key,
-    plan,
-    subtract_duration,
-)
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.prune import apply_retention
+from ansible_collections.nodekeep.backup.plugins.module_utils.retention.policy import RetentionPolicy, plan
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.repository import LocalRepository
 
 UTC = timezone.utc
 
@@ -81,20 +80,20 @@ class TestPeriods:
     def test_durations(self, text, parts):
         expected = {"y": 0, "m": 0, "w": 0, "d": 0, "h": 0}
         expected.update(parts)
-        assert parse_duration(text) == expected
+        assert parse_calendar_duration(text) == expected
 
     @pytest.mark.parametrize("text", ["", "7", "seven days", "7x", "1d junk", "-1d"])
     def test_bad_durations_are_refused_clearly(self, text):
         with pytest.raises(NodekeepError) as raised:
-            parse_duration(text)
+            parse_calendar_duration(text)
         assert "units y (years), m (months)" in raised.value.message
 
     def test_months_are_calendar_months_clamped_to_the_month_end(self):
         moment = datetime(2026, 3, 31, 12, tzinfo=UTC)
-        assert subtract_duration(moment, parse_duration("1m")) == datetime(2026, 2, 28, 12, tzinfo=UTC)
-        assert subtract_duration(moment, parse_duration("1y1m")) == datetime(2025, 2, 28, 12, tzinfo=UTC)
-        assert subtract_duration(moment, parse_duration("3m")) == datetime(2025, 12, 31, 12, tzinfo=UTC)
-        assert subtract_duration(moment, parse_duration("1w1d2h")) == datetime(2026, 3, 23, 10, tzinfo=UTC)
+        assert subtract_duration(moment, parse_calendar_duration("1m")) == datetime(2026, 2, 28, 12, tzinfo=UTC)
+        assert subtract_duration(moment, parse_calendar_duration("1y1m")) == datetime(2025, 2, 28, 12, tzinfo=UTC)
+        assert subtract_duration(moment, parse_calendar_duration("3m")) == datetime(2025, 12, 31, 12, tzinfo=UTC)
+        assert subtract_duration(moment, parse_calendar_duration("1w1d2h")) == datetime(2026, 3, 23, 10, tzinfo=UTC)
 
 
 # --------------------------------------------------------------------------
@@ -255,6 +254,16 @@ class TestApply:
         return apply_retention(
             repository, "node1", RetentionPolicy(keep_daily=3), signing_key.public_line, now=self.NOW, **kwargs
         )
+
+    def test_a_bad_incomplete_grace_is_named_and_removes_nothing(self, filled, signing_key):
+        """The error names incomplete_grace (the option the operator sets), not keep_within."""
+        repository = filled[0]
+        before = repository.epoch_names("node1")
+        with pytest.raises(NodekeepError) as raised:
+            self.run(repository, signing_key, incomplete_grace="soon")
+        assert "incomplete_grace 'soon' is not a duration" in raised.value.problem
+        assert "keep_within" not in raised.value.message
+        assert repository.epoch_names("node1") == before
 
     def test_dry_run_lists_what_would_go_and_removes_nothing(self, filled, signing_key):
         repository, days, _forged, stale, _running = filled

@@ -10,13 +10,11 @@ from contextlib import contextmanager
 
 import pytest
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError, RepositoryError
-from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import EPOCH_RE, MANIFEST_NAME, SIGNATURE_NAME
-from ansible_collections.nodekeep.backup.plugins.module_utils.repository import (
-    TEMP_PREFIX,
-    LocalRepository,
-    open_repository,
-)
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import EPOCH_RE
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError, RepositoryError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import MANIFEST_NAME, SIGNATURE_NAME
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.repository import TEMP_PREFIX, LocalRepository
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -193,7 +191,7 @@ class TestEpochs:
     def test_new_epoch_is_unique_across_processes(self, repository, child_env, tmp_path):
         script = (
             "import sys\n"
-            "from ansible_collections.nodekeep.backup.plugins.module_utils.repository import LocalRepository\n"
+            "from ansible_collections.nodekeep.backup.plugins.module_utils.storage.repository import LocalRepository\n"
             "print(LocalRepository(sys.argv[1]).new_epoch('node1'))\n"
         )
         import sys

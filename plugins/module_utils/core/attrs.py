@@ -34,7 +34,7 @@ import stat
 import struct
 from typing import Any, BinaryIO
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import RestoreError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import RestoreError
 
 PAX_XATTR = "SCHILY.xattr."
 PAX_SPARSE = "NODEKEEP.sparse"

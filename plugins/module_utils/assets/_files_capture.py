@@ -1,0 +1,714 @@
+# -*- coding: utf-8 -*-
+# Copyright: nodekeep.backup contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private: the files asset's capture walk (content-addressed objects, small-file packs)."""
+
+from __future__ import absolute_import, annotations, division, print_function
+
+__metaclass__ = type
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import stat
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets._files_index import (
+    DEFAULT_STATE_DIR,
+    INDEX_FORMAT,
+    LIST_LIMIT,
+    REFS_FORMAT,
+    NodeState,
+    key_id,
+    object_name,
+    read_index,
+)
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets.base import AssetType
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import archive as _archive
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import attrs as _attrs
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
+    CaptureError,
+    NodekeepError,
+    RepositoryError,
+    describe_os_error,
+)
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import (
+    sha256_file,
+    stream_digest,
+)
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import MANIFEST_NAME, Manifest
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import seal
+
+#: files up to this size are read into memory once (hash and seal the same bytes)
+SMALL_FILE = 4 << 20
+
+
+#: files up to this size are stored in pack objects (many small files, one age header and one write)
+PACK_MEMBER_MAX = 256 << 10
+
+
+#: a pack is sealed and written once its members reach this many plaintext bytes
+PACK_SIZE = 4 << 20
+
+
+#: index entries held back (walk order) while a pack is open; reaching it closes the pack early
+PACK_QUEUE = 16384
+
+
+#: stable reads tried before a changing file is copied to scratch and flagged
+READ_ATTEMPTS = 3
+
+
+class _Changed(Exception):
+    """The file's content changed between hashing and sealing: read it again."""
+
+
+# --------------------------------------------------------------------------
+# capture
+# --------------------------------------------------------------------------
+
+
+class _BytesSource:
+    """A read-only source for the seal pipeline (no ``readinto``: it would allocate a 4 MiB buffer per object)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._stream = io.BytesIO(data)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._stream.read(size)
+
+
+class _Content:
+    """One read of a file: its SHA-256, size and stat, and how to read the same bytes again."""
+
+    def __init__(
+        self,
+        sha256: str,
+        size: int,
+        info: os.stat_result,
+        data: bytes | None = None,
+        path: str | None = None,
+        changed: bool = False,
+    ) -> None:
+        self.sha256 = sha256
+        self.size = size
+        self.info = info
+        self.data = data
+        self.path = path
+        self.changed = changed
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[Any]:
+        if self.data is not None:
+            yield _BytesSource(self.data)
+            return
+        fd = os.open(str(self.path), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        with open(fd, "rb") as handle:
+            yield handle
+
+
+def stat_stable(before: os.stat_result, after: os.stat_result) -> bool:
+    return (before.st_size, before.st_mtime_ns, before.st_ctime_ns) == (
+        after.st_size,
+        after.st_mtime_ns,
+        after.st_ctime_ns,
+    )
+
+
+def _unchanged(cached: dict[str, Any] | None, info: os.stat_result) -> bool:
+    return bool(
+        cached
+        and cached.get("type") == "file"
+        and not cached.get("changed")
+        and cached.get("size") == info.st_size
+        and cached.get("mtime_ns") == info.st_mtime_ns
+        and cached.get("ctime_ns") == info.st_ctime_ns
+        and cached.get("ino") == info.st_ino
+    )
+
+
+class _TreeCapture:
+    """One backup of one files asset: walk, hash, upload new objects, write the index and the refs list."""
+
+    def __init__(self, kind: AssetType, asset: dict[str, Any], root: str, scratch: str, context) -> None:
+        self.kind = kind
+        self.asset = asset
+        self.root = os.path.abspath(root)
+        self.scratch = scratch
+        self.repo = context.repository
+        self.node = context.node
+        self.epoch = context.epoch
+        self.recipients = context.recipients
+        self.level = context.level
+        self.include = list(asset.get("include") or [])
+        self.exclude = list(asset.get("exclude") or [])
+        self.state = NodeState(str(asset.get("state_dir") or DEFAULT_STATE_DIR), self.node, asset["name"])
+        self.key, self.new_key = self.state.key()
+        self.key_id = key_id(self.key)
+        self.base_epoch: str | None = None
+        self.base: dict[str, dict[str, Any]] = {}
+        self.known: dict[str, tuple[int, str]] = {}
+        self.existing: dict[str, tuple[int, float]] = {}
+        self.refs: dict[str, tuple[int, str]] = {}
+        self.unvouched: set[str] = set()
+        self.links: dict[tuple[int, int], str] = {}
+        self.emitted: set[str] = set()
+        # small files go into packs: the open pack's members, and the index entries waiting for its name
+        # content SHA-256 -> (pack, offset, sealed size, sealed SHA-256) of a pack that holds it
+        self.packed: dict[str, tuple[str, int, int, str]] = {}
+        self.pack_members: list[bytes] = []
+        self.pack_bytes = 0
+        self.pack_slots: dict[str, int] = {}  # content SHA-256 -> offset in the open pack
+        # lines waiting behind the open pack: encoded, or the entry of a member still to be named
+        self.queue: list[str | dict[str, Any]] = []
+        self.sealer: ThreadPoolExecutor | None = None
+        self.sealing: tuple[Future, str, int, list] | None = None  # the pack in flight
+        self.stats: dict[str, Any] = _archive.entry_counts("excluded")
+        self.work: dict[str, Any] = {
+            "unchanged": 0,
+            "read": 0,
+            "read_bytes": 0,
+            "retries": 0,
+            "new_objects": 0,
+            "new_bytes": 0,
+            "uploaded_bytes": 0,
+            "reused_objects": 0,
+            "rehashed_objects": 0,
+            "new_packs": 0,
+            "packed_files": 0,
+        }
+        self.notes: dict[str, list[Any]] = {"changed": [], "skipped": [], "outside_links": [], "not_kept": []}
+        self.changed_count = 0
+        self.scratch_files: list[str] = []
+
+    # -- the previous index (local cache) --
+
+    def load_base(self) -> None:
+        caches = self.state.caches()
+        complete = set(self.repo.complete_epochs(self.node))
+        chosen = None
+        for epoch, path in caches:
+            if epoch not in complete or epoch >= self.epoch:
+                continue
+            try:
+                manifest = Manifest.from_bytes(
+                    self.repo.get_bytes(self.node, epoch, MANIFEST_NAME), node=self.node, epoch=epoch
+                )
+                artifact = manifest.artifact(self.asset["name"])
+                size, digest = sha256_file(path)
+            except (NodekeepError, OSError):
+                continue
+            if (size, digest) != (artifact.content_size, artifact.content_sha256):
+                continue
+            header, entries = read_index(path, files_only=True)
+            if header.get("key_id") != self.key_id:
+                for _entry in entries:
+                    pass
+                continue
+            for entry in entries:
+                self.base[entry["path"]] = entry
+                if entry.get("object"):
+                    self.known[entry["object"]] = (int(entry["sealed_size"]), str(entry["sealed_sha256"]))
+                    if "offset" in entry:
+                        self.packed[entry["sha256"]] = (
+                            entry["object"],
+                            int(entry["offset"]),
+                            int(entry["sealed_size"]),
+                            str(entry["sealed_sha256"]),
+                        )
+            chosen = epoch
+            break
+        self.base_epoch = chosen
+        for epoch, path in caches:
+            if epoch != chosen and (chosen is None or epoch < chosen or epoch not in complete):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+
+    # -- walking --
+
+    def run(self, index_path: str) -> None:
+        try:
+            info = os.stat(self.root)
+        except FileNotFoundError:
+            raise CaptureError("the directory %s does not exist" % self.root, "check the asset's path")
+        except OSError as exc:
+            raise describe_os_error(exc, "reading the directory", self.root)
+        if not stat.S_ISDIR(info.st_mode):
+            raise CaptureError("%s is not a directory" % self.root, "files assets are directory trees")
+        self.load_base()
+        self.existing = self.repo.object_names(self.node)
+        fd = os.open(index_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(fd, "w", encoding="utf-8") as out:
+            self.out = out
+            header = {
+                "format": INDEX_FORMAT,
+                "root": self.root,
+                "key_id": self.key_id,
+                "epoch": self.epoch,
+                "include": self.include,
+                "exclude": self.exclude,
+            }
+            out.write(json.dumps(header, sort_keys=True) + "\n")
+            try:
+                self._emit("", os.lstat(self.root))
+                self._visit(self.root, "", selected=not self.include)
+                self._close_pack()
+                self._finish_pack()
+                self._flush_queue()
+            finally:
+                self._stop_sealer()
+        self._recheck_unvouched()
+
+    def _visit(self, directory: str, rel_dir: str, selected: bool) -> None:
+        try:
+            with os.scandir(directory) as scan:
+                entries = sorted(scan, key=lambda entry: entry.name)
+        except OSError as exc:
+            raise CaptureError(
+                "cannot list the directory %s (%s)" % (directory, exc.strerror),
+                "check its permissions (become: true); nothing was committed",
+            )
+        for entry in entries:
+            rel = entry.name if not rel_dir else rel_dir + "/" + entry.name
+            if self.exclude and _archive._matches(rel, self.exclude):
+                self.stats["excluded"] += 1
+                continue
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                self._note("skipped", {"path": rel, "reason": "vanished before it was read"})
+                continue
+            chosen = selected or _archive._matches(rel, self.include)
+            if stat.S_ISDIR(info.st_mode):
+                if chosen:
+                    self._emit(rel, info)
+                self._visit(entry.path, rel, chosen)
+            elif chosen:
+                self._emit(rel, info)
+
+    _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
+    def _write(self, entry: dict[str, Any]) -> None:
+        pending = "offset" in entry and entry.get("object") is None
+        if self.queue or pending or self.sealing is not None:
+            # A pack is open or being written: its members' entries need its name and sealed
+            # checksum; later entries wait behind them (walk order).
+            self.queue.append(entry if pending else self._encode(entry) + "\n")
+            if self.pack_bytes >= PACK_SIZE or len(self.queue) >= PACK_QUEUE:
+                self._close_pack()
+            elif self.sealing is not None and self.sealing[0].done():
+                self._finish_pack()
+                if not self.pack_members:
+                    self._flush_queue()
+            return
+        self.out.write(self._encode(entry) + "\n")
+
+    def _emit(self, rel: str, info: os.stat_result) -> None:
+        if self.include:
+            # Only include patterns can select an entry whose parent was not emitted (nor the same one twice).
+            parent = rel.rpartition("/")[0]
+            if rel and parent not in self.emitted:
+                self._emit(parent, os.lstat(os.path.join(self.root, parent)))
+            if rel in self.emitted:
+                return
+        path = os.path.join(self.root, rel) if rel else self.root
+        entry: dict[str, Any] = {
+            "path": rel or ".",
+            "mode": stat.S_IMODE(info.st_mode),
+            "uid": info.st_uid,
+            "gid": info.st_gid,
+            "mtime_ns": info.st_mtime_ns,
+        }
+        mode = info.st_mode
+        # xattrs and ACLs in the entry itself (sealed in the index), holes of a sparse file, what cannot be kept
+        xattrs = _attrs.read_xattrs(path, self.notes["not_kept"], rel)
+        segments = None
+        if stat.S_ISREG(mode):
+            segments = self._sparse_and_flags(rel, path, info)
+        _attrs.to_index(xattrs, segments, entry)
+        if stat.S_ISDIR(mode):
+            entry["type"] = "dir"
+            if rel:
+                self.stats["directories"] += 1
+        elif stat.S_ISREG(mode):
+            if not self._file(rel, path, info, entry):
+                return
+        elif stat.S_ISLNK(mode):
+            entry["type"] = "symlink"
+            try:
+                entry["target"] = os.readlink(path)
+            except FileNotFoundError:
+                self._note("skipped", {"path": rel, "reason": "vanished before it was read"})
+                return
+            self.stats["symlinks"] += 1
+            if _archive._leaves_tree(rel, entry["target"]):
+                self._note("outside_links", {"path": rel, "target": entry["target"]})
+        elif stat.S_ISFIFO(mode):
+            entry["type"] = "fifo"
+            self.stats["other"] += 1
+        else:
+            self._note("skipped", {"path": rel, "reason": "socket" if stat.S_ISSOCK(mode) else "device node"})
+            return
+        self._write(entry)
+        if self.include:
+            self.emitted.add(rel)
+
+    def _sparse_and_flags(self, rel: str, path: str, info: os.stat_result) -> list[list[int]] | None:
+        """A regular file's data segments when it has holes; its chattr flags go to ``not_kept``."""
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return None  # vanished or unreadable: _file reports it
+        try:
+            _attrs.flags_not_kept(fd, rel, self.notes["not_kept"])
+            return _attrs.data_segments(fd, info.st_size)
+        finally:
+            os.close(fd)
+
+    def _file(self, rel: str, path: str, info: os.stat_result, entry: dict[str, Any]) -> bool:
+        key = (info.st_dev, info.st_ino)
+        if info.st_nlink > 1 and key in self.links:
+            entry.update(type="hardlink", link=self.links[key])
+            self.stats["hardlinks"] += 1
+            return True
+        entry["type"] = "file"
+        cached = self.base.get(rel)
+        name = cached.get("object") if cached else None
+        if _unchanged(cached, info) and name in self.existing and self.existing[name][0] == cached["sealed_size"]:
+            entry.update({k: cached[k] for k in ("size", "sha256", "object", "sealed_size", "sealed_sha256")})
+            if "offset" in cached:
+                entry["offset"] = int(cached["offset"])
+            entry.update(ino=info.st_ino, ctime_ns=info.st_ctime_ns)
+            self.refs[name] = (int(cached["sealed_size"]), str(cached["sealed_sha256"]))
+            self.work["unchanged"] += 1
+        else:
+            content = self._read(path)
+            if content is None:
+                self._note("skipped", {"path": rel, "reason": "vanished before it was read"})
+                return False
+            # A content stored as its own object (an earlier version's, or a large file) is reused by
+            # name; a small one is found in, or added to, a pack.
+            name = object_name(self.key, content.sha256)
+            place = None if name in self.refs or name in self.existing else self._pack_place(content)
+            if place is None:
+                try:
+                    sealed = self._ensure(content)
+                except _Changed:
+                    content = self._read(path, copy=True)
+                    if content is None:
+                        self._note("skipped", {"path": rel, "reason": "vanished before it was read"})
+                        return False
+                    sealed = self._ensure(content)
+                    name = object_name(self.key, content.sha256)
+                self.refs[name] = sealed
+                place = {"object": name, "sealed_size": sealed[0], "sealed_sha256": sealed[1]}
+            current = content.info
+            entry.update(
+                mode=stat.S_IMODE(current.st_mode),
+                uid=current.st_uid,
+                gid=current.st_gid,
+                mtime_ns=current.st_mtime_ns,
+                size=content.size,
+                sha256=content.sha256,
+                ino=current.st_ino,
+                ctime_ns=current.st_ctime_ns,
+            )
+            entry.update(place)
+            if content.changed:
+                entry["changed"] = True
+                self.changed_count += 1
+                self._note("changed", rel)
+        if info.st_nlink > 1:
+            self.links[key] = rel
+        self.stats["files"] += 1
+        self.stats["bytes"] += int(entry["size"])
+        return True
+
+    # -- packs --
+
+    def _pack_place(self, content: _Content) -> dict[str, Any] | None:
+        """Where a small content goes: a pack that holds it already, or the open pack; None: its own object."""
+        known = self.packed.get(content.sha256)
+        if known is not None:
+            pack, offset, sealed_size, sealed_sha256 = known
+            if self.refs.get(pack) == (sealed_size, sealed_sha256) or (
+                pack in self.existing and self.existing[pack][0] == sealed_size
+            ):
+                self.refs[pack] = (sealed_size, sealed_sha256)
+                self.work["reused_objects"] += 1
+                return {"object": pack, "offset": offset, "sealed_size": sealed_size, "sealed_sha256": sealed_sha256}
+        if content.data is None or content.size > PACK_MEMBER_MAX:
+            return None
+        offset = self.pack_slots.get(content.sha256)
+        if offset is None:
+            offset = self.pack_bytes
+            self.pack_slots[content.sha256] = offset
+            self.pack_members.append(content.data)
+            self.pack_bytes += content.size
+            self.work["packed_files"] += 1
+        # The pack's name and sealed facts are filled in when it is written (_close_pack).
+        return {"object": None, "offset": offset, "sealed_size": None, "sealed_sha256": None}
+
+    def _close_pack(self) -> None:
+        """Hand the open pack to the sealing thread; its entries wait until it is written (``_finish_pack``).
+
+        One pack is sealed and written (zstd, the age CLI, fsyncs: all outside the GIL)
+        while the walk reads the files of the next one. The previous pack is finished
+        first, so at most one is in flight and the repository is used by one thread at a time.
+        """
+        self._finish_pack()
+        if not self.pack_members:
+            self._flush_queue()
+            return
+        data = b"".join(self.pack_members)
+        self.pack_members = []
+        self.pack_bytes = 0
+        self.pack_slots = {}
+        digest = hashlib.sha256(data).hexdigest()
+        name = object_name(self.key, digest)
+        queue, self.queue = self.queue, []
+        if name in self.refs or name in self.existing:
+            # The same pack was written before (the same members in the same order).
+            sealed = self.refs[name] if name in self.refs else self._reuse(name)
+            self._name_members(queue, name, sealed)
+            self.out.write("".join(queue))  # type: ignore[arg-type]
+            return
+        if self.sealer is None:
+            self.sealer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nodekeep-pack")
+        future = self.sealer.submit(self._put_pack, name, data)
+        self.sealing = (future, name, len(data), queue)
+
+    def _put_pack(self, name: str, data: bytes):
+        """(sealing thread) Seal a pack into its object; committed only if the whole seal succeeded."""
+        with self.repo.put_object(self.node, name, epoch=self.epoch, size_hint=None) as sink:
+            return seal(
+                _BytesSource(data),
+                sink,
+                self.recipients,
+                level=self.level,
+                threads=0,
+                sink_name=self.repo.describe_object(self.node, name),
+            )
+
+    def _finish_pack(self) -> None:
+        """Wait for the pack in flight, record its object, name its members and write its entries."""
+        if self.sealing is None:
+            return
+        future, name, size, queue = self.sealing
+        self.sealing = None
+        try:
+            result = future.result()
+        except RepositoryError as exc:
+            if exc.details.get("code") != "exists":
+                raise
+            self.existing[name] = (0, time.time())
+            sealed = self._reuse(name)
+        else:
+            sealed = (result.sealed.size, result.sealed.sha256)
+            self.existing[name] = (result.sealed.size, time.time())
+            self.known[name] = sealed
+            self.work["new_objects"] += 1
+            self.work["new_packs"] += 1
+            self.work["new_bytes"] += size
+            self.work["uploaded_bytes"] += result.sealed.size
+        self._name_members(queue, name, sealed)
+        self.out.write("".join(queue))  # type: ignore[arg-type]
+
+    def _name_members(self, queue: list, name: str, sealed: tuple[int, str]) -> None:
+        self.refs[name] = sealed
+        for number, item in enumerate(queue):
+            if isinstance(item, dict):
+                item.update(object=name, sealed_size=sealed[0], sealed_sha256=sealed[1])
+                self.packed.setdefault(item["sha256"], (name, item["offset"], sealed[0], sealed[1]))
+                queue[number] = self._encode(item) + "\n"
+
+    def _flush_queue(self) -> None:
+        """Write the held entries (none of them waits for a pack any more)."""
+        queue, self.queue = self.queue, []
+        self.out.write("".join(queue))  # type: ignore[arg-type]
+
+    def _stop_sealer(self) -> None:
+        """Never leave the sealing thread writing: wait for it (after an error, its result is dropped)."""
+        if self.sealing is not None:
+            future = self.sealing[0]
+            self.sealing = None
+            with contextlib.suppress(Exception):
+                future.result()
+        if self.sealer is not None:
+            self.sealer.shutdown(wait=True)
+            self.sealer = None
+
+    def _read(self, path: str, copy: bool = False) -> _Content | None:
+        """A stable read (size, mtime and ctime the same before and after; in memory: the same bytes read
+        twice), or a flagged copy after retries."""
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        for attempt in range(READ_ATTEMPTS + 1):
+            last = copy or attempt == READ_ATTEMPTS
+            try:
+                fd = os.open(path, flags)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise CaptureError(
+                    "cannot read %s (%s)" % (path, exc.strerror),
+                    "check its permissions (become: true); nothing was committed",
+                )
+            with open(fd, "rb", buffering=0) as handle:
+                before = os.fstat(fd)
+                if not stat.S_ISREG(before.st_mode):
+                    return None
+                self.work["read"] += 1
+                if last:
+                    return self._copy(handle, before)
+                if before.st_size <= SMALL_FILE:
+                    data = handle.readall()
+                    after = os.fstat(fd)
+                    self.work["read_bytes"] += len(data)
+                    # The same stat does not prove the bytes whole: a write() under way when ``before``
+                    # was taken had set the times already (one through a mapping sets none). A second
+                    # read must return the same bytes: the rest of such a write, landed meanwhile or
+                    # landing, changes them (only a writer stalled through both reads goes unseen).
+                    if (
+                        stat_stable(before, after)
+                        and len(data) == before.st_size
+                        and os.pread(fd, len(data) + 1, 0) == data
+                    ):
+                        return _Content(hashlib.sha256(data).hexdigest(), len(data), before, data=data)
+                else:
+                    size, digest = stream_digest(handle)
+                    after = os.fstat(fd)
+                    self.work["read_bytes"] += size
+                    if stat_stable(before, after) and size == before.st_size:
+                        return _Content(digest, size, before, path=path)
+            self.work["retries"] += 1
+            time.sleep(0.02 * (attempt + 1))
+        return None  # not reached: the last attempt copies
+
+    def _copy(self, handle, before: os.stat_result) -> _Content:
+        """Copy a file that keeps changing into scratch space; what was read is stored, flagged ``changed``."""
+        temp = os.path.join(self.scratch, "changing-%s" % uuid.uuid4().hex[:12])
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(fd, "wb") as out:
+            size, digest = stream_digest(handle, out)
+        self.work["read_bytes"] += size
+        self.scratch_files.append(temp)
+        return _Content(digest, size, before, path=temp, changed=True)
+
+    def _ensure(self, content: _Content) -> tuple[int, str]:
+        """The object of a content: reused when the node has it, else sealed and uploaded once."""
+        self._finish_pack()  # one thread uses the repository at a time
+        name = object_name(self.key, content.sha256)
+        if name in self.refs:
+            return self.refs[name]
+        if name in self.existing:
+            return self._reuse(name)
+        began_size = content.size
+        try:
+            with self.repo.put_object(self.node, name, epoch=self.epoch, size_hint=None) as sink:
+                with content.open() as source:
+                    result = seal(
+                        source,
+                        sink,
+                        self.recipients,
+                        level=self.level,
+                        threads=0 if began_size <= SMALL_FILE else -1,
+                        sink_name=self.repo.describe_object(self.node, name),
+                    )
+                if (result.content.size, result.content.sha256) != (content.size, content.sha256):
+                    raise _Changed()  # aborts the write: nothing is committed under this name
+        except RepositoryError as exc:
+            if exc.details.get("code") != "exists":
+                raise
+            self.existing[name] = (0, time.time())
+            return self._reuse(name)
+        self.existing[name] = (result.sealed.size, time.time())
+        self.known[name] = (result.sealed.size, result.sealed.sha256)
+        self.work["new_objects"] += 1
+        self.work["new_bytes"] += result.content.size
+        self.work["uploaded_bytes"] += result.sealed.size
+        return result.sealed.size, result.sealed.sha256
+
+    def _reuse(self, name: str) -> tuple[int, str]:
+        self._finish_pack()
+        known = self.known.get(name)
+        size = self.existing[name][0]
+        if known is not None and (known[0] == size or size == 0):
+            self.work["reused_objects"] += 1
+            return known
+        # An object this node has no record of (its cache was lost, or a run that failed left it): hash it.
+        with self.repo.open_object(self.node, name) as stream:
+            size, digest = stream_digest(stream)
+        self.known[name] = (size, digest)
+        self.unvouched.add(name)
+        self.work["rehashed_objects"] += 1
+        return size, digest
+
+    def _recheck_unvouched(self) -> None:
+        """Objects reused without a record must still be there (garbage collection may have run meanwhile)."""
+        for name in sorted(self.unvouched):
+            if self.repo.has_object(self.node, name) is None:
+                raise CaptureError(
+                    "object %s disappeared during the backup (garbage collection ran at the same time)"
+                    % self.repo.describe_object(self.node, name),
+                    "run the backup again; do not run epoch_prune while a backup of the node runs",
+                )
+
+    def _note(self, kind: str, item: Any) -> None:
+        if len(self.notes[kind]) < LIST_LIMIT:
+            self.notes[kind].append(item)
+
+    # -- the refs list --
+
+    def write_refs(self, file_name: str) -> dict[str, Any]:
+        digest = hashlib.sha256()
+        size = 0
+        total = 0
+        with self.repo.open_write(self.node, self.epoch, file_name) as sink:
+            lines = ["%s\n" % REFS_FORMAT]
+            for name in sorted(self.refs):
+                sealed_size, sealed_sha = self.refs[name]
+                total += sealed_size
+                lines.append("%s %d %s\n" % (name, sealed_size, sealed_sha))
+                if len(lines) >= 4096:
+                    size += self._flush_lines(sink, digest, lines)
+            size += self._flush_lines(sink, digest, lines)
+        return {
+            "file": file_name,
+            "size": size,
+            "sha256": digest.hexdigest(),
+            "objects": len(self.refs),
+            "bytes": total,
+        }
+
+    @staticmethod
+    def _flush_lines(sink, digest, lines: list[str]) -> int:
+        data = "".join(lines).encode("ascii")
+        lines.clear()
+        sink.write(data)
+        digest.update(data)
+        return len(data)
+
+    def facts(self) -> dict[str, Any]:
+        facts: dict[str, Any] = {
+            "layout": "objects",
+            "entries": dict(self.stats),
+            "objects": dict(self.work, referenced=len(self.refs)),
+            "key_id": self.key_id,
+            "base_epoch": self.base_epoch,
+            "include": self.include,
+            "exclude": self.exclude,
+            "sample": int(self.asset.get("sample") or 0),
+            "changed_files": self.changed_count,
+        }
+        if self.new_key:
+            facts["new_key"] = True
+        for kind, items in self.notes.items():
+            if items:
+                facts[kind] = items
+        return facts

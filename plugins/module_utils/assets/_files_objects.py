@@ -1,0 +1,367 @@
+# -*- coding: utf-8 -*-
+# Copyright: nodekeep.backup contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private: reading the files asset's objects back (rebuild a tree, check objects)."""
+
+from __future__ import absolute_import, annotations, division, print_function
+
+__metaclass__ = type
+
+import errno
+import hashlib
+import os
+import stat
+import tarfile
+from typing import Any, BinaryIO
+
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets._files_capture import PACK_MEMBER_MAX, PACK_SIZE
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets._files_index import REFS_FORMAT, read_index
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import archive as _archive
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import attrs as _attrs
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
+    IntegrityError,
+    NodekeepError,
+    RestoreError,
+    describe_os_error,
+)
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import (
+    stream_digest,
+)
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import unseal
+
+# --------------------------------------------------------------------------
+# restore
+# --------------------------------------------------------------------------
+
+
+_MEMBER_TYPES = {
+    "dir": tarfile.DIRTYPE,
+    "file": tarfile.REGTYPE,
+    "symlink": tarfile.SYMTYPE,
+    "hardlink": tarfile.LNKTYPE,
+    "fifo": tarfile.FIFOTYPE,
+}
+
+
+class _Member(tarfile.TarInfo):
+    """A tar member built from an index entry; regular files carry their entry (object, checksums)."""
+
+    nodekeep_entry: dict[str, Any] | None = None
+
+
+def _member(entry: dict[str, Any]) -> tarfile.TarInfo:
+    kind = entry.get("type")
+    if kind not in _MEMBER_TYPES:
+        raise RestoreError(
+            "the files index holds an entry of unknown type %r (%s)" % (kind, str(entry.get("path"))[:200]),
+            "the index is damaged or newer than this nodekeep",
+        )
+    member = _Member(str(entry["path"]))
+    member.type = _MEMBER_TYPES[kind]
+    member.mode = int(entry.get("mode", 0o700)) & 0o7777
+    member.uid = int(entry.get("uid", 0))
+    member.gid = int(entry.get("gid", 0))
+    mtime_ns = int(entry.get("mtime_ns", 0))
+    member.mtime = mtime_ns // 10**9
+    member.pax_headers = {"mtime": _archive._pax_time(mtime_ns)}
+    member.pax_headers.update(_attrs.index_to_pax(entry))
+    if kind == "symlink":
+        member.linkname = str(entry.get("target", ""))
+    elif kind == "hardlink":
+        member.linkname = str(entry.get("link", ""))
+    elif kind == "file":
+        member.size = int(entry["size"])
+        member.nodekeep_entry = entry
+    return member
+
+
+class _ObjectExtractor(_archive._Extractor):
+    """The tar extractor's safety rules, with regular files filled from objects instead of a tar stream.
+
+    A file stored as its own object is written at once. A file stored in a pack is
+    created empty (0600) in walk order, like every other entry, and filled later by
+    ``fill_packs``: each pack is decrypted once, whatever order its members come in.
+    """
+
+    def __init__(self, root: str, keep_ownership: bool) -> None:
+        # no per-file fsync: rebuild_tree makes the whole tree durable at once (sync_filesystem)
+        super().__init__(root, keep_ownership, False)
+        # pack -> [(rel, offset, size, sha256 digest, mode, uid, gid, mtime_ns)]: one small tuple per file
+        self.packs: dict[str, list[tuple[Any, ...]]] = {}
+        self.pack_facts: dict[str, tuple[int, str]] = {}
+        #: packed files with holes: rel -> their data segments
+        self.sparse: dict[str, Any] = {}
+
+    def _fill(self, rel: str, member: tarfile.TarInfo, archive, out: BinaryIO) -> bool:
+        """A file stored as its own object is written now; a pack member is noted and filled by ``fill_packs``."""
+        entry = member.nodekeep_entry  # type: ignore[attr-defined]
+        if "offset" in entry:
+            pack = str(entry.get("object") or "")
+            facts = (int(entry["sealed_size"]), str(entry["sealed_sha256"]))
+            if self.pack_facts.setdefault(pack, facts) != facts:
+                raise IntegrityError(
+                    "the files index gives two sizes or checksums for pack %s (%s)" % (pack, entry["path"]),
+                    "the index is damaged; restore another epoch or copy",
+                )
+            if entry.get("sparse") is not None:
+                self.sparse[rel] = _attrs.from_pax(member.pax_headers)[1]
+            self.packs.setdefault(pack, []).append(
+                (
+                    rel,
+                    int(entry["offset"]),
+                    int(entry["size"]),
+                    bytes.fromhex(str(entry["sha256"])),
+                    member.mode,
+                    member.uid,
+                    member.gid,
+                    int(entry.get("mtime_ns", 0)),
+                )
+            )
+            return False
+        archive.write_object(entry, out)
+        return True
+
+    def fill_packs(self, reader: _ObjectReader) -> None:
+        """Decrypt each pack once and write its members, checking each member's size and SHA-256."""
+        flags = os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        for pack in list(self.packs):
+            members = self.packs.pop(pack)
+            end = max(offset + size for _target, offset, size, *_rest in members)
+            data = reader.read_pack(pack, self.pack_facts[pack], end, members[0][0])
+            view = memoryview(data)
+            for rel, offset, size, sha256, mode, uid, gid, mtime_ns in members:
+                part = view[offset : offset + size]
+                if len(part) != size or hashlib.sha256(part).digest() != sha256:
+                    raise IntegrityError(
+                        "object %s of %s: its content does not match the index's SHA-256"
+                        % (reader.repository.describe_object(reader.node, pack), rel),
+                        "do not trust this copy; restore another epoch or copy",
+                    )
+                target = os.path.join(self.root, rel)
+                fd = os.open(target, flags)
+                with open(fd, "wb", buffering=0) as out:
+                    if not stat.S_ISREG(os.fstat(fd).st_mode):
+                        raise RestoreError(
+                            "%s is no longer a regular file" % target, "restore into a private directory"
+                        )
+                    holes = self.sparse.pop(rel, None)
+                    if holes is None:
+                        out.write(part)
+                    else:
+                        sink = _attrs.SparseWriter(out, holes, size)
+                        sink.write(part)
+                        sink.finish()
+                    self._fd_attributes(fd, uid, gid, mode, mtime_ns)
+            view.release()
+
+
+class _ObjectReader:
+    """Fills restored files from the node's objects, checking each against the index."""
+
+    def __init__(self, repository, node: str, identities: list) -> None:
+        self.repository = repository
+        self.node = node
+        self.identities = identities
+        self.objects = 0
+        self.sealed_bytes = 0
+
+    def _unseal(self, name: str, out, path: str, limit: int):
+        """Unseal an object, never past ``limit`` plaintext bytes (what the signed index records)."""
+        where = self.repository.describe_object(self.node, name) if name else "(no object)"
+        try:
+            with self.repository.open_object(self.node, name) as stream:
+                return where, unseal(stream, out, self.identities, sink_name=path, limit=limit)
+        except NodekeepError as exc:
+            # Name the object and the path it holds: the operator checks or replaces exactly that.
+            raise type(exc)("object %s of %s: %s" % (where, path, exc.problem), exc.remedy) from exc
+
+    def read_pack(self, name: str, facts: tuple[int, str], end: int, path: str) -> bytearray:
+        """The first ``end`` bytes of a pack's plaintext, after checking the whole object's sealed bytes."""
+        sink = _PrefixSink(end)
+        # A pack closes once its members reach PACK_SIZE; its last member is at most PACK_MEMBER_MAX.
+        where, result = self._unseal(name, sink, path, PACK_SIZE + PACK_MEMBER_MAX)
+        if (result.sealed.size, result.sealed.sha256) != facts:
+            raise IntegrityError(
+                "object %s of %s: its sealed bytes do not match the index's SHA-256" % (where, path),
+                "do not trust this copy; restore another epoch or copy",
+            )
+        self.objects += 1
+        self.sealed_bytes += result.sealed.size
+        return sink.getvalue()
+
+    def write_object(self, entry: dict[str, Any], out: BinaryIO) -> None:
+        name = str(entry.get("object") or "")
+        path = str(entry["path"])
+        if "offset" in entry:
+            offset, size = int(entry["offset"]), int(entry["size"])
+            data = self.read_pack(name, (int(entry["sealed_size"]), str(entry["sealed_sha256"])), offset + size, path)
+            part = data[offset : offset + size]
+            if len(part) != size or hashlib.sha256(part).hexdigest() != entry["sha256"]:
+                raise IntegrityError(
+                    "object %s of %s: its content does not match the index's SHA-256"
+                    % (self.repository.describe_object(self.node, name), path),
+                    "do not trust this copy; restore another epoch or copy",
+                )
+            out.write(part)
+            return
+        where, result = self._unseal(name, out, path, int(entry["size"]))
+        problems = []
+        if (result.content.size, result.content.sha256) != (int(entry["size"]), entry["sha256"]):
+            problems.append("its content does not match the index's SHA-256")
+        if entry.get("sealed_sha256") and (result.sealed.size, result.sealed.sha256) != (
+            int(entry["sealed_size"]),
+            entry["sealed_sha256"],
+        ):
+            problems.append("its sealed bytes do not match the index's SHA-256")
+        if problems:
+            raise IntegrityError(
+                "object %s of %s: %s" % (where, path, "; ".join(problems)),
+                "do not trust this copy; restore another epoch or copy",
+            )
+        self.objects += 1
+        self.sealed_bytes += result.sealed.size
+
+
+class _PrefixSink:
+    """Keeps the first ``keep`` bytes of a pack's plaintext (what the index needs) and only counts the rest.
+
+    A pack may hold members no longer referenced (files deleted since it was written);
+    memory stays bounded whatever the object holds.
+    """
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.buffer = bytearray()
+
+    def write(self, data) -> int:
+        room = self.keep - len(self.buffer)
+        if room > 0:
+            self.buffer += data[:room]
+        return len(data)
+
+    def flush(self) -> None:
+        """Nothing is buffered elsewhere."""
+
+    def getvalue(self) -> bytearray:
+        return self.buffer  # not copied: a pack is a few MiB
+
+
+def sync_filesystem(path: str) -> None:
+    """Make everything written under ``path`` durable: one ``syncfs`` of its filesystem (``sync`` elsewhere).
+
+    One call instead of an fsync per restored file and directory: the tree is
+    placed (renamed in) only after this returns.
+    """
+    if _SYNCFS is None:
+        os.sync()
+        return
+    syncfs, get_errno = _SYNCFS
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        if syncfs(fd) == 0:
+            return
+        code = get_errno()
+    finally:
+        os.close(fd)
+    if code == errno.ENOSYS:
+        os.sync()
+        return
+    raise OSError(code, os.strerror(code), path)
+
+
+def _load_syncfs():
+    try:
+        import ctypes
+
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (ImportError, OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function, ctypes.get_errno
+
+
+_SYNCFS = _load_syncfs()
+
+
+def rebuild_tree(
+    index_path: str,
+    dest_dir: str,
+    repository,
+    node: str,
+    identities: list,
+    keep_ownership: bool | None = None,
+    fsync: bool = True,
+) -> dict[str, Any]:
+    """Rebuild a tree in the new directory ``dest_dir`` from a plaintext index and the node's objects.
+
+    With ``fsync`` the whole tree is made durable once at the end (``sync_filesystem``).
+    """
+    _header, entries = read_index(index_path)
+    root = _archive._prepare_destination(dest_dir)
+    owner = (os.geteuid() == 0) if keep_ownership is None else keep_ownership
+    extractor = _ObjectExtractor(root, owner)
+    reader = _ObjectReader(repository, node, identities)
+    try:
+        for entry in entries:
+            extractor.add(_member(entry), reader)
+        extractor.fill_packs(reader)
+        extractor.finish()
+        if fsync:
+            sync_filesystem(root)
+    except FileExistsError:
+        raise RestoreError("the files index lists a path twice", "the index is damaged")
+    except OSError as exc:
+        raise describe_os_error(exc, "rebuilding the tree", getattr(exc, "filename", None) or root)
+    stats = dict(extractor.stats)
+    stats["objects_read"] = reader.objects
+    return stats
+
+
+# --------------------------------------------------------------------------
+# the refs list (plaintext, checked against the signed manifest)
+# --------------------------------------------------------------------------
+
+
+def load_refs(repository, node: str, epoch: str, artifact) -> dict[str, tuple[int, str]]:
+    """The objects an epoch's files artifact references, after checking the list against its manifest facts."""
+    facts = artifact.source.get("refs") or {}
+    file_name = facts.get("file")
+    if not file_name:
+        raise IntegrityError("artifact %s has no refs facts in its manifest" % artifact.name, "the manifest is damaged")
+    data = repository.get_bytes(node, epoch, file_name, limit=max(16 << 20, int(facts.get("size") or 0) + 1))
+    if len(data) != int(facts.get("size", -1)) or hashlib.sha256(data).hexdigest() != facts.get("sha256"):
+        raise IntegrityError(
+            "%s does not match its manifest (size or SHA-256)" % repository.describe(node, epoch, file_name),
+            "the list of objects was modified or damaged; do not trust this copy, use another copy or epoch",
+        )
+    lines = data.decode("ascii").splitlines()
+    if not lines or lines[0] != REFS_FORMAT:
+        raise IntegrityError("%s is not a %s list" % (file_name, REFS_FORMAT), "the list is damaged")
+    refs: dict[str, tuple[int, str]] = {}
+    for line in lines[1:]:
+        name, size, digest = line.split(" ")
+        refs[name] = (int(size), digest)
+    return refs
+
+
+def check_objects(repository, node: str, refs: dict[str, tuple[int, str]], read: bool = True) -> dict[str, Any]:
+    """Every referenced object exists with its size and, when ``read``, its sealed SHA-256."""
+    present = repository.object_names(node)
+    missing, wrong = [], []
+    checked_bytes = 0
+    for name in sorted(refs):
+        size, digest = refs[name]
+        if name not in present:
+            missing.append(name)
+            continue
+        if present[name][0] != size:
+            wrong.append("%s (size %d, expected %d)" % (name, present[name][0], size))
+            continue
+        if read:
+            with repository.open_object(node, name) as stream:
+                found_size, found = stream_digest(stream)
+            checked_bytes += found_size
+            if (found_size, found) != (size, digest):
+                wrong.append("%s (SHA-256 differs)" % name)
+    return {"objects": len(refs), "missing": missing, "wrong": wrong, "read_bytes": checked_bytes}

@@ -1,0 +1,133 @@
+# -*- coding: utf-8 -*-
+# Copyright: nodekeep.backup contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The ``config`` asset type: a small configuration tree as one tar stream."""
+
+from __future__ import absolute_import, annotations, division, print_function
+
+__metaclass__ = type
+
+import contextlib
+import hashlib
+import os
+import stat
+import time
+from typing import Any, ClassVar
+
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import _tree
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import base as _assets
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets._files_capture import _BytesSource, stat_stable
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets._files_index import LIVE_COMPARE_LIMIT
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import archive as _archive
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import fs
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
+    CaptureError,
+    NodekeepError,
+    describe_os_error,
+)
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import (
+    sha256_file,
+    stream_digest,
+)
+
+
+class ConfigAssetType(_tree.TreeAssetType):
+    """Configuration files as they are: one file (mode, owner, mtime kept) or a directory of them (a tar)."""
+
+    name = "config"
+    content_format = "config"
+    options: ClassVar[dict[str, Any]] = {"include": [], "exclude": []}
+
+    def normalize(self, asset: dict[str, Any]) -> dict[str, Any]:
+        normalized = super().normalize(asset)
+        path = normalized["path"]
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            raise CaptureError("config asset %s: %s does not exist" % (normalized["name"], path), "check the path")
+        except OSError as exc:
+            raise describe_os_error(exc, "reading the config", path)
+        if stat.S_ISDIR(info.st_mode):
+            normalized["content"] = "tree"
+        elif stat.S_ISREG(info.st_mode):
+            normalized["content"] = "file"
+        else:
+            raise CaptureError(
+                "config asset %s: %s is neither a file nor a directory" % (normalized["name"], path),
+                "give a config file or a directory of them",
+            )
+        return normalized
+
+    def artifact_file(self, asset: dict[str, Any]) -> str:
+        return "%s%s.zst.age" % (asset["name"], ".tar" if asset.get("content") == "tree" else "")
+
+    @contextlib.contextmanager
+    def capture(self, asset: dict[str, Any], scratch_dir: str, context=None):
+        if asset.get("content") == "tree":
+            facts = {"content": "tree", "include": asset.get("include") or [], "exclude": asset.get("exclude") or []}
+            with self.capture_tree(asset["path"], asset, facts) as captured:
+                yield captured
+            return
+        fd = os.open(asset["path"], os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        with open(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            data = handle.read()
+            after = os.fstat(handle.fileno())
+        if not stat_stable(info, after) or len(data) != info.st_size:
+            raise CaptureError("the config file %s changed while it was read" % asset["path"], "run the backup again")
+        facts = {
+            "content": "file",
+            "mode": fs.format_mode(stat.S_IMODE(info.st_mode)),
+            "uid": info.st_uid,
+            "gid": info.st_gid,
+            "mtime_ns": info.st_mtime_ns,
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+        yield _assets.Captured(_BytesSource(data), facts)  # type: ignore[arg-type]
+
+    @contextlib.contextmanager
+    def restore_into(self, target: str, force: bool = False, context=None):
+        artifact = context.artifact if context is not None else None
+        if artifact is None or artifact.source.get("content") != "file":
+            with super().restore_into(target, force, context) as staged:
+                yield staged
+            return
+        with _assets.FileAssetType.restore_into(self, target, force, context) as staged:  # type: ignore[arg-type]
+            handle = staged.stream
+
+            def complete() -> dict[str, Any]:
+                fd = handle.fileno()
+                if os.geteuid() == 0:
+                    os.fchown(fd, int(artifact.source.get("uid", 0)), int(artifact.source.get("gid", 0)))
+                mode = fs.parse_mode(artifact.source.get("mode")) or 0o600
+                os.fchmod(fd, mode)
+                mtime = int(artifact.source.get("mtime_ns") or time.time_ns())
+                os.utime(fd, ns=(mtime, mtime))
+                return {"mode": fs.format_mode(mode)}
+
+            yield _assets.Staged(staged.path, handle, complete=complete)
+
+    def deep_check(self, path: str, artifact, check: str = "integrity") -> dict[str, Any]:
+        if artifact.source.get("content") == "file":
+            info = os.stat(path)
+            return {"mode": fs.format_mode(stat.S_IMODE(info.st_mode)), "size": info.st_size}
+        return super().deep_check(path, artifact, check)
+
+    def verify_extra(self, artifact, context, deep: bool) -> dict[str, Any]:
+        """Runbook 000's "hash compare with live": does the live config still match this backup? (report only)."""
+        path = str(artifact.source.get("path") or "")
+        if not path or not os.path.lexists(path):
+            return {"live": "absent"}
+        try:
+            if artifact.source.get("content") == "file":
+                if os.path.getsize(path) > LIVE_COMPARE_LIMIT:
+                    return {"live": "not compared"}
+                digest = sha256_file(path)[1]
+            else:
+                with _archive.tar_reader(
+                    path, artifact.source.get("include") or None, artifact.source.get("exclude") or None
+                ) as stream:
+                    digest = stream_digest(stream)[1]
+        except (OSError, NodekeepError):
+            return {"live": "unreadable"}
+        return {"live": "same" if digest == artifact.content_sha256 else "differs"}

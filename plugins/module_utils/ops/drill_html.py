@@ -1,0 +1,236 @@
+# -*- coding: utf-8 -*-
+# Copyright: nodekeep.backup contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The drill report's HTML page (self-contained: inline CSS and SVG charts, no script)."""
+
+from __future__ import absolute_import, annotations, division, print_function
+
+__metaclass__ = type
+
+import html
+from typing import Any
+
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.drill import (
+    FORMAT,
+    NAMESPACE,
+    REPORT_NAME,
+    SIGNATURE_NAME,
+    history_point,
+    human_seconds,
+)
+
+# --------------------------------------------------------------------------
+# the HTML page (self-contained: inline CSS, inline SVG, no external reference)
+# --------------------------------------------------------------------------
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d2430;background:#fff}
+h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:24px 0 8px}
+.muted{color:#667085}.ok{color:#067647;font-weight:600}.bad{color:#b42318;font-weight:600}
+.badge{display:inline-block;padding:2px 10px;border-radius:10px;color:#fff;font-weight:600}
+.badge.ok{background:#067647;color:#fff}.badge.bad{background:#b42318;color:#fff}
+table{border-collapse:collapse;width:100%;margin:8px 0 16px}
+th,td{border-bottom:1px solid #e4e7ec;padding:6px 8px;text-align:left;vertical-align:top}
+th{background:#f2f4f7;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.cards{display:flex;gap:12px;flex-wrap:wrap}.card{border:1px solid #e4e7ec;border-radius:8px;padding:10px 14px;min-width:150px}
+.card b{display:block;font-size:18px}code{font-size:12px;background:#f2f4f7;padding:1px 4px;border-radius:4px}
+ul.problems li{color:#b42318}svg text{font:11px system-ui,sans-serif;fill:#475467}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _mark(ok: bool | None, yes: str = "passed", no: str = "FAILED", none: str = "-") -> str:
+    if ok is None:
+        return '<span class="muted">%s</span>' % _e(none)
+    return '<span class="%s">%s</span>' % ("ok" if ok else "bad", _e(yes if ok else no))
+
+
+def _measure_cell(item: dict[str, Any]) -> str:
+    if item.get("seconds") is None:
+        return '<span class="muted">not measured</span> / %s' % _e(human_seconds(item.get("target_seconds")))
+    return "%s / %s %s" % (
+        _e(human_seconds(item["seconds"])),
+        _e(human_seconds(item["target_seconds"])),
+        _mark(item["met"], "met", "MISSED"),
+    )
+
+
+def svg_chart(points: list[dict[str, Any]], key: str, target_key: str, title: str, width: int = 460) -> str:
+    """A small inline SVG line chart of ``key`` over the drills, with the target as a dashed line."""
+    height, left, right, top, bottom = 180, 78, 12, 24, 34
+    values = [p.get(key) for p in points]
+    targets = [p.get(target_key) for p in points if p.get(target_key) is not None]
+    known = [float(v) for v in values if v is not None]
+    peak = max(known + targets + [1.0]) * 1.15
+    plot_w, plot_h = width - left - right, height - top - bottom
+    count = len(points)
+
+    def x(index: int) -> float:
+        return left + (plot_w / 2.0 if count == 1 else plot_w * index / (count - 1))
+
+    def y(value: float) -> float:
+        return top + plot_h - plot_h * float(value) / peak
+
+    parts = [
+        '<svg role="img" aria-label="%s" width="%d" height="%d" viewBox="0 0 %d %d">'
+        % (_e(title), width, height, width, height),
+        '<text x="%d" y="14" style="font-weight:600;fill:#1d2430">%s</text>' % (left, _e(title)),
+        '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#98a2b3"/>' % (left, top + plot_h, width - right, top + plot_h),
+        '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#98a2b3"/>' % (left, top, left, top + plot_h),
+    ]
+    for fraction in (0.0, 0.5, 1.0):
+        value = peak / 1.15 * fraction
+        parts.append(
+            '<text x="%d" y="%.1f" text-anchor="end">%s</text>' % (left - 4, y(value) + 4, _e(human_seconds(value)))
+        )
+    if targets:
+        target = min(targets)
+        parts.append(
+            '<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#b42318" stroke-dasharray="5,4"/>'
+            % (left, y(target), width - right, y(target))
+        )
+        parts.append(
+            '<text x="%d" y="%.1f" text-anchor="end" style="fill:#b42318">target %s</text>'
+            % (width - right, y(target) - 4, _e(human_seconds(target)))
+        )
+    line = " ".join("%.1f,%.1f" % (x(i), y(v)) for i, v in enumerate(values) if v is not None)
+    if line and count > 1:
+        parts.append('<polyline fill="none" stroke="#2e90fa" stroke-width="2" points="%s"/>' % line)
+    for index, point in enumerate(points):
+        value = point.get(key)
+        if value is None:
+            continue
+        target = point.get(target_key)
+        missed = target is not None and float(value) > float(target)
+        parts.append(
+            '<circle cx="%.1f" cy="%.1f" r="4" fill="%s"><title>%s: %s</title></circle>'
+            % (
+                x(index),
+                y(value),
+                "#b42318" if missed else "#067647",
+                _e(point.get("drill_id")),
+                _e(human_seconds(value)),
+            )
+        )
+    if points:
+        first, last = points[0].get("drill_id") or "", points[-1].get("drill_id") or ""
+        parts.append('<text x="%d" y="%d">%s</text>' % (left, height - 10, _e(first[:8])))
+        if count > 1:
+            parts.append('<text x="%d" y="%d" text-anchor="end">%s</text>' % (width - right, height - 10, _e(last[:8])))
+        parts.append(
+            '<text x="%d" y="%d" text-anchor="middle">%d drill(s)</text>' % (left + plot_w // 2, height - 10, count)
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def render_html(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
+    """The human page: verdict, RTO/RPO against targets, the history chart, per node and asset details."""
+    points = list(history) + [history_point(report, None)]
+    summary = report["summary"]
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        "<title>nodekeep drill %s: %s</title>" % (_e(report["drill_id"]), "passed" if report["ok"] else "FAILED"),
+        "<style>%s</style></head><body>" % _CSS,
+        '<h1>Restore drill %s <span class="badge %s">%s</span></h1>'
+        % (_e(report["drill_id"]), "ok" if report["ok"] else "bad", "PASSED" if report["ok"] else "FAILED"),
+        '<p class="muted">series <code>%s</code> &middot; started %s &middot; finished %s &middot; %s %s%s</p>'
+        % (
+            _e(report["series"]),
+            _e(report["started"]),
+            _e(report["finished"]),
+            _e(report["tool"]["name"]),
+            _e(report["tool"]["version"]),
+            (" &middot; signed by " + _e(report["reporter"])) if report.get("reporter") else "",
+        ),
+        '<div class="cards">',
+        '<div class="card">Nodes ok<b>%d / %d</b></div>' % (summary["nodes_ok"], summary["nodes"]),
+        '<div class="card">Assets ok<b>%d / %d</b></div>' % (summary["assets_ok"], summary["assets"]),
+        '<div class="card">RTO (drill)<b>%s</b></div>' % _e(human_seconds(report["rto_seconds"])),
+        '<div class="card">Worst RPO<b>%s</b></div>' % _e(human_seconds(report["rpo_seconds"])),
+        '<div class="card">Checks failed<b>%d</b></div>' % summary["checks_failed"],
+        "</div>",
+    ]
+    if report["problems"]:
+        out.append('<h2>Problems</h2><ul class="problems">')
+        out.extend("<li>%s</li>" % _e(p) for p in report["problems"])
+        out.append("</ul>")
+    out.append("<h2>RTO and RPO over the last %d drill(s)</h2>" % len(points))
+    out.append(
+        '<div class="cards">%s%s</div>'
+        % (
+            svg_chart(points, "rto_seconds", "rto_target_seconds", "RTO (drill start to verified data)"),
+            svg_chart(points, "rpo_seconds", "rpo_target_seconds", "RPO (age of the restored data)"),
+        )
+    )
+    out.append("<h2>Nodes</h2><table><tr><th>Node</th><th>Result</th><th>Epoch</th><th>Staging</th>"
+               "<th>RTO / target</th><th>RPO / target</th></tr>")  # fmt: skip
+    for node in report["nodes"]:
+        out.append(
+            "<tr><td>%s</td><td>%s%s</td><td>%s</td><td>%s<br><code>%s</code></td><td>%s</td><td>%s</td></tr>"
+            % (
+                _e(node["node"]),
+                _mark(node["ok"]),
+                ("<br>" + _e(node["error"])) if node["error"] else "",
+                _e(node["epoch"] or "-"),
+                _e(node["staging_host"] or "-"),
+                _e(node["staging_path"] or "-"),
+                _measure_cell(node["rto"]),
+                _measure_cell(node["rpo"]),
+            )
+        )
+    out.append("</table>")
+    for node in report["nodes"]:
+        if not node["assets"] and not node["skipped"]:
+            continue
+        out.append("<h2>%s: assets</h2>" % _e(node["node"]))
+        out.append("<table><tr><th>Asset</th><th>Restored to (staging)</th><th class=\"num\">Size</th>"
+                   "<th>Checks</th><th>Health</th><th>RTO / target</th><th>RPO / target</th></tr>")  # fmt: skip
+        for asset in node["assets"]:
+            checks = ", ".join("%s %s" % (k, v) for k, v in sorted(asset["checks"].items()))
+            health = asset["health"]
+            health_text = (
+                _mark(
+                    health["ok"],
+                    "passed (%d attempt(s))" % health.get("attempts", 1),
+                    "FAILED (exit %s)" % health.get("rc"),
+                )
+                if health["ran"]
+                else '<span class="muted">no command</span>'
+            )
+            out.append(
+                '<tr><td>%s <span class="muted">%s</span></td><td><code>%s</code><br>'
+                '<span class="muted">from %s</span></td><td class="num">%s</td><td>%s %s</td>'
+                "<td>%s</td><td>%s</td><td>%s</td></tr>"
+                % (
+                    _e(asset["name"]),
+                    _e(asset["asset_type"]),
+                    _e(asset["staged_path"] or "not restored"),
+                    _e(asset["source_path"]),
+                    _e(asset["size"]),
+                    _mark(asset["checks_ok"]),
+                    _e(asset.get("error") or checks),
+                    health_text,
+                    _measure_cell(asset["rto"]),
+                    _measure_cell(asset["rpo"]),
+                )
+            )
+        for skipped in node["skipped"]:
+            out.append(
+                '<tr><td>%s</td><td colspan="6"><span class="muted">not restored: %s</span></td></tr>'
+                % (_e(skipped["name"]), _e(skipped["reason"]))
+            )
+        out.append("</table>")
+    out.append(
+        '<p class="muted">RTO: drill start to the node\'s data restored, checked and health-checked in staging. '
+        "RPO: drill start minus the restored epoch's start (every snapshot of the epoch is at or after it). "
+        "The JSON report beside this page (<code>%s</code>, format <code>%s</code>) is signed "
+        "(<code>%s</code>, namespace <code>%s</code>).</p>" % (REPORT_NAME, FORMAT, SIGNATURE_NAME, NAMESPACE)
+    )
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,250 @@
+# -*- coding: utf-8 -*-
+# Copyright: nodekeep.backup contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Applying a retention plan to a repository: what to delete, kept chains, garbage collection."""
+
+from __future__ import absolute_import, annotations, division, print_function
+
+__metaclass__ = type
+
+from datetime import datetime, timezone
+from typing import Any
+
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets.registry import asset_type
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import (
+    duration_text,
+    epoch_time,
+    parse_calendar_duration,
+    subtract_duration,
+)
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError, RepositoryError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import manifest_needs
+from ansible_collections.nodekeep.backup.plugins.module_utils.retention.policy import Decision, RetentionPolicy, plan
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import load_manifest
+
+# --------------------------------------------------------------------------
+# applying a plan to a repository
+# --------------------------------------------------------------------------
+
+
+def _signed_epochs(repository, node: str, public_key: str):
+
+    valid, unverified = {}, []
+    for epoch in repository.complete_epochs(node):
+        try:
+            valid[epoch] = load_manifest(repository, node, epoch, public_key)
+        except NodekeepError as exc:
+            unverified.append({"epoch": epoch, "reasons": ["not counted and not removed: %s" % exc.message]})
+    return valid, unverified
+
+
+def keep_chains(decisions: list[Decision], manifests: dict[str, Any]) -> list[Decision]:
+    """Keep every epoch that a kept epoch's incremental snapshot send needs (its chain back to a full send)."""
+
+    needed: set[str] = set()
+    for decision in decisions:
+        if decision.keep:
+            needed |= manifest_needs(manifests[decision.epoch])
+    for decision in decisions:
+        if not decision.keep and decision.epoch in needed:
+            decision.keep = True
+            decision.reasons = ["kept: the incremental snapshot chain of a kept epoch needs it"]
+    return decisions
+
+
+def apply_retention(
+    repository,
+    node: str,
+    policy: RetentionPolicy,
+    public_key: str,
+    dry_run: bool = False,
+    prune_incomplete: bool = True,
+    incomplete_grace: str = "1d",
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Plan from the signature-valid epochs and remove what the plan drops, whole or not at all.
+
+    An epoch with a locked object is skipped and reported in ``locked`` (locks are never
+    forced). Complete epochs whose signature does not verify are neither counted nor removed
+    (``unverified``). Incomplete epochs (no signed manifest) older than ``incomplete_grace``
+    are removed too when ``prune_incomplete``; younger ones may be a backup still running.
+    With ``dry_run`` nothing is removed and ``removed`` lists what would go.
+    """
+    now = now or datetime.now(timezone.utc)
+    policy.validate()
+    grace = parse_calendar_duration(incomplete_grace, "incomplete_grace")
+    result: dict[str, Any] = {
+        "location": repository.location,
+        "kind": getattr(repository, "kind", "unknown"),
+        "node": node,
+        "policy": policy.describe(),
+        "dry_run": bool(dry_run),
+        "kept": [],
+        "removed": [],
+        "locked": [],
+        "unverified": [],
+        "incomplete": [],
+        "errors": [],
+    }
+    valid, unverified = _signed_epochs(repository, node, public_key)
+    result["unverified"] = unverified
+    doomed = []
+    for decision in keep_chains(plan(valid, policy), valid):
+        if decision.keep:
+            result["kept"].append(decision.as_dict())
+        else:
+            doomed.append(decision)
+    cutoff = subtract_duration(now, grace)
+    for epoch in repository.incomplete_epochs(node):
+        if not prune_incomplete:
+            result["incomplete"].append({"epoch": epoch, "reasons": ["incomplete; prune_incomplete is off"]})
+        elif epoch_time(epoch) > cutoff:
+            result["incomplete"].append(
+                {
+                    "epoch": epoch,
+                    "reasons": ["incomplete but younger than %s: it may still be running" % duration_text(grace)],
+                }
+            )
+        else:
+            doomed.append(
+                Decision(epoch, False, ["incomplete (no signed manifest) and older than %s" % duration_text(grace)])
+            )
+    for decision in sorted(doomed, key=lambda d: d.epoch):
+        _remove(repository, node, decision, dry_run, now, result)
+    gone = {entry["epoch"] for entry in result["removed"]} if dry_run else set()
+    result["objects"] = collect_garbage(repository, node, public_key, grace, now, dry_run=dry_run, without=gone)
+    result["changed"] = bool(result["removed"] or result["objects"].get("removed")) and not dry_run
+    return result
+
+
+# --------------------------------------------------------------------------
+# garbage collection of content-addressed objects (files assets)
+# --------------------------------------------------------------------------
+
+GC_BATCH = 200
+
+
+def _running(repository, node: str, grace: dict[str, int], now: datetime) -> str | None:
+    """A backup of the node that may still be running: an incomplete epoch younger than the grace."""
+    cutoff = subtract_duration(now, grace)
+    young = [e for e in repository.incomplete_epochs(node) if epoch_time(e) > cutoff]
+    if young:
+        return "a backup of %s may be running (incomplete epoch %s); objects are collected on a later run" % (
+            node,
+            young[-1],
+        )
+    return None
+
+
+def _referenced(repository, node: str, public_key: str, without: set[str]) -> set[str]:
+    """Every object some complete epoch references; raises when one epoch's references cannot be known."""
+
+    referenced: set[str] = set()
+    for epoch in repository.complete_epochs(node):
+        if epoch in without:
+            continue
+        manifest = load_manifest(repository, node, epoch, public_key)
+        for artifact in manifest.artifacts:
+            referenced.update(asset_type(artifact.asset_type).object_references(repository, node, epoch, artifact))
+    return referenced
+
+
+def collect_garbage(
+    repository,
+    node: str,
+    public_key: str,
+    grace: dict[str, int],
+    now: datetime,
+    dry_run: bool = False,
+    without: set[str] | None = None,
+) -> dict[str, Any]:
+    """Remove the node's objects that no complete epoch references any more.
+
+    Never while a backup of the node may be running (an incomplete epoch younger
+    than ``grace``: it may reuse an unreferenced object), never an object younger
+    than ``grace``, and nothing at all when one complete epoch's manifest or list
+    of objects cannot be read and checked (its references are then unknown).
+    Locked objects (S3 Object Lock) stay and are counted in ``locked``. ``without``:
+    epochs to treat as removed (a dry run's plan).
+    """
+    report: dict[str, Any] = {
+        "total": 0,
+        "referenced": 0,
+        "removed": 0,
+        "removed_bytes": 0,
+        "young": 0,
+        "locked": 0,
+        "missing": 0,
+        "deferred": None,
+    }
+    objects = repository.object_names(node)
+    if not objects:
+        return report
+    report["total"] = len(objects)
+    report["deferred"] = _running(repository, node, grace, now)
+    if report["deferred"]:
+        return report
+    try:
+        referenced = _referenced(repository, node, public_key, without or set())
+    except NodekeepError as exc:
+        report["deferred"] = "the objects an epoch references are unknown (%s); nothing was collected" % exc.message
+        return report
+    report["referenced"] = len(referenced & set(objects))
+    report["missing"] = len(referenced - set(objects))
+    cutoff = subtract_duration(now, grace).timestamp()
+    garbage = sorted(name for name in objects if name not in referenced)
+    doomed = [name for name in garbage if objects[name][1] <= cutoff]
+    report["young"] = len(garbage) - len(doomed)
+    if dry_run:
+        report["removed"] = len(doomed)
+        report["removed_bytes"] = sum(objects[name][0] for name in doomed)
+        return report
+    for start in range(0, len(doomed), GC_BATCH):
+        if start:
+            report["deferred"] = _running(repository, node, grace, now)
+            if report["deferred"]:
+                break
+        for name in doomed[start : start + GC_BATCH]:
+            try:
+                repository.remove_object(node, name)
+            except RepositoryError as exc:
+                if exc.details.get("objects"):
+                    report["locked"] += 1
+                    continue
+                raise
+            report["removed"] += 1
+            report["removed_bytes"] += objects[name][0]
+    return report
+
+
+def _remove(repository, node: str, decision: Decision, dry_run: bool, now: datetime, result: dict[str, Any]) -> None:
+    entry = decision.as_dict()
+    inspect = getattr(repository, "locked_objects", None)
+    try:
+        locked = inspect(node, decision.epoch, now=now) if inspect is not None else []
+    except NodekeepError as exc:
+        entry["error"] = exc.message
+        result["errors"].append(entry)
+        return
+    if locked:
+        entry["objects"] = locked
+        entry["reasons"].append("not removed: %d object(s) locked (%s)" % (len(locked), locked[0]["reason"]))
+        result["locked"].append(entry)
+        return
+    if dry_run:
+        entry["dry_run"] = True
+        result["removed"].append(entry)
+        return
+    try:
+        repository.remove_epoch(node, decision.epoch)
+    except RepositoryError as exc:
+        objects = exc.details.get("objects")
+        if objects:
+            entry["objects"] = objects
+            entry["reasons"].append("not removed: %s" % exc.message)
+            result["locked"].append(entry)
+        else:
+            entry["error"] = exc.message
+            result["errors"].append(entry)
+        return
+    result["removed"].append(entry)

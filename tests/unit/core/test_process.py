@@ -1,0 +1,72 @@
+"""core/process.py: the one subprocess gateway (no shell; missing, failing and hung commands become the caller's
+error with the command's own message; a hung command is killed with its whole process group)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import CaptureError, NodekeepError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.process import Process, run_command
+
+
+def test_output_input_and_exit_status_come_back():
+    done = run_command([sys.executable, "-c", "import sys; d = sys.stdin.read(); print(d.upper())"], "upper",
+                       input_bytes=b"abc")
+    assert (done.returncode, done.stdout, done.stderr) == (0, b"ABC\n", b"")
+    assert done.seconds >= 0
+
+
+def test_no_shell_runs():
+    done = run_command(["echo", "$HOME; touch x"], "echo")
+    assert done.stdout == b"$HOME; touch x\n"
+
+
+def test_a_missing_program_raises_the_callers_error_with_the_remedy():
+    with pytest.raises(CaptureError) as raised:
+        run_command(["/nonexistent/nodekeep-tool"], "the tool", error=CaptureError, missing="install nodekeep-tool")
+    assert "/nonexistent/nodekeep-tool command was not found" in raised.value.problem
+    assert raised.value.remedy == "install nodekeep-tool"
+
+
+def test_a_failure_names_what_and_carries_the_commands_message():
+    argv = [sys.executable, "-c", "import sys; sys.stderr.write('disk on fire'); sys.exit(3)"]
+    with pytest.raises(NodekeepError) as raised:
+        run_command(argv, "the probe")
+    assert raised.value.problem == "the probe failed with exit code 3: disk on fire"
+    assert raised.value.details["returncode"] == 3
+    assert run_command(argv, "the probe", check=False).returncode == 3
+
+
+def test_a_hung_command_is_killed_with_its_process_group(tmp_path):
+    pidfile = tmp_path / "child.pid"
+    # the shell starts a grandchild that would outlive a plain kill of the shell
+    script = "sleep 300 & echo $! > %s; wait" % pidfile
+    with pytest.raises(CaptureError) as raised:
+        run_command(["sh", "-c", script], "the hung job", timeout=2, error=CaptureError, remedy="raise the timeout")
+    assert "did not finish within 2 s and was killed" in raised.value.problem
+    assert raised.value.remedy == "raise the timeout"
+    pid = int(pidfile.read_text())
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            state = handle.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        state = "gone"
+    assert state in ("gone", "Z", "X")  # killed (a zombie until init reaps it), never still sleeping
+
+
+def test_a_streaming_process_reports_its_stderr_on_failure(tmp_path):
+    process = Process([sys.executable, "-c", "import sys; sys.stderr.write('bad stream'); sys.exit(2)"], "the send")
+    with pytest.raises(NodekeepError) as raised:
+        process.finish()
+    process.close()
+    assert "the send failed (exit status 2): bad stream" in raised.value.problem
+
+
+def test_a_streaming_process_that_is_missing_names_the_remedy():
+    with pytest.raises(NodekeepError) as raised:
+        Process(["/nonexistent/zfs"], "zfs send", missing="install zfsutils-linux")
+    assert raised.value.remedy == "install zfsutils-linux"
+    assert not os.path.exists("/nonexistent")
