@@ -96,8 +96,33 @@ options:
         is not self-contained.
     type: bool
     default: true
+  service:
+    description:
+      - The service that uses O(path), stopped by the play before this step and started after it (the
+        nodekeep.backup.restore role does both). Only recorded and listed in RV(steps); the module never stops it.
+      - Without O(service) and O(health_command) the cutover is refused unless O(allow_unguarded).
+    type: str
+  health_command:
+    description:
+      - The health command the play runs after the swap (listed in RV(steps), never returned).
+      - Without O(service) and O(health_command) the cutover is refused unless O(allow_unguarded).
+    type: str
+  allow_unguarded:
+    description:
+      - Swap even though no O(service) was stopped and no O(health_command) checks the result, or while a
+        process still holds O(path) (or its C(-wal), C(-shm), C(-journal); for a directory anything in it)
+        open, as read from C(/proc). Off by default: a database swapped under a running writer is corrupted.
+    type: bool
+    default: false
+  staging_root:
+    description:
+      - The staging directory O(staged) was restored into (the restore role passes C(nodekeep_restore_to)).
+        O(staged) must be inside it, and no directory between them may be a symlink.
+      - Without it, no directory of O(staged) from C(/) may be a symlink. No directory of O(path) may be one either.
+    type: path
 notes:
-  - Stop the service that uses O(path) first. The module does not check that nothing holds the data open.
+  - Stop the service that uses O(path) first. The module refuses while any process holds the data open
+    (C(/proc/PID/fd)); run it as root so that every process is seen.
   - The safety copy stays until you remove it; the restore role reports it.
 seealso:
   - module: nodekeep.backup.epoch_restore
@@ -114,6 +139,9 @@ EXAMPLES = r"""
   nodekeep.backup.restore_cutover:
     path: /srv/pds/account.sqlite
     staged: /srv/staging/node1/srv/pds/account.sqlite
+    staging_root: /srv/staging/node1
+    service: pds
+    health_command: curl -fsS http://127.0.0.1:3000/xrpc/_health
     owner: pds
     group: pds
     mode: '0640'
@@ -187,6 +215,21 @@ sidecars:
   type: list
   elements: str
   sample: [/srv/pds/account.sqlite-wal, /srv/pds/account.sqlite-shm]
+steps:
+  description: What the cutover does (in check mode, will really do), in order, including the play's service steps.
+  returned: success and O(state=cutover)
+  type: list
+  elements: str
+  sample: [stop the service pds, move /srv/pds/account.sqlite to /srv/pds/account.sqlite.nodekeep-pre-restore-20261122T023000Z,
+           move the restored copy into /srv/pds/account.sqlite, start the service pds, run the health command]
+guard:
+  description:
+    - What protected the swap. C(service), C(health_check) (true when a health command was given), C(open_by)
+      (processes found holding the data open, each C(pid), C(command), C(file)) and C(overridden) (true when
+      O(allow_unguarded) let a refused swap run).
+  returned: success and O(state=cutover)
+  type: dict
+  sample: {service: pds, health_check: true, open_by: [], overridden: false}
 attributes:
   description:
     - What was (or in check mode would be) applied to the placed data. V(null) values mean left as restored.
@@ -260,6 +303,10 @@ def main():
             group={"type": "str"},
             mode={"type": "raw"},
             sqlite_sidecars={"type": "bool", "default": True},
+            service={"type": "str"},
+            health_command={"type": "str"},
+            allow_unguarded={"type": "bool", "default": False},
+            staging_root={"type": "path"},
         ),
         required_if=[("state", "cutover", ["staged"])],
         supports_check_mode=True,
@@ -280,6 +327,10 @@ def main():
             mode=parse_mode(params["mode"]),
             sqlite_sidecars=params["sqlite_sidecars"],
             check_only=module.check_mode,
+            service=params["service"],
+            health_command=params["health_command"],
+            allow_unguarded=params["allow_unguarded"],
+            staging_root=params["staging_root"],
         )
 
     run(module, action)

@@ -83,6 +83,9 @@ def state(*directories) -> dict:
 
 
 def cut(args: dict, check_mode: bool = False) -> dict:
+    """The module as the restore role runs it: the service was stopped and a health check follows."""
+    if args.get("state", "cutover") == "cutover" and args:
+        args = dict({"service": "app", "health_command": "true"}, **args)
     return run_module("restore_cutover", args, check_mode=check_mode)
 
 

@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from typing import Any, Callable
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets.sqlite import SIDECARS
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import safefs
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.archive import copy_tree
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import epoch_name
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
@@ -308,6 +309,104 @@ def _all_or_nothing(what: str, remedy: str, explain_os_error: Callable[[OSError]
         raise RestoreError(f"{what} failed: {message}", remedy) from exc
 
 
+UNGUARDED_REMEDY = (
+    "stop what uses it first: declare the asset's service (nodekeep_assets[].service or nodekeep_service) "
+    "and/or its health_command (nodekeep_health_command); to swap anyway, set nodekeep_restore_allow_unguarded: "
+    "true (restore_cutover allow_unguarded). Nothing was touched"
+)
+
+
+def open_holders(path: str, directory: bool = False) -> list[dict[str, Any]]:
+    """Processes holding ``path`` open (its SQLite side files too; for a directory anything below it), from /proc.
+
+    Raises ``RestoreError`` when ``/proc`` cannot be read: the check fails closed.
+    """
+    real = os.path.realpath(path)
+    wanted = {real} | {real + suffix for suffix in SIDECARS}
+    prefix = real.rstrip("/") + "/"
+    try:
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError as exc:
+        raise RestoreError(
+            "cannot tell whether %s is open: /proc is not readable (%s)" % (path, exc.strerror), UNGUARDED_REMEDY
+        )
+    holders = []
+    for pid in pids:
+        if int(pid) == os.getpid():
+            continue
+        try:
+            fds = os.listdir("/proc/%s/fd" % pid)
+        except OSError:
+            continue  # gone, or not ours to see (run as root to see every process)
+        for fd in fds:
+            try:
+                target = os.readlink("/proc/%s/fd/%s" % (pid, fd))
+            except OSError:
+                continue
+            if target in wanted or (directory and target.startswith(prefix)):
+                try:
+                    with open("/proc/%s/comm" % pid) as handle:
+                        command = handle.read().strip()
+                except OSError:
+                    command = "?"
+                holders.append({"pid": int(pid), "command": command, "file": target})
+                break
+    return holders
+
+
+def _guard(plan: dict[str, Any], service: str | None, health_command: str | None, allow_unguarded: bool) -> None:
+    """Refuse a swap under an open database: no service stopped and no health check, or a process holds it open."""
+    problems = []
+    if not service and not health_command:
+        problems.append(
+            "no service is declared for it and no health command is given (nothing stopped what uses it, "
+            "nothing checks the restored data)"
+        )
+    live = plan["path"]
+    holders = open_holders(live, plan["kind"] == "directory") if os.path.lexists(live) or plan["sidecars"] else []
+    if holders:
+        problems.append(
+            "it is still open in %s"
+            % ", ".join("PID %d (%s: %s)" % (h["pid"], h["command"], h["file"]) for h in holders[:5])
+        )
+    plan["guard"] = {
+        "service": service or None,
+        "health_check": bool(health_command),
+        "open_by": holders,
+        "overridden": bool(problems) and allow_unguarded,
+    }
+    if problems and not allow_unguarded:
+        raise RestoreError("refusing to swap %s: %s" % (live, "; ".join(problems)), UNGUARDED_REMEDY)
+
+
+def _no_links(path: str, root: str | None, option: str) -> None:
+    """Walk ``path`` (below ``root`` when given, else from /) one directory at a time, refusing any link."""
+    remedy = (
+        "give %s as a real path (no symlink at any level)%s; a cutover never goes through a link it did not create"
+        % (option, " inside staging_root" if root else "")
+    )
+    with safefs.Jail(root or "/", RestoreError, remedy, what="the %s path" % option) as jail:
+        jail.check(path)
+
+
+def _steps(plan: dict[str, Any], service: str | None, health_command: str | None) -> list[str]:
+    """What the cutover will really do, in order (the service steps are the play's, listed when declared)."""
+    steps = []
+    if service:
+        steps.append("stop the service %s" % service)
+    if plan["copied"]:
+        steps.append("copy %s beside %s (another filesystem)" % (plan["staged"], plan["path"]))
+    if plan["safety_copy"]:
+        steps.append(
+            "move %s%s to %s" % (plan["path"], " and its side files" if plan["sidecars"] else "", plan["safety_copy"])
+        )
+    steps.append("move the restored copy into %s" % plan["path"])
+    if service:
+        steps.append("start the service %s" % service)
+    steps.append("run the health command" if health_command else "no health check (none given)")
+    return steps
+
+
 def cutover(
     path: str,
     staged: str,
@@ -318,15 +417,26 @@ def cutover(
     sqlite_sidecars: bool = True,
     now: float | None = None,
     check_only: bool = False,
+    service: str | None = None,
+    health_command: str | None = None,
+    allow_unguarded: bool = False,
+    staging_root: str | None = None,
 ) -> dict[str, Any]:
     """Move the live data at ``path`` to a safety copy and the staged copy into its place.
 
     Every check runs before anything is touched; with ``check_only`` (check mode) that is all,
-    and the result says what would be done.
+    and the result says what would be done (``steps``). Refused unless a ``service`` was stopped or a
+    ``health_command`` checks the result, and while any process holds the live data open
+    (``allow_unguarded`` overrides both). No directory of ``staged`` (below ``staging_root`` when given)
+    or of ``path`` may be a link.
     """
+    _no_links(require_absolute(staged, "staged"), staging_root, "staged")
+    _no_links(require_absolute(path, "path"), None, "path")
     plan = _plan_cutover(path, staged, safety_copy, sqlite_sidecars, now)
     uid, gid, mode, inherited = _placed_attributes(plan["path"], owner, group, mode)
     plan["attributes"] = {"uid": uid, "gid": gid, "mode": format_mode(mode), "from_live": inherited}
+    plan["steps"] = _steps(plan, service, health_command)
+    _guard(plan, service, health_command, allow_unguarded)
     if check_only:
         return plan
     path, staged, safety = plan["path"], plan["staged"], plan["safety_copy"]

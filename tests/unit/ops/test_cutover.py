@@ -21,6 +21,14 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core import fs
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import CaptureError, RestoreError
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops import cutover as cut
 
+
+def guarded_cutover(*args, **kwargs):
+    """A cutover as the restore role runs it: after its service was stopped, with a health check."""
+    kwargs.setdefault("service", "app")
+    kwargs.setdefault("health_command", "true")
+    return cut.cutover(*args, **kwargs)
+
+
 pytestmark = pytest.mark.timeout(60)
 
 AS_ROOT = os.geteuid() == 0
@@ -76,7 +84,7 @@ def live(tmp_path):
 class TestCutover:
     def test_file_with_sidecars(self, live):
         path, staged = live
-        result = cut.cutover(str(path), str(staged), now=NOW)
+        result = guarded_cutover(str(path), str(staged), now=NOW)
         safety = str(path) + ".nodekeep-pre-restore-20231114T221320Z"
         assert result["safety_copy"] == safety and result["copied"] is False and result["kind"] == "file"
         assert result["sidecars"] == [str(path) + "-wal", str(path) + "-shm"]
@@ -94,7 +102,7 @@ class TestCutover:
 
     def test_given_attributes_win(self, live):
         path, staged = live
-        result = cut.cutover(str(path), str(staged), owner="0", mode=0o644, now=NOW)
+        result = guarded_cutover(str(path), str(staged), owner="0", mode=0o644, now=NOW)
         assert result["attributes"] == {
             "uid": 0,
             "gid": 4321 if AS_ROOT else os.getegid(),
@@ -105,21 +113,21 @@ class TestCutover:
 
     def test_without_sidecars_they_stay(self, live):
         path, staged = live
-        result = cut.cutover(str(path), str(staged), sqlite_sidecars=False, now=NOW)
+        result = guarded_cutover(str(path), str(staged), sqlite_sidecars=False, now=NOW)
         assert result["sidecars"] == []
         assert os.path.exists(str(path) + "-wal")
 
     def test_a_stale_wal_without_a_live_file_is_moved_too(self, live):
         path, staged = live
         os.rename(path, str(path) + ".elsewhere")
-        result = cut.cutover(str(path), str(staged), now=NOW)
+        result = guarded_cutover(str(path), str(staged), now=NOW)
         assert result["sidecars"] == [str(path) + "-wal", str(path) + "-shm"]
         assert not os.path.exists(str(path) + "-wal")
         assert path.read_bytes() == b"RESTORED" * 1000
 
     def test_no_live_data_at_all(self, tmp_path):
         (tmp_path / "staged.db").write_bytes(b"R")
-        result = cut.cutover(str(tmp_path / "app.db"), str(tmp_path / "staged.db"))
+        result = guarded_cutover(str(tmp_path / "app.db"), str(tmp_path / "staged.db"))
         assert result["safety_copy"] is None and (tmp_path / "app.db").read_bytes() == b"R"
 
     def test_a_directory(self, tmp_path):
@@ -130,7 +138,7 @@ class TestCutover:
         (staged / "blobs").mkdir(parents=True)
         (staged / "blobs" / "b").write_text("new")
         os.symlink("blobs/b", staged / "latest")
-        result = cut.cutover(str(live_dir), str(staged), now=NOW)
+        result = guarded_cutover(str(live_dir), str(staged), now=NOW)
         assert result["kind"] == "directory" and result["sidecars"] == []
         assert (live_dir / "latest").read_text() == "new"
         assert (tmp_path / ("data.nodekeep-pre-restore-20231114T221320Z") / "blobs" / "a").read_text() == "old"
@@ -152,7 +160,7 @@ class TestCutover:
                 handle.write(b"new")
             os.chmod(os.path.join(staged, "sub"), 0o750)
             os.utime(os.path.join(staged, "sub"), ns=(10**18, 10**18 + 5))
-        result = cut.cutover(str(path), staged, now=NOW)
+        result = guarded_cutover(str(path), staged, now=NOW)
         assert result["copied"] is True
         assert os.path.exists(staged)  # the staged copy is left as it was
         if kind == "file":
@@ -166,7 +174,7 @@ class TestCutover:
     def test_check_mode_touches_nothing(self, live, tmp_path):
         path, staged = live
         before = (listing(path.parent), listing(staged.parent))
-        plan = cut.cutover(str(path), str(staged), now=NOW, check_only=True)
+        plan = guarded_cutover(str(path), str(staged), now=NOW, check_only=True)
         assert plan["changed"] and plan["safety_copy"].endswith("pre-restore-20231114T221320Z")
         assert plan["attributes"]["mode"] == "0640"
         assert (listing(path.parent), listing(staged.parent)) == before
@@ -182,7 +190,7 @@ class TestCutoverFailures:
 
         monkeypatch.setattr(cut, "_switch_in", broken)
         with pytest.raises(RestoreError) as excinfo:
-            cut.cutover(str(path), str(staged), now=NOW)
+            guarded_cutover(str(path), str(staged), now=NOW)
         assert "put back in place" in excinfo.value.remedy and "Input/output error" in excinfo.value.message
         assert (listing(path.parent), listing(staged.parent)) == before
 
@@ -198,7 +206,7 @@ class TestCutoverFailures:
 
         monkeypatch.setattr(cut, "_switch_in", broken)
         with pytest.raises(RestoreError, match="no space left"):
-            cut.cutover(str(path), staged, now=NOW)
+            guarded_cutover(str(path), staged, now=NOW)
         assert os.listdir(tmp_path) == ["live.db"] and path.read_bytes() == b"live"
         assert Path(staged).read_bytes() == b"staged"
 
@@ -215,7 +223,7 @@ class TestCutoverFailures:
 
         monkeypatch.setattr(cut.os, "rename", rename)
         with pytest.raises(RestoreError) as excinfo:
-            cut.cutover(str(path), str(staged), now=NOW)
+            guarded_cutover(str(path), str(staged), now=NOW)
         message = excinfo.value.message
         assert "putting everything back failed" in message
         assert str(path) + ".nodekeep-pre-restore-20231114T221320Z (should be %s" % path in message
@@ -236,7 +244,7 @@ class TestCutoverFailures:
         arrange(path, staged)
         before = (listing(path.parent), listing(staged.parent))
         with pytest.raises(RestoreError) as excinfo:
-            cut.cutover(str(path), str(staged), now=NOW)
+            guarded_cutover(str(path), str(staged), now=NOW)
         assert needle in excinfo.value.message and excinfo.value.remedy
         assert (listing(path.parent), listing(staged.parent)) == before
 
@@ -244,27 +252,27 @@ class TestCutoverFailures:
         path, staged = live
         os.symlink(path, tmp_path / "link.db")
         with pytest.raises(RestoreError, match="is a symlink"):
-            cut.cutover(str(tmp_path / "link.db"), str(staged))
+            guarded_cutover(str(tmp_path / "link.db"), str(staged))
 
     def test_the_safety_copy_must_stay_on_the_same_filesystem(self, live, other_fs):
         path, staged = live
         before = listing(path.parent)
         with pytest.raises(RestoreError, match="same filesystem"):
-            cut.cutover(str(path), str(staged), safety_copy=os.path.join(other_fs, "safety.db"))
+            guarded_cutover(str(path), str(staged), safety_copy=os.path.join(other_fs, "safety.db"))
         assert listing(path.parent) == before and os.listdir(other_fs) == []
 
     def test_relative_and_overlapping_paths(self, live, tmp_path):
         _path, staged = live
         with pytest.raises(RestoreError, match="absolute"):
-            cut.cutover("app.db", str(staged))
+            guarded_cutover("app.db", str(staged))
         with pytest.raises(RestoreError, match="overlap"):
-            cut.cutover(str(tmp_path), str(staged))
+            guarded_cutover(str(tmp_path), str(staged))
 
 
 class TestRollback:
     def test_rollback_after_cutover(self, live):
         path, staged = live
-        first = cut.cutover(str(path), str(staged), now=NOW)
+        first = guarded_cutover(str(path), str(staged), now=NOW)
         (path.parent / "app.db-wal").write_bytes(b"WAL OF THE RESTORED DB")  # the service ran
         result = cut.rollback(str(path), now=NOW + 60)
         failed = str(path) + ".nodekeep-failed-20231114T221420Z"
@@ -289,7 +297,7 @@ class TestRollback:
 
     def test_a_failed_rollback_puts_everything_back(self, live, monkeypatch):
         path, staged = live
-        cut.cutover(str(path), str(staged), now=NOW)
+        guarded_cutover(str(path), str(staged), now=NOW)
         before = listing(path.parent)
         real_rename = os.rename
 
@@ -305,7 +313,7 @@ class TestRollback:
 
     def test_check_mode_touches_nothing(self, live):
         path, staged = live
-        cut.cutover(str(path), str(staged), now=NOW)
+        guarded_cutover(str(path), str(staged), now=NOW)
         before = listing(path.parent)
         plan = cut.rollback(str(path), now=NOW + 60, check_only=True)
         assert plan["changed"] and plan["failed_copy"].endswith("failed-20231114T221420Z")
