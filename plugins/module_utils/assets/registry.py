@@ -58,7 +58,8 @@ def normalize_assets(assets: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not isinstance(asset, dict):
             raise CaptureError("nodekeep_assets entry #%d is not a mapping" % (index + 1), "give name, type and path")
         for key in ("name", "type", "path"):
-            if not asset.get(key):
+            # a zfs asset may name its dataset instead of its path (the mountpoint is read then)
+            if not asset.get(key) and not (key == "path" and asset.get("type") == "zfs" and asset.get("dataset")):
                 raise CaptureError(
                     "nodekeep_assets entry #%d has no %s" % (index + 1, key), "give name, type and path for every asset"
                 )

@@ -39,6 +39,26 @@ class ZfsAssetType(SnapshotAssetType):
     def backend(self):
         return Zfs()
 
+    def normalize(self, asset: dict[str, Any]) -> dict[str, Any]:
+        if not asset.get("path") and asset.get("dataset"):
+            # docs/snapshots.md: path is the dataset's mountpoint, "or set dataset: tank/animica"
+            dataset = str(asset["dataset"])
+            fs = self.backend()
+            if not fs.exists(dataset):
+                raise CaptureError(
+                    "asset %s: the ZFS dataset %s does not exist" % (asset.get("name"), dataset),
+                    "check the dataset name (zfs list)",
+                )
+            mountpoint = fs.mountpoint(dataset)
+            if not os.path.isabs(mountpoint):
+                raise CaptureError(
+                    "asset %s: the ZFS dataset %s is not mounted (mountpoint %s)"
+                    % (asset.get("name"), dataset, mountpoint),
+                    "mount it (zfs mount %s) or give path" % dataset,
+                )
+            asset = dict(asset, path=mountpoint)
+        return super().normalize(asset)
+
     def resolve(self, fs, asset: dict[str, Any]) -> str:
         if asset.get("dataset"):
             if not fs.exists(str(asset["dataset"])):

@@ -277,3 +277,19 @@ def test_cutover_by_rename_and_rollback(node, zfs_dataset, tmp_path):
     (mountpoint / "file01.bin").write_bytes(b"bad")
     fs.rollback(snap)
     assert (mountpoint / "file01.bin").read_bytes() != b"bad"
+
+
+def test_an_asset_naming_only_its_dataset_is_backed_up_from_its_mountpoint(node, zfs_dataset, tmp_path, clear_error):
+    """docs/snapshots.md: path is the dataset's mountpoint "(or set dataset: tank/animica)": dataset alone works."""
+    dataset, mountpoint = zfs_dataset
+    asset = {"name": "chain", "type": "zfs", "dataset": dataset, "full_every": 0, "local_retention": {}}
+    manifest = node.backup([asset])
+    source = manifest.artifact("chain").source
+    assert source["path"] == str(mountpoint) and source["snapshot"]["volume"] == dataset
+    restored = node.restore(tmp_path / "staging")["artifacts"][0]
+    assert restored["path"] == str(tmp_path / "staging" / str(mountpoint).lstrip("/"))
+    snapshot.compare_trees(str(mountpoint), restored["path"])
+    # a dataset that does not exist is named as such
+    with pytest.raises(NodekeepError) as caught:
+        node.backup([dict(asset, dataset=dataset + "-missing")])
+    clear_error(caught.value, dataset + "-missing", "does not exist")
