@@ -99,8 +99,11 @@ class PlaybookLab:
         # JSON is YAML: no quoting surprises for the paths and commands in the host variables.
         (self.inventory_dir / "hosts.yml").write_text(json.dumps(inventory, indent=2))
 
-    def run(self, playbook: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        """``playbook`` (a name in playbooks/ or an absolute path) on the inventory; a failure fails the test."""
+    def run(
+        self, playbook: str, *args: str, check: bool = True, inventory: str = "hosts.yml"
+    ) -> subprocess.CompletedProcess:
+        """``playbook`` (a name in playbooks/ or an absolute path) on the inventory (another file of the
+        inventory directory with ``inventory``); a failure fails the test."""
         env = dict(os.environ)
         env.update(
             ANSIBLE_COLLECTIONS_PATH=str(ROOT / "build" / "collections"),
@@ -112,7 +115,7 @@ class PlaybookLab:
             PIP_DISABLE_PIP_VERSION_CHECK="1",
         )
         path = Path(playbook) if os.path.isabs(playbook) else ROOT / "playbooks" / playbook
-        cmd = [self.playbook_bin, "-i", str(self.inventory_dir / "hosts.yml"), str(path), *args]
+        cmd = [self.playbook_bin, "-i", str(self.inventory_dir / inventory), str(path), *args]
         proc = subprocess.run(
             cmd, check=False, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=600
         )
