@@ -21,8 +21,11 @@ project's ``.venv``) uses an existing virtualenv instead (``nodekeep_agent_insta
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -110,7 +113,7 @@ def recap(proc: subprocess.CompletedProcess) -> dict:
     raise AssertionError("no PLAY RECAP line for %s in:\n%s" % (NODE, proc.stdout[-3000:]))
 
 
-def refused_backup(lab: Lab, recipients: list, needle: str) -> None:
+def refused_backup(lab: Lab, recipients: list, needle: str) -> subprocess.CompletedProcess:
     """backup.yml with these ``nodekeep_age_recipients`` fails, says ``needle`` and writes no epoch."""
     before = lab.epochs()
     extra = json.dumps({"nodekeep_age_recipients": recipients})
@@ -118,6 +121,12 @@ def refused_backup(lab: Lab, recipients: list, needle: str) -> None:
     assert proc.returncode != 0
     assert needle in proc.stdout
     assert lab.epochs() == before
+    return proc
+
+
+def failures(proc: subprocess.CompletedProcess) -> list:
+    """The failed task lines of the node: each failure is printed once (not by the module and again by a rescue)."""
+    return [line for line in proc.stdout.splitlines() if line.startswith("fatal: [%s" % NODE)]
 
 
 # --------------------------------------------------------------------------
@@ -218,11 +227,50 @@ class TestBackup:
         refused_backup(lab, ["age1-PLACEHOLDER-X"], "still holds the example")
 
     def test_an_invalid_recipient_fails_and_is_recorded(self, lab, backed_up):
-        refused_backup(lab, ["age1notavalidrecipient"], "backup failed")
+        proc = refused_backup(lab, ["age1notavalidrecipient"], "backup failed")
         last = json.loads((lab.repository / NODE / "last-backup.json").read_text())
         assert last["status"] == "failed" and last["error"]
+        (fatal,) = failures(proc)
+        assert "backup failed" in fatal and proc.stdout.count("age1notavalidrecipient") <= 2, proc.stdout
         lab.run("backup.yml", "--skip-tags", "agent")  # and the next good run records ok again
         assert json.loads((lab.repository / NODE / "last-backup.json").read_text())["status"] == "ok"
+
+    def test_a_full_disk_while_recording_the_run_fails_clearly_and_contradicts_nothing(self, lab, backed_up, tmp_path):
+        """last-backup.json on a filesystem that is full: the epoch is complete, the play fails saying so and
+        why, and no record is left that says "failed" beside it; verify goes by the signed epoch."""
+        full = tmp_path / "full"
+        full.mkdir()
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(full)], capture_output=True, check=False
+        )
+        if mounted.returncode != 0:
+            pytest.skip("needs root to mount a tiny tmpfs: %s" % mounted.stderr.decode().strip())
+        try:
+            status = full / "last-backup.json"
+            status.write_text(json.dumps({"format": "nodekeep.last-backup/v1", "status": "failed", "error": "earlier"}))
+            fd = os.open(full / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                while True:
+                    os.write(fd, b"\0" * 4096)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+            finally:
+                os.close(fd)
+            before = lab.epochs()
+            proc = lab.run(
+                "backup.yml", "--skip-tags", "agent", "-e", "nodekeep_backup_status_file=%s" % status, check=False
+            )
+            assert proc.returncode != 0, proc.stdout[-6000:]
+            (new,) = sorted(set(lab.epochs()) - set(before))
+            (fatal,) = failures(proc)
+            assert "epoch %s is complete and signed" % new in fatal and "no space left on the device" in fatal, fatal
+            assert "nodekeep_backup_status_file" in fatal and "Failed to replace" not in proc.stdout
+            assert not status.exists(), "a record that contradicts the repository was left: %s" % status.read_text()
+            # readers trust the signed epochs: verify checks the new epoch
+            lab.run("verify.yml")
+            assert lab.result("verify-%s.json" % new)["ok"] is True
+        finally:
+            subprocess.run(["umount", str(full)], check=False)
 
 
 # --------------------------------------------------------------------------
@@ -305,6 +353,10 @@ class TestRestore:
         assert proc.returncode != 0
         assert "already exists" in proc.stdout
         assert sha256(restored) == before
+        # printed once, naming the variable the operator sets, not the module's option
+        (fatal,) = failures(proc)
+        assert "nodekeep_restore_force: true" in fatal, fatal
+        assert not re.search(r"(?<!nodekeep_restore_)\bforce: true", proc.stdout), proc.stdout
 
     def test_a_relative_staging_path_is_refused(self, lab, backed_up):
         proc = lab.run("restore.yml", "-e", "nodekeep_restore_to=staging", check=False)
