@@ -48,7 +48,8 @@ options:
   scratch_dir:
     description:
       - Private directory for deep-check copies. Defaults to C(.scratch) in a local repository, and to
-        C($TMPDIR/nodekeep-scratch-UID) (private to the user) with an C(s3://) repository.
+        C($TMPDIR/nodekeep-scratch-UID) (private to the user) with an C(s3://) repository or a local one this run
+        may only read (a read-only mount). A directory given here that is not writable is refused, saying so.
     type: path
   subset:
     description:

@@ -53,10 +53,22 @@ def _scratch_root(scratch_dir: str | None, repository: Repository) -> str:
             os.makedirs(scratch_dir, mode=0o700, exist_ok=True)
         except OSError as exc:
             raise describe_os_error(exc, "creating the scratch directory", scratch_dir)
+        if not os.access(scratch_dir, os.W_OK):
+            raise RepositoryError(
+                "the scratch directory %s is not writable (a read-only file system or its permissions)" % scratch_dir,
+                "give scratch_dir a writable directory, or leave it unset: a repository this run may only read then "
+                "gets its scratch space in this user's private temporary directory (TMPDIR/nodekeep-scratch-UID)",
+            )
         return scratch_dir
     scratch = getattr(repository, "scratch_dir", None)
     if scratch is not None:
-        return scratch()
+        # A repository this run may only read (mounted read-only, another owner's) gets its scratch
+        # space in this user's private temporary directory instead (a deep verify only reads it).
+        root = getattr(repository, "root", "")
+        if os.path.isdir(root) and not os.access(root, os.W_OK):
+            return private_temp_dir()
+        path = scratch()
+        return path if os.access(path, os.W_OK) else private_temp_dir()
     return private_temp_dir()
 
 

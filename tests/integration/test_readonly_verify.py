@@ -1,0 +1,57 @@
+"""A deep verify of a read-only repository (a read-only mount, or one this user may only read) verifies a
+healthy epoch, with its scratch space in the user's private temporary directory instead of the repository."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+from contextlib import contextmanager
+
+import pytest
+
+from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError
+
+
+@contextmanager
+def read_only(directory):
+    """``directory`` as a read-only bind mount of itself (root included cannot write)."""
+    directory = str(directory)
+    mounted = subprocess.run(["mount", "--bind", directory, directory], capture_output=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip("needs root to bind-mount a directory read-only: %s" % mounted.stderr.decode().strip())
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", directory], check=True)
+        yield directory
+    finally:
+        subprocess.run(["umount", directory], check=True)
+
+
+def test_deep_verify_of_a_read_only_repository_verifies_a_healthy_epoch(node, repository, tmp_path):
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE t (x)")
+        conn.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(500)])
+    conn.close()
+    manifest = node.backup([node.sqlite_asset(db)])
+    root = repository.root
+    with read_only(root):
+        with pytest.raises(OSError):
+            open("%s/probe" % root, "w").close()  # proves the mount is read-only
+        report = node.verify(deep=True)
+    assert report["ok"] is True, report["problems"]
+    assert report["epoch"] == manifest.epoch
+    (artifact,) = report["artifacts"]
+    assert artifact["deep"] == "ok" and artifact["checks"]["integrity"] == "ok"
+
+
+def test_a_read_only_scratch_dir_given_explicitly_is_named_with_the_way_out(node, tmp_path, clear_error):
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    node.backup([node.sqlite_asset(db)])
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with read_only(scratch), pytest.raises(NodekeepError) as caught:
+        node.verify(deep=True, scratch_dir=str(scratch))
+    clear_error(caught.value, str(scratch), "is not writable", "leave it unset")
