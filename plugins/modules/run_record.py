@@ -78,8 +78,8 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import run
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError
-from ansible_collections.nodekeep.backup.plugins.module_utils.metrics import atomic_write
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import atomic_write
 
 
 def _mode(text: str) -> int:

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import NodekeepError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
 
 
 @contextmanager
