@@ -187,6 +187,14 @@ check_seconds:
   returned: success and not check mode
   type: float
   sample: 0.35
+hot_journal:
+  description:
+    - Set when the live database had a hot rollback journal (its writer crashed mid-transaction) - the database
+      and journal were copied privately and the journal played back on that copy (the last committed state),
+      never on the live file, which its application rolls back when it next opens it.
+  returned: when the database had a hot rollback journal
+  type: str
+  sample: rolled back on a private copy
 duration:
   description: Seconds the whole module run took.
   returned: success

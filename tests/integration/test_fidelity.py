@@ -273,13 +273,13 @@ class TestAttributesAndHoles:
 # --------------------------------------------------------------------------
 
 
-def make_db(path: Path, journal: str = "wal") -> None:
+def make_db(path: Path, journal: str = "wal", count: int = 500, pad: int = 0) -> None:
     import sqlite3
 
     with sqlite3.connect(str(path)) as db:
         db.execute("PRAGMA journal_mode=%s" % journal)
         db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
-        db.executemany("INSERT INTO t (v) VALUES (?)", [("row %d" % n,) for n in range(500)])
+        db.executemany("INSERT INTO t (v) VALUES (?)", [("row %d %s" % (n, "x" * pad),) for n in range(count)])
     db.close()
 
 
@@ -297,3 +297,67 @@ class TestSqliteOwnerAndMode:
         assert manifest.artifacts[0].source["owner"] == {"uid": 1234, "gid": 2345, "mode": "0640"}
         report = node.verify(deep=True)
         assert report["ok"], report["problems"]
+
+
+# --------------------------------------------------------------------------
+# a SQLite database left with a hot rollback journal by a crash
+# --------------------------------------------------------------------------
+
+CRASHING_WRITER = r"""
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("PRAGMA cache_size=2")  # the transaction's pages spill into the database file before commit
+db.execute("BEGIN")
+db.execute("UPDATE t SET v = 'half-written ' || id")
+print("in transaction", flush=True)
+sys.stdin.read()  # killed here, the transaction never commits
+"""
+
+
+def rows(path: Path) -> list:
+    import sqlite3
+
+    db = sqlite3.connect("file:%s?immutable=1" % path, uri=True)
+    try:
+        return db.execute("SELECT id, v FROM t ORDER BY id").fetchall()
+    finally:
+        db.close()
+
+
+class TestHotJournal:
+    @pytest.fixture
+    def crashed_db(self, tmp_path):
+        """A rollback-journal database whose writer was killed mid-transaction (kill -9 after it said so)."""
+        import sys
+
+        db = tmp_path / "live" / "app.db"
+        db.parent.mkdir()
+        make_db(db, journal="delete", count=5000, pad=200)  # big enough for the transaction to spill
+        committed = rows(db)
+        writer = subprocess.Popen(
+            [sys.executable, "-c", CRASHING_WRITER, str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert writer.stdout.readline().strip() == "in transaction"
+        writer.kill()
+        writer.wait()
+        journal = Path(str(db) + "-journal")
+        assert journal.read_bytes()[:8] == bytes.fromhex("d9d505f920a163d7"), "no hot journal was left"
+        assert rows(db) != committed, "the database file holds no uncommitted page"
+        return db, journal, committed
+
+    def test_backed_up_by_rolling_back_a_private_copy(self, node, crashed_db, tmp_path):
+        db, journal, committed = crashed_db
+        live = (db.read_bytes(), journal.read_bytes())
+        manifest = node.backup([node.sqlite_asset(db)])
+        # the live database and its journal were never touched (the rollback is the application's to do)
+        assert (db.read_bytes(), journal.read_bytes()) == live
+        node.restore(tmp_path / "staging")
+        assert rows(staged(tmp_path / "staging", db)) == committed
+        assert manifest.artifacts[0].source["hot_journal"] == "rolled back on a private copy"
+
+    def test_the_module_says_so_too(self, crashed_db, tmp_path):
+        db, journal, committed = crashed_db
+        result = succeeded(run_module("sqlite_backup", {"src": str(db), "dest": str(tmp_path / "copy.db")}))
+        assert rows(tmp_path / "copy.db") == committed
+        assert result["hot_journal"] == "rolled back on a private copy"
+        assert journal.exists()

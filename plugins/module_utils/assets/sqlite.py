@@ -20,7 +20,9 @@ from __future__ import absolute_import, annotations, division, print_function
 __metaclass__ = type
 
 import contextlib
+import fcntl
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -202,9 +204,72 @@ class SqliteFacts:
     snapshot_at: str
     copy_seconds: float
     check_seconds: float
+    #: set when the live database had a hot rollback journal (a writer crashed mid-transaction)
+    hot_journal: str | None = None
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        facts = asdict(self)
+        if facts["hot_journal"] is None:
+            del facts["hot_journal"]
+        return facts
+
+
+class _HotJournal(Exception):
+    """The live database needs its rollback journal played back before it can be read."""
+
+
+#: the first bytes of a rollback journal SQLite would play back
+JOURNAL_MAGIC = bytes.fromhex("d9d505f920a163d7")
+#: SQLite's lock bytes (os_unix.c): a reader holds a read lock on the SHARED range
+_PENDING_BYTE = 0x40000000
+_SHARED_FIRST = _PENDING_BYTE + 2
+_SHARED_SIZE = 510
+
+
+def _has_hot_journal(path: str) -> bool:
+    try:
+        with open(path + "-journal", "rb") as handle:
+            return handle.read(8) == JOURNAL_MAGIC
+    except OSError:
+        return False
+
+
+def _roll_back_privately(src: str, directory: str, busy_timeout_ms: int) -> str:
+    """A private copy of ``src`` with its hot journal played back on the copy, never on the live file.
+
+    The live file and journal are copied together while this process holds a reader's lock on the
+    live database, so no SQLite process can roll it back (or write) in between; SQLite then plays the
+    copied journal back when the private copy is opened read-write.
+    """
+    private = os.path.join(directory, ".%s.nodekeep-%s" % (os.path.basename(src), uuid.uuid4().hex[:8]))
+    fd = os.open(src, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, _SHARED_SIZE, _SHARED_FIRST)
+        except OSError:
+            raise _busy_error(src, busy_timeout_ms)
+        if not _has_hot_journal(src):
+            return ""  # rolled back by its application meanwhile: read the live database as usual
+        for source, target in ((src, private), (src + "-journal", private + "-journal")):
+            with (
+                open(source, "rb") as reader,
+                os.fdopen(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as writer,
+            ):
+                shutil.copyfileobj(reader, writer, 1 << 20)
+    finally:
+        os.close(fd)  # this process has no other handle on the live file (its locks go with this one)
+    connection = apsw.Connection(private)
+    try:
+        connection.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+    except apsw.Error as exc:
+        raise CaptureError(
+            "the rollback journal of %s could not be played back on a private copy: %s" % (src, exc),
+            "start the application once (it rolls the journal back), or run sqlite3 on a copy of the "
+            "database and its -journal file; nothing was backed up",
+        )
+    finally:
+        connection.close()
+    return private
 
 
 def _require() -> None:
@@ -305,6 +370,38 @@ def copy_database(
 ) -> SqliteFacts:
     """Copy ``src`` into the new file ``dest`` (which must not exist) from one consistent snapshot.
 
+    A database left with a hot rollback journal by a crashed writer is copied from a private copy
+    whose journal was played back (the last committed state); the live file is never written, and
+    the facts say ``hot_journal``. See ``_copy_database``.
+    """
+    try:
+        return _copy_database(src, dest, busy_timeout_ms, pages_per_step, check, durable)
+    except _HotJournal:
+        pass
+    directory = os.path.dirname(os.path.abspath(dest)) or "."
+    private = _roll_back_privately(src, directory, busy_timeout_ms)
+    if not private:
+        return _copy_database(src, dest, busy_timeout_ms, pages_per_step, check, durable)
+    try:
+        facts = _copy_database(private, dest, busy_timeout_ms, pages_per_step, check, durable)
+    finally:
+        for suffix in ("", "-journal"):
+            with contextlib.suppress(OSError):
+                os.unlink(private + suffix)
+    facts.hot_journal = "rolled back on a private copy"
+    return facts
+
+
+def _copy_database(
+    src: str,
+    dest: str,
+    busy_timeout_ms: int,
+    pages_per_step: int,
+    check: str,
+    durable: bool,
+) -> SqliteFacts:
+    """Copy ``src`` into the new file ``dest`` (which must not exist) from one consistent snapshot.
+
     The copy is written beside ``dest`` under a temporary name, checked, fsynced
     and linked into place. On any error nothing is left at ``dest``.
 
@@ -342,6 +439,10 @@ def copy_database(
                 raise _busy_error(src, busy_timeout_ms)
             except apsw.NotADBError:
                 raise CaptureError("%s is not an SQLite database" % src, "check the asset path and type")
+            except apsw.ReadOnlyError as exc:
+                if _has_hot_journal(src):
+                    raise _HotJournal() from exc
+                raise CaptureError("cannot read %s: %s" % (src, exc), "check the database and retry")
             except apsw.Error as exc:
                 raise CaptureError("cannot read %s: %s" % (src, exc), "check the database and retry")
             try:
