@@ -125,7 +125,10 @@ def _check_present(target: Repository, node: str, epoch: str, artifact: Artifact
             "the target is write-once: remove the incomplete epoch there with the pruner credentials "
             "(epoch_prune with prune_incomplete) and copy again",
         )
-    return how
+    # Right bytes are not enough: an object left unlocked (or locked weaker or shorter) could be removed later.
+    ensure_lock = getattr(target, "ensure_lock", None)
+    locked = ensure_lock(node, epoch, artifact.file) if ensure_lock is not None else None
+    return how if locked is None else "%s, %s" % (how, locked)
 
 
 def _copy_artifact(source: Repository, target: Repository, node: str, epoch: str, artifact: Artifact) -> dict[str, Any]:

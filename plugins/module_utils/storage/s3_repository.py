@@ -38,7 +38,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, BinaryIO, Callable
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import EPOCH_RE, epoch_time, period_key
-from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError, RepositoryError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
+    IntegrityError,
+    NodekeepError,
+    RepositoryError,
+)
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import private_temp_dir
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import (
     MANIFEST_NAME,
@@ -428,6 +432,78 @@ class S3Repository(Repository):
             args["VersionId"] = info["version_id"]
         self._call("extend the lock of %s" % self.describe_object(node, name), self.client.put_object_retention, **args)
         return True
+
+    def ensure_lock(self, node: str, epoch: str, name: str) -> str | None:
+        """Give a file of ``epoch`` found at the target (left by an interrupted copy) the epoch's Object Lock.
+
+        A weaker mode is raised (GOVERNANCE to COMPLIANCE), a shorter retention extended and a missing legal
+        hold set; a lock is never lowered or shortened. The server's answer is read back and compared, so a
+        file counts only once it is locked as the policy asks. Returns what was done (None: no lock asked).
+        """
+        lock = self.lock_for(node, epoch)
+        if not lock:
+            return None
+        key = self._key(node, epoch, name)
+        uri = self._uri(key)
+        head = self._head(key)
+        if head is None:
+            raise RepositoryError("%s disappeared from the target" % uri, "run the copy again")
+        version = {"VersionId": head["VersionId"]} if head.get("VersionId") else {}
+        done = []
+        if lock.get("mode"):
+            mode, until = head.get("ObjectLockMode"), utc_datetime(head.get("ObjectLockRetainUntilDate"))
+            wanted = "COMPLIANCE" if "COMPLIANCE" in (mode, lock["mode"]) else lock["mode"]
+            if mode != wanted or until is None or until < lock["until"] - timedelta(seconds=1):
+                retention = {"Mode": wanted, "RetainUntilDate": max(until or lock["until"], lock["until"])}
+                try:
+                    self._call(
+                        "lock %s" % uri,
+                        self.client.put_object_retention,
+                        Bucket=self.bucket,
+                        Key=key,
+                        Retention=retention,
+                        **version,
+                    )
+                except RepositoryError as exc:
+                    raise IntegrityError(
+                        "%s is already at the target locked %s until %s, but this epoch's policy asks %s until %s "
+                        "and the server refused the change (%s)"
+                        % (uri, mode or "not at all", iso_time(until), wanted, iso_time(lock["until"]), exc.problem),
+                        "it does not count as copied: remove the incomplete epoch at the target once its lock "
+                        "allows (epoch_prune with prune_incomplete, pruner credentials) and copy again",
+                    ) from exc
+                done.append(
+                    "lock %s until %s (was %s)" % (wanted, iso_time(retention["RetainUntilDate"]), mode or "none")
+                )
+        if lock.get("legal_hold") and head.get("ObjectLockLegalHoldStatus") != "ON":
+            self._call(
+                "set the legal hold of %s" % uri,
+                self.client.put_object_legal_hold,
+                Bucket=self.bucket,
+                Key=key,
+                LegalHold={"Status": "ON"},
+                **version,
+            )
+            done.append("legal hold set")
+        after = self._head(key, head.get("VersionId")) or {}
+        problems = []
+        if lock.get("mode"):
+            until = utc_datetime(after.get("ObjectLockRetainUntilDate"))
+            if (
+                after.get("ObjectLockMode") not in (lock["mode"], "COMPLIANCE")
+                or until is None
+                or (until < lock["until"] - timedelta(seconds=1))
+            ):
+                problems.append("its lock is %s until %s" % (after.get("ObjectLockMode"), iso_time(until)))
+        if lock.get("legal_hold") and after.get("ObjectLockLegalHoldStatus") != "ON":
+            problems.append("it has no legal hold")
+        if problems:
+            raise IntegrityError(
+                "%s is already at the target but %s, not what this epoch's policy asks" % (uri, "; ".join(problems)),
+                "the writer credentials need s3:PutObjectRetention and s3:PutObjectLegalHold; nothing counts as "
+                "copied until it is locked",
+            )
+        return "; ".join(done) or "lock ok"
 
     def remove_object(self, node: str, name: str) -> None:
         """Remove every version of an object, or nothing when one is locked (never bypassed)."""
