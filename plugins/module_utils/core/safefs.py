@@ -202,13 +202,12 @@ class Jail:
         parent_fd = self._walk(parent, create)
         if parent_fd is None:
             return None
-        # Only directories at or below the root are made; those above it must exist.
-        make = create and (directory == self.root or directory.startswith(self.root.rstrip("/") + "/"))
+        # Missing directories are made (0700), above the root too, as os.makedirs would; never through a link.
         try:
-            fd = open_dir_at(parent_fd, name, create=make)
+            fd = open_dir_at(parent_fd, name, create=create)
         except FileNotFoundError:
             if create:
-                raise self.error("the directory %s does not exist" % parent, self.remedy)
+                raise self.error("the directory %s could not be made" % directory, self.remedy)
             return None
         except LinkRefused as exc:
             raise self.error(

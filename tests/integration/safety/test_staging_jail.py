@@ -134,3 +134,11 @@ def test_a_tree_restore_is_jailed_too(node, tmp_path, age_key):
     result = restore(node, age_key, dest, tmp_path)
     assert not result.get("failed"), result
     assert (staged(dest, data) / "sub" / "f.txt").read_text() == "content\n"
+
+
+def test_missing_directories_above_the_staging_root_are_made(node, live_db, sqlite_epoch, age_key, tmp_path):
+    """As os.makedirs did: a drill's staging root DRILLS/ID/NODE whose parents do not exist yet."""
+    dest = tmp_path / "drills" / "20260101T000000Z" / "node1"
+    result = restore(node, age_key, dest, tmp_path)
+    assert not result.get("failed"), result
+    assert staged(dest, live_db.path).is_file()
