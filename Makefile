@@ -6,7 +6,7 @@
 #   make demo         scripts/demo.sh
 #   make test         lint, sanity, units, integration, molecule (in this order)
 #   make lint | sanity | units | integration | molecule | docs | bench | lock | clean
-#   make bench        benchmarks/run.py (SQLite vs runbook 000) and benchmarks/files_incremental.py
+#   make bench        benchmarks/run.py (SQLite vs runbook 000), files_incremental.py, sqlite_incremental.py (vs restic)
 #                     (files asset full/incremental vs tar|zstd|age); BENCH_ARGS, FILES_BENCH_ARGS
 #
 # Environment exported to every recipe (and so to scripts/demo.sh, scripts/molecule.sh):
@@ -50,7 +50,7 @@ define run_pytest
 	else echo "NOTICE: $(1) does not exist, nothing to run"; fi
 endef
 
-.PHONY: help setup setup-all demo test lint sanity units integration molecule bench docs lock clean
+.PHONY: help setup setup-all demo test lint sanity units integration molecule bench crash-pieces docs lock clean
 
 help:
 	@sed -n 's/^#   make /make /p' $(MAKEFILE_LIST)
@@ -109,6 +109,11 @@ molecule: setup
 bench: setup-all
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 	PYTHONPATH=$(COLLECTIONS) $(BIN)/python benchmarks/files_incremental.py $(FILES_BENCH_ARGS)
+	$(BIN)/python benchmarks/sqlite_incremental.py $(SQLITE_BENCH_ARGS)
+
+# kill -9 at every step of an incremental backup, a repack and a GC (make test runs a random sample).
+crash-pieces: setup
+	NODEKEEP_CRASH_POINTS=all PYTHONPATH=$(COLLECTIONS) $(BIN)/pytest -p no:cacheprovider -q -s tests/integration/test_crash_pieces.py
 
 # Render the documentation of every module (and every role with an argument spec).
 docs: setup

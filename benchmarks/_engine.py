@@ -55,6 +55,7 @@ def backup(config: dict) -> dict:
         key,
         scratch_dir=config.get("scratch_dir"),
         level=int(config.get("level", 3)),
+        full=bool(config.get("full", False)),
     )
     wall = time.monotonic() - began
     artifact = manifest.artifacts[0]
@@ -71,6 +72,12 @@ def backup(config: dict) -> dict:
         "integrity": artifact.source.get("integrity"),
         "asset_seconds": artifact.source.get("seconds"),
         "page_count": artifact.source.get("page_count"),
+        # incremental (pieces) epochs: full or not, pages changed and stored, pieces uploaded
+        "full": artifact.source.get("full"),
+        "full_reason": artifact.source.get("full_reason"),
+        "pages": artifact.source.get("pages"),
+        "pieces": artifact.source.get("pieces"),
+        "check": artifact.source.get("check"),
     }
 
 

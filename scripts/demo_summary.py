@@ -151,13 +151,35 @@ def main(argv=None) -> int:
     print()
     print("Backups (one epoch per run, the live database kept changing in between):")
     for b in backups:
-        plain = sum(a.get("content_size") or 0 for a in b.get("artifacts", []))
+        plain = sum(
+            (a.get("source") or {}).get("page_count", 0) * (a.get("source") or {}).get("page_size", 0)
+            or a.get("content_size")
+            or 0
+            for a in b.get("artifacts", [])
+        )
+        stored = b.get("stored_bytes") or b.get("size")
         print(
-            "  epoch %s  %s plain -> %s sealed (zstd+age)  in %.2f s"
-            % (b["epoch"], size(plain), size(b.get("size")), float(b.get("duration") or 0))
+            "  epoch %s  %s plain -> %s stored (zstd+age)  in %.2f s"
+            % (b["epoch"], size(plain), size(stored), float(b.get("duration") or 0))
         )
         for a in b.get("artifacts", []):
             src = a.get("source") or {}
+            pages = src.get("pages")
+            if src.get("layout") == "pieces" and pages:
+                print(
+                    "    %-18s %s epoch: %d of %d pages changed, %d stored, %s of packs uploaded%s"
+                    % (
+                        a["name"],
+                        "full" if src.get("full") else "incremental",
+                        pages.get("changed", 0),
+                        pages.get("total", 0),
+                        pages.get("stored", 0),
+                        size((src.get("pieces") or {}).get("uploaded_bytes")),
+                        " (%s)" % src["full_reason"]
+                        if src.get("full_reason")
+                        else " (base %s)" % src.get("base_epoch"),
+                    )
+                )
             print(
                 "    %-18s %s, %s pages, journal %s, integrity %s on the snapshot copy"
                 % (
@@ -255,7 +277,20 @@ def main(argv=None) -> int:
     print("Inspect by hand:")
     print("    ls -l %s" % q(epoch_dir))
     print("    python3 -m json.tool %s" % q(os.path.join(epoch_dir, "manifest.json")))
-    print("    age -d -i %s %s | zstd -d > /tmp/node-db.sqlite" % (q(identity), q(artifact)))
+    if artifact.endswith(".pages.jsonl.zst.age"):
+        # an incremental epoch: its page map and the node's pieces rebuild the file (age, zstd, jq, coreutils)
+        print(
+            "    rm -f /tmp/node-db.sqlite; bash scripts/restore-by-hand.sh %s %s %s %s %s /tmp/node-db.sqlite"
+            % (
+                q(repository),
+                q(args.node),
+                q(os.path.basename(epoch_dir)),
+                q(os.path.basename(artifact).split(".")[0]),
+                q(identity),
+            )
+        )
+    else:
+        print("    age -d -i %s %s | zstd -d > /tmp/node-db.sqlite" % (q(identity), q(artifact)))
     print("    sqlite3 /tmp/node-db.sqlite 'PRAGMA integrity_check; SELECT count(*), max(seq) FROM chain;'")
     print(
         "    ssh-keygen -Y verify -f %s -I %s -n nodekeep-manifest -s %s < %s"

@@ -42,9 +42,16 @@ options:
       - Each needs C(name) (unique per node), C(type) and an absolute C(path).
       - "Type V(sqlite) accepts C(busy_timeout) (ms, default 5000), C(pages_per_step) (default 1024)
         and C(check) (V(integrity), V(quick) or V(none); default V(integrity))."
+      - "Type V(sqlite) with C(incremental=true) stores its epochs on the node's piece store: only the pages that
+        changed since the previous epoch are stored; C(incremental_check) (default V(quick)) is the check of an
+        incremental epoch (a full one runs C(check)), C(full_every) (epochs, default 0: only the first, on demand
+        and when the previous epoch is unreadable) schedules full epochs, C(full=true) asks for one, C(state_dir)
+        (default C(/var/lib/nodekeep/files)) holds the node's piece key and the last epoch's page map; see
+        docs/incremental.md."
       - "Type V(rocksdb) accepts C(method) (V(checkpoint_command), V(stop), V(snapshot) or V(offline)),
         C(checkpoint_command), C(checkpoint_dir), C(service), C(stop_command), C(start_command), C(stop_timeout),
-        C(command_timeout), C(copy_dir), C(count_keys) and C(verify); see docs/rocksdb.md."
+        C(command_timeout), C(copy_dir), C(count_keys) and C(verify); see docs/rocksdb.md. With C(incremental=true)
+        (and C(state_dir)) its SST and blob files are stored once each on the node's piece store."
       - "Type V(files) (a directory tree stored as content-addressed objects, incremental) accepts C(include),
         C(exclude), C(state_dir) and C(sample); type V(config) accepts C(include) and C(exclude) for a directory;
         see docs/files.md."
@@ -79,6 +86,13 @@ options:
     description: Free-form labels recorded in the manifest (for example the inventory groups).
     type: dict
     default: {}
+  full:
+    description:
+      - Store a full epoch of every incremental asset (C(incremental=true)): every page or file is stored again
+        without relying on an earlier epoch's records (identical pieces are still found by name).
+      - The manifest records C(full=true) and C(full_reason) for each such asset.
+    type: bool
+    default: false
 notes:
   - Runs on the node, with the Python of the agent role's virtualenv (apsw, pyrage, zstandard, cryptography).
 requirements:
@@ -126,6 +140,13 @@ size:
   returned: success and not check mode
   type: int
   sample: 272629760
+stored_bytes:
+  description:
+    - Bytes this epoch added to the repository, its sealed artifacts included (for incremental assets, only the
+      pieces it uploaded: the changed pages' packs, new files).
+  returned: success and not check mode
+  type: int
+  sample: 412000
 duration:
   description: Seconds the backup took.
   returned: success
@@ -168,6 +189,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import p
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.signing import load_private_key
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import backup_epoch
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.pieces import stored_bytes
 
 
 def main():
@@ -180,6 +202,7 @@ def main():
             compression_level={"type": "int", "default": 3},
             scratch_dir={"type": "path"},
             labels={"type": "dict", "default": {}},
+            full={"type": "bool", "default": False},
         ),
         supports_check_mode=True,
     )
@@ -209,12 +232,14 @@ def main():
             scratch_dir=params["scratch_dir"],
             level=params["compression_level"],
             labels=params["labels"],
+            full=params["full"],
         )
         return {
             "changed": True,
             "epoch": manifest.epoch,
             "location": repository.describe(manifest.node, manifest.epoch),
             "size": manifest.total_size,
+            "stored_bytes": sum(stored_bytes(a) for a in manifest.artifacts),
             "duration": round(time.monotonic() - started, 3),
             "artifacts": [a.to_dict() for a in manifest.artifacts],
             "manifest": manifest.summary(),

@@ -8,6 +8,7 @@ from __future__ import absolute_import, annotations, division, print_function
 __metaclass__ = type
 
 import contextlib
+import fnmatch
 import hashlib
 import io
 import json
@@ -23,7 +24,6 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.assets._files_inde
     DEFAULT_STATE_DIR,
     INDEX_FORMAT,
     LIST_LIMIT,
-    REFS_FORMAT,
     NodeState,
     key_id,
     object_name,
@@ -44,6 +44,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import (
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import MANIFEST_NAME, Manifest
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import seal
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage import pieces as _pieces
 
 #: files up to this size are read into memory once (hash and seal the same bytes)
 SMALL_FILE = 4 << 20
@@ -121,14 +122,20 @@ def stat_stable(before: os.stat_result, after: os.stat_result) -> bool:
     )
 
 
-def _unchanged(cached: dict[str, Any] | None, info: os.stat_result) -> bool:
+def _unchanged(cached: dict[str, Any] | None, info: os.stat_result, immutable: bool = False) -> bool:
+    """Whether a file is the one the cached entry describes (size, mtime, ctime, inode).
+
+    ``immutable``: a file its application never rewrites in place (RocksDB's SST and blob files,
+    whose names are never reused): the ctime is not compared, since making a hard-linked checkpoint
+    changes it without touching the content.
+    """
     return bool(
         cached
         and cached.get("type") == "file"
         and not cached.get("changed")
         and cached.get("size") == info.st_size
         and cached.get("mtime_ns") == info.st_mtime_ns
-        and cached.get("ctime_ns") == info.st_ctime_ns
+        and (immutable or cached.get("ctime_ns") == info.st_ctime_ns)
         and cached.get("ino") == info.st_ino
     )
 
@@ -147,6 +154,7 @@ class _TreeCapture:
         self.recipients = context.recipients
         self.level = context.level
         self.include = list(asset.get("include") or [])
+        self.immutable = list(asset.get("immutable") or [])
         self.exclude = list(asset.get("exclude") or [])
         self.state = NodeState(str(asset.get("state_dir") or DEFAULT_STATE_DIR), self.node, asset["name"])
         self.key, self.new_key = self.state.key()
@@ -157,6 +165,7 @@ class _TreeCapture:
         self.existing: dict[str, tuple[int, float]] = {}
         self.refs: dict[str, tuple[int, str]] = {}
         self.unvouched: set[str] = set()
+        self.written: set[str] = set()  # pieces this run wrote (they carry this epoch's lock already)
         self.links: dict[tuple[int, int], str] = {}
         self.emitted: set[str] = set()
         # small files go into packs: the open pack's members, and the index entries waiting for its name
@@ -380,7 +389,12 @@ class _TreeCapture:
         entry["type"] = "file"
         cached = self.base.get(rel)
         name = cached.get("object") if cached else None
-        if _unchanged(cached, info) and name in self.existing and self.existing[name][0] == cached["sealed_size"]:
+        immutable = bool(self.immutable) and any(fnmatch.fnmatchcase(os.path.basename(rel), p) for p in self.immutable)
+        if (
+            _unchanged(cached, info, immutable)
+            and name in self.existing
+            and self.existing[name][0] == cached["sealed_size"]
+        ):
             entry.update({k: cached[k] for k in ("size", "sha256", "object", "sealed_size", "sealed_sha256")})
             if "offset" in cached:
                 entry["offset"] = int(cached["offset"])
@@ -513,6 +527,7 @@ class _TreeCapture:
             sealed = (result.sealed.size, result.sealed.sha256)
             self.existing[name] = (result.sealed.size, time.time())
             self.known[name] = sealed
+            self.written.add(name)
             self.work["new_objects"] += 1
             self.work["new_packs"] += 1
             self.work["new_bytes"] += size
@@ -629,6 +644,7 @@ class _TreeCapture:
             return self._reuse(name)
         self.existing[name] = (result.sealed.size, time.time())
         self.known[name] = (result.sealed.size, result.sealed.sha256)
+        self.written.add(name)
         self.work["new_objects"] += 1
         self.work["new_bytes"] += result.content.size
         self.work["uploaded_bytes"] += result.sealed.size
@@ -666,33 +682,7 @@ class _TreeCapture:
     # -- the refs list --
 
     def write_refs(self, file_name: str) -> dict[str, Any]:
-        digest = hashlib.sha256()
-        size = 0
-        total = 0
-        with self.repo.open_write(self.node, self.epoch, file_name) as sink:
-            lines = ["%s\n" % REFS_FORMAT]
-            for name in sorted(self.refs):
-                sealed_size, sealed_sha = self.refs[name]
-                total += sealed_size
-                lines.append("%s %d %s\n" % (name, sealed_size, sealed_sha))
-                if len(lines) >= 4096:
-                    size += self._flush_lines(sink, digest, lines)
-            size += self._flush_lines(sink, digest, lines)
-        return {
-            "file": file_name,
-            "size": size,
-            "sha256": digest.hexdigest(),
-            "objects": len(self.refs),
-            "bytes": total,
-        }
-
-    @staticmethod
-    def _flush_lines(sink, digest, lines: list[str]) -> int:
-        data = "".join(lines).encode("ascii")
-        lines.clear()
-        sink.write(data)
-        digest.update(data)
-        return len(data)
+        return _pieces.write_piece_list(self.repo, self.node, self.epoch, file_name, self.refs)
 
     def facts(self) -> dict[str, Any]:
         facts: dict[str, Any] = {

@@ -9,20 +9,15 @@ from __future__ import absolute_import, annotations, division, print_function
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import EPOCH_RE
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
-    CaptureError,
     IntegrityError,
-    describe_os_error,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import fsync_dir, makedirs_private
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage import pieces as _pieces
 
 __metaclass__ = type
 
-import hashlib
-import hmac
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,13 +28,13 @@ INDEX_FORMAT = "nodekeep.files-index/v2"
 INDEX_FORMATS = ("nodekeep.files-index/v1", INDEX_FORMAT)
 
 
-REFS_FORMAT = "nodekeep.files-refs/v1"
+REFS_FORMAT = _pieces.REFS_FORMAT
 
 
-DEFAULT_STATE_DIR = "/var/lib/nodekeep/files"
+DEFAULT_STATE_DIR = _pieces.DEFAULT_STATE_DIR
 
 
-KEY_FILE = "object-name.key"
+KEY_FILE = _pieces.KEY_FILE
 
 
 LIST_LIMIT = 100
@@ -54,69 +49,23 @@ LIVE_COMPARE_LIMIT = 64 << 20
 # --------------------------------------------------------------------------
 
 
-def object_name(key: bytes, content_sha256: str) -> str:
-    """The object name of a content: HMAC-SHA-256 of its SHA-256 under the node's object-name key."""
-    return hmac.new(key, b"nodekeep-object-v1\0" + bytes.fromhex(content_sha256), hashlib.sha256).hexdigest()
-
-
-def key_id(key: bytes) -> str:
-    """A public fingerprint of the object-name key (a changed key means a full upload)."""
-    return hmac.new(key, b"nodekeep-key-id", hashlib.sha256).hexdigest()[:16]
+#: the node's piece store (storage/pieces.py, docs/incremental.md): one key, naming and piece list for every type
+object_name = _pieces.piece_name
+key_id = _pieces.key_id
 
 
 class NodeState:
     """The node's private files state: ``STATE/NODE/object-name.key`` and ``STATE/NODE/ASSET/index-EPOCH.jsonl``."""
 
     def __init__(self, state_dir: str, node: str, asset: str) -> None:
+        self.state_dir = state_dir
+        self.node = node
         self.node_dir = os.path.join(state_dir, node)
-        self.asset_dir = os.path.join(self.node_dir, asset)
-        try:
-            makedirs_private(self.asset_dir)
-        except OSError as exc:
-            raise describe_os_error(exc, "creating the files state directory", self.asset_dir)
+        self.asset_dir = _pieces.asset_state_dir(state_dir, node, asset)
 
     def key(self) -> tuple[bytes, bool]:
         """The node's object-name key (32 random bytes, 0600), made on first use; (key, created)."""
-        path = os.path.join(self.node_dir, KEY_FILE)
-        try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except FileNotFoundError:
-            return self._new_key(path), True
-        except OSError as exc:
-            raise describe_os_error(exc, "reading the object-name key", path)
-        with open(fd, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            if info.st_mode & 0o077 or info.st_uid != os.geteuid():
-                raise CaptureError(
-                    "the object-name key %s is readable by others or owned by another user" % path,
-                    "chmod 0600 it (owner: the backup user)",
-                )
-            key = handle.read(64)
-        if len(key) != 32:
-            raise CaptureError(
-                "the object-name key %s is damaged (%d bytes, 32 expected)" % (path, len(key)),
-                "remove it: the next backup makes a new key and uploads every content once more",
-            )
-        return key, False
-
-    @staticmethod
-    def _new_key(path: str) -> bytes:
-        key = os.urandom(32)
-        temp = "%s.%s" % (path, uuid.uuid4().hex[:8])
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with open(fd, "wb") as handle:
-            handle.write(key)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(temp, path)
-        except FileExistsError:
-            os.unlink(temp)
-            with open(path, "rb") as handle:
-                return handle.read(64)[:32]
-        os.unlink(temp)
-        fsync_dir(os.path.dirname(path))
-        return key
+        return _pieces.node_key(self.state_dir, self.node)
 
     def caches(self) -> list[tuple[str, str]]:
         """(epoch, path) of the cached indexes, newest first."""

@@ -15,7 +15,7 @@ import tarfile
 from typing import Any, BinaryIO
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets._files_capture import PACK_MEMBER_MAX, PACK_SIZE
-from ansible_collections.nodekeep.backup.plugins.module_utils.assets._files_index import REFS_FORMAT, read_index
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets._files_index import read_index
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import archive as _archive
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import attrs as _attrs
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
@@ -24,10 +24,8 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import
     RestoreError,
     describe_os_error,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import (
-    stream_digest,
-)
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import unseal
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage import pieces as _pieces
 
 # --------------------------------------------------------------------------
 # restore
@@ -323,45 +321,5 @@ def rebuild_tree(
 # --------------------------------------------------------------------------
 
 
-def load_refs(repository, node: str, epoch: str, artifact) -> dict[str, tuple[int, str]]:
-    """The objects an epoch's files artifact references, after checking the list against its manifest facts."""
-    facts = artifact.source.get("refs") or {}
-    file_name = facts.get("file")
-    if not file_name:
-        raise IntegrityError("artifact %s has no refs facts in its manifest" % artifact.name, "the manifest is damaged")
-    data = repository.get_bytes(node, epoch, file_name, limit=max(16 << 20, int(facts.get("size") or 0) + 1))
-    if len(data) != int(facts.get("size", -1)) or hashlib.sha256(data).hexdigest() != facts.get("sha256"):
-        raise IntegrityError(
-            "%s does not match its manifest (size or SHA-256)" % repository.describe(node, epoch, file_name),
-            "the list of objects was modified or damaged; do not trust this copy, use another copy or epoch",
-        )
-    lines = data.decode("ascii").splitlines()
-    if not lines or lines[0] != REFS_FORMAT:
-        raise IntegrityError("%s is not a %s list" % (file_name, REFS_FORMAT), "the list is damaged")
-    refs: dict[str, tuple[int, str]] = {}
-    for line in lines[1:]:
-        name, size, digest = line.split(" ")
-        refs[name] = (int(size), digest)
-    return refs
-
-
-def check_objects(repository, node: str, refs: dict[str, tuple[int, str]], read: bool = True) -> dict[str, Any]:
-    """Every referenced object exists with its size and, when ``read``, its sealed SHA-256."""
-    present = repository.object_names(node)
-    missing, wrong = [], []
-    checked_bytes = 0
-    for name in sorted(refs):
-        size, digest = refs[name]
-        if name not in present:
-            missing.append(name)
-            continue
-        if present[name][0] != size:
-            wrong.append("%s (size %d, expected %d)" % (name, present[name][0], size))
-            continue
-        if read:
-            with repository.open_object(node, name) as stream:
-                found_size, found = stream_digest(stream)
-            checked_bytes += found_size
-            if (found_size, found) != (size, digest):
-                wrong.append("%s (SHA-256 differs)" % name)
-    return {"objects": len(refs), "missing": missing, "wrong": wrong, "read_bytes": checked_bytes}
+load_refs = _pieces.load_piece_list
+check_objects = _pieces.check_pieces

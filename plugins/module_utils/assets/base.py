@@ -88,6 +88,7 @@ class RunContext:
         level: int = 3,
         identities: list | None = None,
         artifact: Artifact | None = None,
+        full: bool = False,
     ) -> None:
         self.repository = repository
         self.node = node
@@ -97,6 +98,8 @@ class RunContext:
         self.level = level
         self.identities = identities
         self.artifact = artifact
+        #: a full epoch requested for this run (epoch_backup full: true): incremental assets reuse no earlier map
+        self.full = full
 
 
 class AssetType:
@@ -131,6 +134,10 @@ class AssetType:
     @property
     def artifact_format(self) -> str:
         return "%s+zstd+age" % self.content_format
+
+    def artifact_format_for(self, asset: dict[str, Any]) -> str:
+        """The artifact's format for one asset (a type may store some assets differently)."""
+        return self.artifact_format
 
     def capture(
         self, asset: dict[str, Any], scratch_dir: str, context: RunContext | None = None

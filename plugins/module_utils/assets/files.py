@@ -77,6 +77,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import (
     sha256_file,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import unseal
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage import pieces as _pieces
 
 # --------------------------------------------------------------------------
 # the asset types
@@ -135,6 +136,10 @@ class FilesAssetType(_assets.AssetType):
         index_path = os.path.join(scratch_dir, "%s.%s.index.jsonl" % (asset["name"], uuid.uuid4().hex[:8]))
         try:
             run.run(index_path)
+            # Pieces this epoch reuses stay locked (S3 Object Lock) at least as long as this epoch.
+            run.work["locks_extended"] = _pieces.extend_locks(
+                context.repository, context.node, context.epoch, set(run.refs) - run.written
+            )
             refs = run.write_refs(self.refs_file(asset["name"]))
             run.state.save(context.epoch, index_path)
             result = dict(facts or {})
@@ -194,7 +199,7 @@ class FilesAssetType(_assets.AssetType):
     @staticmethod
     def uses_objects(artifact) -> bool:
         """Whether the artifact is an index of objects (an artifact of another layout has no extra parts)."""
-        return artifact.source.get("layout") == "objects"
+        return artifact.source.get("layout") in ("objects", "pieces")  # a rocksdb pieces epoch is an index too
 
     def extra_files(self, artifact) -> list[dict[str, Any]]:
         refs = artifact.source.get("refs") or {}

@@ -15,22 +15,22 @@ __metaclass__ = type
 
 from typing import Any
 
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets._rocksdb_pieces import IncrementalRocksdbAssetType
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets._sqlite_pages import IncrementalSqliteAssetType
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets.base import AssetType
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets.btrfs import BtrfsAssetType
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets.config import ConfigAssetType
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets.files import FilesAssetType
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets.postgres import PostgresAssetType
-from ansible_collections.nodekeep.backup.plugins.module_utils.assets.rocksdb import RocksdbAssetType
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets.secret import SecretAssetType
-from ansible_collections.nodekeep.backup.plugins.module_utils.assets.sqlite import SqliteAssetType
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets.zfs import ZfsAssetType
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import CaptureError
 
 ASSET_TYPES: dict[str, AssetType] = {
     kind.name: kind
     for kind in (
-        SqliteAssetType(),
-        RocksdbAssetType(),
+        IncrementalSqliteAssetType(),  # sqlite, with its incremental layout (docs/incremental.md)
+        IncrementalRocksdbAssetType(),  # rocksdb, with its incremental layout (docs/incremental.md)
         ZfsAssetType(),
         BtrfsAssetType(),
         FilesAssetType(),

@@ -399,16 +399,24 @@ class RocksdbAssetType(TreeAssetType):
                 facts["verify"] = "list"
             # The copy's files are the backup's (or the application's checkpoint's): record the live ones'.
             facts.update(_attrs.tree_owner_facts(asset["path"]))
-            with self.capture_tree(copy, asset, facts) as captured:
+            with self.capture_copy(copy, asset, scratch_dir, context, facts) as captured:
                 yield captured
         finally:
             remove_tree(copy)
+
+    def capture_copy(self, copy: str, asset: dict[str, Any], scratch_dir: str, context, facts: dict[str, Any]):
+        """Store the verified copy: one tar stream (the incremental layout overrides this)."""
+        return self.capture_tree(copy, asset, facts)
+
+    def restore_tree(self, target: str, force: bool = False, context=None):
+        """The staged directory a restore writes into: a tar extraction (the incremental layout overrides this)."""
+        return TreeAssetType.restore_into(self, target, force, context)
 
     @contextlib.contextmanager
     def restore_into(self, target: str, force: bool = False, context=None):
         """The restored directory and its files get the live ones' owners (as root) and modes, recorded at backup."""
         source = context.artifact.source if context is not None and context.artifact else {}
-        with super().restore_into(target, force, context) as staged:
+        with self.restore_tree(target, force, context) as staged:
             extract = staged._complete
 
             def complete() -> dict[str, Any]:

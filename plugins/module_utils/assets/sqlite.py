@@ -128,6 +128,21 @@ class SqliteAssetType(FileAssetType):
             )
         return normalized
 
+    @staticmethod
+    def snapshot_copy(asset: dict[str, Any], copy: str) -> dict[str, Any]:
+        """The private copy of one pinned snapshot (no check yet, not fsynced: it is read once), and its facts
+        (the live file's owner and mode among them)."""
+        facts = sqlite_utils.copy_database(
+            asset["path"],
+            copy,
+            busy_timeout_ms=int(asset["busy_timeout"]),
+            pages_per_step=int(asset["pages_per_step"]),
+            check="none",
+            durable=False,
+        ).as_dict()
+        facts["owner"] = _attrs.owner_facts(asset["path"])
+        return facts
+
     @contextlib.contextmanager
     def capture(self, asset: dict[str, Any], scratch_dir: str, context: RunContext | None = None) -> Iterator[Captured]:
         """Copy from one snapshot, then seal the copy while its check runs beside it.
@@ -138,15 +153,8 @@ class SqliteAssetType(FileAssetType):
         """
         copy = os.path.join(scratch_dir, "%s.%s.sqlite" % (asset["name"], uuid.uuid4().hex[:8]))
         try:
-            facts = sqlite_utils.copy_database(
-                asset["path"],
-                copy,
-                busy_timeout_ms=int(asset["busy_timeout"]),
-                pages_per_step=int(asset["pages_per_step"]),
-                check="none",
-                durable=False,
-            ).as_dict()
-            facts["owner"] = _attrs.owner_facts(asset["path"])
+            facts = self.snapshot_copy(asset, copy)
+            facts["check"] = asset["check"]
             checker = _CheckThread(copy, asset["check"], asset["path"])
             checker.start()
             try:

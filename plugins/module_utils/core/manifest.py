@@ -23,6 +23,10 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import
 )
 
 FORMAT = "nodekeep.manifest/v1"
+#: written when an artifact is stored as pieces (``source.layout: pieces``): older readers refuse it by its
+#: format instead of restoring a page map as if it were the data; this version reads both
+FORMAT_V2 = "nodekeep.manifest/v2"
+FORMATS = (FORMAT, FORMAT_V2)
 
 
 MANIFEST_NAME = "manifest.json"
@@ -150,7 +154,7 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "format": self.format,
+            "format": FORMAT_V2 if any(a.source.get("layout") == "pieces" for a in self.artifacts) else self.format,
             "node": self.node,
             "epoch": self.epoch,
             "started": self.started,
@@ -172,9 +176,9 @@ class Manifest:
             doc = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise ManifestError("manifest.json is not valid JSON (%s)" % exc, "the epoch cannot be used")
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        if not isinstance(doc, dict) or doc.get("format") not in FORMATS:
             raise ManifestError(
-                "manifest.json is not a %s document" % FORMAT,
+                "manifest.json is not a %s document" % " or ".join(FORMATS),
                 "it was written by another tool or version; upgrade nodekeep.backup",
             )
         try:
@@ -187,6 +191,7 @@ class Manifest:
                 artifacts=[Artifact.from_dict(a) for a in doc["artifacts"]],
                 tool=dict(doc.get("tool") or {}),
                 labels=dict(doc.get("labels") or {}),
+                format=str(doc["format"]),
             )
         except (KeyError, TypeError) as exc:
             raise ManifestError("manifest.json lacks a required field (%s)" % exc, "the epoch cannot be used")

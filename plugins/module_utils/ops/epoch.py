@@ -152,11 +152,12 @@ def _capture_and_seal(
     scratch: str,
     level: int,
     view: dict[str, Any] | None = None,
+    full: bool = False,
 ) -> Artifact:
     kind = asset_type(asset["type"])
     file_name = kind.artifact_file(asset)
     began = time.monotonic()
-    context = RunContext(repository, node, epoch, scratch, recipients=recipients, level=level)
+    context = RunContext(repository, node, epoch, scratch, recipients=recipients, level=level, full=full)
     # An asset of a consistency group is read at the same relative path inside the group's snapshot.
     source = dict(asset, path=view["path"]) if view else asset
     with kind.capture(source, scratch, context) as captured, repository.open_write(node, epoch, file_name) as sink:
@@ -176,7 +177,7 @@ def _capture_and_seal(
         name=asset["name"],
         asset_type=kind.name,
         file=file_name,
-        format=kind.artifact_format,
+        format=kind.artifact_format_for(asset),
         size=result.sealed.size,
         sha256=result.sealed.sha256,
         content_size=result.content.size,
@@ -196,8 +197,12 @@ def backup_epoch(
     scratch_dir: str | None = None,
     level: int = 3,
     labels: dict[str, Any] | None = None,
+    full: bool = False,
 ) -> Manifest:
-    """Capture and seal every asset into a new epoch, then write the signed manifest last."""
+    """Capture and seal every asset into a new epoch, then write the signed manifest last.
+
+    ``full``: incremental assets (pieces) store a full epoch, reusing nothing from earlier epochs' maps.
+    """
     assets = normalize_assets(assets)
     if not recipients:
         raise NodekeepError("no age recipient was given", "set nodekeep_age_recipients; nothing was written")
@@ -209,7 +214,7 @@ def backup_epoch(
             with _snapshot.consistency_snapshots(assets, epoch, scratch) as views:
                 artifacts = [
                     _capture_and_seal(
-                        repository, node, epoch, item, recipients, scratch, level, views.get(item["name"])
+                        repository, node, epoch, item, recipients, scratch, level, views.get(item["name"]), full
                     )
                     for item in assets
                 ]
@@ -429,6 +434,8 @@ def _restore_artifact(
         with sweep as swept, kind.restore_into(place, force=force, context=context) as staged:
             result = _unseal_checked(repository, node, epoch, artifact, identities, staged)
             checks = kind.deep_check(staged.path, artifact, check)
+            # A map of pieces (SQLite pages) restores more than its artifact: report what was rebuilt.
+            rebuilt = staged.facts.get("rebuilt") or {}
     except NodekeepError as exc:
         exc.problem, exc.remedy = jail.real(exc.problem), jail.real(exc.remedy)
         exc.args = (exc.message,)
@@ -440,8 +447,8 @@ def _restore_artifact(
         "asset_type": artifact.asset_type,
         "path": target,
         "source_path": artifact.source.get("path"),
-        "size": result.content.size,
-        "sha256": _shown_digest(artifact, result),
+        "size": rebuilt.get("size", result.content.size),
+        "sha256": rebuilt.get("sha256") or _shown_digest(artifact, result),
         "checks": checks,
         "seconds": round(time.monotonic() - began, 3),
     }

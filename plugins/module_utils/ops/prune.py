@@ -136,16 +136,19 @@ def _running(repository, node: str, grace: dict[str, int], now: datetime) -> str
     return None
 
 
-def _referenced(repository, node: str, public_key: str, without: set[str]) -> set[str]:
+def _referenced(repository, node: str, public_key: str, without: set[str]) -> dict[str, list[str]]:
     """Every object some complete epoch references; raises when one epoch's references cannot be known."""
 
-    referenced: set[str] = set()
+    referenced: dict[str, list[str]] = {}
     for epoch in repository.complete_epochs(node):
         if epoch in without:
             continue
         manifest = load_manifest(repository, node, epoch, public_key)
         for artifact in manifest.artifacts:
-            referenced.update(asset_type(artifact.asset_type).object_references(repository, node, epoch, artifact))
+            for name in asset_type(artifact.asset_type).object_references(repository, node, epoch, artifact):
+                users = referenced.setdefault(name, [])
+                if not users or users[-1] != epoch:
+                    users.append(epoch)
     return referenced
 
 
@@ -189,8 +192,16 @@ def collect_garbage(
     except NodekeepError as exc:
         report["deferred"] = "the objects an epoch references are unknown (%s); nothing was collected" % exc.message
         return report
-    report["referenced"] = len(referenced & set(objects))
-    report["missing"] = len(referenced - set(objects))
+    report["referenced"] = len(set(referenced) & set(objects))
+    missing = sorted(set(referenced) - set(objects))
+    report["missing"] = len(missing)
+    if missing:
+        # A missing piece breaks exactly the epochs that list it: name them (restore another, back up again).
+        broken: dict[str, int] = {}
+        for name in missing:
+            for epoch in referenced[name]:
+                broken[epoch] = broken.get(epoch, 0) + 1
+        report["broken_epochs"] = [{"epoch": epoch, "missing_pieces": count} for epoch, count in sorted(broken.items())]
     cutoff = subtract_duration(now, grace).timestamp()
     garbage = sorted(name for name in objects if name not in referenced)
     doomed = [name for name in garbage if objects[name][1] <= cutoff]

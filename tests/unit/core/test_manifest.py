@@ -228,7 +228,7 @@ class TestFromBytesRefuses:
     @pytest.mark.parametrize(
         "data",
         [
-            _bytes(dict(_doc(), format="nodekeep.manifest/v2")),
+            _bytes(dict(_doc(), format="nodekeep.manifest/v3")),
             _bytes({k: v for k, v in _doc().items() if k != "format"}),
             _bytes([_doc()]),
             _bytes("nodekeep.manifest/v1"),
@@ -236,7 +236,7 @@ class TestFromBytesRefuses:
             b"{not json",
             b"\xff\xfe" + GOLDEN.encode("utf-16-le"),
         ],
-        ids=["v2", "no-format", "a-list", "a-string", "empty", "not-json", "utf-16"],
+        ids=["v3", "no-format", "a-list", "a-string", "empty", "not-json", "utf-16"],
     )
     def test_wrong_format(self, data):
         with pytest.raises(ManifestError):
@@ -306,3 +306,17 @@ class TestEpochNames:
 
 def test_format_constant_is_the_documented_one():
     assert FORMAT == "nodekeep.manifest/v1"
+
+
+def test_pieces_epochs_are_written_as_v2_and_both_versions_are_read():
+    """An epoch stored as pieces says so by its format: an older reader refuses it instead of
+    restoring a page map as if it were the database; v1 epochs keep reading."""
+    from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import FORMAT_V2
+
+    pieces = _manifest(artifacts=[_artifact(source={"layout": "pieces", "path": "/var/lib/app.db"})])
+    doc = json.loads(pieces.to_bytes())
+    assert doc["format"] == FORMAT_V2 == "nodekeep.manifest/v2"
+    assert Manifest.from_bytes(pieces.to_bytes(), node=NODE, epoch=EPOCH).to_bytes() == pieces.to_bytes()
+    plain = _manifest()
+    assert json.loads(plain.to_bytes())["format"] == FORMAT
+    assert Manifest.from_bytes(plain.to_bytes(), node=NODE, epoch=EPOCH) == plain

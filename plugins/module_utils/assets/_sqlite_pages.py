@@ -1,0 +1,688 @@
+# -*- coding: utf-8 -*-
+# Copyright: nodekeep.backup contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Page-granular incremental SQLite epochs on the node's piece store (docs/incremental.md).
+
+The pinned-snapshot copy of the database is read page by page; each page gets a
+keyed digest (16-byte keyed BLAKE2b under the node's key) compared with the
+previous epoch's. Changed pages are grouped into packs (``pieces.PackBuilder``,
+about 4 MiB of plaintext each, sealed like every artifact); unchanged pages keep
+pointing into the packs that already hold them. The epoch's artifact is the
+*page map*: JSON lines, sealed like every artifact, with a header (page size,
+page count, the database's size and SHA-256, the base epoch), one line per pack
+(piece name, sealed size and SHA-256, plaintext size) and one line per run of
+consecutive pages stored consecutively in one pack. Restore writes every run at
+its place and proves the whole file against the SHA-256 in the map, whose own
+checksum is in the signed manifest; the pack's sealed SHA-256 are in the map and
+in the epoch's piece list (also in the manifest).
+
+The node cannot decrypt the repository, so the previous epoch's map and page
+digests come from a local cache (``STATE/NODE/ASSET``), used only when the map's
+SHA-256 equals the ``content_sha256`` of that asset in a complete epoch's
+manifest and the digests' SHA-256 equals the map's record; otherwise the epoch is
+a full one (every page packed again) and its facts say why (``full_reason``).
+
+Packs that hold mostly pages no longer used by this epoch are repacked on write:
+their live pages are stored again in this epoch's new packs, so the old pack is
+referenced only by older epochs and goes with them (write-once, Object Lock safe).
+"""
+
+from __future__ import absolute_import, annotations, division, print_function
+
+__metaclass__ = type
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from array import array
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, ClassVar
+
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import sqlite as _sqlite
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets.base import Captured, RunContext, Staged
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import EPOCH_RE
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
+    CaptureError,
+    IntegrityError,
+    NodekeepError,
+    RestoreError,
+    describe_os_error,
+)
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import sha256_file
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import MANIFEST_NAME, Artifact, Manifest
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage import pieces as _pieces
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.repository import check_object_name
+
+MAP_FORMAT = "nodekeep.sqlite-pages/v1"
+LAYOUT = "pieces"
+#: pages read per step of the scan
+SCAN_PAGES = 256
+#: a pack whose pages still used by the new epoch fill less than this share of it is repacked
+REPACK_BELOW = 0.25
+
+
+def page_size_of(path: str) -> int:
+    """The page size in an SQLite file's header (bytes 16-17; 1 means 65536)."""
+    with open(path, "rb") as handle:
+        header = handle.read(100)
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\0"):
+        raise CaptureError("%s is not an SQLite database file" % path, "check the asset path and type")
+    value = int.from_bytes(header[16:18], "big")
+    return 65536 if value == 1 else value
+
+
+class _Cache:
+    """The asset's local cache of its last epoch: the page map and the page digests (0600)."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def epochs(self) -> list[str]:
+        found = []
+        for name in os.listdir(self.directory):
+            if name.startswith("pages-") and name.endswith(".jsonl") and EPOCH_RE.match(name[6:-6]):
+                found.append(name[6:-6])
+        return sorted(found, reverse=True)
+
+    def map_path(self, epoch: str) -> str:
+        return os.path.join(self.directory, "pages-%s.jsonl" % epoch)
+
+    def digests_path(self, epoch: str) -> str:
+        return os.path.join(self.directory, "digests-%s.bin" % epoch)
+
+    def save(self, epoch: str, map_path: str, digests_path: str) -> None:
+        for source, final in ((digests_path, self.digests_path(epoch)), (map_path, self.map_path(epoch))):
+            temp = final + ".tmp"
+            shutil.copyfile(source, temp)
+            os.chmod(temp, 0o600)
+            os.rename(temp, final)
+
+    def prune(self, keep: set[str]) -> None:
+        """Remove the cached maps and digests of every epoch but ``keep``."""
+        for name in os.listdir(self.directory):
+            epoch = name.split("-", 1)[-1].split(".", 1)[0]
+            if (name.startswith(("pages-", "digests-"))) and epoch not in keep:
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.directory, name))
+
+
+def read_map(path: str) -> tuple[dict[str, Any], list[dict[str, Any]], list[tuple[int, int, int, int]]]:
+    """(header, packs, runs) of a plaintext page map, checked for shape; runs are (first, count, pack, offset)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            header = json.loads(handle.readline() or "{}")
+            if not isinstance(header, dict) or header.get("format") != MAP_FORMAT:
+                raise IntegrityError(
+                    "the page map %s is not a %s document" % (path, MAP_FORMAT),
+                    "restore it with a nodekeep version that knows this format",
+                )
+            packs: list[dict[str, Any]] = []
+            runs: list[tuple[int, int, int, int]] = []
+            for line in handle:
+                item = json.loads(line)
+                if "object" in item:
+                    _pieces_name(item["object"])
+                    packs.append(
+                        {
+                            "object": item["object"],
+                            "sealed_size": int(item["sealed_size"]),
+                            "sealed_sha256": str(item["sealed_sha256"]),
+                            "size": int(item["size"]),
+                        }
+                    )
+                else:
+                    runs.append((int(item["first"]), int(item["count"]), int(item["pack"]), int(item["offset"])))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IntegrityError("the page map %s is malformed (%s)" % (path, exc), "restore another epoch or copy")
+    _check_runs(header, packs, runs)
+    return header, packs, runs
+
+
+def _pieces_name(name: Any) -> None:
+    check_object_name(str(name))
+
+
+def _check_runs(header: dict[str, Any], packs: list[dict[str, Any]], runs: list[tuple[int, int, int, int]]) -> None:
+    """Every page 1..page_count is covered exactly once, every run lies inside its pack."""
+    try:
+        page_size = int(header["page_size"])
+        page_count = int(header["page_count"])
+        size = int(header["size"])
+    except (KeyError, TypeError, ValueError):
+        raise IntegrityError("the page map's header is malformed", "restore another epoch or copy")
+    if page_size < 512 or page_size > 65536 or page_size & (page_size - 1) or size != page_size * page_count:
+        raise IntegrityError("the page map's page size or page count is impossible", "restore another epoch or copy")
+    expected = 1
+    for first, count, pack, offset in sorted(runs):
+        if first != expected or count < 1 or not 0 <= pack < len(packs) or offset < 0 or offset % page_size:
+            raise IntegrityError(
+                "the page map does not cover pages 1..%d exactly once (at page %d)" % (page_count, first),
+                "the map is damaged; restore another epoch or copy",
+            )
+        if offset + count * page_size > packs[pack]["size"]:
+            raise IntegrityError(
+                "the page map reads past the end of pack %d (pages %d..%d)" % (pack, first, first + count - 1),
+                "the map is damaged; restore another epoch or copy",
+            )
+        expected = first + count
+    if expected != page_count + 1:
+        raise IntegrityError(
+            "the page map covers %d of %d pages" % (expected - 1, page_count), "restore another epoch or copy"
+        )
+
+
+class PageCapture:
+    """One incremental (or full) epoch of one SQLite asset from its private snapshot copy."""
+
+    def __init__(self, asset: dict[str, Any], copy: str, context, full: bool = False) -> None:
+        self.asset = asset
+        self.copy = copy
+        self.context = context
+        self.repo = context.repository
+        self.node = context.node
+        self.epoch = context.epoch
+        state_dir = str(asset.get("state_dir") or _pieces.DEFAULT_STATE_DIR)
+        self.key, self.new_key = _pieces.node_key(state_dir, self.node)
+        self.key_id = _pieces.key_id(self.key)
+        self.cache = _Cache(_pieces.asset_state_dir(state_dir, self.node, asset["name"]))
+        self.writer = _pieces.PieceWriter(self.repo, self.node, self.epoch, context.recipients, context.level, self.key)
+        self.full_requested = full or bool(asset.get("full"))
+        self.full_reason = ""
+        self.base_epoch: str | None = None
+        self.base_header: dict[str, Any] = {}
+        self.base_packs: list[dict[str, Any]] = []
+        self.base_runs: list[tuple[int, int, int, int]] = []
+        self.stats: dict[str, Any] = {}
+        self.page_size = 0
+
+    # -- the previous epoch --
+
+    def load_base(self, page_size: int) -> None:
+        if self.full_requested:
+            self.full_reason = "requested (full: true)"
+            return
+        complete = set(self.repo.complete_epochs(self.node))
+        reasons = []
+        for epoch in self.cache.epochs():
+            if epoch >= self.epoch or epoch not in complete:
+                continue
+            try:
+                manifest = Manifest.from_bytes(
+                    self.repo.get_bytes(self.node, epoch, MANIFEST_NAME), node=self.node, epoch=epoch
+                )
+                artifact = manifest.artifact(self.asset["name"])
+                if artifact.source.get("layout") != LAYOUT:
+                    reasons.append("epoch %s of the asset is not a pieces epoch" % epoch)
+                    break
+                map_path = self.cache.map_path(epoch)
+                if sha256_file(map_path) != (artifact.content_size, artifact.content_sha256):
+                    reasons.append("the local copy of epoch %s's page map does not match its manifest" % epoch)
+                    break
+                header, packs, runs = read_map(map_path)
+                if header.get("key_id") != self.key_id:
+                    reasons.append("the node's piece key changed since epoch %s" % epoch)
+                    break
+                if int(header["page_size"]) != page_size:
+                    reasons.append("the page size changed since epoch %s" % epoch)
+                    break
+                if sha256_file(self.cache.digests_path(epoch))[1] != header.get("digests_sha256"):
+                    reasons.append("the local page digests of epoch %s do not match its page map" % epoch)
+                    break
+            except (NodekeepError, OSError) as exc:
+                reasons.append("epoch %s is unreadable here (%s)" % (epoch, getattr(exc, "message", exc)))
+                break
+            full_every = int(self.asset.get("full_every") or 0)
+            if full_every and int(header.get("chain", 0)) + 1 >= full_every:
+                self.full_reason = "scheduled (full_every: %d epochs)" % full_every
+                return
+            self.base_epoch, self.base_header, self.base_packs, self.base_runs = epoch, header, packs, runs
+            for pack in packs:
+                self.writer.known[pack["object"]] = (pack["sealed_size"], pack["sealed_sha256"])
+            return
+        self.full_reason = reasons[0] if reasons else "no previous epoch of this asset on this node"
+
+    # -- the scan --
+
+    def plan(self) -> bool:
+        """Decide from the previous epoch whether this epoch is full; True when it is."""
+        self.page_size = page_size_of(self.copy)
+        self.load_base(self.page_size)
+        return self.base_epoch is None
+
+    def run(self, map_path: str, digests_path: str) -> dict[str, Any]:
+        began = time.monotonic()
+        page_size = self.page_size
+        size = os.path.getsize(self.copy)
+        if size % page_size:
+            raise CaptureError(
+                "the snapshot copy of %s is not a whole number of pages" % self.asset["path"], "run the backup again"
+            )
+        page_count = size // page_size
+        # pack_of[i] >= 0: a base pack (index in base_packs); < 0: -(n + 1) for this run's pack n.
+        pack_of = array("i", [0]) * page_count
+        slot_of = array("I", [0]) * page_count
+        base_count = 0
+        if self.base_epoch:
+            base_count = int(self.base_header["page_count"])
+            for first, count, pack, offset in self.base_runs:
+                if first > page_count:
+                    continue
+                slot = offset // page_size
+                for page in range(first - 1, min(first - 1 + count, page_count)):
+                    pack_of[page] = pack
+                    slot_of[page] = slot
+                    slot += 1
+        builder = _pieces.PackBuilder(self.writer)
+        mac = _pieces.page_mac(self.key)
+        whole = hashlib.sha256()
+        # The whole file's SHA-256 is computed by a second thread (hashlib releases the GIL) while this
+        # one digests pages; one worker keeps the chunks in order.
+        hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nodekeep-sha256")
+        hashing: list[Future] = []
+        digests_hash = hashlib.sha256()
+        changed = 0
+        base_digests = open(self.cache.digests_path(self.base_epoch), "rb") if self.base_epoch else None  # noqa: SIM115
+        try:
+            with open(self.copy, "rb") as source, open(digests_path, "wb") as digests_out:
+                page = 0
+                while page < page_count:
+                    chunk = source.read(SCAN_PAGES * page_size)
+                    if not chunk:
+                        break
+                    hashing.append(hasher.submit(whole.update, chunk))
+                    if len(hashing) > 4:
+                        hashing.pop(0).result()  # at most a few chunks wait: memory stays bounded
+                    view = memoryview(chunk)
+                    pages = len(chunk) // page_size
+                    old = base_digests.read(pages * 16) if base_digests is not None else b""
+                    fresh = bytearray()
+                    for number in range(pages):
+                        data = view[number * page_size : (number + 1) * page_size]
+                        digest = mac(data)
+                        fresh += digest
+                        index = page + number
+                        if index < base_count and old[number * 16 : number * 16 + 16] == digest:
+                            continue
+                        pack, offset = builder.add(data)
+                        pack_of[index] = -(pack + 1)
+                        slot_of[index] = offset // page_size
+                        changed += 1
+                    digests_out.write(fresh)
+                    digests_hash.update(fresh)
+                    page += pages
+                if page != page_count:
+                    raise CaptureError("the snapshot copy of %s shrank while read" % self.asset["path"])
+            # Base packs: reuse (lock extended), or repack their pages when mostly unused or gone.
+            used_pages: dict[int, int] = {}
+            for index in range(page_count):
+                if pack_of[index] >= 0:
+                    used_pages[pack_of[index]] = used_pages.get(pack_of[index], 0) + 1
+            repack: set[int] = set()
+            for pack, pages in used_pages.items():
+                info = self.base_packs[pack]
+                if pages * page_size < REPACK_BELOW * info["size"] or not self.writer.has(
+                    info["object"], info["sealed_size"]
+                ):
+                    repack.add(pack)
+            repacked = 0
+            if repack:
+                with open(self.copy, "rb") as source:
+                    for index in range(page_count):
+                        if pack_of[index] >= 0 and pack_of[index] in repack:
+                            data = os.pread(source.fileno(), page_size, index * page_size)
+                            pack, offset = builder.add(data)
+                            pack_of[index] = -(pack + 1)
+                            slot_of[index] = offset // page_size
+                            repacked += 1
+            builder.finish()
+            for future in hashing:
+                future.result()
+        finally:
+            hasher.shutdown(wait=True)
+            builder.stop()
+            if base_digests is not None:
+                base_digests.close()
+        # This epoch's pack table: base packs still used (reused: vouched facts, lock extended), then new ones.
+        table: list[tuple[str, int, str, int]] = []
+        base_index: dict[int, int] = {}
+        new_index: dict[int, int] = {}
+        for index in range(page_count):
+            pack = pack_of[index]
+            if pack >= 0 and pack not in base_index:
+                info = self.base_packs[pack]
+                sealed = self.writer.reuse(info["object"], (info["sealed_size"], info["sealed_sha256"]))
+                base_index[pack] = len(table)
+                table.append((info["object"], sealed[0], sealed[1], info["size"]))
+            elif pack < 0 and -(pack + 1) not in new_index:
+                new_index[-(pack + 1)] = len(table)
+                table.append(builder.packs[-(pack + 1)])
+        runs = 0
+        with open(map_path, "w", encoding="utf-8") as out:
+            header = {
+                "format": MAP_FORMAT,
+                "epoch": self.epoch,
+                "key_id": self.key_id,
+                "page_size": page_size,
+                "page_count": page_count,
+                "size": size,
+                "sha256": whole.hexdigest(),
+                "digests_sha256": digests_hash.hexdigest(),
+                "base_epoch": self.base_epoch,
+                "full": self.base_epoch is None,
+                "chain": 0 if self.base_epoch is None else int(self.base_header.get("chain", 0)) + 1,
+            }
+            out.write(json.dumps(header, sort_keys=True) + "\n")
+            out.writelines(
+                json.dumps(
+                    {"object": name, "sealed_size": sealed_size, "sealed_sha256": sealed_sha, "size": plain},
+                    sort_keys=True,
+                )
+                + "\n"
+                for name, sealed_size, sealed_sha, plain in table
+            )
+            lines: list[str] = []
+            start = 0
+            while start < page_count:
+                pack = pack_of[start]
+                number = base_index[pack] if pack >= 0 else new_index[-(pack + 1)]
+                end = start + 1
+                while end < page_count and pack_of[end] == pack and slot_of[end] == slot_of[end - 1] + 1:
+                    end += 1
+                lines.append(
+                    '{"count":%d,"first":%d,"offset":%d,"pack":%d}\n'
+                    % (end - start, start + 1, slot_of[start] * page_size, number)
+                )
+                runs += 1
+                if len(lines) >= 4096:
+                    out.write("".join(lines))
+                    lines = []
+                start = end
+            out.write("".join(lines))
+        self.stats = {
+            "layout": LAYOUT,
+            "page_map": MAP_FORMAT,
+            "key_id": self.key_id,
+            "base_epoch": self.base_epoch,
+            "full": self.base_epoch is None,
+            "pages": {
+                "total": page_count,
+                "changed": changed if self.base_epoch else page_count,
+                "stored": changed + repacked,
+                "repacked": repacked,
+                "runs": runs,
+            },
+            "pieces": {
+                "referenced": len(table),
+                "new": self.writer.work["new"],
+                "reused": self.writer.work["reused"],
+                "rehashed": self.writer.work["rehashed"],
+                "locks_extended": self.writer.work["locks_extended"],
+                "new_bytes": self.writer.work["new_bytes"],
+                "uploaded_bytes": self.writer.work["uploaded_bytes"],
+            },
+            "pages_seconds": round(time.monotonic() - began, 3),
+        }
+        if self.base_epoch is None:
+            self.stats["full_reason"] = self.full_reason
+        if self.new_key:
+            self.stats["new_key"] = True
+        return self.stats
+
+
+def capture_pages(capture: PageCapture, scratch: str, refs_file: str):
+    """Run a planned ``PageCapture``: the page map's path (in scratch) and the facts; the piece list is in the epoch.
+
+    Every piece is stored (and every reused one rechecked) before the piece list is written; the
+    local cache keeps this epoch's map beside its base's (an epoch that fails to commit leaves the
+    base usable); the caller seals the map as the artifact and commits the epoch.
+    """
+    token = os.path.basename(capture.copy)
+    map_path = os.path.join(scratch, "%s.pages.jsonl" % token)
+    digests_path = os.path.join(scratch, "%s.digests" % token)
+    try:
+        facts = capture.run(map_path, digests_path)
+        capture.writer.recheck()
+        facts["refs"] = capture.writer.write_list(refs_file)
+        capture.cache.save(capture.epoch, map_path, digests_path)
+        capture.cache.prune({capture.epoch, capture.base_epoch or capture.epoch})
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(map_path)
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(digests_path)
+    return map_path, facts
+
+
+def rebuild_database(map_path: str, fd: int, path: str, repository, node: str, identities: list) -> dict[str, Any]:
+    """Write the database a (checked) page map describes into the open, empty file ``fd`` (at ``path``);
+    prove its SHA-256 by reading it back."""
+    header, packs, runs = read_map(map_path)
+    page_size = int(header["page_size"])
+    size = int(header["size"])
+    os.ftruncate(fd, size)
+    by_pack: dict[int, list[tuple[int, int, int]]] = {}
+    for first, count, pack, offset in runs:
+        by_pack.setdefault(pack, []).append((first, count, offset))
+    read_bytes = 0
+    for number, pack in enumerate(packs):
+        wanted = by_pack.get(number)
+        if not wanted:
+            continue
+        data = _pieces.read_piece(
+            repository, node, pack["object"], (pack["sealed_size"], pack["sealed_sha256"]), pack["size"], identities
+        )
+        read_bytes += pack["sealed_size"]
+        view = memoryview(data)
+        for first, count, offset in wanted:
+            part = view[offset : offset + count * page_size]
+            written = os.pwrite(fd, part, (first - 1) * page_size)
+            if written != len(part):
+                raise RestoreError("a short write while rebuilding the database", "check the free space and retry")
+        view.release()
+    digest = hashlib.sha256()
+    position = 0
+    reader = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if (os.fstat(reader).st_dev, os.fstat(reader).st_ino) != (os.fstat(fd).st_dev, os.fstat(fd).st_ino):
+            raise RestoreError(
+                "the staged file %s was replaced during the restore" % path, "restore into a private directory"
+            )
+        while position < size:
+            chunk = os.pread(reader, min(4 << 20, size - position), position)
+            if not chunk:
+                break
+            digest.update(chunk)
+            position += len(chunk)
+    finally:
+        os.close(reader)
+    if position != size or digest.hexdigest() != header["sha256"]:
+        raise IntegrityError(
+            "the rebuilt database does not match the SHA-256 of its page map",
+            "do not trust this copy; restore another epoch or copy",
+        )
+    return {
+        "pages": int(header["page_count"]),
+        "packs_read": len(by_pack),
+        "read_bytes": read_bytes,
+        "size": size,
+        "sha256": header["sha256"],
+    }
+
+
+@contextlib.contextmanager
+def restore_pages(staged, artifact, context):
+    """Turn a staged database file into a pieces restore: the unsealed page map goes to a private file;
+    ``complete`` checks it against the manifest, rebuilds the database into the staged file, then
+    completes the staged file itself (its owner and mode)."""
+    if context is None or context.identities is None or context.repository is None:
+        raise RestoreError(
+            "SQLite pieces epochs are restored through the engine (repository, identities and manifest)",
+            "use epoch_restore / restore_epoch",
+        )
+    directory = context.scratch or os.path.dirname(staged.path)
+    map_path = os.path.join(directory, ".%s.pages" % os.path.basename(staged.path))
+    try:
+        fd = os.open(map_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise describe_os_error(exc, "creating the page map's scratch file", map_path)
+    # unseal's limit (the manifest's content_size) bounds what is written here
+    handle = os.fdopen(fd, "wb", buffering=1 << 20)
+
+    def complete() -> dict[str, Any]:
+        handle.close()
+        # The map decides which pieces are read: check it against the signed manifest first.
+        if sha256_file(map_path) != (artifact.content_size, artifact.content_sha256):
+            raise IntegrityError(
+                "the page map of %s does not match the manifest's content checksum" % artifact.name,
+                "do not trust this copy; restore another epoch or copy",
+            )
+        rebuilt = rebuild_database(
+            map_path, staged.stream.fileno(), staged.path, context.repository, context.node, context.identities
+        )
+        facts = dict(staged.complete() or {})
+        facts["rebuilt"] = rebuilt
+        return facts
+
+    try:
+        yield Staged(staged.path, handle, complete=complete)
+    finally:
+        with contextlib.suppress(OSError):
+            handle.close()
+        with contextlib.suppress(OSError):
+            os.unlink(map_path)
+
+
+# --------------------------------------------------------------------------
+# the sqlite asset type with its incremental layout
+# --------------------------------------------------------------------------
+
+
+class IncrementalSqliteAssetType(_sqlite.SqliteAssetType):
+    """The ``sqlite`` asset type; with ``incremental: true`` its epochs are pages on the node's piece store.
+
+    Registered as ``sqlite`` (assets.registry): the whole-copy layout is the base class's, unchanged.
+    """
+
+    options: ClassVar[dict[str, Any]] = dict(
+        _sqlite.SqliteAssetType.options,
+        incremental=False,
+        incremental_check="quick",
+        full_every=0,
+        full=False,
+        state_dir=None,
+    )
+
+    def normalize(self, asset: dict[str, Any]) -> dict[str, Any]:
+        normalized = super().normalize(asset)
+        if normalized["incremental_check"] not in _sqlite.CHECKS:
+            raise CaptureError(
+                "asset %s: incremental_check must be one of %s" % (normalized["name"], ", ".join(_sqlite.CHECKS)),
+                "set the asset's incremental_check in nodekeep_assets",
+            )
+        for option in ("incremental", "full"):
+            if not isinstance(normalized[option], bool):
+                raise CaptureError(
+                    "asset %s: %s must be true or false, not %r" % (normalized["name"], option, normalized[option]),
+                    "set the asset's %s in nodekeep_assets to a boolean" % option,
+                )
+        try:
+            normalized["full_every"] = int(normalized["full_every"] or 0)
+        except (TypeError, ValueError):
+            normalized["full_every"] = -1
+        if normalized["full_every"] < 0:
+            raise CaptureError(
+                "asset %s: full_every must be a number of epochs (0: only the first, on demand and fallbacks)"
+                % normalized["name"],
+                "set the asset's full_every in nodekeep_assets, e.g. full_every: 288",
+            )
+        state = normalized.get("state_dir")
+        if state is not None and not os.path.isabs(str(state)):
+            raise CaptureError(
+                "asset %s: state_dir %r is not absolute" % (normalized["name"], state),
+                "give an absolute directory such as /var/lib/nodekeep/files (the node's piece key lives there)",
+            )
+        return normalized
+
+    def artifact_file(self, asset: dict[str, Any]) -> str:
+        if asset.get("incremental"):
+            return "%s.pages.jsonl.zst.age" % asset["name"]
+        return super().artifact_file(asset)
+
+    def artifact_format_for(self, asset: dict[str, Any]) -> str:
+        return "sqlite-pages+zstd+age" if asset.get("incremental") else self.artifact_format
+
+    @staticmethod
+    def uses_pieces(artifact: Artifact) -> bool:
+        return artifact.source.get("layout") == LAYOUT
+
+    @contextlib.contextmanager
+    def capture(self, asset: dict[str, Any], scratch_dir: str, context: RunContext | None = None) -> Iterator[Captured]:
+        """The whole copy (base class), or: copy from one snapshot, then store only the changed pages.
+
+        The check policy (recorded as ``check``): a full epoch runs the asset's ``check``, an incremental one
+        its ``incremental_check``; the check reads the copy while the pages are scanned and sealed, and a
+        failed check aborts the epoch before it is committed.
+        """
+        if not asset.get("incremental"):
+            with super().capture(asset, scratch_dir, context) as captured:
+                yield captured
+            return
+        if context is None or context.repository is None or not context.recipients:
+            raise CaptureError(
+                "asset %s: incremental SQLite epochs need the engine's run context" % asset["name"],
+                "back it up through epoch_backup / backup_epoch",
+            )
+        copy = os.path.join(scratch_dir, "%s.%s.sqlite" % (asset["name"], uuid.uuid4().hex[:8]))
+        map_path = None
+        try:
+            facts = self.snapshot_copy(asset, copy)
+            capture = PageCapture(asset, copy, context, full=context.full)
+            check = asset["check"] if capture.plan() else asset["incremental_check"]
+            facts["check"] = check
+            checker = _sqlite._CheckThread(copy, check, asset["path"])
+            checker.start()
+            try:
+                map_path, pages = capture_pages(capture, scratch_dir, "%s.refs.txt" % asset["name"])
+                facts.update(pages)
+                with open(map_path, "rb") as stream:
+                    yield Captured(stream, facts, finish=checker.result)
+            finally:
+                checker.join()
+        finally:
+            for path in (copy, map_path):
+                if path:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+
+    @contextlib.contextmanager
+    def restore_into(self, target: str, force: bool = False, context: RunContext | None = None) -> Iterator[Staged]:
+        artifact = context.artifact if context is not None else None
+        with super().restore_into(target, force, context) as staged:
+            if artifact is None or not self.uses_pieces(artifact):
+                yield staged
+                return
+            with restore_pages(staged, artifact, context) as pages:
+                yield pages
+
+    def extra_files(self, artifact: Artifact) -> list[dict[str, Any]]:
+        refs = artifact.source.get("refs") or {}
+        if not self.uses_pieces(artifact) or not refs.get("file"):
+            return []
+        return [{"file": refs["file"], "size": int(refs.get("size") or 0), "sha256": refs.get("sha256")}]
+
+    def object_references(self, repository: Any, node: str, epoch: str, artifact: Artifact) -> dict[str, Any]:
+        if not self.uses_pieces(artifact):
+            return {}
+        return _pieces.load_piece_list(repository, node, epoch, artifact)
+
+    def verify_extra(self, artifact: Artifact, context: RunContext, deep: bool) -> dict[str, Any]:
+        if not self.uses_pieces(artifact):
+            return {}
+        return _pieces.verify_pieces(artifact, context, deep)
