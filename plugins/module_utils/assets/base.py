@@ -154,6 +154,9 @@ class AssetType:
     ) -> contextlib.AbstractContextManager[Staged]:
         raise NotImplementedError
 
+    def drop_scratch(self, artifact: Artifact) -> None:
+        """Remove what a deep verify made besides its restored files (a scratch database); a restore keeps it."""
+
     def deep_check(self, path: str, artifact: Artifact, check: str = "integrity") -> dict[str, Any]:
         return {}
 

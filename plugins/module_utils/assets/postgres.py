@@ -362,6 +362,8 @@ SELECT json_build_object(
   'database', current_database(),
   'database_size', pg_database_size(current_database()),
   'encoding', pg_encoding_to_char((SELECT encoding FROM pg_database WHERE datname = current_database())),
+  'lc_collate', (SELECT datcollate FROM pg_database WHERE datname = current_database()),
+  'lc_ctype', (SELECT datctype FROM pg_database WHERE datname = current_database()),
   'tables', (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
              AND n.nspname NOT LIKE 'pg_toast%%'),
@@ -555,7 +557,12 @@ def _prepare_database(settings: dict[str, Any], database: str, label: str, mark:
                 "yourself if it really is a scratch copy; nothing was changed",
             )
         _psql(settings, maintenance, "DROP DATABASE %s WITH (FORCE)" % _quote_ident(database), what, RestoreError)
-    _psql(settings, maintenance, "CREATE DATABASE %s TEMPLATE template0" % _quote_ident(database), what, RestoreError)
+    # The source's encoding and collation: the same text compares, sorts and loads the same way.
+    create = "CREATE DATABASE %s TEMPLATE template0" % _quote_ident(database)
+    for option, key in (("ENCODING", "encoding"), ("LC_COLLATE", "lc_collate"), ("LC_CTYPE", "lc_ctype")):
+        if settings.get(key):
+            create += " %s %s" % (option, _quote_literal(str(settings[key])))
+    _psql(settings, maintenance, create, what, RestoreError)
     if mark:
         _psql(
             settings,
@@ -618,8 +625,19 @@ def load_into_database(
             "the restore is incomplete; do not use it, check pg_restore's output and the server log",
         )
     listed = dict(sorted(expected.items())[:ROWS_LISTED])
+    encoding, collate, ctype = _psql(
+        settings,
+        settings.get("maintenance_database") or "postgres",
+        "SELECT concat_ws('|', pg_encoding_to_char(encoding), datcollate, datctype) FROM pg_database WHERE datname = %s"
+        % _quote_literal(database),
+        "reading the encoding of %s" % database,
+        RestoreError,
+    ).split("|")
     return {
         "database": database,
+        "encoding": encoding,
+        "lc_collate": collate,
+        "lc_ctype": ctype,
         "tables": len(expected),
         "rows": sum(expected.values()),
         "row_counts": listed,
@@ -687,6 +705,9 @@ class PostgresAssetType(_assets.FileAssetType):
             database=source.get("database"),
             restore_options=source.get("restore_options"),
             maintenance_database=source.get("maintenance_database") or "postgres",
+            encoding=source.get("encoding"),
+            lc_collate=source.get("lc_collate"),
+            lc_ctype=source.get("lc_ctype"),
             timeout=21600,
             connect_timeout=10,
         )
@@ -717,6 +738,28 @@ class PostgresAssetType(_assets.FileAssetType):
         if restore_db and check != "quick":
             checks["restore"] = self.load(path, artifact, restore_db)
         return checks
+
+    def drop_scratch(self, artifact) -> None:
+        """A deep verify's scratch database is dropped once checked (only one nodekeep made and marked)."""
+        database = artifact.source.get("restore_database")
+        if not database or database == artifact.source.get("database"):
+            return
+        settings = self.settings_from(artifact)
+        maintenance = settings.get("maintenance_database") or "postgres"
+        what = "dropping the scratch database %s" % database
+        with contextlib.suppress(NodekeepError):
+            comment = _psql(
+                settings,
+                maintenance,
+                "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = %s"
+                % _quote_literal(database),
+                what,
+                RestoreError,
+            )
+            if comment.startswith(MARKER):
+                _psql(
+                    settings, maintenance, "DROP DATABASE %s WITH (FORCE)" % _quote_ident(database), what, RestoreError
+                )
 
     def load(
         self, path: str, artifact, database: str, settings: dict[str, Any] | None = None, replace_source: bool = False

@@ -342,6 +342,7 @@ def _deep_check(repository, node, epoch, artifact: Artifact, identities, scratch
         return {"deep": "ok", "content_sha256": _shown_digest(artifact, restored), "checks": checks}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        kind.drop_scratch(artifact)
 
 
 def _shown_digest(artifact: Artifact, result) -> str | None:

@@ -114,11 +114,13 @@ def test_verify_deep_lists_the_archive_and_reloads_the_check_database(node, ledg
     assert report["ok"], report
     checks = report["artifacts"][0]["checks"]
     assert checks["list"] == "ok" and checks["restore"]["rows"] > 4000
-    # A second deep verify re-creates the check database nodekeep made (marker comment).
-    cluster.psql("INSERT INTO counter VALUES (99, 0)", database + "_check")
+    # The check database is dropped once checked; a second deep verify makes it again (and drops it).
+    gone = "SELECT count(*) FROM pg_database WHERE datname = '%s_check'" % database
+    assert cluster.psql(gone) == "0"
     again = node.verify(deep=True)
     assert again["ok"], again
-    assert cluster.psql("SELECT count(*) FROM counter", database + "_check") == "1"
+    assert again["artifacts"][0]["checks"]["restore"]["rows"] == checks["restore"]["rows"]
+    assert cluster.psql(gone) == "0"
     # quick verification skips the reload
     quick = node.verify(deep=True, check="quick")
     assert "restore" not in quick["artifacts"][0]["checks"]
@@ -346,3 +348,23 @@ def test_row_count_mismatch_is_an_error(ledger, tmp_path):
         )
     assert "public.entries: dump 4001, restored 4000" in caught.value.message
     assert os.path.exists(dump)
+
+
+def test_the_deep_checks_scratch_database_has_the_sources_encoding_and_collation_and_is_dropped(node, pg_cluster):
+    """Issue 13: a LATIN1 / C database is checked in a LATIN1 / C scratch database (not the cluster's UTF8 /
+    C.UTF-8 default), which a deep verify drops afterwards; a restore keeps its staging database."""
+    cluster = pg_cluster
+    database = "latin_app"
+    cluster.psql('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % database)
+    cluster.psql("CREATE DATABASE %s TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'" % database)
+    cluster.psql("CREATE TABLE names (id int PRIMARY KEY, name text)", database)
+    cluster.psql("INSERT INTO names VALUES (1, 'Zoë'), (2, 'alpha'), (3, 'Émile')", database)
+    scratch = database + "_check"
+    manifest = node.backup([pg_asset(cluster, database, restore_database=scratch)])
+    facts = manifest.artifacts[0].source
+    assert (facts["encoding"], facts["lc_collate"], facts["lc_ctype"]) == ("LATIN1", "C", "C")
+    report = node.verify(deep=True)
+    assert report["ok"], report["problems"]
+    loaded = report["artifacts"][0]["checks"]["restore"]
+    assert (loaded["encoding"], loaded["lc_collate"], loaded["lc_ctype"]) == ("LATIN1", "C", "C")
+    assert cluster.psql("SELECT count(*) FROM pg_database WHERE datname = '%s'" % scratch) == "0"
