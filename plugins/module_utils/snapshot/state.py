@@ -55,155 +55,217 @@ def _need(params: dict[str, Any], key: str, state: str) -> Any:
     return params[key]
 
 
-def run_state(fs, volume: str, params: dict[str, Any], check_mode: bool) -> dict[str, Any]:
-    """One module run: ``params`` are the module's options (see zfs_snapshot / btrfs_snapshot)."""
-    state = params["state"]
-    prefix = check_prefix(params.get("prefix") or DEFAULT_PREFIX)
-    snapshot_dir = params.get("snapshot_dir")
-    recursive = bool(params.get("recursive"))
-    before = _listing(fs, volume, snapshot_dir) if state != "received" else []
-    result: dict[str, Any] = {"changed": False, "volume": volume, "state": state, "features": dict(fs.features)}
+class _Run:
+    """One module run on ``volume``: the listing before, the result being built, one step per state."""
 
-    def find(name: str) -> Snap | None:
-        return fs.snapshot(volume, name) if fs.kind == "zfs" else fs.snapshot(volume, name, snapshot_dir)
+    def __init__(self, fs, volume: str, params: dict[str, Any], check_mode: bool) -> None:
+        self.fs = fs
+        self.volume = volume
+        self.params = params
+        self.check_mode = check_mode
+        self.state = params["state"]
+        self.prefix = check_prefix(params.get("prefix") or DEFAULT_PREFIX)
+        self.snapshot_dir = params.get("snapshot_dir")
+        self.recursive = bool(params.get("recursive"))
+        self.before = _listing(fs, volume, self.snapshot_dir) if self.state != "received" else []
+        self.result: dict[str, Any] = {
+            "changed": False,
+            "volume": volume,
+            "state": self.state,
+            "features": dict(fs.features),
+        }
 
-    def existing(name: str) -> Snap:
-        snap = find(name)
+    def need(self, key: str) -> Any:
+        return _need(self.params, key, self.state)
+
+    def find(self, name: str) -> Snap | None:
+        if self.fs.kind == "zfs":
+            return self.fs.snapshot(self.volume, name)
+        return self.fs.snapshot(self.volume, name, self.snapshot_dir)
+
+    def existing(self, name: str) -> Snap:
+        snap = self.find(name)
         if snap is None:
             raise SnapshotError(
-                "%s has no snapshot %s" % (volume, name), "choose one of: %s" % ", ".join(before[-5:] or ["(none)"])
+                "%s has no snapshot %s" % (self.volume, name),
+                "choose one of: %s" % ", ".join(self.before[-5:] or ["(none)"]),
             )
         return snap
 
-    after = list(before)
-    if state == "present":
-        name = params.get("name") or snapshot_name(prefix, epoch_name())
-        snap = find(name)
+    # Each step updates ``self.result`` and returns the listing after the run.
+
+    def present(self) -> list[str]:
+        after = list(self.before)
+        name = self.params.get("name") or snapshot_name(self.prefix, epoch_name())
+        snap = self.find(name)
         if snap is None:
-            result["changed"] = True
+            self.result["changed"] = True
             after.append(name)
-            if not check_mode:
-                snap = (
-                    fs.create(volume, name, recursive)
-                    if fs.kind == "zfs"
-                    else fs.create(volume, name, snapshot_dir=snapshot_dir)
-                )
-        result["snapshot"] = snap.facts() if snap is not None else {"volume": volume, "name": name}
-    elif state == "absent":
-        name = _need(params, "name", state)
-        snap = find(name)
+            if not self.check_mode:
+                if self.fs.kind == "zfs":
+                    snap = self.fs.create(self.volume, name, self.recursive)
+                else:
+                    snap = self.fs.create(self.volume, name, snapshot_dir=self.snapshot_dir)
+        self.result["snapshot"] = snap.facts() if snap is not None else {"volume": self.volume, "name": name}
+        return after
+
+    def absent(self) -> list[str]:
+        after = list(self.before)
+        name = self.need("name")
+        snap = self.find(name)
         if snap is not None:
             if snap.held:
                 raise SnapshotError(
                     "the snapshot %s is held (%d hold(s)) and is never destroyed" % (snap.ident, snap.userrefs),
                     "release its holds first (state: released)",
                 )
-            result["changed"] = True
+            self.result["changed"] = True
             after.remove(name)
-            if not check_mode:
-                fs.destroy(snap, recursive=recursive, dependents=bool(params.get("allow_dependents")))
-    elif state in ("held", "released"):
-        if fs.kind != "zfs":
+            if not self.check_mode:
+                self.fs.destroy(snap, recursive=self.recursive, dependents=bool(self.params.get("allow_dependents")))
+        return after
+
+    def hold_or_release(self) -> list[str]:
+        if self.fs.kind != "zfs":
             raise SnapshotError("btrfs has no snapshot holds", "use zfs_snapshot for holds")
-        snap = existing(_need(params, "name", state))
-        tag = params.get("tag") or "nodekeep"
-        tags = fs.holds(snap)
-        if tags is not None:
-            has = tag in tags
-        else:
-            # zfs-fuse cannot list holds: try the change (a release of an absent tag fails harmlessly).
-            has = None
-        if state == "held" and has is not True:
-            if check_mode:
-                result["changed"] = has is False or has is None
+        snap = self.existing(self.need("name"))
+        tag = self.params.get("tag") or "nodekeep"
+        tags = self.fs.holds(snap)
+        # zfs-fuse cannot list holds (None): try the change (a release of an absent tag fails harmlessly).
+        has = (tag in tags) if tags is not None else None
+        if self.state == "held" and has is not True:
+            self.result["changed"] = self._hold(snap, tag, has)
+        elif self.state == "released" and has is not False:
+            if self.check_mode:
+                self.result["changed"] = snap.held if has is None else True
             else:
-                done = fs._run(["hold"] + (["-r"] if recursive else []) + [tag, snap.ident], "holding", check=False)
-                message = output_text(done.stderr)
-                if done.returncode != 0 and "already exists" not in message and "tag already" not in message:
-                    raise SnapshotError("holding %s failed: %s" % (snap.ident, message.strip()), "see the message")
-                result["changed"] = done.returncode == 0
-        elif state == "released" and has is not False:
-            if check_mode:
-                result["changed"] = snap.held if has is None else True
-            else:
-                result["changed"] = fs.release(snap, tag, recursive=recursive, check=False)
-        result["snapshot"] = (find(snap.name) or snap).facts()
-        result["userrefs"] = (find(snap.name) or snap).userrefs
-        result["tag"] = tag
-    elif state == "pruned":
-        options = {k: params.get(k) for k in POLICY_KEYS + ("pick",) if params.get(k) is not None}
+                self.result["changed"] = self.fs.release(snap, tag, recursive=self.recursive, check=False)
+        now = self.find(snap.name) or snap
+        self.result.update(snapshot=now.facts(), userrefs=now.userrefs, tag=tag)
+        return list(self.before)
+
+    def _hold(self, snap: Snap, tag: str, has: bool | None) -> bool:
+        if self.check_mode:
+            return has is False or has is None
+        argv = ["hold"] + (["-r"] if self.recursive else []) + [tag, snap.ident]
+        done = self.fs._run(argv, "holding", check=False)
+        message = output_text(done.stderr)
+        if done.returncode != 0 and "already exists" not in message and "tag already" not in message:
+            raise SnapshotError("holding %s failed: %s" % (snap.ident, message.strip()), "see the message")
+        return done.returncode == 0
+
+    def pruned(self) -> list[str]:
+        options = {k: self.params.get(k) for k in POLICY_KEYS + ("pick",) if self.params.get(k) is not None}
         policy = RetentionPolicy.from_options(options)
-        protect = set(params.get("protect") or [])
-        if fs.kind == "zfs":
+        protect = set(self.params.get("protect") or [])
+        if self.fs.kind == "zfs":
             report = prune_snapshots(
-                fs,
-                volume,
+                self.fs,
+                self.volume,
                 policy,
-                prefix,
+                self.prefix,
                 protect,
-                dry_run=check_mode,
-                recursive=recursive,
-                dependents=bool(params.get("allow_dependents")),
+                dry_run=self.check_mode,
+                recursive=self.recursive,
+                dependents=bool(self.params.get("allow_dependents")),
             )
         else:
-            report = prune_snapshots(fs, volume, policy, prefix, protect, dry_run=check_mode, snapshot_dir=snapshot_dir)
+            report = prune_snapshots(
+                self.fs,
+                self.volume,
+                policy,
+                self.prefix,
+                protect,
+                dry_run=self.check_mode,
+                snapshot_dir=self.snapshot_dir,
+            )
         gone = {e["name"] for e in report["destroyed"]}
-        after = [n for n in before if n not in gone]
-        result.update({k: report[k] for k in ("kept", "destroyed", "held", "errors", "policy")})
-        result["changed"] = bool(gone)
+        self.result.update({k: report[k] for k in ("kept", "destroyed", "held", "errors", "policy")})
+        self.result["changed"] = bool(gone)
         if report["errors"]:
             raise SnapshotError(
                 "some snapshots could not be destroyed: %s" % "; ".join(e["error"] for e in report["errors"]),
                 "see the errors; the others were pruned",
             )
-    elif state == "sent":
-        snap = existing(_need(params, "name", state))
-        dest = _need(params, "dest", state)
-        base = existing(params["base"]) if params.get("base") else None
-        recipients = load_recipients(params.get("recipients") or [], params.get("recipients_files") or [])
-        result["snapshot"] = snap.facts()
-        result["base"] = base.facts() if base else None
-        if os.path.exists(dest) and not params.get("force"):
-            result["dest"] = dest
-            result["msg"] = "%s exists; nothing was sent (force: true sends again)" % dest
+        return [n for n in self.before if n not in gone]
+
+    def sent(self) -> list[str]:
+        snap = self.existing(self.need("name"))
+        dest = self.need("dest")
+        base = self.existing(self.params["base"]) if self.params.get("base") else None
+        recipients = load_recipients(self.params.get("recipients") or [], self.params.get("recipients_files") or [])
+        self.result["snapshot"] = snap.facts()
+        self.result["base"] = base.facts() if base else None
+        if os.path.exists(dest) and not self.params.get("force"):
+            self.result["dest"] = dest
+            self.result["msg"] = "%s exists; nothing was sent (force: true sends again)" % dest
         else:
-            result["changed"] = True
-            if not check_mode:
-                result.update(send_to_file(fs, snap, base, dest, recipients, int(params.get("level") or 3), recursive))
-    elif state == "received":
-        src = _need(params, "src", state)
-        target = _need(params, "target", state)
-        identities = load_identities(params.get("identities") or [], params.get("identity_files") or [])
+            self.result["changed"] = True
+            if not self.check_mode:
+                level = int(self.params.get("level") or 3)
+                self.result.update(send_to_file(self.fs, snap, base, dest, recipients, level, self.recursive))
+        return list(self.before)
+
+    def received(self) -> list[str]:
+        src = self.need("src")
+        target = self.need("target")
+        identities = load_identities(self.params.get("identities") or [], self.params.get("identity_files") or [])
         if not os.path.isfile(src):
             raise SnapshotError("the stream file %s does not exist" % src, "give src an existing sealed stream")
-        result["changed"] = True
-        result["target"] = target
-        if not check_mode:
-            if fs.kind == "zfs":
-                argv = fs.receive_argv(target, bool(params.get("force")), recursive)
+        self.result["changed"] = True
+        self.result["target"] = target
+        if not self.check_mode:
+            if self.fs.kind == "zfs":
+                argv = self.fs.receive_argv(target, bool(self.params.get("force")), self.recursive)
             else:
                 os.makedirs(target, mode=0o700, exist_ok=True)
                 argv = ["btrfs", "receive", "-e", target]
-            result.update(receive_from_file(argv, src, identities, "%s receive into %s" % (fs.kind, target)))
-    elif state == "rolled_back":
-        snap = existing(_need(params, "name", state))
-        newer = before[before.index(snap.name) + 1 :]
-        if newer and not params.get("discard_newer"):
+            what = "%s receive into %s" % (self.fs.kind, target)
+            self.result.update(receive_from_file(argv, src, identities, what))
+        return list(self.before)
+
+    def rolled_back(self) -> list[str]:
+        snap = self.existing(self.need("name"))
+        newer = self.before[self.before.index(snap.name) + 1 :]
+        if newer and not self.params.get("discard_newer"):
             raise SnapshotError(
-                "%s has newer snapshots than %s (%s)" % (volume, snap.name, ", ".join(newer)),
+                "%s has newer snapshots than %s (%s)" % (self.volume, snap.name, ", ".join(newer)),
                 "set discard_newer: true to destroy them with the rollback (zfs rollback -r)",
             )
-        result["changed"] = True
-        after = before[: before.index(snap.name) + 1]
-        if not check_mode:
-            fs.rollback(snap, discard_newer=bool(params.get("discard_newer")))
-    elif state == "cutover":
-        staging = _need(params, "staging", state)
-        result["changed"] = True
-        if not check_mode:
-            result.update(zfs_cutover(staging, volume, mode=params.get("cutover_mode") or "auto", fs=fs))
-    else:
-        raise SnapshotError("unknown state %r" % (state,), "see the module documentation")
-    result["snapshots"] = after
-    result["diff"] = _diff(before, after, volume)
-    return result
+        self.result["changed"] = True
+        if not self.check_mode:
+            self.fs.rollback(snap, discard_newer=bool(self.params.get("discard_newer")))
+        return self.before[: self.before.index(snap.name) + 1]
+
+    def cutover(self) -> list[str]:
+        staging = self.need("staging")
+        self.result["changed"] = True
+        if not self.check_mode:
+            mode = self.params.get("cutover_mode") or "auto"
+            self.result.update(zfs_cutover(staging, self.volume, mode=mode, fs=self.fs))
+        return list(self.before)
+
+
+_STEPS = {
+    "present": _Run.present,
+    "absent": _Run.absent,
+    "held": _Run.hold_or_release,
+    "released": _Run.hold_or_release,
+    "pruned": _Run.pruned,
+    "sent": _Run.sent,
+    "received": _Run.received,
+    "rolled_back": _Run.rolled_back,
+    "cutover": _Run.cutover,
+}
+
+
+def run_state(fs, volume: str, params: dict[str, Any], check_mode: bool) -> dict[str, Any]:
+    """One module run: ``params`` are the module's options (see zfs_snapshot / btrfs_snapshot)."""
+    step = _STEPS.get(params["state"])
+    if step is None:
+        raise SnapshotError("unknown state %r" % (params["state"],), "see the module documentation")
+    run = _Run(fs, volume, params, check_mode)
+    after = step(run)
+    run.result["snapshots"] = after
+    run.result["diff"] = _diff(run.before, after, volume)
+    return run.result
