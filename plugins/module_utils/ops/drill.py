@@ -247,6 +247,105 @@ def _health_by_asset(health: list[dict[str, Any]] | None) -> dict[str, dict[str,
     return found
 
 
+def _failed_assets(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """The assets whose restore failed, as a list of {name, error, ...}."""
+    failed = raw.get("failed_assets") or []
+    if isinstance(failed, dict):  # {ASSET: ERROR}, as the drill role records it
+        failed = [{"name": key, "error": value} for key, value in sorted(failed.items())]
+    return [item for item in failed if isinstance(item, dict)]
+
+
+def _node_error(raw: dict[str, Any], restore: dict[str, Any], failed_assets: list) -> str | None:
+    """Why the node's drill as a whole failed, if it did."""
+    if not raw:
+        return "no drill result: the node's drill did not run (unreachable, or failed before the restore)"
+    error = raw.get("error")
+    if not error and not restore.get("artifacts") and not failed_assets:
+        return "nothing was restored (the epoch has no artifact to drill, or every asset was skipped)"
+    return error
+
+
+def _health_entry(probe: dict[str, Any] | None) -> dict[str, Any]:
+    if not probe or not probe.get("command_given"):
+        return {"ran": False, "ok": None}
+    return {
+        "ran": True,
+        "ok": int(probe.get("rc", 1)) == 0,
+        "rc": int(probe.get("rc", 1)),
+        "attempts": int(probe.get("attempts") or 1),
+    }
+
+
+def _restored_asset(artifact: dict[str, Any], wanted: dict[str, float], health: dict[str, Any], rto, rpo):
+    """The report entry of an asset that was restored (checked or not)."""
+    failed_checks = checks_failed(artifact.get("checks"))
+    entry = {
+        "name": str(artifact.get("name")),
+        "asset_type": artifact.get("asset_type"),
+        "staged_path": artifact.get("path"),
+        "source_path": artifact.get("source_path"),
+        "size": artifact.get("size"),
+        "sha256": artifact.get("sha256"),
+        "restore_seconds": artifact.get("seconds"),
+        "checks": artifact.get("checks") or {},
+        "checks_ok": not failed_checks,
+        "error": None,
+        "health": health,
+        "rto": measure(rto, wanted["rto_seconds"]),
+        "rpo": measure(rpo, wanted["rpo_seconds"]),
+    }
+    entry["ok"] = bool(entry["checks_ok"] and health["ok"] is not False and entry["rto"]["met"] and entry["rpo"]["met"])
+    return entry, failed_checks
+
+
+def _asset_problems(where: str, entry: dict[str, Any], failed_checks: list[str], wanted, rto, rpo) -> list[str]:
+    problems = ["%s: check failed: %s" % (where, text) for text in failed_checks]
+    health = entry["health"]
+    if health["ok"] is False:
+        problems.append(
+            "%s: health command failed in staging (exit %s after %s attempt(s))"
+            % (where, health["rc"], health["attempts"])
+        )
+    if rpo is not None and not entry["rpo"]["met"]:
+        problems.append(
+            "%s: RPO %s misses the target %s" % (where, human_seconds(rpo), human_seconds(wanted["rpo_seconds"]))
+        )
+    if rto is not None and not entry["rto"]["met"]:
+        problems.append(
+            "%s: RTO %s misses the target %s" % (where, human_seconds(rto), human_seconds(wanted["rto_seconds"]))
+        )
+    return problems
+
+
+def _failed_asset(item: dict[str, Any], wanted: dict[str, float]) -> dict[str, Any]:
+    """The report entry of an asset whose restore or deep check failed."""
+    return {
+        "name": str(item.get("name")),
+        "asset_type": item.get("asset_type"),
+        "staged_path": None,
+        "source_path": item.get("source_path"),
+        "size": None,
+        "sha256": None,
+        "restore_seconds": None,
+        "checks": {},
+        "checks_ok": False,
+        "error": str(item.get("error") or "the restore failed"),
+        "health": {"ran": False, "ok": None},
+        "rto": measure(None, wanted["rto_seconds"]),
+        "rpo": measure(None, wanted["rpo_seconds"]),
+        "ok": False,
+    }
+
+
+def _skipped(raw: dict[str, Any]) -> list[dict[str, str]]:
+    return [
+        {"name": str(item.get("name")), "reason": str(item.get("reason") or SECRET_SKIP)}
+        if isinstance(item, dict)
+        else {"name": str(item), "reason": SECRET_SKIP}
+        for item in raw.get("skipped") or []
+    ]
+
+
 def _node_entry(raw: dict[str, Any], name: str, started: float) -> tuple[dict[str, Any], list[str]]:
     """One node's section of the report and its problems."""
     problems: list[str] = []
@@ -257,15 +356,8 @@ def _node_entry(raw: dict[str, Any], name: str, started: float) -> tuple[dict[st
     epoch = restore.get("epoch") or raw.get("epoch")
     recovery_point = parse_time(manifest.get("started")) or parse_time(epoch)
     verified_at = parse_time(raw.get("verified_at"))
-    error = raw.get("error")
-    failed_assets = raw.get("failed_assets") or []
-    if isinstance(failed_assets, dict):  # {ASSET: ERROR}, as the drill role records it
-        failed_assets = [{"name": key, "error": value} for key, value in sorted(failed_assets.items())]
-    failed_assets = [item for item in failed_assets if isinstance(item, dict)]
-    if not raw:
-        error = "no drill result: the node's drill did not run (unreachable, or failed before the restore)"
-    if not error and not restore.get("artifacts") and not failed_assets:
-        error = "nothing was restored (the epoch has no artifact to drill, or every asset was skipped)"
+    failed_assets = _failed_assets(raw)
+    error = _node_error(raw, restore, failed_assets)
     # The node's data is verified only when every asset was restored and deep-checked.
     restored_ok = not error and bool(restore.get("artifacts")) and not failed_assets
     rto = (verified_at - started) if (restored_ok and verified_at is not None) else None
@@ -277,84 +369,17 @@ def _node_entry(raw: dict[str, Any], name: str, started: float) -> tuple[dict[st
     for artifact in restore.get("artifacts") or []:
         asset_name = str(artifact.get("name"))
         wanted = asset_targets(targets, per_asset, asset_name)
-        failed_checks = checks_failed(artifact.get("checks"))
-        probe = health.get(asset_name)
-        health_entry: dict[str, Any] = {"ran": False, "ok": None}
-        if probe and probe.get("command_given"):
-            health_entry = {
-                "ran": True,
-                "ok": int(probe.get("rc", 1)) == 0,
-                "rc": int(probe.get("rc", 1)),
-                "attempts": int(probe.get("attempts") or 1),
-            }
-        entry = {
-            "name": asset_name,
-            "asset_type": artifact.get("asset_type"),
-            "staged_path": artifact.get("path"),
-            "source_path": artifact.get("source_path"),
-            "size": artifact.get("size"),
-            "sha256": artifact.get("sha256"),
-            "restore_seconds": artifact.get("seconds"),
-            "checks": artifact.get("checks") or {},
-            "checks_ok": not failed_checks,
-            "error": None,
-            "health": health_entry,
-            "rto": measure(asset_rto, wanted["rto_seconds"]),
-            "rpo": measure(rpo, wanted["rpo_seconds"]),
-        }
-        entry["ok"] = bool(
-            entry["checks_ok"] and health_entry["ok"] is not False and entry["rto"]["met"] and entry["rpo"]["met"]
-        )
-        for text in failed_checks:
-            problems.append("%s/%s: check failed: %s" % (name, asset_name, text))
-        if health_entry["ok"] is False:
-            problems.append(
-                "%s/%s: health command failed in staging (exit %s after %s attempt(s))"
-                % (name, asset_name, health_entry["rc"], health_entry["attempts"])
-            )
-        if rpo is not None and not entry["rpo"]["met"]:
-            problems.append(
-                "%s/%s: RPO %s misses the target %s"
-                % (name, asset_name, human_seconds(rpo), human_seconds(wanted["rpo_seconds"]))
-            )
-        if asset_rto is not None and not entry["rto"]["met"]:
-            problems.append(
-                "%s/%s: RTO %s misses the target %s"
-                % (name, asset_name, human_seconds(asset_rto), human_seconds(wanted["rto_seconds"]))
-            )
+        entry, failed_checks = _restored_asset(artifact, wanted, _health_entry(health.get(asset_name)), asset_rto, rpo)
+        problems += _asset_problems("%s/%s" % (name, asset_name), entry, failed_checks, wanted, asset_rto, rpo)
         assets.append(entry)
     for item in failed_assets:
-        asset_name = str(item.get("name"))
-        wanted = asset_targets(targets, per_asset, asset_name)
-        reason = str(item.get("error") or "the restore failed")
-        assets.append(
-            {
-                "name": asset_name,
-                "asset_type": item.get("asset_type"),
-                "staged_path": None,
-                "source_path": item.get("source_path"),
-                "size": None,
-                "sha256": None,
-                "restore_seconds": None,
-                "checks": {},
-                "checks_ok": False,
-                "error": reason,
-                "health": {"ran": False, "ok": None},
-                "rto": measure(None, wanted["rto_seconds"]),
-                "rpo": measure(None, wanted["rpo_seconds"]),
-                "ok": False,
-            }
-        )
-        problems.append("%s/%s: restore or deep check FAILED: %s" % (name, asset_name, reason))
+        entry = _failed_asset(item, asset_targets(targets, per_asset, str(item.get("name"))))
+        assets.append(entry)
+        problems.append("%s/%s: restore or deep check FAILED: %s" % (name, entry["name"], entry["error"]))
     assets.sort(key=lambda a: a["name"])
-    skipped = [
-        {"name": str(item.get("name")), "reason": str(item.get("reason") or SECRET_SKIP)}
-        if isinstance(item, dict)
-        else {"name": str(item), "reason": SECRET_SKIP}
-        for item in raw.get("skipped") or []
-    ]
     if error:
         problems.append("%s: %s" % (name, error))
+    artifacts = restore.get("artifacts") or []
     node = {
         "node": name,
         "ok": bool(not error and assets and all(a["ok"] for a in assets)),
@@ -366,15 +391,12 @@ def _node_entry(raw: dict[str, Any], name: str, started: float) -> tuple[dict[st
         "recovery_point": iso(recovery_point),
         "node_started": iso(parse_time(raw.get("started"))),
         "verified_at": iso(verified_at) if restored_ok else None,
-        "restore_seconds": (
-            round(sum(float(a.get("seconds") or 0) for a in restore.get("artifacts") or []), 3)
-            if restore.get("artifacts") else None
-        ),
+        "restore_seconds": round(sum(float(a.get("seconds") or 0) for a in artifacts), 3) if artifacts else None,
         "rto": measure(rto, targets["rto_seconds"]),
         "rpo": measure(rpo, targets["rpo_seconds"]),
         "assets": assets,
-        "skipped": skipped,
-    }  # fmt: skip
+        "skipped": _skipped(raw),
+    }
     return node, problems
 
 
