@@ -127,11 +127,10 @@ def svg_chart(points: list[dict[str, Any]], key: str, target_key: str, title: st
     return "".join(parts)
 
 
-def render_html(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
-    """The human page: verdict, RTO/RPO against targets, the history chart, per node and asset details."""
-    points = list(history) + [history_point(report, None)]
+def _head(report: dict[str, Any]) -> list[str]:
+    """Title, verdict badge, provenance line and the summary cards."""
     summary = report["summary"]
-    out = [
+    return [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -156,20 +155,29 @@ def render_html(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
         '<div class="card">Checks failed<b>%d</b></div>' % summary["checks_failed"],
         "</div>",
     ]
-    if report["problems"]:
-        out.append('<h2>Problems</h2><ul class="problems">')
-        out.extend("<li>%s</li>" % _e(p) for p in report["problems"])
-        out.append("</ul>")
-    out.append("<h2>RTO and RPO over the last %d drill(s)</h2>" % len(points))
-    out.append(
+
+
+def _problems(report: dict[str, Any]) -> list[str]:
+    if not report["problems"]:
+        return []
+    return ['<h2>Problems</h2><ul class="problems">'] + ["<li>%s</li>" % _e(p) for p in report["problems"]] + ["</ul>"]
+
+
+def _history(points: list[dict[str, Any]]) -> list[str]:
+    return [
+        "<h2>RTO and RPO over the last %d drill(s)</h2>" % len(points),
         '<div class="cards">%s%s</div>'
         % (
             svg_chart(points, "rto_seconds", "rto_target_seconds", "RTO (drill start to verified data)"),
             svg_chart(points, "rpo_seconds", "rpo_target_seconds", "RPO (age of the restored data)"),
-        )
-    )
-    out.append("<h2>Nodes</h2><table><tr><th>Node</th><th>Result</th><th>Epoch</th><th>Staging</th>"
-               "<th>RTO / target</th><th>RPO / target</th></tr>")  # fmt: skip
+        ),
+    ]
+
+
+def _nodes_table(report: dict[str, Any]) -> list[str]:
+    header = ("<h2>Nodes</h2><table><tr><th>Node</th><th>Result</th><th>Epoch</th><th>Staging</th>"
+              "<th>RTO / target</th><th>RPO / target</th></tr>")  # fmt: skip
+    out = [header]
     for node in report["nodes"]:
         out.append(
             "<tr><td>%s</td><td>%s%s</td><td>%s</td><td>%s<br><code>%s</code></td><td>%s</td><td>%s</td></tr>"
@@ -185,52 +193,71 @@ def render_html(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
             )
         )
     out.append("</table>")
-    for node in report["nodes"]:
-        if not node["assets"] and not node["skipped"]:
-            continue
-        out.append("<h2>%s: assets</h2>" % _e(node["node"]))
-        out.append("<table><tr><th>Asset</th><th>Restored to (staging)</th><th class=\"num\">Size</th>"
-                   "<th>Checks</th><th>Health</th><th>RTO / target</th><th>RPO / target</th></tr>")  # fmt: skip
-        for asset in node["assets"]:
-            checks = ", ".join("%s %s" % (k, v) for k, v in sorted(asset["checks"].items()))
-            health = asset["health"]
-            health_text = (
-                _mark(
-                    health["ok"],
-                    "passed (%d attempt(s))" % health.get("attempts", 1),
-                    "FAILED (exit %s)" % health.get("rc"),
-                )
-                if health["ran"]
-                else '<span class="muted">no command</span>'
-            )
-            out.append(
-                '<tr><td>%s <span class="muted">%s</span></td><td><code>%s</code><br>'
-                '<span class="muted">from %s</span></td><td class="num">%s</td><td>%s %s</td>'
-                "<td>%s</td><td>%s</td><td>%s</td></tr>"
-                % (
-                    _e(asset["name"]),
-                    _e(asset["asset_type"]),
-                    _e(asset["staged_path"] or "not restored"),
-                    _e(asset["source_path"]),
-                    _e(asset["size"]),
-                    _mark(asset["checks_ok"]),
-                    _e(asset.get("error") or checks),
-                    health_text,
-                    _measure_cell(asset["rto"]),
-                    _measure_cell(asset["rpo"]),
-                )
-            )
-        for skipped in node["skipped"]:
-            out.append(
-                '<tr><td>%s</td><td colspan="6"><span class="muted">not restored: %s</span></td></tr>'
-                % (_e(skipped["name"]), _e(skipped["reason"]))
-            )
-        out.append("</table>")
-    out.append(
+    return out
+
+
+def _asset_row(asset: dict[str, Any]) -> str:
+    checks = ", ".join("%s %s" % (k, v) for k, v in sorted(asset["checks"].items()))
+    health = asset["health"]
+    health_text = (
+        _mark(
+            health["ok"],
+            "passed (%d attempt(s))" % health.get("attempts", 1),
+            "FAILED (exit %s)" % health.get("rc"),
+        )
+        if health["ran"]
+        else '<span class="muted">no command</span>'
+    )
+    return (
+        '<tr><td>%s <span class="muted">%s</span></td><td><code>%s</code><br>'
+        '<span class="muted">from %s</span></td><td class="num">%s</td><td>%s %s</td>'
+        "<td>%s</td><td>%s</td><td>%s</td></tr>"
+        % (
+            _e(asset["name"]),
+            _e(asset["asset_type"]),
+            _e(asset["staged_path"] or "not restored"),
+            _e(asset["source_path"]),
+            _e(asset["size"]),
+            _mark(asset["checks_ok"]),
+            _e(asset.get("error") or checks),
+            health_text,
+            _measure_cell(asset["rto"]),
+            _measure_cell(asset["rpo"]),
+        )
+    )
+
+
+def _node_assets(node: dict[str, Any]) -> list[str]:
+    if not node["assets"] and not node["skipped"]:
+        return []
+    out = ["<h2>%s: assets</h2>" % _e(node["node"])]
+    out.append("<table><tr><th>Asset</th><th>Restored to (staging)</th><th class=\"num\">Size</th>"
+               "<th>Checks</th><th>Health</th><th>RTO / target</th><th>RPO / target</th></tr>")  # fmt: skip
+    out.extend(_asset_row(asset) for asset in node["assets"])
+    for skipped in node["skipped"]:
+        out.append(
+            '<tr><td>%s</td><td colspan="6"><span class="muted">not restored: %s</span></td></tr>'
+            % (_e(skipped["name"]), _e(skipped["reason"]))
+        )
+    out.append("</table>")
+    return out
+
+
+def _footer() -> list[str]:
+    return [
         '<p class="muted">RTO: drill start to the node\'s data restored, checked and health-checked in staging. '
         "RPO: drill start minus the restored epoch's start (every snapshot of the epoch is at or after it). "
         "The JSON report beside this page (<code>%s</code>, format <code>%s</code>) is signed "
-        "(<code>%s</code>, namespace <code>%s</code>).</p>" % (REPORT_NAME, FORMAT, SIGNATURE_NAME, NAMESPACE)
-    )
-    out.append("</body></html>")
+        "(<code>%s</code>, namespace <code>%s</code>).</p>" % (REPORT_NAME, FORMAT, SIGNATURE_NAME, NAMESPACE),
+        "</body></html>",
+    ]
+
+
+def render_html(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
+    """The human page: verdict, RTO/RPO against targets, the history chart, per node and asset details."""
+    points = list(history) + [history_point(report, None)]
+    out = _head(report) + _problems(report) + _history(points) + _nodes_table(report)
+    for node in report["nodes"]:
+        out += _node_assets(node)
+    out += _footer()
     return "\n".join(out) + "\n"
