@@ -60,7 +60,7 @@ def graph() -> dict[str, set[str]]:
     edges = {}
     for name, path in engine_files().items():
         tree = ast.parse(path.read_text(), str(path))
-        edges[name] = {target for _, target in own_imports(tree) if target != name}
+        edges[name] = {target for _node, target in own_imports(tree) if target != name}
     return edges
 
 
