@@ -8,6 +8,8 @@
 #   make lint | sanity | units | integration | molecule | docs | bench | lock | clean
 #   make bench        benchmarks/run.py (SQLite vs runbook 000), files_incremental.py, sqlite_incremental.py (vs restic)
 #                     (files asset full/incremental vs tar|zstd|age); BENCH_ARGS, FILES_BENCH_ARGS
+#   make bench-fleet  benchmarks/fleet.py: controller CPU per node of backup.yml on N local hosts
+#                     (default 30); FLEET_ARGS
 #
 # Environment exported to every recipe (and so to scripts/demo.sh, scripts/molecule.sh):
 #   PATH                      .venv/bin first (ansible-playbook, molecule, pytest...)
@@ -50,7 +52,7 @@ define run_pytest
 	else echo "NOTICE: $(1) does not exist, nothing to run"; fi
 endef
 
-.PHONY: help setup setup-all demo test lint sanity units integration molecule bench crash-pieces docs lock clean
+.PHONY: help setup setup-all demo test lint sanity units integration molecule bench bench-fleet crash-pieces docs lock clean
 
 help:
 	@sed -n 's/^#   make /make /p' $(MAKEFILE_LIST)
@@ -114,6 +116,10 @@ bench: setup-all
 # kill -9 at every step of an incremental backup, a repack and a GC (make test runs a random sample).
 crash-pieces: setup
 	NODEKEEP_CRASH_POINTS=all PYTHONPATH=$(COLLECTIONS) $(BIN)/pytest -p no:cacheprovider -q -s tests/integration/test_crash_pieces.py
+
+FLEET_ARGS ?=
+bench-fleet: setup
+	$(BIN)/python benchmarks/fleet.py $(FLEET_ARGS)
 
 # Render the documentation of every module (and every role with an argument spec).
 docs: setup

@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Controller CPU per node of ``playbooks/backup.yml`` on a fleet of N local hosts.
+
+Each host (``ansible_connection: local``) has its own small live SQLite database, its own
+repository and signing key; the project's ``.venv`` is every node's virtualenv (no install).
+A first run prepares the fleet (signing keys made and recorded on the controller); the
+measured runs are ordinary nightly backups of a prepared fleet.
+
+What is measured: the CPU (user + system) of ``ansible-playbook`` and everything it waited for
+(GNU ``/usr/bin/time`` around it), minus the CPU of the modules themselves, which on a real
+fleet runs on the nodes: every module runs under a node interpreter wrapper that records its
+own CPU, again with GNU time. The difference is the controller's share: templating, task
+dispatch, forks, building and sending each module's payload.
+
+    make bench-fleet                             # N=30, 2 measured runs
+    .venv/bin/python benchmarks/fleet.py --nodes 10 --runs 1 --json out.json
+
+Prints one line per measured run and the median; exit status 1 when a run failed, or when the
+median is above ``--goal`` seconds per node (1.0) and ``--enforce`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV = ROOT / ".venv"
+GNU_TIME = "/usr/bin/time"
+
+
+def make_db(path: Path, rows: int = 200) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(path))
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE blocks (height INTEGER PRIMARY KEY, hash BLOB, body BLOB)")
+        db.executemany(
+            "INSERT INTO blocks VALUES (?, ?, ?)", ((h, os.urandom(32), os.urandom(256)) for h in range(rows))
+        )
+        db.commit()
+    finally:
+        db.close()
+
+
+def age_key(work: Path) -> str:
+    identity = work / "age.key"
+    subprocess.run(["age-keygen", "-o", str(identity)], check=True, capture_output=True)
+    os.chmod(identity, 0o600)
+    return subprocess.run(["age-keygen", "-y", str(identity)], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def node_python(work: Path) -> tuple[Path, Path]:
+    """A node interpreter that records each module's CPU (user system, one line per module)."""
+    log = work / "node-cpu.log"
+    wrapper = work / "node-python"
+    wrapper.write_text(
+        "#!/bin/sh\nexec %s -a -o %s -f '%%U %%S' %s \"$@\"\n" % (GNU_TIME, log, VENV / "bin" / "python")
+    )
+    wrapper.chmod(0o755)
+    return wrapper, log
+
+
+def write_inventory(work: Path, nodes: int, recipient: str, interpreter: Path) -> Path:
+    hosts = {}
+    for index in range(1, nodes + 1):
+        name = "node%02d" % index
+        base = work / "nodes" / name
+        db = base / "chain.db"
+        make_db(db)
+        hosts[name] = {
+            "ansible_connection": "local",
+            "ansible_python_interpreter": str(interpreter),
+            "nodekeep_agent_install": False,
+            "nodekeep_venv": str(VENV),
+            "nodekeep_repository_path": str(base / "repository"),
+            "nodekeep_signing_key_path": str(base / "signing" / "signing_key"),
+            "nodekeep_age_recipients": [recipient],
+            "nodekeep_service_manager": "none",
+            "nodekeep_assets": [{"name": "chain-db", "type": "sqlite", "path": str(db)}],
+        }
+    inventory_dir = work / "inventory"
+    inventory_dir.mkdir()
+    inventory = {"all": {"children": {"nodekeep_nodes": {"children": {"fleet": {"hosts": hosts}}}}}}
+    path = inventory_dir / "hosts.yml"
+    path.write_text(json.dumps(inventory, indent=1))  # JSON is YAML
+    return path
+
+
+def cpu_of(path: Path) -> float:
+    """Sum of the ``user system`` lines GNU time appended (its 'Command exited' notes skipped)."""
+    total = 0.0
+    if path.exists():
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                try:
+                    total += float(parts[0]) + float(parts[1])
+                except ValueError:
+                    continue
+    return total
+
+
+def run_backup(inventory: Path, work: Path, node_log: Path, forks: int, label: str) -> dict:
+    total_log = work / ("%s-total.log" % label)
+    for log in (node_log, total_log):
+        if log.exists():
+            log.unlink()
+    env = dict(
+        os.environ,
+        ANSIBLE_COLLECTIONS_PATH=str(ROOT / "build" / "collections"),
+        ANSIBLE_FORKS=str(forks),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_RETRY_FILES_ENABLED="0",
+        ANSIBLE_LOCALHOST_WARNING="0",
+        ANSIBLE_DEPRECATION_WARNINGS="0",
+        PATH="%s:%s" % (VENV / "bin", os.environ.get("PATH", "")),
+    )
+    cmd = [GNU_TIME, "-o", str(total_log), "-f", "%U %S %e", str(VENV / "bin" / "ansible-playbook"), "-i",
+           str(inventory), str(ROOT / "playbooks" / "backup.yml")]  # fmt: skip
+    began = time.monotonic()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+    wall = time.monotonic() - began
+    fields = total_log.read_text().split()[-3:]
+    total = float(fields[0]) + float(fields[1])
+    modules = cpu_of(node_log)
+    tasks = sum(1 for line in proc.stdout.splitlines() if line.startswith("TASK ["))
+    return {
+        "label": label,
+        "rc": proc.returncode,
+        "wall_seconds": round(wall, 1),
+        "total_cpu": round(total, 2),
+        "module_cpu": round(modules, 2),
+        "controller_cpu": round(total - modules, 2),
+        "module_runs": sum(1 for line in node_log.read_text().splitlines() if len(line.split()) == 2)
+        if node_log.exists()
+        else 0,
+        "tasks": tasks,
+        "tail": proc.stdout[-3000:] if proc.returncode else "",
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=2, help="measured runs after the preparing one")
+    parser.add_argument("--forks", type=int, default=10)
+    parser.add_argument("--goal", type=float, default=1.0, help="controller CPU seconds per node")
+    parser.add_argument("--enforce", action="store_true", help="exit 1 when the median misses --goal")
+    parser.add_argument("--json", help="write every run as JSON")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args()
+    for tool in (GNU_TIME, shutil.which("age-keygen")):
+        if not tool or not os.path.exists(tool):
+            print("fleet.py needs GNU time (/usr/bin/time) and age-keygen (make setup)", file=sys.stderr)
+            return 1
+    work = Path(tempfile.mkdtemp(prefix="nodekeep-fleet-"))
+    try:
+        recipient = age_key(work)
+        interpreter, node_log = node_python(work)
+        inventory = write_inventory(work, args.nodes, recipient, interpreter)
+        runs = [run_backup(inventory, work, node_log, args.forks, "prepare")]
+        for number in range(args.runs):
+            runs.append(run_backup(inventory, work, node_log, args.forks, "run%d" % (number + 1)))
+        print("fleet: %d local nodes, forks %d, backup.yml" % (args.nodes, args.forks))
+        print("%-8s %4s %8s %10s %10s %12s %10s %6s" % ("run", "rc", "wall s", "total CPU", "module CPU",
+                                                       "controller", "per node", "tasks"))  # fmt: skip
+        for run in runs:
+            run["controller_cpu_per_node"] = round(run["controller_cpu"] / args.nodes, 3)
+            print("%-8s %4d %8.1f %10.2f %10.2f %12.2f %10.3f %6d" % (
+                run["label"], run["rc"], run["wall_seconds"], run["total_cpu"], run["module_cpu"],
+                run["controller_cpu"], run["controller_cpu_per_node"], run["tasks"]))  # fmt: skip
+        measured = [run["controller_cpu_per_node"] for run in runs[1:]] or [runs[0]["controller_cpu_per_node"]]
+        median = statistics.median(measured)
+        print("controller CPU per node (median of the measured runs): %.3f s (goal <= %.1f s)" % (median, args.goal))
+        failed = [run for run in runs if run["rc"] != 0]
+        for run in failed:
+            print("run %s failed:\n%s" % (run["label"], run["tail"]), file=sys.stderr)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"nodes": args.nodes, "forks": args.forks, "runs": runs,
+                                                   "median_per_node": median}, indent=1))  # fmt: skip
+        return 1 if failed or (args.enforce and median > args.goal) else 0
+    finally:
+        if args.keep:
+            print("work directory kept: %s" % work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
