@@ -129,7 +129,7 @@ options:
       - O(state=opened) detects a zstd payload by itself.
     type: bool
   compression_level:
-    description: zstd compression level, when compressing.
+    description: zstd compression level, when compressing, 1 (fastest) to 22 (smallest); others are refused.
     type: int
     default: 3
   content:
@@ -409,6 +409,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
     require_libraries,
     run,
 )
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import check_range
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import parse_mode
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.seal_path import open_path, seal_path, seal_to_epoch
 
@@ -455,6 +456,7 @@ def main():
         module.fail_json(msg="state=epoch seals to recipients only: epochs are never passphrase-encrypted")
 
     def action():
+        check_range(params["compression_level"], "compression_level", 1, 22, why="zstd levels; 3 is the default")
         mode = parse_mode(params["mode"])
         if params["state"] == "epoch":
             require_libraries(module, "cryptography")

@@ -73,7 +73,7 @@ options:
     type: path
     default: /etc/nodekeep/signing_key
   compression_level:
-    description: zstd compression level.
+    description: zstd compression level, 1 (fastest) to 22 (smallest); others are refused.
     type: int
     default: 3
   scratch_dir:
@@ -185,6 +185,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
     require_libraries,
     run,
 )
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import check_range
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import parse_recipient, recipient_lines
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.signing import load_private_key
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import backup_epoch
@@ -211,6 +212,7 @@ def main():
 
     def action():
         started = time.monotonic()
+        check_range(params["compression_level"], "compression_level", 1, 22, why="zstd levels; 3 is the default")
         lines = recipient_lines(params["recipients"], params["recipients_files"])
         recipients = [parse_recipient(line, where) for line, where in lines]
         key = load_private_key(params["signing_key"])

@@ -55,6 +55,7 @@ options:
     description:
       - Rolling verification, V(N/T) (run N of a cycle of T, 1-based) or V(daily/T) (the run is taken from
         the UTC date, so a daily timer needs no state). O(epoch) and O(artifacts) are ignored then.
+      - T is 1 to 10000 and N 1 to T; anything else is refused, quoted as given.
     type: str
   fail_on_error:
     description:
@@ -149,7 +150,6 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import load_identities
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import verify_epoch
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.replicate import (
-    daily_run,
     parse_subset,
     rolling_verify,
     verify_copies,
@@ -181,12 +181,7 @@ def main():
         require_libraries(module, "boto3")
 
     def run_subset(copies, options):
-        text = params["subset"].strip()
-        if text.startswith("daily/"):
-            runs = parse_subset("1/%s" % text.split("/", 1)[1])[1]
-            run_number = daily_run(runs)
-        else:
-            run_number, runs = parse_subset(text)
+        run_number, runs = parse_subset(params["subset"])
         reports = [rolling_verify(c, params["node"], params["public_key"], run_number, runs, **options) for c in copies]
         return {
             "ok": all(r["ok"] for r in reports),

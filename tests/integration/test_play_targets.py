@@ -7,6 +7,8 @@ targets) refuses that. Nothing here connects to a node: the check runs on the co
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from playbook_helpers import PlaybookLab, require_playbook_tools
 
@@ -68,3 +70,37 @@ def test_a_pattern_with_hosts_passes_the_check(lab):
     proc = lab.run("verify.yml", "-e", "nodekeep_hosts=mainnet", "--tags", "nodekeep-none", check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "1 host(s) match mainnet" in proc.stdout
+
+
+def test_module_errors_are_worded_with_the_role_variables(lab, tmp_path):
+    """nodekeep.backup.common tasks_from explain: the module's option names become the variables the operator sets."""
+    playbook = tmp_path / "explain.yml"
+    failure = "compression_level 99 is out of range: give 1 to 22; or set force: true; the destination is wrong"
+    names = {"compression_level": "nodekeep_backup_compression_level", "force": "nodekeep_restore_force"}
+    playbook.write_text(
+        json.dumps(
+            [
+                {
+                    "hosts": "node-1",
+                    "gather_facts": False,
+                    "tasks": [
+                        {
+                            "ansible.builtin.import_role": {
+                                "name": "nodekeep.backup.common",
+                                "tasks_from": "explain",
+                                "rolespec_validate": False,
+                            },
+                            "vars": {"nodekeep_failure_result": {"msg": failure}, "nodekeep_failure_names": names},
+                        },
+                        {"ansible.builtin.debug": {"msg": "WORDED {{ nodekeep_failure }}"}},
+                    ],
+                }
+            ]
+        )
+    )
+    proc = lab.run(str(playbook), check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert (
+        "WORDED nodekeep_backup_compression_level 99 is out of range: give 1 to 22; "
+        "or set nodekeep_restore_force: true; the destination is wrong" in proc.stdout
+    ), proc.stdout[-3000:]

@@ -17,6 +17,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import
     IntegrityError,
     NodekeepError,
     RestoreError,
+    check_range,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import MANIFEST_NAME, Artifact, Manifest
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import unseal
@@ -103,9 +104,9 @@ class SnapshotAssetType(_assets.AssetType):
                 "remove snapshot: from it",
             )
         try:
-            normalized["full_every"] = int(normalized["full_every"])
-        except (TypeError, ValueError):
-            raise CaptureError("asset %s: full_every must be a number" % normalized["name"], "give 0 or more")
+            normalized["full_every"] = check_range(normalized["full_every"], "full_every", 0, 10000)
+        except NodekeepError as exc:
+            raise CaptureError("asset %s: %s" % (normalized["name"], exc.problem), exc.remedy)
         if normalized["local_retention"]:
             try:
                 RetentionPolicy.from_options(dict(normalized["local_retention"]))

@@ -68,6 +68,10 @@ def period_key(period: str, moment: datetime) -> str:
     raise ValueError("unknown period %r" % (period,))
 
 
+#: the longest calendar duration accepted (keep_within, incomplete_grace)
+MAX_CALENDAR_YEARS = 100
+
+
 def parse_calendar_duration(text: str, what: str = "keep_within") -> dict[str, int]:
     """``"1y6m"``, ``"2w"``, ``"36h"``, ``"7d 12h"`` -> {"y": 1, "m": 6, ...} (calendar years and months).
 
@@ -84,6 +88,12 @@ def parse_calendar_duration(text: str, what: str = "keep_within") -> dict[str, i
     result = {"y": 0, "m": 0, "w": 0, "d": 0, "h": 0}
     for number, unit in parts:
         result[unit.lower()] += int(number)
+    hours = result["y"] * 8766 + result["m"] * 731 + result["w"] * 168 + result["d"] * 24 + result["h"]
+    if hours > MAX_CALENDAR_YEARS * 8766:
+        raise NodekeepError(
+            "%s %r is out of range" % (what, text),
+            "give at most %d years (100y); the epochs this keeps are counted from today" % MAX_CALENDAR_YEARS,
+        )
     return result
 
 

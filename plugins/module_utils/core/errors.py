@@ -109,3 +109,21 @@ def looks_secret(value: str) -> bool:
     """Whether a value given where a public one is expected is in fact key material (an identity, a private key)."""
     upper = str(value).upper()
     return any(marker in upper for marker in SECRET_MARKERS)
+
+
+def check_range(value: object, name: str, low: int, high: int, unit: str = "", why: str = "") -> int:
+    """``value`` as a whole number from ``low`` to ``high``; else an error naming the option ``name`` and the
+    value as the operator typed them (``compression_level 99 is out of range: give 1 to 22``)."""
+    shown = "%s %r" % (name, value) if isinstance(value, str) else "%s %s" % (name, value)
+    number = None
+    if not isinstance(value, bool):
+        try:
+            number = int(str(value).strip())
+        except (TypeError, ValueError):
+            number = None
+    span = "%d to %d%s" % (low, high, " " + unit if unit else "")
+    if number is None:
+        raise NodekeepError("%s is not a whole number" % shown, "give %s%s" % (span, "; " + why if why else ""))
+    if not low <= number <= high:
+        raise NodekeepError("%s is out of range" % shown, "give %s%s" % (span, "; " + why if why else ""))
+    return number

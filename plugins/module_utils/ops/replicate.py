@@ -486,15 +486,35 @@ def rolling_slot(epoch: str, file_name: str, runs: int) -> int:
     return int(digest[:12], 16) % runs
 
 
-def parse_subset(text: str) -> tuple[int, int]:
-    """``"3/7"`` -> (3, 7): run 3 of a cycle of 7 (runs count from 1, as restic's --read-data-subset n/t)."""
-    match = re.match(r"^\s*(\d+)\s*/\s*(\d+)\s*$", str(text or ""))
-    if not match or not 1 <= int(match.group(1)) <= int(match.group(2)):
+#: the longest cycle of a rolling verification: past it a run checks (almost) nothing and still says ok
+MAX_SUBSET_RUNS = 10000
+
+
+def parse_subset(text: str, now: float | None = None) -> tuple[int, int]:
+    """``"3/7"`` -> (3, 7): run 3 of a cycle of 7 (runs count from 1, as restic's --read-data-subset n/t);
+    ``"daily/7"`` -> (today's run, 7). Errors quote ``subset`` as the operator wrote it."""
+    value = str(text or "").strip()
+    match = re.match(r"^(daily|\d+)\s*/\s*(\d+)$", value)
+    if not match:
+        raise NodekeepError(
+            "subset %r is not N/T (or daily/T)" % (text,),
+            "write it as 3/7 (the third of seven runs) or daily/7 (every artifact once a week, the run from the date)",
+        )
+    runs = int(match.group(2))
+    if not 1 <= runs <= MAX_SUBSET_RUNS:
+        raise NodekeepError(
+            "subset %r: T (%s) is out of range" % (text, match.group(2)),
+            "give a cycle of 1 to %d runs; every artifact is checked once in T runs" % MAX_SUBSET_RUNS,
+        )
+    if match.group(1) == "daily":
+        return daily_run(runs, now), runs
+    run = int(match.group(1))
+    if not 1 <= run <= runs:
         raise NodekeepError(
             "subset %r is not N/T with 1 <= N <= T" % (text,),
             "write it as 3/7 (the third of seven runs); every artifact is checked once in T runs",
         )
-    return int(match.group(1)), int(match.group(2))
+    return run, runs
 
 
 def daily_run(runs: int, now: float | None = None) -> int:

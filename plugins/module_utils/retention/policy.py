@@ -37,7 +37,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import 
     period_key,
     subtract_duration,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError, check_range
 
 PICKS = ("first", "last")
 
@@ -94,6 +94,10 @@ def plan(epochs: Iterable[str], policy: RetentionPolicy) -> list[Decision]:
     return decisions
 
 
+#: the largest keep_* count accepted (a count past it is a typo, not a policy)
+MAX_KEEP = 100000
+
+
 @dataclass
 class RetentionPolicy:
     keep_last: int = 0
@@ -116,9 +120,7 @@ class RetentionPolicy:
 
     def validate(self) -> None:
         for name in ("keep_last",) + tuple("keep_" + p for p in PERIODS):
-            value = getattr(self, name)
-            if value is None or int(value) < 0:
-                raise NodekeepError("%s is %r" % (name, value), "give a count of zero or more")
+            setattr(self, name, check_range(getattr(self, name), name, 0, MAX_KEEP, why="how many epochs to keep"))
         if self.pick not in PICKS:
             raise NodekeepError("pick %r is not valid" % (self.pick,), "use first or last")
         if self.keep_within:

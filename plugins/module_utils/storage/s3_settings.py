@@ -16,7 +16,7 @@ from typing import Any
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import (
     PERIODS,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import RepositoryError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import RepositoryError, check_range
 
 MIB = 1 << 20
 
@@ -373,7 +373,8 @@ class S3Settings:
         """Refuse bad settings with a clear error; normalise the prefix, sizes and counts in place."""
         self._check_location()
         self._check_encryption()
-        self.retries = max(0, int(self.retries))
+        self.retries = check_range(self.retries, "retries", 0, 100, why="retries of a failed request")
+        self.retain_days = check_range(self.retain_days, "retain_days", 0, 36500, "days")
         raw = self.part_size
         self.part_size = parse_size(raw, "part_size")
         if not MIN_PART_SIZE <= self.part_size <= MAX_PART_SIZE:
@@ -381,7 +382,9 @@ class S3Settings:
                 "part_size %s is out of range" % raw,
                 "S3 parts are 5 MiB to 5 GiB; the default 16M suits most links",
             )
-        self.max_concurrency = max(1, int(self.max_concurrency))
+        self.max_concurrency = check_range(
+            self.max_concurrency, "max_concurrency", 1, 64, why="parallel part transfers of one object"
+        )
         self.object_workers = _check_object_workers(self.object_workers)
         parse_size(self.bandwidth_limit, "bandwidth_limit")
         self.endpoint_url = self.endpoint_url or None

@@ -1,0 +1,91 @@
+"""Every numeric option is range-checked, and the error names the option and the value as the operator typed
+them: ``subset: daily/0`` is reported as 'daily/0' (not '1/0'), ``incomplete_grace: 0s`` as incomplete_grace
+(not keep_within), ``compression_level: 99`` and ``subset: 1/99999999999999999999`` are refused instead of
+accepted silently (the latter verified zero artifacts and said ok)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets.registry import normalize_assets
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import parse_calendar_duration
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError, check_range
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.replicate import parse_subset
+from ansible_collections.nodekeep.backup.plugins.module_utils.retention.policy import RetentionPolicy
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.s3_settings import S3Settings
+
+
+def refused(call, *needles: str) -> str:
+    with pytest.raises(NodekeepError) as caught:
+        call()
+    text = caught.value.message
+    for needle in needles:
+        assert needle in text, (needle, text)
+    return text
+
+
+class TestSubset:
+    def test_daily_zero_is_named_as_typed(self):
+        text = refused(lambda: parse_subset("daily/0"), "subset 'daily/0'", "1 to 10000 runs")
+        assert "'1/0'" not in text
+
+    def test_an_absurd_cycle_is_refused(self):
+        refused(lambda: parse_subset("1/99999999999999999999"), "subset '1/99999999999999999999'", "out of range")
+        refused(lambda: parse_subset("daily/10001"), "subset 'daily/10001'")
+
+    def test_valid_forms(self):
+        assert parse_subset("3/7") == (3, 7)
+        assert parse_subset("daily/7", now=86400 * 8) == (2, 7)
+        assert parse_subset("10000/10000") == (10000, 10000)
+        refused(lambda: parse_subset("8/7"), "subset '8/7' is not N/T")
+        refused(lambda: parse_subset("weekly/7"), "subset 'weekly/7'")
+
+
+class TestDurations:
+    def test_incomplete_grace_is_named_as_typed(self):
+        text = refused(
+            lambda: parse_calendar_duration("0s", "incomplete_grace"), "incomplete_grace '0s' is not a duration"
+        )
+        assert "keep_within" not in text
+
+    def test_an_absurd_duration_is_refused_not_a_crash(self):
+        refused(
+            lambda: parse_calendar_duration("99999y", "keep_within"), "keep_within '99999y' is out of range", "100y"
+        )
+        refused(lambda: RetentionPolicy.from_options({"keep_within": "5000y"}), "keep_within '5000y'")
+        assert parse_calendar_duration("100y", "keep_within")["y"] == 100
+
+
+class TestCounts:
+    def test_keep_counts(self):
+        refused(lambda: RetentionPolicy.from_options({"keep_last": -1}), "keep_last -1 is out of range", "0 to 100000")
+        refused(lambda: RetentionPolicy.from_options({"keep_daily": 10**20}), "keep_daily %d" % 10**20)
+        refused(
+            lambda: RetentionPolicy.from_options({"keep_weekly": "many"}), "keep_weekly 'many' is not a whole number"
+        )
+        assert RetentionPolicy.from_options({"keep_daily": "7"}).keep_daily == 7
+
+    def test_full_every_of_a_snapshot_asset(self):
+        asset = {"name": "chain", "type": "btrfs", "path": "/srv/chain", "full_every": 99999999}
+        refused(lambda: normalize_assets([asset]), "asset chain: full_every 99999999 is out of range", "0 to 10000")
+
+    def test_check_range(self):
+        assert check_range("22", "compression_level", 1, 22) == 22
+        refused(lambda: check_range(99, "compression_level", 1, 22), "compression_level 99 is out of range", "1 to 22")
+        refused(lambda: check_range(True, "retries", 0, 100), "retries True is not a whole number")
+
+
+class TestS3Target:
+    @pytest.mark.parametrize(
+        "option, value, needle",
+        [
+            ("retain_days", 10**9, "retain_days 1000000000 is out of range: give 0 to 36500 days"),
+            ("retries", -1, "retries -1 is out of range"),
+            ("max_concurrency", 0, "max_concurrency 0 is out of range"),
+            ("max_concurrency", 1000, "max_concurrency 1000 is out of range"),
+        ],
+    )
+    def test_numbers_are_checked_with_their_names(self, option, value, needle):
+        locked = {"object_lock_mode": "GOVERNANCE", "retain_days": 7}
+        settings = S3Settings.from_spec(dict(locked, bucket="fleet-backups", **{option: value}))
+        refused(settings.check, needle)
