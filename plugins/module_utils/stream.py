@@ -1,0 +1,1085 @@
+# -*- coding: utf-8 -*-
+# Copyright: nodekeep.backup contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Continuous SQLite replication: sealed, signed, write-once WAL segments chained from a base epoch.
+
+The design is in docs/replication.md. In short:
+
+* The service reads the application's ``-wal`` and ``-shm`` with plain reads (``wal.py``),
+  takes no SQLite lock and writes nothing next to the database, so it cannot block or
+  corrupt it. A ``flock`` on the database file (invisible to SQLite's POSIX locks) makes a
+  second service on the same database refuse to start.
+* A **chain** starts from a **base**: an ordinary epoch of the asset made by
+  ``epoch.backup_epoch`` (any epoch the epoch API makes, full or incremental), taken
+  while the WAL position just before it is known. Its **segments** are written into the
+  base epoch, write-once, each one: the frames (sealed by ``seal.seal``), a record in the
+  manifest format (``Manifest`` with one artifact) holding the chain position, the
+  SHA-256 of the previous record and the observed commit times, and the node's signature
+  of the record, written last (the commit point, as for epochs).
+* A WAL reset by the application (checkpoint RESTART/TRUNCATE, a replaced WAL) is
+  detected from the salts. The chain continues only when the frames of the old log up to
+  its end are still readable and check (SQLite's own checksum rule); otherwise a new chain
+  starts from a fresh base and the reason is logged and counted. Never a silent gap.
+* Restore (``restore_point_in_time``) unseals the base through the epoch restore, applies
+  the segments' pages up to the last commit observed at or before the requested time,
+  runs ``PRAGMA integrity_check`` and names the commit it reached.
+"""
+
+from __future__ import absolute_import, annotations, division, print_function
+
+__metaclass__ = type
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from ansible_collections.nodekeep.backup.plugins.module_utils import signing, wal
+from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
+    IntegrityError,
+    NodekeepError,
+    RepositoryError,
+    describe_os_error,
+)
+from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
+    Artifact,
+    Manifest,
+    check_name,
+    utc_now_iso,
+)
+from ansible_collections.nodekeep.backup.plugins.module_utils.metrics import Metrics, atomic_write, write_textfile
+
+SEGMENT_FORMAT = "sqlite-wal-frames"
+STREAM_LABEL = "stream-segment"
+SEGMENT_RE = re.compile(
+    r"^(?P<asset>[A-Za-z0-9][A-Za-z0-9._-]*?)\.wal\.(?P<seq>\d{8})\.(?P<attempt>[0-9a-f]{8})(?P<ext>|\.json|\.json\.sig)\Z"
+)
+DEFAULTS = {
+    "interval": 1.0,  # seconds between segments
+    "poll": 0.2,  # seconds between reads of the wal-index (commit-time resolution)
+    "base_every": 6 * 3600,  # start a new chain (fresh base) after this many seconds
+    "max_backlog": 1 << 30,  # bytes of segments not yet at an S3 target kept for it
+    "max_pending": 256 << 20,  # bytes of frames held in memory while the repository fails
+    "compression_level": 3,
+}
+
+
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> float:
+    """An ISO 8601 time (``Z`` or an offset; naive means UTC), an epoch name, or UNIX seconds."""
+    value = str(text).strip()
+    with contextlib.suppress(ValueError):
+        return float(value)
+    for pattern in ("%Y%m%dT%H%M%SZ",):
+        with contextlib.suppress(ValueError):
+            return datetime.strptime(value, pattern).replace(tzinfo=timezone.utc).timestamp()
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise NodekeepError(
+            "point_in_time %r is not a time" % (text,),
+            "give latest, an ISO 8601 UTC time such as 2026-12-07T10:15:30Z, or UNIX seconds",
+        )
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def segment_names(asset: str, seq: int, attempt: str) -> tuple[str, str, str]:
+    stem = "%s.wal.%08d.%s" % (asset, seq, attempt)
+    return stem, stem + ".json", stem + ".json.sig"
+
+
+def committed_segments(files, asset: str) -> list[tuple[int, str]]:
+    """(seq, attempt) of the asset's segments whose signature was written, in order."""
+    found = []
+    for name in files:
+        match = SEGMENT_RE.match(name)
+        if match and match.group("asset") == asset and match.group("ext") == ".json.sig":
+            found.append((int(match.group("seq")), match.group("attempt")))
+    return sorted(found)
+
+
+def is_segment_file(name: str) -> bool:
+    return bool(SEGMENT_RE.match(name))
+
+
+# --------------------------------------------------------------------------
+# the chain position
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Position:
+    """Where the shipped log ends: the generation (salts), the last frame and its checksum."""
+
+    salt: bytes
+    frame: int
+    cksum: tuple[int, int] | None
+    page_size: int
+
+
+@dataclass
+class Chain:
+    epoch: str
+    seq: int  # last committed segment
+    prev: str  # SHA-256 of the last record (or of the base manifest)
+    position: Position
+    consistent_from: int  # first frame (of the first generation) after which the base is included
+    started: float
+    first: bool = True  # the next segment is the chain's first
+
+
+@dataclass
+class Pending:
+    """Frames read but not shipped yet: one generation, commits in order."""
+
+    salt: bytes
+    page_size: int
+    first_frame: int
+    frames: bytearray = field(default_factory=bytearray)
+    commits: list = field(default_factory=list)  # [frames_through, time, db_size]
+    last_cksum: tuple[int, int] | None = None
+
+    def count(self) -> int:
+        return len(self.frames) // (wal.FRAME_HEADER_SIZE + self.page_size)
+
+
+class Gap(Exception):
+    """The log cannot be continued without a hole: a new chain must start."""
+
+
+# --------------------------------------------------------------------------
+# the service
+# --------------------------------------------------------------------------
+
+
+class Service:
+    """Ships one SQLite asset's WAL as segments (``run`` until ``stop`` is set)."""
+
+    def __init__(self, config: dict[str, Any], repository=None, targets=None) -> None:
+        from ansible_collections.nodekeep.backup.plugins.module_utils.repository import open_repository
+        from ansible_collections.nodekeep.backup.plugins.module_utils.seal import load_recipients, recipient_lines
+
+        self.config = dict(DEFAULTS, **{k: v for k, v in config.items() if v is not None})
+        asset = dict(self.config["asset"])
+        asset.setdefault("type", "sqlite")
+        if asset.get("type") != "sqlite":
+            raise NodekeepError(
+                "asset %s is a %s asset; only sqlite assets are replicated" % (asset.get("name"), asset.get("type")),
+                "list an sqlite asset in nodekeep_stream_assets",
+            )
+        self.asset = asset
+        self.name = check_name("asset", asset.get("name", ""))
+        self.node = check_name("node", self.config["node"])
+        self.path = os.path.abspath(str(asset.get("path") or ""))
+        self.interval = float(self.config["interval"])
+        self.poll_every = min(float(self.config["poll"]), self.interval)
+        if self.interval <= 0 or self.poll_every <= 0:
+            raise NodekeepError("interval and poll must be positive seconds", "set nodekeep_stream_interval")
+        self.repository = repository or open_repository(self.config["repository"])
+        lines = recipient_lines(self.config.get("recipients") or [], self.config.get("recipient_files") or [])
+        self.recipient_strings = [line for line, _where in lines]
+        self.recipients = load_recipients(self.config.get("recipients") or [], self.config.get("recipient_files") or [])
+        if not self.recipients:
+            raise NodekeepError("no age recipient was given", "set nodekeep_age_recipients; nothing was written")
+        self.signing_key = signing.load_private_key(self.config["signing_key"])
+        self.public_key = signing.public_key_line(_pem_of(self.config["signing_key"]))
+        self.state_dir = self.config.get("state_dir") or ""
+        self.metrics_dir = self.config.get("metrics_dir") or ""
+        self.targets = targets if targets is not None else [_open_target(spec) for spec in self.config.get("targets") or []]
+        self.stop = threading.Event()
+        self.chain: Chain | None = None
+        self.pending: Pending | None = None
+        self.lock_fd: int | None = None
+        self.wal_fd: int | None = None
+        self.wal_ino: tuple[int, int] | None = None
+        self.stats = {"segments": 0, "bytes": 0, "resets": 0, "errors": 0, "last_commit": 0.0, "last_ship": 0.0}
+        self.last_error = ""
+        self.copier = _Copier(self) if self.targets else None
+        self.new_chain_wanted = ""
+
+    # -- start-up checks --
+
+    def open(self) -> None:
+        if not os.path.isabs(str(self.asset.get("path") or "")):
+            raise NodekeepError(
+                "the asset path %r is not an absolute path" % (self.asset.get("path"),),
+                "set the asset's path in nodekeep_stream_assets to the database file",
+            )
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            raise NodekeepError(
+                "the database %s does not exist" % self.path,
+                "check the asset's path in nodekeep_stream_assets; the service ships an existing WAL-mode database",
+            )
+        except OSError as exc:
+            raise describe_os_error(exc, "opening the database", self.path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise NodekeepError(
+                "another replication service already ships %s" % self.path,
+                "run one service per database (systemctl status 'nodekeep-stream@*'); this one did not start",
+            )
+        self.lock_fd = fd
+        if not wal.is_wal_database(self.path):
+            raise NodekeepError(
+                "the database %s is not in WAL mode" % self.path,
+                "replication ships WAL frames: switch the application to PRAGMA journal_mode=WAL "
+                "(the service never changes the database), or back it up with scheduled epochs only",
+            )
+
+    def close(self) -> None:
+        if self.wal_fd is not None:
+            os.close(self.wal_fd)
+            self.wal_fd = None
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
+
+    # -- the WAL, read without locks --
+
+    def _wal(self) -> int | None:
+        """An fd of the current ``-wal`` file (reopened when the file was replaced)."""
+        path = self.path + "-wal"
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            if self.wal_fd is not None:
+                os.close(self.wal_fd)
+                self.wal_fd, self.wal_ino = None, None
+            return None
+        if self.wal_fd is not None and self.wal_ino == (info.st_dev, info.st_ino):
+            return self.wal_fd
+        if self.wal_fd is not None:
+            os.close(self.wal_fd)
+        try:
+            self.wal_fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            self.wal_fd, self.wal_ino = None, None
+            return None
+        self.wal_ino = (info.st_dev, info.st_ino)
+        return self.wal_fd
+
+    def _index(self) -> wal.IndexHeader | None:
+        return wal.read_index_header(self.path + "-shm")
+
+    def _position_now(self) -> Position | None:
+        header = self._index()
+        if header is None:
+            return None
+        cksum: tuple[int, int] | None = header.frame_cksum
+        if header.mx_frame == 0:
+            fd = self._wal()
+            found = wal.parse_wal_header(os.pread(fd, wal.WAL_HEADER_SIZE, 0)) if fd is not None else None
+            cksum = found.cksum if found is not None and found.salt == header.salt else None
+        return Position(header.salt, header.mx_frame, cksum, header.page_size)
+
+    # -- chains --
+
+    def start_chain(self, reason: str) -> bool:
+        """A fresh base epoch and a new chain from the WAL position just before it (False: wait)."""
+        from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import backup_epoch
+
+        for _attempt in range(5):
+            before = self._position_now()
+            if before is None:
+                self.last_error = "waiting for the application to open %s (no wal-index yet)" % self.path
+                return False
+            manifest = backup_epoch(
+                self.repository,
+                self.node,
+                [self.asset],
+                self.recipients,
+                self.recipient_strings,
+                self.signing_key,
+                level=int(self.config["compression_level"]),
+                labels={"stream": "base", "stream_reason": reason},
+            )
+            after = self._index()
+            if after is not None and after.salt == before.salt and after.mx_frame >= before.frame:
+                base = self.repository.get_bytes(self.node, manifest.epoch, "manifest.json")
+                self.chain = Chain(
+                    epoch=manifest.epoch,
+                    seq=0,
+                    prev=hashlib.sha256(base).hexdigest(),
+                    position=before,
+                    consistent_from=after.mx_frame,
+                    started=time.time(),
+                )
+                self.pending = None
+                self._save_state()
+                _log("%s: new chain %s (%s)" % (self.name, manifest.epoch, reason))
+                return True
+        raise NodekeepError(
+            "the WAL of %s was reset during each of 5 base copies" % self.path,
+            "the application checkpoints (RESTART/TRUNCATE) constantly; lower their rate",
+        )
+
+    def resume(self) -> bool:
+        """Continue the chain named in the state file from its last committed segment."""
+        state = self._load_state()
+        epoch = state.get("chain")
+        if not epoch or epoch not in self.repository.complete_epochs(self.node):
+            return False
+        segments = committed_segments(self.repository.files(self.node, epoch), self.name)
+        if not segments:
+            return False
+        seq, attempt = segments[-1]
+        record, data = _read_record(self.repository, self.node, epoch, self.name, seq, attempt, self.public_key)
+        source = record.artifacts[0].source
+        first = _read_record(self.repository, self.node, epoch, self.name, 1, segments[0][1], self.public_key)[0]
+        self.chain = Chain(
+            epoch=epoch,
+            seq=seq,
+            prev=hashlib.sha256(data).hexdigest(),
+            position=Position(
+                bytes.fromhex(source["salt"]),
+                int(source["first_frame"]) + int(source["frames"]) - 1,
+                tuple(source["last_cksum"]),
+                int(source["page_size"]),
+            ),
+            consistent_from=int(first.artifacts[0].source.get("consistent_from", 0)),
+            started=_timestamp(first.started),
+            first=False,
+        )
+        self.stats["last_commit"] = _timestamp(source["commits"][-1][1])
+        _log("%s: resumed chain %s at segment %d" % (self.name, epoch, seq))
+        return True
+
+    def _state_path(self) -> str:
+        return os.path.join(self.state_dir, "stream-%s.json" % self.name) if self.state_dir else ""
+
+    def _load_state(self) -> dict[str, Any]:
+        path = self._state_path()
+        if not path:
+            return {}
+        try:
+            with open(path, encoding="utf-8") as handle:
+                return dict(json.load(handle))
+        except (OSError, ValueError):
+            return {}
+
+    def _save_state(self) -> None:
+        path = self._state_path()
+        if path and self.chain is not None:
+            os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+            atomic_write(path, json.dumps({"chain": self.chain.epoch, "asset": self.name}) + "\n", 0o600, "stream state")
+
+    # -- reading new commits --
+
+    def poll(self) -> None:
+        """Move newly committed frames into ``pending`` (raises Gap when the log cannot be continued)."""
+        chain = self.chain
+        assert chain is not None
+        header = self._index()
+        if header is None:
+            return  # nobody has the database open: nothing commits
+        position = self.pending_position()
+        if header.page_size != position.page_size:
+            raise Gap("the page size changed")
+        if header.salt != position.salt:
+            self._continue_after_reset(header, position)
+            return
+        if header.mx_frame < position.frame:
+            raise Gap("the log holds fewer frames than were shipped (the WAL was replaced)")
+        if header.mx_frame == position.frame:
+            return
+        fd = self._wal()
+        if fd is None:
+            raise Gap("the WAL file disappeared while it held unshipped frames")
+        now = time.time()
+        data = wal.read_frames(fd, position.page_size, position.frame + 1, header.mx_frame, position.salt)
+        again = self._index()
+        if data is None or again is None or again.salt != position.salt:
+            # Reset under the read: decided on the next poll, from the old log's frames.
+            return
+        self._add(position, data, header.mx_frame, header.frame_cksum, now)
+
+    def pending_position(self) -> Position:
+        if self.pending is not None and self.pending.commits:
+            p = self.pending
+            return Position(p.salt, p.first_frame + p.count() - 1, p.last_cksum, p.page_size)
+        return self.chain.position
+
+    def _add(self, position: Position, data: bytes, last_frame: int, cksum, now: float) -> None:
+        page_size = position.page_size
+        if self.pending is None:
+            self.pending = Pending(position.salt, page_size, position.frame + 1)
+        elif self.pending.salt != position.salt:
+            raise Gap("internal: a pending batch mixes generations")
+        pending = self.pending
+        base = pending.count()
+        count, size = 0, 0
+        for _offset, frame in wal.iter_frames(data, page_size):
+            if frame.db_size:
+                count, size = count + 1, frame.db_size
+        if count:
+            # One entry per read: every commit of it was observed at ``now`` (the commit-time resolution).
+            pending.commits.append([base + len(data) // (wal.FRAME_HEADER_SIZE + page_size), now, size, count])
+        # Frames past the last commit of a batch are never shipped: mxFrame is always a commit frame.
+        pending.frames += data
+        pending.last_cksum = tuple(cksum)
+        if pending.commits and pending.commits[-1][0] != pending.count():
+            raise Gap("the committed log does not end with a commit frame")
+        if len(pending.frames) > int(self.config["max_pending"]):
+            raise Gap("more than max_pending bytes of frames could not be written to the repository")
+
+    def _continue_after_reset(self, header: wal.IndexHeader, position: Position) -> None:
+        """The application reset its WAL. Continue only if the old log's tail is provably complete."""
+        old_salt1 = int.from_bytes(position.salt[:4], "big")
+        if int.from_bytes(header.salt[:4], "big") != (old_salt1 + 1) & wal.MASK:
+            raise Gap("the WAL was replaced or reset more than once since the last read")
+        if position.cksum is None or position.frame == 0:
+            raise Gap("the WAL was reset before any frame of its previous generation was read")
+        fd = self._wal()
+        if fd is None:
+            raise Gap("the WAL file is gone")
+        step = wal.FRAME_HEADER_SIZE + position.page_size
+        last = os.pread(fd, step, wal.frame_offset(position.frame, position.page_size))
+        if len(last) < step:
+            raise Gap("the WAL was truncated (checkpoint TRUNCATE or journal_size_limit)")
+        frame = wal.parse_frame_header(last)
+        if frame.salt != position.salt or frame.cksum != tuple(position.cksum):
+            raise Gap("the last shipped frame was overwritten by the new log")
+        big_endian = self._big_endian(fd)
+        now = time.time()
+        data, count, cksum, stop = wal.scan_valid(
+            fd, position.page_size, position.frame + 1, position.salt, tuple(position.cksum), big_endian
+        )
+        if stop == "eof":
+            raise Gap("the old log ends at the end of the file: it may have been truncated")
+        after = os.pread(fd, wal.FRAME_HEADER_SIZE, wal.frame_offset(position.frame + 1 + count, position.page_size))
+        if len(after) == wal.FRAME_HEADER_SIZE and wal.parse_frame_header(after).salt == header.salt:
+            raise Gap("the new log overwrote the old log's tail before it was read")
+        again = self._index()
+        if again is None or again.salt != header.salt:
+            raise Gap("the WAL was reset again during the check")
+        if count:
+            self._add(position, data, position.frame + count, cksum, now)
+        # The old generation is complete: it becomes its own segment, then the new one starts.
+        self.ship(force=True)
+        if self.pending is not None:
+            raise Gap("the old log's tail could not be written to the repository")
+        head = wal.parse_wal_header(os.pread(fd, wal.WAL_HEADER_SIZE, 0))
+        cksum0 = head.cksum if head is not None and head.salt == header.salt else None
+        self.chain.position = Position(header.salt, 0, cksum0, header.page_size)
+        _log("%s: the application reset its WAL; the chain continues (old log complete)" % self.name)
+
+    def _big_endian(self, fd: int) -> bool:
+        head = os.pread(fd, 4, 0)
+        return len(head) == 4 and bool(int.from_bytes(head, "big") & 1)
+
+    # -- writing segments --
+
+    def ship(self, force: bool = False) -> None:
+        """Seal the pending commits into the next segment of the chain (write-once, signature last)."""
+        from ansible_collections.nodekeep.backup.plugins.module_utils.seal import seal
+
+        pending, chain = self.pending, self.chain
+        if pending is None or not pending.commits or chain is None:
+            return
+        seq = chain.seq + 1
+        attempt = os.urandom(4).hex()
+        payload, record_name, sig_name = segment_names(self.name, seq, attempt)
+        frames = bytes(pending.frames)
+        with self.repository.open_write(self.node, chain.epoch, payload) as sink:
+            result = seal(
+                io.BytesIO(frames), sink, self.recipients, level=int(self.config["compression_level"]), threads=0
+            )
+        source = {
+            "stream": 1,
+            "chain": chain.epoch,
+            "seq": seq,
+            "prev": chain.prev,
+            "path": self.path,
+            "salt": pending.salt.hex(),
+            "page_size": pending.page_size,
+            "first_frame": pending.first_frame,
+            "frames": pending.count(),
+            "last_cksum": list(pending.last_cksum),
+            "commits": [[n, _iso(t), size, count] for n, t, size, count in pending.commits],
+        }
+        if chain.first:
+            source["consistent_from"] = chain.consistent_from
+            source["chain_position"] = {"salt": chain.position.salt.hex(), "frame": chain.position.frame}
+        record = Manifest(
+            node=self.node,
+            epoch=chain.epoch,
+            started=_iso(pending.commits[0][1]),
+            finished=utc_now_iso(),
+            recipients=list(self.recipient_strings),
+            artifacts=[
+                Artifact(
+                    name=self.name,
+                    asset_type="sqlite",
+                    file=payload,
+                    format=SEGMENT_FORMAT,
+                    size=result.sealed.size,
+                    sha256=result.sealed.sha256,
+                    content_size=result.content.size,
+                    content_sha256=result.content.sha256,
+                    compressed=result.compressed,
+                    source=source,
+                )
+            ],
+            labels={"stream": STREAM_LABEL},
+        )
+        data = record.to_bytes()
+        self.repository.put_bytes(self.node, chain.epoch, record_name, data)
+        _fault("before-signature")
+        # The signature is the commit point: from here on the segment is shipped.
+        self.repository.put_bytes(self.node, chain.epoch, sig_name, signing.sign(data, self.signing_key).encode("ascii"))
+        _fault("after-signature")
+        chain.seq, chain.prev, chain.first = seq, hashlib.sha256(data).hexdigest(), False
+        chain.position = Position(
+            pending.salt, pending.first_frame + pending.count() - 1, pending.last_cksum, pending.page_size
+        )
+        self.stats["segments"] += 1
+        self.stats["bytes"] += result.sealed.size + len(data)
+        self.stats["last_commit"] = pending.commits[-1][1]
+        self.stats["last_ship"] = time.time()
+        self.pending = None
+        if self.copier is not None:
+            self.copier.wake.set()
+
+    # -- the loop --
+
+    def tick(self) -> None:
+        """One poll; a segment when the interval is over. A gap starts a new chain."""
+        try:
+            if self.chain is None or self.new_chain_wanted:
+                reason = self.new_chain_wanted or "first start"
+                if self.chain is None and self.new_chain_wanted == "" and self.resume():
+                    return
+                if self.start_chain(reason):
+                    self.new_chain_wanted = ""
+                return
+            if time.time() - self.chain.started > float(self.config["base_every"]):
+                self.ship(force=True)
+                self.new_chain_wanted = "base_every elapsed"
+                return
+            self.poll()
+            pending = self.pending
+            if pending is not None and pending.commits and time.monotonic() - self._last_ship_tick >= self.interval:
+                self.ship()
+                self._last_ship_tick = time.monotonic()
+            self.last_error = ""
+        except Gap as gap:
+            self.stats["resets"] += 1
+            self.pending = None
+            self.new_chain_wanted = "gap: %s" % gap
+            _log("%s: %s; a new chain starts from a fresh base" % (self.name, gap))
+        except NodekeepError as exc:
+            self.stats["errors"] += 1
+            self.last_error = exc.message
+            _log("%s: %s" % (self.name, exc.message))
+
+    _last_ship_tick = 0.0
+
+    def run(self) -> None:
+        self.open()
+        if self.copier is not None:
+            self.copier.start()
+        next_metrics = 0.0
+        try:
+            while not self.stop.is_set():
+                began = time.monotonic()
+                self.tick()
+                if began >= next_metrics:
+                    self.write_metrics()
+                    next_metrics = began + max(1.0, self.interval)
+                self.stop.wait(max(0.0, self.poll_every - (time.monotonic() - began)))
+            # A clean stop ships what was read.
+            with contextlib.suppress(NodekeepError, Gap):
+                self.poll()
+                self.ship(force=True)
+            self.write_metrics()
+        finally:
+            if self.copier is not None:
+                self.copier.stop()
+            self.close()
+
+    # -- metrics --
+
+    def lag_seconds(self, now: float) -> float:
+        if self.pending is not None and self.pending.commits:
+            return max(0.0, now - self.pending.commits[0][1])
+        return 0.0
+
+    def write_metrics(self) -> None:
+        if not self.metrics_dir:
+            return
+        now = time.time()
+        metrics = Metrics()
+        labels = {"node": self.node, "asset": self.name}
+        metrics.add("nodekeep_stream_up", 1, "1 while the replication service runs", **labels)
+        metrics.add(
+            "nodekeep_stream_lag_seconds",
+            self.lag_seconds(now),
+            "Age of the oldest commit read from the WAL and not yet shipped (0 when all are shipped)",
+            **labels,
+        )
+        metrics.add(
+            "nodekeep_stream_last_shipped_commit_timestamp_seconds",
+            self.stats["last_commit"],
+            "When the service saw the newest commit it has shipped (UNIX time)",
+            **labels,
+        )
+        metrics.add("nodekeep_stream_segments_total", self.stats["segments"], "Segments shipped by this run", **labels)
+        metrics.add("nodekeep_stream_bytes_total", self.stats["bytes"], "Bytes of segments shipped by this run", **labels)
+        metrics.add("nodekeep_stream_chain_resets_total", self.stats["resets"], "New chains forced by a WAL reset", **labels)
+        metrics.add("nodekeep_stream_errors_total", self.stats["errors"], "Failed ticks (repository errors)", **labels)
+        if self.copier is not None:
+            for name, info in self.copier.status.items():
+                metrics.add(
+                    "nodekeep_stream_backlog_bytes",
+                    info.get("backlog", 0),
+                    "Bytes of shipped segments not yet at the S3 copy",
+                    copy=name,
+                    **labels,
+                )
+                metrics.add(
+                    "nodekeep_stream_backlog_overflow",
+                    1 if info.get("overflow") else 0,
+                    "1 when the backlog for a copy passed max_backlog (the copy restarts from a new base)",
+                    copy=name,
+                    **labels,
+                )
+        try:
+            write_textfile(self.metrics_dir, "nodekeep_stream_%s.prom" % self.name, metrics.render())
+        except NodekeepError as exc:
+            _log("metrics not written: %s" % exc.message)
+
+
+# --------------------------------------------------------------------------
+# S3 copies of segments (continuous, behind the local repository)
+# --------------------------------------------------------------------------
+
+
+def _open_target(spec: dict[str, Any]):
+    from ansible_collections.nodekeep.backup.plugins.module_utils.s3 import S3Repository
+
+    return S3Repository.from_spec(spec)
+
+
+class _Copier(threading.Thread):
+    """Copies each chain's base epoch then its segments (signature last) to every target, in order."""
+
+    def __init__(self, service: Service) -> None:
+        super().__init__(name="nodekeep-stream-copy", daemon=True)
+        self.service = service
+        self.wake = threading.Event()
+        self.halt = threading.Event()
+        self.status: dict[str, dict[str, Any]] = {}
+        self.done: dict[str, tuple[str, set]] = {}
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.wake.set()
+        self.join(timeout=30)
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            self.wake.wait(timeout=max(1.0, self.service.interval))
+            self.wake.clear()
+            for index, target in enumerate(self.service.targets):
+                name = getattr(target, "name", "") or "copy%d" % (index + 1)
+                try:
+                    self.copy_to(name, target)
+                except NodekeepError as exc:
+                    self.status.setdefault(name, {})["error"] = exc.message
+                except Exception as exc:  # noqa: BLE001 - a copy thread never dies silently
+                    self.status.setdefault(name, {})["error"] = str(exc)
+
+    def copy_to(self, name: str, target) -> None:
+        from ansible_collections.nodekeep.backup.plugins.module_utils.replicate import copy_epoch
+
+        service = self.service
+        chain = service.chain
+        if chain is None:
+            return
+        source, node = service.repository, service.node
+        local = source.files(node, chain.epoch)
+        segments = committed_segments(local, service.name)
+        state = self.status.setdefault(name, {"backlog": 0, "overflow": False})
+        done_epoch, done = self.done.get(name, ("", set()))
+        if done_epoch != chain.epoch:
+            done = set()
+        todo = [s for s in segments if s not in done]
+        state["backlog"] = sum(sum(local.get(n, 0) for n in segment_names(service.name, *s)) for s in todo)
+        if state["backlog"] > int(service.config["max_backlog"]):
+            if not state["overflow"]:
+                _log("%s: the backlog for %s passed max_backlog; it restarts from a new base" % (service.name, name))
+            state["overflow"] = True
+        if state["overflow"]:
+            target.complete_epochs(node)  # raises while the target is unreachable
+            if state.get("overflow_chain") != chain.epoch:
+                state["overflow_chain"] = chain.epoch
+                service.new_chain_wanted = "the S3 backlog for %s overflowed" % name
+                return
+            if state["backlog"] > int(service.config["max_backlog"]):
+                return
+            state["overflow"] = False
+        copy_epoch(source, target, node, chain.epoch, service.public_key)
+        present = target.files(node, chain.epoch)
+        for segment in todo:
+            if self.halt.is_set():
+                return
+            for file_name in segment_names(service.name, *segment):
+                if file_name in present:
+                    continue
+                data = source.get_bytes(node, chain.epoch, file_name, limit=1 << 30)
+                with target.open_write(node, chain.epoch, file_name) as sink:
+                    sink.write(data)
+            done.add(segment)
+            state["backlog"] -= sum(local.get(n, 0) for n in segment_names(service.name, *segment))
+        self.done[name] = (chain.epoch, done)
+        state.pop("error", None)
+
+
+# --------------------------------------------------------------------------
+# reading chains back: point-in-time restore
+# --------------------------------------------------------------------------
+
+
+def _read_record(repository, node: str, epoch: str, asset: str, seq: int, attempt: str, public_key: str):
+    _stem, record_name, sig_name = segment_names(asset, seq, attempt)
+    data = repository.get_bytes(node, epoch, record_name, limit=4 << 20)
+    signature = repository.get_bytes(node, epoch, sig_name, limit=64 << 10).decode("ascii", "replace")
+    signing.verify(data, signature, public_key)
+    record = Manifest.from_bytes(data, node=node, epoch=epoch)
+    if (
+        record.labels.get("stream") != STREAM_LABEL
+        or len(record.artifacts) != 1
+        or record.artifacts[0].name != asset
+        or record.artifacts[0].format != SEGMENT_FORMAT
+        or record.artifacts[0].source.get("seq") != seq
+        or record.artifacts[0].source.get("chain") != epoch
+    ):
+        raise IntegrityError(
+            "segment %d of %s in epoch %s does not describe itself" % (seq, asset, epoch),
+            "the repository was tampered with; restore an earlier point or another copy",
+        )
+    return record, data
+
+
+@dataclass
+class ChainInfo:
+    epoch: str
+    records: list  # (Manifest, source dict) in order
+    start: float  # first restorable commit time
+    end: float  # last shipped commit time
+
+
+def load_chain(repository, node: str, epoch: str, asset: str, public_key: str) -> ChainInfo | None:
+    """The signed, contiguous, hash-linked segments of ``asset`` in ``epoch`` (None: no chain there)."""
+    segments = committed_segments(repository.files(node, epoch), asset)
+    if not segments:
+        return None
+    base_bytes = repository.get_bytes(node, epoch, "manifest.json")
+    prev = hashlib.sha256(base_bytes).hexdigest()
+    records = []
+    numbers = [seq for seq, _attempt in segments]
+    if len(set(numbers)) != len(numbers):
+        raise IntegrityError(
+            "a segment of %s in %s is committed twice" % (asset, epoch),
+            "only one service writes a chain: the repository was tampered with",
+        )
+    for expected, (seq, attempt) in enumerate(segments, start=1):
+        if seq != expected:
+            break  # a hole: the chain is usable up to it (``end`` says where it stops)
+        record, data = _read_record(repository, node, epoch, asset, seq, attempt, public_key)
+        source = record.artifacts[0].source
+        if source.get("prev") != prev:
+            raise IntegrityError(
+                "segment %d of %s in %s does not follow segment %d (hash chain broken)" % (seq, asset, epoch, seq - 1),
+                "the repository was tampered with; restore an earlier point or another copy",
+            )
+        prev = hashlib.sha256(data).hexdigest()
+        records.append((record, source))
+    if not records:
+        return None
+    first = records[0][1]
+    start = None
+    for n, when, _size, _count in first["commits"]:
+        if first["first_frame"] + n - 1 >= int(first.get("consistent_from", 0)):
+            start = _timestamp(when)
+            break
+    if start is None:
+        start = _timestamp(first["commits"][-1][1]) if len(records) == 1 else _timestamp(records[1][1]["commits"][0][1])
+    return ChainInfo(epoch, records, start, _timestamp(records[-1][1]["commits"][-1][1]))
+
+
+def find_chain(repository, node: str, asset: str, public_key: str, when: float | None) -> ChainInfo:
+    """The chain holding time ``when`` (None: the newest commit of the newest chain)."""
+    seen = []
+    for epoch in reversed(repository.complete_epochs(node)):
+        if not committed_segments(repository.files(node, epoch), asset):
+            continue
+        chain = load_chain(repository, node, epoch, asset, public_key)
+        if chain is None:
+            continue
+        seen.append(chain)
+        if when is None or chain.start <= when:
+            return chain
+    raise RepositoryError(
+        "node %s has no replication chain of %s covering %s" % (node, asset, "latest" if when is None else _iso(when)),
+        "chains found: %s"
+        % (", ".join("%s (%s .. %s)" % (c.epoch, _iso(c.start), _iso(c.end)) for c in seen[:5]) or "none")
+        + "; restore an epoch instead, or pick a time inside a chain",
+    )
+
+
+class _BoundedSink(io.BytesIO):
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def write(self, data) -> int:
+        if self.tell() + len(data) > self.limit:
+            raise IntegrityError("a segment decrypts to more bytes than its signed record says", "do not trust it")
+        return super().write(data)
+
+
+def _segment_frames(repository, node: str, epoch: str, record: Manifest, identities: list) -> bytes:
+    from ansible_collections.nodekeep.backup.plugins.module_utils.seal import unseal
+
+    artifact = record.artifacts[0]
+    sink = _BoundedSink(artifact.content_size)
+    with repository.open_read(node, epoch, artifact.file) as stream:
+        result = unseal(stream, sink, identities, sink_name="memory")
+    if (
+        result.sealed.size != artifact.size
+        or result.sealed.sha256 != artifact.sha256
+        or result.content.size != artifact.content_size
+        or result.content.sha256 != artifact.content_sha256
+    ):
+        raise IntegrityError(
+            "segment %s does not match its signed record" % artifact.file,
+            "the repository was tampered with or damaged; restore an earlier point or another copy",
+        )
+    return sink.getvalue()
+
+
+def restore_point_in_time(
+    repository,
+    node: str,
+    asset: str,
+    public_key: str,
+    identities: list,
+    point_in_time: str = "latest",
+    dest: str = "",
+    target_root: str = "",
+    force: bool = False,
+    check: str = "integrity",
+) -> dict[str, Any]:
+    """Rebuild ``asset`` as of the last commit observed at or before ``point_in_time`` (or the newest).
+
+    The result goes to ``dest`` (a file) or, as an epoch restore would put it, under ``target_root``.
+    It is written beside its final name, checked, and linked into place; an existing target is refused
+    unless ``force`` (then kept beside it as ``.nodekeep-replaced-<time>``).
+    """
+    from ansible_collections.nodekeep.backup.plugins.module_utils.assets import asset_type
+    from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import load_manifest, restore_epoch
+    from ansible_collections.nodekeep.backup.plugins.module_utils.sqlite import run_check
+
+    began = time.monotonic()
+    when = None if point_in_time in (None, "", "latest") else parse_time(point_in_time)
+    chain = find_chain(repository, node, asset, public_key, when)
+    manifest = load_manifest(repository, node, chain.epoch, public_key)
+    artifact = manifest.artifact(asset)
+    if dest:
+        final = os.path.abspath(dest)
+    else:
+        if not target_root or not os.path.isabs(target_root):
+            raise RepositoryError(
+                "the restore target %r is not an absolute path" % (target_root,),
+                "set nodekeep_restore_to (a staging directory) or dest (a file)",
+            )
+        final = asset_type("sqlite").staging_path(artifact, target_root)
+    if os.path.lexists(final) and not force:
+        raise RepositoryError(
+            "the restore target %s already exists" % final,
+            "restore to a new file or set force: true (the existing file is kept beside it)",
+        )
+    parent = os.path.dirname(final)
+    try:
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+        work = tempfile.mkdtemp(prefix=".nodekeep-pitr-", dir=parent)
+    except OSError as exc:
+        raise describe_os_error(exc, "preparing the restore directory", parent)
+    try:
+        base = restore_epoch(repository, node, chain.epoch, public_key, identities, work, artifacts=[asset], check="none")
+        path = base["artifacts"][0]["path"]
+        reached = None
+        applied = 0
+        size = None
+        page_size = None
+        fd = os.open(path, os.O_RDWR)
+        try:
+            for record, source in chain.records:
+                commits = [c for c in source["commits"] if when is None or _timestamp(c[1]) <= when]
+                if not commits:
+                    break
+                frames = _segment_frames(repository, node, chain.epoch, record, identities)
+                page_size = int(source["page_size"])
+                step = wal.FRAME_HEADER_SIZE + page_size
+                if len(frames) != int(source["frames"]) * step:
+                    raise IntegrityError("segment %d holds a wrong number of frames" % source["seq"])
+                salt = bytes.fromhex(source["salt"])
+                for _offset, frame in wal.iter_frames(frames, page_size):
+                    if frame.salt != salt:
+                        raise IntegrityError("segment %d holds a frame of another log" % source["seq"])
+                upto, moment = commits[-1][0], commits[-1][1]
+                size = wal.apply_frames(fd, frames, page_size, upto=upto) or size
+                applied += sum(int(c[3]) for c in commits)
+                reached = {"segment": source["seq"], "time": moment, "frame": source["first_frame"] + upto - 1}
+                if len(commits) < len(source["commits"]):
+                    break
+            if size is not None:
+                os.ftruncate(fd, size * page_size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if reached is None:
+            raise RepositoryError(
+                "the chain %s of %s has no commit at or before %s" % (chain.epoch, asset, point_in_time),
+                "pick a time after %s" % _iso(chain.start),
+            )
+        if when is not None and _timestamp(reached["time"]) < chain.start:
+            raise RepositoryError(
+                "%s is before the first consistent commit of chain %s (%s)" % (point_in_time, chain.epoch, _iso(chain.start)),
+                "pick a later time, or restore the epoch before it",
+            )
+        integrity = run_check(path, check) if check != "none" else "skipped"
+        if os.path.lexists(final):
+            os.rename(final, "%s.nodekeep-replaced-%s" % (final, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())))
+        os.link(path, final)
+        with contextlib.suppress(OSError):
+            dfd = os.open(parent, os.O_RDONLY)
+            os.fsync(dfd)
+            os.close(dfd)
+    except OSError as exc:
+        raise describe_os_error(exc, "restoring %s to a point in time" % asset, final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {
+        "node": node,
+        "asset": asset,
+        "epoch": chain.epoch,
+        "point_in_time": point_in_time or "latest",
+        "restored_commit_time": reached["time"],
+        "segment": reached["segment"],
+        "commits_applied": applied,
+        "chain": {"start": _iso(chain.start), "end": _iso(chain.end), "segments": len(chain.records)},
+        "path": final,
+        "integrity": integrity,
+        "seconds": round(time.monotonic() - began, 3),
+    }
+
+
+def chains_report(repository, node: str, asset: str, public_key: str) -> list[dict[str, Any]]:
+    """Every chain of ``asset``: base epoch, first and last restorable commit times, segments."""
+    out = []
+    for epoch in repository.complete_epochs(node):
+        if committed_segments(repository.files(node, epoch), asset):
+            chain = load_chain(repository, node, epoch, asset, public_key)
+            if chain is not None:
+                out.append(
+                    {"epoch": epoch, "start": _iso(chain.start), "end": _iso(chain.end), "segments": len(chain.records)}
+                )
+    return out
+
+
+# --------------------------------------------------------------------------
+# helpers and the command line (run by the systemd unit the stream role installs)
+# --------------------------------------------------------------------------
+
+
+def _timestamp(text: str) -> float:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+
+
+def _pem_of(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def _log(message: str) -> None:
+    sys.stderr.write("nodekeep-stream: %s\n" % message)
+    sys.stderr.flush()
+
+
+def _fault(point: str) -> None:
+    """Fault injection for the crash tests: NODEKEEP_STREAM_CRASH=POINT:N kills the process at the N-th pass."""
+    spec = os.environ.get("NODEKEEP_STREAM_CRASH", "")
+    if not spec:
+        return
+    name, _sep, count = spec.partition(":")
+    if name != point:
+        return
+    _FAULTS[point] = _FAULTS.get(point, 0) + 1
+    if _FAULTS[point] >= int(count or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_FAULTS: dict[str, int] = {}
+
+
+def load_config(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except OSError as exc:
+        raise describe_os_error(exc, "reading the stream configuration", path)
+    except ValueError as exc:
+        raise NodekeepError("%s is not JSON (%s)" % (path, exc), "rewrite it with the stream role")
+    if isinstance(config, dict) and "ANSIBLE_MODULE_ARGS" in config:
+        config = config["ANSIBLE_MODULE_ARGS"]
+    for key in ("node", "repository", "asset", "signing_key"):
+        if not config.get(key):
+            raise NodekeepError("the stream configuration %s lacks %s" % (path, key), "rewrite it with the stream role")
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nodekeep-stream", description="Replicate one SQLite asset continuously.")
+    parser.add_argument("--config", required=True, help="JSON configuration written by the stream role")
+    args = parser.parse_args(argv)
+    try:
+        service = Service(load_config(args.config))
+    except NodekeepError as exc:
+        _log(exc.message)
+        return 2
+    signal.signal(signal.SIGTERM, lambda *_: service.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: service.stop.set())
+    try:
+        service.run()
+    except NodekeepError as exc:
+        _log(exc.message)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
