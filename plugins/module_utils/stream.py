@@ -69,7 +69,7 @@ SEGMENT_RE = re.compile(
 )
 DEFAULTS = {
     "interval": 1.0,  # seconds between segments
-    "poll": 0.2,  # seconds between reads of the wal-index (commit-time resolution)
+    "poll": 0.02,  # seconds between reads of the wal-index (commit-time resolution, WAL reset detection)
     "base_every": 6 * 3600,  # start a new chain (fresh base) after this many seconds
     "max_backlog": 1 << 30,  # bytes of segments not yet at an S3 target kept for it
     "max_pending": 256 << 20,  # bytes of frames held in memory while the repository fails
@@ -141,7 +141,7 @@ class Chain:
     seq: int  # last committed segment
     prev: str  # SHA-256 of the last record (or of the base manifest)
     position: Position
-    consistent_from: int  # first frame (of the first generation) after which the base is included
+    consistent_after: float  # commits observed after this time are consistent restore points
     started: float
     first: bool = True  # the next segment is the chain's first
 
@@ -207,9 +207,17 @@ class Service:
         self.stop = threading.Event()
         self.chain: Chain | None = None
         self.pending: Pending | None = None
+        self.queue: list[Pending] = []
+        self.lock = threading.Lock()
+        self.ship_wake = threading.Event()
+        self.ship_halt = threading.Event()
+        self.shipper: threading.Thread | None = None
+        self.ship_error = ""
+        self.read_pos: Position | None = None
         self.lock_fd: int | None = None
-        self.wal_fd: int | None = None
-        self.wal_ino: tuple[int, int] | None = None
+        self.fds: dict[str, tuple[int, tuple[int, int]]] = {}
+        self.retired: list[int] = []
+        self.copying = False
         self.stats = {"segments": 0, "bytes": 0, "resets": 0, "errors": 0, "last_commit": 0.0, "last_ship": 0.0}
         self.last_error = ""
         self.copier = _Copier(self) if self.targets else None
@@ -249,39 +257,60 @@ class Service:
             )
 
     def close(self) -> None:
-        if self.wal_fd is not None:
-            os.close(self.wal_fd)
-            self.wal_fd = None
+        for fd, _ino in self.fds.values():
+            os.close(fd)
+        self.fds = {}
+        self._retire_all()
         if self.lock_fd is not None:
             os.close(self.lock_fd)
             self.lock_fd = None
 
     # -- the WAL, read without locks --
 
-    def _wal(self) -> int | None:
-        """An fd of the current ``-wal`` file (reopened when the file was replaced)."""
-        path = self.path + "-wal"
+    def _file(self, suffix: str) -> int | None:
+        """A kept-open fd of the database's ``-wal`` or ``-shm`` (reopened when the file is replaced).
+
+        Fds are never closed while a base copy runs in this process: closing any fd of a file
+        drops every POSIX lock the process holds on it, and SQLite's read locks are POSIX locks
+        on ``-shm``; the copy would lose its snapshot.
+        """
+        path = self.path + suffix
+        held = self.fds.get(suffix)
         try:
             info = os.stat(path)
         except FileNotFoundError:
-            if self.wal_fd is not None:
-                os.close(self.wal_fd)
-                self.wal_fd, self.wal_ino = None, None
+            if held is not None:
+                self._retire(held[0])
+                del self.fds[suffix]
             return None
-        if self.wal_fd is not None and self.wal_ino == (info.st_dev, info.st_ino):
-            return self.wal_fd
-        if self.wal_fd is not None:
-            os.close(self.wal_fd)
+        if held is not None and held[1] == (info.st_dev, info.st_ino):
+            return held[0]
+        if held is not None:
+            self._retire(held[0])
+            del self.fds[suffix]
         try:
-            self.wal_fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
         except FileNotFoundError:
-            self.wal_fd, self.wal_ino = None, None
             return None
-        self.wal_ino = (info.st_dev, info.st_ino)
-        return self.wal_fd
+        self.fds[suffix] = (fd, (info.st_dev, info.st_ino))
+        return fd
+
+    def _retire_all(self) -> None:
+        for old in self.retired:
+            os.close(old)
+        self.retired = []
+
+    def _retire(self, fd: int) -> None:
+        self.retired.append(fd)
+        if not self.copying:
+            self._retire_all()
+
+    def _wal(self) -> int | None:
+        return self._file("-wal")
 
     def _index(self) -> wal.IndexHeader | None:
-        return wal.read_index_header(self.path + "-shm")
+        fd = self._file("-shm")
+        return wal.read_index_header_fd(fd) if fd is not None else None
 
     def _position_now(self) -> Position | None:
         header = self._index()
@@ -297,43 +326,67 @@ class Service:
     # -- chains --
 
     def start_chain(self, reason: str) -> bool:
-        """A fresh base epoch and a new chain from the WAL position just before it (False: wait)."""
+        """A fresh base epoch and a new chain from the WAL position read just before it (False: wait).
+
+        The base is copied in a thread while this one keeps reading the log, so a WAL reset during a
+        long copy is followed like any other. Every frame after the position read first is in the
+        chain; the base copy holds some state at or after it, and replaying page images is
+        idempotent, so every commit observed after the copy finished is a consistent restore point.
+        """
         from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import backup_epoch
 
-        for _attempt in range(5):
-            before = self._position_now()
-            if before is None:
-                self.last_error = "waiting for the application to open %s (no wal-index yet)" % self.path
-                return False
-            manifest = backup_epoch(
-                self.repository,
-                self.node,
-                [self.asset],
-                self.recipients,
-                self.recipient_strings,
-                self.signing_key,
-                level=int(self.config["compression_level"]),
-                labels={"stream": "base", "stream_reason": reason},
-            )
-            after = self._index()
-            if after is not None and after.salt == before.salt and after.mx_frame >= before.frame:
-                base = self.repository.get_bytes(self.node, manifest.epoch, "manifest.json")
-                self.chain = Chain(
-                    epoch=manifest.epoch,
-                    seq=0,
-                    prev=hashlib.sha256(base).hexdigest(),
-                    position=before,
-                    consistent_from=after.mx_frame,
-                    started=time.time(),
+        before = self._position_now()
+        if before is None:
+            self.last_error = "waiting for the application to open %s (no wal-index yet)" % self.path
+            return False
+        self.queue, self.pending, self.read_pos = [], None, before
+        self.chain = Chain(epoch="", seq=0, prev="", position=before, consistent_after=0.0, started=time.time())
+        outcome: dict[str, Any] = {}
+
+        def copy() -> None:
+            try:
+                outcome["manifest"] = backup_epoch(
+                    self.repository,
+                    self.node,
+                    [self.asset],
+                    self.recipients,
+                    self.recipient_strings,
+                    self.signing_key,
+                    level=int(self.config["compression_level"]),
+                    labels={"stream": "base", "stream_reason": reason[:200]},
                 )
-                self.pending = None
-                self._save_state()
-                _log("%s: new chain %s (%s)" % (self.name, manifest.epoch, reason))
-                return True
-        raise NodekeepError(
-            "the WAL of %s was reset during each of 5 base copies" % self.path,
-            "the application checkpoints (RESTART/TRUNCATE) constantly; lower their rate",
-        )
+            except BaseException as exc:  # noqa: BLE001 - handed to the service thread
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=copy, name="nodekeep-stream-base", daemon=True)
+        self.copying = True
+        worker.start()
+        gap = None
+        try:
+            while worker.is_alive():
+                worker.join(self.poll_every)
+                if gap is None:
+                    try:
+                        self.poll()
+                    except Gap as exc:
+                        gap = exc
+        finally:
+            self.copying = False
+            self._retire_all()
+        if "error" in outcome:
+            self.chain = None
+            raise outcome["error"]
+        if gap is not None:
+            self.chain = None
+            raise gap
+        manifest = outcome["manifest"]
+        base = self.repository.get_bytes(self.node, manifest.epoch, "manifest.json")
+        self.chain.epoch = manifest.epoch
+        self.chain.prev = hashlib.sha256(base).hexdigest()
+        self.chain.consistent_after = time.time()
+        self._save_state()
+        _log("%s: new chain %s (%s)" % (self.name, manifest.epoch, reason))
+        return True
 
     def resume(self) -> bool:
         """Continue the chain named in the state file from its last committed segment."""
@@ -348,20 +401,22 @@ class Service:
         record, data = _read_record(self.repository, self.node, epoch, self.name, seq, attempt, self.public_key)
         source = record.artifacts[0].source
         first = _read_record(self.repository, self.node, epoch, self.name, 1, segments[0][1], self.public_key)[0]
+        position = Position(
+            bytes.fromhex(source["salt"]),
+            int(source["first_frame"]) + int(source["frames"]) - 1,
+            tuple(source["last_cksum"]),
+            int(source["page_size"]),
+        )
         self.chain = Chain(
             epoch=epoch,
             seq=seq,
             prev=hashlib.sha256(data).hexdigest(),
-            position=Position(
-                bytes.fromhex(source["salt"]),
-                int(source["first_frame"]) + int(source["frames"]) - 1,
-                tuple(source["last_cksum"]),
-                int(source["page_size"]),
-            ),
-            consistent_from=int(first.artifacts[0].source.get("consistent_from", 0)),
+            position=position,
+            consistent_after=_timestamp(first.artifacts[0].source.get("consistent_after") or first.started),
             started=_timestamp(first.started),
             first=False,
         )
+        self.queue, self.pending, self.read_pos = [], None, position
         self.stats["last_commit"] = _timestamp(source["commits"][-1][1])
         _log("%s: resumed chain %s at segment %d" % (self.name, epoch, seq))
         return True
@@ -389,19 +444,17 @@ class Service:
 
     def poll(self) -> None:
         """Move newly committed frames into ``pending`` (raises Gap when the log cannot be continued)."""
-        chain = self.chain
-        assert chain is not None
         header = self._index()
         if header is None:
             return  # nobody has the database open: nothing commits
-        position = self.pending_position()
+        position = self.read_pos
         if header.page_size != position.page_size:
             raise Gap("the page size changed")
         if header.salt != position.salt:
             self._continue_after_reset(header, position)
             return
         if header.mx_frame < position.frame:
-            raise Gap("the log holds fewer frames than were shipped (the WAL was replaced)")
+            raise Gap("the log holds fewer frames than were read (the WAL was replaced)")
         if header.mx_frame == position.frame:
             return
         fd = self._wal()
@@ -413,20 +466,13 @@ class Service:
         if data is None or again is None or again.salt != position.salt:
             # Reset under the read: decided on the next poll, from the old log's frames.
             return
-        self._add(position, data, header.mx_frame, header.frame_cksum, now)
+        self._add(data, header.mx_frame, header.frame_cksum, now)
 
-    def pending_position(self) -> Position:
-        if self.pending is not None and self.pending.commits:
-            p = self.pending
-            return Position(p.salt, p.first_frame + p.count() - 1, p.last_cksum, p.page_size)
-        return self.chain.position
-
-    def _add(self, position: Position, data: bytes, last_frame: int, cksum, now: float) -> None:
+    def _add(self, data: bytes, last_frame: int, cksum, now: float) -> None:
+        position = self.read_pos
         page_size = position.page_size
         if self.pending is None:
             self.pending = Pending(position.salt, page_size, position.frame + 1)
-        elif self.pending.salt != position.salt:
-            raise Gap("internal: a pending batch mixes generations")
         pending = self.pending
         base = pending.count()
         count, size = 0, 0
@@ -436,12 +482,15 @@ class Service:
         if count:
             # One entry per read: every commit of it was observed at ``now`` (the commit-time resolution).
             pending.commits.append([base + len(data) // (wal.FRAME_HEADER_SIZE + page_size), now, size, count])
-        # Frames past the last commit of a batch are never shipped: mxFrame is always a commit frame.
+        # mxFrame is always a commit frame: no frame past the last commit is ever taken.
         pending.frames += data
         pending.last_cksum = tuple(cksum)
-        if pending.commits and pending.commits[-1][0] != pending.count():
+        if pending.commits[-1][0] != pending.count():
             raise Gap("the committed log does not end with a commit frame")
-        if len(pending.frames) > int(self.config["max_pending"]):
+        self.read_pos = Position(position.salt, last_frame, tuple(cksum), page_size)
+        with self.lock:
+            held = len(pending.frames) + sum(len(p.frames) for p in self.queue)
+        if held > int(self.config["max_pending"]):
             raise Gap("more than max_pending bytes of frames could not be written to the repository")
 
     def _continue_after_reset(self, header: wal.IndexHeader, position: Position) -> None:
@@ -449,41 +498,45 @@ class Service:
         old_salt1 = int.from_bytes(position.salt[:4], "big")
         if int.from_bytes(header.salt[:4], "big") != (old_salt1 + 1) & wal.MASK:
             raise Gap("the WAL was replaced or reset more than once since the last read")
-        if position.cksum is None or position.frame == 0:
-            raise Gap("the WAL was reset before any frame of its previous generation was read")
+        if position.cksum is None:
+            raise Gap("the WAL was reset before its previous generation could be followed")
         fd = self._wal()
         if fd is None:
             raise Gap("the WAL file is gone")
         step = wal.FRAME_HEADER_SIZE + position.page_size
-        last = os.pread(fd, step, wal.frame_offset(position.frame, position.page_size))
-        if len(last) < step:
-            raise Gap("the WAL was truncated (checkpoint TRUNCATE or journal_size_limit)")
-        frame = wal.parse_frame_header(last)
-        if frame.salt != position.salt or frame.cksum != tuple(position.cksum):
-            raise Gap("the last shipped frame was overwritten by the new log")
+        if position.frame:
+            last = os.pread(fd, step, wal.frame_offset(position.frame, position.page_size))
+            if len(last) < step:
+                raise Gap("the WAL was truncated (checkpoint TRUNCATE or journal_size_limit)")
+            frame = wal.parse_frame_header(last)
+            if frame.salt != position.salt or frame.cksum != tuple(position.cksum):
+                raise Gap("the last frame read was overwritten by the new log")
         big_endian = self._big_endian(fd)
         now = time.time()
         data, count, cksum, stop = wal.scan_valid(
             fd, position.page_size, position.frame + 1, position.salt, tuple(position.cksum), big_endian
         )
-        if stop == "eof":
-            raise Gap("the old log ends at the end of the file: it may have been truncated")
+        if stop == "partial":
+            raise Gap("the old log ends in a partial frame: the file was truncated (journal_size_limit)")
+        if stop == "eof" and not position.frame and not count:
+            raise Gap("the old log is gone (truncated) and none of it was read")
         after = os.pread(fd, wal.FRAME_HEADER_SIZE, wal.frame_offset(position.frame + 1 + count, position.page_size))
         if len(after) == wal.FRAME_HEADER_SIZE and wal.parse_frame_header(after).salt == header.salt:
-            raise Gap("the new log overwrote the old log's tail before it was read")
+            raise Gap(
+                "the new log overwrote the old log's tail before it was read (read to frame %d, %d more valid "
+                "(%s), the new log has %d)" % (position.frame, count, stop, header.mx_frame)
+            )
         again = self._index()
         if again is None or again.salt != header.salt:
             raise Gap("the WAL was reset again during the check")
         if count:
-            self._add(position, data, position.frame + count, cksum, now)
-        # The old generation is complete: it becomes its own segment, then the new one starts.
-        self.ship(force=True)
-        if self.pending is not None:
-            raise Gap("the old log's tail could not be written to the repository")
+            self._add(data, position.frame + count, cksum, now)
+        # The old generation is complete: it becomes its own segment, the new one starts after it.
+        self.hand_over()
         head = wal.parse_wal_header(os.pread(fd, wal.WAL_HEADER_SIZE, 0))
         cksum0 = head.cksum if head is not None and head.salt == header.salt else None
-        self.chain.position = Position(header.salt, 0, cksum0, header.page_size)
-        _log("%s: the application reset its WAL; the chain continues (old log complete)" % self.name)
+        self.read_pos = Position(header.salt, 0, cksum0, header.page_size)
+        self.stats["continued"] = self.stats.get("continued", 0) + 1
 
     def _big_endian(self, fd: int) -> bool:
         head = os.pread(fd, 4, 0)
@@ -491,13 +544,55 @@ class Service:
 
     # -- writing segments --
 
-    def ship(self, force: bool = False) -> None:
-        """Seal the pending commits into the next segment of the chain (write-once, signature last)."""
+    def hand_over(self) -> None:
+        """Queue the pending commits for the shipping thread (the reading thread keeps polling)."""
+        with self.lock:
+            if self.pending is not None and self.pending.commits:
+                self.queue.append(self.pending)
+            self.pending = None
+        self.ship_wake.set()
+
+    def ship(self) -> None:
+        """Seal every queued batch, in order, into the next segments of the chain."""
+        while True:
+            with self.lock:
+                if self.chain is None or not self.chain.epoch or not self.queue:
+                    return  # nothing to ship, or the base is still being copied
+                batch = self.queue[0]
+            self._write_segment(batch)
+            with self.lock:
+                self.queue.pop(0)
+
+    def _shipper(self) -> None:
+        while not self.ship_halt.is_set():
+            self.ship_wake.wait(1.0)
+            self.ship_wake.clear()
+            try:
+                self.ship()
+                self.ship_error = ""
+            except Exception as exc:  # noqa: BLE001 - kept and retried: the queue holds the commits
+                self.stats["errors"] += 1
+                self.ship_error = getattr(exc, "message", None) or str(exc)
+                _log("%s: shipping failed, retrying: %s" % (self.name, self.ship_error))
+                self.ship_halt.wait(1.0)
+
+    def drain(self, timeout: float) -> bool:
+        """Wait (bounded) until the shipping thread wrote everything queued."""
+        self.ship_wake.set()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if not self.queue:
+                    return True
+            if self.shipper is None or not self.shipper.is_alive():
+                self.ship()
+            time.sleep(0.01)
+        return False
+
+    def _write_segment(self, pending: Pending) -> None:
         from ansible_collections.nodekeep.backup.plugins.module_utils.seal import seal
 
-        pending, chain = self.pending, self.chain
-        if pending is None or not pending.commits or chain is None:
-            return
+        chain = self.chain
         seq = chain.seq + 1
         attempt = os.urandom(4).hex()
         payload, record_name, sig_name = segment_names(self.name, seq, attempt)
@@ -520,7 +615,7 @@ class Service:
             "commits": [[n, _iso(t), size, count] for n, t, size, count in pending.commits],
         }
         if chain.first:
-            source["consistent_from"] = chain.consistent_from
+            source["consistent_after"] = _iso(chain.consistent_after)
             source["chain_position"] = {"salt": chain.position.salt.hex(), "frame": chain.position.frame}
         record = Manifest(
             node=self.node,
@@ -558,7 +653,6 @@ class Service:
         self.stats["bytes"] += result.sealed.size + len(data)
         self.stats["last_commit"] = pending.commits[-1][1]
         self.stats["last_ship"] = time.time()
-        self.pending = None
         if self.copier is not None:
             self.copier.wake.set()
 
@@ -575,18 +669,24 @@ class Service:
                     self.new_chain_wanted = ""
                 return
             if time.time() - self.chain.started > float(self.config["base_every"]):
-                self.ship(force=True)
+                self.hand_over()
+                self.drain(60.0)
                 self.new_chain_wanted = "base_every elapsed"
                 return
             self.poll()
-            pending = self.pending
-            if pending is not None and pending.commits and time.monotonic() - self._last_ship_tick >= self.interval:
-                self.ship()
+            if self.pending is not None and time.monotonic() - self._last_ship_tick >= self.interval:
+                self.hand_over()
                 self._last_ship_tick = time.monotonic()
             self.last_error = ""
         except Gap as gap:
             self.stats["resets"] += 1
-            self.pending = None
+            # What was read before the gap still continues this chain: ship it, then start anew
+            # (when the gap came during a base copy there is no chain yet: the next base holds it all).
+            self.hand_over()
+            if self.chain is not None and self.chain.epoch and not self.drain(60.0):
+                _log("%s: the commits read before the gap could not be shipped; the new base holds them" % self.name)
+            with self.lock:
+                self.pending, self.queue = None, []
             self.new_chain_wanted = "gap: %s" % gap
             _log("%s: %s; a new chain starts from a fresh base" % (self.name, gap))
         except NodekeepError as exc:
@@ -595,16 +695,35 @@ class Service:
             _log("%s: %s" % (self.name, exc.message))
 
     _last_ship_tick = 0.0
+    _last_status: tuple = ()
+
+    def write_status(self) -> None:
+        """``state_dir/stream-ASSET.status.json`` when it changes: the chain, its last segment and the
+        log position shipped (tests and operators compare it with the wal-index to see it caught up)."""
+        if not self.state_dir or self.chain is None:
+            return
+        waiting = bool(self.queue or self.pending)
+        error = self.last_error or self.ship_error
+        position = self.chain.position if waiting or self.read_pos is None else self.read_pos
+        status = (self.chain.epoch, self.chain.seq, position.salt.hex(), position.frame, waiting, error)
+        if status == self._last_status:
+            return
+        self._last_status = status
+        text = json.dumps(dict(zip(("chain", "seq", "salt", "frame", "pending", "error"), status))) + "\n"
+        atomic_write(os.path.join(self.state_dir, "stream-%s.status.json" % self.name), text, 0o600, "stream status")
 
     def run(self) -> None:
         self.open()
         if self.copier is not None:
             self.copier.start()
         next_metrics = 0.0
+        self.shipper = threading.Thread(target=self._shipper, name="nodekeep-stream-ship", daemon=True)
+        self.shipper.start()
         try:
             while not self.stop.is_set():
                 began = time.monotonic()
                 self.tick()
+                self.write_status()
                 if began >= next_metrics:
                     self.write_metrics()
                     next_metrics = began + max(1.0, self.interval)
@@ -612,9 +731,14 @@ class Service:
             # A clean stop ships what was read.
             with contextlib.suppress(NodekeepError, Gap):
                 self.poll()
-                self.ship(force=True)
+            self.hand_over()
+            self.drain(60.0)
+            self.write_status()
             self.write_metrics()
         finally:
+            self.ship_halt.set()
+            self.ship_wake.set()
+            self.shipper.join(timeout=60)
             if self.copier is not None:
                 self.copier.stop()
             self.close()
@@ -622,8 +746,11 @@ class Service:
     # -- metrics --
 
     def lag_seconds(self, now: float) -> float:
-        if self.pending is not None and self.pending.commits:
-            return max(0.0, now - self.pending.commits[0][1])
+        with self.lock:
+            batches = self.queue + ([self.pending] if self.pending is not None else [])
+        for batch in batches:
+            if batch.commits:
+                return max(0.0, now - batch.commits[0][1])
         return 0.0
 
     def write_metrics(self) -> None:
@@ -819,34 +946,67 @@ def load_chain(repository, node: str, epoch: str, asset: str, public_key: str) -
         records.append((record, source))
     if not records:
         return None
-    first = records[0][1]
+    consistent_after = _timestamp(records[0][1].get("consistent_after") or records[0][0].started)
     start = None
-    for n, when, _size, _count in first["commits"]:
-        if first["first_frame"] + n - 1 >= int(first.get("consistent_from", 0)):
-            start = _timestamp(when)
+    for _record, source in records:
+        for commit in source["commits"]:
+            if _timestamp(commit[1]) > consistent_after:
+                start = _timestamp(commit[1])
+                break
+        if start is not None:
             break
     if start is None:
-        start = _timestamp(first["commits"][-1][1]) if len(records) == 1 else _timestamp(records[1][1]["commits"][0][1])
+        return None  # no commit observed after the base was complete yet: the base epoch is the point
     return ChainInfo(epoch, records, start, _timestamp(records[-1][1]["commits"][-1][1]))
 
 
+def _chain_point(chain: ChainInfo, when: float | None) -> float | None:
+    """The newest commit time of ``chain`` at or before ``when`` (restorable ones only)."""
+    best = None
+    for _record, source in chain.records:
+        for commit in source["commits"]:
+            moment = _timestamp(commit[1])
+            if moment >= chain.start and (when is None or moment <= when):
+                best = moment
+    return best
+
+
 def find_chain(repository, node: str, asset: str, public_key: str, when: float | None) -> ChainInfo:
-    """The chain holding time ``when`` (None: the newest commit of the newest chain)."""
+    """What to restore for time ``when`` (None: the newest state): the chain or the epoch whose newest
+    point at or before it is the latest. An epoch without segments is a chain with no records."""
+    from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import load_manifest
+
+    best_chain = best_epoch = None
     seen = []
     for epoch in reversed(repository.complete_epochs(node)):
-        if not committed_segments(repository.files(node, epoch), asset):
+        try:
+            manifest = load_manifest(repository, node, epoch, public_key)
+        except NodekeepError:
+            continue  # not signed by this node: never a restore source
+        if asset not in [a.name for a in manifest.artifacts]:
             continue
-        chain = load_chain(repository, node, epoch, asset, public_key)
-        if chain is None:
-            continue
-        seen.append(chain)
-        if when is None or chain.start <= when:
-            return chain
+        if best_chain is None and committed_segments(repository.files(node, epoch), asset):
+            chain = load_chain(repository, node, epoch, asset, public_key)
+            if chain is not None:
+                seen.append(chain)
+                if _chain_point(chain, when) is not None:
+                    best_chain = chain
+        finished = _timestamp(manifest.finished)
+        if best_epoch is None and (when is None or finished <= when):
+            best_epoch = ChainInfo(epoch, [], finished, finished)
+        # Chains never overlap: an older chain ended before a newer base began.
+        if best_epoch is not None and (best_chain is not None or manifest.labels.get("stream") == "base"):
+            break
+    if best_chain is not None and (best_epoch is None or _chain_point(best_chain, when) >= best_epoch.end):
+        return best_chain
+    if best_epoch is not None:
+        return best_epoch
     raise RepositoryError(
-        "node %s has no replication chain of %s covering %s" % (node, asset, "latest" if when is None else _iso(when)),
+        "node %s has no epoch or replication chain of %s at or before %s"
+        % (node, asset, "now" if when is None else _iso(when)),
         "chains found: %s"
         % (", ".join("%s (%s .. %s)" % (c.epoch, _iso(c.start), _iso(c.end)) for c in seen[:5]) or "none")
-        + "; restore an epoch instead, or pick a time inside a chain",
+        + "; pick a later time",
     )
 
 
@@ -962,15 +1122,10 @@ def restore_point_in_time(
         finally:
             os.close(fd)
         if reached is None:
-            raise RepositoryError(
-                "the chain %s of %s has no commit at or before %s" % (chain.epoch, asset, point_in_time),
-                "pick a time after %s" % _iso(chain.start),
-            )
-        if when is not None and _timestamp(reached["time"]) < chain.start:
-            raise RepositoryError(
-                "%s is before the first consistent commit of chain %s (%s)" % (point_in_time, chain.epoch, _iso(chain.start)),
-                "pick a later time, or restore the epoch before it",
-            )
+            # An epoch without segments (or none early enough): the point is the epoch itself.
+            reached = {"segment": 0, "time": _iso(chain.end), "frame": None, "source": "epoch"}
+        else:
+            reached["source"] = "chain"
         integrity = run_check(path, check) if check != "none" else "skipped"
         if os.path.lexists(final):
             os.rename(final, "%s.nodekeep-replaced-%s" % (final, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())))
@@ -989,6 +1144,7 @@ def restore_point_in_time(
         "epoch": chain.epoch,
         "point_in_time": point_in_time or "latest",
         "restored_commit_time": reached["time"],
+        "source": reached["source"],
         "segment": reached["segment"],
         "commits_applied": applied,
         "chain": {"start": _iso(chain.start), "end": _iso(chain.end), "segments": len(chain.records)},
@@ -1071,6 +1227,9 @@ def main(argv: list[str] | None = None) -> int:
     except NodekeepError as exc:
         _log(exc.message)
         return 2
+    import faulthandler
+
+    faulthandler.register(signal.SIGUSR1)  # kill -USR1 PID prints where every thread is (support)
     signal.signal(signal.SIGTERM, lambda *_: service.stop.set())
     signal.signal(signal.SIGINT, lambda *_: service.stop.set())
     try:

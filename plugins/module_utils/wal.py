@@ -95,26 +95,33 @@ def read_index_header(shm_path: str, attempts: int = 50) -> IndexHeader | None:
     except FileNotFoundError:
         return None
     try:
-        for _attempt in range(attempts):
-            data = os.pread(fd, 2 * SHM_HEADER_SIZE, 0)
-            if len(data) < 2 * SHM_HEADER_SIZE:
-                return None
-            first, second = data[:SHM_HEADER_SIZE], data[SHM_HEADER_SIZE:]
-            if first != second:
-                continue
-            order = "<" if sys.byteorder == "little" else ">"
-            (_version, _unused, change, is_init, big_end, size, mx_frame, n_page, fc1, fc2) = struct.unpack(
-                order + "3IBBH4I", first[:32]
-            )
-            if not is_init:
-                return None
-            h1, h2 = struct.unpack(order + "2I", first[40:48])
-            if checksum(first[:40], 0, 0, sys.byteorder == "big") != (h1, h2):
-                continue
-            return IndexHeader(change, bool(big_end), page_size_of(size), mx_frame, n_page, (fc1, fc2), first[32:40])
-        return None
+        return read_index_header_fd(fd, attempts)
     finally:
         os.close(fd)
+
+
+def read_index_header_fd(fd: int, attempts: int = 50) -> IndexHeader | None:
+    """As ``read_index_header`` from an open ``-shm``. A process that also has the database open with
+    SQLite must keep this fd open: closing any fd of a file drops the process's POSIX locks on it,
+    SQLite's read locks included."""
+    for _attempt in range(attempts):
+        data = os.pread(fd, 2 * SHM_HEADER_SIZE, 0)
+        if len(data) < 2 * SHM_HEADER_SIZE:
+            return None
+        first, second = data[:SHM_HEADER_SIZE], data[SHM_HEADER_SIZE:]
+        if first != second:
+            continue
+        order = "<" if sys.byteorder == "little" else ">"
+        (_version, _unused, change, is_init, big_end, size, mx_frame, n_page, fc1, fc2) = struct.unpack(
+            order + "3IBBH4I", first[:32]
+        )
+        if not is_init:
+            return None
+        h1, h2 = struct.unpack(order + "2I", first[40:48])
+        if checksum(first[:40], 0, 0, sys.byteorder == "big") != (h1, h2):
+            continue
+        return IndexHeader(change, bool(big_end), page_size_of(size), mx_frame, n_page, (fc1, fc2), first[32:40])
+    return None
 
 
 def frame_offset(index: int, page_size: int) -> int:
@@ -169,7 +176,7 @@ def read_frames(wal_fd: int, page_size: int, first: int, last: int, salt: bytes)
 def scan_valid(wal_fd: int, page_size: int, first: int, salt: bytes, cksum: tuple[int, int], big_endian: bool):
     """SQLite's own recovery rule from frame ``first`` on: frames whose salts match and whose cumulative
     checksum continues from ``cksum``. Returns (frames bytes through the last commit frame, number of
-    those frames, the checksum after them, why the scan stopped: ``eof`` or ``invalid``)."""
+    those frames, the checksum after them, why the scan stopped: ``eof``, ``partial`` or ``invalid``)."""
     step = FRAME_HEADER_SIZE + page_size
     index = first
     good = []
@@ -179,7 +186,9 @@ def scan_valid(wal_fd: int, page_size: int, first: int, salt: bytes, cksum: tupl
     while True:
         data = os.pread(wal_fd, step, frame_offset(index, page_size))
         if len(data) < step:
-            stop = "eof"
+            # A clean end of file is where SQLite stopped appending; a partial frame there means the
+            # file was cut (journal_size_limit truncates to a byte size, not to a frame boundary).
+            stop = "eof" if not data else "partial"
             break
         frame = parse_frame_header(data)
         if frame.salt != salt or frame.pgno == 0:

@@ -12,7 +12,6 @@ returns when the repository holds the segments.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -49,6 +48,15 @@ class NumberedWriter:
 
     def commit(self, n: int) -> int:
         self.count = self.send("commit %d" % n)
+        return self.count
+
+    def start_commit(self, n: int) -> None:
+        """Start committing ``n`` transactions as fast as the writer can; ``finish()`` waits for them."""
+        self.proc.stdin.write("commit %d\n" % n)
+        self.proc.stdin.flush()
+
+    def finish(self) -> int:
+        self.count = self._answer()
         return self.count
 
     def checkpoint(self, mode: str) -> str:
@@ -101,7 +109,7 @@ class StreamLab:
             "state_dir": str(self.state_dir),
             "metrics_dir": str(self.metrics_dir),
             "interval": 0.2,
-            "poll": 0.05,
+            "poll": 0.005,
         }
         config.update(options)
         path = self.tmp / ("stream-%d.json" % len(self.procs))
@@ -115,13 +123,20 @@ class StreamLab:
 
     def service(self, env_extra: dict | None = None, **options) -> subprocess.Popen:
         env = dict(self.env, **(env_extra or {}))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ansible_collections.nodekeep.backup.plugins.module_utils.stream",
-             "--config", str(self.config(**options))],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        )  # fmt: skip
+        log = self.tmp / ("service-%d.log" % len(self.procs))
+        with open(log, "w") as handle:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "ansible_collections.nodekeep.backup.plugins.module_utils.stream",
+                 "--config", str(self.config(**options))],
+                stdout=subprocess.DEVNULL, stderr=handle, text=True, env=env,
+            )  # fmt: skip
+        proc.log = log
         self.procs.append(proc)
         return proc
+
+    @staticmethod
+    def log(proc) -> str:
+        return proc.log.read_text()
 
     def segments(self) -> list[tuple[str, int]]:
         from ansible_collections.nodekeep.backup.plugins.module_utils.stream import committed_segments
@@ -138,9 +153,9 @@ class StreamLab:
             if len(found) >= n:
                 return found
             if proc is not None and proc.poll() is not None:
-                raise AssertionError("the service exited: %s" % proc.stderr.read())
+                raise AssertionError("the service exited: %s" % self.log(proc))
             time.sleep(0.02)
-        raise AssertionError("fewer than %d segments after %.0f s" % (n, WAIT))
+        raise AssertionError("fewer than %d segments after %.0f s: %s" % (n, WAIT, self.log(proc) if proc else ""))
 
     def wait_chain(self, proc: subprocess.Popen, previous: str = "") -> str:
         """The chain the service's state file names, once it names one other than ``previous``."""
@@ -152,15 +167,32 @@ class StreamLab:
                 if chain != previous:
                     return chain
             if proc.poll() is not None:
-                raise AssertionError("the service exited: %s" % proc.stderr.read())
+                raise AssertionError("the service exited: %s" % self.log(proc))
             time.sleep(0.02)
         raise AssertionError("no new chain after %.0f s" % WAIT)
 
+    def wait_caught_up(self, proc: subprocess.Popen) -> dict:
+        """Until the service's status names the position the wal-index holds now (all commits shipped)."""
+        from ansible_collections.nodekeep.backup.plugins.module_utils import wal
+
+        status_file = self.state_dir / "stream-app-db.status.json"
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            header = wal.read_index_header(str(self.db) + "-shm")
+            if status_file.exists() and header is not None:
+                status = json.loads(status_file.read_text())
+                if status["salt"] == header.salt.hex() and status["frame"] == header.mx_frame and not status["pending"]:
+                    return status
+            if proc.poll() is not None:
+                raise AssertionError("the service exited: %s" % self.log(proc))
+            time.sleep(0.02)
+        raise AssertionError("the service did not catch up in %.0f s" % WAIT)
+
     def stop(self, proc: subprocess.Popen) -> str:
         proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=WAIT)
-        assert proc.returncode == 0, err
-        return err
+        proc.wait(timeout=WAIT)
+        assert proc.returncode == 0, self.log(proc)
+        return self.log(proc)
 
     def restore(self, point: str = "latest", **kwargs):
         from ansible_collections.nodekeep.backup.plugins.module_utils.seal import load_identities
@@ -180,9 +212,6 @@ class StreamLab:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
-            for stream in (proc.stdout, proc.stderr):
-                if stream:
-                    stream.close()
         for writer in self.writers:
             writer.kill()
 
@@ -201,18 +230,49 @@ def restored_numbers(path: Path) -> int:
     return high
 
 
-def chain_batches(repository, public_key: str) -> list[tuple[float, int]]:
-    """(time, commits in the batch) of every batch of every chain, in chain order."""
+def chain_batches(repository, public_key: str) -> list:
+    """Per chain, oldest first: (first restorable time, [(time, commits in the batch), ...])."""
     from ansible_collections.nodekeep.backup.plugins.module_utils.stream import _timestamp, load_chain
 
-    batches = []
+    chains = []
     for epoch in repository.complete_epochs("node1"):
         chain = load_chain(repository, "node1", epoch, "app-db", public_key)
         if chain is None:
             continue
+        batches = []
         for _record, source in chain.records:
             batches += [(_timestamp(when), int(count)) for _n, when, _size, count in source["commits"]]
-    return batches
+        chains.append((chain.start, batches))
+    return chains
+
+
+def check_points(lab, final: int, sample: int | None = None) -> int:
+    """Restores to observed commit times hold every commit observed at or before T and none after.
+
+    Within a chain, k(T) = k(chain end) - commits observed after T; across chains k never decreases;
+    no point holds more than ``final``. Returns the number of restores checked.
+    """
+    import random
+
+    chains = chain_batches(lab.repository, lab.signing_key.public_line)
+    checked = 0
+    previous = 0
+    for index, (start, batches) in enumerate(chains):
+        end = batches[-1][0]
+        _report, k_end = lab.restore("%.6f" % end)
+        assert k_end >= previous
+        assert k_end <= final
+        moments = sorted({t for t, _c in batches if t >= start})
+        if sample is not None and len(moments) > sample:
+            moments = sorted(random.Random(len(moments)).sample(moments, sample))
+        for moment in moments:
+            later = sum(count for t, count in batches if t > moment)
+            report, k = lab.restore("%.6f" % moment)
+            assert k == k_end - later, (moment, report)
+            assert k >= previous
+            checked += 1
+        previous = k_end
+    return checked
 
 
 @pytest.fixture

@@ -1,0 +1,196 @@
+"""Faults on real processes: the application's checkpoints, a replaced WAL, kill -9, bad input.
+
+Every test ends with the same checks: a restore of the latest shipped state holds exactly the rows
+1..k the writer committed before it, and a restore to every observed commit time T holds every commit
+observed at or before T and none after it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import sqlite3  # noqa: F401 - only in child processes; the test process uses apsw
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import check_points
+
+FOREIGN_LOG = (
+    "import sqlite3,sys,shutil; c=sqlite3.connect(sys.argv[1], isolation_level=None);"
+    "c.execute('PRAGMA wal_autocheckpoint=0'); c.execute('PRAGMA wal_checkpoint(TRUNCATE)');"
+    "c.execute('insert into c(n, at) select max(n) + 1, 0 from c');"
+    "shutil.copy(sys.argv[1] + '-wal', sys.argv[2]); c.close()"
+)
+KILL_SAMPLE = int(os.environ.get("NODEKEEP_STREAM_KILLS", "3"))
+
+
+def test_truncate_checkpoint_while_stopped_starts_a_new_chain(stream_lab):
+    writer = stream_lab.writer()
+    writer.commit(20)
+    service = stream_lab.service()
+    first = stream_lab.wait_chain(service)
+    writer.commit(300)
+    stream_lab.wait_segments(1, service)
+    stream_lab.stop(service)
+    shipped = stream_lab.restore()[1]
+    assert shipped == 320
+    # While the service is stopped the application commits, checkpoints with TRUNCATE, commits again.
+    writer.commit(40)
+    assert writer.checkpoint("TRUNCATE").startswith("ok 360 0,")
+    writer.commit(25)
+    service = stream_lab.service()
+    second = stream_lab.wait_chain(service, previous=first)
+    assert second != first
+    writer.commit(10)
+    stream_lab.wait_segments(2, service)
+    stream_lab.stop(service)
+    report, k = stream_lab.restore()
+    assert k == 395 and report["epoch"] == second
+    check_points(stream_lab, 395)
+
+
+def test_application_checkpoints_restart_and_truncate_under_the_service(stream_lab):
+    writer = stream_lab.writer(autocheckpoint=8)  # the log restarts every few commits
+    writer.commit(5)
+    service = stream_lab.service()
+    stream_lab.wait_chain(service)
+    for index in range(12):
+        writer.commit(23)
+        if index % 4 == 3:
+            writer.checkpoint(("RESTART", "TRUNCATE", "FULL")[index % 3])
+            writer.commit(3)
+        stream_lab.wait_caught_up(service)
+    final = writer.count
+    log = stream_lab.stop(service)
+    report, k = stream_lab.restore()
+    assert k == final, report
+    check_points(stream_lab, final, sample=25)
+    print(log)
+
+
+def test_wal_replaced_under_the_service(stream_lab, tmp_path):
+    writer = stream_lab.writer()
+    writer.commit(10)
+    service = stream_lab.service()
+    first = stream_lab.wait_chain(service)
+    writer.commit(30)
+    writer.checkpoint("FULL")  # the database file holds everything; the log is not reset
+    stream_lab.wait_caught_up(service)
+    # A copy of the database starts another log (reset, then one commit); that log is moved over the live one.
+    other = tmp_path / "other" / "app.db"
+    other.parent.mkdir()
+    shutil.copy(stream_lab.db, other)
+    shutil.copy(str(stream_lab.db) + "-wal", str(other) + "-wal")
+    subprocess.run(
+        [sys.executable, "-c", FOREIGN_LOG, str(other), str(stream_lab.db) + "-wal.new"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    writer.kill()  # the application is gone; its WAL is replaced by a foreign one
+    os.replace(str(stream_lab.db) + "-wal.new", str(stream_lab.db) + "-wal")
+    writer = stream_lab.writer()  # the application comes back on the replaced WAL (and recovers it)
+    assert writer.count == 41
+    writer.commit(1)
+    second = stream_lab.wait_chain(service, previous=first)
+    assert second != first
+    stream_lab.wait_caught_up(service)
+    log = stream_lab.stop(service)
+    assert "a new chain starts from a fresh base" in log
+    report, k = stream_lab.restore("latest")
+    assert k == 42 and report["epoch"] == second
+    # Nothing of the foreign log went into the first chain: its newest point is what was shipped before.
+    assert check_points(stream_lab, 42) >= 1
+
+
+def kill_round(lab, writer, rng, point: str) -> None:
+    """One service run under a writer committing a burst as fast as it can, ended by SIGKILL: at a
+    fault point of the engine (it kills itself there) or from outside once a new segment is committed."""
+    extra = {"NODEKEEP_STREAM_CRASH": point + ":1"} if point else {}
+    before = len(lab.segments())
+    service = lab.service(env_extra=extra)
+    writer.start_commit(rng.randint(2000, 8000))
+    writer.finish()
+    deadline = time.monotonic() + 120
+    while service.poll() is None and (point or len(lab.segments()) <= before):
+        assert time.monotonic() < deadline, lab.log(service)
+        writer.commit(rng.randint(20, 200))  # keeps committing until the service shipped or died
+    if service.poll() is None:
+        assert not point, "the service passed its fault point without dying: %s" % lab.log(service)
+        service.kill()
+    service.wait()
+    assert service.returncode == -9, lab.log(service)
+
+
+def test_kill_9_of_the_service_at_random_points(stream_lab):
+    rng = random.Random(os.environ.get("NODEKEEP_STREAM_SEED") or None)
+    writer = stream_lab.writer()
+    writer.commit(10)
+    shipped_before_kill = 0
+    for kill in range(KILL_SAMPLE):
+        point = rng.choice(["", "before-signature", "after-signature"])
+        kill_round(stream_lab, writer, rng, point)
+        # Whatever was reported shipped before the kill is still there, and it is consistent.
+        report, k = stream_lab.restore()
+        assert k >= shipped_before_kill, (kill, point, report)
+        shipped_before_kill = k
+    final = writer.commit(100)
+    service = stream_lab.service()
+    stream_lab.wait_caught_up(service)
+    stream_lab.stop(service)
+    report, k = stream_lab.restore()
+    assert k == final, report
+    check_points(stream_lab, final, sample=10)
+
+
+def test_writer_and_service_killed_together(stream_lab):
+    writer = stream_lab.writer()
+    writer.commit(10)
+    service = stream_lab.service()
+    stream_lab.wait_chain(service)
+    writer.run()
+    stream_lab.wait_segments(3, service)
+    writer.kill()  # node crash: both at once
+    service.kill()
+    service.wait()
+    shipped = stream_lab.restore()[1]
+    service = stream_lab.service()  # the node comes back: the service ships the rest of the log
+    stream_lab.wait_caught_up(service)
+    stream_lab.stop(service)
+    report, k = stream_lab.restore()
+    assert k >= shipped
+    writer = stream_lab.writer()  # the application recovers its WAL: it holds exactly what was shipped
+    assert writer.count == k, report
+    check_points(stream_lab, k, sample=8)
+
+
+def test_second_service_on_the_same_database_is_refused(stream_lab):
+    writer = stream_lab.writer()
+    writer.commit(3)
+    first = stream_lab.service()
+    stream_lab.wait_chain(first)
+    second = stream_lab.service()
+    second.wait(timeout=60)
+    err = stream_lab.log(second)
+    assert second.returncode == 2
+    assert "another replication service already ships" in err
+    assert first.poll() is None
+    stream_lab.stop(first)
+
+
+@pytest.mark.parametrize("case", ["rollback-journal", "missing"])
+def test_bad_databases_are_refused_clearly(stream_lab, case):
+    if case == "rollback-journal":
+        subprocess.run(["sqlite3", str(stream_lab.db), "CREATE TABLE c(n INTEGER PRIMARY KEY, at REAL)"], check=True)
+        expected = "is not in WAL mode"
+    else:
+        expected = "does not exist"
+    service = stream_lab.service()
+    service.wait(timeout=60)
+    err = stream_lab.log(service)
+    assert service.returncode == 2
+    assert expected in err
+    assert stream_lab.repository.complete_epochs("node1") == []
+    if case == "rollback-journal":
+        assert not os.path.exists(str(stream_lab.db) + "-wal")
