@@ -40,18 +40,18 @@ import re
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import signing, wal
+from ansible_collections.nodekeep.backup.plugins.module_utils import safefs, signing, wal
 from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
     IntegrityError,
     NodekeepError,
     RepositoryError,
+    RestoreError,
     describe_os_error,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
@@ -1060,8 +1060,7 @@ def restore_point_in_time(
     unless ``force`` (then kept beside it as ``.nodekeep-replaced-<time>``).
     """
     from ansible_collections.nodekeep.backup.plugins.module_utils.assets import asset_type
-    from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import load_manifest, restore_epoch
-    from ansible_collections.nodekeep.backup.plugins.module_utils.sqlite import run_check
+    from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import load_manifest
 
     began = time.monotonic()
     when = None if point_in_time in (None, "", "latest") else parse_time(point_in_time)
@@ -1077,67 +1076,29 @@ def restore_point_in_time(
                 "set nodekeep_restore_to (a staging directory) or dest (a file)",
             )
         final = asset_type("sqlite").staging_path(artifact, target_root)
-    if os.path.lexists(final) and not force:
-        raise RepositoryError(
-            "the restore target %s already exists" % final,
-            "restore to a new file or set force: true (the existing file is kept beside it)",
-        )
-    parent = os.path.dirname(final)
-    try:
-        os.makedirs(parent, mode=0o700, exist_ok=True)
-        work = tempfile.mkdtemp(prefix=".nodekeep-pitr-", dir=parent)
-    except OSError as exc:
-        raise describe_os_error(exc, "preparing the restore directory", parent)
-    try:
-        base = restore_epoch(repository, node, chain.epoch, public_key, identities, work, artifacts=[asset], check="none")
-        path = base["artifacts"][0]["path"]
-        reached = None
-        applied = 0
-        size = None
-        page_size = None
-        fd = os.open(path, os.O_RDWR)
+    remedy = (
+        "remove the link, or restore to a real directory (no symlink at any level); "
+        "a restore never reads or writes through a link it did not create"
+    )
+    with safefs.Jail(os.path.dirname(final) if dest else target_root, RestoreError, remedy) as jail:
+        if jail.check(final) and not force:
+            raise RepositoryError(
+                "the restore target %s already exists" % final,
+                "restore to a new file or set force: true (the existing file is kept beside it)",
+            )
+        place = jail.anchor(final)  # the checked directory, pinned: later steps cannot be redirected
+        name = ".%s.nodekeep-%s" % (os.path.basename(final), os.urandom(4).hex())
         try:
-            for record, source in chain.records:
-                commits = [c for c in source["commits"] if when is None or _timestamp(c[1]) <= when]
-                if not commits:
-                    break
-                frames = _segment_frames(repository, node, chain.epoch, record, identities)
-                page_size = int(source["page_size"])
-                step = wal.FRAME_HEADER_SIZE + page_size
-                if len(frames) != int(source["frames"]) * step:
-                    raise IntegrityError("segment %d holds a wrong number of frames" % source["seq"])
-                salt = bytes.fromhex(source["salt"])
-                for _offset, frame in wal.iter_frames(frames, page_size):
-                    if frame.salt != salt:
-                        raise IntegrityError("segment %d holds a frame of another log" % source["seq"])
-                upto, moment = commits[-1][0], commits[-1][1]
-                size = wal.apply_frames(fd, frames, page_size, upto=upto) or size
-                applied += sum(int(c[3]) for c in commits)
-                reached = {"segment": source["seq"], "time": moment, "frame": source["first_frame"] + upto - 1}
-                if len(commits) < len(source["commits"]):
-                    break
-            if size is not None:
-                os.ftruncate(fd, size * page_size)
-            os.fsync(fd)
+            os.mkdir(os.path.join(os.path.dirname(place), name), 0o700)
+        except OSError as exc:
+            raise describe_os_error(exc, "preparing the restore directory", os.path.dirname(final))
+        work = os.path.join(os.path.dirname(final), name)
+        try:
+            reached, applied, integrity = _rebuild(
+                repository, node, asset, public_key, identities, chain, when, work, place, force, check
+            )
         finally:
-            os.close(fd)
-        if reached is None:
-            # An epoch without segments (or none early enough): the point is the epoch itself.
-            reached = {"segment": 0, "time": _iso(chain.end), "frame": None, "source": "epoch"}
-        else:
-            reached["source"] = "chain"
-        integrity = run_check(path, check) if check != "none" else "skipped"
-        if os.path.lexists(final):
-            os.rename(final, "%s.nodekeep-replaced-%s" % (final, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())))
-        os.link(path, final)
-        with contextlib.suppress(OSError):
-            dfd = os.open(parent, os.O_RDONLY)
-            os.fsync(dfd)
-            os.close(dfd)
-    except OSError as exc:
-        raise describe_os_error(exc, "restoring %s to a point in time" % asset, final)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(os.path.join(os.path.dirname(place), name), ignore_errors=True)
     return {
         "node": node,
         "asset": asset,
@@ -1152,6 +1113,60 @@ def restore_point_in_time(
         "integrity": integrity,
         "seconds": round(time.monotonic() - began, 3),
     }
+
+
+def _rebuild(repository, node, asset, public_key, identities, chain, when, work, place, force, check):
+    """The base unsealed into ``work``, the segments' pages applied up to ``when``, checked, linked at ``place``."""
+    from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import restore_epoch
+    from ansible_collections.nodekeep.backup.plugins.module_utils.sqlite import run_check
+
+    base = restore_epoch(repository, node, chain.epoch, public_key, identities, work, artifacts=[asset], check="none")
+    path = base["artifacts"][0]["path"]
+    reached = None
+    applied = 0
+    size = page_size = None
+    try:
+        fd = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            for record, source in chain.records:
+                commits = [c for c in source["commits"] if when is None or _timestamp(c[1]) <= when]
+                if not commits:
+                    break
+                frames = _segment_frames(repository, node, chain.epoch, record, identities)
+                page_size = int(source["page_size"])
+                if len(frames) != int(source["frames"]) * (wal.FRAME_HEADER_SIZE + page_size):
+                    raise IntegrityError("segment %d holds a wrong number of frames" % source["seq"])
+                salt = bytes.fromhex(source["salt"])
+                if any(frame.salt != salt for _offset, frame in wal.iter_frames(frames, page_size)):
+                    raise IntegrityError("segment %d holds a frame of another log" % source["seq"])
+                upto, moment = commits[-1][0], commits[-1][1]
+                size = wal.apply_frames(fd, frames, page_size, upto=upto) or size
+                applied += sum(int(c[3]) for c in commits)
+                reached = {"segment": source["seq"], "time": moment, "source": "chain"}
+                if len(commits) < len(source["commits"]):
+                    break
+            if size is not None:
+                os.ftruncate(fd, size * page_size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if reached is None:
+            # An epoch without segments (or none early enough): the point is the epoch itself.
+            reached = {"segment": 0, "time": _iso(chain.end), "source": "epoch"}
+        integrity = run_check(path, check) if check != "none" else "skipped"
+        if force and os.path.lexists(place):
+            os.rename(place, "%s.nodekeep-replaced-%s" % (place, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())))
+        os.link(path, place)
+        dfd = os.open(os.path.dirname(place), os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except FileExistsError:
+        raise RepositoryError("the restore target %s appeared during the restore" % place, "nothing was overwritten")
+    except OSError as exc:
+        raise describe_os_error(exc, "restoring %s to a point in time" % asset, place)
+    return reached, applied, integrity
 
 
 def chains_report(repository, node: str, asset: str, public_key: str) -> list[dict[str, Any]]:

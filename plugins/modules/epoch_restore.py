@@ -21,6 +21,9 @@ description:
   - Nothing live is touched. Putting restored data into production is the separate cutover step
     (M(nodekeep.backup.restore_cutover), driven by the restore role).
   - An existing target is never overwritten silently; the module refuses before writing anything.
+  - With O(point_in_time), one SQLite asset is rebuilt as of a chosen time from a base epoch and the signed WAL
+    segments of its replication chain, checked with C(PRAGMA integrity_check), and the result names the commit it
+    reached.
 author:
   - nodekeep.backup maintainers (@nodekeep)
 extends_documentation_fragment:
@@ -39,9 +42,24 @@ attributes:
     details: A second run with the same O(dest) refuses because the targets exist, unless O(force=true).
 options:
   dest:
-    description: Absolute staging directory. Each asset is restored under it at its original absolute path.
+    description:
+      - Absolute staging directory. Each asset is restored under it at its original absolute path.
+      - Required unless O(output) is given.
     type: path
-    required: true
+  point_in_time:
+    description:
+      - Restore one SQLite asset (named in O(artifacts)) as of the last commit at or before this time, from its
+        replication chain (a base epoch plus the WAL segments the C(nodekeep-stream@) service shipped; see
+        docs/replication.md), or from an epoch when that is the later point. V(latest) restores the newest shipped
+        commit. An ISO 8601 time (C(2026-12-07T10:15:30Z); without a zone it is UTC), an epoch name or UNIX seconds.
+      - O(epoch) is ignored; the result names the epoch used and the exact commit time it reached
+        (RV(restored_commit_time)).
+    type: str
+  output:
+    description:
+      - With O(point_in_time), restore to this file instead of under O(dest) (the C(-o) of other tools).
+        Its directory is made if missing; an existing file is refused unless O(force=true).
+    type: path
   force:
     description:
       - Replace targets that already exist. The existing data is kept beside it as C(NAME.nodekeep-replaced-TIME).
@@ -67,6 +85,21 @@ EXAMPLES = r"""
     dest: /srv/staging/{{ inventory_hostname }}
   register: restored
 
+- name: Restore the app database as it was at 10:15:30 UTC, to a file
+  nodekeep.backup.epoch_restore:
+    node: "{{ inventory_hostname }}"
+    public_key: "{{ lookup('ansible.builtin.file', inventory_dir ~ '/keys/' ~ inventory_hostname ~ '.pub') }}"
+    identity_files:
+      - /root/.config/nodekeep/age-identity.txt
+    artifacts: [app-db]
+    point_in_time: "2026-12-07T10:15:30Z"
+    output: /srv/restore/app-1015.db
+  register: pitr
+
+- name: Show the commit reached
+  ansible.builtin.debug:
+    msg: "{{ pitr.path }} holds every commit up to {{ pitr.restored_commit_time }} ({{ pitr.source }} {{ pitr.epoch }})"
+
 - name: Show where each asset went
   ansible.builtin.debug:
     msg: "{{ item.name }} -> {{ item.path }} ({{ item.checks }})"
@@ -81,7 +114,7 @@ epoch:
   sample: 20261122T023000Z
 artifacts:
   description: Per asset, where it was restored and what was checked.
-  returned: always
+  returned: when point_in_time is not set
   type: list
   elements: dict
   sample:
@@ -92,9 +125,25 @@ artifacts:
       size: 533463040
       sha256: f1b5fbc7280421feb48359083e6d92bfea8e6ec6d1fa365088f6104c4a27d848
       checks: {integrity: ok, page_count: 130240}
+restored_commit_time:
+  description: With O(point_in_time), when the service observed the last commit restored (UTC), or the epoch's
+    finish time when the point is an epoch (RV(source)).
+  returned: when point_in_time is set
+  type: str
+  sample: "2026-12-07T10:15:29.981344Z"
+source:
+  description: With O(point_in_time), V(chain) (base epoch plus segments) or V(epoch) (an epoch alone).
+  returned: when point_in_time is set
+  type: str
+  sample: chain
+path:
+  description: With O(point_in_time), the restored database file.
+  returned: when point_in_time is set
+  type: str
+  sample: /srv/restore/app-1015.db
 manifest:
   description: Summary of the verified manifest.
-  returned: always
+  returned: when point_in_time is not set
   type: dict
   sample: {node: node1, epoch: 20261122T023000Z, artifacts: 1, size: 272629760}
 """
@@ -104,6 +153,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets.registry import asset_type
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops import stream
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
     AGE_IDENTITY_OPTIONS,
     EPOCH_OPTIONS,
@@ -147,15 +197,51 @@ def _plan(repository, params):
     return {"changed": True, "epoch": epoch, "artifacts": planned, "manifest": manifest.summary()}
 
 
+def _point_in_time(module, repository, params):
+    names = params["artifacts"] or []
+    if len(names) != 1:
+        raise RestoreError(
+            "a point-in-time restore rebuilds one SQLite asset, %d were named" % len(names),
+            "set artifacts (nodekeep_restore_assets) to the one SQLite asset to restore",
+        )
+    if module.check_mode:
+        when = None if params["point_in_time"] == "latest" else stream.parse_time(params["point_in_time"])
+        chain = stream.find_chain(repository, params["node"], names[0], params["public_key"], when)
+        return {
+            "changed": True,
+            "epoch": chain.epoch,
+            "source": "chain" if chain.records else "epoch",
+            "chain": {"segments": len(chain.records)},
+        }
+    report = stream.restore_point_in_time(
+        repository,
+        params["node"],
+        names[0],
+        params["public_key"],
+        load_identities(params["identities"], params["identity_files"]),
+        point_in_time=params["point_in_time"],
+        dest=params["output"] or "",
+        target_root=params["dest"] or "",
+        force=params["force"],
+        check=params["check"],
+    )
+    report["changed"] = True
+    return report
+
+
 def main():
     module = AnsibleModule(
         argument_spec=argspec(
             REPOSITORY_OPTIONS,
             AGE_IDENTITY_OPTIONS,
             EPOCH_OPTIONS,
-            dest={"type": "path", "required": True},
+            dest={"type": "path"},
             force={"type": "bool", "default": False},
+            point_in_time={"type": "str"},
+            output={"type": "path"},
         ),
+        required_one_of=[("dest", "output")],
+        required_by={"output": "point_in_time"},
         supports_check_mode=True,
     )
     require_libraries(module, "pyrage", "zstandard", "cryptography", "apsw")
@@ -163,6 +249,8 @@ def main():
 
     def action():
         repository = open_repository(params["repository"], create=False)
+        if params["point_in_time"]:
+            return _point_in_time(module, repository, params)
         if module.check_mode:
             return _plan(repository, params)
         identities = load_identities(params["identities"], params["identity_files"])
