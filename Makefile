@@ -8,8 +8,10 @@
 #   make lint | sanity | units | integration | molecule | docs | bench | lock | clean
 #   make bench        benchmarks/run.py (SQLite vs runbook 000), files_incremental.py, sqlite_incremental.py (vs restic)
 #                     (files asset full/incremental vs tar|zstd|age); BENCH_ARGS, FILES_BENCH_ARGS
+#                     and benchmarks/stream_rpo.py (continuous replication vs Litestream); STREAM_BENCH_ARGS
 #   make bench-fleet  benchmarks/fleet.py: controller CPU per node of backup.yml on N local hosts
 #                     (default 30); FLEET_ARGS
+#   make stream-kills the replication kill -9 campaign: 100 kills (STREAM_KILLS) under a fast writer
 #
 # Environment exported to every recipe (and so to scripts/demo.sh, scripts/molecule.sh):
 #   PATH                      .venv/bin first (ansible-playbook, molecule, pytest...)
@@ -52,7 +54,7 @@ define run_pytest
 	else echo "NOTICE: $(1) does not exist, nothing to run"; fi
 endef
 
-.PHONY: help setup setup-all demo test lint sanity units integration molecule bench bench-fleet crash-pieces docs lock clean
+.PHONY: help setup setup-all demo test lint sanity units integration molecule bench bench-fleet crash-pieces docs lock clean stream-kills
 
 help:
 	@sed -n 's/^#   make /make /p' $(MAKEFILE_LIST)
@@ -112,6 +114,7 @@ bench: setup-all
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 	PYTHONPATH=$(COLLECTIONS) $(BIN)/python benchmarks/files_incremental.py $(FILES_BENCH_ARGS)
 	$(BIN)/python benchmarks/sqlite_incremental.py $(SQLITE_BENCH_ARGS)
+	PYTHONPATH=$(COLLECTIONS) $(BIN)/python benchmarks/stream_rpo.py $(STREAM_BENCH_ARGS)
 
 # kill -9 at every step of an incremental backup, a repack and a GC (make test runs a random sample).
 crash-pieces: setup
@@ -120,6 +123,11 @@ crash-pieces: setup
 FLEET_ARGS ?=
 bench-fleet: setup
 	$(BIN)/python benchmarks/fleet.py $(FLEET_ARGS)
+
+# The long kill -9 campaign of the replication service (make test runs a small random sample of it).
+STREAM_KILLS ?= 100
+stream-kills: setup
+	NODEKEEP_STREAM_KILLS=$(STREAM_KILLS) $(PYTEST) tests/integration/streams/test_stream_faults.py -k kill_9
 
 # Render the documentation of every module (and every role with an argument spec).
 docs: setup

@@ -153,7 +153,6 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets.registry import asset_type
-from ansible_collections.nodekeep.backup.plugins.module_utils.ops import stream
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
     AGE_IDENTITY_OPTIONS,
     EPOCH_OPTIONS,
@@ -165,6 +164,8 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import RestoreError
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import load_identities
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import restore_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.pitr import restore_point_in_time
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage import segments
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import load_manifest, resolve_epoch
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
 
@@ -205,15 +206,15 @@ def _point_in_time(module, repository, params):
             "set artifacts (nodekeep_restore_assets) to the one SQLite asset to restore",
         )
     if module.check_mode:
-        when = None if params["point_in_time"] == "latest" else stream.parse_time(params["point_in_time"])
-        chain = stream.find_chain(repository, params["node"], names[0], params["public_key"], when)
+        when = None if params["point_in_time"] == "latest" else segments.parse_time(params["point_in_time"])
+        chain = segments.find_chain(repository, params["node"], names[0], params["public_key"], when)
         return {
             "changed": True,
             "epoch": chain.epoch,
             "source": "chain" if chain.records else "epoch",
             "chain": {"segments": len(chain.records)},
         }
-    report = stream.restore_point_in_time(
+    report = restore_point_in_time(
         repository,
         params["node"],
         names[0],

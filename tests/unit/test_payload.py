@@ -33,7 +33,7 @@ FLOWS = {
 EVERYTHING = {"core/", "keys/", "storage/", "retention/", "snapshot/", "assets/"}
 for _name, _own in {
     "epoch_backup": {"ops/epoch.py"},
-    "epoch_restore": {"ops/epoch.py"},
+    "epoch_restore": {"ops/epoch.py", "ops/pitr.py"},
     "integrity_check": {"ops/epoch.py", "ops/replicate.py"},
     "epoch_copy": {"ops/epoch.py", "ops/replicate.py"},
     "epoch_prune": {"ops/prune.py"},

@@ -52,6 +52,18 @@ def keep_chains(decisions: list[Decision], manifests: dict[str, Any]) -> list[De
     return decisions
 
 
+def keep_live_chain(decisions: list[Decision], manifests: dict[str, Any]) -> list[Decision]:
+    """Keep the newest base of a replication chain (docs/replication.md): the service may still append to it."""
+    bases = [epoch for epoch, manifest in manifests.items() if manifest.labels.get("stream") == "base"]
+    if bases:
+        newest = max(bases)
+        for decision in decisions:
+            if decision.epoch == newest and not decision.keep:
+                decision.keep = True
+                decision.reasons = ["kept: the newest replication chain's base (the service may still append to it)"]
+    return decisions
+
+
 def apply_retention(
     repository,
     node: str,
@@ -89,7 +101,7 @@ def apply_retention(
     valid, unverified = _signed_epochs(repository, node, public_key)
     result["unverified"] = unverified
     doomed = []
-    for decision in keep_chains(plan(valid, policy), valid):
+    for decision in keep_live_chain(keep_chains(plan(valid, policy), valid), valid):
         if decision.keep:
             result["kept"].append(decision.as_dict())
         else:

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from drillhelpers import NODE
+import yaml
+from drillhelpers import NODE, ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -53,7 +54,7 @@ def test_the_unit_and_a_private_configuration(streamed, age_key):
     base, _first, again = streamed
     assert "changed=0" in again.stdout
     unit = (base / "units" / "nodekeep-stream@.service").read_text()
-    assert "Restart=always" in unit and "plugins.module_utils.stream --config" in unit
+    assert "Restart=always" in unit and "plugins.module_utils.ops.stream --config" in unit
     config = base / "etc" / "stream-chain-db.json"
     assert config.stat().st_mode & 0o777 == 0o600
     text = config.read_text()
@@ -76,6 +77,16 @@ def test_the_unit_runs_the_engine_from_the_bundle_and_restore_yml_reaches_a_poin
             time.sleep(0.05)
         metrics = (base / "textfile" / "nodekeep_stream_chain-db.prom").read_text()
         assert 'nodekeep_stream_up{asset="chain-db",node="%s"} 1' % NODE in metrics
+        # The alert rules name only metrics the service writes (the S3 backlog ones only with a target).
+        written = set(re.findall(r"^(nodekeep_\w+)[{ ]", metrics, re.MULTILINE))
+        source = (ROOT / "plugins/module_utils/ops/stream.py").read_text()
+        written |= set(re.findall(r'"(nodekeep_stream_backlog_\w+)"', source))
+        groups = yaml.safe_load((ROOT / "docs" / "nodekeep-alerts.yml").read_text())["groups"]
+        rules = next(g for g in groups if g["name"] == "nodekeep-stream")["rules"]
+        assert {"NodekeepStreamLag", "NodekeepStreamDown", "NodekeepStreamBacklog"} <= {r["alert"] for r in rules}
+        for rule in rules:
+            for name in re.findall(r"nodekeep_\w+", rule["expr"]):
+                assert name in written, (rule["alert"], name, sorted(written))
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)

@@ -126,7 +126,7 @@ class StreamLab:
         log = self.tmp / ("service-%d.log" % len(self.procs))
         with open(log, "w") as handle:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "ansible_collections.nodekeep.backup.plugins.module_utils.stream",
+                [sys.executable, "-m", "ansible_collections.nodekeep.backup.plugins.module_utils.ops.stream",
                  "--config", str(self.config(**options))],
                 stdout=subprocess.DEVNULL, stderr=handle, text=True, env=env,
             )  # fmt: skip
@@ -139,7 +139,7 @@ class StreamLab:
         return proc.log.read_text()
 
     def segments(self) -> list[tuple[str, int]]:
-        from ansible_collections.nodekeep.backup.plugins.module_utils.stream import committed_segments
+        from ansible_collections.nodekeep.backup.plugins.module_utils.storage.segments import committed_segments
 
         found = []
         for epoch in self.repository.complete_epochs("node1"):
@@ -173,7 +173,7 @@ class StreamLab:
 
     def wait_caught_up(self, proc: subprocess.Popen) -> dict:
         """Until the service's status names the position the wal-index holds now (all commits shipped)."""
-        from ansible_collections.nodekeep.backup.plugins.module_utils import wal
+        from ansible_collections.nodekeep.backup.plugins.module_utils.core import wal
 
         status_file = self.state_dir / "stream-app-db.status.json"
         deadline = time.monotonic() + WAIT
@@ -195,8 +195,8 @@ class StreamLab:
         return self.log(proc)
 
     def restore(self, point: str = "latest", **kwargs):
-        from ansible_collections.nodekeep.backup.plugins.module_utils.seal import load_identities
-        from ansible_collections.nodekeep.backup.plugins.module_utils.stream import restore_point_in_time
+        from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import load_identities
+        from ansible_collections.nodekeep.backup.plugins.module_utils.ops.pitr import restore_point_in_time
 
         self.restores += 1
         dest = self.tmp / "restored" / ("r%d.db" % self.restores)
@@ -232,7 +232,7 @@ def restored_numbers(path: Path) -> int:
 
 def chain_batches(repository, public_key: str) -> list:
     """Per chain, oldest first: (first restorable time, [(time, commits in the batch), ...])."""
-    from ansible_collections.nodekeep.backup.plugins.module_utils.stream import _timestamp, load_chain
+    from ansible_collections.nodekeep.backup.plugins.module_utils.storage.segments import load_chain, timestamp
 
     chains = []
     for epoch in repository.complete_epochs("node1"):
@@ -241,7 +241,7 @@ def chain_batches(repository, public_key: str) -> list:
             continue
         batches = []
         for _record, source in chain.records:
-            batches += [(_timestamp(when), int(count)) for _n, when, _size, count in source["commits"]]
+            batches += [(timestamp(when), int(count)) for _n, when, _size, count in source["commits"]]
         chains.append((chain.start, batches))
     return chains
 

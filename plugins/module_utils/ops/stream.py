@@ -36,37 +36,40 @@ import hashlib
 import io
 import json
 import os
-import re
-import shutil
 import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
-from ansible_collections.nodekeep.backup.plugins.module_utils import safefs, signing, wal
-from ansible_collections.nodekeep.backup.plugins.module_utils.errors import (
-    IntegrityError,
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import signing, wal
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import utc_now_iso
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
     NodekeepError,
-    RepositoryError,
-    RestoreError,
     describe_os_error,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.manifest import (
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import atomic_write
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import (
     Artifact,
     Manifest,
     check_name,
-    utc_now_iso,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.metrics import Metrics, atomic_write, write_textfile
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import load_recipients, recipient_lines, seal
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import backup_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.metrics import Metrics, write_textfile
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.replicate import copy_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.segments import (
+    SEGMENT_FORMAT,
+    STREAM_LABEL,
+    committed_segments,
+    iso,
+    read_record,
+    segment_names,
+    timestamp,
+)
 
-SEGMENT_FORMAT = "sqlite-wal-frames"
-STREAM_LABEL = "stream-segment"
-SEGMENT_RE = re.compile(
-    r"^(?P<asset>[A-Za-z0-9][A-Za-z0-9._-]*?)\.wal\.(?P<seq>\d{8})\.(?P<attempt>[0-9a-f]{8})(?P<ext>|\.json|\.json\.sig)\Z"
-)
 DEFAULTS = {
     "interval": 1.0,  # seconds between segments
     "poll": 0.02,  # seconds between reads of the wal-index (commit-time resolution, WAL reset detection)
@@ -75,49 +78,6 @@ DEFAULTS = {
     "max_pending": 256 << 20,  # bytes of frames held in memory while the repository fails
     "compression_level": 3,
 }
-
-
-def _iso(moment: float) -> str:
-    return datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_time(text: str) -> float:
-    """An ISO 8601 time (``Z`` or an offset; naive means UTC), an epoch name, or UNIX seconds."""
-    value = str(text).strip()
-    with contextlib.suppress(ValueError):
-        return float(value)
-    for pattern in ("%Y%m%dT%H%M%SZ",):
-        with contextlib.suppress(ValueError):
-            return datetime.strptime(value, pattern).replace(tzinfo=timezone.utc).timestamp()
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise NodekeepError(
-            "point_in_time %r is not a time" % (text,),
-            "give latest, an ISO 8601 UTC time such as 2026-12-07T10:15:30Z, or UNIX seconds",
-        )
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
-
-
-def segment_names(asset: str, seq: int, attempt: str) -> tuple[str, str, str]:
-    stem = "%s.wal.%08d.%s" % (asset, seq, attempt)
-    return stem, stem + ".json", stem + ".json.sig"
-
-
-def committed_segments(files, asset: str) -> list[tuple[int, str]]:
-    """(seq, attempt) of the asset's segments whose signature was written, in order."""
-    found = []
-    for name in files:
-        match = SEGMENT_RE.match(name)
-        if match and match.group("asset") == asset and match.group("ext") == ".json.sig":
-            found.append((int(match.group("seq")), match.group("attempt")))
-    return sorted(found)
-
-
-def is_segment_file(name: str) -> bool:
-    return bool(SEGMENT_RE.match(name))
 
 
 # --------------------------------------------------------------------------
@@ -174,8 +134,6 @@ class Service:
     """Ships one SQLite asset's WAL as segments (``run`` until ``stop`` is set)."""
 
     def __init__(self, config: dict[str, Any], repository=None, targets=None) -> None:
-        from ansible_collections.nodekeep.backup.plugins.module_utils.repository import open_repository
-        from ansible_collections.nodekeep.backup.plugins.module_utils.seal import load_recipients, recipient_lines
 
         self.config = dict(DEFAULTS, **{k: v for k, v in config.items() if v is not None})
         asset = dict(self.config["asset"])
@@ -333,7 +291,6 @@ class Service:
         chain; the base copy holds some state at or after it, and replaying page images is
         idempotent, so every commit observed after the copy finished is a consistent restore point.
         """
-        from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import backup_epoch
 
         before = self._position_now()
         if before is None:
@@ -398,9 +355,9 @@ class Service:
         if not segments:
             return False
         seq, attempt = segments[-1]
-        record, data = _read_record(self.repository, self.node, epoch, self.name, seq, attempt, self.public_key)
+        record, data = read_record(self.repository, self.node, epoch, self.name, seq, attempt, self.public_key)
         source = record.artifacts[0].source
-        first = _read_record(self.repository, self.node, epoch, self.name, 1, segments[0][1], self.public_key)[0]
+        first = read_record(self.repository, self.node, epoch, self.name, 1, segments[0][1], self.public_key)[0]
         position = Position(
             bytes.fromhex(source["salt"]),
             int(source["first_frame"]) + int(source["frames"]) - 1,
@@ -412,12 +369,12 @@ class Service:
             seq=seq,
             prev=hashlib.sha256(data).hexdigest(),
             position=position,
-            consistent_after=_timestamp(first.artifacts[0].source.get("consistent_after") or first.started),
-            started=_timestamp(first.started),
+            consistent_after=timestamp(first.artifacts[0].source.get("consistent_after") or first.started),
+            started=timestamp(first.started),
             first=False,
         )
         self.queue, self.pending, self.read_pos = [], None, position
-        self.stats["last_commit"] = _timestamp(source["commits"][-1][1])
+        self.stats["last_commit"] = timestamp(source["commits"][-1][1])
         _log("%s: resumed chain %s at segment %d" % (self.name, epoch, seq))
         return True
 
@@ -590,7 +547,6 @@ class Service:
         return False
 
     def _write_segment(self, pending: Pending) -> None:
-        from ansible_collections.nodekeep.backup.plugins.module_utils.seal import seal
 
         chain = self.chain
         seq = chain.seq + 1
@@ -612,15 +568,15 @@ class Service:
             "first_frame": pending.first_frame,
             "frames": pending.count(),
             "last_cksum": list(pending.last_cksum),
-            "commits": [[n, _iso(t), size, count] for n, t, size, count in pending.commits],
+            "commits": [[n, iso(t), size, count] for n, t, size, count in pending.commits],
         }
         if chain.first:
-            source["consistent_after"] = _iso(chain.consistent_after)
+            source["consistent_after"] = iso(chain.consistent_after)
             source["chain_position"] = {"salt": chain.position.salt.hex(), "frame": chain.position.frame}
         record = Manifest(
             node=self.node,
             epoch=chain.epoch,
-            started=_iso(pending.commits[0][1]),
+            started=iso(pending.commits[0][1]),
             finished=utc_now_iso(),
             recipients=list(self.recipient_strings),
             artifacts=[
@@ -761,6 +717,9 @@ class Service:
         labels = {"node": self.node, "asset": self.name}
         metrics.add("nodekeep_stream_up", 1, "1 while the replication service runs", **labels)
         metrics.add(
+            "nodekeep_stream_heartbeat_timestamp_seconds", now, "When the service last wrote these metrics", **labels
+        )
+        metrics.add(
             "nodekeep_stream_lag_seconds",
             self.lag_seconds(now),
             "Age of the oldest commit read from the WAL and not yet shipped (0 when all are shipped)",
@@ -804,9 +763,7 @@ class Service:
 
 
 def _open_target(spec: dict[str, Any]):
-    from ansible_collections.nodekeep.backup.plugins.module_utils.s3 import S3Repository
-
-    return S3Repository.from_spec(spec)
+    return open_repository(dict(spec, type="s3"))
 
 
 class _Copier(threading.Thread):
@@ -839,7 +796,6 @@ class _Copier(threading.Thread):
                     self.status.setdefault(name, {})["error"] = str(exc)
 
     def copy_to(self, name: str, target) -> None:
-        from ansible_collections.nodekeep.backup.plugins.module_utils.replicate import copy_epoch
 
         service = self.service
         chain = service.chain
@@ -889,306 +845,9 @@ class _Copier(threading.Thread):
 # --------------------------------------------------------------------------
 
 
-def _read_record(repository, node: str, epoch: str, asset: str, seq: int, attempt: str, public_key: str):
-    _stem, record_name, sig_name = segment_names(asset, seq, attempt)
-    data = repository.get_bytes(node, epoch, record_name, limit=4 << 20)
-    signature = repository.get_bytes(node, epoch, sig_name, limit=64 << 10).decode("ascii", "replace")
-    signing.verify(data, signature, public_key)
-    record = Manifest.from_bytes(data, node=node, epoch=epoch)
-    if (
-        record.labels.get("stream") != STREAM_LABEL
-        or len(record.artifacts) != 1
-        or record.artifacts[0].name != asset
-        or record.artifacts[0].format != SEGMENT_FORMAT
-        or record.artifacts[0].source.get("seq") != seq
-        or record.artifacts[0].source.get("chain") != epoch
-    ):
-        raise IntegrityError(
-            "segment %d of %s in epoch %s does not describe itself" % (seq, asset, epoch),
-            "the repository was tampered with; restore an earlier point or another copy",
-        )
-    return record, data
-
-
-@dataclass
-class ChainInfo:
-    epoch: str
-    records: list  # (Manifest, source dict) in order
-    start: float  # first restorable commit time
-    end: float  # last shipped commit time
-
-
-def load_chain(repository, node: str, epoch: str, asset: str, public_key: str) -> ChainInfo | None:
-    """The signed, contiguous, hash-linked segments of ``asset`` in ``epoch`` (None: no chain there)."""
-    segments = committed_segments(repository.files(node, epoch), asset)
-    if not segments:
-        return None
-    base_bytes = repository.get_bytes(node, epoch, "manifest.json")
-    prev = hashlib.sha256(base_bytes).hexdigest()
-    records = []
-    numbers = [seq for seq, _attempt in segments]
-    if len(set(numbers)) != len(numbers):
-        raise IntegrityError(
-            "a segment of %s in %s is committed twice" % (asset, epoch),
-            "only one service writes a chain: the repository was tampered with",
-        )
-    for expected, (seq, attempt) in enumerate(segments, start=1):
-        if seq != expected:
-            break  # a hole: the chain is usable up to it (``end`` says where it stops)
-        record, data = _read_record(repository, node, epoch, asset, seq, attempt, public_key)
-        source = record.artifacts[0].source
-        if source.get("prev") != prev:
-            raise IntegrityError(
-                "segment %d of %s in %s does not follow segment %d (hash chain broken)" % (seq, asset, epoch, seq - 1),
-                "the repository was tampered with; restore an earlier point or another copy",
-            )
-        prev = hashlib.sha256(data).hexdigest()
-        records.append((record, source))
-    if not records:
-        return None
-    consistent_after = _timestamp(records[0][1].get("consistent_after") or records[0][0].started)
-    start = None
-    for _record, source in records:
-        for commit in source["commits"]:
-            if _timestamp(commit[1]) > consistent_after:
-                start = _timestamp(commit[1])
-                break
-        if start is not None:
-            break
-    if start is None:
-        return None  # no commit observed after the base was complete yet: the base epoch is the point
-    return ChainInfo(epoch, records, start, _timestamp(records[-1][1]["commits"][-1][1]))
-
-
-def _chain_point(chain: ChainInfo, when: float | None) -> float | None:
-    """The newest commit time of ``chain`` at or before ``when`` (restorable ones only)."""
-    best = None
-    for _record, source in chain.records:
-        for commit in source["commits"]:
-            moment = _timestamp(commit[1])
-            if moment >= chain.start and (when is None or moment <= when):
-                best = moment
-    return best
-
-
-def find_chain(repository, node: str, asset: str, public_key: str, when: float | None) -> ChainInfo:
-    """What to restore for time ``when`` (None: the newest state): the chain or the epoch whose newest
-    point at or before it is the latest. An epoch without segments is a chain with no records."""
-    from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import load_manifest
-
-    best_chain = best_epoch = None
-    seen = []
-    for epoch in reversed(repository.complete_epochs(node)):
-        try:
-            manifest = load_manifest(repository, node, epoch, public_key)
-        except NodekeepError:
-            continue  # not signed by this node: never a restore source
-        if asset not in [a.name for a in manifest.artifacts]:
-            continue
-        if best_chain is None and committed_segments(repository.files(node, epoch), asset):
-            chain = load_chain(repository, node, epoch, asset, public_key)
-            if chain is not None:
-                seen.append(chain)
-                if _chain_point(chain, when) is not None:
-                    best_chain = chain
-        finished = _timestamp(manifest.finished)
-        if best_epoch is None and (when is None or finished <= when):
-            best_epoch = ChainInfo(epoch, [], finished, finished)
-        # Chains never overlap: an older chain ended before a newer base began.
-        if best_epoch is not None and (best_chain is not None or manifest.labels.get("stream") == "base"):
-            break
-    if best_chain is not None and (best_epoch is None or _chain_point(best_chain, when) >= best_epoch.end):
-        return best_chain
-    if best_epoch is not None:
-        return best_epoch
-    raise RepositoryError(
-        "node %s has no epoch or replication chain of %s at or before %s"
-        % (node, asset, "now" if when is None else _iso(when)),
-        "chains found: %s"
-        % (", ".join("%s (%s .. %s)" % (c.epoch, _iso(c.start), _iso(c.end)) for c in seen[:5]) or "none")
-        + "; pick a later time",
-    )
-
-
-class _BoundedSink(io.BytesIO):
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self.limit = limit
-
-    def write(self, data) -> int:
-        if self.tell() + len(data) > self.limit:
-            raise IntegrityError("a segment decrypts to more bytes than its signed record says", "do not trust it")
-        return super().write(data)
-
-
-def _segment_frames(repository, node: str, epoch: str, record: Manifest, identities: list) -> bytes:
-    from ansible_collections.nodekeep.backup.plugins.module_utils.seal import unseal
-
-    artifact = record.artifacts[0]
-    sink = _BoundedSink(artifact.content_size)
-    with repository.open_read(node, epoch, artifact.file) as stream:
-        result = unseal(stream, sink, identities, sink_name="memory")
-    if (
-        result.sealed.size != artifact.size
-        or result.sealed.sha256 != artifact.sha256
-        or result.content.size != artifact.content_size
-        or result.content.sha256 != artifact.content_sha256
-    ):
-        raise IntegrityError(
-            "segment %s does not match its signed record" % artifact.file,
-            "the repository was tampered with or damaged; restore an earlier point or another copy",
-        )
-    return sink.getvalue()
-
-
-def restore_point_in_time(
-    repository,
-    node: str,
-    asset: str,
-    public_key: str,
-    identities: list,
-    point_in_time: str = "latest",
-    dest: str = "",
-    target_root: str = "",
-    force: bool = False,
-    check: str = "integrity",
-) -> dict[str, Any]:
-    """Rebuild ``asset`` as of the last commit observed at or before ``point_in_time`` (or the newest).
-
-    The result goes to ``dest`` (a file) or, as an epoch restore would put it, under ``target_root``.
-    It is written beside its final name, checked, and linked into place; an existing target is refused
-    unless ``force`` (then kept beside it as ``.nodekeep-replaced-<time>``).
-    """
-    from ansible_collections.nodekeep.backup.plugins.module_utils.assets import asset_type
-    from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import load_manifest
-
-    began = time.monotonic()
-    when = None if point_in_time in (None, "", "latest") else parse_time(point_in_time)
-    chain = find_chain(repository, node, asset, public_key, when)
-    manifest = load_manifest(repository, node, chain.epoch, public_key)
-    artifact = manifest.artifact(asset)
-    if dest:
-        final = os.path.abspath(dest)
-    else:
-        if not target_root or not os.path.isabs(target_root):
-            raise RepositoryError(
-                "the restore target %r is not an absolute path" % (target_root,),
-                "set nodekeep_restore_to (a staging directory) or dest (a file)",
-            )
-        final = asset_type("sqlite").staging_path(artifact, target_root)
-    remedy = (
-        "remove the link, or restore to a real directory (no symlink at any level); "
-        "a restore never reads or writes through a link it did not create"
-    )
-    with safefs.Jail(os.path.dirname(final) if dest else target_root, RestoreError, remedy) as jail:
-        if jail.check(final) and not force:
-            raise RepositoryError(
-                "the restore target %s already exists" % final,
-                "restore to a new file or set force: true (the existing file is kept beside it)",
-            )
-        place = jail.anchor(final)  # the checked directory, pinned: later steps cannot be redirected
-        name = ".%s.nodekeep-%s" % (os.path.basename(final), os.urandom(4).hex())
-        try:
-            os.mkdir(os.path.join(os.path.dirname(place), name), 0o700)
-        except OSError as exc:
-            raise describe_os_error(exc, "preparing the restore directory", os.path.dirname(final))
-        work = os.path.join(os.path.dirname(final), name)
-        try:
-            reached, applied, integrity = _rebuild(
-                repository, node, asset, public_key, identities, chain, when, work, place, force, check
-            )
-        finally:
-            shutil.rmtree(os.path.join(os.path.dirname(place), name), ignore_errors=True)
-    return {
-        "node": node,
-        "asset": asset,
-        "epoch": chain.epoch,
-        "point_in_time": point_in_time or "latest",
-        "restored_commit_time": reached["time"],
-        "source": reached["source"],
-        "segment": reached["segment"],
-        "commits_applied": applied,
-        "chain": {"start": _iso(chain.start), "end": _iso(chain.end), "segments": len(chain.records)},
-        "path": final,
-        "integrity": integrity,
-        "seconds": round(time.monotonic() - began, 3),
-    }
-
-
-def _rebuild(repository, node, asset, public_key, identities, chain, when, work, place, force, check):
-    """The base unsealed into ``work``, the segments' pages applied up to ``when``, checked, linked at ``place``."""
-    from ansible_collections.nodekeep.backup.plugins.module_utils.epoch import restore_epoch
-    from ansible_collections.nodekeep.backup.plugins.module_utils.sqlite import run_check
-
-    base = restore_epoch(repository, node, chain.epoch, public_key, identities, work, artifacts=[asset], check="none")
-    path = base["artifacts"][0]["path"]
-    reached = None
-    applied = 0
-    size = page_size = None
-    try:
-        fd = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
-        try:
-            for record, source in chain.records:
-                commits = [c for c in source["commits"] if when is None or _timestamp(c[1]) <= when]
-                if not commits:
-                    break
-                frames = _segment_frames(repository, node, chain.epoch, record, identities)
-                page_size = int(source["page_size"])
-                if len(frames) != int(source["frames"]) * (wal.FRAME_HEADER_SIZE + page_size):
-                    raise IntegrityError("segment %d holds a wrong number of frames" % source["seq"])
-                salt = bytes.fromhex(source["salt"])
-                if any(frame.salt != salt for _offset, frame in wal.iter_frames(frames, page_size)):
-                    raise IntegrityError("segment %d holds a frame of another log" % source["seq"])
-                upto, moment = commits[-1][0], commits[-1][1]
-                size = wal.apply_frames(fd, frames, page_size, upto=upto) or size
-                applied += sum(int(c[3]) for c in commits)
-                reached = {"segment": source["seq"], "time": moment, "source": "chain"}
-                if len(commits) < len(source["commits"]):
-                    break
-            if size is not None:
-                os.ftruncate(fd, size * page_size)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if reached is None:
-            # An epoch without segments (or none early enough): the point is the epoch itself.
-            reached = {"segment": 0, "time": _iso(chain.end), "source": "epoch"}
-        integrity = run_check(path, check) if check != "none" else "skipped"
-        if force and os.path.lexists(place):
-            os.rename(place, "%s.nodekeep-replaced-%s" % (place, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())))
-        os.link(path, place)
-        dfd = os.open(os.path.dirname(place), os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except FileExistsError:
-        raise RepositoryError("the restore target %s appeared during the restore" % place, "nothing was overwritten")
-    except OSError as exc:
-        raise describe_os_error(exc, "restoring %s to a point in time" % asset, place)
-    return reached, applied, integrity
-
-
-def chains_report(repository, node: str, asset: str, public_key: str) -> list[dict[str, Any]]:
-    """Every chain of ``asset``: base epoch, first and last restorable commit times, segments."""
-    out = []
-    for epoch in repository.complete_epochs(node):
-        if committed_segments(repository.files(node, epoch), asset):
-            chain = load_chain(repository, node, epoch, asset, public_key)
-            if chain is not None:
-                out.append(
-                    {"epoch": epoch, "start": _iso(chain.start), "end": _iso(chain.end), "segments": len(chain.records)}
-                )
-    return out
-
-
 # --------------------------------------------------------------------------
 # helpers and the command line (run by the systemd unit the stream role installs)
 # --------------------------------------------------------------------------
-
-
-def _timestamp(text: str) -> float:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
 
 
 def _pem_of(path: str) -> bytes:
