@@ -88,8 +88,8 @@ options:
     default: {}
   full:
     description:
-      - Store a full epoch of every incremental asset (C(incremental=true)): every page or file is stored again
-        without relying on an earlier epoch's records (identical pieces are still found by name).
+      - "Store a full epoch of every incremental asset (C(incremental=true)): every page or file is stored again
+        without relying on an earlier epoch's records (identical pieces are still found by name)."
       - The manifest records C(full=true) and C(full_reason) for each such asset.
     type: bool
     default: false
@@ -142,8 +142,8 @@ size:
   sample: 272629760
 stored_bytes:
   description:
-    - Bytes this epoch added to the repository, its sealed artifacts included (for incremental assets, only the
-      pieces it uploaded: the changed pages' packs, new files).
+    - "Bytes this epoch added to the repository, its sealed artifacts included (for incremental assets, only the
+      pieces it uploaded: the changed pages' packs, new files)."
   returned: success and not check mode
   type: int
   sample: 412000

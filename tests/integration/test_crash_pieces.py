@@ -179,7 +179,7 @@ def test_kill_during_an_incremental_backup_or_repack(setup, make_node, tmp_path,
 def test_kill_during_garbage_collection(setup, make_node, tmp_path):
     node, db, template, script, env = setup
     # two more epochs, so that retention (keep_last 2) drops two and GC removes their own pieces
-    for _ in range(2):
+    for _round in range(2):
         _sql(db.path, SQL_HOT)
         node.backup(
             [

@@ -112,7 +112,7 @@ def _refs(node, epoch) -> set:
 def test_any_single_epoch_can_be_deleted_and_gc_keeps_what_others_need(node, live_db, pieces_asset, tmp_path):
     epochs = [node.backup([pieces_asset])]
     expected = {epochs[0].epoch: _logical(live_db.path)}
-    for _ in range(3):
+    for _round in range(3):
         _update(live_db.path, rows=10, new_rows=0)  # the same hot rows each time: older incremental packs go stale
         epochs.append(node.backup([pieces_asset]))
         expected[epochs[-1].epoch] = _logical(live_db.path)

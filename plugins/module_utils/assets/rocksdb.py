@@ -416,7 +416,9 @@ class RocksdbAssetType(TreeAssetType):
     def restore_into(self, target: str, force: bool = False, context=None):
         """The restored directory and its files get the live ones' owners (as root) and modes, recorded at backup."""
         source = context.artifact.source if context is not None and context.artifact else {}
-        with self.restore_tree(target, force, context) as staged:
+        # restore_tree's context (a tar extraction, or the files rebuild) places the tree after the yield and
+        # removes it on an error: both run when this context exits.
+        with self.restore_tree(target, force, context) as staged:  # pylint: disable=contextmanager-generator-missing-cleanup
             extract = staged._complete
 
             def complete() -> dict[str, Any]:

@@ -40,7 +40,7 @@ def test_incremental_chain_stores_new_files_only_and_every_epoch_restores(node, 
     app.wait_for(8100)
     asset = _asset(app, tmp_path)
     epochs = []
-    for _ in range(3):
+    for _round in range(3):
         epochs.append((node.backup([asset]), app.last_checkpoint()))
         app.wait_for(app.last_checkpoint() + 30)
     first = epochs[0][0].artifacts[0]

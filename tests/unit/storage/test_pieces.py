@@ -58,7 +58,7 @@ def store(tmp_path, age_key):
 def test_packs_are_written_once_and_read_back_exactly(store):
     repo, writer, identities = store
     builder = pieces.PackBuilder(writer, size=3 * 4096)
-    pages = [os.urandom(4096) for _ in range(7)]
+    pages = [os.urandom(4096) for _page in range(7)]
     where = [builder.add(page) for page in pages]
     builder.finish()
     assert [number for number, _offset in where] == [0, 0, 0, 1, 1, 1, 2]
