@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import check_points
+from streamhelpers import check_points
 
 
 def test_ships_and_restores_every_point(stream_lab):

@@ -16,7 +16,7 @@ import sys
 import time
 
 import pytest
-from conftest import check_points
+from streamhelpers import check_points
 
 FOREIGN_LOG = (
     "import sqlite3,sys,shutil; c=sqlite3.connect(sys.argv[1], isolation_level=None);"

@@ -10,7 +10,7 @@ from module_driver import failed, run_module, succeeded
 
 
 def test_epoch_restore_point_in_time_to_a_file_and_to_staging(stream_lab, tmp_path):
-    from conftest import restored_numbers
+    from streamhelpers import restored_numbers
 
     writer = stream_lab.writer()
     writer.commit(4)
