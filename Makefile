@@ -6,6 +6,10 @@
 #   make demo         scripts/demo.sh
 #   make test         lint, sanity, units, integration, molecule (in this order)
 #   make lint | sanity | units | integration | molecule | docs | bench | lock | clean
+#   make drill-runbooks  the five runbook systems (inventories/animica ... ripple-env), each node with its
+#                     whole asset set, through agent.yml, backup.yml x2 and drill.yml against its runbook's
+#                     RPO/RTO; prints one table. SIZE=1G (1 GiB SQLite + 1 GiB RocksDB + 1 GiB files),
+#                     SYSTEMS="animica guts"; reports kept in .cache/drill-runbooks (make test: 000 + one random)
 #   make bench        benchmarks/run.py (SQLite vs runbook 000), files_incremental.py, sqlite_incremental.py (vs restic)
 #                     (files asset full/incremental vs tar|zstd|age); BENCH_ARGS, FILES_BENCH_ARGS
 #                     and benchmarks/stream_rpo.py (continuous replication vs Litestream); STREAM_BENCH_ARGS
@@ -54,7 +58,7 @@ define run_pytest
 	else echo "NOTICE: $(1) does not exist, nothing to run"; fi
 endef
 
-.PHONY: help setup setup-all demo test lint sanity units integration molecule bench bench-fleet crash-pieces docs lock clean stream-kills
+.PHONY: help setup setup-all demo test lint sanity units integration molecule bench bench-fleet crash-pieces docs lock clean stream-kills drill-runbooks
 
 help:
 	@sed -n 's/^#   make /make /p' $(MAKEFILE_LIST)
@@ -128,6 +132,15 @@ bench-fleet: setup
 STREAM_KILLS ?= 100
 stream-kills: setup
 	NODEKEEP_STREAM_KILLS=$(STREAM_KILLS) $(PYTEST) tests/integration/streams/test_stream_faults.py -k kill_9
+
+# tests/integration/runbooks/test_runbook_drills.py at size (make test runs it at the small size).
+SIZE ?=
+SYSTEMS ?=
+drill-runbooks: setup
+	@bash scripts/collection-path.sh
+	NODEKEEP_DRILL_SIZE='$(SIZE)' NODEKEEP_DRILL_SYSTEMS='$(SYSTEMS)' NODEKEEP_DRILL_DIR=$(ROOT)/.cache/drill-runbooks \
+	  PYTHONPATH=$(COLLECTIONS) $(BIN)/pytest -p no:cacheprovider --timeout=3600 -q $(PYTEST_ARGS) \
+	  tests/integration/runbooks/test_runbook_drills.py
 
 # Render the documentation of every module (and every role with an argument spec).
 docs: setup

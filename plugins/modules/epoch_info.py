@@ -35,6 +35,14 @@ options:
   public_key:
     description: The node's Ed25519 public key. When given, signatures are checked and summaries returned.
     type: str
+  objects_of:
+    description:
+      - An epoch of the node whose pieces (the content-addressed objects its incremental and C(files) artifacts keep
+        beside the epochs in C(NODE/objects/)) are listed in RV(objects), e.g. to ship the epoch to another host
+        (the restore and drill roles do). C(latest) is the newest verified epoch.
+      - The epoch's manifest signature is checked with O(public_key) first (required), and the names are read
+        from the epoch's piece lists, checked against the manifest; only regular files are listed.
+    type: str
 requirements:
   - cryptography
 seealso:
@@ -76,6 +84,20 @@ invalid:
   returned: when O(public_key) is given
   type: dict
   sample: {20261122T020700Z: the manifest signature does not match its content}
+objects:
+  description:
+    - The pieces the epoch O(objects_of) needs, relative to C(REPOSITORY/NODE), sorted; empty when none of its
+      artifacts keeps pieces. A piece a list names that is missing, or is not a regular file, fails the module
+      (naming it).
+  returned: when O(objects_of) is given
+  type: list
+  elements: str
+  sample: [objects/7f/7f50063b104eac27c0bedfe88c8290cb728ed6c0468037f6ad1a8e0027f1d2cb]
+objects_size:
+  description: The stored size of RV(objects) in bytes.
+  returned: when O(objects_of) is given
+  type: int
+  sample: 4194304
 summaries:
   description: Manifest summary per verified epoch.
   returned: when O(public_key) is given
@@ -91,11 +113,15 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.common import REPO
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import load_manifest
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.pieces import epoch_pieces
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=argspec(REPOSITORY_OPTIONS, public_key={"type": "str", "no_log": False}),
+        argument_spec=argspec(
+            REPOSITORY_OPTIONS, public_key={"type": "str", "no_log": False}, objects_of={"type": "str"}
+        ),
+        required_by={"objects_of": "public_key"},
         supports_check_mode=True,
     )
     params = module.params
@@ -106,7 +132,7 @@ def main():
         complete = repository.complete_epochs(node)
         result = {"changed": False, "incomplete": repository.incomplete_epochs(node)}
         if params["public_key"]:
-            valid, invalid, summaries = [], {}, []
+            valid, invalid, summaries, manifests = [], {}, [], {}
             for epoch in complete:
                 try:
                     manifest = load_manifest(repository, node, epoch, params["public_key"])
@@ -114,11 +140,19 @@ def main():
                     invalid[epoch] = exc.message
                     continue
                 valid.append(epoch)
+                manifests[epoch] = manifest
                 summaries.append(manifest.summary())
             complete = valid
             result.update(invalid=invalid, summaries=summaries)
         result["epochs"] = complete
         result["latest"] = complete[-1] if complete else None
+        wanted = params["objects_of"]
+        if wanted:
+            epoch = result["latest"] if wanted == "latest" else wanted
+            if epoch not in (result.get("invalid") or {}) and epoch in complete:
+                result["objects"], result["objects_size"] = epoch_pieces(repository, node, epoch, manifests[epoch])
+            else:
+                result["objects"], result["objects_size"] = [], 0  # the caller refuses the epoch itself
         return result
 
     run(module, action)

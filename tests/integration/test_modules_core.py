@@ -12,6 +12,7 @@ import json
 import os
 import stat
 import subprocess
+from pathlib import Path
 
 import pytest
 from ansible.module_utils.testing import patch_module_args
@@ -334,6 +335,45 @@ class TestEpochInfo:
     def test_a_missing_repository_fails_cleanly(self, run_module, tmp_path):
         result = run_module("epoch_info", {"repository": str(tmp_path / "nowhere"), "node": "node1"})
         _assert_clean_failure(result, str(tmp_path / "nowhere"))
+
+    def test_objects_of_lists_what_a_files_epoch_needs_to_be_shipped(self, env, run_module, tmp_path):
+        """The restore and drill roles ship these beside the epoch (a files asset's contents live in NODE/objects)."""
+        tree = tmp_path / "tree"
+        for i in range(3):
+            (tree / ("d%d" % i)).mkdir(parents=True)
+            (tree / ("d%d" % i) / "big.bin").write_bytes(os.urandom(300_000 + i))
+        assets = env["assets"] + [{"name": "tree", "type": "files", "path": str(tree),
+                                   "state_dir": str(tmp_path / "state")}]  # fmt: skip
+        first = run_module("epoch_backup", _backup_args(env, assets=assets))
+        (tree / "d0" / "big.bin").write_bytes(os.urandom(1000))  # the second epoch no longer needs the old content
+        second = run_module("epoch_backup", _backup_args(env, assets=assets))
+        args = {"repository": env["repository"], "node": "node1", "public_key": env["public_key"]}
+        node_dir = Path(env["repository"]) / "node1"
+        listed = {}
+        for epoch in (first["epoch"], second["epoch"], "latest"):
+            result = run_module("epoch_info", dict(args, objects_of=epoch))
+            assert "failed" not in result, result
+            paths = result["objects"]
+            assert paths and paths == sorted(paths) and all(p.startswith("objects/") for p in paths)
+            assert result["objects_size"] == sum((node_dir / p).stat().st_size for p in paths)
+            listed[epoch] = set(paths)
+        assert listed["latest"] == listed[second["epoch"]] != listed[first["epoch"]]
+        stored = {str(p.relative_to(node_dir)) for p in (node_dir / "objects").rglob("*") if p.is_file()}
+        assert listed[first["epoch"]] | listed[second["epoch"]] == stored
+        # an SQLite-only epoch needs no object; a missing object fails, naming it
+        plain = run_module("epoch_backup", _backup_args(env))
+        assert run_module("epoch_info", dict(args, objects_of=plain["epoch"]))["objects"] == []
+        gone = min(listed[second["epoch"]])
+        (node_dir / gone).unlink()
+        result = run_module("epoch_info", dict(args, objects_of=second["epoch"]))
+        _assert_clean_failure(result, os.path.basename(gone), "restore another epoch")
+        # a link in its place is not the object (never followed, never shipped)
+        (node_dir / gone).symlink_to(node_dir / max(listed[second["epoch"]]))
+        result = run_module("epoch_info", dict(args, objects_of=second["epoch"]))
+        _assert_clean_failure(result, os.path.basename(gone), "regular files")
+        # objects_of needs the public key (the list is read from the signed epoch)
+        result = run_module("epoch_info", {"repository": env["repository"], "node": "node1", "objects_of": "latest"})
+        _assert_clean_failure(result, "public_key")
 
 
 # --------------------------------------------------------------------------

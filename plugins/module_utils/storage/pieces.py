@@ -50,6 +50,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import (
     stream_digest,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import seal, unseal
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.repository import OBJECTS_DIR
 
 #: the piece list's first line (the name predates sqlite and rocksdb pieces: files epochs carry it)
 REFS_FORMAT = "nodekeep.files-refs/v1"
@@ -429,6 +430,26 @@ def load_piece_list(repository, node: str, epoch: str, artifact) -> dict[str, tu
         name, size, digest = line.split(" ")
         refs[name] = (int(size), digest)
     return refs
+
+
+def epoch_pieces(repository, node: str, epoch: str, manifest) -> tuple[list[str], int]:
+    """(sorted paths relative to NODE of the pieces ``epoch`` needs, their stored size), from the epoch's piece
+    lists (checked against its signed manifest); a piece missing or not a regular file fails, naming it.
+    What ships an epoch to another host (epoch_info objects_of)."""
+    present = repository.object_names(node)  # regular files only
+    names: set[str] = set()
+    for artifact in manifest.artifacts:
+        if (artifact.source.get("refs") or {}).get("file"):
+            names.update(load_piece_list(repository, node, epoch, artifact))
+    missing = sorted(names - set(present))
+    if missing:
+        raise IntegrityError(
+            "epoch %s of %s needs %d piece(s) that %s does not hold as regular files: %s"
+            % (epoch, node, len(missing), repository.describe(node, OBJECTS_DIR, ""), ", ".join(missing[:3])),
+            "this epoch cannot be restored from this repository; restore another epoch or copy",
+        )
+    paths = sorted("%s/%s/%s" % (OBJECTS_DIR, name[:2], name) for name in names)
+    return paths, sum(present[name][0] for name in names)
 
 
 def check_pieces(repository, node: str, refs: dict[str, tuple[int, str]], read: bool = True) -> dict[str, Any]:

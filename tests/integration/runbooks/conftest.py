@@ -82,3 +82,20 @@ def round_trip(node):
         return manifest, result, skipped
 
     return run
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The summary table of the runbook drills (test_runbook_drills.py), when any ran."""
+    module = sys.modules.get("test_runbook_drills")
+    rows = getattr(module, "ROWS", None)
+    if not rows:
+        return
+    from drilllab import details, table
+
+    terminalreporter.write_sep("=", "runbook drills (playbooks/drill.yml, each system against its runbook's targets)")
+    for line in getattr(module, "DETAILS", []):
+        terminalreporter.write_line(line)
+    terminalreporter.write_line("")
+    terminalreporter.write_line(table(rows))
+    for line in details(rows):
+        terminalreporter.write_line(line)
