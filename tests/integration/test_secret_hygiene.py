@@ -28,7 +28,7 @@ PASSWORD = b"493817\n"
 def plain_digests(data: bytes) -> set[str]:
     """Every unkeyed digest of the secret a reader could test a guess against."""
     found = set()
-    for variant in {data, data.strip()}:
+    for variant in (data, data.strip()):
         for algorithm in ("sha256", "sha1", "md5", "sha512", "blake2b"):
             found.add(hashlib.new(algorithm, variant).hexdigest())
     return found

@@ -426,7 +426,7 @@ class RocksdbAssetType(TreeAssetType):
                 _attrs.apply_tree_owners(staged.path, source)
                 return facts
 
-            yield Staged(staged.path, staged.stream, complete=complete)
+            yield Staged(staged.path, staged.stream, complete=complete)  # pylint: disable=contextmanager-generator-missing-cleanup
 
     def deep_check(self, path: str, artifact, check: str = "integrity") -> dict[str, Any]:
         """The restored DB opened read-only (column families, sequence, keys compared), then its entry counts."""
