@@ -250,6 +250,7 @@ class TestEpochRestore:
         assert artifact["source_path"] == str(env["db"].path)
         assert artifact["sha256"] == backed_up["artifacts"][0]["content_sha256"]
         assert artifact["checks"]["integrity"] == "ok"
+        assert 0 < artifact["check_seconds"] <= artifact["seconds"]  # the deep check's share (drill RTO breakdown)
         assert dbtools.rows(target) == dbtools.rows(env["db"].path)
         assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
 

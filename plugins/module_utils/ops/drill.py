@@ -346,6 +346,24 @@ def _skipped(raw: dict[str, Any]) -> list[dict[str, str]]:
     ]
 
 
+def rto_breakdown(raw: dict[str, Any], artifacts: list, started: float, verified_at: float) -> dict[str, Any] | None:
+    """Where a node's RTO went, in seconds that add up to it: ``ship`` (drill start -> the epoch on the staging
+    host: plan, pick, copy), ``restore`` (decrypt, decompress, write), ``check`` (each asset's deep check and the
+    health commands) and ``other`` (the playbook's own steps between them); None without the role's times."""
+    shipped, restored = parse_time(raw.get("shipped_at")), parse_time(raw.get("restored_at"))
+    if shipped is None or restored is None or not started <= shipped <= restored <= verified_at:
+        return None
+    engine = sum(float(a.get("seconds") or 0) for a in artifacts)
+    checks = sum(float(a.get("check_seconds") or 0) for a in artifacts)
+    parts = {
+        "ship": shipped - started,
+        "restore": max(0.0, engine - checks),
+        "check": checks + (verified_at - restored),
+    }
+    parts["other"] = max(0.0, (verified_at - started) - sum(parts.values()))
+    return {key: round(value, 3) for key, value in parts.items()}
+
+
 def _node_entry(raw: dict[str, Any], name: str, started: float) -> tuple[dict[str, Any], list[str]]:
     """One node's section of the report and its problems."""
     problems: list[str] = []
@@ -392,6 +410,7 @@ def _node_entry(raw: dict[str, Any], name: str, started: float) -> tuple[dict[st
         "node_started": iso(parse_time(raw.get("started"))),
         "verified_at": iso(verified_at) if restored_ok else None,
         "restore_seconds": round(sum(float(a.get("seconds") or 0) for a in artifacts), 3) if artifacts else None,
+        "rto_breakdown": rto_breakdown(raw, artifacts, started, verified_at) if rto is not None else None,
         "rto": measure(rto, targets["rto_seconds"]),
         "rpo": measure(rpo, targets["rpo_seconds"]),
         "assets": assets,

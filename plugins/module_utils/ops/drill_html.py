@@ -188,12 +188,23 @@ def _nodes_table(report: dict[str, Any]) -> list[str]:
                 _e(node["epoch"] or "-"),
                 _e(node["staging_host"] or "-"),
                 _e(node["staging_path"] or "-"),
-                _measure_cell(node["rto"]),
+                _measure_cell(node["rto"]) + _breakdown_text(node.get("rto_breakdown")),
                 _measure_cell(node["rpo"]),
             )
         )
     out.append("</table>")
     return out
+
+
+def _breakdown_text(parts: dict[str, Any] | None) -> str:
+    """The RTO's parts under it: ship, restore, check, other."""
+    if not parts:
+        return ""
+    return '<br><span class="muted">%s</span>' % " &middot; ".join(
+        "%s %s" % (_e(key), _e(human_seconds(parts[key])))
+        for key in ("ship", "restore", "check", "other")
+        if key in parts
+    )
 
 
 def _asset_row(asset: dict[str, Any]) -> str:

@@ -434,7 +434,9 @@ def _restore_artifact(
     try:
         with sweep as swept, kind.restore_into(place, force=force, context=context) as staged:
             result = _unseal_checked(repository, node, epoch, artifact, identities, staged)
+            checked = time.monotonic()
             checks = kind.deep_check(staged.path, artifact, check)
+            check_seconds = round(time.monotonic() - checked, 3)
             # A map of pieces (SQLite pages) restores more than its artifact: report what was rebuilt.
             rebuilt = staged.facts.get("rebuilt") or {}
     except NodekeepError as exc:
@@ -452,6 +454,7 @@ def _restore_artifact(
         "sha256": rebuilt.get("sha256") or _shown_digest(artifact, result),
         "checks": checks,
         "seconds": round(time.monotonic() - began, 3),
+        "check_seconds": check_seconds,  # of "seconds": the asset's own deep check (drill RTO breakdown)
     }
     if swept:
         entry["swept"] = swept  # temporary names of killed runs, removed

@@ -68,6 +68,20 @@ class TestEngine:
         assert node["rpo"] == {"seconds": 60.0, "target_seconds": 300.0, "met": True}
         assert node["assets"][0]["health"] == {"ran": True, "ok": True, "rc": 0, "attempts": 1}
 
+    def test_the_rto_is_broken_down_into_ship_restore_check(self):
+        raw = raw_result(shipped_at=STARTED + 4.0, restored_at=STARTED + 9.0)  # RTO 12 s, verified at +12
+        raw["restore"]["artifacts"][0].update(seconds=3.5, check_seconds=1.25)
+        node = drill.build_report({"node1": raw}, STARTED, STARTED + 20)["nodes"][0]
+        parts = node["rto_breakdown"]
+        assert parts == {"ship": 4.0, "restore": 2.25, "check": 1.25 + 3.0, "other": 1.5}
+        assert sum(parts.values()) == pytest.approx(node["rto"]["seconds"])
+        page = drill_html.render_html(drill.build_report({"node1": raw}, STARTED, STARTED + 20), [])
+        assert "ship 4.0 s" in page and "restore 2.2 s" in page and "check 4.2 s" in page
+        # without the role's times (an older role) or without an RTO there is no breakdown
+        assert drill.build_report({"node1": raw_result()}, STARTED, STARTED + 20)["nodes"][0]["rto_breakdown"] is None
+        failed = raw_result(shipped_at=STARTED + 4.0, restored_at=STARTED + 9.0, error="the restore target exists")
+        assert drill.build_report({"node1": failed}, STARTED, STARTED + 20)["nodes"][0]["rto_breakdown"] is None
+
     def test_per_asset_targets_override_the_node(self):
         raw = raw_result(asset_targets={"app-db": {"rpo_seconds": 30}})
         report = drill.build_report({"node1": raw}, STARTED, STARTED + 20)
