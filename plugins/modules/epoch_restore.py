@@ -113,7 +113,9 @@ epoch:
   type: str
   sample: 20261122T023000Z
 artifacts:
-  description: Per asset, where it was restored and what was checked.
+  description:
+    - Per asset, where it was restored and what was checked; C(seconds) the asset's restore took, C(check_seconds)
+      the part of it its deep check took.
   returned: when point_in_time is not set
   type: list
   elements: dict
@@ -125,6 +127,8 @@ artifacts:
       size: 533463040
       sha256: f1b5fbc7280421feb48359083e6d92bfea8e6ec6d1fa365088f6104c4a27d848
       checks: {integrity: ok, page_count: 130240}
+      seconds: 4.812
+      check_seconds: 1.903
 restored_commit_time:
   description: With O(point_in_time), when the service observed the last commit restored (UTC), or the epoch's
     finish time when the point is an epoch (RV(source)).
