@@ -1,0 +1,51 @@
+"""Replication segments copied to a real S3 server (SeaweedFS, Object Lock) as they are shipped, and a
+point-in-time restore read from that copy alone."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "streams"))
+from streamhelpers import WAIT, StreamLab, restored_numbers
+
+
+def test_segments_reach_the_s3_copy_and_restore_from_it(s3_server, tmp_path, repository, age_key, signing_key,
+                                                        child_env):  # fmt: skip
+    from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import load_identities
+    from ansible_collections.nodekeep.backup.plugins.module_utils.ops.pitr import restore_point_in_time
+    from ansible_collections.nodekeep.backup.plugins.module_utils.storage.segments import committed_segments
+
+    bucket = s3_server.bucket(lock=True)
+    target = dict(s3_server.target(bucket), object_lock_mode="GOVERNANCE", retain_days=1)
+    lab = StreamLab(tmp_path, repository, age_key, signing_key, child_env)
+    try:
+        writer = lab.writer()
+        writer.commit(5)
+        service = lab.service(targets=[target])
+        chain = lab.wait_chain(service)
+        for _round in range(3):
+            writer.commit(40)
+            lab.wait_caught_up(service)
+        local = committed_segments(repository.files("node1", chain), "app-db")
+        copy = s3_server.repository(bucket)
+        deadline = time.monotonic() + WAIT
+        while committed_segments(copy.files("node1", chain) if chain in copy.complete_epochs("node1") else {},
+                                 "app-db") != local:  # fmt: skip
+            assert time.monotonic() < deadline, lab.log(service)
+            time.sleep(0.1)
+        lab.stop(service)
+        metrics = (lab.metrics_dir / "nodekeep_stream_app-db.prom").read_text()
+        assert 'nodekeep_stream_backlog_bytes{asset="app-db",copy="copy1",node="node1"} 0' in metrics
+        # Every copied segment is locked like its base epoch.
+        assert copy.locked_objects("node1", chain)
+        out = tmp_path / "from-s3.db"
+        report = restore_point_in_time(
+            copy, "node1", "app-db", signing_key.public_line,
+            load_identities(identity_files=[str(age_key.identity_path)]), dest=str(out),
+        )  # fmt: skip
+        assert report["epoch"] == chain and report["source"] == "chain"
+        assert restored_numbers(out) == writer.count == 125
+    finally:
+        lab.cleanup()
