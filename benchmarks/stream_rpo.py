@@ -206,6 +206,11 @@ def phase(kind: str, base: Path, source: Path, keys: Keys, rate: float, seconds:
     shutil.copy(source, db)
     proc = log = repository = replica = None
     snapshots = work / "snapshots"
+    writer_log = work / "writer.log"
+    # The application first (it opens the database and waits for DB.go), then the replicator.
+    writer = run_writer(db, rate, seconds, writer_log)
+    while not os.path.exists(str(db) + "-shm"):
+        time.sleep(0.01)
     if kind == "nodekeep":
         proc, log, repository = nodekeep_start(work, db, keys, interval)
         start_bytes = tree_size(work / "repo")
@@ -213,8 +218,6 @@ def phase(kind: str, base: Path, source: Path, keys: Keys, rate: float, seconds:
         proc, log, replica = litestream_start(work, db)
         start_bytes = tree_size(replica)
     cpu0 = cpu_seconds(proc.pid) if proc else 0.0
-    writer_log = work / "writer.log"
-    writer = run_writer(db, rate, seconds, writer_log)
     sampler = None
     if rate and kind == "nodekeep":
         sampler = Sampler(lambda _t: newest_segment(repository))

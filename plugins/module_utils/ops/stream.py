@@ -405,6 +405,11 @@ class Service:
         if header is None:
             return  # nobody has the database open: nothing commits
         position = self.read_pos
+        if not position.page_size and header.salt == position.salt:
+            # An empty log publishes no page size yet; the first frames do.
+            position = self.read_pos = Position(position.salt, position.frame, position.cksum, header.page_size)
+            if self.chain is not None and not self.chain.position.page_size:
+                self.chain.position = position
         if header.page_size != position.page_size:
             raise Gap("the page size changed")
         if header.salt != position.salt:

@@ -40,6 +40,7 @@ SEGMENT_RE = re.compile(
     r"^(?P<asset>[A-Za-z0-9][A-Za-z0-9._-]*?)\.wal\.(?P<seq>\d{8})\.(?P<attempt>[0-9a-f]{8})(?P<ext>|\.json|\.json\.sig)\Z"
 )
 
+
 def iso(moment: float) -> str:
     return datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
