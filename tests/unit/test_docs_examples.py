@@ -175,7 +175,7 @@ def check_example(data, specs: dict) -> int:
 EXAMPLES = doc_examples()
 
 
-@pytest.mark.parametrize("where, body", EXAMPLES, ids=[where for where, _ in EXAMPLES])
+@pytest.mark.parametrize("where, body", EXAMPLES, ids=[example[0] for example in EXAMPLES])
 def test_every_yaml_example_passes_the_roles_validation(where, body):
     data = yaml.safe_load(body)
     try:
