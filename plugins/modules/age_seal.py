@@ -162,7 +162,7 @@ notes:
     not archived; extended attributes and POSIX ACLs (default ACLs too) are kept as GNU tar's PAX
     C(SCHILY.xattr.*) records (C(tar --xattrs --xattrs-include='*') restores them) and sparse files stay sparse.
   - Symlinks that point outside a sealed directory (absolute, or leaving it with C(..)) are data, such as C(/etc/localtime) -
-    sealed and opened as the links they are, listed in RV(entries.outside_links), never followed.
+    sealed and opened as the links they are, listed under V(outside_links) in RV(entries), never followed.
   - With O(state=opened), an opened file that is a key (an age identity file, an OpenSSH or PEM private key) is
     reported by its public key and fingerprint (RV(key)), never by its content, so an operator can compare it.
 requirements:
