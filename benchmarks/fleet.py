@@ -60,9 +60,14 @@ def age_key(work: Path) -> str:
 
 
 def node_python(work: Path) -> tuple[Path, Path]:
-    """A node interpreter that records each module's CPU (user system, one line per module)."""
+    """A node virtualenv whose interpreter records each module's CPU (user system, one line per module).
+
+    Roles run some modules with ``nodekeep_venv``'s interpreter: this one is the nodes' ``nodekeep_venv``
+    too, so every module run on a node is counted as node CPU, never as controller CPU.
+    """
     log = work / "node-cpu.log"
-    wrapper = work / "node-python"
+    (work / "venv" / "bin").mkdir(parents=True)
+    wrapper = work / "venv" / "bin" / "python"
     wrapper.write_text(
         "#!/bin/sh\nexec %s -a -o %s -f '%%U %%S' %s \"$@\"\n" % (GNU_TIME, log, VENV / "bin" / "python")
     )
@@ -81,7 +86,7 @@ def write_inventory(work: Path, nodes: int, recipient: str, interpreter: Path) -
             "ansible_connection": "local",
             "ansible_python_interpreter": str(interpreter),
             "nodekeep_agent_install": False,
-            "nodekeep_venv": str(VENV),
+            "nodekeep_venv": str(interpreter.parent.parent),
             "nodekeep_repository_path": str(base / "repository"),
             "nodekeep_signing_key_path": str(base / "signing" / "signing_key"),
             "nodekeep_age_recipients": [recipient],
