@@ -262,7 +262,7 @@ def phase(kind: str, base: Path, source: Path, keys: Keys, rate: float, seconds:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--initial-mib", type=int, default=16)

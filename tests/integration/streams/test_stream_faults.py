@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import sqlite3  # noqa: F401 - only in child processes; the test process uses apsw
 import subprocess
 import sys
 import time
