@@ -108,4 +108,18 @@ options:
     type: str
     choices: [integrity, quick]
     default: integrity
+  known_latest:
+    description:
+      - The newest epoch of O(node) the controller has a record of (the roles read it from
+        C(nodekeep_results_dir/NODE/backup-EPOCH.json)). When it is not a complete epoch in the repository, the
+        repository was rolled back or its newest epochs were deleted: the module fails, or warns with
+        O(on_rollback=warn), instead of silently taking an older epoch as the latest.
+    type: str
+  on_rollback:
+    description:
+      - What to do when O(known_latest) is missing from the repository. V(fail) (nothing is read further) or
+        V(warn) (go on with the newest epoch present, with a warning in the result).
+    type: str
+    choices: [fail, warn]
+    default: fail
 """

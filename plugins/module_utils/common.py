@@ -45,6 +45,8 @@ EPOCH_OPTIONS: dict[str, dict[str, Any]] = {
     "public_key": {"type": "str", "required": True, "no_log": False},
     "artifacts": {"type": "list", "elements": "str", "default": []},
     "check": {"type": "str", "choices": ["integrity", "quick"], "default": "integrity"},
+    "known_latest": {"type": "str"},
+    "on_rollback": {"type": "str", "choices": ["fail", "warn"], "default": "fail"},
 }
 
 

@@ -107,6 +107,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+rollback:
+  description:
+    - Warnings of the rollback check with O(on_rollback=warn) (the newest epoch the controller recorded,
+      O(known_latest), is missing from a checked repository). Empty when none.
+  returned: always
+  type: list
+  elements: str
+  sample: []
 epoch:
   description: The epoch restored.
   returned: always
@@ -170,7 +178,11 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import l
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import restore_epoch
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.pitr import restore_point_in_time
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage import segments
-from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import load_manifest, resolve_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import (
+    check_known_latest,
+    load_manifest,
+    resolve_epoch,
+)
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
 
 
@@ -254,10 +266,13 @@ def main():
 
     def action():
         repository = open_repository(params["repository"], create=False)
+        warnings = check_known_latest(repository, params["node"], params["known_latest"], params["on_rollback"])
+        for text in warnings:
+            module.warn(text)
         if params["point_in_time"]:
             return _point_in_time(module, repository, params)
         if module.check_mode:
-            return _plan(repository, params)
+            return dict(_plan(repository, params), rollback=warnings)
         identities = load_identities(params["identities"], params["identity_files"])
         report = restore_epoch(
             repository,
@@ -271,6 +286,7 @@ def main():
             check=params["check"],
         )
         report["changed"] = True
+        report["rollback"] = warnings
         return report
 
     run(module, action)

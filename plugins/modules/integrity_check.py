@@ -89,6 +89,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+rollback:
+  description:
+    - Warnings of the rollback check with O(on_rollback=warn) (the newest epoch the controller recorded,
+      O(known_latest), is missing from a checked repository). Empty when none.
+  returned: always
+  type: list
+  elements: str
+  sample: []
 ok:
   description: Whether the signature and every checked artifact verified.
   returned: always
@@ -154,6 +162,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.ops.replicate impo
     rolling_verify,
     verify_copies,
 )
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import check_known_latest
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.s3_settings import S3_TARGET_OPTIONS
 
@@ -199,6 +208,13 @@ def main():
             identities = load_identities(params["identities"], params["identity_files"])
         copies = [open_repository(params["repository"], create=False)]
         copies += [open_repository(dict(spec, type="s3")) for spec in params["targets"]]
+        warnings = [
+            text
+            for copy in copies
+            for text in check_known_latest(copy, params["node"], params["known_latest"], params["on_rollback"])
+        ]
+        for text in warnings:
+            module.warn(text)
         options = {
             "deep": params["deep"],
             "identities": identities,
@@ -230,6 +246,7 @@ def main():
                 **options,
             )
         report["changed"] = False
+        report["rollback"] = warnings
         if not report["ok"] and params["fail_on_error"]:
             module.fail_json(
                 msg="%s of %s does not verify: %s"

@@ -288,6 +288,23 @@ class TestVerify:
         assert artifact["deep"] == "ok" and artifact["checks"]["integrity"] == "ok"
         assert "verified" in proc.stdout
 
+    def test_a_rolled_back_repository_fails_verify(self, lab, backed_up, tmp_path):
+        """The newest epoch the controller recorded (results/NODE/backup-EPOCH.json) is gone from the repository:
+        verify refuses instead of verifying an older epoch as the latest; with nodekeep_rollback_check=warn it goes on."""
+        latest = lab.epochs()[-1]
+        assert (lab.results / NODE / ("backup-%s.json" % latest)).exists()
+        aside = tmp_path / latest
+        shutil.move(str(lab.repository / NODE / latest), str(aside))
+        try:
+            proc = lab.run("verify.yml", check=False)
+            warned = lab.run("verify.yml", "-e", "nodekeep_rollback_check=warn", check=False)
+        finally:
+            shutil.move(str(aside), str(lab.repository / NODE / latest))
+        assert proc.returncode != 0
+        assert "the newest epoch the controller recorded" in proc.stdout and latest in proc.stdout
+        assert warned.returncode == 0, warned.stdout[-3000:]
+        assert "rolled back" in warned.stdout + warned.stderr
+
     def test_an_older_epoch_by_name(self, lab, backed_up):
         lab.run("verify.yml", "-e", "nodekeep_verify_epoch=%s" % backed_up[0])
         assert lab.result("verify-%s.json" % backed_up[0])["ok"] is True

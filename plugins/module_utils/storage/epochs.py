@@ -48,6 +48,32 @@ def resolve_epoch(repository: Repository, node: str, selector: str = "latest") -
     return selector
 
 
+def check_known_latest(repository: Repository, node: str, known: str | None, on_missing: str = "fail") -> list[str]:
+    """Compare the repository with the controller's record of the node's backups (rollback detection).
+
+    ``known`` is the newest epoch the controller recorded. When it is not a complete epoch of the
+    repository, the repository was rolled back or its newest epochs were deleted: a ``RepositoryError``,
+    or with ``on_missing="warn"`` the warning text (in a list) for the caller to report.
+    """
+    if not known:
+        return []
+    complete = repository.complete_epochs(node)
+    if known in complete:
+        return []
+    problem = (
+        "the newest epoch the controller recorded for %s, %s, is not a complete epoch in %s (the newest there is %s): "
+        "the repository was rolled back or its newest epochs were deleted"
+        % (node, known, repository.location, complete[-1] if complete else "none")
+    )
+    if on_missing == "warn":
+        return ["ROLLBACK: " + problem]
+    raise RepositoryError(
+        problem,
+        "nothing older is taken as the latest; inspect the repository (and its copies) first, or set "
+        "nodekeep_rollback_check: warn (on_rollback: warn) to go on with the newest epoch present",
+    )
+
+
 def load_manifest(repository: Repository, node: str, epoch: str, public_key: str) -> Manifest:
     """Read the manifest and check its signature against the controller's public key for the node."""
     if not public_key:
