@@ -252,7 +252,11 @@ class TestEpochRestore:
         assert artifact["checks"]["integrity"] == "ok"
         assert 0 < artifact["check_seconds"] <= artifact["seconds"]  # the deep check's share (drill RTO breakdown)
         assert dbtools.rows(target) == dbtools.rows(env["db"].path)
-        assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+        # The live file's owner and mode come back (recorded at backup), no wider.
+        live = os.stat(env["db"].path)
+        restored = os.stat(target)
+        assert stat.S_IMODE(restored.st_mode) == stat.S_IMODE(live.st_mode)
+        assert (restored.st_uid, restored.st_gid) == (live.st_uid, live.st_gid)
 
     def test_check_mode_plans_and_writes_nothing(self, env, backed_up, run_module, tmp_path):
         result = run_module("epoch_restore", _restore_args(env, tmp_path / "staging"), check_mode=True)
