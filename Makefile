@@ -5,6 +5,8 @@
 #   make setup-all    setup + Molecule/ZFS/... extras (scripts/bootstrap.sh all)
 #   make demo         scripts/demo.sh
 #   make test         lint, sanity, units, integration, molecule (in this order)
+#   make test-matrix  sanity, units and the playbook tests against ansible-core 2.16 to 2.19
+#                     (scripts/test-matrix.sh; venvs in .cache/matrix; MATRIX_VERSIONS, MATRIX_STEPS)
 #   make lint | sanity | units | integration | molecule | docs | bench | lock | clean
 #   make drill-runbooks  the five runbook systems (inventories/animica ... ripple-env), each node with its
 #                     whole asset set, through agent.yml, backup.yml x2 and drill.yml against its runbook's
@@ -58,7 +60,7 @@ define run_pytest
 	else echo "NOTICE: $(1) does not exist, nothing to run"; fi
 endef
 
-.PHONY: help setup setup-all demo test lint sanity units integration molecule bench bench-fleet crash-pieces docs lock clean stream-kills drill-runbooks
+.PHONY: help setup setup-all demo test test-matrix lint sanity units integration molecule bench bench-fleet crash-pieces docs lock clean stream-kills drill-runbooks
 
 help:
 	@sed -n 's/^#   make /make /p' $(MAKEFILE_LIST)
@@ -76,17 +78,24 @@ demo: setup
 test: setup lint sanity units integration molecule
 	@echo "make test: all passed"
 
-# ruff (ruff.toml) on the Python code; ansible-lint (.ansible-lint, with yamllint)
-# on roles and playbooks. Both run; the target fails if either found something.
+# ruff (ruff.toml) on the Python code; ansible-lint (.ansible-lint, production profile, with
+# yamllint) on the whole tree: roles, playbooks, inventories, molecule, awx/, changelogs, galaxy.yml.
+# awx/configure.yml needs awx.awx: scripts/ansible-collections.sh extracts it from the `ansible`
+# wheel on PyPI into .cache/collections (once), and `ansible-playbook --syntax-check` checks the
+# playbook against it. Everything runs; the target fails if anything found something.
 # Many ruff findings fix themselves: .venv/bin/ruff check --fix PATH
 RUFF_PATHS = $(wildcard plugins tests benchmarks scripts/*.py)
-LINT_PATHS = $(wildcard roles playbooks)
+LINT_COLLECTIONS := $(COLLECTIONS):$(ROOT)/.cache/collections
 lint: setup
 	@rc=0; \
 	if [ -n "$(RUFF_PATHS)" ]; then echo "ruff check $(RUFF_PATHS)"; \
 	  $(BIN)/ruff check --quiet --output-format concise $(RUFF_PATHS) || rc=1; fi; \
-	if [ -n "$(LINT_PATHS)" ]; then echo "ansible-lint $(LINT_PATHS)"; \
-	  $(BIN)/ansible-lint --nocolor $(LINT_PATHS) || rc=1; fi; \
+	bash scripts/ansible-collections.sh awx.awx || rc=1; \
+	echo "ansible-lint --profile production ."; \
+	ANSIBLE_COLLECTIONS_PATH=$(LINT_COLLECTIONS) $(BIN)/ansible-lint --nocolor --profile production . || rc=1; \
+	echo "ansible-playbook --syntax-check awx/configure.yml"; \
+	ANSIBLE_COLLECTIONS_PATH=$(LINT_COLLECTIONS) ANSIBLE_LOCALHOST_WARNING=0 \
+	  $(BIN)/ansible-playbook -i localhost, --syntax-check awx/configure.yml >/dev/null || rc=1; \
 	exit $$rc
 
 # ansible-test runs in a real copy of the working tree (scripts/collection-path.sh
@@ -101,6 +110,10 @@ sanity: setup
 	  dir=$$(bash scripts/collection-path.sh --sanity); cd "$$dir" && \
 	  $(BIN)/ansible-test sanity --venv --python $(SANITY_PYTHON) --color no $(SANITY_ARGS) 2>&1 \
 	  | sed -u -E '/$(PIP_CHATTER)/d'
+
+# Not part of `make test` (four ansible-core versions, several minutes each).
+test-matrix: setup
+	bash scripts/test-matrix.sh
 
 units: setup
 	$(call run_pytest,tests/unit)

@@ -25,10 +25,6 @@ BASE_IMAGE=localhost/nodekeep-debian:$SUITE
 SYSTEMD_IMAGE=localhost/nodekeep-systemd:$SUITE
 ANSIBLE_VERSION=${NODEKEEP_ANSIBLE_VERSION:-12.3.0}
 COLLECTIONS=${NODEKEEP_COLLECTIONS:-containers.podman ansible.posix}
-# pip for the one download: the checkout's .venv (scripts/bootstrap.sh) when it exists,
-# since a system python3 need not have pip.
-PIP_PYTHON=python3
-[ -x "$ROOT/.venv/bin/python" ] && PIP_PYTHON=$ROOT/.venv/bin/python
 
 # Host packages. uidmap/slirp4netns are for rootless podman only and are not needed.
 HOST_PACKAGES=(podman runc conmon netavark aardvark-dns iptables mmdebstrap)
@@ -320,34 +316,15 @@ step_check() {
 
 # ---------------------------------------------------------------- collections
 step_collections() {
-    local dest=$CACHE/collections stamp wheel_dir
-    stamp="$dest/.nodekeep-from-ansible-$ANSIBLE_VERSION-$(echo "$COLLECTIONS" | tr ' ' '+')"
-    if [ -f "$stamp" ]; then STEP_RESULT=present; return; fi
-    wheel_dir=$CACHE/downloads
-    mkdir -p "$wheel_dir" "$dest"
-    local wheel=$wheel_dir/ansible-$ANSIBLE_VERSION-py3-none-any.whl
-    if [ ! -f "$wheel" ]; then
-        log "pip download ansible==$ANSIBLE_VERSION (only a few collections are kept)"
-        "$PIP_PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --ignore-requires-python \
-            -d "$wheel_dir" "ansible==$ANSIBLE_VERSION" 2> >(grep -v 'is ignored' >&2)
-    fi
+    local before
+    before=$(find "$CACHE/collections" -name '.nodekeep-from-ansible-*' 2>/dev/null | wc -l)
     # shellcheck disable=SC2086 # one argument per collection name
-    python3 - "$wheel" "$dest" $COLLECTIONS <<'PY'
-import shutil, sys, zipfile
-from pathlib import Path
-wheel, dest, names = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
-with zipfile.ZipFile(wheel) as z:
-    for name in names:
-        prefix = "ansible_collections/" + name.replace(".", "/") + "/"
-        members = [m for m in z.namelist() if m.startswith(prefix)]
-        if not members:
-            sys.exit(f"{name} is not in {wheel}")
-        shutil.rmtree(dest / prefix, ignore_errors=True)
-        z.extractall(dest, members)
-PY
-    rm -f "$dest"/.nodekeep-from-ansible-*
-    touch "$stamp"
-    STEP_RESULT=extracted
+    NODEKEEP_CACHE=$CACHE NODEKEEP_ANSIBLE_VERSION=$ANSIBLE_VERSION bash "$ROOT/scripts/ansible-collections.sh" $COLLECTIONS
+    if [ "$(find "$CACHE/collections" -name '.nodekeep-from-ansible-*' | wc -l)" = "$before" ]; then
+        STEP_RESULT=present
+    else
+        STEP_RESULT=extracted
+    fi
 }
 
 # ---------------------------------------------------------------- main
