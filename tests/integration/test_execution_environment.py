@@ -101,6 +101,7 @@ class TestExecutionEnvironment:
         assert manifest["collection_info"]["namespace"] == "nodekeep"
         assert manifest["collection_info"]["version"] == GALAXY["version"]
         wanted = ["meta/runtime.yml", "meta/execution-environment.yml", "requirements/node.txt", "bindep.txt",
+                  "requirements/collection.txt",
                   "roles/schedule/files/nodekeep_bundle.py", "plugins/module_utils/ops/runner.py"]  # fmt: skip
         wanted += ["plugins/modules/%s" % p.name for p in (ROOT / "plugins" / "modules").glob("*.py")]
         wanted += ["playbooks/%s" % p.name for p in (ROOT / "playbooks").glob("*.yml")]
@@ -127,9 +128,44 @@ class TestExecutionEnvironment:
         proc = run(tool("ansible-builder"), "introspect", "--sanitize", str(tmp_path / "collections"))
         found = yaml.safe_load(proc.stdout.split("---", 1)[1])
         python = sorted(line.split("#")[0].strip() for line in found["python"])
-        assert python == pins((ROOT / "requirements" / "node.txt").read_text())
+        assert python == pins((ROOT / "requirements" / "collection.txt").read_text())
         system = sorted(line.split("#")[0].strip() for line in found["system"])
         assert system == pins((ROOT / "bindep.txt").read_text())
+
+    def test_introspection_gets_ranges_that_hold_the_tested_pins(self):
+        """Exact pins of transitive packages make an EE with other collections unresolvable: the
+        collection declares ranges of its direct dependencies, each holding the version node.txt pins."""
+        from packaging.requirements import Requirement
+
+        meta = yaml.safe_load((ROOT / "meta" / "execution-environment.yml").read_text())
+        declared = [Requirement(line) for line in pins((ROOT / meta["dependencies"]["python"]).read_text())]
+        locked = {}
+        for line in pins((ROOT / "requirements" / "node.txt").read_text()):
+            req = Requirement(line)
+            locked[req.name] = next(iter(req.specifier)).version
+        assert declared, "no Python requirements declared for introspection"
+        for req in declared:
+            assert req.name in locked, "%s is not a dependency node.txt locks" % req.name
+            assert not [s for s in req.specifier if s.operator in ("==", "===")], "%s is pinned exactly" % req
+            assert req.specifier.contains(locked[req.name]), "%s does not hold the tested %s" % (req, locked[req.name])
+            assert any(s.operator == "<" for s in req.specifier), "%s has no upper bound" % req
+        direct = {"apsw", "boto3", "cryptography", "pyrage", "rocksdict", "shamir-mnemonic", "zstandard"}
+        assert {req.name for req in declared} == direct, "only the direct dependencies, no transitive pins"
+
+    def test_the_ee_has_the_age_cli_on_its_rpm_base_too(self, context):
+        """docs/awx.md promises the age CLI in the EE; its base image is EL 9 (rpm), where age is in EPEL."""
+        from bindep.depends import Depends
+
+        depends = Depends((context / "_build" / "bindep.txt").read_text())
+        for platform in (["platform:rpm", "platform:redhat", "platform:centos"], ["platform:dpkg", "platform:debian"]):
+            wanted = {rule[0] for rule in depends.active_rules(platform)}
+            assert {"age", "zstd"} <= wanted, (platform[0], sorted(wanted))
+        containerfile = (context / "Containerfile").read_text()
+        epel = containerfile.find("install -y epel-release")
+        assert epel != -1, "EPEL (which carries age for EL 9) is not enabled"
+        assert epel < containerfile.find("install-from-bindep"), "EPEL must be enabled before the bindep packages"
+        image = yaml.safe_load((ROOT / "execution-environment.yml").read_text())["images"]["base_image"]["name"]
+        assert "centos" in image or "ubi" in image or "rhel" in image or "fedora" in image, image
 
 
 # --------------------------------------------------------------------------
@@ -236,6 +272,17 @@ class TestJobTemplates:
         text = (ROOT / "awx" / "configure.yml").read_text()
         for variable in re.findall(r"nodekeep_awx_\w+", text):
             assert variable in templates(), variable
+
+    def test_configure_passes_a_syntax_check_with_awx_awx(self):
+        """awx.awx comes out of the `ansible` wheel on PyPI (scripts/ansible-collections.sh, as `make lint`)."""
+        subprocess.run(["bash", str(ROOT / "scripts" / "ansible-collections.sh"), "awx.awx"], check=True, timeout=600)
+        paths = "%s:%s" % (ROOT / "build" / "collections", ROOT / ".cache" / "collections")
+        env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=paths, ANSIBLE_LOCALHOST_WARNING="0")
+        proc = subprocess.run(
+            [tool("ansible-playbook"), "--syntax-check", "-i", "localhost,", str(ROOT / "awx" / "configure.yml")],
+            capture_output=True, text=True, env=env, check=False, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-2000:])
 
     def test_the_job_template_playbooks_parse(self):
         env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(ROOT / "build" / "collections"))
