@@ -14,7 +14,8 @@
 #              cutover through the real playbooks (ansible-playbook of that version, connection local)
 # The last line per version is "core X: sanity ok|FAILED units ... playbooks ..."; the script fails
 # when any step of any version failed. Logs: .cache/matrix/core-X/*.log.
-# MATRIX_STEPS (default "sanity units playbooks") picks steps; MATRIX_SANITY_ARGS adds ansible-test
+# MATRIX_DIR (default .cache/matrix) holds the virtualenvs and logs. MATRIX_STEPS (default
+# "sanity units playbooks") picks steps; MATRIX_SANITY_ARGS adds ansible-test
 # options (e.g. "--test pylint").
 #
 # ansible-core 2.20 and later need Python >= 3.12 on the controller; Debian 12 ships 3.11 only,
@@ -28,6 +29,7 @@ PYTHON=${MATRIX_PYTHON:-python3}
 STEPS=${MATRIX_STEPS:-sanity units playbooks}
 SANITY_ARGS=${MATRIX_SANITY_ARGS:-}
 if [ $# -gt 0 ]; then VERSIONS=("$@"); else read -r -a VERSIONS <<<"${MATRIX_VERSIONS:-2.16 2.17 2.18 2.19}"; fi
+MATRIX_DIR=${MATRIX_DIR:-$ROOT/.cache/matrix}
 PYVER=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
 log() { printf 'test-matrix: %s\n' "$*" >&2; }
@@ -37,7 +39,7 @@ pin() { sed -n "s/^\($1==[^ ]*\).*/\1/p" requirements/test.txt requirements/cons
 TEST_PINS=("$(pin pytest)" "$(pin pytest-timeout)")
 
 make_venv() { # $1 version -> .cache/matrix/core-$1
-    local v=$1 dir=$ROOT/.cache/matrix/core-$1 want
+    local v=$1 dir=$MATRIX_DIR/core-$1 want
     want="ansible-core==$v.* ${TEST_PINS[*]} $(sha256sum requirements/node.txt | cut -c1-16) $PYVER"
     if [[ -x $dir/bin/ansible-playbook && -f $dir/.nodekeep-stamp && $(<"$dir/.nodekeep-stamp") == "$want" ]]; then
         return 0
@@ -51,7 +53,7 @@ make_venv() { # $1 version -> .cache/matrix/core-$1
 }
 
 run_step() { # $1 version, $2 step -> 0/1, output in the step's log
-    local v=$1 step=$2 dir=$ROOT/.cache/matrix/core-$1 logf
+    local v=$1 step=$2 dir=$MATRIX_DIR/core-$1 logf
     logf=$dir/$step.log
     local -a env=(env "PATH=$dir/bin:$PATH" "VIRTUAL_ENV=$dir" "ANSIBLE_COLLECTIONS_PATH=$ROOT/build/collections"
         "PYTHONPATH=$ROOT/build/collections" PIP_DISABLE_PIP_VERSION_CHECK=1)
@@ -75,7 +77,7 @@ run_step() { # $1 version, $2 step -> 0/1, output in the step's log
 }
 
 bash scripts/collection-path.sh
-mkdir -p .cache/matrix
+mkdir -p "$MATRIX_DIR"
 failed=0
 summary=()
 for v in "${VERSIONS[@]}"; do
@@ -84,16 +86,16 @@ for v in "${VERSIONS[@]}"; do
         failed=1
         continue
     fi
-    exact=$(".cache/matrix/core-$v/bin/python" -c 'import ansible.release as r; print(r.__version__)')
+    exact=$("$MATRIX_DIR/core-$v/bin/python" -c 'import ansible.release as r; print(r.__version__)')
     line="core $exact:"
     for step in $STEPS; do
         log "core $exact: $step"
         if run_step "$v" "$step"; then
             line+=" $step ok"
         else
-            line+=" $step FAILED (.cache/matrix/core-$v/$step.log)"
+            line+=" $step FAILED ($MATRIX_DIR/core-$v/$step.log)"
             failed=1
-            tail -n 25 ".cache/matrix/core-$v/$step.log" >&2
+            tail -n 25 "$MATRIX_DIR/core-$v/$step.log" >&2
         fi
     done
     summary+=("$line")

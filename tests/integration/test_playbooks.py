@@ -184,7 +184,7 @@ class TestAgent:
         recorded.write_text(other_signing_key.public_line + "\n")  # the controller knew another key
         refused = lab.run("agent.yml", check=False)
         assert refused.returncode != 0
-        assert "is not the key recorded on the controller" in refused.stdout
+        assert "is not the key trusted for it in %s" % recorded in " ".join(refused.stdout.split())
         assert "nodekeep_accept_new_signing_key=true" in refused.stdout
         assert recorded.read_text() == other_signing_key.public_line + "\n"  # nothing was overwritten
 
@@ -333,7 +333,7 @@ class TestVerify:
     def test_no_recorded_key_fails_clearly(self, lab, backed_up, tmp_path):
         proc = lab.run("verify.yml", "-e", "nodekeep_keys_dir=%s" % tmp_path, check=False)
         assert proc.returncode != 0
-        assert "No public key for this node" in proc.stdout and "playbooks/agent.yml" in proc.stdout
+        assert "No public key for this node" in proc.stdout and "the playbook nodekeep.backup.agent" in proc.stdout
 
 
 # --------------------------------------------------------------------------
