@@ -817,7 +817,11 @@ def details(rows: list[dict]) -> list[str]:
         if parts:
             out.append(
                 "  drill RTO %s = " % seconds(row["rto"])
-                + " + ".join("%s %s" % (name, seconds(value)) for name, value in parts.items() if value is not None)
+                + " + ".join(
+                    "%s %s" % (name, seconds(parts[name]))
+                    for name in ("ship", "restore", "check", "other")
+                    if name in parts
+                )
             )
         else:
             out.append(
