@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Controller CPU per node of ``playbooks/backup.yml`` on a fleet of N local hosts.
 
 Each host (``ansible_connection: local``) has its own small live SQLite database, its own
@@ -155,7 +154,7 @@ def run_backup(inventory: Path, work: Path, node_log: Path, forks: int, label: s
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--nodes", type=int, default=30)
     parser.add_argument("--runs", type=int, default=2, help="measured runs after the preparing one")
     parser.add_argument("--forks", type=int, default=10)
@@ -177,8 +176,8 @@ def main() -> int:
         for number in range(args.runs):
             runs.append(run_backup(inventory, work, node_log, args.forks, "run%d" % (number + 1)))
         print("fleet: %d local nodes, forks %d, backup.yml" % (args.nodes, args.forks))
-        print("%-8s %4s %8s %10s %10s %12s %10s %6s" % ("run", "rc", "wall s", "total CPU", "module CPU",
-                                                       "controller", "per node", "tasks"))  # fmt: skip
+        header = ("run", "rc", "wall s", "total CPU", "module CPU", "controller", "per node", "tasks")
+        print("%-8s %4s %8s %10s %10s %12s %10s %6s" % header)
         for run in runs:
             run["controller_cpu_per_node"] = round(run["controller_cpu"] / args.nodes, 3)
             print("%-8s %4d %8.1f %10.2f %10.2f %12.2f %10.3f %6d" % (

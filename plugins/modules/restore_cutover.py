@@ -111,7 +111,7 @@ options:
     description:
       - Swap even though no O(service) was stopped and no O(health_command) checks the result, or while a
         process still holds O(path) (or its C(-wal), C(-shm), C(-journal); for a directory anything in it)
-        open, as read from C(/proc). Off by default: a database swapped under a running writer is corrupted.
+        open, as read from C(/proc). Off by default, since a database swapped under a running writer is corrupted.
     type: bool
     default: false
   staging_root:

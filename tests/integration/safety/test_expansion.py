@@ -32,7 +32,7 @@ BOMB = 256 << 20  # plaintext of the hostile file: 256 MiB of zeros in ~10 KiB o
 def bomb(recipient: str, size: int = BOMB) -> bytes:
     compressor = zstandard.ZstdCompressor(level=19).compressobj()
     zeros = bytes(1 << 20)
-    parts = [compressor.compress(zeros) for _ in range(size >> 20)]
+    parts = [compressor.compress(zeros) for _chunk in range(size >> 20)]
     parts.append(compressor.flush())
     return pyrage.encrypt(b"".join(parts), [pyrage.x25519.Recipient.from_str(recipient)])
 

@@ -28,7 +28,7 @@ def tree_state(root: Path) -> dict:
 
 @pytest.fixture
 def three_epochs(node, live_db):
-    epochs = [node.backup([node.sqlite_asset(live_db.path)]).epoch for _ in range(3)]
+    epochs = [node.backup([node.sqlite_asset(live_db.path)]).epoch for _run in range(3)]
     return epochs
 
 
