@@ -112,7 +112,7 @@ options:
     description:
       - The newest epoch of O(node) the controller has a record of (the roles read it from
         C(nodekeep_results_dir/NODE/backup-EPOCH.json)). When it is not a complete epoch in the repository, the
-        repository was rolled back or its newest epochs were deleted: the module fails, or warns with
+        repository was rolled back or its newest epochs were deleted, the module fails, or warns with
         O(on_rollback=warn), instead of silently taking an older epoch as the latest.
     type: str
   on_rollback:

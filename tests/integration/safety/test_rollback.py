@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture
 def rolled_back(node, live_db):
     """Three epochs; the newest two are then deleted from the repository."""
-    epochs = [node.backup([node.sqlite_asset(live_db.path)]).epoch for _ in range(3)]
+    epochs = [node.backup([node.sqlite_asset(live_db.path)]).epoch for _run in range(3)]
     for epoch in epochs[1:]:
         shutil.rmtree(node.epoch_dir(epoch))
     return epochs
