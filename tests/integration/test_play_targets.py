@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from playbook_helpers import PlaybookLab, require_playbook_tools
+from playbook_helpers import ROOT, PlaybookLab, require_playbook_tools
 
-NODE_PLAYBOOKS = ["agent.yml", "backup.yml", "verify.yml", "restore.yml", "drill.yml", "schedule.yml", "keys_seal.yml"]
+NODE_PLAYBOOKS = [
+    "agent.yml", "backup.yml", "verify.yml", "restore.yml", "drill.yml", "schedule.yml", "keys_seal.yml", "stream.yml",
+]
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +106,51 @@ def test_module_errors_are_worded_with_the_role_variables(lab, tmp_path):
         "WORDED nodekeep_backup_compression_level 99 is out of range: give 1 to 22; "
         "or set nodekeep_restore_force: true; the destination is wrong" in proc.stdout
     ), proc.stdout[-3000:]
+
+
+# The key ceremonies act on one host named by their own variable, the controller (localhost) by default.
+@pytest.mark.parametrize(
+    ("playbook", "args", "needles"),
+    [
+        ("keys_split.yml", ["-l", "mainnet"],
+         ["host pattern localhost (from nodekeep_offline_host) with the limit mainnet",
+          "Set -e nodekeep_offline_host=HOST to a host of the inventory (or localhost) that the limit keeps"]),
+        ("keys_split.yml", ["-e", "nodekeep_offline_host=ofline"],
+         ["host pattern ofline (from nodekeep_offline_host) matches no host",
+          "Set -e nodekeep_offline_host=HOST to a host of the inventory (or localhost)."]),
+        ("keys_recover.yml", ["-e", "nodekeep_recover_host=main-2"],
+         ["host pattern main-2 (from nodekeep_recover_host) matches no host"]),
+        ("keys_recover.yml", ["-e", "nodekeep_recover_host=main-1", "-l", "node-1"],
+         ["host pattern main-1 (from nodekeep_recover_host) with the limit node-1"]),
+        ("keys_recover.yml", ["-e", "nodekeep_offline_host=ofline"],
+         ["host pattern ofline (from nodekeep_offline_host) matches no host"]),
+        ("keys_recover.yml", ["-l", "mainnet"],
+         ["host pattern localhost (from nodekeep_recover_host) with the limit mainnet"]),
+    ],
+)
+def test_a_key_ceremony_host_outside_the_inventory_or_limit_fails_naming_its_variable(lab, playbook, args, needles):
+    refused(lab.run(playbook, *args, check=False), *needles)
+
+
+@pytest.mark.parametrize(
+    ("playbook", "args", "matched"),
+    [
+        ("keys_split.yml", [], "1 host(s) match localhost"),
+        ("keys_recover.yml", [], "1 host(s) match localhost"),
+        ("keys_recover.yml", ["-e", "nodekeep_recover_host=main-1", "-l", "mainnet"],
+         "1 host(s) match main-1 with the limit mainnet"),
+    ],
+)
+def test_a_key_ceremony_host_in_the_inventory_passes_the_check(lab, playbook, args, matched):
+    proc = lab.run(playbook, *args, "--tags", "nodekeep-none", check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert matched in proc.stdout, proc.stdout[-3000:]
+
+
+def test_every_playbook_is_covered():
+    """A playbook added to playbooks/ gets the check, or a case here."""
+    covered = set(NODE_PLAYBOOKS) | {"keys_split.yml", "keys_recover.yml", "stream.yml"}
+    present = {path.name for path in (ROOT / "playbooks").glob("*.yml")}
+    assert present <= covered, present - covered
+    for name in present:
+        assert "tasks_from: targets" in (ROOT / "playbooks" / name).read_text(), name
