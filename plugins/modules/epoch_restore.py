@@ -124,6 +124,8 @@ artifacts:
   description:
     - Per asset, where it was restored and what was checked; C(seconds) the asset's restore took, C(check_seconds)
       the part of it its deep check took.
+    - C(size) is the restored artifact's content (for a C(files) tree, its index); a tree also gets C(plain_size),
+      the bytes of its restored files.
   returned: when point_in_time is not set
   type: list
   elements: dict

@@ -16,7 +16,9 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.ops.drill import (
     REPORT_NAME,
     SIGNATURE_NAME,
     history_point,
+    human_bytes,
     human_seconds,
+    verdict,
 )
 
 # --------------------------------------------------------------------------
@@ -48,14 +50,24 @@ def _mark(ok: bool | None, yes: str = "passed", no: str = "FAILED", none: str = 
     return '<span class="%s">%s</span>' % ("ok" if ok else "bad", _e(yes if ok else no))
 
 
-def _measure_cell(item: dict[str, Any]) -> str:
+def _measure_cell(item: dict[str, Any], source: str | None = None) -> str:
+    """Measured / target, "target met" or "target missed" (a miss is not a failed check), and the target's origin."""
+    origin = '<br><span class="muted">target from %s</span>' % _e(source) if source else ""
     if item.get("seconds") is None:
-        return '<span class="muted">not measured</span> / %s' % _e(human_seconds(item.get("target_seconds")))
-    return "%s / %s %s" % (
+        return '<span class="muted">not measured</span> / %s%s' % (
+            _e(human_seconds(item.get("target_seconds"))),
+            origin,
+        )
+    return "%s / %s %s%s" % (
         _e(human_seconds(item["seconds"])),
         _e(human_seconds(item["target_seconds"])),
-        _mark(item["met"], "met", "MISSED"),
+        _mark(item["met"], verdict(item), verdict(item)),
+        origin,
     )
+
+
+def _verdict_mark(text: str) -> str:
+    return '<span class="%s">%s</span>' % ("ok" if text in ("ok", "PASSED") else "bad", _e(text))
 
 
 def svg_chart(points: list[dict[str, Any]], key: str, target_key: str, title: str, width: int = 460) -> str:
@@ -137,7 +149,11 @@ def _head(report: dict[str, Any]) -> list[str]:
         "<title>nodekeep drill %s: %s</title>" % (_e(report["drill_id"]), "passed" if report["ok"] else "FAILED"),
         "<style>%s</style></head><body>" % _CSS,
         '<h1>Restore drill %s <span class="badge %s">%s</span></h1>'
-        % (_e(report["drill_id"]), "ok" if report["ok"] else "bad", "PASSED" if report["ok"] else "FAILED"),
+        % (
+            _e(report["drill_id"]),
+            "ok" if report["ok"] else "bad",
+            _e(report.get("verdict") or ("PASSED" if report["ok"] else "FAILED")),
+        ),
         '<p class="muted">series <code>%s</code> &middot; started %s &middot; finished %s &middot; %s %s%s</p>'
         % (
             _e(report["series"]),
@@ -147,6 +163,7 @@ def _head(report: dict[str, Any]) -> list[str]:
             _e(report["tool"]["version"]),
             (" &middot; signed by " + _e(report["reporter"])) if report.get("reporter") else "",
         ),
+    ] + _runbook(report) + [
         '<div class="cards">',
         '<div class="card">Nodes ok<b>%d / %d</b></div>' % (summary["nodes_ok"], summary["nodes"]),
         '<div class="card">Assets ok<b>%d / %d</b></div>' % (summary["assets_ok"], summary["assets"]),
@@ -155,6 +172,40 @@ def _head(report: dict[str, Any]) -> list[str]:
         '<div class="card">Checks failed<b>%d</b></div>' % summary["checks_failed"],
         "</div>",
     ]
+
+
+def _runbook(report: dict[str, Any]) -> list[str]:
+    """Which runbook the drill proves, and what it promises (nodekeep_runbook)."""
+    books = [report["runbook"]] if report.get("runbook") else []
+    if not books:
+        for node in report["nodes"]:
+            if node.get("runbook") and node["runbook"] not in books:
+                books.append(node["runbook"])
+    out = []
+    for book in books:
+        out.append(
+            '<p class="runbook"><b>Runbook: %s</b>%s<br>RPO target: %s &middot; RTO target: %s%s</p>'
+            % (
+                _e(book["name"]),
+                (" &mdash; " + _e(book["title"])) if book.get("title") else "",
+                _e(book.get("rpo") or "not given (nodekeep_rpo_target)"),
+                _e(book.get("rto") or "not given (nodekeep_rto_target)"),
+                ('<br><span class="muted">%s</span>' % _e(book["location"])) if book.get("location") else "",
+            )
+        )
+    return out
+
+
+def _recovery_point(node: dict[str, Any]) -> str:
+    """The restored data's moment as a UTC time, and how old it was when the drill started."""
+    point = node.get("recovery_point")
+    if not point:
+        return '<span class="muted">unknown</span>'
+    text = point.replace("T", " ").split(".")[0] + " UTC"
+    age = node.get("recovery_point_age_seconds")
+    if age is not None:
+        text += " (%s before the drill)" % human_seconds(age)
+    return _e(text)
 
 
 def _problems(report: dict[str, Any]) -> list[str]:
@@ -175,21 +226,24 @@ def _history(points: list[dict[str, Any]]) -> list[str]:
 
 
 def _nodes_table(report: dict[str, Any]) -> list[str]:
-    header = ("<h2>Nodes</h2><table><tr><th>Node</th><th>Result</th><th>Epoch</th><th>Staging</th>"
-              "<th>RTO / target</th><th>RPO / target</th></tr>")  # fmt: skip
+    header = ("<h2>Nodes</h2><table><tr><th>Node</th><th>Result</th><th>Epoch</th><th>Data from (recovery point)</th>"
+              "<th>Staging</th><th>RTO / target</th><th>RPO / target</th></tr>")  # fmt: skip
     out = [header]
     for node in report["nodes"]:
+        sources = node.get("target_sources") or {}
         out.append(
-            "<tr><td>%s</td><td>%s%s</td><td>%s</td><td>%s<br><code>%s</code></td><td>%s</td><td>%s</td></tr>"
+            "<tr><td>%s</td><td>%s%s</td><td>%s</td><td>%s</td><td>%s<br><code>%s</code></td>"
+            "<td>%s</td><td>%s</td></tr>"
             % (
                 _e(node["node"]),
-                _mark(node["ok"]),
+                _verdict_mark(node.get("verdict") or ("ok" if node["ok"] else "FAILED")),
                 ("<br>" + _e(node["error"])) if node["error"] else "",
                 _e(node["epoch"] or "-"),
+                _recovery_point(node),
                 _e(node["staging_host"] or "-"),
                 _e(node["staging_path"] or "-"),
-                _measure_cell(node["rto"]) + _breakdown_text(node.get("rto_breakdown")),
-                _measure_cell(node["rpo"]),
+                _measure_cell(node["rto"], sources.get("rto")) + _breakdown_text(node.get("rto_breakdown")),
+                _measure_cell(node["rpo"], sources.get("rpo")),
             )
         )
     out.append("</table>")
@@ -208,7 +262,12 @@ def _breakdown_text(parts: dict[str, Any] | None) -> str:
 
 
 def _asset_row(asset: dict[str, Any]) -> str:
-    checks = ", ".join("%s %s" % (k, v) for k, v in sorted(asset["checks"].items()))
+    how = asset.get("checked_how") or []
+    checks = "<br>".join(_e(line) for line in how) if how else _e(
+        ", ".join("%s %s" % (k, v) for k, v in sorted(asset["checks"].items()))
+    )
+    sources = asset.get("target_sources") or {}
+    size = asset.get("plain_size", asset["size"])
     health = asset["health"]
     health_text = (
         _mark(
@@ -228,12 +287,12 @@ def _asset_row(asset: dict[str, Any]) -> str:
             _e(asset["asset_type"]),
             _e(asset["staged_path"] or "not restored"),
             _e(asset["source_path"]),
-            _e(asset["size"]),
+            _e(human_bytes(size)),
             _mark(asset["checks_ok"]),
-            _e(asset.get("error") or checks),
+            _e(asset["error"]) if asset.get("error") else checks,
             health_text,
-            _measure_cell(asset["rto"]),
-            _measure_cell(asset["rpo"]),
+            _measure_cell(asset["rto"], sources.get("rto")),
+            _measure_cell(asset["rpo"], sources.get("rpo")),
         )
     )
 
@@ -243,7 +302,7 @@ def _node_assets(node: dict[str, Any]) -> list[str]:
         return []
     out = ["<h2>%s: assets</h2>" % _e(node["node"])]
     out.append("<table><tr><th>Asset</th><th>Restored to (staging)</th><th class=\"num\">Size</th>"
-               "<th>Checks</th><th>Health</th><th>RTO / target</th><th>RPO / target</th></tr>")  # fmt: skip
+               "<th>Checked how</th><th>Health</th><th>RTO / target</th><th>RPO / target</th></tr>")  # fmt: skip
     out.extend(_asset_row(asset) for asset in node["assets"])
     for skipped in node["skipped"]:
         out.append(

@@ -439,6 +439,8 @@ def _restore_artifact(
             check_seconds = round(time.monotonic() - checked, 3)
             # A map of pieces (SQLite pages) restores more than its artifact: report what was rebuilt.
             rebuilt = staged.facts.get("rebuilt") or {}
+            # A tree's plain size is its files' bytes (a files artifact's content is only its index).
+            tree_bytes = (staged.facts.get("entries") or {}).get("bytes")
     except NodekeepError as exc:
         exc.problem, exc.remedy = jail.real(exc.problem), jail.real(exc.remedy)
         exc.args = (exc.message,)
@@ -456,6 +458,8 @@ def _restore_artifact(
         "seconds": round(time.monotonic() - began, 3),
         "check_seconds": check_seconds,  # of "seconds": the asset's own deep check (drill RTO breakdown)
     }
+    if isinstance(tree_bytes, int) and not isinstance(tree_bytes, bool):
+        entry["plain_size"] = tree_bytes
     if swept:
         entry["swept"] = swept  # temporary names of killed runs, removed
     return entry

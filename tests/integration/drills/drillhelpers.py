@@ -22,6 +22,9 @@ ROOT = Path(__file__).resolve().parents[3]
 NODE = "drnode"
 STAGE = "drstage"
 PROD = "prodhost"
+#: the node's runbook (nodekeep_runbook), named at the top of its drill reports
+RUNBOOK = {"name": "runbook 000", "title": "Backups and restores: DB, keys, seeds", "rpo": "mainnet nodes 5 min",
+           "rto": "mainnet nodes 30 min"}  # fmt: skip
 
 
 class Fleet(PlaybookLab):
@@ -47,6 +50,7 @@ class Fleet(PlaybookLab):
             nodekeep_age_recipients=[age_key.recipient],
             nodekeep_results_dir=str(self.results),
             nodekeep_service_manager="none",
+            nodekeep_runbook=RUNBOOK,
             nodekeep_assets=[{
                 "name": "chain-db", "type": "sqlite", "path": str(self.live_db), "pages_per_step": 16,
                 "health_command": "test \"$(sqlite3 \"$NODEKEEP_PATH\" 'PRAGMA quick_check;')\" = ok"

@@ -19,7 +19,9 @@ import time
 from datetime import datetime, timezone
 
 import pytest
-from drillhelpers import NODE, STAGE
+from drillhelpers import NODE, RUNBOOK, STAGE
+
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.drill import human_bytes, human_seconds
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -86,6 +88,20 @@ class TestDrill:
         assert asset["health"] == {"ran": True, "ok": True, "rc": 0, "attempts": 1}
         manifest = json.loads((fleet.repository / NODE / epoch / "manifest.json").read_text())
         assert asset["sha256"] == manifest["artifacts"][0]["content_sha256"]
+        # readable by the runbook: which runbook, data from when, checked how, which target
+        assert report["runbook"] == RUNBOOK and node["runbook"] == RUNBOOK
+        assert report["verdict"] == "PASSED" and node["verdict"] == "ok" and asset["verdict"] == "ok"
+        assert node["check"] == "integrity"
+        assert node["recovery_point_age_seconds"] == node["rpo"]["seconds"]
+        assert asset["checked_how"] == [
+            "size and SHA-256 compared with the signed manifest: ok",
+            "PRAGMA integrity_check: ok",
+            "page count equals the manifest's: {:,} pages".format(asset["checks"]["page_count"]),
+        ]
+        assert asset["plain_size"] == asset["size"] == manifest["artifacts"][0]["content_size"]
+        assert node["target_sources"] == asset["target_sources"] == {
+            "rpo": "runbook 000: mainnet nodes 5 min", "rto": "runbook 000: mainnet nodes 30 min",
+        }  # fmt: skip
 
     def test_rto_and_rpo_are_measured_and_plausible(self, fleet, drilled):
         _proc, report_dir, began, took, epoch, _before = drilled
@@ -114,6 +130,17 @@ class TestDrill:
             assert external not in page, external
         assert NODE in page and "chain-db" in page and "PASSED" in page
         assert "RTO" in page and "RPO" in page and "target" in page
+        report = load(report_dir)
+        (node,) = report["nodes"]
+        head = page[: page.index("<h2>")]
+        assert "Runbook: runbook 000" in head and "Backups and restores: DB, keys, seeds" in head
+        assert "RPO target: mainnet nodes 5 min" in head and "RTO target: mainnet nodes 30 min" in head
+        point = parse(node["recovery_point"])
+        shown = datetime.fromtimestamp(point, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        assert "%s (%s before the drill)" % (shown, human_seconds(node["recovery_point_age_seconds"])) in page
+        assert "PRAGMA integrity_check: ok" in page and "Checked how" in page
+        assert "target from runbook 000: mainnet nodes 30 min" in page and "target met" in page
+        assert human_bytes(node["assets"][0]["plain_size"]) in page
 
     def test_ssh_keygen_verifies_the_signature(self, fleet, drilled, tmp_path):
         _proc, report_dir, _began, _took, _epoch, _before = drilled
@@ -168,13 +195,18 @@ class TestDrill:
         before = fleet.drill_dirs()
         proc = fleet.run("drill.yml", "-l", NODE, "-e", "nodekeep_rto_target=0.001", check=False)
         assert proc.returncode != 0
-        assert "FAILED" in proc.stdout and "misses the target" in proc.stdout
+        assert "TARGET MISSED" in proc.stdout and "misses the target" in proc.stdout
+        assert "drnode: target missed" in proc.stdout and "chain-db target missed" in proc.stdout
         (new,) = [d for d in fleet.drill_dirs() if d not in before]
         report = load(new)
         assert report["ok"] is False and report["summary"]["rto_missed"] == 1
         (node,) = report["nodes"]
         assert node["rto"]["met"] is False and node["rto"]["target_seconds"] == 0.001
         assert node["rpo"]["met"] is True  # only the RTO was missed
+        assert report["verdict"] == "TARGET MISSED" and node["verdict"] == "target missed"
+        assert report["summary"]["checks_failed"] == 0
+        page = (new / "report.html").read_text()
+        assert "target missed" in page and "TARGET MISSED" in page
         assert (new / "report.json.sig").exists()
         assert "Fail the drill (the report is stored)" in proc.stdout
 

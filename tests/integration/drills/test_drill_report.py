@@ -4,9 +4,12 @@ and that retention, epoch_info and verify never see the reports as epochs or nod
 
 from __future__ import annotations
 
+import html
 import json
+import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -241,3 +244,124 @@ class TestRetentionNeverSeesDrills:
         failed = run_module("epoch_info", {"repository": str(root), "node": "_drills"})
         assert failed["failed"] and "is not a valid name" in failed["msg"]
         assert report["locations"]["report"].startswith(str(root / "_drills" / "drill"))
+
+
+# 1,200 keys in "default" and one in "meta", written by another process (closed before the backup)
+ROCKS_WRITER = """
+import sys
+from rocksdict import Options, Rdict
+options = Options(raw_mode=True)
+options.create_if_missing(True)
+options.create_missing_column_families(True)
+db = Rdict(sys.argv[1], options, column_families={"meta": Options(raw_mode=True)})
+for number in range(1200):
+    db[b"key-%05d" % number] = b"v" * 40
+meta = db.get_column_family("meta")
+meta[b"height"] = b"7"
+meta.close()
+db.close()
+"""
+
+
+RUNBOOK = {"name": "runbook 003", "title": "Factory runtime disaster recovery", "rpo": "1 hour", "rto": "30 min"}
+
+
+class TestReadableByTheRunbook:
+    """The report a person who knows only the runbook can read: which runbook, data from when, checked how (from
+    the restore's own check results), which target each RTO/RPO comes from, met or missed, plain sizes."""
+
+    RUNBOOK = RUNBOOK
+
+    def drilled(self, node, dbtools, tmp_path, **extra):
+        """A real epoch (SQLite, a files tree, a RocksDB) restored into staging, and its report."""
+        db = tmp_path / "live" / "app.db"
+        db.parent.mkdir()
+        dbtools.make(db, rows=50, payload=200)
+        tree = tmp_path / "live" / "tree"
+        (tree / "sub").mkdir(parents=True)
+        (tree / "a.bin").write_bytes(b"a" * 70000)
+        (tree / "sub" / "b.txt").write_bytes(b"b" * 5000)
+        (tree / "sub" / "c.txt").write_bytes(b"c" * 33)
+        rocks = tmp_path / "live" / "rocks"
+        subprocess.run([sys.executable, "-c", ROCKS_WRITER, str(rocks)], check=True, capture_output=True)
+        assets = [
+            node.sqlite_asset(db),
+            {"name": "tree", "type": "files", "path": str(tree), "state_dir": str(tmp_path / "state")},
+            {"name": "state", "type": "rocksdb", "path": str(rocks), "method": "offline"},
+        ]
+        manifest = node.backup(assets)
+        restored = node.restore(tmp_path / "staging")
+        started = time.time()
+        raw = {
+            "node": node.name, "staging_host": "stage1", "staging_path": str(tmp_path / "staging"),
+            "started": started, "verified_at": started + 5, "restore": restored, "check": "integrity",
+            "targets": {"rpo_seconds": 3600, "rto_seconds": "30m"}, "asset_targets": {"tree": {"rto_seconds": 60}},
+            "runbook": self.RUNBOOK,
+        }  # fmt: skip
+        raw.update(extra)
+        report = drill.build_report({node.name: raw}, started, started + 6)
+        return report, manifest, drill_html.render_html(report, [])
+
+    def test_runbook_recovery_point_checks_and_targets(self, node, dbtools, tmp_path):
+        report, manifest, page = self.drilled(node, dbtools, tmp_path)
+        assert report["ok"] is True and report["verdict"] == "PASSED"
+        # the runbook, at the top of the JSON and the page
+        assert report["runbook"] == self.RUNBOOK
+        (entry,) = report["nodes"]
+        assert entry["runbook"] == self.RUNBOOK and entry["verdict"] == "ok"
+        head = page[: page.index("<h2>")]
+        assert "Runbook: runbook 003" in head and "Factory runtime disaster recovery" in head
+        assert "RPO target: 1 hour" in head and "RTO target: 30 min" in head
+        # the recovery point as a UTC time and its age
+        point = drill.parse_time(manifest.started)
+        assert entry["recovery_point"] == drill.iso(point)
+        assert entry["recovery_point_age_seconds"] == pytest.approx(entry["rpo"]["seconds"])
+        assert entry["recovery_point_age_seconds"] == pytest.approx(drill.parse_time(report["started"]) - point, abs=0.01)
+        shown = datetime.fromtimestamp(point, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        assert shown in page and "before the drill)" in page
+        # checked how: from the restore's own results
+        assets = {a["name"]: a for a in entry["assets"]}
+        sqlite_how = assets["app-db"]["checked_how"]
+        assert "PRAGMA integrity_check: ok" in sqlite_how
+        pages = node_restore_checks(report, "app-db")["page_count"]
+        assert "page count equals the manifest's: %s pages" % f"{pages:,}" in sqlite_how
+        assert "tree: 3 files, 1 directories, compared with the signed index: ok" in assets["tree"]["checked_how"]
+        (rocks_line,) = [line for line in assets["state"]["checked_how"] if line.startswith("RocksDB")]
+        assert rocks_line.startswith("RocksDB opened read-only, 2 column families, 1,201 keys")
+        for line in sqlite_how + assets["tree"]["checked_how"] + [rocks_line]:
+            assert html.escape(line, quote=True) in page, line
+        assert all(a["checked_how"][0] == "size and SHA-256 compared with the signed manifest: ok" for a in assets.values())
+        assert not any("RocksDB" in line or "PRAGMA" in line for line in assets["tree"]["checked_how"])
+        # the plain size of the tree, not its index
+        assert assets["tree"]["plain_size"] == 70000 + 5000 + 33 != assets["tree"]["size"]
+        assert "73.3 KiB" in page
+        # which target each measure comes from, met or missed in words
+        assert entry["target_sources"] == {"rpo": "runbook 003: 1 hour", "rto": "runbook 003: 30 min"}
+        assert assets["tree"]["target_sources"] == {"rpo": "runbook 003: 1 hour", "rto": "nodekeep_targets.tree.rto_seconds"}
+        assert "target from runbook 003: 30 min" in page and "target from nodekeep_targets.tree.rto_seconds" in page
+        assert "target met" in page and "target missed" not in page
+
+    def test_a_missed_target_is_not_a_failed_check(self, node, dbtools, tmp_path):
+        report, _manifest, page = self.drilled(node, dbtools, tmp_path, targets={"rpo_seconds": 0.001, "rto": 1800})
+        assert report["ok"] is False and report["verdict"] == "TARGET MISSED"
+        (entry,) = report["nodes"]
+        assert entry["verdict"] == "target missed" and report["summary"]["checks_failed"] == 0
+        assert {a["verdict"] for a in entry["assets"]} == {"target missed"}
+        assert "target missed" in page and "TARGET MISSED" in page
+        lines = drill.summary_lines(report)
+        assert "FAILED" not in "\n".join(lines) and "RPO" in lines[0] and "target missed" in lines[0]
+        damaged = drill.build_report(
+            {"n1": raw_result("n1", checks={"integrity": "row 3 missing", "page_count": 1})}, STARTED, STARTED + 1
+        )
+        assert damaged["verdict"] == "FAILED" and damaged["nodes"][0]["verdict"] == "FAILED"
+
+    def test_a_bad_runbook_is_refused_naming_the_variable(self, clear_error):
+        for bad in ("runbook 000", {"title": "no name"}, {"name": "x", "owner": "y"}):
+            with pytest.raises(NodekeepError) as info:
+                drill.build_report({"n1": raw_result("n1", runbook=bad)}, STARTED, STARTED + 1)
+            assert "nodekeep_runbook" in str(info.value)
+
+
+def node_restore_checks(report, name):
+    (asset,) = [a for n in report["nodes"] for a in n["assets"] if a["name"] == name]
+    return asset["checks"]
