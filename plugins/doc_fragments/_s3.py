@@ -144,7 +144,7 @@ options:
             one after the other.
           - Objects of at least O(targets[].part_size) (multipart uploads) are sent one at a time beside them.
             Memory grows by up to this many objects smaller than O(targets[].part_size).
-          - Must be at least V(1).
+          - From V(1) to V(64); other values are refused, naming O(targets[].object_workers).
         type: int
         default: 4
 """

@@ -35,7 +35,7 @@ options:
     elements: path
     default: []
   level:
-    description: zstd compression level of O(state=sent).
+    description: zstd compression level of O(state=sent), from V(1) to V(22).
     type: int
     default: 3
   src:

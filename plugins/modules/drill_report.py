@@ -91,7 +91,7 @@ options:
         reports whose signature verifies are charted; otherwise every complete one is (marked unchecked).
     type: str
   history:
-    description: How many earlier drills of the series the chart shows.
+    description: How many earlier drills of the series the chart shows, from V(0) to V(10000).
     type: int
     default: 20
   reporter:
@@ -195,7 +195,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import require_libraries, run
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import signing
-from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import RepositoryError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import RepositoryError, check_range
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import DEFAULT_LOCAL_ROOT, check_name
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops import drill, drill_html
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.metrics import write_textfile
@@ -223,6 +223,7 @@ def main():
     params = module.params
 
     def action():
+        check_range(params["history"], "history", 0, 10000, "reports", why="earlier reports shown in the chart")
         series = check_name("drill series", params["series"])
         finished = params["finished"] if params["finished"] is not None else time.time()
         report = drill.build_report(

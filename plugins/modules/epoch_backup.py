@@ -40,27 +40,27 @@ options:
     description:
       - The node's assets, as in the inventory variable C(nodekeep_assets).
       - Each needs C(name) (unique per node), C(type) and an absolute C(path).
-      - "Type V(sqlite) accepts C(busy_timeout) (ms, default 5000), C(pages_per_step) (default 1024)
-        and C(check) (V(integrity), V(quick) or V(none); default V(integrity))."
+      - "Type V(sqlite) accepts C(busy_timeout) (ms, default 5000, 0 to 3600000), C(pages_per_step) (default 1024,
+        1 to 1000000 or -1) and C(check) (V(integrity), V(quick) or V(none); default V(integrity))."
       - "Type V(sqlite) with C(incremental=true) stores its epochs on the node's piece store: only the pages that
         changed since the previous epoch are stored; C(incremental_check) (default V(quick)) is the check of an
-        incremental epoch (a full one runs C(check)), C(full_every) (epochs, default 0: only the first, on demand
+        incremental epoch (a full one runs C(check)), C(full_every) (epochs, 0 to 10000, default 0: only the first, on demand
         and when the previous epoch is unreadable) schedules full epochs, C(full=true) asks for one, C(state_dir)
         (default C(/var/lib/nodekeep/files)) holds the node's piece key and the last epoch's page map; see
         docs/incremental.md."
       - "Type V(rocksdb) accepts C(method) (V(checkpoint_command), V(stop), V(snapshot) or V(offline)),
-        C(checkpoint_command), C(checkpoint_dir), C(service), C(stop_command), C(start_command), C(stop_timeout),
-        C(command_timeout), C(copy_dir), C(count_keys) and C(verify); see docs/rocksdb.md. With C(incremental=true)
+        C(checkpoint_command), C(checkpoint_dir), C(service), C(stop_command), C(start_command), C(stop_timeout)
+        and C(command_timeout) (seconds, 1 to 86400), C(copy_dir), C(count_keys) and C(verify); see docs/rocksdb.md. With C(incremental=true)
         (and C(state_dir)) its SST and blob files are stored once each on the node's piece store."
       - "Type V(files) (a directory tree stored as content-addressed objects, incremental) accepts C(include),
-        C(exclude), C(state_dir) and C(sample); type V(config) accepts C(include) and C(exclude) for a directory;
+        C(exclude), C(state_dir) and C(sample) (files, 0 to 100000); type V(config) accepts C(include) and C(exclude) for a directory;
         see docs/files.md."
       - "Type V(secret) seals a key file or a directory of them; nothing about it but public key facts is recorded."
-      - "Type V(postgres) accepts C(database) (required), C(host), C(port), C(user), C(passfile), C(service),
-        C(service_file), C(become_user), C(exec_prefix), C(bin_dir), C(dump_options), C(connect_timeout),
-        C(timeout), C(restore_database) and C(restore_options); see docs/postgres.md."
+      - "Type V(postgres) accepts C(database) (required), C(host), C(port) (1 to 65535), C(user), C(passfile), C(service),
+        C(service_file), C(become_user), C(exec_prefix), C(bin_dir), C(dump_options), C(connect_timeout)
+        (seconds, 1 to 3600), C(timeout) (seconds, 1 to 604800), C(restore_database) and C(restore_options); see docs/postgres.md."
       - "Types V(zfs) (C(path) is the dataset's mountpoint, or give C(dataset)) and V(btrfs) (a subvolume) accept
-        C(prefix), C(full_every), C(count_files), C(local_retention) and, for zfs, C(recursive); see docs/snapshots.md."
+        C(prefix), C(full_every) (0 to 10000), C(count_files), C(local_retention) and, for zfs, C(recursive); see docs/snapshots.md."
       - "Any V(sqlite), V(rocksdb), V(files) or V(config) asset accepts C(snapshot): the mountpoint of a btrfs
         subvolume or ZFS dataset holding it; all assets naming the same one are captured from one atomic snapshot."
     type: list

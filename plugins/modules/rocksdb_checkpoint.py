@@ -95,10 +95,11 @@ options:
   stop_timeout:
     description:
       - Seconds the stop and start commands may take each, and to wait for the C(LOCK) to be released.
+      - From V(1) to V(86400) (one day).
     type: int
     default: 120
   command_timeout:
-    description: Seconds the O(checkpoint_command) may take.
+    description: Seconds the O(checkpoint_command) may take, from V(1) to V(86400) (one day).
     type: int
     default: 3600
   count_keys:

@@ -54,12 +54,14 @@ options:
     description:
       - Milliseconds to wait for a lock held by a writer (a rollback-journal writer in the middle of a commit,
         or a C(BEGIN EXCLUSIVE) transaction) before failing.
+      - From V(0) to V(3600000) (one hour); other values are refused, naming O(busy_timeout).
     type: int
     default: 5000
   pages_per_step:
     description:
       - Pages copied per step of the online backup. The read snapshot is held for the whole copy, so steps
         never restart. V(-1) copies everything in one step (slower for big databases).
+      - V(1) to V(1000000), or V(-1); other values are refused, naming O(pages_per_step).
     type: int
     default: 1024
   check:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets.registry import normalize_assets
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets.sqlite import plan_sqlite_backup
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import parse_calendar_duration
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError, check_range
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.replicate import parse_subset
@@ -89,3 +90,57 @@ class TestS3Target:
         locked = {"object_lock_mode": "GOVERNANCE", "retain_days": 7}
         settings = S3Settings.from_spec(dict(locked, bucket="fleet-backups", **{option: value}))
         refused(settings.check, needle)
+
+
+class TestAssetOptions:
+    """The numeric options of an asset in nodekeep_assets, named with the asset and as typed."""
+
+    @pytest.mark.parametrize(
+        ("asset", "needles"),
+        [
+            ({"type": "sqlite", "busy_timeout": -1}, ["asset a: busy_timeout -1 is out of range", "0 to 3600000 ms"]),
+            ({"type": "sqlite", "busy_timeout": 10**12}, ["asset a: busy_timeout 1000000000000 is out of range"]),
+            ({"type": "sqlite", "busy_timeout": "soon"}, ["asset a: busy_timeout 'soon' is not a whole number"]),
+            ({"type": "sqlite", "pages_per_step": 0}, ["asset a: pages_per_step 0 is out of range", "or -1"]),
+            ({"type": "sqlite", "pages_per_step": -5}, ["asset a: pages_per_step -5 is out of range"]),
+            ({"type": "sqlite", "pages_per_step": 10**9}, ["asset a: pages_per_step 1000000000 is out of range"]),
+            ({"type": "sqlite", "incremental": True, "full_every": -1}, ["asset a: full_every -1 is out of range"]),
+            ({"type": "sqlite", "incremental": True, "full_every": 10**8}, ["asset a: full_every 100000000 is out"]),
+            ({"type": "rocksdb", "method": "offline", "stop_timeout": 0},
+             ["asset a: stop_timeout 0 is out of range", "1 to 86400 seconds"]),
+            ({"type": "rocksdb", "method": "offline", "command_timeout": 10**7},
+             ["asset a: command_timeout 10000000 is out of range"]),
+            ({"type": "files", "sample": -3}, ["asset a: sample -3 is out of range", "0 to 100000 files"]),
+            ({"type": "files", "sample": 10**9}, ["asset a: sample 1000000000 is out of range"]),
+        ],
+    )
+    def test_out_of_range_is_refused_with_the_option_name(self, asset, needles):
+        refused(lambda: normalize_assets([dict({"name": "a", "path": "/srv/a"}, **asset)]), *needles)
+
+    def test_valid_values_pass(self):
+        sqlite = normalize_assets([{"name": "a", "type": "sqlite", "path": "/srv/a", "pages_per_step": -1}])[0]
+        assert (sqlite["busy_timeout"], sqlite["pages_per_step"]) == (5000, -1)
+        sqlite = normalize_assets(
+            [{"name": "a", "type": "sqlite", "path": "/srv/a", "busy_timeout": "0", "pages_per_step": "1000000"}]
+        )[0]
+        assert (sqlite["busy_timeout"], sqlite["pages_per_step"]) == (0, 1000000)
+        files = normalize_assets([{"name": "a", "type": "files", "path": "/srv/a", "sample": 0}])[0]
+        assert files["sample"] == 0
+
+
+class TestModuleOnlyOptions:
+    def test_sqlite_backup_plan_names_its_options(self, tmp_path):
+        db = tmp_path / "a.db"
+        db.write_bytes(b"")
+        refused(
+            lambda: plan_sqlite_backup(str(db), str(tmp_path / "c.db"), busy_timeout_ms=-1),
+            "busy_timeout -1 is out of range",
+        )
+        refused(
+            lambda: plan_sqlite_backup(str(db), str(tmp_path / "c.db"), pages_per_step=0),
+            "pages_per_step 0 is out of range",
+        )
+
+    def test_object_workers(self):
+        settings = S3Settings.from_spec({"bucket": "fleet-backups", "object_workers": 1000})
+        refused(settings.check, "object_workers 1000 is out of range: give 1 to 64")

@@ -51,6 +51,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import
     IntegrityError,
     NodekeepError,
     RestoreError,
+    check_range,
     describe_os_error,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import sha256_file
@@ -592,16 +593,15 @@ class IncrementalSqliteAssetType(_sqlite.SqliteAssetType):
                     "asset %s: %s must be true or false, not %r" % (normalized["name"], option, normalized[option]),
                     "set the asset's %s in nodekeep_assets to a boolean" % option,
                 )
-        try:
-            normalized["full_every"] = int(normalized["full_every"] or 0)
-        except (TypeError, ValueError):
-            normalized["full_every"] = -1
-        if normalized["full_every"] < 0:
-            raise CaptureError(
-                "asset %s: full_every must be a number of epochs (0: only the first, on demand and fallbacks)"
-                % normalized["name"],
-                "set the asset's full_every in nodekeep_assets, e.g. full_every: 288",
-            )
+        normalized["full_every"] = check_range(
+            normalized["full_every"] or 0,
+            "asset %s: full_every" % normalized["name"],
+            0,
+            10000,
+            "epochs",
+            why="0 makes a full copy only the first time, on demand and on fallbacks; e.g. full_every: 288",
+            error=CaptureError,
+        )
         state = normalized.get("state_dir")
         if state is not None and not os.path.isabs(str(state)):
             raise CaptureError(

@@ -71,6 +71,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import
     CaptureError,
     IntegrityError,
     RestoreError,
+    check_range,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import (
     discard_temp,
@@ -82,6 +83,8 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.storage import pie
 # --------------------------------------------------------------------------
 # the asset types
 # --------------------------------------------------------------------------
+
+MAX_SAMPLE = 100000
 
 
 class FilesAssetType(_assets.AssetType):
@@ -109,10 +112,15 @@ class FilesAssetType(_assets.AssetType):
                 "give an absolute directory such as %s" % DEFAULT_STATE_DIR,
             )
         normalized["state_dir"] = state
-        try:
-            normalized["sample"] = int(normalized.get("sample") or 0)
-        except (TypeError, ValueError):
-            raise CaptureError("asset %s: sample must be a number of files" % normalized["name"], "e.g. sample: 20")
+        normalized["sample"] = check_range(
+            normalized.get("sample") or 0,
+            "asset %s: sample" % normalized["name"],
+            0,
+            MAX_SAMPLE,
+            "files",
+            why="how many files a deep verify compares with the live tree; e.g. sample: 20",
+            error=CaptureError,
+        )
         return normalized
 
     def refs_file(self, asset_name: str) -> str:

@@ -59,6 +59,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import
     CaptureError,
     NodekeepError,
     RestoreError,
+    check_range,
 )
 
 #: the first bytes of a custom-format archive
@@ -169,19 +170,16 @@ def validate(settings: dict[str, Any], label: str) -> dict[str, Any]:
                 "%s: an option contains a password" % label, "use passfile (a .pgpass file, 0600) instead"
             )
     if out.get("port") not in (None, ""):
-        try:
-            out["port"] = int(out["port"])
-        except (TypeError, ValueError):
-            raise CaptureError(
-                "%s: port must be a number, not %r" % (label, out["port"]), "e.g. port: 5432, or leave it out"
-            )
-    for key in ("connect_timeout", "timeout"):
-        try:
-            out[key] = int(out.get(key) or 0)
-        except (TypeError, ValueError):
-            raise CaptureError("%s: %s must be a number of seconds" % (label, key), "e.g. %s: 60" % key)
-        if out[key] <= 0:
-            raise CaptureError("%s: %s must be a positive number of seconds" % (label, key), "e.g. %s: 60" % key)
+        out["port"] = check_range(
+            out["port"], "%s: port" % label, 1, 65535, why="e.g. port: 5432, or leave it out", error=CaptureError
+        )
+    for key, high, why in (
+        ("connect_timeout", 3600, "one hour at most; e.g. connect_timeout: 60"),
+        ("timeout", 604800, "one week at most; e.g. timeout: 3600"),
+    ):
+        out[key] = check_range(
+            out.get(key) or 0, "%s: %s" % (label, key), 1, high, "seconds", why=why, error=CaptureError
+        )
     restore_db = out.get("restore_database")
     if restore_db and str(restore_db) == database:
         raise CaptureError(

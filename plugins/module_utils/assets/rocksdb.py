@@ -70,6 +70,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import
     CaptureError,
     NodekeepError,
     RestoreError,
+    check_range,
     describe_os_error,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import fsync_dir, is_within
@@ -78,6 +79,7 @@ METHODS = ("checkpoint_command", "stop", "snapshot", "offline")
 
 
 DEFAULT_TIMEOUTS = {"stop_timeout": 120, "command_timeout": 3600}
+MAX_TIMEOUT = 86400  # stop_timeout and command_timeout, seconds
 
 
 # --------------------------------------------------------------------------
@@ -153,12 +155,9 @@ def validate(options: dict[str, Any], label: str) -> dict[str, Any]:
     for key in ("stop_timeout", "command_timeout"):
         if out.get(key) is None:
             out[key] = DEFAULT_TIMEOUTS[key]
-        try:
-            out[key] = int(out[key])
-        except (TypeError, ValueError):
-            raise CaptureError("%s: %s must be a number of seconds" % (label, key))
-        if out[key] <= 0:
-            raise CaptureError("%s: %s must be a positive number of seconds" % (label, key))
+        out[key] = check_range(
+            out[key], "%s: %s" % (label, key), 1, MAX_TIMEOUT, "seconds", why="one day at most", error=CaptureError
+        )
     out["count_keys"] = bool(out.get("count_keys"))
     return out
 

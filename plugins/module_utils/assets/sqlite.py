@@ -35,6 +35,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import
     CaptureError,
     IntegrityError,
     RestoreError,
+    check_range,
     describe_os_error,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import Artifact
@@ -126,6 +127,9 @@ class SqliteAssetType(FileAssetType):
             raise CaptureError(
                 "asset %s: check must be one of %s" % (normalized["name"], ", ".join(sqlite_utils.CHECKS))
             )
+        normalized["busy_timeout"], normalized["pages_per_step"] = check_copy_options(
+            normalized["busy_timeout"], normalized["pages_per_step"], "asset %s: " % normalized["name"]
+        )
         return normalized
 
     @staticmethod
@@ -360,6 +364,30 @@ def database_facts(path: str) -> dict:
     return {"page_count": int(page_count), "page_size": int(page_size), "journal_mode": journal_mode}
 
 
+MAX_BUSY_TIMEOUT_MS = 3600000  # one hour
+MAX_PAGES_PER_STEP = 1000000
+
+
+def check_copy_options(busy_timeout: object, pages_per_step: object, prefix: str = "") -> tuple[int, int]:
+    """``busy_timeout`` (0 to 3600000 ms) and ``pages_per_step`` (1 to 1000000, or -1: all at once), as whole
+    numbers; else an error naming the option (after ``prefix``, e.g. the asset) and the value as typed."""
+    busy = check_range(
+        busy_timeout, prefix + "busy_timeout", 0, MAX_BUSY_TIMEOUT_MS, "ms", why="one hour at most", error=CaptureError
+    )
+    if str(pages_per_step).strip() == "-1" and not isinstance(pages_per_step, bool):
+        return busy, -1
+    pages = check_range(
+        pages_per_step,
+        prefix + "pages_per_step",
+        1,
+        MAX_PAGES_PER_STEP,
+        "pages",
+        why="or -1 for all at once",
+        error=CaptureError,
+    )
+    return busy, pages
+
+
 def _busy_error(path: str, busy_timeout_ms: int) -> CaptureError:
     return CaptureError(
         "the database %s stayed locked for longer than the busy timeout (%d ms)" % (path, busy_timeout_ms),
@@ -536,12 +564,7 @@ def plan_sqlite_backup(
     pages_per_step: int = 1024,
 ) -> dict[str, Any]:
     """Everything ``backup_sqlite`` checks before writing (check mode): the source, the destination, owners."""
-    if pages_per_step == 0 or pages_per_step < -1:
-        raise CaptureError(
-            f"pages_per_step is {pages_per_step}", "give a positive number of pages, or -1 for all at once"
-        )
-    if busy_timeout_ms < 0:
-        raise CaptureError(f"busy_timeout is {busy_timeout_ms}", "give a number of milliseconds, 0 or more")
+    busy_timeout_ms, pages_per_step = check_copy_options(busy_timeout_ms, pages_per_step)
     sqlite_utils.check_is_database(src)
     check_parent_writable(dest, "backup destination")
     if os.path.isdir(dest):

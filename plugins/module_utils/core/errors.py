@@ -111,9 +111,13 @@ def looks_secret(value: str) -> bool:
     return any(marker in upper for marker in SECRET_MARKERS)
 
 
-def check_range(value: object, name: str, low: int, high: int, unit: str = "", why: str = "") -> int:
-    """``value`` as a whole number from ``low`` to ``high``; else an error naming the option ``name`` and the
-    value as the operator typed them (``compression_level 99 is out of range: give 1 to 22``)."""
+def check_range(
+    value: object, name: str, low: int, high: int, unit: str = "", why: str = "", error: type | None = None
+) -> int:
+    """``value`` as a whole number from ``low`` to ``high``; else an error (``error``, a ``NodekeepError``
+    subclass, default ``NodekeepError``) naming the option ``name`` and the value as the operator typed them
+    (``compression_level 99 is out of range: give 1 to 22``)."""
+    error = error or NodekeepError
     shown = "%s %r" % (name, value) if isinstance(value, str) else "%s %s" % (name, value)
     number = None
     if not isinstance(value, bool):
@@ -123,7 +127,7 @@ def check_range(value: object, name: str, low: int, high: int, unit: str = "", w
             number = None
     span = "%d to %d%s" % (low, high, " " + unit if unit else "")
     if number is None:
-        raise NodekeepError("%s is not a whole number" % shown, "give %s%s" % (span, "; " + why if why else ""))
+        raise error("%s is not a whole number" % shown, "give %s%s" % (span, "; " + why if why else ""))
     if not low <= number <= high:
-        raise NodekeepError("%s is out of range" % shown, "give %s%s" % (span, "; " + why if why else ""))
+        raise error("%s is out of range" % shown, "give %s%s" % (span, "; " + why if why else ""))
     return number

@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import epoch_name
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import check_range
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.process import output_text
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import load_identities, load_recipients
 from ansible_collections.nodekeep.backup.plugins.module_utils.retention.policy import RetentionPolicy
@@ -190,6 +191,7 @@ class _Run:
         return [n for n in self.before if n not in gone]
 
     def sent(self) -> list[str]:
+        level = check_range(self.params.get("level") or 3, "level", 1, 22, why="zstd levels; 3 is the default")
         snap = self.existing(self.need("name"))
         dest = self.need("dest")
         base = self.existing(self.params["base"]) if self.params.get("base") else None
@@ -202,7 +204,6 @@ class _Run:
         else:
             self.result["changed"] = True
             if not self.check_mode:
-                level = int(self.params.get("level") or 3)
                 self.result.update(send_to_file(self.fs, snap, base, dest, recipients, level, self.recursive))
         return list(self.before)
 

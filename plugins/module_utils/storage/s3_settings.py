@@ -184,18 +184,16 @@ def lock_rules(
 
 
 def _check_object_workers(value: Any) -> int:
-    """``object_workers`` as a whole number of at least 1 (a clear error otherwise)."""
-    try:
-        workers = int(value)
-    except (TypeError, ValueError):
-        workers = 0
-    if isinstance(value, bool) or workers < 1 or (workers != value and str(workers) != str(value).strip()):
-        raise RepositoryError(
-            "object_workers must be a whole number of at least 1, not %r" % (value,),
-            "set object_workers to how many object uploads one epoch copy runs at once for this target "
-            "(1: one at a time; default %d), or leave it out" % DEFAULT_OBJECT_WORKERS,
-        )
-    return workers
+    """``object_workers`` as a whole number from 1 to 64 (a clear error otherwise)."""
+    return check_range(
+        value,
+        "object_workers",
+        1,
+        64,
+        why="how many object uploads one epoch copy runs at once for this target "
+        "(1: one at a time; default %d), or leave it out" % DEFAULT_OBJECT_WORKERS,
+        error=RepositoryError,
+    )
 
 
 def _decode_customer_key(value: str | None) -> bytes:

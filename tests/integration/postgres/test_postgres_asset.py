@@ -297,7 +297,10 @@ def test_server_stopped_after_an_epoch_keeps_the_epoch(node, pg_cluster, clear_e
         ({"passfile": "relative/pgpass"}, ["passfile", "absolute"]),
         ({"become_user": "no-such-os-user-x"}, ["become_user", "not a user"]),
         ({"restore_database": "app"}, ["restore_database", "separate scratch database"]),
-        ({"port": "fivefourthree"}, ["port must be a number"]),
+        ({"port": "fivefourthree"}, ["asset app-pg: port 'fivefourthree' is not a whole number", "1 to 65535"]),
+        ({"port": 70000}, ["asset app-pg: port 70000 is out of range", "1 to 65535"]),
+        ({"timeout": -5}, ["asset app-pg: timeout -5 is out of range", "1 to 604800 seconds"]),
+        ({"connect_timeout": 10**9}, ["asset app-pg: connect_timeout 1000000000 is out of range", "1 to 3600 seconds"]),
     ],
 )
 def test_bad_options_are_refused_before_anything_runs(node, options, needles, clear_error, tmp_path):

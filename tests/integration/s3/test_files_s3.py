@@ -218,15 +218,17 @@ def test_object_workers_default_and_local_targets():
     assert replicate_mod._workers_for(S3Repository.from_spec(dict(spec, object_workers=7)), 2) == 2  # explicit wins
 
 
-@pytest.mark.parametrize("value", [0, -1, "many", 1.5, True])
+@pytest.mark.parametrize("value", [0, -1, "many", 1.5, True, 65, 10**12])
 def test_object_workers_below_1_or_not_a_number_is_refused_naming_the_option(value):
     spec = {name: option.get("default") for name, option in S3_TARGET_OPTIONS.items()}
     spec.update(bucket="nk-refused", object_workers=value)
     with pytest.raises(RepositoryError) as caught:
         S3Repository.from_spec(spec)
+    shown = "object_workers %r" % value if isinstance(value, str) else "object_workers %s" % value
+    problem = "is out of range" if isinstance(value, int) and not isinstance(value, bool) else "is not a whole number"
     assert caught.value.message == (
-        "object_workers must be a whole number of at least 1, not %r: set object_workers to how many object uploads "
-        "one epoch copy runs at once for this target (1: one at a time; default 4), or leave it out" % (value,)
+        "%s %s: give 1 to 64; how many object uploads one epoch copy runs at once for this target "
+        "(1: one at a time; default 4), or leave it out" % (shown, problem)
     )
 
 

@@ -66,7 +66,7 @@ def test_normalize_checks_options():
         ({"method": "offline", "copy_dir": "relative"}, "absolute"),
         ({"method": "offline", "copy_dir": "/var/lib/db/sub"}, "inside the database"),
         ({"method": "offline", "verify": "maybe"}, "verify must be"),
-        ({"method": "offline", "stop_timeout": 0}, "positive"),
+        ({"method": "offline", "stop_timeout": 0}, "stop_timeout 0 is out of range: give 1 to 86400 seconds"),
         ({"method": "stop", "service": "x", "snapshot": "/srv"}, "goes with method snapshot"),
     ]
     for extra, needle in problems:
