@@ -291,7 +291,7 @@ class SystemDrill(PlaybookLab):
         own.update(group_vars(self.system, self.group))  # the node's group overrides nodekeep_nodes
         keep = ("nodekeep_rpo_target", "nodekeep_rto_target", "nodekeep_targets", "nodekeep_retention",
                 "nodekeep_verify_deep", "nodekeep_production_groups", "nodekeep_backup_labels",
-                "nodekeep_service_manager")  # fmt: skip
+                "nodekeep_service_manager", "nodekeep_runbook")  # fmt: skip
         node_vars = {key: own[key] for key in keep if key in own}
         node_vars.update(
             self.install_vars,

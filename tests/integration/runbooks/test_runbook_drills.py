@@ -20,6 +20,7 @@ of the run (conftest.py).
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import random
@@ -159,6 +160,28 @@ def test_runbook_system_drill(system, drills):
         assert name in page
     assert "RTO" in page and "RPO" in page and "target" in page
     assert drilllab.duration_text(row["rto_target"]) in page and drilllab.duration_text(row["rpo_target"]) in page
+    # ... in the runbook's words: its name and targets at the top, the data's time, each check, each target's origin
+    report = json.loads((report_dir / "report.json").read_text())
+    runbook = own["nodekeep_runbook"]
+    assert report["runbook"]["name"] == runbook["name"] == "runbook %s" % drilllab.RUNBOOKS[system]
+    head = page[: page.index("<h2>")]
+    assert "Runbook: %s" % html.escape(runbook["name"]) in head
+    assert html.escape(runbook["rpo"]) in head and html.escape(runbook["rto"]) in head
+    (node,) = report["nodes"]
+    assert node["recovery_point"][:19].replace("T", " ") + " UTC (" in page and "before the drill)" in page
+    assert node["target_sources"]["rto"] == "%s: %s" % (runbook["name"], runbook["rto"])
+    assert "target from %s" % html.escape(node["target_sources"]["rto"]) in page and "target met" in page
+    for asset in node["assets"]:
+        assert asset["checked_how"][0] == "size and SHA-256 compared with the signed manifest: ok"
+        for line in asset["checked_how"]:
+            assert html.escape(line) in page, line
+        if asset["asset_type"] == "sqlite":
+            assert "PRAGMA integrity_check: ok" in asset["checked_how"]
+        if asset["asset_type"] == "rocksdb" and "column_families" in asset["checks"]:
+            assert any(line.startswith("RocksDB opened read-only, ") for line in asset["checked_how"])
+        if asset["asset_type"] == "files":
+            assert any("compared with the signed index: ok" in line for line in asset["checked_how"])
+            assert asset["plain_size"] not in (None, asset["size"])  # the tree's bytes, not its index
 
     if system == "animica":
         assert row["runbook_restore"] > 0 and set(row["runbook_stages"]) == {"checksums", "restore", "check"}
