@@ -154,3 +154,61 @@ def test_every_playbook_is_covered():
     assert present <= covered, present - covered
     for name in present:
         assert "tasks_from: targets" in (ROOT / "playbooks" / name).read_text(), name
+
+
+def test_numeric_role_variables_out_of_range_are_refused_naming_them(lab, tmp_path):
+    """nodekeep.backup.common tasks_from ranges: the check the roles run on their numeric variables."""
+    playbook = tmp_path / "ranges.yml"
+    ranges = [
+        {"name": "nodekeep_health_retries", "value": -1, "low": 0, "high": 1000},
+        {"name": "nodekeep_stream_interval", "value": 0.0, "low": 0.01, "high": 3600, "unit": "seconds", "float": True},
+        {"name": "nodekeep_schedule_lock_wait", "value": "soon", "low": 0, "high": 86400, "unit": "seconds"},
+        {"name": "nodekeep_drill_history", "value": 10**20, "low": 0, "high": 10000},
+        {"name": "nodekeep_stream_poll", "value": 0.5, "low": 0.001, "high": 60, "float": True},
+        {"name": "nodekeep_health_delay", "value": "3", "low": 0, "high": 3600},
+    ]
+    play = {
+        "hosts": "node-1",
+        "gather_facts": False,
+        "tasks": [
+            {
+                "ansible.builtin.import_role": {
+                    "name": "nodekeep.backup.common", "tasks_from": "ranges", "rolespec_validate": False
+                },
+                "vars": {"nodekeep_ranges": ranges},
+            }
+        ],
+    }  # fmt: skip
+    playbook.write_text(json.dumps([play]))
+    proc = lab.run(str(playbook), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    for needle in (
+        "nodekeep_health_retries -1 is out of range: give 0 to 1000",
+        "nodekeep_stream_interval 0.0 is out of range: give 0.01 to 3600 seconds",
+        'nodekeep_schedule_lock_wait "soon" is not a whole number: give 0 to 86400 seconds',
+        "nodekeep_drill_history 100000000000000000000 is out of range: give 0 to 10000",
+    ):
+        assert needle in out, (needle, out[-3000:])
+    assert "nodekeep_stream_poll" not in out and "nodekeep_health_delay" not in out, out[-3000:]
+    ranges[:4] = []
+    playbook.write_text(json.dumps([play]))
+    proc = lab.run(str(playbook), check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("playbook", "variable", "value", "needle"),
+    [
+        ("stream.yml", "nodekeep_stream_interval", "0", "nodekeep_stream_interval 0 is out of range: give 0.01 to 3600"),
+        ("stream.yml", "nodekeep_stream_max_backlog", "-5", "nodekeep_stream_max_backlog -5 is out of range"),
+        ("schedule.yml", "nodekeep_schedule_verify_cycle", "0", "nodekeep_schedule_verify_cycle 0 is out of range"),
+        ("restore.yml", "nodekeep_health_retries", "-1", "nodekeep_health_retries -1 is out of range: give 0 to 1000"),
+        ("drill.yml", "nodekeep_drill_history", "99999999999", "nodekeep_drill_history 99999999999 is out of range"),
+    ],
+)
+def test_a_role_refuses_its_numeric_variable_out_of_range(lab, playbook, variable, value, needle):
+    proc = lab.run(playbook, "-l", "node-1", "-e", "%s=%s" % (variable, value), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert needle in out, out[-4000:]
