@@ -5,6 +5,8 @@ accepted silently (the latter verified zero artifacts and said ok)."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets.registry import normalize_assets
@@ -13,6 +15,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import 
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError, check_range
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.replicate import parse_subset
 from ansible_collections.nodekeep.backup.plugins.module_utils.retention.policy import RetentionPolicy
+from ansible_collections.nodekeep.backup.plugins.module_utils.snapshot.state import run_state
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.s3_settings import S3Settings
 
 
@@ -106,10 +109,14 @@ class TestAssetOptions:
             ({"type": "sqlite", "pages_per_step": 10**9}, ["asset a: pages_per_step 1000000000 is out of range"]),
             ({"type": "sqlite", "incremental": True, "full_every": -1}, ["asset a: full_every -1 is out of range"]),
             ({"type": "sqlite", "incremental": True, "full_every": 10**8}, ["asset a: full_every 100000000 is out"]),
-            ({"type": "rocksdb", "method": "offline", "stop_timeout": 0},
-             ["asset a: stop_timeout 0 is out of range", "1 to 86400 seconds"]),
-            ({"type": "rocksdb", "method": "offline", "command_timeout": 10**7},
-             ["asset a: command_timeout 10000000 is out of range"]),
+            (
+                {"type": "rocksdb", "method": "offline", "stop_timeout": 0},
+                ["asset a: stop_timeout 0 is out of range", "1 to 86400 seconds"],
+            ),
+            (
+                {"type": "rocksdb", "method": "offline", "command_timeout": 10**7},
+                ["asset a: command_timeout 10000000 is out of range"],
+            ),
             ({"type": "files", "sample": -3}, ["asset a: sample -3 is out of range", "0 to 100000 files"]),
             ({"type": "files", "sample": 10**9}, ["asset a: sample 1000000000 is out of range"]),
         ],
@@ -144,3 +151,22 @@ class TestModuleOnlyOptions:
     def test_object_workers(self):
         settings = S3Settings.from_spec({"bucket": "fleet-backups", "object_workers": 1000})
         refused(settings.check, "object_workers 1000 is out of range: give 1 to 64")
+
+
+class _NoSnapshots:
+    """The least a snapshot backend offers before a send starts: no snapshots, no features (the level is refused
+    before the backend is asked anything else)."""
+
+    kind = "zfs"
+    features: ClassVar[dict] = {}
+
+    def snapshots(self, volume):
+        return []
+
+
+@pytest.mark.parametrize("check_mode", [True, False])
+@pytest.mark.parametrize("level", [0, 23, -1, "fast"])
+def test_a_snapshot_send_level_is_refused_in_check_mode_too(level, check_mode):
+    params = {"state": "sent", "name": "s1", "dest": "/nonexistent/s1.age", "level": level}
+    shown = "level 'fast'" if level == "fast" else "level %s" % level
+    refused(lambda: run_state(_NoSnapshots(), "tank/data", params, check_mode), shown, "1 to 22")

@@ -191,7 +191,8 @@ class _Run:
         return [n for n in self.before if n not in gone]
 
     def sent(self) -> list[str]:
-        level = check_range(self.params.get("level") or 3, "level", 1, 22, why="zstd levels; 3 is the default")
+        level = self.params.get("level")
+        level = check_range(3 if level is None else level, "level", 1, 22, why="zstd levels; 3 is the default")
         snap = self.existing(self.need("name"))
         dest = self.need("dest")
         base = self.existing(self.params["base"]) if self.params.get("base") else None
