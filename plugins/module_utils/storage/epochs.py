@@ -52,13 +52,20 @@ def check_known_latest(repository: Repository, node: str, known: str | None, on_
     """Compare the repository with the controller's record of the node's backups (rollback detection).
 
     ``known`` is the newest epoch the controller recorded. When it is not a complete epoch of the
-    repository, the repository was rolled back or its newest epochs were deleted: a ``RepositoryError``,
+    repository and no newer complete epoch is there either (epoch names sort by time; a newer one
+    means retention removed the recorded one after the node made more), the repository was rolled
+    back or its newest epochs were deleted: a ``RepositoryError``,
     or with ``on_missing="warn"`` the warning text (in a list) for the caller to report.
     """
     if not known:
         return []
     complete = repository.complete_epochs(node)
     if known in complete:
+        return []
+    if complete and complete[-1] > known:
+        # Newer epochs than the controller's record exist (made by the node's own timers or stream
+        # bases, whose retention may remove the recorded one): nothing was rolled back. Their
+        # signatures are still checked before anything is taken from them.
         return []
     problem = (
         "the newest epoch the controller recorded for %s, %s, is not a complete epoch in %s (the newest there is %s): "

@@ -180,7 +180,7 @@ class TestDrill:
         saved = json.loads((fleet.results / NODE / ("drill-%s.json" % report_dir.name)).read_text())
         assert saved == load(report_dir)
         assert (fleet.results / NODE / ("drill-%s.html" % report_dir.name)).exists()
-        assert re.search(r"drnode: ok epoch \d{8}T\d{6}Z on drstage, 1 asset\(s\) \(chain-db ok\); RTO", proc.stdout)
+        assert re.search(r"drnode: ok epoch \d{8}T\d{6}Z \(data of [^)]*\) on drstage, 1 asset\(s\) \(chain-db ok\); RTO", proc.stdout)
         assert "PASSED" in proc.stdout
 
     def test_a_second_drill_charts_the_history(self, fleet, drilled):

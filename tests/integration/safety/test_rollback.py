@@ -62,3 +62,13 @@ def test_an_intact_repository_passes(node, live_db, age_key, tmp_path):
     epoch = node.backup([node.sqlite_asset(live_db.path)]).epoch
     result = module("integrity_check", common(node, age_key, epoch), tmp_path / "args")
     assert not result.get("failed") and result["ok"] and result["rollback"] == [], result
+
+
+def test_a_recorded_epoch_pruned_after_newer_ones_is_no_rollback(node, live_db, age_key, tmp_path):
+    """The node's own timers and stream bases make epochs the controller never recorded; retention may
+    then remove the recorded one. A newer complete epoch is there, so nothing was rolled back."""
+    epochs = [node.backup([node.sqlite_asset(live_db.path)]).epoch for _run in range(2)]
+    shutil.rmtree(node.epoch_dir(epochs[0]))
+    result = module("integrity_check", common(node, age_key, epochs[0]), tmp_path / "args")
+    assert not result.get("failed") and result["ok"] and result["rollback"] == [], result
+    assert result["epoch"] == epochs[1]

@@ -115,6 +115,12 @@ def kill_round(lab, writer, rng, point: str) -> None:
     while service.poll() is None and (point or len(lab.segments()) <= before):
         assert time.monotonic() < deadline, lab.log(service)
         writer.commit(rng.randint(20, 200))  # keeps committing until the service shipped or died
+        # Then waits for the service to move (a new signed segment, or its death) before the next burst:
+        # a writer that never pauses on a starved 2-core box resets the WAL faster than the service reads
+        # it, and every reset costs a new base (correct, but then no segment is ever shipped).
+        seen, settle = len(lab.segments()), time.monotonic() + 10
+        while service.poll() is None and len(lab.segments()) == seen and time.monotonic() < settle:
+            time.sleep(0.05)
     if service.poll() is None:
         assert not point, "the service passed its fault point without dying: %s" % lab.log(service)
         service.kill()

@@ -109,8 +109,9 @@ class TestThePage:
         page = drill_html.render_html(report_of(SQLITE, TREE), [])
         assert "3.00 GiB" in page and "812 B" not in page and "4.00 KiB" in page
 
-    @pytest.mark.parametrize(("value", "text"), [(0, "0 B"), (1023, "1023 B"), (4096, "4.00 KiB"),
-                                                  (75033, "73.3 KiB"), (3 << 30, "3.00 GiB"), (None, "-")])  # fmt: skip
+    IEC = ((0, "0 B"), (1023, "1023 B"), (4096, "4.00 KiB"), (75033, "73.3 KiB"), (3 << 30, "3.00 GiB"), (None, "-"))
+
+    @pytest.mark.parametrize(("value", "text"), IEC)
     def test_iec_sizes(self, value, text):
         assert drill.human_bytes(value) == text
 
