@@ -81,9 +81,9 @@ class _ObjectExtractor(_archive._Extractor):
     ``fill_packs``: each pack is decrypted once, whatever order its members come in.
     """
 
-    def __init__(self, root: str, keep_ownership: bool) -> None:
+    def __init__(self, root_fd: int, root: str, keep_ownership: bool) -> None:
         # no per-file fsync: rebuild_tree makes the whole tree durable at once (sync_filesystem)
-        super().__init__(root, keep_ownership, False)
+        super().__init__(root_fd, root, keep_ownership, False)
         # pack -> [(rel, offset, size, sha256 digest, mode, uid, gid, mtime_ns)]: one small tuple per file
         self.packs: dict[str, list[tuple[Any, ...]]] = {}
         self.pack_facts: dict[str, tuple[int, str]] = {}
@@ -121,7 +121,6 @@ class _ObjectExtractor(_archive._Extractor):
 
     def fill_packs(self, reader: _ObjectReader) -> None:
         """Decrypt each pack once and write its members, checking each member's size and SHA-256."""
-        flags = os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         for pack in list(self.packs):
             members = self.packs.pop(pack)
             end = max(offset + size for _target, offset, size, *_rest in members)
@@ -135,12 +134,11 @@ class _ObjectExtractor(_archive._Extractor):
                         % (reader.repository.describe_object(reader.node, pack), rel),
                         "do not trust this copy; restore another epoch or copy",
                     )
-                target = os.path.join(self.root, rel)
-                fd = os.open(target, flags)
+                fd = self.open_entry(rel, os.O_WRONLY)  # in the directory's descriptor, never through a link
                 with open(fd, "wb", buffering=0) as out:
                     if not stat.S_ISREG(os.fstat(fd).st_mode):
                         raise RestoreError(
-                            "%s is no longer a regular file" % target, "restore into a private directory"
+                            "%s is no longer a regular file" % self.describe(rel), "restore into a private directory"
                         )
                     holes = self.sparse.pop(rel, None)
                     if holes is None:
@@ -296,9 +294,9 @@ def rebuild_tree(
     With ``fsync`` the whole tree is made durable once at the end (``sync_filesystem``).
     """
     _header, entries = read_index(index_path)
-    root = _archive._prepare_destination(dest_dir)
+    root, root_fd = _archive.open_destination(dest_dir)
     owner = (os.geteuid() == 0) if keep_ownership is None else keep_ownership
-    extractor = _ObjectExtractor(root, owner)
+    extractor = _ObjectExtractor(root_fd, root, owner)
     reader = _ObjectReader(repository, node, identities)
     try:
         for entry in entries:
@@ -311,6 +309,9 @@ def rebuild_tree(
         raise RestoreError("the files index lists a path twice", "the index is damaged")
     except OSError as exc:
         raise describe_os_error(exc, "rebuilding the tree", getattr(exc, "filename", None) or root)
+    finally:
+        extractor.close()
+        os.close(root_fd)
     stats = dict(extractor.stats)
     stats["objects_read"] = reader.objects
     return stats

@@ -28,6 +28,7 @@ ACLs and sparseness are not kept.
 from __future__ import absolute_import, annotations, division, print_function
 
 __metaclass__ = type
+import collections
 import contextlib
 import errno
 import fnmatch
@@ -41,13 +42,19 @@ from collections.abc import Sequence
 from typing import Any, BinaryIO
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import attrs as _attrs
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import safefs
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
     CaptureError,
     NodekeepError,
     RestoreError,
     describe_os_error,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import fsync_dir
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.safefs import (
+    O_CLOEXEC,
+    O_DIRECTORY,
+    O_NOFOLLOW,
+    O_NONBLOCK,
+)
 
 PIPE_SIZE = 1 << 20
 
@@ -421,21 +428,94 @@ def _mtime_ns(member: tarfile.TarInfo) -> int:
 
 
 class _Extractor:
-    """Writes members under ``root``, creating everything itself and never following a symlink."""
+    """Writes members under the directory ``root_fd``, creating everything itself and never following a symlink.
 
-    def __init__(self, root: str, keep_ownership: bool, fsync: bool) -> None:
+    Every create, open, chmod, chown, utime and setxattr is relative to a descriptor of a directory this
+    extraction made (``mkdir`` at its parent's descriptor, then ``openat(O_NOFOLLOW | O_DIRECTORY)``): a
+    component is never looked up by a path, so a link planted or swapped into the tree at any moment is
+    never gone through. Descriptors of recent directories are kept open (at most ``DIR_FDS``); one that
+    was closed is opened again from its parent and must be the same inode (``st_dev``, ``st_ino``), and
+    at the end every directory made must still be where it was made: anything else is refused.
+    ``root`` is only for messages.
+    """
+
+    #: at most this many directory descriptors are kept open at once
+    DIR_FDS = 64
+
+    def __init__(self, root_fd: int, root: str, keep_ownership: bool, fsync: bool) -> None:
         self.root = root
+        self.root_fd = root_fd
         self.keep_ownership = keep_ownership
         self.fsync = fsync
         # Directories made by this extraction: the only ones anything is written into.
         self.dirs: dict[str, tarfile.TarInfo | None] = {"": None}
+        info = os.fstat(root_fd)
+        self.identity: dict[str, tuple[int, int]] = {"": (info.st_dev, info.st_ino)}
+        self.open_dirs: collections.OrderedDict[str, int] = collections.OrderedDict()
         self.files: set[str] = set()
         # (rel, xattrs, is a symlink): applied at the end, after every file's content and mode
         self.xattrs: list[tuple[str, dict[str, bytes], bool]] = []
         self.stats: dict[str, int] = entry_counts()
 
-    def target(self, parts: list[str]) -> str:
-        return os.path.join(self.root, *parts) if parts else self.root
+    def close(self) -> None:
+        while self.open_dirs:
+            os.close(self.open_dirs.popitem()[1])
+
+    def describe(self, rel: str) -> str:
+        return os.path.join(self.root, rel) if rel else self.root
+
+    def dir_fd(self, rel: str) -> int:
+        """The descriptor of the directory ``rel`` this extraction made (opened again, and checked, if closed)."""
+        if not rel:
+            return self.root_fd
+        if rel in self.open_dirs:
+            self.open_dirs.move_to_end(rel)
+            return self.open_dirs[rel]
+        parent, _slash, name = rel.rpartition("/")
+        parent_fd = self.dir_fd(parent)
+        try:
+            fd = os.open(name, os.O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, dir_fd=parent_fd)
+        except OSError as exc:
+            raise self._replaced(rel, exc.strerror)
+        info = os.fstat(fd)
+        if (info.st_dev, info.st_ino) != self.identity.get(rel):
+            os.close(fd)
+            raise self._replaced(rel, "another directory is there now")
+        self._keep(rel, fd)
+        return fd
+
+    def _keep(self, rel: str, fd: int) -> None:
+        self.open_dirs[rel] = fd
+        while len(self.open_dirs) > self.DIR_FDS:
+            os.close(self.open_dirs.popitem(last=False)[1])
+
+    def _replaced(self, rel: str, why: str) -> RestoreError:
+        return RestoreError(
+            f"the directory {self.describe(rel)!r} made by this extraction was replaced or moved while it ran ({why})",
+            "someone else writes into the staging directory; restore into a private directory "
+            "(nodekeep never goes through a link it did not create); nothing was placed",
+        )
+
+    def _where(self, rel: str) -> tuple[int, str]:
+        """The descriptor of ``rel``'s parent directory and ``rel``'s own name in it."""
+        parent, _slash, name = rel.rpartition("/")
+        return self.dir_fd(parent), name
+
+    def _mkdir(self, rel: str) -> None:
+        parent_fd, name = self._where(rel)
+        os.mkdir(name, 0o700, dir_fd=parent_fd)
+        try:
+            fd = os.open(name, os.O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, dir_fd=parent_fd)
+        except OSError as exc:
+            raise self._replaced(rel, exc.strerror)
+        info = os.fstat(fd)
+        self.identity[rel] = (info.st_dev, info.st_ino)
+        self._keep(rel, fd)
+
+    def open_entry(self, rel: str, flags: int, mode: int = 0o600) -> int:
+        """``openat`` of the entry ``rel`` in its parent's descriptor, never following a final symlink."""
+        parent_fd, name = self._where(rel)
+        return os.open(name, flags | O_NOFOLLOW | O_CLOEXEC, mode, dir_fd=parent_fd)
 
     def add(self, member: tarfile.TarInfo, archive: tarfile.TarFile) -> None:
         parts = _safe_parts(member.name, "entry")
@@ -454,18 +534,15 @@ class _Extractor:
         if not parts:
             raise RestoreError(f"the archive holds a non-directory named {member.name!r}", "the archive is damaged")
         self._parents(parts)
-        target = self.target(parts)
         try:
             if member.issym():
-                self._symlink(parts, rel, target, member)
+                self._symlink(rel, member)
             elif member.islnk():
-                self._hardlink(rel, target, member)
+                self._hardlink(rel, member)
             elif member.isfifo():
-                os.mkfifo(target, 0o600)
-                self._attributes(target, member)
-                self.stats["other"] += 1
+                self._fifo(rel, member)
             elif member.isreg():
-                self._file(rel, target, member, archive)
+                self._file(rel, member, archive)
             else:
                 raise RestoreError(
                     f"the archive entry {member.name[:200]!r} has an unsupported type", "it was not extracted"
@@ -481,20 +558,21 @@ class _Extractor:
             rel = "/".join(parts[:depth])
             if rel in self.dirs:
                 continue
-            path = self.target(parts[:depth])
-            if os.path.lexists(path):
+            parent_fd, name = self._where(rel)
+            with contextlib.suppress(FileNotFoundError):
+                os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
                 raise RestoreError(
                     f"the archive entry {'/'.join(parts)!r} would be written through {rel!r}, which is not a directory",
                     "refusing to follow a symlink from the archive; the archive was not made by nodekeep",
                 )
-            os.mkdir(path, 0o700)
+            self._mkdir(rel)
             self.dirs[rel] = None
 
     def _directory(self, parts: list[str], rel: str, member: tarfile.TarInfo) -> None:
         if rel not in self.dirs:
             self._parents(parts)
             try:
-                os.mkdir(self.target(parts), 0o700)
+                self._mkdir(rel)
             except FileExistsError:
                 raise RestoreError(
                     f"the archive holds the directory {member.name[:200]!r} over another entry",
@@ -503,30 +581,50 @@ class _Extractor:
             self.stats["directories"] += 1
         self.dirs[rel] = member  # attributes are applied at the end, deepest first
 
-    def _symlink(self, parts: list[str], rel: str, target: str, member: tarfile.TarInfo) -> None:
+    def _symlink(self, rel: str, member: tarfile.TarInfo) -> None:
         """A symlink is data, whatever it points to (``/etc/localtime``, ``current -> /srv/app/releases/N``).
 
-        It is created as it was, and nothing is ever written through it: a later entry below it is refused
-        (``_parents``), files are created with ``O_EXCL|O_NOFOLLOW`` and attributes are set on the link itself.
+        It is created as it was (``symlinkat``), and nothing is ever written through it: a later entry below
+        it is refused (``_parents``), files are created with ``O_EXCL|O_NOFOLLOW`` and its owner and mtime are
+        set on the link itself.
         """
-        os.symlink(member.linkname, target)
-        self._attributes(target, member)
+        parent_fd, name = self._where(rel)
+        os.symlink(member.linkname, name, dir_fd=parent_fd)
+        mtime = _mtime_ns(member)
+        if self.keep_ownership:
+            os.chown(name, member.uid, member.gid, dir_fd=parent_fd, follow_symlinks=False)
+        os.utime(name, ns=(mtime, mtime), dir_fd=parent_fd, follow_symlinks=False)
         self.stats["symlinks"] += 1
 
-    def _hardlink(self, rel: str, target: str, member: tarfile.TarInfo) -> None:
+    def _hardlink(self, rel: str, member: tarfile.TarInfo) -> None:
         source = "/".join(_safe_parts(member.linkname, "hard link target"))
         if source not in self.files:
             raise RestoreError(
                 f"the archive's hard link {member.name[:200]!r} points to {member.linkname[:200]!r}, which is not a file extracted before it",
                 "hard links must point to an earlier file of the same archive",
             )
-        os.link(os.path.join(self.root, source), target, follow_symlinks=False)
+        source_fd, source_name = self._where(source)
+        parent_fd, name = self._where(rel)
+        os.link(source_name, name, src_dir_fd=source_fd, dst_dir_fd=parent_fd, follow_symlinks=False)
         self.files.add(rel)
         self.stats["hardlinks"] += 1
 
-    def _file(self, rel: str, target: str, member: tarfile.TarInfo, archive: tarfile.TarFile) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(target, flags, 0o600)
+    def _fifo(self, rel: str, member: tarfile.TarInfo) -> None:
+        parent_fd, name = self._where(rel)
+        os.mkfifo(name, 0o600, dir_fd=parent_fd)
+        fd = self.open_entry(rel, os.O_RDONLY | O_NONBLOCK)  # a FIFO opens at once for reading without a writer
+        try:
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                raise RestoreError(
+                    f"{self.describe(rel)} is no longer the FIFO just made", "restore into a private directory"
+                )
+            self._attributes(fd, member)
+        finally:
+            os.close(fd)
+        self.stats["other"] += 1
+
+    def _file(self, rel: str, member: tarfile.TarInfo, archive: tarfile.TarFile) -> None:
+        fd = self.open_entry(rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         holes = _attrs.from_pax(member.pax_headers)[1]
         with open(fd, "wb", buffering=0) as out:
             sink = out if holes is None else _attrs.SparseWriter(out, holes, member.size)
@@ -547,21 +645,9 @@ class _Extractor:
             shutil.copyfileobj(source, out, COPY_CHUNK)
         return True
 
-    def _attributes(self, target, member: tarfile.TarInfo) -> None:
-        """Ownership first (chown clears set-id bits), then mode, then mtime; never through a symlink.
-
-        ``target`` is an open descriptor, or a path this extraction created
-        itself (so only a symlink member's path is a symlink).
-        """
-        mtime = _mtime_ns(member)
-        if isinstance(target, int):
-            self._fd_attributes(target, member.uid, member.gid, member.mode, mtime)
-            return
-        if self.keep_ownership:
-            os.chown(target, member.uid, member.gid, follow_symlinks=False)
-        if not member.issym():
-            os.chmod(target, member.mode & 0o7777)  # Linux has no lchmod; target is not a symlink
-        os.utime(target, ns=(mtime, mtime), follow_symlinks=False)
+    def _attributes(self, fd: int, member: tarfile.TarInfo) -> None:
+        """Ownership first (chown clears set-id bits), then mode, then mtime, on the open entry itself."""
+        self._fd_attributes(fd, member.uid, member.gid, member.mode, _mtime_ns(member))
 
     def _fd_attributes(self, fd: int, uid: int, gid: int, mode: int, mtime_ns: int) -> None:
         """Ownership (when kept), mode and mtime of an open file, in that order."""
@@ -570,37 +656,69 @@ class _Extractor:
         os.fchmod(fd, mode & 0o7777)
         os.utime(fd, ns=(mtime_ns, mtime_ns))
 
+    def _check_in_place(self) -> None:
+        """Every directory made is still where it was made (a swap is refused, not written through)."""
+        for rel in sorted(self.identity, key=lambda name: (name.count("/"), name)):
+            if not rel:
+                continue
+            parent_fd, name = self._where(rel)
+            try:
+                info = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+            except OSError as exc:
+                raise self._replaced(rel, exc.strerror)
+            if (info.st_dev, info.st_ino) != self.identity[rel]:
+                raise self._replaced(rel, "a %s is there now" % safefs.kind_of(info.st_mode))
+
     def finish(self) -> None:
+        self._check_in_place()
         for rel, xattrs, is_link in self.xattrs:
-            _attrs.apply_xattrs(self.target(rel.split("/")), xattrs, is_link)
+            # the parent by its descriptor (/proc/self/fd/N), the entry itself never followed
+            parent_fd, name = self._where(rel)
+            _attrs.apply_xattrs("%s/%d/%s" % (safefs.PROC_FD, parent_fd, name), xattrs, is_link, self.describe(rel))
         for rel in sorted(self.dirs, key=lambda name: (name.count("/"), name), reverse=True):
             member = self.dirs[rel]
-            path = self.target(rel.split("/")) if rel else self.root
+            fd = self.dir_fd(rel)
             if member is not None:
-                self._attributes(path, member)
-                _attrs.apply_xattrs(path, _attrs.from_pax(member.pax_headers)[0])
+                self._attributes(fd, member)
+                _attrs.apply_xattrs(fd, _attrs.from_pax(member.pax_headers)[0], shown=self.describe(rel))
             if self.fsync:
-                fsync_dir(path)
+                os.fsync(fd)
 
 
-def _prepare_destination(dest_dir: str) -> str:
+def open_destination(dest_dir: str) -> tuple[str, int]:
+    """The new (or empty) extraction directory ``dest_dir``, made 0700 when missing, and its descriptor.
+
+    Its parent is the caller's (a path the restore pinned, or the operator's); ``dest_dir`` itself is never a link.
+    """
     root = os.path.abspath(dest_dir)
-    if os.path.islink(root):
-        raise RestoreError(f"the extraction directory {dest_dir} is a symlink", "give a real, new directory")
-    if os.path.isdir(root):
-        if os.listdir(root):
-            raise RestoreError(
-                f"the extraction directory {dest_dir} is not empty",
-                "extract into a new or empty directory; nothing was written",
-            )
-        return root
-    if os.path.lexists(root):
-        raise RestoreError(f"{dest_dir} exists and is not a directory", "give the path of a new directory")
+    parent, name = os.path.split(root)
     try:
-        os.mkdir(root, 0o700)
+        parent_fd = os.open(parent, os.O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     except OSError as exc:
-        raise describe_os_error(exc, "creating the extraction directory", root)
-    return root
+        raise describe_os_error(exc, "opening the directory of the extraction", parent)
+    try:
+        try:
+            os.mkdir(name, 0o700, dir_fd=parent_fd)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise describe_os_error(exc, "creating the extraction directory", root)
+        try:
+            fd = os.open(name, os.O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, dir_fd=parent_fd)
+        except OSError:
+            kind = safefs.kind_of(os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode)
+            if kind == "symlink":
+                raise RestoreError(f"the extraction directory {dest_dir} is a symlink", "give a real, new directory")
+            raise RestoreError(f"{dest_dir} exists and is not a directory", "give the path of a new directory")
+    finally:
+        os.close(parent_fd)
+    if os.listdir(fd):
+        os.close(fd)
+        raise RestoreError(
+            f"the extraction directory {dest_dir} is not empty",
+            "extract into a new or empty directory; nothing was written",
+        )
+    return root, fd
 
 
 def extract_tar(
@@ -619,9 +737,9 @@ def extract_tar(
     directory and rename it into place only on success. The stream is read
     to its end, so a producer's error surfaces here.
     """
-    root = _prepare_destination(dest_dir)
+    root, root_fd = open_destination(dest_dir)
     owner = (os.geteuid() == 0) if keep_ownership is None else keep_ownership
-    extractor = _Extractor(root, owner, fsync)
+    extractor = _Extractor(root_fd, root, owner, fsync)
     try:
         with tarfile.open(fileobj=stream, mode="r|") as archive:
             for member in archive:
@@ -637,6 +755,9 @@ def extract_tar(
         raise RestoreError(f"the tar stream is damaged ({exc})", "restore from another copy")
     except OSError as exc:
         raise describe_os_error(exc, "extracting the archive", getattr(exc, "filename", None) or root)
+    finally:
+        extractor.close()
+        os.close(root_fd)
     return dict(extractor.stats)
 
 

@@ -214,17 +214,21 @@ class SparseWriter:
         os.ftruncate(self.fd, self.size)
 
 
-def apply_xattrs(path: str, xattrs: dict[str, bytes], is_link: bool = False) -> None:
-    """Set a restored entry's xattrs and ACLs on the entry itself (a symlink is never followed)."""
+def apply_xattrs(path: str | int, xattrs: dict[str, bytes], is_link: bool = False, shown: str = "") -> None:
+    """Set a restored entry's xattrs and ACLs on the entry itself (an open descriptor, or a path whose
+    last component is never followed)."""
     for name, value in xattrs.items():
         if is_link and name.startswith(("user.", "system.posix_acl")):
             continue  # Linux keeps neither on a symlink; the capture could not have read them either
         try:
-            os.setxattr(path, name, value, follow_symlinks=False)
+            if isinstance(path, int):
+                os.setxattr(path, name, value)
+            else:
+                os.setxattr(path, name, value, follow_symlinks=False)
         except OSError as exc:
             what = "ACL" if name.startswith("system.posix_acl") else "extended attribute %s" % name
             raise RestoreError(
-                "cannot restore the %s of %s (%s)" % (what, path, exc.strerror),
+                "cannot restore the %s of %s (%s)" % (what, shown or path, exc.strerror),
                 "restore onto a filesystem that keeps extended attributes and ACLs (ext4, xfs, btrfs), as root "
                 "for trusted. and security. attributes; dropping an ACL could widen access, so nothing was placed",
             )
