@@ -162,11 +162,9 @@ manifest:
   sample: {node: node1, epoch: 20261122T023000Z, artifacts: 1, size: 272629760}
 """
 
-import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.assets.registry import asset_type
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
     AGE_IDENTITY_OPTIONS,
     EPOCH_OPTIONS,
@@ -177,43 +175,25 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import RestoreError
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import load_identities
-from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import restore_epoch
-from ansible_collections.nodekeep.backup.plugins.module_utils.ops.pitr import restore_point_in_time
-from ansible_collections.nodekeep.backup.plugins.module_utils.storage import segments
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import plan_restore, restore_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.pitr import plan_point_in_time, restore_point_in_time
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import (
     check_known_latest,
-    load_manifest,
-    resolve_epoch,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
 
 
 def _plan(repository, params):
-    """Check mode: verify the signature and list targets without writing."""
-    epoch = resolve_epoch(repository, params["node"], params["epoch"])
-    manifest = load_manifest(repository, params["node"], epoch, params["public_key"])
-    wanted = params["artifacts"] or [a.name for a in manifest.artifacts]
-    planned = []
-    for name in wanted:
-        artifact = manifest.artifact(name)
-        target = asset_type(artifact.asset_type).staging_path(artifact, params["dest"])
-        if os.path.lexists(target) and not params["force"]:
-            raise RestoreError(
-                "the restore target %s already exists" % target,
-                "restore into an empty staging path or set force: true",
-            )
-        planned.append(
-            {
-                "name": name,
-                "asset_type": artifact.asset_type,
-                "path": target,
-                "source_path": artifact.source.get("path"),
-                "size": artifact.content_size,
-                "sha256": artifact.content_sha256,
-                "checks": {},
-            }
-        )
-    return {"changed": True, "epoch": epoch, "artifacts": planned, "manifest": manifest.summary()}
+    """Check mode: verify the signature and walk every target as the real run does (no link followed), writing nothing."""
+    return plan_restore(
+        repository,
+        params["node"],
+        params["epoch"],
+        params["public_key"],
+        params["dest"],
+        artifacts=params["artifacts"] or None,
+        force=params["force"],
+    )
 
 
 def _point_in_time(module, repository, params):
@@ -224,14 +204,16 @@ def _point_in_time(module, repository, params):
             "set artifacts (nodekeep_restore_assets) to the one SQLite asset to restore",
         )
     if module.check_mode:
-        when = None if params["point_in_time"] == "latest" else segments.parse_time(params["point_in_time"])
-        chain = segments.find_chain(repository, params["node"], names[0], params["public_key"], when)
-        return {
-            "changed": True,
-            "epoch": chain.epoch,
-            "source": "chain" if chain.records else "epoch",
-            "chain": {"segments": len(chain.records)},
-        }
+        return plan_point_in_time(
+            repository,
+            params["node"],
+            names[0],
+            params["public_key"],
+            point_in_time=params["point_in_time"],
+            dest=params["output"] or "",
+            target_root=params["dest"] or "",
+            force=params["force"],
+        )
     report = restore_point_in_time(
         repository,
         params["node"],

@@ -387,28 +387,79 @@ def restore_epoch(
         )
     epoch = resolve_epoch(repository, node, epoch)
     manifest = load_manifest(repository, node, epoch, public_key)
-    wanted = list(artifacts) if artifacts else [a.name for a in manifest.artifacts]
-    selected = [manifest.artifact(name) for name in wanted]
-    remedy = (
-        "remove the link, or set nodekeep_restore_to to a real directory (no symlink at any level); "
-        "a restore never reads or writes through a link it did not create"
-    )
-    with safefs.Jail(target_root, RestoreError, remedy) as jail:
+    with safefs.Jail(target_root, RestoreError, JAIL_REMEDY) as jail:
         # Refuse before writing anything when a target exists or a link is in the way: nothing is half restored.
-        planned = []
-        for artifact in selected:
-            kind = asset_type(artifact.asset_type)
-            target = jail.inside(kind.staging_path(artifact, target_root))
-            if jail.check(target) and not force:
-                raise RepositoryError(
-                    "the restore target %s already exists" % target,
-                    "restore into an empty staging path (nodekeep_restore_to) or set force: true "
-                    "(the existing data is kept beside it as .nodekeep-replaced-<time>)",
-                )
-            planned.append((artifact, kind, target))
+        planned = _planned_targets(jail, manifest, target_root, artifacts, force)
         restored = [_restore_artifact(repository, node, epoch, artifact, kind, target, identities, force, check, jail)
                     for artifact, kind, target in planned]  # fmt: skip
     return {"node": node, "epoch": epoch, "target": target_root, "artifacts": restored, "manifest": manifest.summary()}
+
+
+JAIL_REMEDY = (
+    "remove the link, or set nodekeep_restore_to to a real directory (no symlink at any level); "
+    "a restore never reads or writes through a link it did not create"
+)
+
+
+def _planned_targets(jail, manifest: Manifest, target_root: str, artifacts, force: bool) -> list:
+    """(artifact, asset type, staging target) of each wanted artifact; refuses a link on the way or a taken target.
+
+    The staging path is walked from ``/`` one directory at a time without following anything (the jail):
+    the same walk in check mode and for real, so check mode never says "would restore" where the real run refuses.
+    """
+    wanted = list(artifacts) if artifacts else [a.name for a in manifest.artifacts]
+    planned = []
+    for artifact in [manifest.artifact(name) for name in wanted]:
+        kind = asset_type(artifact.asset_type)
+        target = jail.inside(kind.staging_path(artifact, target_root))
+        if jail.check(target) and not force:
+            raise RepositoryError(
+                "the restore target %s already exists" % target,
+                "restore into an empty staging path (nodekeep_restore_to) or set force: true "
+                "(the existing data is kept beside it as .nodekeep-replaced-<time>)",
+            )
+        planned.append((artifact, kind, target))
+    return planned
+
+
+def plan_restore(
+    repository: Repository,
+    node: str,
+    epoch: str,
+    public_key: str,
+    target_root: str,
+    artifacts: Iterable[str] | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Check mode of ``restore_epoch``: the signature checked and every target walked as for real, nothing written."""
+    if not target_root or not os.path.isabs(target_root):
+        raise RepositoryError(
+            "the restore target %r is not an absolute path" % (target_root,),
+            "set nodekeep_restore_to to an absolute staging directory",
+        )
+    epoch = resolve_epoch(repository, node, epoch)
+    manifest = load_manifest(repository, node, epoch, public_key)
+    with safefs.Jail(target_root, RestoreError, JAIL_REMEDY) as jail:
+        planned = _planned_targets(jail, manifest, target_root, artifacts, force)
+    return {
+        "changed": True,
+        "node": node,
+        "epoch": epoch,
+        "target": target_root,
+        "artifacts": [
+            {
+                "name": artifact.name,
+                "asset_type": artifact.asset_type,
+                "path": target,
+                "source_path": artifact.source.get("path"),
+                "size": artifact.content_size,
+                "sha256": artifact.content_sha256,
+                "checks": {},
+            }
+            for artifact, _kind, target in planned
+        ],
+        "manifest": manifest.summary(),
+    }
 
 
 def _restore_artifact(

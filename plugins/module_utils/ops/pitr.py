@@ -38,6 +38,58 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.storage.segments i
     timestamp,
 )
 
+PITR_REMEDY = (
+    "remove the link, or restore to a real directory (no symlink at any level); "
+    "a restore never reads or writes through a link it did not create"
+)
+
+
+def _final_target(artifact, dest: str, target_root: str) -> tuple[str, str]:
+    """Where the rebuilt database goes, and the jail root walked to it."""
+    if dest:
+        final = os.path.abspath(dest)
+        return final, os.path.dirname(final)
+    if not target_root or not os.path.isabs(target_root):
+        raise RepositoryError(
+            "the restore target %r is not an absolute path" % (target_root,),
+            "set nodekeep_restore_to (a staging directory) or dest (a file)",
+        )
+    return asset_type("sqlite").staging_path(artifact, target_root), target_root
+
+
+def _refuse_taken(jail, final: str, force: bool) -> None:
+    if jail.check(final) and not force:
+        raise RepositoryError(
+            "the restore target %s already exists" % final,
+            "restore to a new file or set force: true (the existing file is kept beside it)",
+        )
+
+
+def plan_point_in_time(
+    repository,
+    node: str,
+    asset: str,
+    public_key: str,
+    point_in_time: str = "latest",
+    dest: str = "",
+    target_root: str = "",
+    force: bool = False,
+) -> dict[str, Any]:
+    """Check mode of ``restore_point_in_time``: the chain found and the target walked as for real (no link followed)."""
+    when = None if point_in_time in (None, "", "latest") else parse_time(point_in_time)
+    chain = find_chain(repository, node, asset, public_key, when)
+    manifest = load_manifest(repository, node, chain.epoch, public_key)
+    final, root = _final_target(manifest.artifact(asset), dest, target_root)
+    with safefs.Jail(root, RestoreError, PITR_REMEDY) as jail:
+        _refuse_taken(jail, final, force)
+    return {
+        "changed": True,
+        "epoch": chain.epoch,
+        "source": "chain" if chain.records else "epoch",
+        "chain": {"segments": len(chain.records)},
+        "path": final,
+    }
+
 
 def restore_point_in_time(
     repository,
@@ -62,26 +114,9 @@ def restore_point_in_time(
     when = None if point_in_time in (None, "", "latest") else parse_time(point_in_time)
     chain = find_chain(repository, node, asset, public_key, when)
     manifest = load_manifest(repository, node, chain.epoch, public_key)
-    artifact = manifest.artifact(asset)
-    if dest:
-        final = os.path.abspath(dest)
-    else:
-        if not target_root or not os.path.isabs(target_root):
-            raise RepositoryError(
-                "the restore target %r is not an absolute path" % (target_root,),
-                "set nodekeep_restore_to (a staging directory) or dest (a file)",
-            )
-        final = asset_type("sqlite").staging_path(artifact, target_root)
-    remedy = (
-        "remove the link, or restore to a real directory (no symlink at any level); "
-        "a restore never reads or writes through a link it did not create"
-    )
-    with safefs.Jail(os.path.dirname(final) if dest else target_root, RestoreError, remedy) as jail:
-        if jail.check(final) and not force:
-            raise RepositoryError(
-                "the restore target %s already exists" % final,
-                "restore to a new file or set force: true (the existing file is kept beside it)",
-            )
+    final, root = _final_target(manifest.artifact(asset), dest, target_root)
+    with safefs.Jail(root, RestoreError, PITR_REMEDY) as jail:
+        _refuse_taken(jail, final, force)
         place = jail.anchor(final)  # the checked directory, pinned: later steps cannot be redirected
         name = ".%s.nodekeep-%s" % (os.path.basename(final), os.urandom(4).hex())
         try:

@@ -142,3 +142,71 @@ def test_missing_directories_above_the_staging_root_are_made(node, live_db, sqli
     result = restore(node, age_key, dest, tmp_path)
     assert not result.get("failed"), result
     assert staged(dest, live_db.path).is_file()
+
+
+def test_check_mode_walks_the_staging_path_as_the_real_run_does(node, live_db, sqlite_epoch, age_key, tmp_path):
+    """Check mode never follows a link either: a planted directory link is refused, not planned through.
+
+    Before, check mode tested only the final name with lexists (the kernel followed every link above it),
+    so it said "would restore" into the link's target where the real run refuses.
+    """
+    outside = tmp_path / "outside"
+    levels = Path(str(live_db.path).lstrip("/")).parent.parts
+    for depth in (1, len(levels)):
+        dest = tmp_path / ("staging-%d" % depth)
+        link = dest.joinpath(*levels[:depth])
+        aim = outside / str(depth)
+        aim.mkdir(parents=True)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(aim, link)
+        for force in (False, True):
+            result = module(
+                "epoch_restore",
+                {
+                    "repository": node.repository.root,
+                    "node": node.name,
+                    "public_key": node.public_line,
+                    "identity_files": [str(age_key.identity_path)],
+                    "dest": str(dest),
+                    "force": force,
+                },
+                tmp_path / "args",
+                check_mode=True,
+            )
+            refused(result, link)
+    # A dangling link as the final name is a taken target in check mode as for real (lstat, not followed).
+    dest = tmp_path / "staging-dangling"
+    target = staged(dest, live_db.path)
+    target.parent.mkdir(parents=True)
+    os.symlink(tmp_path / "nowhere", target)
+    args = {
+        "repository": node.repository.root,
+        "node": node.name,
+        "public_key": node.public_line,
+        "identity_files": [str(age_key.identity_path)],
+        "dest": str(dest),
+    }
+    planned = module("epoch_restore", args, tmp_path / "args", check_mode=True)
+    assert planned.get("failed") and "already exists" in planned["msg"], planned
+    assert [p for p in outside.rglob("*") if not p.is_dir()] == []  # nothing was written through a link
+
+
+def test_point_in_time_check_mode_refuses_a_link_to_the_output(node, live_db, sqlite_epoch, age_key, tmp_path):
+    """A point-in-time restore's check mode walks its output's directory too (it checked nothing before)."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    link = tmp_path / "out"
+    os.symlink(outside, link)
+    args = {
+        "repository": node.repository.root,
+        "node": node.name,
+        "public_key": node.public_line,
+        "identity_files": [str(age_key.identity_path)],
+        "artifacts": ["app-db"],
+        "point_in_time": "latest",
+        "output": str(link / "restored.db"),
+    }
+    for check_mode in (True, False):
+        result = module("epoch_restore", args, tmp_path / "args", check_mode=check_mode)
+        refused(result, link)
+    assert list(outside.iterdir()) == []
