@@ -16,6 +16,9 @@ description:
     public key from the controller, then streams each artifact through age and zstd into a temporary file
     beside its staging target, compares size and both SHA-256 checksums with the manifest, runs the asset's
     own check (C(PRAGMA integrity_check) for SQLite), and only then links it into place.
+  - A SQLite epoch whose manifest records a passed C(PRAGMA integrity_check) of its captured copy (C(check) V(integrity))
+    is not checked again, because the restored file's SHA-256 equals that copy's and proves the same bytes; its
+    C(checks.integrity_proven) says where the check ran. An epoch captured with C(quick_check) gets the full check here.
   - Each asset lands at O(dest) followed by its original absolute path, for example
     C(/srv/staging/node1/var/lib/animica/node/animica.db).
   - Nothing live is touched. Putting restored data into production is the separate cutover step

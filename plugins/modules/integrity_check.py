@@ -17,8 +17,9 @@ description:
     signature does not verify.
   - Checks the size and SHA-256 of every artifact (or the ones named in O(artifacts)) against the manifest.
   - With O(deep=true), decrypts and decompresses each artifact into private scratch space in the same pass,
-    compares the content checksum, and runs the asset's own check (C(PRAGMA integrity_check) for SQLite),
-    then removes the scratch copy.
+    compares the content checksum, and runs the asset's own check (C(PRAGMA integrity_check) for SQLite,
+    unless the manifest records it passed on the captured copy, which the matching SHA-256 then proves, said in
+    C(checks.integrity_proven)), then removes the scratch copy.
   - With O(targets), verifies the same epoch in the local repository and in each off-site copy and reports
     per copy (RV(copies)).
   - With O(subset=N/T), a rolling verification. It checks every signature of every complete epoch, and the share of

@@ -6,6 +6,7 @@ import subprocess
 
 import pytest
 
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import sqlite as sqlite_utils
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import IntegrityError
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import backup_epoch
@@ -70,3 +71,65 @@ def test_a_sound_database_records_the_check_that_ran_beside_the_seal(live_db, re
     (artifact,) = manifest.artifacts
     assert artifact.source["integrity"] == "ok"
     assert artifact.source["check_seconds"] > 0
+
+
+# --------------------------------------------------------------------------
+# the check policy (issue 14): integrity_check in parallel per table, recorded; restore proves by SHA-256
+# --------------------------------------------------------------------------
+
+
+def _index_damaged_db(path) -> None:
+    """Two tables; the index t_v no longer matches its rows (its recorded definition names another column):
+    quick_check passes, only the index-against-rows part of integrity_check finds it."""
+    script = (
+        "CREATE TABLE a(id INTEGER PRIMARY KEY, x TEXT); CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, w TEXT);"
+        "CREATE INDEX t_v ON t(v); INSERT INTO a(x) SELECT hex(randomblob(50)) FROM generate_series(1, 300);"
+        "INSERT INTO t(v, w) SELECT 'v' || value, 'w' || value FROM generate_series(1, 300);"
+        "PRAGMA writable_schema=ON; UPDATE sqlite_schema SET sql = 'CREATE INDEX t_v ON t(w)' WHERE name = 't_v';"
+    )
+    subprocess.run(["sqlite3", str(path), script], check=True, capture_output=True)
+    quick = subprocess.run(["sqlite3", str(path), "PRAGMA quick_check;"], check=True, capture_output=True, text=True)
+    assert quick.stdout.strip() == "ok"
+
+
+@pytest.fixture
+def two_cores(monkeypatch):
+    """The parallel check whatever this host has (its result must not depend on the cores)."""
+    monkeypatch.setattr(sqlite_utils, "_cores", lambda: 2)
+
+
+def test_the_parallel_integrity_check_finds_what_quick_check_misses(tmp_path, node, two_cores):
+    db = tmp_path / "index.db"
+    _index_damaged_db(db)
+    with pytest.raises(IntegrityError) as raised:
+        node.backup([node.sqlite_asset(db, name="db")])
+    assert "missing from index t_v" in raised.value.message, raised.value.message
+    assert 'integrity_check("t")' in raised.value.message  # names the part that failed
+    # The same database with check: quick is backed up, and says only what ran ...
+    manifest = node.backup([node.sqlite_asset(db, name="db", check="quick")])
+    source = manifest.artifact("db").source
+    assert (source["check"], source["integrity"], source["check_how"]) == ("quick", "ok", "PRAGMA quick_check")
+    # ... so its restore runs the full check, which fails: nothing is claimed that did not run.
+    with pytest.raises(IntegrityError) as restored:
+        node.restore(tmp_path / "restore", epoch=manifest.epoch)
+    assert "missing from index t_v" in restored.value.message
+
+
+def test_the_check_that_ran_is_recorded_and_the_restore_proves_it_by_sha256(tmp_path, node, live_db, two_cores,
+                                                                             monkeypatch):  # fmt: skip
+    subprocess.run(["sqlite3", str(live_db.path), "CREATE TABLE other(x); INSERT INTO other VALUES (1);"], check=True)
+    manifest = node.backup([node.sqlite_asset(live_db.path, name="db")])
+    source = manifest.artifact("db").source
+    assert source["check"] == "integrity" and source["integrity"] == "ok"
+    assert source["check_how"].startswith("PRAGMA integrity_check in parallel on 2 read connections"), source
+    assert "of each of its 2 tables" in source["check_how"]
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the restore re-ran a check the capture proved")
+
+    monkeypatch.setattr(sqlite_utils, "run_check", must_not_run)
+    report = node.restore(tmp_path / "restore", epoch=manifest.epoch)
+    checks = report["artifacts"][0]["checks"]
+    assert checks["integrity"] == "ok"
+    assert checks["integrity_proven"].startswith("at backup (PRAGMA integrity_check in parallel"), checks
+    assert checks["page_count"] == source["page_count"]

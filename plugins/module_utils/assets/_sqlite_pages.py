@@ -255,6 +255,35 @@ class PageCapture:
         self.load_base(self.page_size)
         return self.base_epoch is None
 
+    def _store_changed(self, builder, view, page: int, known: int, fresh: bytes, old: bytes, pack_of, slot_of) -> int:
+        """Pack the pages of one scanned chunk (``view``, from page index ``page``) whose digest differs from
+        the base's (the first ``known`` have one); consecutive ones go into a pack in one piece. The count."""
+        page_size = self.page_size
+        pages = len(view) // page_size
+        longest = max(1, builder.size // page_size)
+
+        def same(number: int) -> bool:
+            return number < known and fresh[number * 16 : number * 16 + 16] == old[number * 16 : number * 16 + 16]
+
+        stored = 0
+        number = 0
+        while number < pages:
+            if same(number):
+                number += 1
+                continue
+            end = number + 1
+            while end < pages and end - number < longest and not same(end):
+                end += 1
+            count = end - number
+            pack, offset = builder.add(view[number * page_size : end * page_size])
+            slot = offset // page_size
+            first = page + number
+            pack_of[first : first + count] = array("i", [-(pack + 1)]) * count
+            slot_of[first : first + count] = array("I", range(slot, slot + count))
+            stored += count
+            number = end
+        return stored
+
     def run(self, map_path: str, digests_path: str) -> dict[str, Any]:
         began = time.monotonic()
         page_size = self.page_size
@@ -273,11 +302,10 @@ class PageCapture:
             for first, count, pack, offset in self.base_runs:
                 if first > page_count:
                     continue
+                count = min(count, page_count - first + 1)
                 slot = offset // page_size
-                for page in range(first - 1, min(first - 1 + count, page_count)):
-                    pack_of[page] = pack
-                    slot_of[page] = slot
-                    slot += 1
+                pack_of[first - 1 : first - 1 + count] = array("i", [pack]) * count
+                slot_of[first - 1 : first - 1 + count] = array("I", range(slot, slot + count))
         builder = _pieces.PackBuilder(self.writer)
         mac = _pieces.page_mac(self.key)
         whole = hashlib.sha256()
@@ -301,18 +329,10 @@ class PageCapture:
                     view = memoryview(chunk)
                     pages = len(chunk) // page_size
                     old = base_digests.read(pages * 16) if base_digests is not None else b""
-                    fresh = bytearray()
-                    for number in range(pages):
-                        data = view[number * page_size : (number + 1) * page_size]
-                        digest = mac(data)
-                        fresh += digest
-                        index = page + number
-                        if index < base_count and old[number * 16 : number * 16 + 16] == digest:
-                            continue
-                        pack, offset = builder.add(data)
-                        pack_of[index] = -(pack + 1)
-                        slot_of[index] = offset // page_size
-                        changed += 1
+                    fresh = b"".join([mac(view[n * page_size : (n + 1) * page_size]) for n in range(pages)])
+                    known = max(0, min(pages, base_count - page))  # pages of this chunk the base has
+                    if known < pages or fresh != old:
+                        changed += self._store_changed(builder, view, page, known, fresh, old, pack_of, slot_of)
                     digests_out.write(fresh)
                     digests_hash.update(fresh)
                     page += pages

@@ -89,13 +89,14 @@ class _CheckThread(threading.Thread):
         self.check = check
         self.source = source
         self.outcome: str | None = None
+        self.how = ""
         self.error: BaseException | None = None
         self.seconds = 0.0
 
     def run(self) -> None:
         began = time.monotonic()
         try:
-            self.outcome = sqlite_utils.run_check(
+            self.outcome, self.how = sqlite_utils.check_database(
                 self.path,
                 self.check,
                 label="the snapshot of %s" % self.source,
@@ -110,7 +111,7 @@ class _CheckThread(threading.Thread):
         self.join()
         if self.error is not None:
             raise self.error
-        return {"integrity": self.outcome, "check_seconds": self.seconds}
+        return {"integrity": self.outcome, "check_how": self.how, "check_seconds": self.seconds}
 
 
 class SqliteAssetType(FileAssetType):
@@ -179,13 +180,18 @@ class SqliteAssetType(FileAssetType):
             yield Staged(staged.path, handle, complete=lambda: _attrs.apply_owner(handle.fileno(), owner))
 
     def deep_check(self, path: str, artifact: Artifact, check: str = "integrity") -> dict[str, Any]:
+        """The restored database's check. The engine calls it only after the restored bytes were proven
+        equal to the captured copy's (the SHA-256 the signed manifest records, or the rebuilt file's in a
+        checked page map); when that copy passed ``PRAGMA integrity_check`` at backup, the same bytes pass
+        it again: the check is not re-run and the result says where it ran (``integrity_proven``)."""
         sqlite_utils.check_is_database(path, role="restored")
+        proof = checked_at_capture(artifact) if check in ("integrity", "quick") else ""
         # The restored file's write-back runs while the check reads it (restore_into fsyncs it again,
         # cheaply, before linking it into place).
         syncer = threading.Thread(target=_fsync_path, args=(path,), name="nodekeep-fsync", daemon=True)
         syncer.start()
         try:
-            result = sqlite_utils.run_check(path, check)
+            result = "ok" if proof else sqlite_utils.run_check(path, check)
         finally:
             syncer.join()
         facts = sqlite_utils.database_facts(path)
@@ -195,7 +201,23 @@ class SqliteAssetType(FileAssetType):
                 "the restored database %s has %d pages, the manifest says %s" % (path, facts["page_count"], expected),
                 "the artifact does not match its manifest; restore another epoch",
             )
-        return {"integrity": result, "page_count": facts["page_count"]}
+        checks = {"integrity": result, "page_count": facts["page_count"]}
+        if proof:
+            checks["integrity_proven"] = proof
+        return checks
+
+
+def checked_at_capture(artifact: Artifact) -> str:
+    """Where a full ``PRAGMA integrity_check`` of an epoch's captured copy is recorded ('' when none is):
+    the signed manifest says the check ``integrity`` ran on the copy and its result was ``ok``."""
+    source = artifact.source or {}
+    if source.get("check") != "integrity" or source.get("integrity") != "ok":
+        return ""
+    how = str(source.get("check_how") or "PRAGMA integrity_check")
+    return (
+        "at backup (%s) on the captured copy; the restored file's SHA-256 equals that copy's, as the signed "
+        "manifest records it" % how
+    )
 
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -329,24 +351,119 @@ def run_check(path: str, check: str = "integrity", label: str = "", remedy: str 
 
     ``label`` names the database in messages (default: its path), ``remedy`` says what to do.
     """
+    return check_database(path, check, label, remedy)[0]
+
+
+#: at most this many read connections run one integrity check in parallel (never more than the cores)
+MAX_CHECK_WORKERS = 4
+
+
+def check_database(path: str, check: str = "integrity", label: str = "", remedy: str = "") -> tuple[str, str]:
+    """(result, how) of the check of a private copy: 'ok' (or 'skipped' for ``none``) and the words
+    of what ran, for the manifest's ``check_how``; a failed check raises ``IntegrityError``.
+
+    ``integrity`` with two or more tables on a host with two or more cores runs in parallel, on
+    separate read connections: ``PRAGMA quick_check`` of the whole file (every b-tree's structure,
+    the freelist, no page used twice or never) and ``PRAGMA integrity_check(TABLE)`` of each table
+    (its b-trees and its indexes against its rows, NOT NULL, CHECK, UNIQUE). Together they run
+    every test a whole-file ``PRAGMA integrity_check`` runs.
+    """
     _require()
     if check == "none":
-        return "skipped"
+        return "skipped", "none"
     if check not in CHECKS:
         raise CaptureError("unknown check %r" % check, "use one of: %s" % ", ".join(CHECKS))
-    pragma = "integrity_check" if check == "integrity" else "quick_check"
     label = label or path
     remedy = remedy or "the database is damaged; do not restore it"
+    if check == "quick":
+        _run_pragma(path, "quick_check", label, remedy)
+        return "ok", "PRAGMA quick_check"
+    tables = _checked_tables(path, label, remedy)
+    workers = min(MAX_CHECK_WORKERS, _cores(), len(tables) + 1)
+    if workers < 2 or len(tables) < 2:
+        _run_pragma(path, "integrity_check", label, remedy)
+        return "ok", "PRAGMA integrity_check"
+    parts = ["quick_check"] + ['integrity_check("%s")' % name.replace('"', '""') for name in tables]
+    failures = _run_in_parallel(path, parts, workers, label, remedy)
+    if failures:
+        raise IntegrityError("PRAGMA integrity_check of %s failed: %s" % (label, "; ".join(failures[:5])), remedy)
+    return "ok", (
+        "PRAGMA integrity_check in parallel on %d read connections: quick_check of the whole file and "
+        "integrity_check(table) of each of its %d tables" % (workers, len(tables))
+    )
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _checked_tables(path: str, label: str, remedy: str) -> list[str]:
+    """The tables with b-trees (virtual tables have none), the largest root page first (often the oldest)."""
     connection = _open_private(path)
     try:
-        rows = [str(r[0]) for r in connection.execute("PRAGMA %s" % pragma)]
+        return [
+            str(row[0])
+            for row in connection.execute(
+                "SELECT name FROM sqlite_schema WHERE type = 'table' AND rootpage > 0 ORDER BY rootpage"
+            )
+        ]
+    except apsw.Error as exc:
+        raise IntegrityError("the schema of %s could not be read (%s)" % (label, exc), remedy)
+    finally:
+        connection.close()
+
+
+def _run_pragma(path: str, pragma: str, label: str, remedy: str) -> None:
+    rows = _pragma_rows(path, pragma, label, remedy)
+    if rows != ["ok"]:
+        raise IntegrityError("PRAGMA %s of %s failed: %s" % (pragma, label, "; ".join(rows[:5])), remedy)
+
+
+def _pragma_rows(path: str, pragma: str, label: str, remedy: str) -> list[str]:
+    connection = _open_private(path)
+    try:
+        return [str(r[0]) for r in connection.execute("PRAGMA %s" % pragma)]
     except apsw.Error as exc:
         raise IntegrityError("PRAGMA %s of %s could not run (%s)" % (pragma, label, exc), remedy)
     finally:
         connection.close()
-    if rows != ["ok"]:
-        raise IntegrityError("PRAGMA %s of %s failed: %s" % (pragma, label, "; ".join(rows[:5])), remedy)
-    return "ok"
+
+
+def _run_in_parallel(path: str, parts: list[str], workers: int, label: str, remedy: str) -> list[str]:
+    """Run each PRAGMA of ``parts`` on its own read connection, ``workers`` at a time (apsw releases the
+    GIL while SQLite works); the failed rows, each after its PRAGMA. The first failure stops new parts."""
+    pending = list(reversed(parts))
+    failures: list[str] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                if not pending or failures or errors:
+                    return
+                part = pending.pop()
+            try:
+                rows = _pragma_rows(path, part, label, remedy)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                with lock:
+                    errors.append(exc)
+                return
+            if rows != ["ok"]:
+                with lock:
+                    failures.extend("%s: %s" % (part, row) for row in rows[:5])
+
+    threads = [threading.Thread(target=work, name="nodekeep-sqlite-check-%d" % n, daemon=True) for n in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return failures
 
 
 def database_facts(path: str) -> dict:
@@ -447,7 +564,40 @@ def _copy_database(
     for a transient copy that is read once and deleted (the scratch copy that
     the seal pipeline streams: its artifact is what gets fsynced, and plaintext
     that never reaches the disk is better than plaintext that does).
+
+    The steps: ``_check_copy_request``, ``_pinned_source`` (one read snapshot of the source),
+    ``_private_destination`` (the temporary file, 0600, no journal), ``_online_backup``,
+    ``_finish_copy`` (check, facts, fsync, link).
     """
+    temp = _check_copy_request(src, dest, pages_per_step)
+    started = time.monotonic()
+    try:
+        with _pinned_source(src, busy_timeout_ms) as (source, snapshot_at):
+            destination = _private_destination(temp)
+            try:
+                _online_backup(source, destination, src, dest, busy_timeout_ms, pages_per_step)
+            finally:
+                destination.close()
+        copy_seconds = time.monotonic() - started
+        facts = _finish_copy(temp, dest, check, durable)
+    finally:
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                os.unlink(temp + suffix)
+    return SqliteFacts(
+        page_count=facts["page_count"],
+        page_size=facts["page_size"],
+        journal_mode=facts["journal_mode"],
+        integrity=facts["integrity"],
+        sqlite_version=apsw.sqlite_lib_version(),
+        snapshot_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(snapshot_at)),
+        copy_seconds=round(copy_seconds, 3),
+        check_seconds=round(facts["check_seconds"], 3),
+    )
+
+
+def _check_copy_request(src: str, dest: str, pages_per_step: int) -> str:
+    """Refuse a source that is not a database, a bad step or an existing destination; the temporary path."""
     _require()
     check_is_database(src)
     if pages_per_step == 0 or pages_per_step < -1:
@@ -457,88 +607,88 @@ def _copy_database(
     directory = os.path.dirname(os.path.abspath(dest)) or "."
     if not os.path.isdir(directory):
         raise CaptureError("the destination directory %s does not exist" % directory, "create it first")
-    temp = os.path.join(directory, ".%s.nodekeep-%s" % (os.path.basename(dest), uuid.uuid4().hex[:8]))
-    started = time.monotonic()
+    return os.path.join(directory, ".%s.nodekeep-%s" % (os.path.basename(dest), uuid.uuid4().hex[:8]))
+
+
+@contextlib.contextmanager
+def _pinned_source(src: str, busy_timeout_ms: int):
+    """The source opened read-only with one read transaction pinned (the backup steps read from it and never
+    restart): (connection, time of the snapshot). A hot rollback journal raises ``_HotJournal``."""
     try:
+        source = apsw.Connection(src, flags=apsw.SQLITE_OPEN_READONLY)
+    except apsw.Error as exc:
+        raise CaptureError("cannot open %s: %s" % (src, exc), "check the path and that this user may read it")
+    try:
+        source.set_busy_timeout(int(busy_timeout_ms))
+        snapshot_at = time.time()
         try:
-            source = apsw.Connection(src, flags=apsw.SQLITE_OPEN_READONLY)
+            source.execute("BEGIN")
+            source.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+        except apsw.BusyError:
+            raise _busy_error(src, busy_timeout_ms)
+        except apsw.NotADBError:
+            raise CaptureError("%s is not an SQLite database" % src, "check the asset path and type")
+        except apsw.ReadOnlyError as exc:
+            if _has_hot_journal(src):
+                raise _HotJournal() from exc
+            raise CaptureError("cannot read %s: %s" % (src, exc), "check the database and retry")
         except apsw.Error as exc:
-            raise CaptureError("cannot open %s: %s" % (src, exc), "check the path and that this user may read it")
-        try:
-            source.set_busy_timeout(int(busy_timeout_ms))
-            snapshot_at = time.time()
-            try:
-                # Pin one snapshot: the backup steps read from it and never restart.
-                source.execute("BEGIN")
-                source.execute("SELECT count(*) FROM sqlite_schema").fetchone()
-            except apsw.BusyError:
-                raise _busy_error(src, busy_timeout_ms)
-            except apsw.NotADBError:
-                raise CaptureError("%s is not an SQLite database" % src, "check the asset path and type")
-            except apsw.ReadOnlyError as exc:
-                if _has_hot_journal(src):
-                    raise _HotJournal() from exc
-                raise CaptureError("cannot read %s: %s" % (src, exc), "check the database and retry")
-            except apsw.Error as exc:
-                raise CaptureError("cannot read %s: %s" % (src, exc), "check the database and retry")
-            try:
-                # Created 0600 first: SQLite would make it 0644 & ~umask, and it is plaintext.
-                os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-                destination = apsw.Connection(temp)
-                destination.execute("PRAGMA journal_mode=OFF").fetchall()
-                destination.execute("PRAGMA synchronous=OFF")
-            except OSError as exc:
-                raise describe_os_error(exc, "creating the SQLite copy", temp)
-            except apsw.Error as exc:
-                raise CaptureError("cannot create %s: %s" % (temp, exc), "check that the destination is writable")
-            try:
-                with destination.backup("main", source, "main") as backup:
-                    while not backup.done:
-                        backup.step(pages_per_step)
-            except apsw.BusyError:
-                raise _busy_error(src, busy_timeout_ms)
-            except apsw.FullError:
-                raise describe_os_error(OSError(28, "No space left on device"), "writing the SQLite copy", dest)
-            except apsw.Error as exc:
-                if "disk is full" in str(exc) or "SQLITE_FULL" in str(exc):
-                    raise describe_os_error(OSError(28, "No space left on device"), "writing the SQLite copy", dest)
-                raise CaptureError(
-                    "the online backup of %s failed: %s" % (src, exc), "retry; if it persists check the disk"
-                )
-            finally:
-                destination.close()
-        finally:
-            with contextlib.suppress(apsw.Error):
-                source.execute("ROLLBACK")
-            source.close()
-        copy_seconds = time.monotonic() - started
-        checked = time.monotonic()
-        integrity = run_check(temp, check)
-        check_seconds = time.monotonic() - checked
-        facts = database_facts(temp)
-        if durable:
-            with open(temp, "rb+") as handle:
-                os.fsync(handle.fileno())
-        try:
-            os.link(temp, dest)
-        except FileExistsError:
-            raise CaptureError("the destination %s appeared during the backup" % dest, "nothing was overwritten")
-        except OSError as exc:
-            raise describe_os_error(exc, "placing the SQLite copy", dest)
+            raise CaptureError("cannot read %s: %s" % (src, exc), "check the database and retry")
+        yield source, snapshot_at
     finally:
-        for suffix in ("", "-journal", "-wal", "-shm"):
-            with contextlib.suppress(OSError):
-                os.unlink(temp + suffix)
-    return SqliteFacts(
-        page_count=facts["page_count"],
-        page_size=facts["page_size"],
-        journal_mode=facts["journal_mode"],
-        integrity=integrity,
-        sqlite_version=apsw.sqlite_lib_version(),
-        snapshot_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(snapshot_at)),
-        copy_seconds=round(copy_seconds, 3),
-        check_seconds=round(check_seconds, 3),
-    )
+        with contextlib.suppress(apsw.Error):
+            source.execute("ROLLBACK")
+        source.close()
+
+
+def _private_destination(temp: str):
+    """The new temporary file (created 0600 first: SQLite would make it 0644 & ~umask, and it is plaintext),
+    opened without a journal and without syncs."""
+    try:
+        os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        destination = apsw.Connection(temp)
+        destination.execute("PRAGMA journal_mode=OFF").fetchall()
+        destination.execute("PRAGMA synchronous=OFF")
+    except OSError as exc:
+        raise describe_os_error(exc, "creating the SQLite copy", temp)
+    except apsw.Error as exc:
+        raise CaptureError("cannot create %s: %s" % (temp, exc), "check that the destination is writable")
+    return destination
+
+
+def _online_backup(source, destination, src: str, dest: str, busy_timeout_ms: int, pages_per_step: int) -> None:
+    """SQLite's online backup from the pinned source, ``pages_per_step`` pages at a time."""
+    try:
+        with destination.backup("main", source, "main") as backup:
+            while not backup.done:
+                backup.step(pages_per_step)
+    except apsw.BusyError:
+        raise _busy_error(src, busy_timeout_ms)
+    except apsw.FullError:
+        raise describe_os_error(OSError(28, "No space left on device"), "writing the SQLite copy", dest)
+    except apsw.Error as exc:
+        if "disk is full" in str(exc) or "SQLITE_FULL" in str(exc):
+            raise describe_os_error(OSError(28, "No space left on device"), "writing the SQLite copy", dest)
+        raise CaptureError("the online backup of %s failed: %s" % (src, exc), "retry; if it persists check the disk")
+
+
+def _finish_copy(temp: str, dest: str, check: str, durable: bool) -> dict[str, Any]:
+    """Check the finished copy, read its facts, fsync it (``durable``) and link it to ``dest``."""
+    checked = time.monotonic()
+    integrity = run_check(temp, check)
+    check_seconds = time.monotonic() - checked
+    facts = database_facts(temp)
+    if durable:
+        with open(temp, "rb+") as handle:
+            os.fsync(handle.fileno())
+    try:
+        os.link(temp, dest)
+    except FileExistsError:
+        raise CaptureError("the destination %s appeared during the backup" % dest, "nothing was overwritten")
+    except OSError as exc:
+        raise describe_os_error(exc, "placing the SQLite copy", dest)
+    facts.update(integrity=integrity, check_seconds=check_seconds)
+    return facts
 
 
 def sqlite_version() -> str | None:

@@ -298,6 +298,8 @@ def checked_how(asset_type: Any, checks: dict[str, Any] | None, check: str = "in
         pragma = "quick_check" if str(check) == "quick" else "integrity_check"
         if str(checks["integrity"]) == "skipped" or str(check) == "none":
             lines.append("SQLite check: not run (nodekeep_drill_check: none)")
+        elif checks.get("integrity_proven"):
+            lines.append("PRAGMA integrity_check: %s, %s" % (checks["integrity"], checks["integrity_proven"]))
         else:
             lines.append("PRAGMA %s: %s" % (pragma, checks["integrity"]))
         if "page_count" in checks:

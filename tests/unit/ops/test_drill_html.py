@@ -60,6 +60,13 @@ class TestCheckedHow:
             "the key derives the public key recorded in the manifest: ok"
         ]
 
+    def test_a_check_proven_at_backup_says_where_it_ran(self):
+        proven = "at backup (PRAGMA integrity_check) on the captured copy; the restored file's SHA-256 equals it"
+        lines = drill.checked_how("sqlite", {"integrity": "ok", "integrity_proven": proven, "page_count": 3})
+        assert lines[1] == "PRAGMA integrity_check: ok, " + proven
+        # asked for quick_check, the drill still names the full check the capture proved
+        assert drill.checked_how("sqlite", {"integrity": "ok", "integrity_proven": proven}, "quick")[1] == lines[1]
+
     def test_nothing_is_claimed_that_did_not_run(self):
         # a config file's restore only checks its size and checksum against the manifest
         assert drill.checked_how("config", {}) == ["size and SHA-256 compared with the signed manifest: ok"]
