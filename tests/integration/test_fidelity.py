@@ -268,6 +268,32 @@ class TestAttributesAndHoles:
         assert {"path": "report.csv", "what": "inode flags d (no dump)", "reason": "not restored"} in not_kept
 
 
+    def test_kept_by_an_incremental_that_opens_no_unchanged_file(self, node, attributed_tree, tmp_path, monkeypatch):
+        """An unchanged file is not opened by the next backup (setting an xattr or ACL, punching a hole and
+        chattr change its ctime): its xattrs, ACLs, holes and flags come from the cached entry, and the
+        incremental epoch restores them all."""
+        run("chattr", "+d", str(attributed_tree / "report.csv"))
+        before, acls = attributes(attributed_tree), acl_text(attributed_tree)
+        node.backup([asset("files", attributed_tree, tmp_path)])
+        opened = []
+        real_open = os.open
+
+        def recording_open(path, flags, *args, **kwargs):
+            if str(path).startswith(str(attributed_tree) + "/"):
+                opened.append(str(path))
+            return real_open(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", recording_open)
+        manifest = node.backup([asset("files", attributed_tree, tmp_path)])
+        monkeypatch.undo()
+        facts = manifest.artifacts[0].source
+        assert facts["objects"]["unchanged"] == facts["entries"]["files"] == 4
+        assert opened == []
+        assert {"path": "report.csv", "what": "inode flags d (no dump)", "reason": "not restored"} in facts["not_kept"]
+        node.restore(tmp_path / "staging")
+        assert_attributes_kept(staged(tmp_path / "staging", attributed_tree), attributed_tree, before, acls)
+
+
 # --------------------------------------------------------------------------
 # owner and mode of a restored SQLite database
 # --------------------------------------------------------------------------

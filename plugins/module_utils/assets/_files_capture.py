@@ -66,6 +66,34 @@ PACK_QUEUE = 16384
 READ_ATTEMPTS = 3
 
 
+def _racy_window_ns() -> int:
+    """How recent a file's ctime must be for its read to be checked by a second read ("racy", as git says).
+
+    A ``write()`` sets the file's times before its bytes land, and a store through a shared
+    mapping sets them only when a clean page is first dirtied; such a page is written back (and
+    made clean, so the next store sets the times again) within the kernel's dirty expiry plus its
+    writeback interval. A file whose ctime is older than that, plus a second for the coarse
+    clock, has no write under way that a stable ``fstat`` before and after the read would miss.
+    """
+    total = 0
+    for name, default in (("dirty_expire_centisecs", 3000), ("dirty_writeback_centisecs", 500)):
+        try:
+            with open("/proc/sys/vm/" + name) as handle:
+                value = int(handle.read().strip() or default)
+        except (OSError, ValueError):
+            value = default
+        total += max(0, value) or default
+    return (total * 10 + 1000) * 10**6
+
+
+#: files whose ctime is at most this old when they are read are read twice (the torn-read check)
+RACY_NS = _racy_window_ns()
+
+
+#: the clock racy reads are judged by (the file system's clock: wall time)
+_now_ns = time.time_ns
+
+
 class _Changed(Exception):
     """The file's content changed between hashing and sealing: read it again."""
 
@@ -103,6 +131,9 @@ class _Content:
         self.data = data
         self.path = path
         self.changed = changed
+        #: holes and inode flags, found on the descriptor of the first read
+        self.segments: list[list[int]] | None = None
+        self.flags = ""
 
     @contextlib.contextmanager
     def open(self) -> Iterator[Any]:
@@ -138,6 +169,10 @@ def _unchanged(cached: dict[str, Any] | None, info: os.stat_result, immutable: b
         and (immutable or cached.get("ctime_ns") == info.st_ctime_ns)
         and cached.get("ino") == info.st_ino
     )
+
+
+#: what an unchanged file's entry takes from the cached one (its content and its ctime-guarded attributes)
+_KEPT = ("size", "sha256", "object", "sealed_size", "sealed_sha256", "xattrs", "sparse", "not_kept")
 
 
 class _TreeCapture:
@@ -191,6 +226,7 @@ class _TreeCapture:
             "rehashed_objects": 0,
             "new_packs": 0,
             "packed_files": 0,
+            "racy": 0,
         }
         self.notes: dict[str, list[Any]] = {"changed": [], "skipped": [], "outside_links": [], "not_kept": []}
         self.changed_count = 0
@@ -335,12 +371,11 @@ class _TreeCapture:
             "mtime_ns": info.st_mtime_ns,
         }
         mode = info.st_mode
-        # xattrs and ACLs in the entry itself (sealed in the index), holes of a sparse file, what cannot be kept
-        xattrs = _attrs.read_xattrs(path, self.notes["not_kept"], rel)
-        segments = None
-        if stat.S_ISREG(mode):
-            segments = self._sparse_and_flags(rel, path, info)
-        _attrs.to_index(xattrs, segments, entry)
+        # xattrs and ACLs in the entry itself (sealed in the index), holes of a sparse file, what cannot be
+        # kept; a regular file's are found by _file (from the cache for an unchanged file, else on the
+        # descriptor it reads)
+        if not stat.S_ISREG(mode):
+            _attrs.to_index(_attrs.read_xattrs(path, self.notes["not_kept"], rel), None, entry)
         if stat.S_ISDIR(mode):
             entry["type"] = "dir"
             if rel:
@@ -368,21 +403,19 @@ class _TreeCapture:
         if self.include:
             self.emitted.add(rel)
 
-    def _sparse_and_flags(self, rel: str, path: str, info: os.stat_result) -> list[list[int]] | None:
-        """A regular file's data segments when it has holes; its chattr flags go to ``not_kept``."""
-        try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
-        except OSError:
-            return None  # vanished or unreadable: _file reports it
-        try:
-            _attrs.flags_not_kept(fd, rel, self.notes["not_kept"])
-            return _attrs.data_segments(fd, info.st_size)
-        finally:
-            os.close(fd)
+    def _probe(self, fd: int, rel: str, info: os.stat_result, content: _Content) -> None:
+        """A regular file's data segments when it has holes, and its chattr flags (``not_kept``), on its descriptor."""
+        notes = self.notes["not_kept"]
+        count = len(notes)
+        _attrs.flags_not_kept(fd, rel, notes)
+        if len(notes) > count:
+            content.flags = str(notes[-1].get("what", ""))
+        content.segments = _attrs.data_segments(fd, info.st_size)
 
     def _file(self, rel: str, path: str, info: os.stat_result, entry: dict[str, Any]) -> bool:
         key = (info.st_dev, info.st_ino)
         if info.st_nlink > 1 and key in self.links:
+            _attrs.to_index(_attrs.read_xattrs(path, self.notes["not_kept"], rel), None, entry)
             entry.update(type="hardlink", link=self.links[key])
             self.stats["hardlinks"] += 1
             return True
@@ -391,10 +424,41 @@ class _TreeCapture:
         name = cached.get("object") if cached else None
         immutable = bool(self.immutable) and any(fnmatch.fnmatchcase(os.path.basename(rel), p) for p in self.immutable)
         if (
-            _unchanged(cached, info, immutable)
+            not immutable
+            and _unchanged(cached, info)
             and name in self.existing
             and self.existing[name][0] == cached["sealed_size"]
         ):
+            # Not opened at all: setting an xattr or an ACL, punching a hole and chattr all change the
+            # ctime, so the cached entry's xattrs, holes and flags are the file's.
+            entry.update({k: cached[k] for k in _KEPT if k in cached})
+            if "offset" in cached:
+                entry["offset"] = int(cached["offset"])
+            if cached.get("not_kept"):
+                self.notes["not_kept"].append(
+                    {"path": rel, "what": str(cached["not_kept"]), "reason": "not restored"}
+                )
+            entry.update(ino=info.st_ino, ctime_ns=info.st_ctime_ns)
+            self.refs[name] = (int(cached["sealed_size"]), str(cached["sealed_sha256"]))
+            self.work["unchanged"] += 1
+        elif (
+            immutable
+            and _unchanged(cached, info, True)
+            and name in self.existing
+            and self.existing[name][0] == cached["sealed_size"]
+        ):
+            # An immutable file (RocksDB's SST and blob files) whose ctime a checkpoint's hard link
+            # changed: content from the cache, its attributes read again.
+            probe = _Content("", 0, info)
+            with contextlib.suppress(OSError):
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+                try:
+                    self._probe(fd, rel, info, probe)
+                finally:
+                    os.close(fd)
+            _attrs.to_index(_attrs.read_xattrs(path, self.notes["not_kept"], rel), probe.segments, entry)
+            if probe.flags:
+                entry["not_kept"] = probe.flags
             entry.update({k: cached[k] for k in ("size", "sha256", "object", "sealed_size", "sealed_sha256")})
             if "offset" in cached:
                 entry["offset"] = int(cached["offset"])
@@ -402,10 +466,14 @@ class _TreeCapture:
             self.refs[name] = (int(cached["sealed_size"]), str(cached["sealed_sha256"]))
             self.work["unchanged"] += 1
         else:
-            content = self._read(path)
+            content = self._read(path, rel=rel)
             if content is None:
                 self._note("skipped", {"path": rel, "reason": "vanished before it was read"})
                 return False
+            xattrs = _attrs.read_xattrs(path, self.notes["not_kept"], rel)
+            _attrs.to_index(xattrs, content.segments, entry)
+            if content.flags:
+                entry["not_kept"] = content.flags
             # A content stored as its own object (an earlier version's, or a large file) is reused by
             # name; a small one is found in, or added to, a pack.
             name = object_name(self.key, content.sha256)
@@ -414,7 +482,7 @@ class _TreeCapture:
                 try:
                     sealed = self._ensure(content)
                 except _Changed:
-                    content = self._read(path, copy=True)
+                    content = self._read(path, copy=True, rel=rel)
                     if content is None:
                         self._note("skipped", {"path": rel, "reason": "vanished before it was read"})
                         return False
@@ -559,10 +627,12 @@ class _TreeCapture:
             self.sealer.shutdown(wait=True)
             self.sealer = None
 
-    def _read(self, path: str, copy: bool = False) -> _Content | None:
-        """A stable read (size, mtime and ctime the same before and after; in memory: the same bytes read
-        twice), or a flagged copy after retries."""
+    def _read(self, path: str, copy: bool = False, rel: str | None = None) -> _Content | None:
+        """A stable read (size, mtime and ctime the same before and after; a racy file in memory: the same
+        bytes read twice), or a flagged copy after retries. With ``rel``, the first descriptor is also
+        probed for holes and inode flags (``_probe``): one open per file."""
         flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        probed: _Content | None = None
         for attempt in range(READ_ATTEMPTS + 1):
             last = copy or attempt == READ_ATTEMPTS
             try:
@@ -578,29 +648,39 @@ class _TreeCapture:
                 before = os.fstat(fd)
                 if not stat.S_ISREG(before.st_mode):
                     return None
+                if rel is not None and probed is None:
+                    probed = _Content("", 0, before)
+                    self._probe(fd, rel, before, probed)
                 self.work["read"] += 1
+                content = None
                 if last:
-                    return self._copy(handle, before)
-                if before.st_size <= SMALL_FILE:
+                    content = self._copy(handle, before)
+                elif before.st_size <= SMALL_FILE:
                     data = handle.readall()
                     after = os.fstat(fd)
                     self.work["read_bytes"] += len(data)
                     # The same stat does not prove the bytes whole: a write() under way when ``before``
-                    # was taken had set the times already (one through a mapping sets none). A second
-                    # read must return the same bytes: the rest of such a write, landed meanwhile or
-                    # landing, changes them (only a writer stalled through both reads goes unseen).
-                    if (
-                        stat_stable(before, after)
-                        and len(data) == before.st_size
-                        and os.pread(fd, len(data) + 1, 0) == data
-                    ):
-                        return _Content(hashlib.sha256(data).hexdigest(), len(data), before, data=data)
+                    # was taken had set the times already (one through a mapping sets none). For a file
+                    # changed recently enough for that to be possible ("racy": its ctime within RACY_NS),
+                    # a second read must return the same bytes: the rest of such a write, landed
+                    # meanwhile or landing, changes them (only a writer stalled through both reads goes
+                    # unseen). An older file is read once.
+                    if stat_stable(before, after) and len(data) == before.st_size:
+                        racy = before.st_ctime_ns >= _now_ns() - RACY_NS
+                        if racy:
+                            self.work["racy"] += 1
+                        if not racy or os.pread(fd, len(data) + 1, 0) == data:
+                            content = _Content(hashlib.sha256(data).hexdigest(), len(data), before, data=data)
                 else:
                     size, digest = stream_digest(handle)
                     after = os.fstat(fd)
                     self.work["read_bytes"] += size
                     if stat_stable(before, after) and size == before.st_size:
-                        return _Content(digest, size, before, path=path)
+                        content = _Content(digest, size, before, path=path)
+            if content is not None:
+                if probed is not None:
+                    content.segments, content.flags = probed.segments, probed.flags
+                return content
             self.work["retries"] += 1
             time.sleep(0.02 * (attempt + 1))
         return None  # not reached: the last attempt copies

@@ -369,6 +369,45 @@ class TestLiveWrites:
         assert (root / "table.bin").read_bytes() == b"1" * size
 
 
+class TestRacyReads:
+    def test_only_a_file_changed_within_the_racy_window_is_read_twice(self, node, files_asset, tmp_path, monkeypatch):
+        """The torn-read check (a second read of the same bytes) is paid only for "racy" files, as git does:
+        a file whose ctime is within RACY_NS of the read. The clock is fixed so that the window starts
+        exactly at the newer file's ctime: the older file is read once, the newer one twice."""
+        store = tmp_path / "da"
+        store.mkdir()
+        old, new = store / "old.bin", store / "new.bin"
+        old.write_bytes(b"o" * 5000)
+        new.write_bytes(b"n" * 6000)
+        while os.stat(new).st_ctime_ns <= os.stat(old).st_ctime_ns:
+            new.write_bytes(b"n" * 6000)  # until the file system's (coarse) clock has ticked between them
+        threshold = os.stat(new).st_ctime_ns
+        monkeypatch.setattr(_files_capture, "_now_ns", lambda: threshold + _files_capture.RACY_NS)
+        second_reads = []
+        real_pread = os.pread
+
+        def counting_pread(fd, size, offset):
+            second_reads.append(os.fstat(fd).st_ino)
+            return real_pread(fd, size, offset)
+
+        monkeypatch.setattr(os, "pread", counting_pread)
+        manifest = node.backup([files_asset(store)])
+        assert second_reads == [os.stat(new).st_ino]
+        facts = manifest.artifacts[0].source["objects"]
+        assert facts["racy"] == 1 and facts["read"] == 2 and facts["retries"] == 0
+        monkeypatch.undo()
+        root = restored_root(node.restore(tmp_path / "r"))
+        assert (root / "old.bin").read_bytes() == b"o" * 5000 and (root / "new.bin").read_bytes() == b"n" * 6000
+
+    def test_the_racy_window_covers_the_kernels_dirty_page_writeback(self):
+        """A mapping's stores set no time while its page stays dirty: the window is at least the kernel's
+        dirty expiry plus its writeback interval (a page is made clean, so the next store sets the times)."""
+        total = 0
+        for name in ("dirty_expire_centisecs", "dirty_writeback_centisecs"):
+            total += int(Path("/proc/sys/vm/" + name).read_text().strip())
+        assert _files_capture.RACY_NS >= total * 10**7
+
+
 class TestDamage:
     def test_tampered_object_is_found_by_verify_deep_verify_and_restore(self, node, store_tools, files_asset, tmp_path):
         store = tmp_path / "da"
