@@ -98,11 +98,28 @@ tail -n +2 "$plain" | jq -e -r '.path' | while read -r path; do
   case "/$path/" in */../* | *//*) [ "$path" = . ] || die "unsafe path $path in the index" ;; esac
 done
 mkdir "$out"
-tail -n +2 "$plain" | jq -c . | while read -r entry; do
+# attrs TARGET UID GID MTIME_NS [MODE]: owner (as root, or to yourself), mode, then mtime; never through a link
+noted="$work/not-kept"
+: >"$noted"
+attrs() {
+  chown -h "$2:$3" "$1" 2>/dev/null || echo "owner $2:$3 of $1" >>"$noted"
+  [ -z "${5:-}" ] || chmod "$(printf '%o' "$5")" "$1"
+  if [ "$4" -ge 0 ] 2>/dev/null; then
+    touch -h -d "@$(($4 / 1000000000)).$(printf '%09d' $(($4 % 1000000000)))" "$1" 2>/dev/null ||
+      echo "mtime of $1" >>"$noted"
+  fi
+}
+# mtime_ns read from the line itself: jq would round a nanosecond time to a double
+mtime_of() { sed -n 's/.*"mtime_ns": *\([0-9][0-9]*\).*/\1/p' <<<"$1"; }
+: >"$work/dirs"
+tail -n +2 "$plain" | while IFS= read -r entry; do
   path=$(jq -r .path <<<"$entry")
   target="$out/$path"
-  case $(jq -r .type <<<"$entry") in
-    dir) mkdir -p "$target" ;;
+  read -r type uid gid mode <<<"$(jq -r '"\(.type) \(.uid // -1) \(.gid // -1) \(.mode // 0)"' <<<"$entry")"
+  mtime=$(mtime_of "$entry")
+  mtime=${mtime:--1}
+  case $type in
+    dir) mkdir -p "$target" && echo "$uid $gid $mtime $mode $path" >>"$work/dirs" ;;
     symlink) ln -s "$(jq -r .target <<<"$entry")" "$target" ;;
     hardlink) ln "$out/$(jq -r .link <<<"$entry")" "$target" ;;
     file)
@@ -118,10 +135,16 @@ tail -n +2 "$plain" | jq -c . | while read -r entry; do
       ;;
     *) continue ;;
   esac
-  [ "$(jq -r .type <<<"$entry")" = file ] && chmod "$(printf '%o' "$(jq -r .mode <<<"$entry")")" "$target"
-  true
+  # a file: owner, mode, mtime now; a link: its own owner and mtime; a hard link shares its file's
+  case $type in
+    file) attrs "$target" "$uid" "$gid" "$mtime" "$mode" ;;
+    symlink) attrs "$target" "$uid" "$gid" "$mtime" ;;
+  esac
 done
-# directory modes last (a read-only directory must not stop its own restore), deepest first
-tail -n +2 "$plain" | jq -r 'select(.type == "dir") | "\(.mode) \(.path)"' | sort -r -k 2 |
-  while read -r mode path; do chmod "$(printf '%o' "$mode")" "$out/$path"; done
-echo "restored $asset of $epoch into $out (every file's SHA-256 checked)"
+# directories last (a read-only directory must not stop its own restore, and writing into a directory
+# changes its mtime), deepest first
+sort -r -k 5 "$work/dirs" | while read -r uid gid mtime mode path; do attrs "$out/$path" "$uid" "$gid" "$mtime" "$mode"; done
+if [ -s "$noted" ]; then
+  echo "restore-by-hand: not kept (run as root to keep owners): $(wc -l <"$noted") item(s), e.g. $(head -n 1 "$noted")" >&2
+fi
+echo "restored $asset of $epoch into $out (every file's SHA-256 checked; owners, modes and mtimes set)"

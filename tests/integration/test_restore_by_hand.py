@@ -67,3 +67,38 @@ def test_a_damaged_piece_stops_the_script(node, live_db, tmp_path):
     result = run_by_hand(node, manifest.epoch, "app-db", tmp_path / "out.db", check=False)
     assert result.returncode != 0 and "SHA-256 differs" in result.stderr
     assert not (tmp_path / "out.db").exists()
+
+
+def _attributes(root: Path) -> dict:
+    """Every entry's type, owner, mode and mtime (of a link: its own), by path relative to ``root``."""
+    found = {}
+    for path in [root, *sorted(root.rglob("*"))]:
+        info = os.lstat(path)
+        found[str(path.relative_to(root))] = (info.st_mode, info.st_uid, info.st_gid, info.st_mtime_ns)
+    return found
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="owners other than one's own need root")
+def test_a_files_tree_by_hand_keeps_owners_modes_and_mtimes(node, tmp_path):
+    tree = tmp_path / "tree"
+    (tree / "conf" / "keys").mkdir(parents=True)
+    (tree / "conf" / "node.toml").write_text("port = 30303\n")
+    (tree / "conf" / "keys" / "id").write_bytes(os.urandom(5000))
+    (tree / "data.bin").write_bytes(os.urandom(300_000))
+    os.symlink("conf/node.toml", tree / "current.toml")
+    owners = {"conf": (1201, 1301), "conf/node.toml": (1202, 1302), "conf/keys": (1203, 1303),
+              "conf/keys/id": (1204, 1304), "data.bin": (1205, 1305), "current.toml": (1206, 1306), ".": (1207, 1307)}  # fmt: skip
+    modes = {"conf": 0o750, "conf/keys": 0o700, "conf/node.toml": 0o640, "conf/keys/id": 0o600, "data.bin": 0o4755}
+    for number, (rel, (uid, gid)) in enumerate(sorted(owners.items(), key=lambda item: -item[0].count("/"))):
+        path = tree / rel
+        os.chown(path, uid, gid, follow_symlinks=False)
+        if rel in modes:
+            os.chmod(path, modes[rel])
+        stamp = 1_600_000_000_123_456_789 + number * 86_400_000_000_007
+        os.utime(path, ns=(stamp, stamp), follow_symlinks=False)
+    manifest = node.backup([{"name": "tree", "type": "files", "path": str(tree), "state_dir": str(tmp_path / "st")}])
+    by_hand = tmp_path / "by-hand"
+    result = run_by_hand(node, manifest.epoch, "tree", by_hand)
+    assert "owners, modes and mtimes set" in result.stdout and "not kept" not in result.stderr, result.stderr
+    assert _attributes(by_hand) == _attributes(tree)
+    assert (by_hand / "data.bin").read_bytes() == (tree / "data.bin").read_bytes()

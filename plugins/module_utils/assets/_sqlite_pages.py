@@ -39,6 +39,7 @@ import shutil
 import time
 import uuid
 from array import array
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ClassVar
@@ -63,6 +64,8 @@ MAP_FORMAT = "nodekeep.sqlite-pages/v1"
 LAYOUT = "pieces"
 #: pages read per step of the scan
 SCAN_PAGES = 256
+#: packs unsealed at once while a database is rebuilt
+UNSEAL_WORKERS = 3
 #: a pack whose pages still used by the new epoch fill less than this share of it is repacked
 REPACK_BELOW = 0.25
 
@@ -481,6 +484,20 @@ def capture_pages(capture: PageCapture, scratch: str, refs_file: str):
     return map_path, facts
 
 
+def _write_runs(fd: int, page_size: int, by_pack, number: int, future: Future, packs) -> int:
+    """Write every run of pack ``number`` (its plaintext from ``future``) at its place; the pack's sealed size."""
+    view = memoryview(future.result())
+    try:
+        for first, count, offset in by_pack[number]:
+            part = view[offset : offset + count * page_size]
+            written = os.pwrite(fd, part, (first - 1) * page_size)
+            if written != len(part):
+                raise RestoreError("a short write while rebuilding the database", "check the free space and retry")
+    finally:
+        view.release()
+    return packs[number]["sealed_size"]
+
+
 def rebuild_database(map_path: str, fd: int, path: str, repository, node: str, identities: list) -> dict[str, Any]:
     """Write the database a (checked) page map describes into the open, empty file ``fd`` (at ``path``);
     prove its SHA-256 by reading it back."""
@@ -492,21 +509,27 @@ def rebuild_database(map_path: str, fd: int, path: str, repository, node: str, i
     for first, count, pack, offset in runs:
         by_pack.setdefault(pack, []).append((first, count, offset))
     read_bytes = 0
-    for number, pack in enumerate(packs):
-        wanted = by_pack.get(number)
-        if not wanted:
-            continue
-        data = _pieces.read_piece(
-            repository, node, pack["object"], (pack["sealed_size"], pack["sealed_sha256"]), pack["size"], identities
-        )
-        read_bytes += pack["sealed_size"]
-        view = memoryview(data)
-        for first, count, offset in wanted:
-            part = view[offset : offset + count * page_size]
-            written = os.pwrite(fd, part, (first - 1) * page_size)
-            if written != len(part):
-                raise RestoreError("a short write while rebuilding the database", "check the free space and retry")
-        view.release()
+    wanted = [(number, pack) for number, pack in enumerate(packs) if number in by_pack]
+    workers = max(1, min(UNSEAL_WORKERS, len(wanted)))
+
+    def unseal(pack: dict[str, Any]) -> bytearray:
+        facts = (pack["sealed_size"], pack["sealed_sha256"])
+        return _pieces.read_piece(repository, node, pack["object"], facts, pack["size"], identities)
+
+    # Packs are unsealed (age, zstd, their checks) by a few threads while this one writes the finished ones;
+    # at most workers + 1 packs are in memory.
+    pending: deque[tuple[int, Future]] = deque()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nodekeep-unseal") as pool:
+        try:
+            for number, pack in wanted:
+                pending.append((number, pool.submit(unseal, pack)))
+                if len(pending) > workers:
+                    read_bytes += _write_runs(fd, page_size, by_pack, *pending.popleft(), packs)
+            while pending:
+                read_bytes += _write_runs(fd, page_size, by_pack, *pending.popleft(), packs)
+        finally:
+            for _number, future in pending:
+                future.cancel()
     digest = hashlib.sha256()
     position = 0
     reader = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
@@ -530,7 +553,7 @@ def rebuild_database(map_path: str, fd: int, path: str, repository, node: str, i
         )
     return {
         "pages": int(header["page_count"]),
-        "packs_read": len(by_pack),
+        "packs_read": len(wanted),
         "read_bytes": read_bytes,
         "size": size,
         "sha256": header["sha256"],
