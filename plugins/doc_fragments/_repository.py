@@ -117,8 +117,10 @@ options:
     type: str
   on_rollback:
     description:
-      - What to do when O(known_latest) is missing from the repository. V(fail) (nothing is read further) or
-        V(warn) (go on with the newest epoch present, with a warning in the result).
+      - What to do when O(known_latest) is missing from the repository, or when the signed sequence of the node's
+        epochs shows that its newest epochs were deleted (an epoch signed while the node's previous one was missing,
+        a sequence number used twice, a linked epoch replaced; see docs/manifest.md). V(fail) (nothing is read
+        further) or V(warn) (go on with the newest epoch present, with a warning in the result).
     type: str
     choices: [fail, warn]
     default: fail

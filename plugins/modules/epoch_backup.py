@@ -70,6 +70,9 @@ options:
     description:
       - The node's Ed25519 private key (OpenSSH format, mode 0600) that signs the manifest.
       - Created by M(nodekeep.backup.signing_key).
+      - Beside it the node keeps C(SIGNING_KEY.sequence.json) (0600), the last epoch it signed per repository;
+        each manifest's signed C(sequence) links to it, so deleting the newest epochs shows in the repository
+        once a later epoch exists (docs/manifest.md). Its directory must be writable by the backup.
     type: path
     default: /etc/nodekeep/signing_key
   compression_level:
@@ -171,6 +174,13 @@ manifest:
   returned: success and not check mode
   type: dict
   sample: {node: node1, epoch: 20261122T023000Z, artifacts: 1, size: 272629760}
+sequence:
+  description:
+    - The manifest's signed sequence - C(number) and C(previous) (C(epoch), C(number), C(manifest_sha256) of the
+      epoch this node signed before, and C(present) - false when it was missing from the repository, a rollback).
+  returned: success and not check mode
+  type: dict
+  sample: {number: 42, previous: {epoch: 20261122T013000Z, number: 41, manifest_sha256: 9c1e..., present: true}}
 """
 
 import time
@@ -189,6 +199,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import parse_recipient, recipient_lines
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.signing import load_private_key
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import backup_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import sequence_state_path
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.pieces import stored_bytes
 
@@ -235,7 +246,15 @@ def main():
             level=params["compression_level"],
             labels=params["labels"],
             full=params["full"],
+            sequence_state=sequence_state_path(params["signing_key"]),
         )
+        previous = (manifest.sequence or {}).get("previous") or {}
+        if previous and not previous["present"]:
+            module.warn(
+                "ROLLBACK: the last epoch this node signed in this repository, %s (sequence %d), is missing: the newest "
+                "epochs were deleted; epoch %s records it (signed), so verify, restore and drill report it"
+                % (previous["epoch"], previous["number"], manifest.epoch)
+            )
         return {
             "changed": True,
             "epoch": manifest.epoch,
@@ -245,6 +264,7 @@ def main():
             "duration": round(time.monotonic() - started, 3),
             "artifacts": [a.to_dict() for a in manifest.artifacts],
             "manifest": manifest.summary(),
+            "sequence": manifest.sequence,
         }
 
     run(module, action)

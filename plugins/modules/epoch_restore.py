@@ -181,7 +181,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import l
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import plan_restore, restore_epoch
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.pitr import plan_point_in_time, restore_point_in_time
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import (
-    check_known_latest,
+    check_rollback,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
 
@@ -253,7 +253,9 @@ def main():
 
     def action():
         repository = open_repository(params["repository"], create=False)
-        warnings = check_known_latest(repository, params["node"], params["known_latest"], params["on_rollback"])
+        warnings = check_rollback(
+            repository, params["node"], params["known_latest"], params["public_key"], params["on_rollback"]
+        )
         for text in warnings:
             module.warn(text)
         if params["point_in_time"]:

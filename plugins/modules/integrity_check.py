@@ -163,7 +163,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.ops.replicate impo
     rolling_verify,
     verify_copies,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import check_known_latest
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import check_rollback
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.s3_settings import S3_TARGET_OPTIONS
 
@@ -212,7 +212,9 @@ def main():
         warnings = [
             text
             for copy in copies
-            for text in check_known_latest(copy, params["node"], params["known_latest"], params["on_rollback"])
+            for text in check_rollback(
+                copy, params["node"], params["known_latest"], params["public_key"], params["on_rollback"]
+            )
         ]
         for text in warnings:
             module.warn(text)

@@ -125,6 +125,39 @@ class Artifact:
         return artifact
 
 
+def _whole(value: Any, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise TypeError("not a whole number of at least %d" % least)
+    return value
+
+
+def check_sequence(value: Any) -> dict[str, Any]:
+    """The ``sequence`` object of a manifest, validated: ``number`` and ``previous`` (or null).
+
+    ``previous`` names the epoch the node signed before this one (``epoch``, its ``number`` and the SHA-256
+    of its ``manifest.json``) and whether it was a complete epoch of the repository when this one was
+    signed (``present``): false means the node's newest epochs had been deleted (a rollback).
+    """
+    try:
+        number = _whole(value["number"], 1)
+        previous = value.get("previous")
+        if previous is not None:
+            previous = {
+                "epoch": check_name("previous epoch", previous["epoch"]),
+                "number": _whole(previous["number"], 0),
+                "manifest_sha256": str(previous["manifest_sha256"]),
+                "present": previous["present"],
+            }
+            if not isinstance(previous["present"], bool) or not HEX64_RE.match(previous["manifest_sha256"]):
+                raise TypeError("previous is malformed")
+            epoch_time(previous["epoch"])
+            if previous["number"] >= number:
+                raise TypeError("the previous number is not smaller")
+    except (KeyError, TypeError, AttributeError, ManifestError) as exc:
+        raise ManifestError("the manifest's sequence is malformed (%s)" % exc, "the epoch cannot be used")
+    return {"number": number, "previous": previous}
+
+
 @dataclass
 class Manifest:
     """The signed table of contents of one epoch."""
@@ -138,6 +171,8 @@ class Manifest:
     tool: dict[str, str] = field(default_factory=lambda: {"name": TOOL_NAME, "version": TOOL_VERSION})
     labels: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
+    #: the node's signed, monotonic lineage of epochs (docs/manifest.md, "Sequence"); None in older manifests
+    sequence: dict[str, Any] | None = None
 
     def artifact(self, name: str) -> Artifact:
         for artifact in self.artifacts:
@@ -163,6 +198,7 @@ class Manifest:
             "recipients": list(self.recipients),
             "labels": dict(self.labels),
             "artifacts": [a.to_dict() for a in self.artifacts],
+            **({"sequence": self.sequence} if self.sequence is not None else {}),
         }
 
     def to_bytes(self) -> bytes:
@@ -192,6 +228,7 @@ class Manifest:
                 tool=dict(doc.get("tool") or {}),
                 labels=dict(doc.get("labels") or {}),
                 format=str(doc["format"]),
+                sequence=check_sequence(doc["sequence"]) if "sequence" in doc else None,
             )
         except (KeyError, TypeError) as exc:
             raise ManifestError("manifest.json lacks a required field (%s)" % exc, "the epoch cannot be used")

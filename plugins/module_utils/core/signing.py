@@ -103,6 +103,12 @@ def public_key_line(private_pem: bytes, comment: str = "") -> str:
     return "%s %s" % (line, comment) if comment else line
 
 
+def public_line_of(private_key) -> str:
+    """``ssh-ed25519 AAAA...`` of a loaded private key (to read back what this node signed)."""
+    raw = private_key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return raw.decode("ascii")
+
+
 def load_private_key_bytes(data: bytes):
     _require()
     try:

@@ -41,7 +41,13 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest impo
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import seal, unseal
 from ansible_collections.nodekeep.backup.plugins.module_utils.snapshot import volumes as _snapshot
-from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import load_manifest, resolve_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import (
+    load_manifest,
+    next_sequence,
+    record_sequence,
+    resolve_epoch,
+    sequence_lock,
+)
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.repository import Repository
 
 RUN_PREFIX = ".nodekeep-run-"
@@ -198,10 +204,14 @@ def backup_epoch(
     level: int = 3,
     labels: dict[str, Any] | None = None,
     full: bool = False,
+    sequence_state: str | None = None,
 ) -> Manifest:
     """Capture and seal every asset into a new epoch, then write the signed manifest last.
 
     ``full``: incremental assets (pieces) store a full epoch, reusing nothing from earlier epochs' maps.
+    ``sequence_state``: the node's record of the last epoch it signed (``sequence_state_path`` of the
+    signing key); the manifest's signed ``sequence`` links to it, so deleting the newest epochs shows in
+    the repository once this epoch exists. Without it the newest signed epoch of the repository is linked.
     """
     assets = normalize_assets(assets)
     if not recipients:
@@ -227,11 +237,15 @@ def backup_epoch(
             artifacts=artifacts,
             labels=dict(labels or {}),
         )
-        data = manifest.to_bytes()
-        signature = signing.sign(data, signing_key)
-        repository.put_bytes(node, epoch, MANIFEST_NAME, data)
-        # The signature is the commit point: written last, it makes the epoch exist.
-        repository.put_bytes(node, epoch, SIGNATURE_NAME, signature.encode("ascii"))
+        # One backup at a time picks a number, signs and records it (the capture above ran in parallel).
+        with sequence_lock(sequence_state):
+            manifest.sequence = next_sequence(repository, node, signing.public_line_of(signing_key), sequence_state)
+            data = manifest.to_bytes()
+            signature = signing.sign(data, signing_key)
+            repository.put_bytes(node, epoch, MANIFEST_NAME, data)
+            # The signature is the commit point: written last, it makes the epoch exist.
+            repository.put_bytes(node, epoch, SIGNATURE_NAME, signature.encode("ascii"))
+            record_sequence(repository, node, sequence_state, manifest, data)
     except BaseException:
         with contextlib.suppress(Exception):
             if not repository.is_complete(node, epoch):

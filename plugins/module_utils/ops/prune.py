@@ -64,6 +64,22 @@ def keep_live_chain(decisions: list[Decision], manifests: dict[str, Any]) -> lis
     return decisions
 
 
+def keep_newest_number(decisions: list[Decision], manifests: dict[str, Any]) -> list[Decision]:
+    """Keep the epoch with the highest signed sequence number as well as the newest by name.
+
+    The next backup links to it (docs/manifest.md, "Sequence"): removing it would look like a rollback.
+    They differ only when two backups of the node overlapped (the later name signed first).
+    """
+    numbered = [(m.sequence["number"], epoch) for epoch, m in manifests.items() if m.sequence is not None]
+    if numbered:
+        newest = max(numbered)[1]
+        for decision in decisions:
+            if decision.epoch == newest and not decision.keep:
+                decision.keep = True
+                decision.reasons = ["kept: the highest sequence number (the next backup links to it)"]
+    return decisions
+
+
 def apply_retention(
     repository,
     node: str,
@@ -101,7 +117,7 @@ def apply_retention(
     valid, unverified = _signed_epochs(repository, node, public_key)
     result["unverified"] = unverified
     doomed = []
-    for decision in keep_live_chain(keep_chains(plan(valid, policy), valid), valid):
+    for decision in keep_newest_number(keep_live_chain(keep_chains(plan(valid, policy), valid), valid), valid):
         if decision.keep:
             result["kept"].append(decision.as_dict())
         else:

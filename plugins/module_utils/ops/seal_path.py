@@ -55,6 +55,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import (
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.signing import load_private_key
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import backup_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import sequence_state_path
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
 
 
@@ -486,7 +487,15 @@ def seal_to_epoch(
         return {"changed": True, "node": node, "assets": [asset["name"] for asset in assets], "recipients": len(parsed)}
     store = open_repository(repository)
     manifest = backup_epoch(
-        store, node, assets, parsed, [line for line, _where in lines], key, labels=labels, level=level
+        store,
+        node,
+        assets,
+        parsed,
+        [line for line, _where in lines],
+        key,
+        labels=labels,
+        level=level,
+        sequence_state=sequence_state_path(signing_key),
     )
     return {
         "changed": True,

@@ -59,6 +59,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.ops._stream_copy i
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops._stream_copy import log as _log
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import backup_epoch
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.metrics import Metrics, write_textfile
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import sequence_state_path
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.segments import (
     SEGMENT_FORMAT,
@@ -311,6 +312,7 @@ class Service:
                     self.signing_key,
                     level=int(self.config["compression_level"]),
                     labels={"stream": "base", "stream_reason": reason[:200]},
+                    sequence_state=sequence_state_path(self.config["signing_key"]),
                 )
             except BaseException as exc:  # noqa: BLE001 - handed to the service thread
                 outcome["error"] = exc
