@@ -58,7 +58,9 @@ options:
       - "Type V(secret) seals a key file or a directory of them; nothing about it but public key facts is recorded."
       - "Type V(postgres) accepts C(database) (required), C(host), C(port) (1 to 65535), C(user), C(passfile), C(service),
         C(service_file), C(become_user), C(exec_prefix), C(bin_dir), C(dump_options), C(connect_timeout)
-        (seconds, 1 to 3600), C(timeout) (seconds, 1 to 604800), C(restore_database) and C(restore_options); see docs/postgres.md."
+        (seconds, 1 to 3600), C(timeout) (seconds, 1 to 604800), C(restore_database), C(restore_options), C(globals)
+        (default true, the cluster's roles and memberships sealed beside the dump) and C(role_passwords) (default false,
+        password hashes in those globals); see docs/postgres.md."
       - "Types V(zfs) (C(path) is the dataset's mountpoint, or give C(dataset)) and V(btrfs) (a subvolume) accept
         C(prefix), C(full_every) (0 to 10000), C(count_files), C(local_retention) and, for zfs, C(recursive); see docs/snapshots.md."
       - "Any V(sqlite), V(rocksdb), V(files) or V(config) asset accepts C(snapshot): the mountpoint of a btrfs

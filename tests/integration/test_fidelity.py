@@ -267,7 +267,6 @@ class TestAttributesAndHoles:
         not_kept = manifest.artifacts[0].source["not_kept"]
         assert {"path": "report.csv", "what": "inode flags d (no dump)", "reason": "not restored"} in not_kept
 
-
     def test_kept_by_an_incremental_that_opens_no_unchanged_file(self, node, attributed_tree, tmp_path, monkeypatch):
         """An unchanged file is not opened by the next backup (setting an xattr or ACL, punching a hole and
         chattr change its ctime): its xattrs, ACLs, holes and flags come from the cached entry, and the
@@ -292,6 +291,60 @@ class TestAttributesAndHoles:
         assert {"path": "report.csv", "what": "inode flags d (no dump)", "reason": "not restored"} in facts["not_kept"]
         node.restore(tmp_path / "staging")
         assert_attributes_kept(staged(tmp_path / "staging", attributed_tree), attributed_tree, before, acls)
+
+
+@pytest.fixture
+def attributed_file(tmp_path):
+    """One config file with an ACL (a named user with rw-: the mask), user. and trusted. xattrs."""
+    path = tmp_path / "etc" / "app.conf"
+    path.parent.mkdir()
+    path.write_text("listen = 0.0.0.0\n")
+    os.chmod(path, 0o640)
+    run("setfacl", "-m", "u:1234:rw-,g:2345:r--", str(path))
+    run("setfattr", "-n", "user.origin", "-v", "da-node-7", str(path))
+    run("setfattr", "-n", "trusted.nodekeep", "-v", "0x00ff", str(path))
+    return path
+
+
+def file_acl(path: Path) -> str:
+    out = subprocess.run(["getfacl", "-p", "-n", str(path)], capture_output=True, text=True, check=True).stdout
+    return "\n".join(line for line in out.splitlines() if not line.startswith("# file:"))
+
+
+def file_attributes(path: Path) -> tuple:
+    info = os.stat(path)
+    xattrs = {key: os.getxattr(path, key) for key in sorted(os.listxattr(path))}
+    return stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid, info.st_mtime_ns, xattrs, path.read_bytes()
+
+
+class TestSingleFiles:
+    def test_a_config_file_keeps_its_xattrs_and_acl(self, node, attributed_file, tmp_path):
+        before = file_attributes(attributed_file)
+        acls = file_acl(attributed_file)
+        assert "system.posix_acl_access" in before[4] and before[0] & 0o070 == 0o060  # the mask shows in the mode
+        manifest = node.backup([asset("config", attributed_file, tmp_path, name="conf")])
+        assert sorted(manifest.artifacts[0].source["xattrs"]) == sorted(before[4])
+        report = node.verify(deep=True)
+        assert report["ok"], report["problems"]
+        assert report["artifacts"][0]["checks"]["xattrs"] == len(before[4])
+        node.restore(tmp_path / "staging")
+        restored = staged(tmp_path / "staging", attributed_file)
+        assert file_attributes(restored) == before
+        assert file_acl(restored) == acls
+        # the owning group did not gain the mask's write bit
+        assert (
+            "group::r--"
+            in subprocess.run(["getfacl", "-p", str(restored)], capture_output=True, text=True, check=True).stdout
+        )
+
+    def test_a_secret_file_says_its_xattrs_are_not_kept(self, node, attributed_file, tmp_path):
+        manifest = node.backup([asset("secret", attributed_file, tmp_path, name="key")])
+        (note,) = manifest.artifacts[0].source["not_kept"]
+        assert note["what"] == "3 extended attribute(s) or ACL(s)" and "0600" in note["reason"]
+        assert "da-node-7" not in repr(manifest.artifacts[0].source)
+        node.restore(tmp_path / "staging")
+        restored = staged(tmp_path / "staging", attributed_file)
+        assert stat.S_IMODE(os.stat(restored).st_mode) == 0o600 and os.listxattr(restored) == []
 
 
 # --------------------------------------------------------------------------

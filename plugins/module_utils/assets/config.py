@@ -19,10 +19,12 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.assets import base
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets._files_capture import _BytesSource, stat_stable
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets._files_index import LIVE_COMPARE_LIMIT
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import archive as _archive
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import attrs as _attrs
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import fs
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
     CaptureError,
     NodekeepError,
+    RestoreError,
     describe_os_error,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import (
@@ -69,9 +71,13 @@ class ConfigAssetType(_tree.TreeAssetType):
                 yield captured
             return
         fd = os.open(asset["path"], os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        notes: list[dict[str, Any]] = []
         with open(fd, "rb") as handle:
             info = os.fstat(handle.fileno())
             data = handle.read()
+            # xattrs and ACLs (system.posix_acl_access) go back on at restore; chattr flags cannot: listed
+            xattrs = _attrs.read_xattrs(handle.fileno(), notes)
+            _attrs.flags_not_kept(handle.fileno(), ".", notes)
             after = os.fstat(handle.fileno())
         if not stat_stable(info, after) or len(data) != info.st_size:
             raise CaptureError("the config file %s changed while it was read" % asset["path"], "run the backup again")
@@ -83,6 +89,10 @@ class ConfigAssetType(_tree.TreeAssetType):
             "mtime_ns": info.st_mtime_ns,
             "sha256": hashlib.sha256(data).hexdigest(),
         }
+        if xattrs:
+            facts["xattrs"] = _attrs.xattrs_to_facts(xattrs)
+        if notes:
+            facts["not_kept"] = notes
         yield _assets.Captured(_BytesSource(data), facts)  # type: ignore[arg-type]
 
     @contextlib.contextmanager
@@ -101,16 +111,33 @@ class ConfigAssetType(_tree.TreeAssetType):
                     os.fchown(fd, int(artifact.source.get("uid", 0)), int(artifact.source.get("gid", 0)))
                 mode = fs.parse_mode(artifact.source.get("mode")) or 0o600
                 os.fchmod(fd, mode)
+                # after the mode: a chmod rewrites an ACL's mask; a filesystem without them fails the restore
+                xattrs = _attrs.xattrs_from_facts(artifact.source.get("xattrs"))
+                _attrs.apply_xattrs(fd, xattrs, shown=target)
                 mtime = int(artifact.source.get("mtime_ns") or time.time_ns())
                 os.utime(fd, ns=(mtime, mtime))
-                return {"mode": fs.format_mode(mode)}
+                done = {"mode": fs.format_mode(mode)}
+                if xattrs:
+                    done["xattrs"] = sorted(xattrs)
+                return done
 
             yield _assets.Staged(staged.path, handle, complete=complete)
 
     def deep_check(self, path: str, artifact, check: str = "integrity") -> dict[str, Any]:
         if artifact.source.get("content") == "file":
             info = os.stat(path)
-            return {"mode": fs.format_mode(stat.S_IMODE(info.st_mode)), "size": info.st_size}
+            wanted = _attrs.xattrs_from_facts(artifact.source.get("xattrs"))
+            found = {name: value for name, value in _attrs.read_xattrs(path).items() if name in wanted}
+            if found != wanted:
+                raise RestoreError(
+                    "the restored config file %s lacks extended attributes or ACLs the backup recorded (%s)"
+                    % (path, ", ".join(sorted(set(wanted) - set(found)) or sorted(wanted))),
+                    "restore onto a filesystem that keeps extended attributes and ACLs (ext4, xfs, btrfs)",
+                )
+            checks = {"mode": fs.format_mode(stat.S_IMODE(info.st_mode)), "size": info.st_size}
+            if wanted:
+                checks["xattrs"] = len(wanted)
+            return checks
         return super().deep_check(path, artifact, check)
 
     def verify_extra(self, artifact, context, deep: bool) -> dict[str, Any]:

@@ -48,18 +48,18 @@ import json
 import os
 import pwd
 import re
-import shutil
-import subprocess
-import tempfile
 import time
 from typing import Any, BinaryIO, ClassVar
 
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import _postgres_client as _client
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import _postgres_globals as _globals
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets import base as _assets
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
     CaptureError,
     NodekeepError,
     RestoreError,
     check_range,
+    describe_os_error,
 )
 
 #: the first bytes of a custom-format archive
@@ -95,9 +95,6 @@ _IDENT = r'(?:"(?:[^"]|"")+"|[^\s."(]+)'
 
 
 _COPY_RE = re.compile(r"^COPY (%s\.%s)(?: \(.*\))? FROM stdin;$" % (_IDENT, _IDENT))
-
-
-STDERR_LIMIT = 64 << 10
 
 
 #: how many tables are counted per query
@@ -152,9 +149,16 @@ def validate(settings: dict[str, Any], label: str) -> dict[str, Any]:
                 "give the full path on the node, e.g. /etc/nodekeep/pgpass",
             )
     out["dump_options"] = _argv_list(out.get("dump_options"), "dump_options", label)
-    out["restore_options"] = _argv_list(out.get("restore_options"), "restore_options", label)
+    if out.get("restore_options") is not None:  # None: chosen at restore (owners and grants kept with the globals)
+        out["restore_options"] = _argv_list(out.get("restore_options"), "restore_options", label)
+    for option in ("globals", "role_passwords"):
+        if not isinstance(out.get(option), bool):
+            raise CaptureError(
+                "%s: %s must be true or false, not %r" % (label, option, out.get(option)),
+                "e.g. globals: true (roles and memberships captured with the database), role_passwords: false",
+            )
     out["exec_prefix"] = _argv_list(out.get("exec_prefix"), "exec_prefix", label)
-    for arg in out["dump_options"] + out["restore_options"]:
+    for arg in out["dump_options"] + (out["restore_options"] or []):
         flag = arg.split("=", 1)[0]
         if (
             arg in _REFUSED_DUMP_OPTIONS
@@ -197,162 +201,6 @@ def validate(settings: dict[str, Any], label: str) -> dict[str, Any]:
     return out
 
 
-def _tool(settings: dict[str, Any], name: str) -> str:
-    if settings.get("exec_prefix"):
-        return os.path.join(settings["bin_dir"], name) if settings.get("bin_dir") else name
-    if settings.get("bin_dir"):
-        path = os.path.join(settings["bin_dir"], name)
-        if os.access(path, os.X_OK):
-            return path
-    found = shutil.which(name)
-    if not found:
-        raise CaptureError(
-            "%s is not installed on this host" % name,
-            "install the PostgreSQL client (Debian: apt-get install postgresql-client) or set bin_dir",
-        )
-    return found
-
-
-def _connection_args(settings: dict[str, Any], database: str | None) -> list[str]:
-    args = ["--no-password"]
-    if settings.get("host"):
-        args.append("--host=%s" % settings["host"])
-    if settings.get("port"):
-        args.append("--port=%d" % int(settings["port"]))
-    if settings.get("user"):
-        args.append("--username=%s" % settings["user"])
-    if database:
-        args.append("--dbname=%s" % database)
-    return args
-
-
-def _environment(settings: dict[str, Any]) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key != "PGPASSWORD"}
-    env["PGCONNECT_TIMEOUT"] = str(settings.get("connect_timeout") or 10)
-    env.setdefault("PGAPPNAME", "nodekeep")
-    if settings.get("passfile"):
-        env["PGPASSFILE"] = str(settings["passfile"])
-    if settings.get("service"):
-        env["PGSERVICE"] = str(settings["service"])
-    if settings.get("service_file"):
-        env["PGSERVICEFILE"] = str(settings["service_file"])
-    if settings.get("become_user"):
-        env["HOME"] = pwd.getpwnam(str(settings["become_user"])).pw_dir
-        env["USER"] = env["LOGNAME"] = str(settings["become_user"])
-    return env
-
-
-def _identity(settings: dict[str, Any]) -> dict[str, Any]:
-    """Popen arguments that run the tool as ``become_user`` (only root can)."""
-    user = settings.get("become_user")
-    if not user:
-        return {}
-    entry = pwd.getpwnam(str(user))
-    if os.geteuid() != entry.pw_uid and os.geteuid() != 0:
-        raise CaptureError(
-            "become_user %s needs root: this process runs as uid %d" % (user, os.geteuid()),
-            "run the task with become: true, or leave become_user empty and use a role this user may log in as",
-        )
-    groups = os.getgrouplist(entry.pw_name, entry.pw_gid)
-    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": groups}
-
-
-def _popen(settings: dict[str, Any], argv: list[str], **kwargs) -> subprocess.Popen:
-    argv = list(settings.get("exec_prefix") or []) + argv
-    try:
-        return subprocess.Popen(argv, env=_environment(settings), cwd="/", **_identity(settings), **kwargs)
-    except FileNotFoundError:
-        raise CaptureError(
-            "%s is not installed on this host" % argv[0],
-            "install it, or fix exec_prefix / bin_dir of the asset",
-        )
-
-
-def explain(stderr: str, settings: dict[str, Any], what: str) -> tuple[str, str]:
-    """A problem and a remedy from a PostgreSQL client tool's error output."""
-    text = " ".join(line.strip() for line in stderr.strip().splitlines() if line.strip())[-600:] or "(no message)"
-    database = settings.get("database")
-    lowered = text.lower()
-    if re.search(r'database ".*" does not exist', lowered):
-        return (
-            "%s: the database does not exist: %s" % (what, text),
-            "check the asset's database option (psql -l lists the databases of the server)",
-        )
-    if re.search(r'role ".*" does not exist', lowered):
-        return (
-            "%s: the PostgreSQL role does not exist: %s" % (what, text),
-            "check the asset's user option, or use become_user for peer authentication",
-        )
-    if "password authentication failed" in lowered or "no password supplied" in lowered:
-        return (
-            "%s: authentication failed: %s" % (what, text),
-            (
-                "put the role's password in a .pgpass file (0600) and set passfile, or use become_user "
-                "with peer authentication; passwords are never given on a command line"
-            ),
-        )
-    if "peer authentication failed" in lowered or "ident authentication failed" in lowered:
-        return (
-            "%s: peer authentication failed: %s" % (what, text),
-            (
-                "check the asset's user option: with peer authentication the PostgreSQL role must match the OS user "
-                "the tools run as (become_user, e.g. postgres); or use a role with a password in passfile"
-            ),
-        )
-    if "permission denied" in lowered:
-        return (
-            "%s: permission denied: %s" % (what, text),
-            "grant the backup role read access (e.g. GRANT pg_read_all_data TO ...) or use a superuser role",
-        )
-    if "server version mismatch" in lowered:
-        return (
-            "%s: the client tools are older than the server: %s" % (what, text),
-            "install the client of the server's major version and set bin_dir (e.g. /usr/lib/postgresql/16/bin)",
-        )
-    if (
-        "could not obtain lock" in lowered
-        or "lock timeout" in lowered
-        or ("statement timeout" in lowered and "lock table" in lowered)
-    ):
-        return (
-            "%s: a table stayed locked: %s" % (what, text),
-            "retry when the schema change holding the lock is done, or raise --lock-wait-timeout in dump_options",
-        )
-    if "connection to server" in lowered or "could not connect" in lowered or "connection refused" in lowered:
-        return (
-            "%s: the server cannot be reached: %s" % (what, text),
-            "start PostgreSQL or fix host/port (a unix socket directory or a hostname) of the asset",
-        )
-    return ("%s failed: %s" % (what, text), "see the message; nothing was written for database %s" % database)
-
-
-def _run(settings: dict[str, Any], argv: list[str], what: str, error=CaptureError, stdin=None) -> str:
-    """Run a client tool to completion; its stdout, or ``error`` with the explained stderr."""
-    with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as out:
-        proc = _popen(settings, argv, stdin=stdin if stdin is not None else subprocess.DEVNULL, stdout=out, stderr=err)
-        try:
-            code = proc.wait(timeout=settings.get("timeout") or 3600)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise error(
-                "%s did not finish within %s s" % (what, settings.get("timeout")), "check the server and raise timeout"
-            )
-        err.seek(0)
-        message = err.read(STDERR_LIMIT).decode("utf-8", "replace")
-        if code != 0:
-            problem, remedy = explain(message, settings, what)
-            raise error(problem, remedy, exit_status=code)
-        out.seek(0)
-        return out.read().decode("utf-8", "replace")
-
-
-def _psql(settings: dict[str, Any], database: str, sql: str, what: str, error=CaptureError) -> str:
-    argv = [_tool(settings, "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
-    argv += _connection_args(settings, database) + ["-c", sql]
-    return _run(settings, argv, what, error).strip()
-
-
 _FACTS_SQL = """
 SELECT json_build_object(
   'server_version', current_setting('server_version'),
@@ -372,7 +220,7 @@ SELECT json_build_object(
 def server_facts(settings: dict[str, Any]) -> dict[str, Any]:
     """Server version, database size and table count (also the connection check before the dump)."""
     what = "connecting to database %s" % settings["database"]
-    output = _psql(settings, settings["database"], _FACTS_SQL.replace("%%", "%"), what)
+    output = _client.psql(settings, settings["database"], _FACTS_SQL.replace("%%", "%"), what)
     try:
         return json.loads(output.splitlines()[-1])
     except (ValueError, IndexError):
@@ -383,8 +231,8 @@ def server_facts(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def client_version(settings: dict[str, Any], tool: str = "pg_dump") -> str:
-    argv = [_tool(settings, tool), "--version"]
-    return _run(settings, argv, "%s --version" % tool).strip()
+    argv = [_client.tool(settings, tool), "--version"]
+    return _client.run(settings, argv, "%s --version" % tool).strip()
 
 
 # --------------------------------------------------------------------------
@@ -419,25 +267,23 @@ class _Dump:
 
     def __init__(self, settings: dict[str, Any], scratch_dir: str) -> None:
         self.settings = settings
-        argv = [_tool(settings, "pg_dump"), "--format=custom"]
+        argv = [_client.tool(settings, "pg_dump"), "--format=custom"]
         if not any(arg.startswith(("-Z", "--compress")) for arg in settings["dump_options"]):
             argv.append("--compress=0")  # zstd compresses the stream once, better than zlib inside the archive
-        argv += settings["dump_options"] + _connection_args(settings, settings["database"])
-        self.stderr = tempfile.TemporaryFile(dir=scratch_dir)  # noqa: SIM115 - closed by close()
+        argv += settings["dump_options"] + _client.connection_args(settings, settings["database"])
         self.began = time.monotonic()
-        self.proc = _popen(settings, argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.stderr)
+        what = "pg_dump of database %s" % settings["database"]
+        self.proc = _client.start(settings, argv, what, stdout=_client.PIPE, errors_dir=scratch_dir)
         self.stream = _DumpStream(self.proc.stdout)
 
     def finish(self) -> dict[str, Any]:
         what = "pg_dump of database %s" % self.settings["database"]
-        try:
-            code = self.proc.wait(timeout=self.settings.get("timeout") or 3600)
-        except subprocess.TimeoutExpired:
+        code = self.proc.wait(self.settings.get("timeout") or 3600)
+        if code is None:
             raise CaptureError("%s did not exit after its output ended" % what, "nothing was committed; retry")
-        self.stderr.seek(0)
-        message = self.stderr.read(STDERR_LIMIT).decode("utf-8", "replace")
+        message = self.proc.stderr(_client.STDERR_LIMIT)
         if code != 0:
-            problem, remedy = explain(message, self.settings, what)
+            problem, remedy = _client.explain(message, self.settings, what)
             raise CaptureError(problem, "%s; nothing was committed" % remedy, exit_status=code)
         if not self.stream.head.startswith(DUMP_MAGIC):
             raise CaptureError(
@@ -447,13 +293,9 @@ class _Dump:
         return {"dump_seconds": round(time.monotonic() - self.began, 3), "dump_size": self.stream.size}
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
+        self.proc.kill()
         with contextlib.suppress(Exception):
-            self.proc.wait(timeout=30)
-        for handle in (self.proc.stdout, self.stderr):
-            with contextlib.suppress(Exception):
-                handle.close()
+            self.proc.close()
 
 
 def _public_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -469,7 +311,9 @@ def _public_settings(settings: dict[str, Any]) -> dict[str, Any]:
 def _list_archive(settings: dict[str, Any], dump_path: str, error=RestoreError) -> str:
     local = dict(settings, exec_prefix=[], become_user=None)
     with open(dump_path, "rb") as stream:
-        return _run(local, [_tool(local, "pg_restore"), "--list"], "pg_restore --list of %s" % dump_path, error, stream)
+        return _client.run(
+            local, [_client.tool(local, "pg_restore"), "--list"], "pg_restore --list of %s" % dump_path, error, stream
+        )
 
 
 _LIST_HEADERS = {"dbname": "dbname", "Format": "format", "Dumped from database version": "dumped_from"}
@@ -492,10 +336,10 @@ def archive_facts(listing: str) -> dict[str, Any]:
 def dump_row_counts(settings: dict[str, Any], dump_path: str) -> dict[str, int]:
     """Rows per table in the dump's data (``pg_restore --data-only -f -``; one COPY line is one row)."""
     local = dict(settings, exec_prefix=[], become_user=None)
-    argv = [_tool(local, "pg_restore"), "--data-only", "--file=-"]
+    argv = [_client.tool(local, "pg_restore"), "--data-only", "--file=-"]
     counts: dict[str, int] = {}
-    with open(dump_path, "rb") as source, tempfile.TemporaryFile() as err:
-        proc = _popen(local, argv, stdin=source, stdout=subprocess.PIPE, stderr=err)
+    with open(dump_path, "rb") as source:
+        proc = _client.start(local, argv, "reading the dump", stdin=source, stdout=_client.PIPE)
         current = None
         try:
             for raw in proc.stdout:
@@ -512,20 +356,13 @@ def dump_row_counts(settings: dict[str, Any], dump_path: str) -> dict[str, int]:
                         counts.setdefault(current, 0)
         finally:
             proc.stdout.close()
-            code = proc.wait()
+            code = proc.wait(settings.get("timeout") or 3600)
+            message = proc.stderr(_client.STDERR_LIMIT)
+            proc.close()
         if code != 0:
-            err.seek(0)
-            problem, remedy = explain(err.read(STDERR_LIMIT).decode("utf-8", "replace"), local, "reading the dump")
+            problem, remedy = _client.explain(message if code is not None else "timed out", local, "reading the dump")
             raise RestoreError(problem, remedy)
     return counts
-
-
-def _quote_literal(text: str) -> str:
-    return "'%s'" % text.replace("'", "''")
-
-
-def _quote_ident(text: str) -> str:
-    return '"%s"' % text.replace('"', '""')
 
 
 def _prepare_database(settings: dict[str, Any], database: str, label: str, mark: bool = True) -> None:
@@ -537,11 +374,11 @@ def _prepare_database(settings: dict[str, Any], database: str, label: str, mark:
     maintenance = settings.get("maintenance_database") or "postgres"
     what = "preparing the restore database %s" % database
     # One row ("x" + its comment) when the database exists, none otherwise.
-    found = _psql(
+    found = _client.psql(
         settings,
         maintenance,
         "SELECT 'x' || coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = %s"
-        % _quote_literal(database),
+        % _client.quote_literal(database),
         what,
         RestoreError,
     )
@@ -554,18 +391,21 @@ def _prepare_database(settings: dict[str, Any], database: str, label: str, mark:
                 "name a database that does not exist yet (nodekeep creates it and marks it), or drop this one "
                 "yourself if it really is a scratch copy; nothing was changed",
             )
-        _psql(settings, maintenance, "DROP DATABASE %s WITH (FORCE)" % _quote_ident(database), what, RestoreError)
+        _client.psql(
+            settings, maintenance, "DROP DATABASE %s WITH (FORCE)" % _client.quote_ident(database), what, RestoreError
+        )
     # The source's encoding and collation: the same text compares, sorts and loads the same way.
-    create = "CREATE DATABASE %s TEMPLATE template0" % _quote_ident(database)
+    create = "CREATE DATABASE %s TEMPLATE template0" % _client.quote_ident(database)
     for option, key in (("ENCODING", "encoding"), ("LC_COLLATE", "lc_collate"), ("LC_CTYPE", "lc_ctype")):
         if settings.get(key):
-            create += " %s %s" % (option, _quote_literal(str(settings[key])))
-    _psql(settings, maintenance, create, what, RestoreError)
+            create += " %s %s" % (option, _client.quote_literal(str(settings[key])))
+    _client.psql(settings, maintenance, create, what, RestoreError)
     if mark:
-        _psql(
+        _client.psql(
             settings,
             maintenance,
-            "COMMENT ON DATABASE %s IS %s" % (_quote_ident(database), _quote_literal("%s: %s" % (MARKER, label))),
+            "COMMENT ON DATABASE %s IS %s"
+            % (_client.quote_ident(database), _client.quote_literal("%s: %s" % (MARKER, label))),
             what,
             RestoreError,
         )
@@ -576,7 +416,7 @@ def database_row_counts(settings: dict[str, Any], database: str, tables: list[st
     for start in range(0, len(tables), COUNT_BATCH):
         batch = tables[start : start + COUNT_BATCH]
         sql = "SELECT json_build_array(%s)" % ", ".join("(SELECT count(*) FROM ONLY %s)" % name for name in batch)
-        output = _psql(settings, database, sql, "counting rows in %s" % database, RestoreError)
+        output = _client.psql(settings, database, sql, "counting rows in %s" % database, RestoreError)
         counts.update(zip(batch, json.loads(output.splitlines()[-1])))
     return counts
 
@@ -588,12 +428,18 @@ def load_into_database(
     label: str = "",
     expected: dict[str, int] | None = None,
     mark: bool = True,
+    globals_path: str | None = None,
 ) -> dict[str, Any]:
     """``pg_restore --dbname`` the dump into a fresh ``database`` and check every table's row count.
 
-    ``settings`` are the connection options (as for a backup; ``restore_options``
-    are passed to pg_restore, by default ``--no-owner --no-privileges``).
-    Returns ``{database, tables, rows, seconds}``; a table whose count differs
+    ``settings`` are the connection options (as for a backup). ``restore_options``
+    are passed to pg_restore; when they are not set (None), owners and grants are kept
+    if the globals file ``globals_path`` (``pg_dumpall --globals-only``) is given and the
+    restoring role is a superuser: the roles the cluster lacks are created first, then
+    the dump is restored with its owners, GRANTs and default privileges, then the
+    database's own GRANTs, settings and comment are applied to ``database``. Otherwise
+    ``--no-owner --no-privileges``, and the result says why (``privileges``).
+    Returns ``{database, tables, rows, seconds, privileges, ...}``; a table whose count differs
     from the dump's data raises RestoreError naming it. ``mark=False`` restores
     under a name that must not exist yet and leaves no marker (a real restore).
     """
@@ -604,14 +450,38 @@ def load_into_database(
     label = label or os.path.basename(dump_path)
     if expected is None:
         expected = dump_row_counts(settings, dump_path)
-    _prepare_database(settings, database, label, mark)
+    maintenance = settings.get("maintenance_database") or "postgres"
     options = settings.get("restore_options")
+    extra: dict[str, Any] = {}
+    keep = False
     if options is None:
-        options = ["--no-owner", "--no-privileges"]
-    argv = [_tool(settings, "pg_restore"), "--exit-on-error", "--single-transaction"] + list(options)
-    argv += _connection_args(settings, database)
+        if not globals_path:
+            extra["privileges"] = "not restored: the epoch holds no globals (roles) for them"
+        elif not _globals.superuser(settings, maintenance):
+            extra["privileges"] = (
+                "not restored: the restoring role is not a superuser (it cannot create roles or owners)"
+            )
+        else:
+            keep = True
+        options = [] if keep else ["--no-owner", "--no-privileges"]
+    else:
+        extra["privileges"] = "as restore_options say: %s" % (" ".join(options) or "(none)")
+    if keep:
+        extra["globals"] = _globals.apply_globals(settings, str(globals_path))
+    _prepare_database(settings, database, label, mark)
+    argv = [_client.tool(settings, "pg_restore"), "--exit-on-error", "--single-transaction"] + list(options)
+    argv += _client.connection_args(settings, database)
     with open(dump_path, "rb") as stream:
-        _run(settings, argv, "pg_restore into %s" % database, RestoreError, stream)
+        _client.run(settings, argv, "pg_restore into %s" % database, RestoreError, stream)
+    if keep:
+        source = str(settings.get("database") or "")
+        sql = _globals.database_properties(settings, dump_path, source, database) if source else ""
+        if sql.strip():
+            argv = [_client.tool(settings, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction"]
+            argv += _client.connection_args(settings, database) + ["-f", "-"]
+            what = "granting the database's own privileges on %s" % database
+            _client.run(settings, argv, what, RestoreError, input_bytes=sql.encode("utf-8"))
+        extra["privileges"] = "restored: owners, GRANTs, default privileges and the database's own GRANTs"
     found = database_row_counts(settings, database, sorted(expected))
     different = {name: (expected[name], found.get(name)) for name in expected if found.get(name) != expected[name]}
     if different:
@@ -623,11 +493,11 @@ def load_into_database(
             "the restore is incomplete; do not use it, check pg_restore's output and the server log",
         )
     listed = dict(sorted(expected.items())[:ROWS_LISTED])
-    encoding, collate, ctype = _psql(
+    encoding, collate, ctype = _client.psql(
         settings,
         settings.get("maintenance_database") or "postgres",
         "SELECT concat_ws('|', pg_encoding_to_char(encoding), datcollate, datctype) FROM pg_database WHERE datname = %s"
-        % _quote_literal(database),
+        % _client.quote_literal(database),
         "reading the encoding of %s" % database,
         RestoreError,
     ).split("|")
@@ -640,6 +510,7 @@ def load_into_database(
         "rows": sum(expected.values()),
         "row_counts": listed,
         "seconds": round(time.monotonic() - began, 3),
+        **extra,
     }
 
 
@@ -669,8 +540,10 @@ class PostgresAssetType(_assets.FileAssetType):
         "connect_timeout": 10,
         "timeout": 21600,
         "restore_database": None,
-        "restore_options": ["--no-owner", "--no-privileges"],
+        "restore_options": None,
         "maintenance_database": "postgres",
+        "globals": True,
+        "role_passwords": False,
     }
 
     def normalize(self, asset: dict[str, Any]) -> dict[str, Any]:
@@ -687,11 +560,58 @@ class PostgresAssetType(_assets.FileAssetType):
             facts["restore_database"] = settings["restore_database"]
             facts["restore_options"] = settings["restore_options"]
             facts["maintenance_database"] = settings.get("maintenance_database") or "postgres"
+        if settings.get("globals"):
+            facts["globals"] = _globals.seal_globals(settings, context)
         dump = _Dump(settings, scratch_dir)
         try:
             yield _assets.Captured(dump.stream, facts, finish=dump.finish)
         finally:
             dump.close()
+
+    @staticmethod
+    def globals_of(artifact) -> dict[str, Any] | None:
+        """The signed facts of the globals sealed beside the dump, or None (``globals: false``, older epochs)."""
+        info = artifact.source.get("globals") if artifact is not None else None
+        return info if isinstance(info, dict) and info.get("file") else None
+
+    def extra_files(self, artifact) -> list[dict[str, Any]]:
+        info = self.globals_of(artifact)
+        return [{"file": info["file"], "size": int(info["size"]), "sha256": info["sha256"]}] if info else []
+
+    def verify_extra(self, artifact, context, deep: bool) -> dict[str, Any]:
+        info = self.globals_of(artifact)
+        return _globals.verify_globals(context, info, deep) if info else {}
+
+    @contextlib.contextmanager
+    def restore_into(self, target: str, force: bool = False, context=None):
+        """The dump at ``target`` and, when the epoch holds them, the globals at ``target.globals.sql`` (0600)."""
+        info = self.globals_of(getattr(context, "artifact", None))
+        globals_target = target + _globals.SUFFIX
+        if info and os.path.lexists(globals_target) and not force:
+            raise RestoreError(
+                "the restore target %s already exists" % globals_target,
+                "restore into an empty staging path (nodekeep_restore_to) or set force: true",
+            )
+        with super().restore_into(target, force, context) as staged:
+            temp = staged.path + _globals.SUFFIX
+            try:
+                if info:
+                    _globals.unseal_globals(context, info, temp)
+                yield staged
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
+                raise
+        if info:
+            try:
+                if os.path.lexists(globals_target):
+                    os.rename(globals_target, "%s.nodekeep-replaced-%d" % (globals_target, int(time.time())))
+                os.link(temp, globals_target)
+            except OSError as exc:
+                raise describe_os_error(exc, "placing the restored globals", globals_target)
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
 
     def settings_from(self, artifact) -> dict[str, Any]:
         """The connection settings recorded in an artifact's facts (for checks and restores)."""
@@ -746,17 +666,21 @@ class PostgresAssetType(_assets.FileAssetType):
         maintenance = settings.get("maintenance_database") or "postgres"
         what = "dropping the scratch database %s" % database
         with contextlib.suppress(NodekeepError):
-            comment = _psql(
+            comment = _client.psql(
                 settings,
                 maintenance,
                 "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = %s"
-                % _quote_literal(database),
+                % _client.quote_literal(database),
                 what,
                 RestoreError,
             )
             if comment.startswith(MARKER):
-                _psql(
-                    settings, maintenance, "DROP DATABASE %s WITH (FORCE)" % _quote_ident(database), what, RestoreError
+                _client.psql(
+                    settings,
+                    maintenance,
+                    "DROP DATABASE %s WITH (FORCE)" % _client.quote_ident(database),
+                    what,
+                    RestoreError,
                 )
 
     def load(
@@ -777,6 +701,12 @@ class PostgresAssetType(_assets.FileAssetType):
             )
         merged = self.settings_from(artifact)
         merged.update(settings or {})
+        globals_path = path + _globals.SUFFIX if self.globals_of(artifact) else None
+        if globals_path and not os.path.isfile(globals_path):
+            raise RestoreError(
+                "the globals of %s are missing beside the dump (%s)" % (artifact.name, globals_path),
+                "restore the epoch again (epoch_restore writes both files)",
+            )
         try:
             return load_into_database(
                 merged,
@@ -784,6 +714,7 @@ class PostgresAssetType(_assets.FileAssetType):
                 database,
                 label="%s of %s" % (artifact.name, artifact.source.get("database")),
                 mark=not source,
+                globals_path=globals_path,
             )
         except NodekeepError:
             raise

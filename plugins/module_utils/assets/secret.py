@@ -16,6 +16,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.assets._tree impor
     TreeAssetType,
     tree_facts,
 )
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import attrs as _attrs
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.archive import tar_reader
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
     RestoreError,
@@ -56,6 +57,20 @@ class SecretAssetType(_assets.FileAssetType):
             info = os.fstat(stream.fileno())
             facts: dict[str, Any] = {"content": "file", "mode": format_mode(stat.S_IMODE(info.st_mode))}
             facts.update(uid=info.st_uid, gid=info.st_gid)
+            # A secret file comes back 0600, owned by the restoring user: its xattrs and ACLs are not kept
+            # (nothing but public key facts is recorded about a secret), and the result says so.
+            notes: list[dict[str, Any]] = []
+            xattrs = _attrs.read_xattrs(stream.fileno(), notes)
+            if xattrs:
+                notes.append(
+                    {
+                        "path": ".",
+                        "what": "%d extended attribute(s) or ACL(s)" % len(xattrs),
+                        "reason": "a secret file is restored 0600 without them",
+                    }
+                )
+            if notes:
+                facts["not_kept"] = notes
             if info.st_size <= 64 << 10:
                 key = key_facts(stream.read())
                 stream.seek(0)

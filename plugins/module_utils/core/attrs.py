@@ -57,10 +57,11 @@ _FLAGS = {
 _UNSUPPORTED = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL)
 
 
-def read_xattrs(path: str, notes: list | None = None, rel: str = "") -> dict[str, bytes]:
-    """Every extended attribute (ACLs included) of ``path`` itself (never through a symlink)."""
+def read_xattrs(path: str | int, notes: list | None = None, rel: str = "") -> dict[str, bytes]:
+    """Every extended attribute (ACLs included) of ``path`` itself (never through a symlink), or of an open descriptor."""
+    follow = {} if isinstance(path, int) else {"follow_symlinks": False}
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        names = os.listxattr(path, **follow)
     except OSError as exc:
         if exc.errno not in _UNSUPPORTED and notes is not None:
             notes.append({"path": rel or ".", "what": "extended attributes", "reason": exc.strerror})
@@ -68,7 +69,7 @@ def read_xattrs(path: str, notes: list | None = None, rel: str = "") -> dict[str
     found = {}
     for name in sorted(names):
         try:
-            found[name] = os.getxattr(path, name, follow_symlinks=False)
+            found[name] = os.getxattr(path, name, **follow)
         except OSError as exc:
             if exc.errno != errno.ENODATA and notes is not None:
                 notes.append({"path": rel or ".", "what": "extended attribute %s" % name, "reason": exc.strerror})
@@ -161,9 +162,20 @@ def _parse_segments(value: Any) -> Any:
 def to_index(xattrs: dict[str, bytes], segments: list[list[int]] | None, entry: dict[str, Any]) -> None:
     """Record xattrs and holes in a files index entry (JSON)."""
     if xattrs:
-        entry["xattrs"] = {name: base64.b64encode(value).decode("ascii") for name, value in xattrs.items()}
+        entry["xattrs"] = xattrs_to_facts(xattrs)
     if segments is not None:
         entry["sparse"] = "zeros" if len(segments) > MAX_SEGMENTS else segments
+
+
+def xattrs_to_facts(xattrs: dict[str, bytes]) -> dict[str, str]:
+    """Extended attributes as manifest facts (name -> base64), as a files index keeps them."""
+    return {name: base64.b64encode(value).decode("ascii") for name, value in sorted(xattrs.items())}
+
+
+def xattrs_from_facts(facts: Any) -> dict[str, bytes]:
+    if not isinstance(facts, dict):
+        return {}
+    return {str(name): base64.b64decode(str(value)) for name, value in facts.items()}
 
 
 def index_to_pax(entry: dict[str, Any]) -> dict[str, str]:

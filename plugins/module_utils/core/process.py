@@ -15,11 +15,13 @@ __metaclass__ = type
 
 import contextlib
 import os
+import pwd
 import shlex
 import signal
 import subprocess
 import tempfile
 import time
+from typing import Any
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
 
@@ -59,22 +61,33 @@ def run_command(
     error: type[NodekeepError] = NodekeepError,
     missing: str = "install it or give its absolute path",
     remedy: str = "",
+    stdin=None,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+    identity: dict[str, Any] | None = None,
 ) -> Completed:
     """Run ``argv`` (no shell) to its end and return what it did.
 
     A missing program raises ``error`` with ``missing`` as the remedy; a command still running after
     ``timeout`` seconds is killed with its process group and raises; with ``check`` a non-zero exit
     raises ``error`` naming ``what``, the command and the tail of its message (``remedy`` or a hint
-    to run it by hand).
+    to run it by hand). ``stdin`` is an open file the command reads (instead of ``input_bytes``);
+    ``env``, ``cwd`` and ``identity`` (``user``/``group``/``extra_groups``, see ``as_user``) are
+    given to the child as they are.
     """
     began = time.monotonic()
+    if stdin is None:
+        stdin = subprocess.PIPE if input_bytes is not None else subprocess.DEVNULL
     try:
         proc = subprocess.Popen(
             argv,
-            stdin=subprocess.PIPE if input_bytes is not None else subprocess.DEVNULL,
+            stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            env=env,
+            cwd=cwd,
+            **(identity or {}),
         )
     except FileNotFoundError:
         raise command_missing(argv[0], missing, error)
@@ -105,8 +118,34 @@ def run_command(
     return done
 
 
+def as_user(user: str, error: type[NodekeepError] = NodekeepError, remedy: str = "") -> dict[str, Any]:
+    """The ``identity`` that runs a child as the OS user ``user`` (with that user's groups); only root can."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise error("%s is not a user of this host" % user, remedy or "name an existing OS user")
+    if os.geteuid() not in (0, entry.pw_uid):
+        raise error(
+            "running a command as %s needs root: this process runs as uid %d" % (user, os.geteuid()),
+            remedy or "run the task with become: true",
+        )
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": os.getgrouplist(entry.pw_name, entry.pw_gid)}
+
+
+#: ``Process(stdout=PIPE)``: the child's stdout is a pipe we read from (``process.stdout``)
+PIPE = subprocess.PIPE
+#: ``Process(stdin=DEVNULL)``: the child reads nothing
+DEVNULL = subprocess.DEVNULL
+
+
 class Process:
-    """A child process streaming to or from us, with its stderr kept in a file."""
+    """A child process streaming to or from us, with its stderr kept in a file.
+
+    ``stdin``/``stdout`` are open files, ``PIPE`` or ``DEVNULL``; ``stdout`` is then the pipe
+    (``self.stdout``). ``errors_dir`` is where the stderr file lives (a private scratch directory);
+    ``env``, ``cwd`` and ``identity`` (``as_user``) are given to the child as they are. With
+    ``new_session`` the child gets its own process group, killed whole by ``kill``.
+    """
 
     def __init__(
         self,
@@ -116,21 +155,59 @@ class Process:
         stdout=None,
         error: type[NodekeepError] = NodekeepError,
         missing: str = "install it or give its absolute path",
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        identity: dict[str, Any] | None = None,
+        errors_dir: str | None = None,
+        new_session: bool = False,
     ) -> None:
         self.argv = argv
         self.what = what
         self.error = error
-        self.errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
+        self.new_session = new_session
+        self.errors = tempfile.TemporaryFile(dir=errors_dir)  # noqa: SIM115 - closed in close()
         try:
-            self.proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=self.errors)
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=self.errors,
+                env=env,
+                cwd=cwd,
+                start_new_session=new_session,
+                **(identity or {}),
+            )
         except FileNotFoundError:
             self.errors.close()
             raise command_missing(argv[0], missing, error)
+        except BaseException:
+            self.errors.close()
+            raise
         self.pid = self.proc.pid
+        self.stdout = self.proc.stdout
 
-    def stderr(self) -> str:
+    def stderr(self, limit: int = 64 << 10) -> str:
         self.errors.seek(0)
-        return output_text(self.errors.read(64 << 10)).strip()
+        return output_text(self.errors.read(limit)).strip()
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit status, or None when the child still runs after ``timeout`` seconds (it is then killed)."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def kill(self) -> None:
+        """SIGKILL the child (its whole process group when it has its own session) and reap it."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                if self.new_session:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                else:
+                    self.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=30)
 
     def finish(self, timeout: float = 3600) -> None:
         """Wait for a clean end; a failure raises with the command's message."""
@@ -165,4 +242,7 @@ class Process:
     def close(self) -> None:
         if self.proc.poll() is None:
             self.stop()
+        if self.proc.stdout is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdout.close()
         self.errors.close()

@@ -254,9 +254,10 @@ class Jail:
 
 
 #: temporary names a restore (or deep check) makes beside its target: ``.NAME.nodekeep-[index-|view-]HEX8``
-#: plus SQLite's side files of them. Anything matching in a staging directory, found while holding
-#: that directory's restore lock, was left by a killed run and is removed.
-TEMP_RE = re.compile(r"^\..+\.nodekeep-(?:index-|view-)?[0-9a-f]{8}(?:-wal|-shm|-journal)?\Z")
+#: plus SQLite's side files of them and a PostgreSQL dump's globals (``.globals.sql``). Anything matching
+#: in a staging directory, found while holding that directory's restore lock, was left by a killed run
+#: and is removed.
+TEMP_RE = re.compile(r"^\..+\.nodekeep-(?:index-|view-)?[0-9a-f]{8}(?:-wal|-shm|-journal|\.globals\.sql)?\Z")
 RESTORE_LOCK = ".nodekeep-restore.lock"
 
 
