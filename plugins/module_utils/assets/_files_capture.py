@@ -7,6 +7,7 @@ from __future__ import absolute_import, annotations, division, print_function
 
 __metaclass__ = type
 
+import collections
 import contextlib
 import fnmatch
 import hashlib
@@ -17,7 +18,6 @@ import stat
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets._files_index import (
@@ -35,7 +35,6 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core import attrs 
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
     CaptureError,
     NodekeepError,
-    RepositoryError,
     describe_os_error,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import (
@@ -43,7 +42,6 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import (
     stream_digest,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import MANIFEST_NAME, Manifest
-from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import seal
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage import pieces as _pieces
 
 #: files up to this size are read into memory once (hash and seal the same bytes)
@@ -60,6 +58,10 @@ PACK_SIZE = 4 << 20
 
 #: index entries held back (walk order) while a pack is open; reaching it closes the pack early
 PACK_QUEUE = 16384
+
+
+#: packs sealed and written at the same time, beside the walk (each by its own thread)
+PACK_WORKERS = 2
 
 
 #: stable reads tried before a changing file is copied to scratch and flagged
@@ -196,35 +198,26 @@ class _TreeCapture:
         self.key_id = key_id(self.key)
         self.base_epoch: str | None = None
         self.base: dict[str, dict[str, Any]] = {}
-        self.known: dict[str, tuple[int, str]] = {}
-        self.existing: dict[str, tuple[int, float]] = {}
-        self.refs: dict[str, tuple[int, str]] = {}
-        self.unvouched: set[str] = set()
-        self.written: set[str] = set()  # pieces this run wrote (they carry this epoch's lock already)
+        # The node's piece store (storage/pieces.py): one writer for every type; it keeps the epoch's
+        # piece list, the listing, the vouched facts, lock extensions and the final recheck.
+        self.writer = _pieces.PieceWriter(self.repo, self.node, self.epoch, self.recipients, self.level, self.key)
+        self.builder = _pieces.PackBuilder(self.writer, size=PACK_SIZE, workers=PACK_WORKERS)
+        self.large_new = 0  # large files written as their own piece (the rest of the new pieces are packs)
         self.links: dict[tuple[int, int], str] = {}
         self.emitted: set[str] = set()
         # small files go into packs: the open pack's members, and the index entries waiting for its name
         # content SHA-256 -> (pack, offset, sealed size, sealed SHA-256) of a pack that holds it
         self.packed: dict[str, tuple[str, int, int, str]] = {}
-        self.pack_members: list[bytes] = []
-        self.pack_bytes = 0
-        self.pack_slots: dict[str, int] = {}  # content SHA-256 -> offset in the open pack
+        self.slots: dict[str, tuple[int, int]] = {}  # content SHA-256 -> (pack number, offset) of this run's packs
         # lines waiting behind the open pack: encoded, or the entry of a member still to be named
-        self.queue: list[str | dict[str, Any]] = []
-        self.sealer: ThreadPoolExecutor | None = None
-        self.sealing: tuple[Future, str, int, list] | None = None  # the pack in flight
+        self.queue: collections.deque[str | dict[str, Any]] = collections.deque()
         self.stats: dict[str, Any] = _archive.entry_counts("excluded")
         self.work: dict[str, Any] = {
             "unchanged": 0,
             "read": 0,
             "read_bytes": 0,
             "retries": 0,
-            "new_objects": 0,
-            "new_bytes": 0,
-            "uploaded_bytes": 0,
             "reused_objects": 0,
-            "rehashed_objects": 0,
-            "new_packs": 0,
             "packed_files": 0,
             "racy": 0,
         }
@@ -259,7 +252,7 @@ class _TreeCapture:
             for entry in entries:
                 self.base[entry["path"]] = entry
                 if entry.get("object"):
-                    self.known[entry["object"]] = (int(entry["sealed_size"]), str(entry["sealed_sha256"]))
+                    self.writer.known[entry["object"]] = (int(entry["sealed_size"]), str(entry["sealed_sha256"]))
                     if "offset" in entry:
                         self.packed[entry["sha256"]] = (
                             entry["object"],
@@ -287,7 +280,7 @@ class _TreeCapture:
         if not stat.S_ISDIR(info.st_mode):
             raise CaptureError("%s is not a directory" % self.root, "files assets are directory trees")
         self.load_base()
-        self.existing = self.repo.object_names(self.node)
+        self.existing = self.writer.listing()
         fd = os.open(index_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with open(fd, "w", encoding="utf-8") as out:
             self.out = out
@@ -303,12 +296,11 @@ class _TreeCapture:
             try:
                 self._emit("", os.lstat(self.root))
                 self._visit(self.root, "", selected=not self.include)
-                self._close_pack()
-                self._finish_pack()
-                self._flush_queue()
+                self.builder.finish()
+                self._drain(block=True)
             finally:
-                self._stop_sealer()
-        self._recheck_unvouched()
+                self.builder.stop()
+        self.writer.recheck()  # every reused piece is still there (garbage collection may have run)
 
     def _visit(self, directory: str, rel_dir: str, selected: bool) -> None:
         try:
@@ -340,19 +332,35 @@ class _TreeCapture:
     _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
     def _write(self, entry: dict[str, Any]) -> None:
-        pending = "offset" in entry and entry.get("object") is None
-        if self.queue or pending or self.sealing is not None:
+        pending = "_pack" in entry
+        if self.queue or pending:
             # A pack is open or being written: its members' entries need its name and sealed
             # checksum; later entries wait behind them (walk order).
             self.queue.append(entry if pending else self._encode(entry) + "\n")
-            if self.pack_bytes >= PACK_SIZE or len(self.queue) >= PACK_QUEUE:
-                self._close_pack()
-            elif self.sealing is not None and self.sealing[0].done():
-                self._finish_pack()
-                if not self.pack_members:
-                    self._flush_queue()
+            self._drain(block=len(self.queue) >= PACK_QUEUE)
             return
         self.out.write(self._encode(entry) + "\n")
+
+    def _drain(self, block: bool) -> None:
+        """Write the held entries up to the first whose pack is not written yet (``block``: wait for it)."""
+        queue = self.queue
+        while queue:
+            head = queue[0]
+            if isinstance(head, str):
+                self.out.write(head)
+                queue.popleft()
+                continue
+            number = head["_pack"]
+            if not block and not self.builder.ready(number):
+                return
+            name, sealed_size, sealed_sha256, _plain = self.builder.result(number)
+            del head["_pack"]
+            head.update(object=name, sealed_size=sealed_size, sealed_sha256=sealed_sha256)
+            self.packed.setdefault(head["sha256"], (name, head["offset"], sealed_size, sealed_sha256))
+            if self.slots.get(head["sha256"], (None,))[0] == number:
+                del self.slots[head["sha256"]]  # found by ``packed`` from now on
+            self.out.write(self._encode(head) + "\n")
+            queue.popleft()
 
     def _emit(self, rel: str, info: os.stat_result) -> None:
         if self.include:
@@ -439,7 +447,7 @@ class _TreeCapture:
                     {"path": rel, "what": str(cached["not_kept"]), "reason": "not restored"}
                 )
             entry.update(ino=info.st_ino, ctime_ns=info.st_ctime_ns)
-            self.refs[name] = (int(cached["sealed_size"]), str(cached["sealed_sha256"]))
+            self._reference(name, (int(cached["sealed_size"]), str(cached["sealed_sha256"])))
             self.work["unchanged"] += 1
         elif (
             immutable
@@ -463,7 +471,7 @@ class _TreeCapture:
             if "offset" in cached:
                 entry["offset"] = int(cached["offset"])
             entry.update(ino=info.st_ino, ctime_ns=info.st_ctime_ns)
-            self.refs[name] = (int(cached["sealed_size"]), str(cached["sealed_sha256"]))
+            self._reference(name, (int(cached["sealed_size"]), str(cached["sealed_sha256"])))
             self.work["unchanged"] += 1
         else:
             content = self._read(path, rel=rel)
@@ -477,7 +485,7 @@ class _TreeCapture:
             # A content stored as its own object (an earlier version's, or a large file) is reused by
             # name; a small one is found in, or added to, a pack.
             name = object_name(self.key, content.sha256)
-            place = None if name in self.refs or name in self.existing else self._pack_place(content)
+            place = None if name in self.writer.refs or name in self.existing else self._pack_place(content)
             if place is None:
                 try:
                     sealed = self._ensure(content)
@@ -488,7 +496,6 @@ class _TreeCapture:
                         return False
                     sealed = self._ensure(content)
                     name = object_name(self.key, content.sha256)
-                self.refs[name] = sealed
                 place = {"object": name, "sealed_size": sealed[0], "sealed_sha256": sealed[1]}
             current = content.info
             entry.update(
@@ -514,118 +521,33 @@ class _TreeCapture:
 
     # -- packs --
 
+    def _reference(self, name: str, facts: tuple[int, str] | None = None) -> tuple[int, str]:
+        """Reference a stored piece in this epoch (the writer vouches for it, or hashes it; lock extended)."""
+        with self.writer.lock:  # the sealing threads update the writer's records too
+            return self.writer.reuse(name, facts)
+
     def _pack_place(self, content: _Content) -> dict[str, Any] | None:
         """Where a small content goes: a pack that holds it already, or the open pack; None: its own object."""
         known = self.packed.get(content.sha256)
         if known is not None:
             pack, offset, sealed_size, sealed_sha256 = known
-            if self.refs.get(pack) == (sealed_size, sealed_sha256) or (
+            if self.writer.refs.get(pack) == (sealed_size, sealed_sha256) or (
                 pack in self.existing and self.existing[pack][0] == sealed_size
             ):
-                self.refs[pack] = (sealed_size, sealed_sha256)
+                self._reference(pack, (sealed_size, sealed_sha256))
                 self.work["reused_objects"] += 1
                 return {"object": pack, "offset": offset, "sealed_size": sealed_size, "sealed_sha256": sealed_sha256}
         if content.data is None or content.size > PACK_MEMBER_MAX:
             return None
-        offset = self.pack_slots.get(content.sha256)
-        if offset is None:
-            offset = self.pack_bytes
-            self.pack_slots[content.sha256] = offset
-            self.pack_members.append(content.data)
-            self.pack_bytes += content.size
+        slot = self.slots.get(content.sha256)
+        if slot is None:
+            # The pack builder seals and writes full packs in its threads (zstd, the age CLI, SHA-256
+            # and the fsyncs run outside the GIL) while the walk reads on.
+            slot = self.builder.add(content.data)
+            self.slots[content.sha256] = slot
             self.work["packed_files"] += 1
-        # The pack's name and sealed facts are filled in when it is written (_close_pack).
-        return {"object": None, "offset": offset, "sealed_size": None, "sealed_sha256": None}
-
-    def _close_pack(self) -> None:
-        """Hand the open pack to the sealing thread; its entries wait until it is written (``_finish_pack``).
-
-        One pack is sealed and written (zstd, the age CLI, fsyncs: all outside the GIL)
-        while the walk reads the files of the next one. The previous pack is finished
-        first, so at most one is in flight and the repository is used by one thread at a time.
-        """
-        self._finish_pack()
-        if not self.pack_members:
-            self._flush_queue()
-            return
-        data = b"".join(self.pack_members)
-        self.pack_members = []
-        self.pack_bytes = 0
-        self.pack_slots = {}
-        digest = hashlib.sha256(data).hexdigest()
-        name = object_name(self.key, digest)
-        queue, self.queue = self.queue, []
-        if name in self.refs or name in self.existing:
-            # The same pack was written before (the same members in the same order).
-            sealed = self.refs[name] if name in self.refs else self._reuse(name)
-            self._name_members(queue, name, sealed)
-            self.out.write("".join(queue))  # type: ignore[arg-type]
-            return
-        if self.sealer is None:
-            self.sealer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nodekeep-pack")
-        future = self.sealer.submit(self._put_pack, name, data)
-        self.sealing = (future, name, len(data), queue)
-
-    def _put_pack(self, name: str, data: bytes):
-        """(sealing thread) Seal a pack into its object; committed only if the whole seal succeeded."""
-        with self.repo.put_object(self.node, name, epoch=self.epoch, size_hint=None) as sink:
-            return seal(
-                _BytesSource(data),
-                sink,
-                self.recipients,
-                level=self.level,
-                threads=0,
-                sink_name=self.repo.describe_object(self.node, name),
-            )
-
-    def _finish_pack(self) -> None:
-        """Wait for the pack in flight, record its object, name its members and write its entries."""
-        if self.sealing is None:
-            return
-        future, name, size, queue = self.sealing
-        self.sealing = None
-        try:
-            result = future.result()
-        except RepositoryError as exc:
-            if exc.details.get("code") != "exists":
-                raise
-            self.existing[name] = (0, time.time())
-            sealed = self._reuse(name)
-        else:
-            sealed = (result.sealed.size, result.sealed.sha256)
-            self.existing[name] = (result.sealed.size, time.time())
-            self.known[name] = sealed
-            self.written.add(name)
-            self.work["new_objects"] += 1
-            self.work["new_packs"] += 1
-            self.work["new_bytes"] += size
-            self.work["uploaded_bytes"] += result.sealed.size
-        self._name_members(queue, name, sealed)
-        self.out.write("".join(queue))  # type: ignore[arg-type]
-
-    def _name_members(self, queue: list, name: str, sealed: tuple[int, str]) -> None:
-        self.refs[name] = sealed
-        for number, item in enumerate(queue):
-            if isinstance(item, dict):
-                item.update(object=name, sealed_size=sealed[0], sealed_sha256=sealed[1])
-                self.packed.setdefault(item["sha256"], (name, item["offset"], sealed[0], sealed[1]))
-                queue[number] = self._encode(item) + "\n"
-
-    def _flush_queue(self) -> None:
-        """Write the held entries (none of them waits for a pack any more)."""
-        queue, self.queue = self.queue, []
-        self.out.write("".join(queue))  # type: ignore[arg-type]
-
-    def _stop_sealer(self) -> None:
-        """Never leave the sealing thread writing: wait for it (after an error, its result is dropped)."""
-        if self.sealing is not None:
-            future = self.sealing[0]
-            self.sealing = None
-            with contextlib.suppress(Exception):
-                future.result()
-        if self.sealer is not None:
-            self.sealer.shutdown(wait=True)
-            self.sealer = None
+        # The pack's name and sealed facts are filled in when it is written (_drain).
+        return {"_pack": slot[0], "offset": slot[1]}
 
     def _read(self, path: str, copy: bool = False, rel: str | None = None) -> _Content | None:
         """A stable read (size, mtime and ctime the same before and after; a racy file in memory: the same
@@ -697,63 +619,21 @@ class _TreeCapture:
 
     def _ensure(self, content: _Content) -> tuple[int, str]:
         """The object of a content: reused when the node has it, else sealed and uploaded once."""
-        self._finish_pack()  # one thread uses the repository at a time
         name = object_name(self.key, content.sha256)
-        if name in self.refs:
-            return self.refs[name]
-        if name in self.existing:
-            return self._reuse(name)
-        began_size = content.size
+        referenced = name in self.writer.refs
         try:
-            with self.repo.put_object(self.node, name, epoch=self.epoch, size_hint=None) as sink:
-                with content.open() as source:
-                    result = seal(
-                        source,
-                        sink,
-                        self.recipients,
-                        level=self.level,
-                        threads=0 if began_size <= SMALL_FILE else -1,
-                        sink_name=self.repo.describe_object(self.node, name),
-                    )
-                if (result.content.size, result.content.sha256) != (content.size, content.sha256):
-                    raise _Changed()  # aborts the write: nothing is committed under this name
-        except RepositoryError as exc:
-            if exc.details.get("code") != "exists":
-                raise
-            self.existing[name] = (0, time.time())
-            return self._reuse(name)
-        self.existing[name] = (result.sealed.size, time.time())
-        self.known[name] = (result.sealed.size, result.sealed.sha256)
-        self.written.add(name)
-        self.work["new_objects"] += 1
-        self.work["new_bytes"] += result.content.size
-        self.work["uploaded_bytes"] += result.sealed.size
-        return result.sealed.size, result.sealed.sha256
-
-    def _reuse(self, name: str) -> tuple[int, str]:
-        self._finish_pack()
-        known = self.known.get(name)
-        size = self.existing[name][0]
-        if known is not None and (known[0] == size or size == 0):
-            self.work["reused_objects"] += 1
-            return known
-        # An object this node has no record of (its cache was lost, or a run that failed left it): hash it.
-        with self.repo.open_object(self.node, name) as stream:
-            size, digest = stream_digest(stream)
-        self.known[name] = (size, digest)
-        self.unvouched.add(name)
-        self.work["rehashed_objects"] += 1
-        return size, digest
-
-    def _recheck_unvouched(self) -> None:
-        """Objects reused without a record must still be there (garbage collection may have run meanwhile)."""
-        for name in sorted(self.unvouched):
-            if self.repo.has_object(self.node, name) is None:
-                raise CaptureError(
-                    "object %s disappeared during the backup (garbage collection ran at the same time)"
-                    % self.repo.describe_object(self.node, name),
-                    "run the backup again; do not run epoch_prune while a backup of the node runs",
+            with content.open() as source:
+                _name, sealed_size, sealed_sha256 = self.writer.put_stream(
+                    source, content.sha256, content.size, threads=0 if content.size <= SMALL_FILE else -1
                 )
+        except _pieces.PieceChanged:
+            raise _Changed()
+        if not referenced:
+            if name in self.writer.reused:
+                self.work["reused_objects"] += 1
+            else:
+                self.large_new += 1
+        return sealed_size, sealed_sha256
 
     def _note(self, kind: str, item: Any) -> None:
         if len(self.notes[kind]) < LIST_LIMIT:
@@ -762,13 +642,22 @@ class _TreeCapture:
     # -- the refs list --
 
     def write_refs(self, file_name: str) -> dict[str, Any]:
-        return _pieces.write_piece_list(self.repo, self.node, self.epoch, file_name, self.refs)
+        return self.writer.write_list(file_name)
 
     def facts(self) -> dict[str, Any]:
         facts: dict[str, Any] = {
             "layout": "objects",
             "entries": dict(self.stats),
-            "objects": dict(self.work, referenced=len(self.refs)),
+            "objects": dict(
+                self.work,
+                new_objects=self.writer.work["new"],
+                new_packs=self.writer.work["new"] - self.large_new,
+                new_bytes=self.writer.work["new_bytes"],
+                uploaded_bytes=self.writer.work["uploaded_bytes"],
+                rehashed_objects=self.writer.work["rehashed"],
+                locks_extended=self.writer.work["locks_extended"],
+                referenced=len(self.writer.refs),
+            ),
             "key_id": self.key_id,
             "base_epoch": self.base_epoch,
             "include": self.include,

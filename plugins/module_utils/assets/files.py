@@ -78,7 +78,6 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import (
     sha256_file,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import unseal
-from ansible_collections.nodekeep.backup.plugins.module_utils.storage import pieces as _pieces
 
 # --------------------------------------------------------------------------
 # the asset types
@@ -144,10 +143,7 @@ class FilesAssetType(_assets.AssetType):
         index_path = os.path.join(scratch_dir, "%s.%s.index.jsonl" % (asset["name"], uuid.uuid4().hex[:8]))
         try:
             run.run(index_path)
-            # Pieces this epoch reuses stay locked (S3 Object Lock) at least as long as this epoch.
-            run.work["locks_extended"] = _pieces.extend_locks(
-                context.repository, context.node, context.epoch, set(run.refs) - run.written
-            )
+            # Pieces this epoch reuses were locked (S3 Object Lock) at least as long as this epoch by the writer.
             refs = run.write_refs(self.refs_file(asset["name"]))
             run.state.save(context.epoch, index_path)
             result = dict(facts or {})

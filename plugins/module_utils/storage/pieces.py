@@ -195,6 +195,10 @@ class _BytesSource:
         return self._stream.read(size)
 
 
+class PieceChanged(CaptureError):
+    """What was sealed is not the content that was hashed (it changed in between): nothing was committed."""
+
+
 class PieceWriter:
     """One backup run's pieces: seals new ones, reuses stored ones, keeps the epoch's piece list.
 
@@ -238,7 +242,15 @@ class PieceWriter:
     def put(self, data, sha256: str | None = None) -> tuple[str, int, str]:
         """Store ``data`` as a piece (or reuse the stored one of the same content): (name, sealed size, SHA-256)."""
         digest = sha256 or hashlib.sha256(data).hexdigest()
-        name = piece_name(self.key, digest)
+        return self.put_stream(_BytesSource(data), digest, len(data))
+
+    def put_stream(self, source, sha256: str, size: int, threads: int = 0) -> tuple[str, int, str]:
+        """Store the content ``source`` reads (its SHA-256 and size known) as a piece, or reuse the stored one.
+
+        The content is sealed as it is read; if what was read does not hash to ``sha256``
+        (a file that changed since it was hashed) nothing is committed and ``PieceChanged`` is raised.
+        """
+        name = piece_name(self.key, sha256)
         with self.lock:
             if name in self.refs:
                 return (name, *self.refs[name])
@@ -247,28 +259,30 @@ class PieceWriter:
         try:
             with self.repository.put_object(self.node, name, epoch=self.epoch, size_hint=None) as sink:
                 result = seal(
-                    _BytesSource(data),
+                    source,
                     sink,
                     self.recipients,
                     level=self.level,
-                    threads=0,
+                    threads=threads,
                     sink_name=self.repository.describe_object(self.node, name),
                 )
+                if (result.content.size, result.content.sha256) != (size, sha256):
+                    raise PieceChanged(
+                        "a piece changed while it was sealed (%s)" % name, "run the backup again"
+                    )  # inside: the write is aborted, nothing is committed under this name
         except RepositoryError as exc:
             if exc.details.get("code") != "exists":
                 raise
             with self.lock:
                 self.listing()[name] = (0, time.time())
                 return (name, *self.reuse(name))
-        if result.content.sha256 != digest:
-            raise CaptureError("a piece changed while it was sealed (%s)" % name, "run the backup again")
         facts = (result.sealed.size, result.sealed.sha256)
         with self.lock:
             self.listing()[name] = (result.sealed.size, time.time())
             self.known[name] = facts
             self.refs[name] = facts
             self.work["new"] += 1
-            self.work["new_bytes"] += len(data)
+            self.work["new_bytes"] += size
             self.work["uploaded_bytes"] += result.sealed.size
         return (name, *facts)
 
@@ -356,6 +370,17 @@ class PackBuilder:
         if len(self.futures) >= self.workers:
             self.futures[-self.workers].result()  # the oldest in flight: raises its error here
         self.futures.append(self.pool.submit(self._put, data))
+
+    def ready(self, number: int) -> bool:
+        """Whether pack ``number`` is written (or failed): ``result`` returns at once."""
+        return number < len(self.futures) and self.futures[number].done()
+
+    def result(self, number: int) -> tuple[str, int, str, int]:
+        """(name, sealed size, sealed SHA-256, plaintext size) of pack ``number``, closing it if it is the open
+        one and waiting for it if it is in flight; its failure is raised here."""
+        if number >= len(self.futures):
+            self.close()
+        return self.futures[number].result()
 
     def _put(self, data: bytes) -> tuple[str, int, str, int]:
         return (*self.writer.put(data), len(data))

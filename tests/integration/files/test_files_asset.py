@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -367,6 +368,54 @@ class TestLiveWrites:
         assert entry["sha256"] == hashlib.sha256(b"1" * size).hexdigest()
         root = restored_root(node.restore(tmp_path / "r"))
         assert (root / "table.bin").read_bytes() == b"1" * size
+
+
+class TestParallelPacks:
+    def test_packs_finishing_out_of_order_keep_the_index_in_walk_order(
+        self, node, store_tools, files_asset, tmp_path, monkeypatch
+    ):
+        """Packs are sealed by several threads (the piece store's pack builder); the first pack is held until
+        the second is written, so they finish out of order: every entry still names its own pack, the index
+        stays in walk order, and the epoch restores equal."""
+        from ansible_collections.nodekeep.backup.plugins.module_utils.storage import pieces
+
+        assert _files_capture.PACK_WORKERS >= 2
+        monkeypatch.setattr(_files_capture, "PACK_SIZE", 64 << 10)
+        store = tmp_path / "da"
+        store_tools.make(store, count=120)
+        second_written = threading.Event()
+        finished = []
+        real_put = pieces.PieceWriter.put
+        calls = []
+        counting = threading.Lock()
+
+        def ordered_put(self, data, sha256=None):
+            with counting:
+                number = len(calls)
+                calls.append(number)
+            if number == 0:
+                assert second_written.wait(120), "the second pack was not written beside the first"
+            result = real_put(self, data, sha256)
+            finished.append(number)
+            if number == 1:
+                second_written.set()
+            return result
+
+        monkeypatch.setattr(pieces.PieceWriter, "put", ordered_put)
+        manifest = node.backup([files_asset(store)])
+        monkeypatch.undo()
+        assert finished[:2] == [1, 0]
+        facts = manifest.artifacts[0].source["objects"]
+        assert facts["new_packs"] == len(finished) > 2
+        entries = index_entries(node, manifest.epoch)
+        paths = [e["path"] for e in entries]
+        assert paths[0] == "." and paths[1:] == sorted(paths[1:], key=lambda p: p.split("/"))
+        refs = refs_of(node, manifest.epoch)
+        packed = [e for e in entries if "offset" in e]
+        assert packed and all(e["object"] in refs and "_pack" not in e for e in packed)
+        assert len({e["object"] for e in packed}) == len(finished)
+        root = restored_root(node.restore(tmp_path / "r"))
+        assert store_tools.meta(root) == store_tools.meta(store)
 
 
 class TestRacyReads:
