@@ -48,7 +48,7 @@ BUDGET = {
     "sqlite_backup": 9,
     "shamir_split": 10,
     "restore_cutover": 12,
-    "rocksdb_checkpoint": 12,
+    "rocksdb_checkpoint": 13,  # core/archive extracts through core/safefs (descriptor-based restore)
     "btrfs_snapshot": 14,
     "zfs_snapshot": 14,
     "epoch_info": 16,  # objects_of: storage/pieces.py (and the core/seal.py it imports) lists what an epoch needs
