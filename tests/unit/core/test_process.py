@@ -4,17 +4,19 @@ error with the command's own message; a hung command is killed with its whole pr
 from __future__ import annotations
 
 import os
+import pwd
 import sys
 
 import pytest
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import CaptureError, NodekeepError
-from ansible_collections.nodekeep.backup.plugins.module_utils.core.process import Process, run_command
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.process import PIPE, Process, as_user, run_command
 
 
 def test_output_input_and_exit_status_come_back():
-    done = run_command([sys.executable, "-c", "import sys; d = sys.stdin.read(); print(d.upper())"], "upper",
-                       input_bytes=b"abc")
+    done = run_command(
+        [sys.executable, "-c", "import sys; d = sys.stdin.read(); print(d.upper())"], "upper", input_bytes=b"abc"
+    )
     assert (done.returncode, done.stdout, done.stderr) == (0, b"ABC\n", b"")
     assert done.seconds >= 0
 
@@ -70,3 +72,44 @@ def test_a_streaming_process_that_is_missing_names_the_remedy():
         Process(["/nonexistent/zfs"], "zfs send", missing="install zfsutils-linux")
     assert raised.value.remedy == "install zfsutils-linux"
     assert not os.path.exists("/nonexistent")
+
+
+def test_a_streaming_process_gets_its_env_cwd_and_identity(tmp_path):
+    """What the PostgreSQL client tools need: a cleaned environment, cwd and another OS user (as root)."""
+    code = "import os; print(os.environ.get('NK_PROBE'), os.getcwd(), os.getuid(), 'PGPASSWORD' in os.environ)"
+    identity = as_user("nobody") if os.geteuid() == 0 else None
+    python = "/usr/bin/python3" if identity else sys.executable  # nobody cannot read root's virtualenv
+    process = Process(
+        [python, "-c", code], "the probe", stdout=PIPE, env={"NK_PROBE": "yes"}, cwd="/", identity=identity
+    )
+    out = process.stdout.read().decode().split()
+    process.finish()
+    process.close()
+    uid = pwd.getpwnam("nobody").pw_uid if identity else os.getuid()
+    assert out == ["yes", "/", str(uid), "False"]
+
+
+def test_run_command_reads_stdin_from_an_open_file(tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_bytes(b"from a file\n")
+    with open(source, "rb") as handle:
+        done = run_command(["cat"], "cat", stdin=handle)
+    assert done.stdout == b"from a file\n"
+
+
+def test_kill_takes_the_whole_process_group_of_a_new_session(tmp_path):
+    process = Process(["sh", "-c", "sleep 300 & echo $!; wait"], "the job", stdout=PIPE, new_session=True)
+    pid = int(process.stdout.readline())  # the grandchild runs: its pid was written
+    process.kill()
+    process.close()
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            state = handle.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        state = "gone"
+    assert state in ("gone", "Z", "X")
+
+
+def test_as_user_refuses_an_unknown_user():
+    with pytest.raises(CaptureError, match="not a user of this host"):
+        as_user("nodekeep-no-such-user", CaptureError)
