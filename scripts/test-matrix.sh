@@ -59,13 +59,14 @@ run_step() { # $1 version, $2 step -> 0/1, output in the step's log
         "PYTHONPATH=$ROOT/build/collections" PIP_DISABLE_PIP_VERSION_CHECK=1)
     case $step in
     sanity)
+        bash scripts/ansible-test-pip.sh "$dir" >"$logf" 2>&1 || return 1
         # One sanity copy is shared by all versions: never two at once.
         (
             exec 8>"$ROOT/.cache/sanity.lock"
             flock 8
             # shellcheck disable=SC2086 # MATRIX_SANITY_ARGS is several options
             cd "$(bash scripts/collection-path.sh --sanity)" && "${env[@]}" "$dir/bin/ansible-test" sanity --venv --python "$PYVER" --color no $SANITY_ARGS
-        ) >"$logf" 2>&1
+        ) >>"$logf" 2>&1
         ;;
     units)
         "${env[@]}" "$dir/bin/python" -m pytest -p no:cacheprovider -q --timeout=900 tests/unit >"$logf" 2>&1 ;;

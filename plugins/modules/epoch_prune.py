@@ -36,9 +36,16 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: In check mode (as with O(dry_run=true)) the plan is computed, locks are inspected, and nothing is removed.
+    details:
+      - In check mode (as with O(dry_run=true)) the plan is computed, locks are inspected, and nothing is removed.
+      - Check mode reports C(changed) when the real run would remove an epoch or an object; O(dry_run=true)
+        outside check mode never reports C(changed) (nothing changed). RV(summary) lists every epoch kept and
+        removed with the rule that keeps it or why it goes, as C(restic forget --dry-run) does.
   diff_mode:
-    support: none
+    support: full
+    details:
+      - With C(--diff), one diff per copy, the epochs before and after retention, one line each (the removed
+        ones, or in check mode the ones that would be removed, are the lines that go).
   idempotent:
     support: full
     details: A second run with the same policy finds nothing more to remove.
@@ -61,6 +68,13 @@ options:
     description: Remove incomplete epochs older than O(incomplete_grace).
     type: bool
     default: true
+  pending_epoch:
+    description:
+      - In a dry run only (check mode or O(dry_run=true)), count this epoch name (C(YYYYMMDDTHHMMSSZ)) as if it
+        existed, as the newest epoch a backup in check mode would make, so that the preview removes what the real
+        run after that backup will remove. It is reported in C(kept) with C(pending=true). Refused when epochs
+        would really be removed.
+    type: str
   incomplete_grace:
     description:
       - Age after which an incomplete epoch is considered abandoned rather than a backup still running,
@@ -95,6 +109,10 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "{{ item.location }}: {{ item.removed | map(attribute='epoch') | list }} (locked: {{ item.locked | length }})"
   loop: "{{ plan.copies }}"
+
+- name: Print every epoch kept or removed with its reason, as restic forget --dry-run does
+  ansible.builtin.debug:
+    var: plan.summary
 
 - name: Apply it
   nodekeep.backup.epoch_prune:
@@ -154,6 +172,15 @@ copies:
       type: list
       elements: dict
       sample: [{epoch: 20261122T030000Z, reasons: ["incomplete but younger than 1d: it may still be running"]}]
+    changes:
+      description: Whether something is removed from this copy (in a dry run, would be).
+      type: bool
+      sample: true
+    summary:
+      description: This copy's plan as lines, every epoch kept or removed with its reasons (see RV(summary)).
+      type: list
+      elements: str
+      sample: ["keep 1 epoch:", "  20261122T023000Z  last 1"]
     errors:
       description: Epochs whose removal failed (for example refused by the server), with the error.
       type: list
@@ -186,6 +213,22 @@ dry_run:
   returned: always
   type: bool
   sample: false
+summary:
+  description:
+    - Every copy's plan as lines an operator reads, as C(restic forget --dry-run) prints it - each epoch kept with the
+      rules that keep it (C(last N), C(daily 2026-11-22 (1 of 7)), C(within 7d of the newest epoch), the newest
+      epoch, a kept epoch's snapshot chain, the newest replication chain's base), each epoch removed (or that would
+      be) and why, epochs kept by Object Lock, unverified and incomplete epochs, and the objects collected.
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - "/var/backups/nodekeep (local), node db1, policy: last 1, daily 7 (pick first of each period) [dry run: nothing removed]"
+    - "keep 2 epochs:"
+    - "  20261121T023000Z  daily 2026-11-21 (2 of 7)"
+    - "  20261122T023000Z  last 1; daily 2026-11-22 (1 of 7)"
+    - "would remove 1 epoch:"
+    - "  20261001T023000Z  no rule keeps it (policy: last 1, daily 7 (pick first of each period))"
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -202,7 +245,11 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import 
     subtract_duration,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
-from ansible_collections.nodekeep.backup.plugins.module_utils.ops.prune import apply_retention
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.prune import (
+    apply_retention,
+    retention_diff,
+    retention_summary,
+)
 from ansible_collections.nodekeep.backup.plugins.module_utils.retention.policy import RetentionPolicy
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.s3_repository import S3Repository
@@ -218,6 +265,7 @@ def main():
             prune_local={"type": "bool", "default": True},
             targets={"type": "list", "elements": "dict", "default": [], "options": S3_TARGET_OPTIONS},
             dry_run={"type": "bool", "default": False},
+            pending_epoch={"type": "str"},
             prune_incomplete={"type": "bool", "default": True},
             incomplete_grace={"type": "str", "default": "1d"},
         ),
@@ -256,6 +304,7 @@ def main():
                     dry_run=dry_run,
                     prune_incomplete=params["prune_incomplete"],
                     incomplete_grace=params["incomplete_grace"],
+                    pending_epoch=params["pending_epoch"],
                 )
                 if getattr(repository, "kind", "") == "s3" and params["prune_incomplete"]:
                     report["aborted_uploads"] = (
@@ -264,6 +313,9 @@ def main():
             except NodekeepError as exc:
                 report = {
                     "location": name,
+                    "node": params["node"],
+                    "dry_run": dry_run,
+                    "changes": False,
                     "kept": [],
                     "removed": [],
                     "locked": [],
@@ -272,14 +324,20 @@ def main():
                     "errors": [{"error": exc.message}],
                 }
             report["name"] = name
+            report["summary"] = retention_summary(report)
             reports.append(report)
+        changes = any(r["changes"] for r in reports)
         result = {
-            "changed": any(r["removed"] or r.get("objects", {}).get("removed") for r in reports) and not dry_run,
+            # check mode says what the real run would change; dry_run outside check mode changes nothing
+            "changed": changes and (module.check_mode or not params["dry_run"]),
             "dry_run": dry_run,
             "copies": reports,
-            "removed": sum(len(r["removed"]) for r in reports),
+            "removed": sum(len([e for e in r["removed"] if not e.get("pending")]) for r in reports),
             "locked": sum(len(r["locked"]) for r in reports),
+            "summary": [line for r in reports for line in r["summary"]],
         }
+        if module._diff:
+            result["diff"] = [retention_diff(r) for r in reports]
         errors = [(r["name"], e) for r in reports for e in r["errors"]]
         if errors:
             module.fail_json(

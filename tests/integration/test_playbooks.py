@@ -220,6 +220,22 @@ class TestBackup:
         assert "check mode, would back up chain-db" in proc.stdout
         assert lab.epochs() == before
 
+    def test_check_mode_previews_retention_with_reasons(self, lab, backed_up):
+        """backup.yml --check lists what retention would keep and remove, and why, counting the epoch the
+        backup would make (keep_last 2: the newest existing epoch and the new one stay); nothing is removed."""
+        before = lab.epochs()
+        complete = [e for e in before if (lab.repository / NODE / e / "manifest.json.sig").exists()]
+        assert len(complete) >= 2
+        proc = lab.run("backup.yml", "--check", "--skip-tags", "agent", "-e", '{"nodekeep_retention": {"keep_last": 2}}')
+        assert lab.epochs() == before
+        out = proc.stdout
+        assert "[dry run: nothing removed]" in out
+        assert "would remove %d epoch" % (len(complete) - 1) in out
+        assert "%s  last 2" % complete[-1] in out
+        for epoch in complete[:-1]:
+            assert "%s  no rule keeps it (policy: last 2" % epoch in out
+        assert "the epoch this backup would make" in out
+
     def test_no_recipients_fails_clearly_and_writes_nothing(self, lab, backed_up):
         refused_backup(lab, [], "nodekeep_age_recipients is empty")
 

@@ -39,7 +39,8 @@ def main() -> None:
             task_vars={"ansible_python_interpreter": "/usr/bin/python3"},
             module_compression="ZIP_DEFLATED",  # ansible-core's default (DEFAULT_MODULE_COMPRESSION)
         )
-        data = built.b_module_data
+        # ansible-core 2.19 returns a _BuiltModule; 2.16 to 2.18 a tuple (b_module_data, module_style, shebang)
+        data = built.b_module_data if hasattr(built, "b_module_data") else built[0]
         payload = max(re.findall(rb"[A-Za-z0-9+/=]{1000,}", data), key=len)  # the base64 zip in the wrapper
         archive = zipfile.ZipFile(io.BytesIO(base64.b64decode(payload)))
         marker = "nodekeep/backup/plugins/module_utils/"

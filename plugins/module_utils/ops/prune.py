@@ -7,12 +7,13 @@ from __future__ import absolute_import, annotations, division, print_function
 
 __metaclass__ = type
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets.registry import asset_type
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import (
     duration_text,
+    epoch_name,
     epoch_time,
     parse_calendar_duration,
     subtract_duration,
@@ -41,14 +42,18 @@ def _signed_epochs(repository, node: str, public_key: str):
 def keep_chains(decisions: list[Decision], manifests: dict[str, Any]) -> list[Decision]:
     """Keep every epoch that a kept epoch's incremental snapshot send needs (its chain back to a full send)."""
 
-    needed: set[str] = set()
+    needed: dict[str, list[str]] = {}
     for decision in decisions:
-        if decision.keep:
-            needed |= manifest_needs(manifests[decision.epoch])
+        if decision.keep and decision.epoch in manifests:
+            for epoch in manifest_needs(manifests[decision.epoch]):
+                needed.setdefault(epoch, []).append(decision.epoch)
     for decision in decisions:
         if not decision.keep and decision.epoch in needed:
             decision.keep = True
-            decision.reasons = ["kept: the incremental snapshot chain of a kept epoch needs it"]
+            decision.reasons = [
+                "kept: the incremental snapshot chain of kept epoch %s needs it"
+                % ", ".join(sorted(needed[decision.epoch]))
+            ]
     return decisions
 
 
@@ -89,6 +94,7 @@ def apply_retention(
     prune_incomplete: bool = True,
     incomplete_grace: str = "1d",
     now: datetime | None = None,
+    pending_epoch: str | None = None,
 ) -> dict[str, Any]:
     """Plan from the signature-valid epochs and remove what the plan drops, whole or not at all.
 
@@ -97,9 +103,18 @@ def apply_retention(
     (``unverified``). Incomplete epochs (no signed manifest) older than ``incomplete_grace``
     are removed too when ``prune_incomplete``; younger ones may be a backup still running.
     With ``dry_run`` nothing is removed and ``removed`` lists what would go.
+
+    ``pending_epoch`` (dry runs only): an epoch name counted as if it existed, the epoch a backup in
+    check mode would make, so that its preview drops what the real run will drop; it is reported
+    in ``kept`` with ``pending: true``.
     """
     now = now or datetime.now(timezone.utc)
     policy.validate()
+    if pending_epoch and not dry_run:
+        raise NodekeepError(
+            "pending_epoch %r was given to a run that removes epochs" % (pending_epoch,),
+            "a pending epoch only makes sense in a dry run (check mode); nothing was removed",
+        )
     grace = parse_calendar_duration(incomplete_grace, "incomplete_grace")
     result: dict[str, Any] = {
         "location": repository.location,
@@ -117,8 +132,17 @@ def apply_retention(
     valid, unverified = _signed_epochs(repository, node, public_key)
     result["unverified"] = unverified
     doomed = []
-    for decision in keep_newest_number(keep_live_chain(keep_chains(plan(valid, policy), valid), valid), valid):
-        if decision.keep:
+    if pending_epoch and valid and pending_epoch <= max(valid):
+        # the new epoch's name is the next free second (Repository.new_epoch), always after the newest
+        pending_epoch = epoch_name(epoch_time(max(valid)) + timedelta(seconds=1))
+    names = list(valid) + ([pending_epoch] if pending_epoch else [])
+    for decision in keep_newest_number(keep_live_chain(keep_chains(plan(names, policy), valid), valid), valid):
+        if decision.epoch == pending_epoch and decision.epoch not in valid:
+            entry = decision.as_dict()
+            entry["pending"] = True
+            entry["reasons"].append("the epoch this backup would make (not written in check mode)")
+            result["kept" if decision.keep else "removed"].append(entry)
+        elif decision.keep:
             result["kept"].append(decision.as_dict())
         else:
             doomed.append(decision)
@@ -141,8 +165,94 @@ def apply_retention(
         _remove(repository, node, decision, dry_run, now, result)
     gone = {entry["epoch"] for entry in result["removed"]} if dry_run else set()
     result["objects"] = collect_garbage(repository, node, public_key, grace, now, dry_run=dry_run, without=gone)
-    result["changed"] = bool(result["removed"] or result["objects"].get("removed")) and not dry_run
+    # ``changes``: something is removed (or, in a dry run, would be); ``changed``: something was.
+    result["changes"] = bool([e for e in result["removed"] if not e.get("pending")] or result["objects"].get("removed"))
+    result["changed"] = result["changes"] and not dry_run
     return result
+
+
+# --------------------------------------------------------------------------
+# what an operator reads: the plan as text (restic forget --dry-run) and as a diff
+# --------------------------------------------------------------------------
+
+
+def _all_epochs(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """(epoch, tag) of every epoch the report names before retention ran, oldest first."""
+    rows = []
+    for key in ("kept", "removed", "locked", "unverified", "incomplete"):
+        for entry in report.get(key, []):
+            if entry.get("pending") or "epoch" not in entry:
+                continue
+            tag = ""
+            if key == "incomplete" or any(r.startswith("incomplete") for r in entry.get("reasons", [])):
+                tag = "incomplete"
+            elif key == "unverified":
+                tag = "signature does not verify"
+            rows.append((entry["epoch"], tag))
+    return sorted(rows)
+
+
+def _line(epoch: str, tag: str) -> str:
+    return "%s%s\n" % (epoch, "  (%s)" % tag if tag else "")
+
+
+def retention_diff(report: dict[str, Any]) -> dict[str, str]:
+    """Ansible's diff of one copy: the epochs before and after (the ones removed, or that would be, go)."""
+    gone = {entry["epoch"] for entry in report.get("removed", []) if not entry.get("pending")}
+    rows = _all_epochs(report)
+    title = "%s: epochs of %s" % (report.get("location", "?"), report.get("node", "?"))
+    return {
+        "before_header": title,
+        "after_header": title + (" after retention (dry run)" if report.get("dry_run") else " after retention"),
+        "before": "".join(_line(e, t) for e, t in rows),
+        "after": "".join(_line(e, t) for e, t in rows if e not in gone),
+    }
+
+
+def retention_summary(report: dict[str, Any]) -> list[str]:
+    """The plan of one copy as lines an operator reads: every epoch kept or removed, and why."""
+    dry = report.get("dry_run")
+    lines = [
+        "%s (%s), node %s, policy: %s%s"
+        % (
+            report.get("location"),
+            report.get("kind", "?"),
+            report.get("node"),
+            report.get("policy", "?"),
+            " [dry run: nothing removed]" if dry else "",
+        )
+    ]
+
+    def section(title: str, entries: list[dict[str, Any]]) -> None:
+        if not entries:
+            return
+        lines.append("%s %d epoch%s:" % (title, len(entries), "" if len(entries) == 1 else "s"))
+        for entry in entries:
+            reasons = "; ".join(entry.get("reasons", [])) or entry.get("error", "")
+            if entry.get("error"):
+                reasons = "%s; error: %s" % ("; ".join(entry.get("reasons", [])), entry["error"])
+            lines.append("  %s  %s" % (entry.get("epoch", "-"), reasons))
+
+    section("keep", report.get("kept", []))
+    section("would remove" if dry else "removed", report.get("removed", []))
+    section("locked, kept (the policy drops)", report.get("locked", []))
+    section("not counted (signature does not verify), kept", report.get("unverified", []))
+    section("incomplete, left", report.get("incomplete", []))
+    section("failed to remove", report.get("errors", []))
+    objects = report.get("objects") or {}
+    if objects.get("total"):
+        lines.append(
+            "objects: %d, referenced %d, %s %d (%d bytes)%s"
+            % (
+                objects["total"],
+                objects.get("referenced", 0),
+                "would remove" if dry else "removed",
+                objects.get("removed", 0),
+                objects.get("removed_bytes", 0),
+                "; deferred: %s" % objects["deferred"] if objects.get("deferred") else "",
+            )
+        )
+    return lines
 
 
 # --------------------------------------------------------------------------

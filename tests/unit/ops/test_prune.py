@@ -18,7 +18,11 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest impo
     Artifact,
     Manifest,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.ops.prune import apply_retention
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.prune import (
+    apply_retention,
+    retention_diff,
+    retention_summary,
+)
 from ansible_collections.nodekeep.backup.plugins.module_utils.retention.policy import RetentionPolicy
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.repository import LocalRepository
 
@@ -158,3 +162,60 @@ class TestApply:
         assert [e["epoch"] for e in result["kept"]] == [forged]
         assert result["removed"] == []
         assert len(result["unverified"]) == len(days)
+
+
+class TestPreview:
+    """What an operator reads of a plan (issue 16): every epoch with its rule, as restic forget --dry-run."""
+
+    NOW = TestApply.NOW
+    filled = TestApply.filled
+
+    def test_the_summary_names_the_rule_that_keeps_each_epoch_and_why_the_rest_go(self, filled, signing_key):
+        repository, days, forged, stale, running = filled
+        result = apply_retention(
+            repository, "node1", RetentionPolicy(keep_last=1, keep_daily=3), signing_key.public_line,
+            now=self.NOW, dry_run=True,
+        )
+        assert result["changes"] is True and result["changed"] is False
+        lines = retention_summary(result)
+        assert lines[0].endswith("policy: last 1, daily 3 (pick first of each period) [dry run: nothing removed]")
+        assert lines[1] == "keep 3 epochs:"
+        assert lines[2:5] == [
+            "  %s  daily 2026-11-19 (3 of 3)" % days[-3],
+            "  %s  daily 2026-11-20 (2 of 3)" % days[-2],
+            "  %s  last 1; daily 2026-11-21 (1 of 3)" % days[-1],
+        ]
+        assert lines[5] == "would remove 5 epochs:"
+        assert lines[6] == "  %s  incomplete (no signed manifest) and older than 1d" % stale
+        assert lines[7].startswith("  %s  no rule keeps it (policy: last 1, daily 3" % days[0])
+        assert "not counted (signature does not verify), kept 1 epoch:" in lines
+        assert any(line.startswith("  %s  not counted and not removed" % forged) for line in lines)
+        assert "incomplete, left 1 epoch:" in lines
+        assert "  %s  incomplete but younger than 1d: it may still be running" % running in lines
+
+    def test_locked_epochs_say_the_lock_keeps_them(self, filled, signing_key):
+        repository, days, _forged, _stale, _running = filled
+        repository.locked = frozenset({days[0]})
+        lines = retention_summary(self.run(repository, signing_key, dry_run=True))
+        assert "locked, kept (the policy drops) 1 epoch:" in lines
+        (line,) = [line for line in lines if line.startswith("  %s" % days[0])]
+        assert "not removed: 1 object(s) locked (COMPLIANCE until 2099-01-01T00:00:00Z)" in line
+
+    def test_the_diff_drops_exactly_the_removed_epochs(self, filled, signing_key):
+        repository, days, forged, stale, running = filled
+        result = self.run(repository, signing_key, dry_run=True)
+        diff = retention_diff(result)
+        before = diff["before"].splitlines()
+        after = diff["after"].splitlines()
+        assert before == sorted(before) and len(before) == len(days) + 3
+        assert "%s  (incomplete)" % stale in before and "%s  (incomplete)" % running in before
+        assert "%s  (signature does not verify)" % forged in before
+        assert set(before) - set(after) == {days[0], days[1], days[2], days[3], "%s  (incomplete)" % stale}
+        real = self.run(repository, signing_key)
+        assert {e["epoch"] for e in real["removed"]} == {e["epoch"] for e in result["removed"]}
+        assert retention_diff(real)["after"] == diff["after"]
+
+    def run(self, repository, signing_key, **kwargs):
+        return apply_retention(
+            repository, "node1", RetentionPolicy(keep_daily=3), signing_key.public_line, now=self.NOW, **kwargs
+        )
