@@ -136,7 +136,10 @@ def apply_retention(
         # the new epoch's name is the next free second (Repository.new_epoch), always after the newest
         pending_epoch = epoch_name(epoch_time(max(valid)) + timedelta(seconds=1))
     names = list(valid) + ([pending_epoch] if pending_epoch else [])
-    for decision in keep_newest_number(keep_live_chain(keep_chains(plan(names, policy), valid), valid), valid):
+    decisions = keep_live_chain(keep_chains(plan(names, policy), valid), valid)
+    if not pending_epoch:  # the pending epoch will hold the highest number (it links to today's highest)
+        decisions = keep_newest_number(decisions, valid)
+    for decision in decisions:
         if decision.epoch == pending_epoch and decision.epoch not in valid:
             entry = decision.as_dict()
             entry["pending"] = True
