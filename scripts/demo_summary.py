@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib.util
 import json
 import os
 import shlex
@@ -30,15 +31,20 @@ def load_all(directory: str, pattern: str) -> list[dict[str, Any]]:
     return [load(p) for p in sorted(glob.glob(os.path.join(directory, pattern)))]
 
 
+def _load_human():
+    """The collection's one formatting helper (core/human.py, standard library only), loaded by its path."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "plugins", "module_utils", "core", "human.py")
+    spec = importlib.util.spec_from_file_location("nodekeep_human", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_HUMAN = _load_human()
+
+
 def size(n: float | None) -> str:
-    if n is None:
-        return "?"
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
-        n /= 1024
-    return "?"
+    return "?" if n is None else _HUMAN.human_bytes(n)
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -54,22 +60,15 @@ def parse_time(text: str | None) -> datetime | None:
 
 
 def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "not measured"
-    seconds = float(seconds)
-    if seconds < 60:
-        return "%.1f s" % seconds
-    if seconds < 3600:
-        return "%d min %02d s" % (seconds // 60, seconds % 60)
-    return "%d h %02d min" % (seconds // 3600, (seconds % 3600) // 60)
+    return "not measured" if seconds is None else _HUMAN.human_seconds(seconds)
 
 
 def against(measure: dict[str, Any]) -> str:
-    """``12.3 s (target 30 min 00 s): met``"""
+    """``12.3 s (target 30 min 00 s): target met`` (the drill's own wording, ops/drill.verdict)."""
     return "%s (target %s): %s" % (
         duration(measure.get("seconds")),
         duration(measure.get("target_seconds")),
-        "met" if measure.get("met") else "MISSED",
+        "not measured" if measure.get("seconds") is None else ("target met" if measure.get("met") else "target missed"),
     )
 
 
@@ -79,7 +78,7 @@ def print_drill(d: dict[str, Any], checks: dict[str, Any]) -> None:
         % (
             d.get("drill_id"),
             d.get("series"),
-            "PASSED" if d.get("ok") else "FAILED",
+            d.get("verdict") or ("PASSED" if d.get("ok") else "FAILED"),
             d.get("summary", {}).get("nodes_ok", 0),
             d.get("summary", {}).get("nodes", 0),
         )

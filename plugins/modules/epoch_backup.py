@@ -24,6 +24,7 @@ author:
   - nodekeep.backup maintainers (@nodekeep)
 extends_documentation_fragment:
   - nodekeep.backup._repository
+  - nodekeep.backup._progress
   - nodekeep.backup._repository.AGE_RECIPIENTS
   - nodekeep.backup._attributes.REPOSITORY
 attributes:
@@ -201,6 +202,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import parse_recipient, recipient_lines
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.signing import load_private_key
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import backup_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.progress_file import PROGRESS_OPTIONS, tracked
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import sequence_state_path
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.pieces import stored_bytes
@@ -210,6 +212,7 @@ def main():
     module = AnsibleModule(
         argument_spec=argspec(
             REPOSITORY_OPTIONS,
+            PROGRESS_OPTIONS,
             AGE_RECIPIENT_OPTIONS,
             assets={"type": "list", "elements": "dict", "required": True},
             signing_key={"type": "path", "default": "/etc/nodekeep/signing_key", "no_log": False},
@@ -269,7 +272,7 @@ def main():
             "sequence": manifest.sequence,
         }
 
-    run(module, action)
+    run(module, tracked(params, "backup", action))
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ author:
   - nodekeep.backup maintainers (@nodekeep)
 extends_documentation_fragment:
   - nodekeep.backup._repository
+  - nodekeep.backup._progress
   - nodekeep.backup._s3
   - nodekeep.backup._attributes.REPOSITORY
 attributes:
@@ -191,6 +192,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import verify_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.progress_file import PROGRESS_OPTIONS, tracked
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.replicate import replicate, select_epochs
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.s3_repository import S3Repository
@@ -205,6 +207,7 @@ def main():
     module = AnsibleModule(
         argument_spec=argspec(
             REPOSITORY_OPTIONS,
+            PROGRESS_OPTIONS,
             public_key={"type": "str", "required": True, "no_log": False},
             epochs={"type": "list", "elements": "str", "default": ["all"]},
             targets={"type": "list", "elements": "dict", "default": [], "options": S3_TARGET_OPTIONS},
@@ -271,7 +274,7 @@ def main():
             )
         return result
 
-    run(module, action)
+    run(module, tracked(params, "copy", action))
 
 
 if __name__ == "__main__":

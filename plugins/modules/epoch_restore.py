@@ -31,6 +31,7 @@ author:
   - nodekeep.backup maintainers (@nodekeep)
 extends_documentation_fragment:
   - nodekeep.backup._repository
+  - nodekeep.backup._progress
   - nodekeep.backup._repository.EPOCH
   - nodekeep.backup._repository.AGE_IDENTITIES
   - nodekeep.backup._attributes.REPOSITORY
@@ -180,6 +181,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import load_identities
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import plan_restore, restore_epoch
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.pitr import plan_point_in_time, restore_point_in_time
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.progress_file import PROGRESS_OPTIONS, tracked
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import (
     check_rollback,
 )
@@ -237,6 +239,7 @@ def main():
     module = AnsibleModule(
         argument_spec=argspec(
             REPOSITORY_OPTIONS,
+            PROGRESS_OPTIONS,
             AGE_IDENTITY_OPTIONS,
             EPOCH_OPTIONS,
             dest={"type": "path"},
@@ -278,7 +281,7 @@ def main():
         report["rollback"] = warnings
         return report
 
-    run(module, action)
+    run(module, tracked(params, "restore", action))
 
 
 if __name__ == "__main__":

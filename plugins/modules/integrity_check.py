@@ -28,6 +28,7 @@ author:
   - nodekeep.backup maintainers (@nodekeep)
 extends_documentation_fragment:
   - nodekeep.backup._repository
+  - nodekeep.backup._progress
   - nodekeep.backup._repository.EPOCH
   - nodekeep.backup._repository.AGE_IDENTITIES
   - nodekeep.backup._s3
@@ -158,6 +159,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import load_identities
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import verify_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.progress_file import PROGRESS_OPTIONS, tracked
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.replicate import (
     parse_subset,
     rolling_verify,
@@ -172,6 +174,7 @@ def main():
     module = AnsibleModule(
         argument_spec=argspec(
             REPOSITORY_OPTIONS,
+            PROGRESS_OPTIONS,
             AGE_IDENTITY_OPTIONS,
             EPOCH_OPTIONS,
             deep={"type": "bool", "default": False},
@@ -262,7 +265,7 @@ def main():
             )
         return report
 
-    run(module, action)
+    run(module, tracked(params, "verify", action))
 
 
 if __name__ == "__main__":

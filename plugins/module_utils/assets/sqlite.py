@@ -57,7 +57,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.assets.base import
     Staged,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import attrs as _attrs
-from ansible_collections.nodekeep.backup.plugins.module_utils.core import safefs
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import progress, safefs
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import (
     check_parent_writable,
     format_mode,
@@ -659,9 +659,14 @@ def _private_destination(temp: str):
 def _online_backup(source, destination, src: str, dest: str, busy_timeout_ms: int, pages_per_step: int) -> None:
     """SQLite's online backup from the pinned source, ``pages_per_step`` pages at a time."""
     try:
+        page_size = source.execute("PRAGMA page_size").fetchone()[0]
         with destination.backup("main", source, "main") as backup:
+            copied = 0
             while not backup.done:
                 backup.step(pages_per_step)
+                now = backup.pagecount - backup.remaining
+                progress.advance(max(now - copied, 0) * page_size)  # live progress, docs/progress.md
+                copied = now
     except apsw.BusyError:
         raise _busy_error(src, busy_timeout_ms)
     except apsw.FullError:

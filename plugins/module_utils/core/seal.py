@@ -62,6 +62,7 @@ try:
 except ImportError as _exc:  # pragma: no cover
     HAS_ZSTANDARD = False
     ZSTANDARD_IMPORT_ERROR = _exc
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import progress
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import IntegrityError, looks_secret
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import CHUNK_SIZE
 
@@ -506,6 +507,7 @@ def seal(
             content_hash.update(chunk)
             content_size += len(chunk)
             stage.write(chunk)
+            progress.advance(len(chunk))
         if compress:
             stage.flush(zstandard.FLUSH_FRAME)
         pipe_writer.flush()
@@ -610,6 +612,7 @@ def unseal(
                 raise over_limit
             content_hash.update(chunk)
             content_size += len(chunk)
+            progress.advance(len(chunk))
             try:
                 sink.write(chunk)
             except BaseException as exc:  # the sink's own refusal, re-raised and reported as it is

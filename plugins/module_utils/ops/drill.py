@@ -39,6 +39,7 @@ from typing import Any
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import signing
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import EPOCH_RE, epoch_name
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError, RepositoryError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.human import human_seconds
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import (
     DEFAULT_LOCAL_ROOT,
     TOOL_NAME,
@@ -144,31 +145,6 @@ def parse_time(text: Any) -> float | None:
 
 def drill_id(timestamp: float) -> str:
     return epoch_name(datetime.fromtimestamp(float(timestamp), timezone.utc))
-
-
-def human_bytes(value: Any) -> str:
-    """IEC units (1 KiB = 1024 bytes): ``512 B``, ``4.0 KiB``, ``1.50 GiB``."""
-    if value is None or isinstance(value, bool):
-        return "-"
-    value = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return "%d B" % value if unit == "B" else "%.*f %s" % (1 if value >= 10 else 2, value, unit)
-        value /= 1024.0
-    return "-"  # not reached
-
-
-def human_seconds(value: float | None) -> str:
-    if value is None:
-        return "-"
-    value = float(value)
-    if value < 60:
-        return "%.1f s" % value
-    if value < 3600:
-        return "%d min %02d s" % (value // 60, value % 60)
-    if value < 86400:
-        return "%d h %02d min" % (value // 3600, (value % 3600) // 60)
-    return "%.1f d" % (value / 86400)
 
 
 # --------------------------------------------------------------------------

@@ -10,14 +10,13 @@ __metaclass__ = type
 import html
 from typing import Any
 
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.human import human_bytes, human_seconds
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.drill import (
     FORMAT,
     NAMESPACE,
     REPORT_NAME,
     SIGNATURE_NAME,
     history_point,
-    human_bytes,
-    human_seconds,
     verdict,
 )
 
@@ -142,36 +141,40 @@ def svg_chart(points: list[dict[str, Any]], key: str, target_key: str, title: st
 def _head(report: dict[str, Any]) -> list[str]:
     """Title, verdict badge, provenance line and the summary cards."""
     summary = report["summary"]
-    return [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        "<title>nodekeep drill %s: %s</title>" % (_e(report["drill_id"]), "passed" if report["ok"] else "FAILED"),
-        "<style>%s</style></head><body>" % _CSS,
-        '<h1>Restore drill %s <span class="badge %s">%s</span></h1>'
-        % (
-            _e(report["drill_id"]),
-            "ok" if report["ok"] else "bad",
-            _e(report.get("verdict") or ("PASSED" if report["ok"] else "FAILED")),
-        ),
-        '<p class="muted">series <code>%s</code> &middot; started %s &middot; finished %s &middot; %s %s%s</p>'
-        % (
-            _e(report["series"]),
-            _e(report["started"]),
-            _e(report["finished"]),
-            _e(report["tool"]["name"]),
-            _e(report["tool"]["version"]),
-            (" &middot; signed by " + _e(report["reporter"])) if report.get("reporter") else "",
-        ),
-    ] + _runbook(report) + [
-        '<div class="cards">',
-        '<div class="card">Nodes ok<b>%d / %d</b></div>' % (summary["nodes_ok"], summary["nodes"]),
-        '<div class="card">Assets ok<b>%d / %d</b></div>' % (summary["assets_ok"], summary["assets"]),
-        '<div class="card">RTO (drill)<b>%s</b></div>' % _e(human_seconds(report["rto_seconds"])),
-        '<div class="card">Worst RPO<b>%s</b></div>' % _e(human_seconds(report["rpo_seconds"])),
-        '<div class="card">Checks failed<b>%d</b></div>' % summary["checks_failed"],
-        "</div>",
-    ]
+    return (
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            "<title>nodekeep drill %s: %s</title>" % (_e(report["drill_id"]), "passed" if report["ok"] else "FAILED"),
+            "<style>%s</style></head><body>" % _CSS,
+            '<h1>Restore drill %s <span class="badge %s">%s</span></h1>'
+            % (
+                _e(report["drill_id"]),
+                "ok" if report["ok"] else "bad",
+                _e(report.get("verdict") or ("PASSED" if report["ok"] else "FAILED")),
+            ),
+            '<p class="muted">series <code>%s</code> &middot; started %s &middot; finished %s &middot; %s %s%s</p>'
+            % (
+                _e(report["series"]),
+                _e(report["started"]),
+                _e(report["finished"]),
+                _e(report["tool"]["name"]),
+                _e(report["tool"]["version"]),
+                (" &middot; signed by " + _e(report["reporter"])) if report.get("reporter") else "",
+            ),
+        ]
+        + _runbook(report)
+        + [
+            '<div class="cards">',
+            '<div class="card">Nodes ok<b>%d / %d</b></div>' % (summary["nodes_ok"], summary["nodes"]),
+            '<div class="card">Assets ok<b>%d / %d</b></div>' % (summary["assets_ok"], summary["assets"]),
+            '<div class="card">RTO (drill)<b>%s</b></div>' % _e(human_seconds(report["rto_seconds"])),
+            '<div class="card">Worst RPO<b>%s</b></div>' % _e(human_seconds(report["rpo_seconds"])),
+            '<div class="card">Checks failed<b>%d</b></div>' % summary["checks_failed"],
+            "</div>",
+        ]
+    )
 
 
 def _runbook(report: dict[str, Any]) -> list[str]:
@@ -263,8 +266,10 @@ def _breakdown_text(parts: dict[str, Any] | None) -> str:
 
 def _asset_row(asset: dict[str, Any]) -> str:
     how = asset.get("checked_how") or []
-    checks = "<br>".join(_e(line) for line in how) if how else _e(
-        ", ".join("%s %s" % (k, v) for k, v in sorted(asset["checks"].items()))
+    checks = (
+        "<br>".join(_e(line) for line in how)
+        if how
+        else _e(", ".join("%s %s" % (k, v) for k, v in sorted(asset["checks"].items())))
     )
     sources = asset.get("target_sources") or {}
     size = asset.get("plain_size", asset["size"])

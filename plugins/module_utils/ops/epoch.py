@@ -13,8 +13,10 @@ __metaclass__ = type
 
 import contextlib
 import fcntl
+import io
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -22,7 +24,7 @@ from typing import Any
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets.base import RunContext
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets.registry import asset_type, normalize_assets
-from ansible_collections.nodekeep.backup.plugins.module_utils.core import safefs, signing
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import progress, safefs, signing
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import utc_now_iso
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
     IntegrityError,
@@ -149,6 +151,24 @@ def scratch_space(scratch_dir: str | None, repository: Repository) -> Iterator[s
 # --------------------------------------------------------------------------
 
 
+def _path_size(path: Any) -> int | None:
+    """The size of a regular file at ``path`` (a database to capture), None for anything else."""
+    try:
+        info = os.stat(path, follow_symlinks=False) if isinstance(path, str) else None
+    except OSError:
+        return None
+    return info.st_size if info is not None and stat.S_ISREG(info.st_mode) else None
+
+
+def _stream_size(stream: Any) -> int | None:
+    """Bytes left in a captured stream when it is a regular file (a tar of a tree: unknown, None)."""
+    try:
+        info = os.fstat(stream.fileno())
+        return max(info.st_size - stream.tell(), 0) if stat.S_ISREG(info.st_mode) else None
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+
+
 def _capture_and_seal(
     repository: Repository,
     node: str,
@@ -159,6 +179,7 @@ def _capture_and_seal(
     level: int,
     view: dict[str, Any] | None = None,
     full: bool = False,
+    index: int = 0,
 ) -> Artifact:
     kind = asset_type(asset["type"])
     file_name = kind.artifact_file(asset)
@@ -166,12 +187,18 @@ def _capture_and_seal(
     context = RunContext(repository, node, epoch, scratch, recipients=recipients, level=level, full=full)
     # An asset of a consistency group is read at the same relative path inside the group's snapshot.
     source = dict(asset, path=view["path"]) if view else asset
-    with kind.capture(source, scratch, context) as captured, repository.open_write(node, epoch, file_name) as sink:
-        result = seal(
-            captured.stream, sink, recipients, level=level, sink_name=repository.describe(node, epoch, file_name)
-        )
-        # Checks that ran beside the seal (SQLite integrity) decide before the artifact is committed.
-        facts = captured.finish()
+    tracker = progress.current()
+    with contextlib.ExitStack() as stack:
+        # Live progress (docs/progress.md): the capture (a SQLite copy, a snapshot), then the seal pass.
+        with tracker.step(asset["name"], "capture", _path_size(source.get("path")), index):
+            captured = stack.enter_context(kind.capture(source, scratch, context))
+        sink = stack.enter_context(repository.open_write(node, epoch, file_name))
+        with tracker.step(asset["name"], "seal", _stream_size(captured.stream), index):
+            result = seal(
+                captured.stream, sink, recipients, level=level, sink_name=repository.describe(node, epoch, file_name)
+            )
+            # Checks that ran beside the seal (SQLite integrity) decide before the artifact is committed.
+            facts = captured.finish()
     facts["path"] = asset["path"]
     if view:
         facts["snapshot"] = view["snapshot"]
@@ -218,15 +245,16 @@ def backup_epoch(
         raise NodekeepError("no age recipient was given", "set nodekeep_age_recipients; nothing was written")
     epoch = repository.new_epoch(node)
     started = utc_now_iso()
+    progress.current().expect(len(assets))
     try:
         # One atomic snapshot per distinct `snapshot:` of the assets, removed after (also on failure).
         with scratch_space(scratch_dir, repository) as scratch:  # noqa: SIM117 - Python 3.9 on nodes
             with _snapshot.consistency_snapshots(assets, epoch, scratch) as views:
                 artifacts = [
                     _capture_and_seal(
-                        repository, node, epoch, item, recipients, scratch, level, views.get(item["name"]), full
+                        repository, node, epoch, item, recipients, scratch, level, views.get(item["name"]), full, number
                     )
-                    for item in assets
+                    for number, item in enumerate(assets, 1)
                 ]
         manifest = Manifest(
             node=node,
@@ -293,13 +321,18 @@ def verify_epoch(
     report["signature"] = "valid"
     report["finished"] = manifest.finished
     wanted = set(artifacts) if artifacts else None
+    progress.current().expect(len(manifest.artifacts))
     present = repository.files(node, epoch)
     scratch_context = scratch_space(scratch_dir, repository) if deep else contextlib.nullcontext("")
     with scratch_context as scratch:
-        for artifact in manifest.artifacts:
+        for number, artifact in enumerate(manifest.artifacts, 1):
             if wanted is not None and artifact.name not in wanted:
                 continue
-            entry = _verify_artifact(repository, node, epoch, artifact, present, deep, identities or [], scratch, check)
+            phase = "deep verify" if deep else "verify"
+            with progress.current().step(artifact.name, phase, _verify_total(artifact, deep), number):
+                entry = _verify_artifact(
+                    repository, node, epoch, artifact, present, deep, identities or [], scratch, check
+                )
             if not entry["ok"]:
                 report["problems"].append("%s: %s" % (artifact.name, entry["error"]))
             report["artifacts"].append(entry)
@@ -314,6 +347,11 @@ def verify_epoch(
     return report
 
 
+def _verify_total(artifact: Artifact, deep: bool) -> int:
+    """What a verify of ``artifact`` moves: its plaintext when deep (decrypted), else its sealed bytes."""
+    return artifact.content_size if deep else artifact.size
+
+
 def _verify_artifact(repository, node, epoch, artifact: Artifact, present, deep, identities, scratch, check):
     entry: dict[str, Any] = {"name": artifact.name, "asset_type": artifact.asset_type, "file": artifact.file}
     began = time.monotonic()
@@ -325,7 +363,7 @@ def _verify_artifact(repository, node, epoch, artifact: Artifact, present, deep,
         else:
             # The cheap checksum pass: only hash the sealed bytes.
             with repository.open_read(node, epoch, artifact.file) as stream:
-                size, sha256 = stream_digest(stream)
+                size, sha256 = stream_digest(progress.counted(stream))
             problems = _compare(artifact, size, sha256)
             if problems:
                 raise IntegrityError("; ".join(problems))
@@ -404,8 +442,13 @@ def restore_epoch(
     with safefs.Jail(target_root, RestoreError, JAIL_REMEDY) as jail:
         # Refuse before writing anything when a target exists or a link is in the way: nothing is half restored.
         planned = _planned_targets(jail, manifest, target_root, artifacts, force)
-        restored = [_restore_artifact(repository, node, epoch, artifact, kind, target, identities, force, check, jail)
-                    for artifact, kind, target in planned]  # fmt: skip
+        restored = []
+        progress.current().expect(len(planned))
+        for number, (artifact, kind, target) in enumerate(planned, 1):
+            with progress.current().step(artifact.name, "restore", artifact.content_size, number):
+                restored.append(
+                    _restore_artifact(repository, node, epoch, artifact, kind, target, identities, force, check, jail)
+                )
     return {"node": node, "epoch": epoch, "target": target_root, "artifacts": restored, "manifest": manifest.summary()}
 
 

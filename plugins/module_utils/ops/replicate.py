@@ -39,7 +39,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Callable
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets.registry import asset_type
-from ansible_collections.nodekeep.backup.plugins.module_utils.core import signing
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import progress, signing
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
     IntegrityError,
     NodekeepError,
@@ -137,7 +137,7 @@ def _copy_artifact(source: Repository, target: Repository, node: str, epoch: str
         source.open_read(node, epoch, artifact.file) as stream,
         target.open_write(node, epoch, artifact.file, **_write_options(target, artifact)) as sink,
     ):
-        size, sha256 = stream_digest(stream, sink)
+        size, sha256 = stream_digest(progress.counted(stream), sink)
         # Checked before the block ends: a mismatch aborts the write, nothing is committed.
         if size != artifact.size or sha256 != artifact.sha256:
             raise IntegrityError(
@@ -190,7 +190,8 @@ def copy_epoch(
             how = _check_present(target, node, epoch, artifact)
             objects.append({"file": artifact.file, "size": artifact.size, "kept": "already there (%s)" % how})
             continue
-        entry = _copy_artifact(source, target, node, epoch, artifact)
+        with progress.current().step(artifact.name, "copy", artifact.size):
+            entry = _copy_artifact(source, target, node, epoch, artifact)
         total += entry["size"]
         objects.append(entry)
     # Files assets: their list of objects, then the objects the target lacks, all before the manifest.

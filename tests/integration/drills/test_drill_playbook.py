@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 import pytest
 from drillhelpers import NODE, RUNBOOK, STAGE
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.ops.drill import human_bytes, human_seconds
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.human import human_bytes, human_seconds
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -58,7 +58,7 @@ from rbhelpers import (
     age_key as make_age_key,
 )
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.ops.drill import human_seconds
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.human import human_seconds
 
 MIB = 1 << 20
 GIB = 1 << 30

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import human
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops import drill, drill_html
 
@@ -120,7 +121,7 @@ class TestThePage:
 
     @pytest.mark.parametrize(("value", "text"), IEC)
     def test_iec_sizes(self, value, text):
-        assert drill.human_bytes(value) == text
+        assert human.human_bytes(value) == text
 
     @pytest.mark.parametrize("bad", ["runbook 000", {"title": "no name"}, {"name": "x", "owner": "y"}])
     def test_a_bad_runbook_names_the_variable(self, bad):
