@@ -104,6 +104,20 @@ def test_chain_stores_only_changed_pages_and_every_epoch_restores(node, live_db,
     assert report["artifacts"][0]["checks"]["integrity"] == "ok"
 
 
+@pytest.mark.parametrize("compact", [True, False], ids=["2+2 bytes a page", "4+4 bytes a page (over 64 GiB)"])
+def test_both_page_array_widths_store_and_restore_the_same(node, live_db, pieces_asset, tmp_path, monkeypatch,
+                                                           compact):  # fmt: skip
+    if not compact:
+        monkeypatch.setattr(sqlite_pages, "COMPACT_BYTES", 0)
+    node.backup([pieces_asset])
+    _update(live_db.path, rows=20, new_rows=30)
+    expected = _snapshot(live_db.path, tmp_path / "expected.db")
+    manifest = node.backup([pieces_asset])
+    assert _source(manifest)["full"] is False and 0 < _source(manifest)["pages"]["changed"]
+    restored = _restore(node, tmp_path / "restore", manifest.epoch)
+    assert _logical(restored) == _logical(expected)
+
+
 def _refs(node, epoch) -> set:
     lines = (node.epoch_dir(epoch) / "app-db.refs.txt").read_text().splitlines()[1:]
     return {line.split()[0] for line in lines}

@@ -64,6 +64,8 @@ MAP_FORMAT = "nodekeep.sqlite-pages/v1"
 LAYOUT = "pieces"
 #: pages read per step of the scan
 SCAN_PAGES = 256
+#: up to this size the page arrays take 4 bytes a page (8 above)
+COMPACT_BYTES = 64 << 30
 #: packs unsealed at once while a database is rebuilt
 UNSEAL_WORKERS = 3
 #: a pack whose pages still used by the new epoch fill less than this share of it is repacked
@@ -281,8 +283,8 @@ class PageCapture:
             pack, offset = builder.add(view[number * page_size : end * page_size])
             slot = offset // page_size
             first = page + number
-            pack_of[first : first + count] = array("i", [-(pack + 1)]) * count
-            slot_of[first : first + count] = array("I", range(slot, slot + count))
+            pack_of[first : first + count] = array(pack_of.typecode, [-(pack + 1)]) * count
+            slot_of[first : first + count] = array(slot_of.typecode, range(slot, slot + count))
             stored += count
             number = end
         return stored
@@ -297,8 +299,14 @@ class PageCapture:
             )
         page_count = size // page_size
         # pack_of[i] >= 0: a base pack (index in base_packs); < 0: -(n + 1) for this run's pack n.
-        pack_of = array("i", [0]) * page_count
-        slot_of = array("I", [0]) * page_count
+        # 2 + 2 bytes a page up to 64 GiB (at most 32767 packs each way, 65535 pages a pack), else 4 + 4
+        compact = (
+            size <= COMPACT_BYTES
+            and len(self.base_packs) < 32768
+            and all(info["size"] // page_size < 65536 for info in self.base_packs)
+        )
+        pack_of = array("h" if compact else "i", [0]) * page_count
+        slot_of = array("H" if compact else "I", [0]) * page_count
         base_count = 0
         if self.base_epoch:
             base_count = int(self.base_header["page_count"])
@@ -307,8 +315,8 @@ class PageCapture:
                     continue
                 count = min(count, page_count - first + 1)
                 slot = offset // page_size
-                pack_of[first - 1 : first - 1 + count] = array("i", [pack]) * count
-                slot_of[first - 1 : first - 1 + count] = array("I", range(slot, slot + count))
+                pack_of[first - 1 : first - 1 + count] = array(pack_of.typecode, [pack]) * count
+                slot_of[first - 1 : first - 1 + count] = array(slot_of.typecode, range(slot, slot + count))
         builder = _pieces.PackBuilder(self.writer)
         mac = _pieces.page_mac(self.key)
         whole = hashlib.sha256()
