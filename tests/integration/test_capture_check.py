@@ -115,8 +115,9 @@ def test_the_parallel_integrity_check_finds_what_quick_check_misses(tmp_path, no
     assert "missing from index t_v" in restored.value.message
 
 
-def test_the_check_that_ran_is_recorded_and_the_restore_proves_it_by_sha256(tmp_path, node, live_db, two_cores,
-                                                                             monkeypatch):  # fmt: skip
+def test_the_check_that_ran_is_recorded_and_the_restore_proves_it_by_sha256(
+    tmp_path, node, live_db, two_cores, monkeypatch
+):
     subprocess.run(["sqlite3", str(live_db.path), "CREATE TABLE other(x); INSERT INTO other VALUES (1);"], check=True)
     manifest = node.backup([node.sqlite_asset(live_db.path, name="db")])
     source = manifest.artifact("db").source

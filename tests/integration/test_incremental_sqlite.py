@@ -105,8 +105,7 @@ def test_chain_stores_only_changed_pages_and_every_epoch_restores(node, live_db,
 
 
 @pytest.mark.parametrize("compact", [True, False], ids=["2+2 bytes a page", "4+4 bytes a page (over 64 GiB)"])
-def test_both_page_array_widths_store_and_restore_the_same(node, live_db, pieces_asset, tmp_path, monkeypatch,
-                                                           compact):  # fmt: skip
+def test_both_page_array_widths_store_and_restore_the_same(node, live_db, pieces_asset, tmp_path, monkeypatch, compact):
     if not compact:
         monkeypatch.setattr(sqlite_pages, "COMPACT_BYTES", 0)
     node.backup([pieces_asset])
