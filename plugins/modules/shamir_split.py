@@ -257,7 +257,8 @@ record_path:
 record:
   description:
     - The public record (no secret material) - format, split_id, scheme, threshold, count, label, created,
-      secret_size, check (sha256 with its prefix, age_public_key or public key fingerprint), shares (index,
+      secret_size, check (hmac_sha256 with its prefix, keyed by a random key split like the secret - each share file's
+      Check-Key-Share line - never an unkeyed hash of the secret; age_public_key or public key fingerprint), shares (index,
       custodian, file, id, fingerprint) and scheme details (ssss token and encoding, SLIP-39 identifier).
   returned: O(state=split), not check mode
   type: dict
@@ -272,7 +273,7 @@ check:
   description: The check values stored with the shares.
   returned: O(state=split), not check mode with O(generate=true)
   type: dict
-  sample: {algorithm: sha256, prefix: "nodekeep-shamir-check-v1:", sha256: 3c5d0f..., age_public_key: age1ql3z...}
+  sample: {algorithm: hmac-sha256, prefix: "nodekeep-shamir-check-v1:", hmac_sha256: 3c5d0f..., age_public_key: age1ql3z...}
 age_public_key:
   description: The age public key of the secret, when it is an age identity.
   returned: when the secret is an age identity (not in check mode with O(generate=true))
@@ -319,11 +320,13 @@ bad_shares:
   elements: dict
   sample: [{index: 2, custodian: bob, source: /media/usb2/share-2-bob.txt, problem: does not match the record's fingerprint}]
 verified:
-  description: The check values the recovered secret matched (V(sha256), V(plain_sha256), V(age_public_key), ...).
+  description:
+    - The check values the recovered secret matched (V(hmac_sha256), V(sha256) of records made by older versions,
+      V(plain_sha256), V(age_public_key), ...).
   returned: O(state=combine)
   type: list
   elements: str
-  sample: [sha256, age_public_key]
+  sample: [hmac_sha256, age_public_key]
 """
 
 import os

@@ -84,7 +84,7 @@ class TestSplit:
         recovered = tmp_path / "recovered.key"
         again = succeeded(combine({"share_files": files[2:], "dest": str(recovered)}))
         assert again["age_public_key"] == result["age_public_key"] and mode_of(recovered) == 0o600
-        assert again["verified"] == ["sha256", "age_public_key"]
+        assert again["verified"] == ["hmac_sha256", "age_public_key"]
         assert_secret_absent(again, recovered.read_bytes(), texts)
 
     def test_a_second_run_changes_nothing_and_force_makes_a_new_split(self, secret_file, tmp_path):
@@ -164,7 +164,7 @@ class TestCombine:
         dest = tmp_path / "out.key"
         args = {"share_files": made["share_files"][:3], "dest": str(dest)}
         dry = succeeded(combine(args, check_mode=True))
-        assert dry["changed"] and dry["verified"] == ["sha256"] and not dest.exists()
+        assert dry["changed"] and dry["verified"] == ["hmac_sha256"] and not dest.exists()
         applied = succeeded(combine(args))
         assert applied["changed"] and dest.read_bytes() == secret_file.read_bytes() and mode_of(dest) == 0o600
         assert applied["used_shares"] == [1, 2, 3]
@@ -174,12 +174,19 @@ class TestCombine:
 
     def test_typed_shares_with_the_record_are_never_logged(self, made, secret_file, tmp_path):
         texts = share_texts(made["share_files"])
-        bare = [text.split("-", 1)[1] for text in texts[2:5]]  # as ssss-split prints them without a token
+        keys = [shamir.parse_share(Path(p).read_text()).check_key_share for p in made["share_files"]]
+        # As ssss-split prints them without a token, each typed with its sheet's Check-Key-Share line.
+        bare = ["%s\n%s" % (text.split("-", 1)[1], key) for text, key in zip(texts[2:5], keys[2:5])]
         result = succeeded(
             combine({"shares": bare, "record": made["record_path"], "dest": str(tmp_path / "k")}),
         )
         assert (tmp_path / "k").read_bytes() == secret_file.read_bytes()
-        assert_secret_absent(result, secret_file.read_bytes(), texts)
+        assert result["verified"] == ["hmac_sha256"]
+        assert_secret_absent(result, secret_file.read_bytes(), texts + keys)
+        # Without the key lines the record's keyed value cannot be computed: refused, nothing written.
+        unkeyed = combine({"shares": [b.split("\n")[0] for b in bare], "record": made["record_path"], "dest": str(tmp_path / "u")})
+        failed(unkeyed, "no check value could be checked", "Check-Key-Share")
+        assert not (tmp_path / "u").exists()
 
     def test_too_few_shares_write_nothing(self, made, tmp_path):
         result = combine({"share_files": made["share_files"][:2], "dest": str(tmp_path / "k")})

@@ -18,10 +18,14 @@ Two schemes, one interface (``split_secret`` / ``combine_shares``):
 
 Neither ``ssss`` nor Shamir itself can tell a right secret from a wrong one:
 ``ssss-combine -t 2`` given two shares of a 3-of-N split prints garbage and
-exits 0. So every split stores a *check value* (SHA-256 of a domain prefix and
-the secret; the age public key when the secret is an age identity; the public
-key of an OpenSSH private key) in every share file and in a public record, and
-``combine_shares`` verifies it before returning anything. Too few shares, a
+exits 0. So every split stores a *check value* (HMAC-SHA-256 of a domain prefix
+and the secret, under a random check key that is itself split M-of-N beside the
+secret: each share file carries its ``Check-Key-Share`` line, so only M custodians
+together can compute it and nobody can test guesses of the secret against the
+record; the age public key when the secret is an age identity; the public key of
+an OpenSSH private key) in every share file and in a public record, and
+``combine_shares`` verifies it before returning anything. Records of older
+versions hold an unkeyed ``sha256`` instead; it is still checked. Too few shares, a
 wrong share or a share of another split is an error naming the problem, never
 a wrong secret.
 
@@ -82,6 +86,10 @@ RECORD_FORMAT = "nodekeep.shamir-record/v1"
 RECORD_NAME = "record.json"
 
 
+#: the ssss token of the check key's share lines (``nkSPLITc-I-HEX``)
+CHECK_KEY_TOKEN = "nk%sc"
+
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
@@ -98,19 +106,33 @@ MAX_SUBSETS = 256
 
 
 def check_sha256(secret: bytes) -> str:
-    """The stored check value: SHA-256 of ``nodekeep-shamir-check-v1:`` followed by the secret.
-
-    By hand: ``{ printf 'nodekeep-shamir-check-v1:'; cat SECRET; } | sha256sum``.
-    """
+    """The check value of records made before the keyed one (read, never written): SHA-256 of prefix and secret."""
     return hashlib.sha256(CHECK_PREFIX + secret).hexdigest()
 
 
-def check_values(secret: bytes) -> dict[str, Any]:
-    """Everything public that identifies ``secret``: stored with the shares, verified after every combine."""
+def check_hmac(key: bytes, secret: bytes) -> str:
+    """The stored check value: HMAC-SHA-256 of ``nodekeep-shamir-check-v1:`` and the secret under the check key.
+
+    By hand: ``{ printf 'nodekeep-shamir-check-v1:'; cat SECRET; } | openssl dgst -sha256 -mac HMAC -macopt hexkey:KEY``
+    with KEY from ``ssss-combine -t M -x`` of M shares' ``Check-Key-Share`` lines.
+    """
+    return hmac.new(key, CHECK_PREFIX + secret, hashlib.sha256).hexdigest()
+
+
+#: bytes of the random key of the check value (split like the secret)
+CHECK_KEY_SIZE = 32
+
+
+def check_values(secret: bytes, key: bytes) -> dict[str, Any]:
+    """Everything public that identifies ``secret``: stored with the shares, verified after every combine.
+
+    No unkeyed hash of the secret: the HMAC's key is only known to M custodians together.
+    """
     check: dict[str, Any] = {
-        "algorithm": "sha256",
+        "algorithm": "hmac-sha256",
         "prefix": CHECK_PREFIX.decode("ascii"),
-        "sha256": check_sha256(secret),
+        "hmac_sha256": check_hmac(key, secret),
+        "key": "split like the secret (M of N): the Check-Key-Share line of each share file (ssss, hex)",
     }
     facts = key_facts(secret)
     if facts.get("kind") == "age-identity" and facts.get("public_key"):
@@ -122,12 +144,18 @@ def check_values(secret: bytes) -> dict[str, Any]:
     return check
 
 
-def verify_check(secret: bytes, check: dict[str, Any]) -> list[str]:
+def verify_check(secret: bytes, check: dict[str, Any], key: bytes | None = None) -> list[str]:
     """Compare ``secret`` with every check value given; returns the names of the checks that passed.
 
-    Raises ShamirError naming the first check that failed, or when no check value is known.
+    ``key``: the check key combined from the same shares' ``Check-Key-Share`` lines (None: shares typed
+    without them; the keyed check value cannot be computed then). Raises ShamirError naming the first
+    check that failed, or when no check value could be checked.
     """
     passed = []
+    if check.get("hmac_sha256") and key is not None:
+        if not hmac.compare_digest(check_hmac(key, secret), str(check["hmac_sha256"]).lower()):
+            raise _mismatch("the record's check value (HMAC-SHA-256)")
+        passed.append("hmac_sha256")
     if check.get("sha256"):
         if not hmac.compare_digest(check_sha256(secret), str(check["sha256"]).lower()):
             raise _mismatch("the record's check value (SHA-256)")
@@ -149,9 +177,9 @@ def verify_check(secret: bytes, check: dict[str, Any]) -> list[str]:
         passed.append("public_key_fingerprint")
     if not passed:
         raise ShamirError(
-            "no check value is known for these shares, so a combined secret cannot be verified",
-            "give the split's public record (record), or check_sha256 / age_public_key; share files made by "
-            "shamir_split carry the check value themselves",
+            "no check value could be checked for these shares, so a combined secret cannot be verified",
+            "give the custodians' share files (they carry the check value and the Check-Key-Share lines its key "
+            "is combined from), or check_sha256 / age_public_key",
         )
     return passed
 
@@ -227,6 +255,8 @@ def split_secret(
     validate_split(len(secret), scheme, threshold, count)
     check_names(custodians)
     split_id = secrets.token_hex(4)
+    check_key = secrets.token_bytes(CHECK_KEY_SIZE)
+    key_lines = ssss_split(check_key, threshold, count, token=CHECK_KEY_TOKEN % split_id)
     meta: dict[str, Any] = {
         "format": RECORD_FORMAT,
         "split_id": split_id,
@@ -236,7 +266,7 @@ def split_secret(
         "threshold": threshold,
         "count": count,
         "secret_size": len(secret),
-        "check": check_values(secret),
+        "check": check_values(secret, check_key),
     }
     if scheme == "ssss":
         token = "nk" + split_id
@@ -253,7 +283,7 @@ def split_secret(
     shares = []
     for index, (custodian, text) in enumerate(zip(custodians, texts), 1):
         name = share_file_name(index, custodian)
-        files[name] = render_share_file(text, meta, index, custodian)
+        files[name] = render_share_file(text, meta, index, custodian, key_lines[index - 1])
         entry = {"index": index, "custodian": custodian, "file": name, "fingerprint": share_fingerprint(text)}
         if scheme == "ssss":
             entry["id"] = "%s-%0*d" % (meta["ssss"]["token"], len(str(count)), index)
@@ -570,7 +600,7 @@ def combine_shares(
             break
         try:
             secret = _combine_subset(list(subset), ref)
-            passed = verify_check(secret, ref["check"])
+            passed = verify_check(secret, ref["check"], _check_key(list(subset), ref))
         except ShamirError as exc:
             if first_error is None:
                 first_error = exc
@@ -594,6 +624,19 @@ def combine_shares(
                 ignored.append(share)
         return Combined(secret, ref["scheme"], ref.get("split_id", ""), needed, chosen, bad, ignored, passed)
     raise first_error or _mismatch("the check value")
+
+
+def _check_key(subset: list[Share], ref: dict[str, Any]) -> bytes | None:
+    """The check key combined from the subset's ``Check-Key-Share`` lines (the same custodians); None without them."""
+    parsed = [parse_ssss_line(share.check_key_share) if share.check_key_share else None for share in subset]
+    if any(entry is None for entry in parsed):
+        return None
+    if any(entry[1] != share.index for entry, share in zip(parsed, subset)):  # type: ignore[index]
+        raise ShamirError("a share file's Check-Key-Share line is not of its own share", "use the custodian's original file")
+    degrees = {entry[3] for entry in parsed}  # type: ignore[index]
+    if degrees != {8 * CHECK_KEY_SIZE}:
+        raise _mismatch("the check key's shares (damaged or of different splits)")
+    return ssss_combine([(entry[1], entry[2]) for entry in parsed], ref["threshold"], 8 * CHECK_KEY_SIZE)  # type: ignore[index]
 
 
 def _lies_on(share: Share, chosen: list[Share], ref: dict[str, Any]) -> bool:

@@ -55,6 +55,8 @@ class Share:
     secret_size: int | None = None
     token: str = ""
     slip39_identifier: int | None = None
+    #: this custodian's share of the check value's key (an ssss line), from the share file
+    check_key_share: str = field(default="", repr=False)
 
     @property
     def fingerprint(self) -> str:
@@ -95,11 +97,15 @@ def parse_share(text: str, source: str = "") -> Share:
     if BEGIN in text:
         return _parse_share_file(text, source)
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    # The sheet's Check-Key-Share line may be typed with the share (the "Check-Key-Share:" label or not).
+    keys = [line for line in lines if CHECK_KEY_LINE_RE.match(line.split(":", 1)[-1].strip())]
+    lines = [line for line in lines if line not in keys]
+    key_share = keys[0].split(":", 1)[-1].strip() if len(keys) == 1 else ""
     if len(lines) == 1:
         parsed = parse_ssss_line(lines[0])
         if parsed is not None:
             token, index, _value, _degree = parsed
-            return Share("ssss", index, lines[0], source=source, token=token)
+            return Share("ssss", index, lines[0], source=source, token=token, check_key_share=key_share)
     words = _words_of(lines)
     if len(words) >= 20 and all(re.fullmatch(r"[A-Za-z]+", word) for word in words):
         mnemonic = " ".join(words).lower()
@@ -111,6 +117,7 @@ def parse_share(text: str, source: str = "") -> Share:
             source=source,
             threshold=share.member_threshold,
             slip39_identifier=share.identifier,
+            check_key_share=key_share,
         )
     raise ShamirError(
         "%s is neither a nodekeep share file, an ssss share line (INDEX-HEX) nor a SLIP-39 mnemonic"
@@ -162,6 +169,7 @@ def _parse_share_file(text: str, source: str) -> Share:
         )
     check = {}
     for header, key in (
+        ("check-hmac-sha256", "hmac_sha256"),
         ("check-sha256", "sha256"),
         ("check-age-public-key", "age_public_key"),
         ("check-public-key-fingerprint", "public_key_fingerprint"),
@@ -202,6 +210,7 @@ def _parse_share_file(text: str, source: str) -> Share:
         secret_size=secret_size,
         token=token,
         slip39_identifier=identifier,
+        check_key_share=headers.get("check-key-share", ""),
     )
 
 
@@ -213,7 +222,7 @@ def _wrap_words(words: list[str], per_line: int = 4) -> list[str]:
     return lines
 
 
-def render_share_file(share_text: str, meta: dict[str, Any], index: int, custodian: str) -> str:
+def render_share_file(share_text: str, meta: dict[str, Any], index: int, custodian: str, key_share: str) -> str:
     """A share file that is also a printable sheet: instructions, public headers, the share."""
     scheme = meta["scheme"]
     threshold, count = meta["threshold"], meta["count"]
@@ -243,13 +252,17 @@ def render_share_file(share_text: str, meta: dict[str, Any], index: int, custodi
             "it prints the secret in hex (xxd -r -p turns it back into bytes). There is no passphrase.",
         ]
     lines += [
-        "Then verify:  { printf '%s'; %s; } | sha256sum  must print %s"
+        "Then verify: the Check-Key-Share lines of the same %d sheets give the check key: ssss-combine -t %d -x;" % (
+            threshold,
+            threshold,
+        ),
+        "with it as KEY,  { printf '%s'; %s; } | openssl dgst -sha256 -mac HMAC -macopt hexkey:KEY  must print"
         % (
             CHECK_PREFIX.decode("ascii"),
             # ssss-combine ends the text it prints with a newline that is not part of the secret
             "tr -d '\\n' < SECRET" if scheme == "ssss" and meta.get("encoding") == "ascii" else "cat SECRET",
-            check["sha256"],
         ),
+        "  %s" % check["hmac_sha256"],
     ]
     if check.get("age_public_key"):
         lines.append("and  age-keygen -y SECRET  must print %s" % check["age_public_key"])
@@ -266,7 +279,8 @@ def render_share_file(share_text: str, meta: dict[str, Any], index: int, custodi
         "Shares: %d" % count,
         "Custodian: %s" % custodian,
         "Secret-Size: %d" % meta["secret_size"],
-        "Check-SHA256: %s" % check["sha256"],
+        "Check-HMAC-SHA256: %s" % check["hmac_sha256"],
+        "Check-Key-Share: %s" % key_share,
     ]
     if check.get("age_public_key"):
         lines.append("Check-Age-Public-Key: %s" % check["age_public_key"])
@@ -291,6 +305,10 @@ SCHEMES = ("slip39", "ssss")
 
 
 CHECK_PREFIX = b"nodekeep-shamir-check-v1:"
+
+
+#: a share line of the check value's key: token ``nk`` + split id + ``c`` (see shamir.CHECK_KEY_TOKEN)
+CHECK_KEY_LINE_RE = re.compile(r"^nk[0-9a-f]{8}c-\d{1,3}-[0-9a-fA-F]+\Z")
 
 
 class ShamirError(NodekeepError):

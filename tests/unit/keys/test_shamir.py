@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import itertools
+import json
 import os
 import random
+import re
 import subprocess
 
 import pytest
@@ -37,6 +40,12 @@ def cli_combine(lines: list[str], threshold: int, hexmode: bool = True) -> tuple
     args = ["ssss-combine", "-t", str(threshold), "-q"] + (["-x"] if hexmode else [])
     proc = subprocess.run(args, input="\n".join(lines) + "\n", capture_output=True, text=True, check=False)
     return proc.returncode, proc.stderr.splitlines()[0] if proc.stderr else ""
+
+
+def combined_check_key(shares: list, threshold: int) -> bytes:
+    """The check key from the shares' Check-Key-Share lines (what M custodians together have)."""
+    points = [_ssss.parse_ssss_line(share.check_key_share) for share in shares]
+    return _ssss.ssss_combine([(p[1], p[2]) for p in points], threshold, points[0][3])
 
 
 def assert_no_secret(message: str, *secrets: bytes) -> None:
@@ -90,7 +99,9 @@ class TestSlip39:
         shares = files_to_shares(files)
         assert all(len(share.text.split()) >= 20 for share in shares)
         assert shamir.combine_shares(shares[:2]).secret == secret
-        assert record["check"]["sha256"] == hashlib.sha256(shamir.CHECK_PREFIX + secret).hexdigest()
+        key = combined_check_key(shares[1:3], 2)
+        assert record["check"]["hmac_sha256"] == hmac.new(key, shamir.CHECK_PREFIX + secret, hashlib.sha256).hexdigest()
+        assert "sha256" not in record["check"]
 
     def test_every_3_of_5_subset_combines_to_the_secret(self):
         secret = shamir.generate_secret("age_identity", 0)
@@ -99,7 +110,7 @@ class TestSlip39:
         for subset in itertools.combinations(shares, 3):
             combined = shamir.combine_shares(list(subset), record=record)
             assert combined.secret == secret
-            assert combined.checks == ["sha256", "age_public_key"]
+            assert combined.checks == ["hmac_sha256", "age_public_key"]
         assert combined.report()["age_public_key"] == record["check"]["age_public_key"]
 
     def test_the_library_recovers_our_shares_without_this_collection(self):
@@ -258,8 +269,11 @@ class TestWrongShares:
     def test_a_wrong_share_among_exactly_m_is_refused(self):
         secret = os.urandom(32)
         record, files = shamir.split_secret(secret, "ssss", 3, CUSTODIANS)
-        lines = [share.text for share in files_to_shares(files)]
-        typed = [_shares_mod.parse_share(line, "typed %d" % n) for n, line in enumerate([self._flip(lines[0])] + lines[1:3])]
+        # Typed from the sheets: each share line with its Check-Key-Share line.
+        parsed = files_to_shares(files)
+        texts = [self._flip(parsed[0].text)] + [share.text for share in parsed[1:3]]
+        lines = ["%s\n%s" % (text, share.check_key_share) for text, share in zip(texts, parsed)]
+        typed = [_shares_mod.parse_share(line, "typed %d" % n) for n, line in enumerate(lines)]
         with pytest.raises(ShamirError) as caught:
             shamir.combine_shares(typed, record=record)
         assert "2 usable shares" in caught.value.message and "share 1" in caught.value.message  # by fingerprint
@@ -270,8 +284,10 @@ class TestWrongShares:
     def test_a_wrong_share_among_more_than_m_is_named_and_the_secret_still_verified(self):
         secret = os.urandom(32)
         record, files = shamir.split_secret(secret, "ssss", 3, CUSTODIANS)
-        lines = [share.text for share in files_to_shares(files)]
-        typed = [_shares_mod.parse_share(line, "typed") for line in [self._flip(lines[1])] + lines[2:5]]
+        parsed = files_to_shares(files)
+        texts = [self._flip(parsed[1].text)] + [share.text for share in parsed[2:5]]
+        lines = ["%s\nCheck-Key-Share: %s" % (text, share.check_key_share) for text, share in zip(texts, parsed[1:5])]
+        typed = [_shares_mod.parse_share(line, "typed") for line in lines]
         combined = shamir.combine_shares(typed, record=dict(record, shares=[]))
         assert combined.secret == secret
         assert [bad["index"] for bad in combined.bad] == [2]
@@ -355,23 +371,53 @@ class TestLimitsAndChecks:
         path = tmp_path / "node_key"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
         data = path.read_bytes()
-        check = shamir.check_values(data)
+        key = os.urandom(32)
+        check = shamir.check_values(data, key)
         listed = subprocess.run(["ssh-keygen", "-lf", str(path)], capture_output=True, text=True, check=True)
         assert check["public_key_fingerprint"] == listed.stdout.split()[1]
-        assert shamir.verify_check(data, check) == ["sha256", "public_key_fingerprint"]
+        assert shamir.verify_check(data, check, key) == ["hmac_sha256", "public_key_fingerprint"]
+        assert shamir.verify_check(data, check) == ["public_key_fingerprint"]  # typed without the key shares
 
-    def test_the_check_value_is_reproducible_with_sha256sum(self, tmp_path):
+    def test_the_check_value_is_reproducible_by_hand_with_ssss_combine_and_openssl(self, tmp_path):
+        """The sheet's route: ssss-combine -x of M Check-Key-Share lines, then openssl's HMAC of prefix and secret."""
         secret = os.urandom(32)
+        record, files = shamir.split_secret(secret, "ssss", 2, CUSTODIANS[:3])
         (tmp_path / "s").write_bytes(secret)
+        key_lines = [share.check_key_share for share in files_to_shares(files)][1:3]
+        code, key_hex = cli_combine(key_lines, 2, hexmode=True)
+        assert code == 0 and len(key_hex) == 64
         out = subprocess.run(
-            "{ printf 'nodekeep-shamir-check-v1:'; cat s; } | sha256sum",
+            "{ printf 'nodekeep-shamir-check-v1:'; cat s; } | openssl dgst -sha256 -mac HMAC -macopt hexkey:%s" % key_hex,
             shell=True,
             cwd=tmp_path,
             capture_output=True,
             text=True,
             check=True,
         )
-        assert out.stdout.split()[0] == shamir.check_values(secret)["sha256"]
+        assert out.stdout.split()[-1] == record["check"]["hmac_sha256"]
+        sheet = next(iter(files.values()))
+        assert record["check"]["hmac_sha256"] in sheet and "openssl dgst -sha256 -mac HMAC" in sheet
+
+    def test_a_short_secret_cannot_be_found_from_the_record_or_the_sheets(self):
+        """Brute force recovers nothing: a 6-digit PIN padded to the minimum size, every candidate tried.
+
+        Before, the record and every sheet held SHA-256(prefix + secret): all 10^6 candidates took a second.
+        """
+        pin = b"493817"
+        secret = b"pin-of-the-vault:" + pin  # 23 bytes, a low-entropy secret
+        record, files = shamir.split_secret(secret, "ssss", 2, CUSTODIANS[:3])
+        published = json.dumps(record) + "".join(files.values())
+        stored = set(re.findall(r"[0-9a-f]{64}", published))
+        assert record["check"]["algorithm"] == "hmac-sha256" and "hmac_sha256" in record["check"]
+        for candidate in range(10**6):
+            guess = b"pin-of-the-vault:%06d" % candidate
+            assert hashlib.sha256(shamir.CHECK_PREFIX + guess).hexdigest() not in stored
+            if candidate % 1000 == 0:
+                assert hashlib.sha256(guess).hexdigest() not in stored
+        # One custodian's sheet (fewer than M) cannot compute the keyed value either: its key share is one point.
+        one = files_to_shares(files)[0]
+        with pytest.raises(ShamirError):
+            shamir.combine_shares([one], record=record)
 
     def test_records_and_sheets_hold_no_secret(self):
         secret = os.urandom(32)
