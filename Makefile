@@ -16,6 +16,7 @@
 #                     (files asset full/incremental vs tar|zstd|age); BENCH_ARGS, FILES_BENCH_ARGS
 #                     and benchmarks/stream_rpo.py (continuous replication vs Litestream); STREAM_BENCH_ARGS
 #   make bench-fleet  benchmarks/fleet.py: controller CPU per node of backup.yml on N local hosts
+#   make bench-files-scale  benchmarks/files_scale.py: 1,000,000 small files (FILES_SCALE_ARGS)
 #                     (default 30); FLEET_ARGS
 #   make stream-kills the replication kill -9 campaign: 100 kills (STREAM_KILLS) under a fast writer
 #
@@ -60,7 +61,7 @@ define run_pytest
 	else echo "NOTICE: $(1) does not exist, nothing to run"; fi
 endef
 
-.PHONY: help setup setup-all demo test test-matrix lint sanity units integration molecule bench bench-fleet crash-pieces docs lock clean stream-kills drill-runbooks
+.PHONY: help setup setup-all demo test test-matrix lint sanity units integration molecule bench bench-fleet bench-files-scale crash-pieces docs lock clean stream-kills drill-runbooks
 
 help:
 	@sed -n 's/^#   make /make /p' $(MAKEFILE_LIST)
@@ -138,6 +139,12 @@ crash-pieces: setup
 	NODEKEEP_CRASH_POINTS=all PYTHONPATH=$(COLLECTIONS) $(BIN)/pytest -p no:cacheprovider -q -s tests/integration/test_crash_pieces.py
 
 FLEET_ARGS ?=
+# The files asset at scale (1,000,000 small files: full, incremental, restore; time and memory per file).
+# Long (tens of minutes on 2 cores): its own target, never part of make test or make bench.
+FILES_SCALE_ARGS ?=
+bench-files-scale: setup
+	PYTHONPATH=$(COLLECTIONS) $(BIN)/python benchmarks/files_scale.py $(FILES_SCALE_ARGS)
+
 bench-fleet: setup
 	$(BIN)/python benchmarks/fleet.py $(FLEET_ARGS)
 

@@ -10,8 +10,10 @@ __metaclass__ = type
 import errno
 import hashlib
 import os
+import queue
 import stat
 import tarfile
+import threading
 from typing import Any, BinaryIO
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets._files_capture import PACK_MEMBER_MAX, PACK_SIZE
@@ -73,17 +75,116 @@ def _member(entry: dict[str, Any]) -> tarfile.TarInfo:
     return member
 
 
+#: decrypted packs held in memory for members still to come (beyond it, the oldest is dropped and its
+#: remaining members are filled by a second read of it at the end)
+HOLD_BYTES = 48 << 20
+
+
+#: packs decrypted ahead of the extraction by the prefetching thread
+PREFETCH = 2
+
+
+class _PackPlan:
+    """Which packs an index needs, in the order their first member comes, with each pack's member count."""
+
+    def __init__(self, index_path: str) -> None:
+        self.order: list[str] = []
+        self.remaining: dict[str, int] = {}
+        self.end: dict[str, int] = {}
+        self.facts: dict[str, tuple[int, str]] = {}
+        self.first_path: dict[str, str] = {}
+        _header, entries = read_index(index_path, files_only=True)
+        for entry in entries:
+            if "offset" not in entry:
+                continue
+            pack = str(entry.get("object") or "")
+            facts = (int(entry["sealed_size"]), str(entry["sealed_sha256"]))
+            if self.facts.setdefault(pack, facts) != facts:
+                raise IntegrityError(
+                    "the files index gives two sizes or checksums for pack %s (%s)" % (pack, entry["path"]),
+                    "the index is damaged; restore another epoch or copy",
+                )
+            if pack not in self.remaining:
+                self.order.append(pack)
+                self.remaining[pack] = 0
+                self.end[pack] = 0
+                self.first_path[pack] = str(entry["path"])
+            self.remaining[pack] += 1
+            self.end[pack] = max(self.end[pack], int(entry["offset"]) + int(entry["size"]))
+
+
+class _Prefetcher:
+    """Decrypts packs in the plan's order in a thread, ``PREFETCH`` ahead of the extraction (zstd, SHA-256
+    and the reads run outside the GIL): the extraction writes files while the next pack is decrypted."""
+
+    def __init__(self, reader: _ObjectReader, plan: _PackPlan) -> None:
+        self.plan = plan
+        self.reader = reader
+        self.position = 0
+        self.results: queue.Queue = queue.Queue(maxsize=PREFETCH)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="nodekeep-pack-read", daemon=True)
+        if plan.order:
+            self.thread.start()
+
+    def _run(self) -> None:
+        for name in self.plan.order:
+            if self.stopping.is_set():
+                return
+            try:
+                item: Any = self.reader.read_pack(
+                    name, self.plan.facts[name], self.plan.end[name], self.plan.first_path[name]
+                )
+            except BaseException as exc:  # noqa: BLE001 - handed to the extraction, which raises it
+                item = exc
+            while not self.stopping.is_set():
+                try:
+                    self.results.put((name, item), timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(item, BaseException):
+                return
+
+    def next_name(self) -> str | None:
+        return self.plan.order[self.position] if self.position < len(self.plan.order) else None
+
+    def take(self) -> tuple[str, bytearray]:
+        name, item = self.results.get()
+        self.position += 1
+        if isinstance(item, BaseException):
+            raise item
+        return name, item
+
+    def stop(self) -> None:
+        self.stopping.set()
+        while self.thread.is_alive():
+            try:
+                self.results.get(timeout=0.5)
+            except queue.Empty:
+                pass
+        if self.plan.order:
+            self.thread.join()
+
+
 class _ObjectExtractor(_archive._Extractor):
     """The tar extractor's safety rules, with regular files filled from objects instead of a tar stream.
 
-    A file stored as its own object is written at once. A file stored in a pack is
-    created empty (0600) in walk order, like every other entry, and filled later by
-    ``fill_packs``: each pack is decrypted once, whatever order its members come in.
+    A file stored as its own object is written at once. A file stored in a pack is written
+    when it is created, from the pack decrypted ahead by the prefetching thread (packs come in
+    the order their first member comes in the walk, and stay in memory until their last member
+    is written): one open, one write and its attributes on the same descriptor. Only a member
+    of a pack dropped to stay under ``HOLD_BYTES`` is created empty (0600) and filled later by
+    ``fill_packs`` (that pack is decrypted once more).
     """
 
     def __init__(self, root_fd: int, root: str, keep_ownership: bool) -> None:
         # no per-file fsync: rebuild_tree makes the whole tree durable at once (sync_filesystem)
         super().__init__(root_fd, root, keep_ownership, False)
+        self.prefetcher: _Prefetcher | None = None
+        self.held: dict[str, bytearray] = {}
+        self.held_bytes = 0
+        self.remaining: dict[str, int] = {}
         # pack -> [(rel, offset, size, sha256 digest, mode, uid, gid, mtime_ns)]: one small tuple per file
         self.packs: dict[str, list[tuple[Any, ...]]] = {}
         self.pack_facts: dict[str, tuple[int, str]] = {}
@@ -93,6 +194,8 @@ class _ObjectExtractor(_archive._Extractor):
     def _fill(self, rel: str, member: tarfile.TarInfo, archive, out: BinaryIO) -> bool:
         """A file stored as its own object is written now; a pack member is noted and filled by ``fill_packs``."""
         entry = member.nodekeep_entry  # type: ignore[attr-defined]
+        if "offset" in entry and self._write_member(entry, archive, out):
+            return True
         if "offset" in entry:
             pack = str(entry.get("object") or "")
             facts = (int(entry["sealed_size"]), str(entry["sealed_sha256"]))
@@ -118,6 +221,42 @@ class _ObjectExtractor(_archive._Extractor):
             return False
         archive.write_object(entry, out)
         return True
+
+    def _write_member(self, entry: dict[str, Any], reader: _ObjectReader, out) -> bool:
+        """Write a packed file now from its decrypted pack; False when its pack was dropped (filled later)."""
+        pack = str(entry.get("object") or "")
+        data = self.held.get(pack)
+        if data is None:
+            if self.prefetcher is None or self.prefetcher.next_name() != pack:
+                return False  # dropped earlier to bound memory: fill_packs reads it again
+            name, data = self.prefetcher.take()
+            self.held[name] = data
+            self.held_bytes += len(data)
+            self._bound_held(name)
+        offset, size = int(entry["offset"]), int(entry["size"])
+        part = memoryview(data)[offset : offset + size]
+        try:
+            if len(part) != size or hashlib.sha256(part).hexdigest() != entry["sha256"]:
+                raise IntegrityError(
+                    "object %s of %s: its content does not match the index's SHA-256"
+                    % (reader.repository.describe_object(reader.node, pack), entry["path"]),
+                    "do not trust this copy; restore another epoch or copy",
+                )
+            out.write(part)
+        finally:
+            part.release()
+        self.remaining[pack] -= 1
+        if self.remaining[pack] <= 0:
+            self.held_bytes -= len(self.held.pop(pack))
+        return True
+
+    def _bound_held(self, keep: str) -> None:
+        """Drop the oldest held packs (not ``keep``) while more than HOLD_BYTES are held."""
+        for name in list(self.held):
+            if self.held_bytes <= HOLD_BYTES:
+                return
+            if name != keep:
+                self.held_bytes -= len(self.held.pop(name))
 
     def fill_packs(self, reader: _ObjectReader) -> None:
         """Decrypt each pack once and write its members, checking each member's size and SHA-256."""
@@ -160,6 +299,7 @@ class _ObjectReader:
         self.identities = identities
         self.objects = 0
         self.sealed_bytes = 0
+        self.counting = threading.Lock()  # packs are read by the prefetching thread too
 
     def _unseal(self, name: str, out, path: str, limit: int):
         """Unseal an object, never past ``limit`` plaintext bytes (what the signed index records)."""
@@ -181,8 +321,9 @@ class _ObjectReader:
                 "object %s of %s: its sealed bytes do not match the index's SHA-256" % (where, path),
                 "do not trust this copy; restore another epoch or copy",
             )
-        self.objects += 1
-        self.sealed_bytes += result.sealed.size
+        with self.counting:
+            self.objects += 1
+            self.sealed_bytes += result.sealed.size
         return sink.getvalue()
 
     def write_object(self, entry: dict[str, Any], out: BinaryIO) -> None:
@@ -214,8 +355,9 @@ class _ObjectReader:
                 "object %s of %s: %s" % (where, path, "; ".join(problems)),
                 "do not trust this copy; restore another epoch or copy",
             )
-        self.objects += 1
-        self.sealed_bytes += result.sealed.size
+        with self.counting:
+            self.objects += 1
+            self.sealed_bytes += result.sealed.size
 
 
 class _PrefixSink:
@@ -299,8 +441,15 @@ def rebuild_tree(
     extractor = _ObjectExtractor(root_fd, root, owner)
     reader = _ObjectReader(repository, node, identities)
     try:
-        for entry in entries:
-            extractor.add(_member(entry), reader)
+        plan = _PackPlan(index_path)
+        extractor.remaining = dict(plan.remaining)
+        extractor.prefetcher = _Prefetcher(reader, plan)
+        try:
+            for entry in entries:
+                extractor.add(_member(entry), reader)
+        finally:
+            extractor.prefetcher.stop()
+            extractor.held.clear()
         extractor.fill_packs(reader)
         extractor.finish()
         if fsync:

@@ -418,6 +418,76 @@ class TestParallelPacks:
         assert store_tools.meta(root) == store_tools.meta(store)
 
 
+class TestRestorePath:
+    def test_a_packed_file_is_opened_once_and_keeps_every_attribute(
+        self, node, store_tools, files_asset, tmp_path, monkeypatch
+    ):
+        """A packed file is written when it is created, from its pack decrypted ahead: one open of the
+        restored file, its content, owner, mode (set-id), nanosecond mtime, xattrs and holes kept."""
+        store = tmp_path / "da"
+        store_tools.make(store, count=60)
+        sparse = store / "index" / "sparse.bin"
+        with open(sparse, "wb") as handle:
+            handle.write(b"\x01" * 4096)
+            handle.seek(192 << 10)
+            handle.write(b"\x02" * 4096)
+        os.utime(sparse, ns=(1_760_000_000_000_000_007, 1_760_000_000_000_000_007))
+        assert os.stat(sparse).st_blocks * 512 < 64 << 10
+        os.setxattr(store / "index" / "head.json", "user.origin", b"node-7")
+        expected = store_tools.meta(store)
+        manifest = node.backup([files_asset(store)])
+        entries = {e["path"]: e for e in index_entries(node, manifest.epoch)}
+        assert "offset" in entries["index/sparse.bin"] and entries["index/sparse.bin"].get("sparse")
+        assert "offset" in entries["index/head.json"] and "offset" in entries["bin/da-tool"]
+        opened = {}
+        real_open = os.open
+
+        def counting_open(path, flags, *args, **kwargs):
+            fd = real_open(path, flags, *args, **kwargs)
+            if flags & os.O_WRONLY:
+                info = os.fstat(fd)
+                opened[info.st_ino] = opened.get(info.st_ino, 0) + 1
+            return fd
+
+        monkeypatch.setattr(os, "open", counting_open)
+        root = restored_root(node.restore(tmp_path / "r"))
+        monkeypatch.undo()
+        assert store_tools.meta(root) == expected
+        for rel in ("index/sparse.bin", "index/head.json", "bin/da-tool"):
+            assert opened[os.stat(root / rel).st_ino] == 1, rel
+        assert os.stat(root / "index" / "sparse.bin").st_blocks * 512 < 64 << 10, "the holes were filled"
+        assert os.getxattr(root / "index" / "head.json", "user.origin") == b"node-7"
+
+    def test_members_of_a_pack_dropped_to_bound_memory_are_filled_by_reading_it_again(
+        self, node, store_tools, files_asset, tmp_path, monkeypatch
+    ):
+        """An incremental epoch's new pack holds files spread over the walk; with no room to hold packs it is
+        dropped whenever the next pack comes, and its later members are filled from a second read."""
+        monkeypatch.setattr(_files_capture, "PACK_SIZE", 32 << 10)
+        store = tmp_path / "da"
+        made = store_tools.make(store, count=200)
+        node.backup([files_asset(store)])
+        time.sleep(0.05)
+        store_tools.churn(store, made["blobs"], fraction=0.05)
+        second = node.backup([files_asset(store)])
+        expected = store_tools.meta(store)
+        packs = {e["object"] for e in index_entries(node, second.epoch) if "offset" in e}
+        reads = []
+        real_read_pack = _files_objects._ObjectReader.read_pack
+
+        def counting_read_pack(self, name, *args):
+            reads.append(name)
+            return real_read_pack(self, name, *args)
+
+        monkeypatch.setattr(_files_objects._ObjectReader, "read_pack", counting_read_pack)
+        assert store_tools.meta(restored_root(node.restore(tmp_path / "r1"))) == expected
+        assert sorted(reads) == sorted(packs)  # each pack decrypted once
+        reads.clear()
+        monkeypatch.setattr(_files_objects, "HOLD_BYTES", 0)
+        assert store_tools.meta(restored_root(node.restore(tmp_path / "r2"))) == expected
+        assert set(reads) == packs and len(reads) > len(packs)
+
+
 class TestRacyReads:
     def test_only_a_file_changed_within_the_racy_window_is_read_twice(self, node, files_asset, tmp_path, monkeypatch):
         """The torn-read check (a second read of the same bytes) is paid only for "racy" files, as git does:
