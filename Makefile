@@ -129,8 +129,7 @@ molecule: setup
 	else echo "NOTICE: scripts/molecule.sh does not exist yet, molecule skipped"; fi
 
 bench: setup-all
-	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
-	PYTHONPATH=$(COLLECTIONS) $(BIN)/python benchmarks/files_incremental.py $(FILES_BENCH_ARGS)
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS) --files-args "$(FILES_BENCH_ARGS)"
 	$(BIN)/python benchmarks/sqlite_incremental.py $(SQLITE_BENCH_ARGS)
 	PYTHONPATH=$(COLLECTIONS) $(BIN)/python benchmarks/stream_rpo.py $(STREAM_BENCH_ARGS)
 

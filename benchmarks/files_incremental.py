@@ -92,6 +92,19 @@ def tree_digest(root: Path, mtime_unit: int = 1) -> str:
     return digest.hexdigest()
 
 
+def stat_walk(root: Path) -> dict:
+    """What any incremental run pays at least: list every directory and ``lstat`` every entry (a fresh process)."""
+    code = (
+        "import os,sys\n"
+        "for d,ds,fs in os.walk(sys.argv[1]):\n"
+        "    for f in fs: os.lstat(os.path.join(d,f))\n"
+    )
+    subprocess.run(["sync"], check=True)
+    began = time.monotonic()
+    subprocess.run([sys.executable, "-c", code, str(root)], check=True)
+    return {"seconds": time.monotonic() - began}
+
+
 def du(path: Path) -> int:
     return sum(os.lstat(os.path.join(d, f)).st_size for d, _dirs, files in os.walk(path) for f in files)
 
@@ -212,6 +225,12 @@ def one_run(number: int, args, base: Path, keys: dict) -> dict:
 
     for step in (engine_full, runbook_backup) if engine_first else (runbook_backup, engine_full):
         step()
+
+    # Nothing changed: the floor is a stat walk of the tree (listed beside it).
+    result["stat_walk"] = stat_walk(store)
+    before = du(work / "repo")
+    result["unchanged"] = run_engine(dict(spec, step="backup"))
+    result["unchanged_bytes"] = du(work / "repo") - before
 
     time.sleep(0.05)
     result["churn"] = churn(paths, args.change, args.min_size, args.max_size, rng)
@@ -368,11 +387,61 @@ def report(args, runs: list[dict], load_before, load_after, busy_before, busy_af
             ", ".join("%.1f" % (r["restore"]["seconds"] / r["runbook_restore"]["seconds"]) for r in runs),
         )
     )
+    issue_table(runs)
     cores = (busy_after[0] - busy_before[0]) / max(1.0, busy_after[1] - busy_before[1]) * (os.cpu_count() or 1)
     print(
         "machine: %d cores, load average %.1f before / %.1f after, %.1f cores busy on average (all processes)"
         % (os.cpu_count() or 1, load_before[0], load_after[0], cores)
     )
+
+
+def issue_table(runs: list[dict]) -> None:
+    """Issue 19's table: each step beside the runbook's (made durable with ``sync -f``), ratios and goals."""
+
+    def med(key: str, field: str = "seconds") -> float:
+        return median([run[key][field] for run in runs])
+
+    def per_run(numerator: str, denominator: str, field: str = "synced_seconds") -> float:
+        return median([run[numerator]["seconds"] / run[denominator][field] for run in runs])
+
+    full, restore = med("full"), med("restore")
+    rows = [
+        (
+            "full backup",
+            "%.2f s, %.0f MiB" % (full, med("full", "rss_mib")),
+            "tar \\| zstd -T0 \\| age + sync: %.2f s" % med("runbook_backup", "synced_seconds"),
+            "%.2fx" % per_run("full", "runbook_backup"),
+            "<= 1.0x, RSS <= 128 MiB",
+        ),
+        (
+            "incremental, %(changed)d changed + %(added)d added" % runs[0]["churn"],
+            "%.2f s, %.0f MiB" % (med("incremental"), med("incremental", "rss_mib")),
+            "(re-sends everything)",
+            "%.2fx the full" % median([run["incremental"]["seconds"] / run["full"]["seconds"] for run in runs]),
+            "<= 0.1x the full",
+        ),
+        (
+            "incremental, nothing changed",
+            "%.2f s, %.0f MiB" % (med("unchanged"), med("unchanged", "rss_mib")),
+            "stat walk (os.walk + lstat): %.2f s" % med("stat_walk"),
+            "%.1fx the walk"
+            % median([run["unchanged"]["seconds"] / run["stat_walk"]["seconds"] for run in runs]),
+            "close to the walk",
+        ),
+        (
+            "restore",
+            "%.2f s, %.0f MiB" % (restore, med("restore", "rss_mib")),
+            "age -d \\| zstd -d \\| tar -x + sync: %.2f s" % med("runbook_restore", "synced_seconds"),
+            "%.2fx" % per_run("restore", "runbook_restore"),
+            "<= 1.0x",
+        ),
+    ]
+    print()
+    print("| step | engine | runbook | engine / runbook | goal |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print("| %s |" % " | ".join(row))
+    print()
 
 
 if __name__ == "__main__":

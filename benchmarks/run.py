@@ -658,12 +658,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(to measure another version of the engine, e.g. the committed one, under the same conditions)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory under benchmarks/results")
+    parser.add_argument(
+        "--files-args",
+        default="",
+        help="arguments for the files asset's comparison (benchmarks/files_incremental.py), run after the SQLite one "
+        "in the same invocation: its table (issue 19) with ratios against tar | zstd | age",
+    )
+    parser.add_argument("--no-files", action="store_true", help="skip the files asset's comparison")
     args = parser.parse_args(argv)
     if args.quick:
         args.size_mib, args.runs = 64, 1
     if args.runs < 1 or args.size_mib < 1:
         parser.error("--runs and --size-mib must be positive")
     return args
+
+
+def files_comparison(args: argparse.Namespace) -> dict[str, Any]:
+    """The files asset against runbook 000's ``tar | zstd | age`` (benchmarks/files_incremental.py), in this run."""
+    log("files asset: full, incremental, restore against tar | zstd | age")
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / ("files-%d.json" % os.getpid())
+    collections = args.collections or str(Path(__file__).resolve().parent.parent / "build" / "collections")
+    command = [args.python, str(Path(__file__).resolve().parent / "files_incremental.py")]
+    command += [*args.files_args.split(), "--json", str(out), "--collections", collections]
+    done = subprocess.run(command, env=dict(os.environ, PYTHONPATH=collections), check=False)
+    try:
+        measured = json.loads(out.read_text()) if out.exists() else {}
+    finally:
+        remove(out)
+    if done.returncode != 0:
+        raise BenchError("the files comparison failed (exit status %d)" % done.returncode)
+    return measured
 
 
 def check_engine_python(python: str) -> None:
@@ -742,6 +767,8 @@ def main(argv: list[str] | None = None) -> int:
     result["loadavg_end"] = loadavg()
     result["targets"] = evaluate_targets(result)
     print(report(result), flush=True)
+    if not args.no_files:
+        result["files"] = files_comparison(args)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(result, handle, indent=2, sort_keys=True)
