@@ -105,9 +105,10 @@ def granted(pg_cluster):
         pg_cluster.psql("DROP ROLE IF EXISTS %s" % ", ".join(roles), check=False)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def fresh_cluster():
-    """A second, brand-new cluster (initdb): only the bootstrap superuser exists."""
+    """A second, brand-new cluster (initdb): only the bootstrap superuser exists (each test's roles and database
+    carry their own prefix, so the tests of this module share it)."""
     cluster = pgcluster.Cluster.create()
     try:
         yield cluster
