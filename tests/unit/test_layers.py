@@ -137,10 +137,14 @@ def test_dependencies_point_down_the_layers():
 def test_only_the_opener_and_the_registry_name_concrete_backends():
     """Nothing below ops names the S3 backend except the opener; only the registry imports every asset type."""
     wrong = []
-    asset_types = {name for name in engine_files() if layer(name) == "assets" and not name.split(".")[1].startswith("_")}
+    asset_types = {
+        name for name in engine_files() if layer(name) == "assets" and not name.split(".")[1].startswith("_")
+    }
     asset_types -= {"assets.base", "assets.registry"}
     for name, targets in graph().items():
-        if layer(name) in ("core", "keys", "snapshot", "retention") and any(t.startswith("storage.s3") for t in targets):
+        if layer(name) in ("core", "keys", "snapshot", "retention") and any(
+            t.startswith("storage.s3") for t in targets
+        ):
             wrong.append("%s names the S3 backend" % name)
         if name != "assets.registry" and len(targets & asset_types) == len(asset_types):
             wrong.append("%s imports every asset type" % name)
@@ -155,3 +159,107 @@ def test_private_files_are_used_only_inside_their_layer():
             if target.split(".")[-1].startswith("_") and layer(target) != layer(name):
                 wrong.append("%s imports the private %s" % (name, target))
     assert not wrong, "\n".join(wrong)
+
+
+# --------------------------------------------------------------------------
+# tests mirror the tree
+# --------------------------------------------------------------------------
+
+TESTS = ROOT / "tests" / "unit"
+
+#: engine files that have no unit test of their own yet (most are exercised by tests/integration: S3
+#: against SeaweedFS, snapshots on zfs-fuse/btrfs, the replication service, postgres). This list may
+#: only shrink: a file listed here that gains its mirrored test fails the test below until removed.
+WITHOUT_UNIT_TEST = {
+    "assets._files_capture",
+    "assets._files_index",
+    "assets._files_objects",
+    "assets._postgres_client",
+    "assets._postgres_globals",
+    "assets._rocksdb_db",
+    "assets._rocksdb_pieces",
+    "assets._snapshot",
+    "assets._sqlite_pages",
+    "assets._tree",
+    "assets.base",
+    "assets.btrfs",
+    "assets.config",
+    "assets.postgres",
+    "assets.secret",
+    "assets.zfs",
+    "common",
+    "core.attrs",
+    "core.safefs",
+    "core.wal",
+    "keys._ssss",
+    "keys.shares",
+    "ops._stream_copy",
+    "ops.drill",
+    "ops.epoch",
+    "ops.pitr",
+    "ops.replicate",
+    "ops.seal_path",
+    "ops.stream",
+    "snapshot.base",
+    "snapshot.btrfs",
+    "snapshot.state",
+    "snapshot.volumes",
+    "snapshot.zfs",
+    "storage._s3_client",
+    "storage._s3_copy",
+    "storage.epochs",
+    "storage.s3_repository",
+    "storage.segments",
+}
+
+
+def mirrored_tests(name: str) -> list[Path]:
+    """Where the unit test of engine file ``name`` lives: ``tests/unit/LAYER/test_NAME.py``, or
+    ``test_LAYER_NAME.py`` when two layers have a file of the same name (pytest's default import mode
+    needs one basename per test file); a private ``_name`` is tested as ``test_name.py``."""
+    parts = name.split(".")
+    folder = TESTS.joinpath(*parts[:-1])
+    base = parts[-1].lstrip("_")
+    candidates = [folder / ("test_%s.py" % base)]
+    if len(parts) > 1:
+        candidates.append(folder / ("test_%s_%s.py" % (parts[0], base)))
+    return candidates
+
+
+def test_every_engine_file_has_a_mirrored_unit_test():
+    missing, stale = [], []
+    for name in engine_files():
+        if name.split(".")[-1] == "__init__":
+            continue
+        has = any(path.exists() for path in mirrored_tests(name))
+        if not has and name not in WITHOUT_UNIT_TEST:
+            missing.append("%s (expected %s)" % (name, mirrored_tests(name)[0].relative_to(ROOT)))
+        if has and name in WITHOUT_UNIT_TEST:
+            stale.append(name)
+    unknown = sorted(WITHOUT_UNIT_TEST - set(engine_files()))
+    assert not missing, "engine files without a mirrored unit test:\n" + "\n".join(missing)
+    assert not stale, "these have a unit test now: remove them from WITHOUT_UNIT_TEST: %s" % ", ".join(stale)
+    assert not unknown, "WITHOUT_UNIT_TEST names files that do not exist: %s" % ", ".join(unknown)
+
+
+#: test files of one aspect of an engine file whose name does not start with the file's own
+TEST_OF = {"core/test_extract_jail.py": "core.archive"}
+
+
+def test_every_unit_test_file_mirrors_an_engine_file():
+    """A test file in a layer folder is named after the engine file it tests, ``test_NAME.py`` or
+    ``test_NAME_ASPECT.py`` (no test_retention.py testing ops/prune)."""
+    expected = {path for name in engine_files() for path in mirrored_tests(name)}
+
+    def mirrors(path: Path) -> bool:
+        return any(
+            path == test or (path.parent == test.parent and path.name.startswith(test.stem + "_")) for test in expected
+        )
+
+    extra = [
+        str(path.relative_to(ROOT))
+        for path in sorted(TESTS.rglob("test_*.py"))
+        if path.parent != TESTS and not mirrors(path) and str(path.relative_to(TESTS)) not in TEST_OF
+    ]
+    assert all(name in engine_files() for name in TEST_OF.values())
+    assert not extra, "unit tests that mirror no engine file (name them after the file they test):\n" + "\n".join(extra)

@@ -239,9 +239,10 @@ def passphrase_seal(data: bytes, passphrase: str, compress: bool = False, level:
             "passphrase mode (pyrage) holds everything in memory: use it for keys, mnemonics and .env files, and "
             "seal larger data to age recipients (recipients / recipients_files) instead; nothing was written",
         )
+    passphrase = check_passphrase(passphrase)  # its own error, not "encryption failed"
     payload = zstandard.ZstdCompressor(level=level, write_checksum=True).compress(data) if compress else data
     try:
-        return pyrage.passphrase.encrypt(payload, check_passphrase(passphrase), armored=bool(armor))
+        return pyrage.passphrase.encrypt(payload, passphrase, armored=bool(armor))
     except Exception as exc:  # noqa: BLE001 - pyrage's own error types; the passphrase is never part of them
         raise SealError("age passphrase encryption failed (%s)" % type(exc).__name__, "nothing was written")
 
