@@ -197,6 +197,7 @@ WITHOUT_UNIT_TEST = {
     "ops.drill",
     "ops.epoch",
     "ops.pitr",
+    "ops.progress_file",
     "ops.replicate",
     "ops.seal_path",
     "ops.stream",
