@@ -264,3 +264,46 @@ def test_every_unit_test_file_mirrors_an_engine_file():
     ]
     assert all(name in engine_files() for name in TEST_OF.values())
     assert not extra, "unit tests that mirror no engine file (name them after the file they test):\n" + "\n".join(extra)
+
+
+# --------------------------------------------------------------------------
+# one subprocess gateway
+# --------------------------------------------------------------------------
+
+#: the one file that may import subprocess (run_command, Process)
+GATEWAY = "plugins/module_utils/core/process.py"
+
+
+def subprocess_imports(path: Path) -> list[int]:
+    """Lines of ``path`` that import subprocess (``import subprocess``, ``from subprocess import ...``)."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""]
+        else:
+            continue
+        if any(name.split(".")[0] == "subprocess" for name in names):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_subprocess_is_imported_only_by_the_gateway():
+    offenders = [
+        "%s:%d" % (path.relative_to(ROOT), line)
+        for path in sorted((ROOT / "plugins").rglob("*.py"))
+        if str(path.relative_to(ROOT)) != GATEWAY
+        for line in subprocess_imports(path)
+    ]
+    assert not offenders, "subprocess imported outside %s (use run_command or Process):\n%s" % (
+        GATEWAY,
+        "\n".join(offenders),
+    )
+    assert subprocess_imports(ROOT / GATEWAY), "the gateway itself must be the one importing subprocess"
+
+
+def test_subprocess_imports_are_seen(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("import os\n\ndef f():\n    from subprocess import run\n    import subprocess as sp\n")
+    assert subprocess_imports(sample) == [4, 5]

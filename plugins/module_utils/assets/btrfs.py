@@ -9,7 +9,6 @@ __metaclass__ = type
 
 import contextlib
 import os
-import subprocess
 import tempfile
 import uuid
 from typing import Any, ClassVar
@@ -21,6 +20,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import
     RestoreError,
     describe_os_error,
 )
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.process import PIPE
 from ansible_collections.nodekeep.backup.plugins.module_utils.snapshot.base import (
     mount_of,
     snapshot_command,
@@ -101,15 +101,13 @@ class BtrfsAssetType(SnapshotAssetType):
         done = False
         try:
             for link in links:
-                receiver = snapshot_process(
-                    ["btrfs", "receive", "-e", incoming], "btrfs receive", stdin=subprocess.PIPE
-                )
+                receiver = snapshot_process(["btrfs", "receive", "-e", incoming], "btrfs receive", stdin=PIPE)
                 try:
                     self._feed_link(context, link, receiver.proc.stdin, incoming)
                     receiver.finish()
                 finally:
                     receiver.close()
-            receiver = snapshot_process(["btrfs", "receive", "-e", incoming], "btrfs receive", stdin=subprocess.PIPE)
+            receiver = snapshot_process(["btrfs", "receive", "-e", incoming], "btrfs receive", stdin=PIPE)
 
             def complete() -> dict[str, Any]:
                 receiver.finish()

@@ -10,7 +10,6 @@ __metaclass__ = type
 import contextlib
 import hashlib
 import os
-import subprocess
 from typing import Any, ClassVar
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets import base as _assets
@@ -20,6 +19,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import
     RestoreError,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import Artifact
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.process import PIPE
 from ansible_collections.nodekeep.backup.plugins.module_utils.snapshot.base import (
     RESTORE_PARENT,
     snapshot_command,
@@ -130,7 +130,7 @@ class ZfsAssetType(SnapshotAssetType):
         try:
             for link in links:
                 receiver = snapshot_process(
-                    fs.receive_argv(staging, True, recursive), "zfs receive into %s" % staging, stdin=subprocess.PIPE
+                    fs.receive_argv(staging, True, recursive), "zfs receive into %s" % staging, stdin=PIPE
                 )
                 try:
                     self._feed_link(context, link, receiver.proc.stdin, staging)
@@ -141,7 +141,7 @@ class ZfsAssetType(SnapshotAssetType):
                 finally:
                     receiver.close()
             receiver = snapshot_process(
-                fs.receive_argv(staging, bool(links), recursive), "zfs receive into %s" % staging, stdin=subprocess.PIPE
+                fs.receive_argv(staging, bool(links), recursive), "zfs receive into %s" % staging, stdin=PIPE
             )
 
             def complete() -> dict[str, Any]:

@@ -65,6 +65,7 @@ def run_command(
     env: dict[str, str] | None = None,
     cwd: str | None = None,
     identity: dict[str, Any] | None = None,
+    new_session: bool = True,
 ) -> Completed:
     """Run ``argv`` (no shell) to its end and return what it did.
 
@@ -73,7 +74,8 @@ def run_command(
     raises ``error`` naming ``what``, the command and the tail of its message (``remedy`` or a hint
     to run it by hand). ``stdin`` is an open file the command reads (instead of ``input_bytes``);
     ``env``, ``cwd`` and ``identity`` (``user``/``group``/``extra_groups``, see ``as_user``) are
-    given to the child as they are.
+    given to the child as they are. ``timeout`` None waits as long as the command runs; without
+    ``new_session`` it stays in our process group (a Ctrl-C or a signal to the group reaches it too).
     """
     began = time.monotonic()
     if stdin is None:
@@ -84,7 +86,7 @@ def run_command(
             stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            start_new_session=True,
+            start_new_session=new_session,
             env=env,
             cwd=cwd,
             **(identity or {}),
@@ -100,7 +102,10 @@ def run_command(
         out, err = proc.communicate(input=input_bytes, timeout=timeout)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(OSError):
-            os.killpg(proc.pid, signal.SIGKILL)
+            if new_session:
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
         proc.communicate()
         raise error(
             "%s did not finish within %d s and was killed (%s)" % (what, timeout, shlex.join(argv)),
@@ -144,7 +149,8 @@ class Process:
     ``stdin``/``stdout`` are open files, ``PIPE`` or ``DEVNULL``; ``stdout`` is then the pipe
     (``self.stdout``). ``errors_dir`` is where the stderr file lives (a private scratch directory);
     ``env``, ``cwd`` and ``identity`` (``as_user``) are given to the child as they are. With
-    ``new_session`` the child gets its own process group, killed whole by ``kill``.
+    ``new_session`` the child gets its own process group, killed whole by ``kill``. ``bufsize`` is
+    the pipes' buffer (``subprocess.Popen``'s).
     """
 
     def __init__(
@@ -160,6 +166,7 @@ class Process:
         identity: dict[str, Any] | None = None,
         errors_dir: str | None = None,
         new_session: bool = False,
+        bufsize: int = -1,
     ) -> None:
         self.argv = argv
         self.what = what
@@ -175,6 +182,7 @@ class Process:
                 env=env,
                 cwd=cwd,
                 start_new_session=new_session,
+                bufsize=bufsize,
                 **(identity or {}),
             )
         except FileNotFoundError:
@@ -184,6 +192,7 @@ class Process:
             self.errors.close()
             raise
         self.pid = self.proc.pid
+        self.stdin = self.proc.stdin
         self.stdout = self.proc.stdout
 
     def stderr(self, limit: int = 64 << 10) -> str:

@@ -31,7 +31,6 @@ import io
 import os
 import shutil
 import stat
-import subprocess
 import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -65,6 +64,7 @@ except ImportError as _exc:  # pragma: no cover
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import progress
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import IntegrityError, looks_secret
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import CHUNK_SIZE
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.process import PIPE, Process
 
 SMALL_CHUNK = 64 << 10  # the first read's buffer; it grows to CHUNK_SIZE once filled
 
@@ -425,13 +425,11 @@ def _age_cli_argv(recipients: list, armored: bool) -> list[str] | None:
     return argv
 
 
-def _start_age_cli(argv: list[str]):
+def _start_age_cli(argv: list[str]) -> Process | None:
     """The age CLI with pipes on stdin/stdout, or None when it cannot start (pyrage is used then)."""
     try:
-        process = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=PIPE_SIZE
-        )
-    except OSError:
+        process = Process(argv, "the age CLI", stdin=PIPE, stdout=PIPE, error=SealError, bufsize=PIPE_SIZE)
+    except (OSError, SealError):
         return None
     try:
         import fcntl
@@ -480,7 +478,7 @@ def seal(
                         break
                     sealed.write(data)
             except BaseException:
-                process.kill()  # the feeding thread then stops on a broken pipe
+                process.proc.kill()  # the feeding thread then stops on a broken pipe
                 raise
             finally:
                 process.stdout.close()
@@ -539,20 +537,20 @@ def seal(
     return SealResult(Digest(content_size, content_hash.hexdigest()), sealed.digest(), compress)
 
 
-def _reap_age_cli(process, failed: bool) -> str:
+def _reap_age_cli(process: Process | None, failed: bool) -> str:
     """Wait for the age CLI; what went wrong with it ('' when it sealed the whole stream)."""
     if process is None:
         return ""
-    exited = process.poll()
+    exited = process.proc.poll()
     if failed and exited is None:
-        process.kill()  # stopped because of another error, which is the one reported
-    returncode = process.wait()
-    message = process.stderr.read().decode("utf-8", "replace").strip()
-    process.stderr.close()
+        process.proc.kill()  # stopped because of another error, which is the one reported
+    returncode = process.proc.wait()
+    message = process.stderr()
+    process.close()
     if returncode == 0 or (failed and exited is None):
         return ""
     return "the age CLI (%s) exited with status %d%s" % (
-        process.args[0],
+        process.argv[0],
         returncode,
         ": %s" % message[-500:] if message else "",
     )

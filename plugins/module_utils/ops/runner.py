@@ -46,7 +46,6 @@ import importlib.util
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 import urllib.error
@@ -57,6 +56,7 @@ from ansible.module_utils.urls import open_url
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import atomic_write
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.process import output_text, run_command
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.metrics import Metrics, write_textfile
 
 #: the PYTHONPATH entry holding ``ansible_collections`` (a directory, or the schedule role's zip bundle)
@@ -192,17 +192,21 @@ def run_module(module: str, args_file: str, python: str | None = None) -> dict[s
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (COLLECTIONS_ROOT, env.get("PYTHONPATH")) if p)
     env.setdefault("LANG", "C.UTF-8")
-    proc = subprocess.run(
-        [python or sys.executable, "-m", "%s.%s" % (MODULES_PACKAGE, module), args_file],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    result = last_json_object(proc.stdout)
+    try:
+        proc = run_command(
+            [python or sys.executable, "-m", "%s.%s" % (MODULES_PACKAGE, module), args_file],
+            "module nodekeep.backup.%s" % module,
+            timeout=None,
+            check=False,
+            env=env,
+            new_session=False,  # a signal to the runner's process group (a Ctrl-C, a stopped service) reaches it
+        )
+    except NodekeepError as exc:
+        return {"failed": True, "msg": "module %s could not start: %s" % (module, exc.message)}
+    stdout, stderr = output_text(proc.stdout), output_text(proc.stderr)
+    result = last_json_object(stdout)
     if result is None:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        tail = (stderr or stdout).strip().splitlines()[-3:]
         result = {
             "failed": True,
             "msg": "module %s gave no result (exit %d): %s" % (module, proc.returncode, " | ".join(tail)),

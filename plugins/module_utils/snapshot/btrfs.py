@@ -10,7 +10,6 @@ __metaclass__ = type
 import contextlib
 import os
 import re
-import subprocess
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
     describe_os_error,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.core.process import output_text
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.process import PIPE, output_text
 from ansible_collections.nodekeep.backup.plugins.module_utils.snapshot.base import (
     SNAPSHOT_DIR,
     Snap,
@@ -140,7 +139,7 @@ class Btrfs:
         if base is not None:
             argv += ["-p", base.ident]
         argv.append(snap.ident)
-        process = snapshot_process(argv, "btrfs send of %s" % snap.ident, stdout=subprocess.PIPE)
+        process = snapshot_process(argv, "btrfs send of %s" % snap.ident, stdout=PIPE)
         try:
             yield process.proc.stdout, process.finish
         finally:

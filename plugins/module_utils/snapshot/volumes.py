@@ -12,7 +12,6 @@ __metaclass__ = type
 import contextlib
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 import uuid
@@ -25,6 +24,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import
     NodekeepError,
     describe_os_error,
 )
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.process import PIPE
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import seal, unseal
 from ansible_collections.nodekeep.backup.plugins.module_utils.retention.policy import RetentionPolicy, plan
 from ansible_collections.nodekeep.backup.plugins.module_utils.snapshot.base import (
@@ -343,7 +343,7 @@ def receive_from_file(argv: list[str], src: str, identities: list, what: str) ->
         handle = open(src, "rb")  # noqa: SIM115 - closed below
     except OSError as exc:
         raise describe_os_error(exc, "opening the stream file", src)
-    receiver = snapshot_process(argv, what, stdin=subprocess.PIPE)
+    receiver = snapshot_process(argv, what, stdin=PIPE)
     try:
         with handle:
             try:

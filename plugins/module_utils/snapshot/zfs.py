@@ -10,7 +10,6 @@ __metaclass__ = type
 import contextlib
 import os
 import re
-import subprocess
 import tempfile
 import time
 import uuid
@@ -21,7 +20,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import 
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
     NodekeepError,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.core.process import output_text
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.process import PIPE, output_text
 from ansible_collections.nodekeep.backup.plugins.module_utils.snapshot.base import (
     HOLD_TAG,
     SENDING_PROPERTY,
@@ -311,7 +310,7 @@ class Zfs:
                     )
                 held.append(item)
             argv = self.send_argv(snap, base_ident, recursive, raw)
-            process = snapshot_process(argv, "zfs send of %s" % snap.ident, stdout=subprocess.PIPE)
+            process = snapshot_process(argv, "zfs send of %s" % snap.ident, stdout=PIPE)
             self._run(
                 ["set", "%s=%d:%d:%d" % (SENDING_PROPERTY, os.getpid(), process.pid, int(recursive)), snap.ident],
                 "marking %s as being sent" % snap.ident,
