@@ -197,7 +197,12 @@ class _TreeCapture:
         self.key, self.new_key = self.state.key()
         self.key_id = key_id(self.key)
         self.base_epoch: str | None = None
-        self.base: dict[str, dict[str, Any]] = {}
+        # The cached previous index is read in step with the walk (both are in walk order): memory does
+        # not hold its entries, only ``packed`` (a small tuple per packed content) and the pieces' facts.
+        self.base_path: str | None = None
+        self.cursor: Iterator[dict[str, Any]] | None = None
+        self.cursor_entry: dict[str, Any] | None = None
+        self.cursor_key: list[str] = []
         # The node's piece store (storage/pieces.py): one writer for every type; it keeps the epoch's
         # piece list, the listing, the vouched facts, lock extensions and the final recheck.
         self.writer = _pieces.PieceWriter(self.repo, self.node, self.epoch, self.recipients, self.level, self.key)
@@ -249,24 +254,46 @@ class _TreeCapture:
                 for _entry in entries:
                     pass
                 continue
+            shared: dict[str, str] = {}  # one string per piece name and checksum, not one per file
             for entry in entries:
-                self.base[entry["path"]] = entry
-                if entry.get("object"):
-                    self.writer.known[entry["object"]] = (int(entry["sealed_size"]), str(entry["sealed_sha256"]))
+                name = entry.get("object")
+                if name:
+                    name = shared.setdefault(name, name)
+                    sealed = shared.setdefault(entry["sealed_sha256"], str(entry["sealed_sha256"]))
+                    self.writer.known[name] = (int(entry["sealed_size"]), sealed)
                     if "offset" in entry:
-                        self.packed[entry["sha256"]] = (
-                            entry["object"],
-                            int(entry["offset"]),
-                            int(entry["sealed_size"]),
-                            str(entry["sealed_sha256"]),
-                        )
+                        self.packed[entry["sha256"]] = (name, int(entry["offset"]), int(entry["sealed_size"]), sealed)
             chosen = epoch
+            self.base_path = path
             break
         self.base_epoch = chosen
         for epoch, path in caches:
             if epoch != chosen and (chosen is None or epoch < chosen or epoch not in complete):
                 with contextlib.suppress(OSError):
                     os.unlink(path)
+
+    def _cached(self, rel: str) -> dict[str, Any] | None:
+        """The cached entry of the file ``rel``, read in step with the walk (paths come in walk order)."""
+        if self.base_path is None:
+            return None
+        if self.cursor is None:
+            self.cursor = read_index(self.base_path, files_only=True)[1]
+            self._advance()
+        key = rel.split("/")
+        while self.cursor_entry is not None:
+            if self.cursor_key == key:
+                found = self.cursor_entry
+                self._advance()
+                return found
+            if self.cursor_key > key:
+                return None
+            self._advance()
+        return None
+
+    def _advance(self) -> None:
+        entry = next(self.cursor, None) if self.cursor is not None else None
+        self.cursor_entry = entry
+        self.cursor_key = str(entry["path"]).split("/") if entry is not None else []
 
     # -- walking --
 
@@ -300,6 +327,8 @@ class _TreeCapture:
                 self._drain(block=True)
             finally:
                 self.builder.stop()
+                if self.cursor is not None:
+                    self.cursor.close()  # type: ignore[attr-defined]
         self.writer.recheck()  # every reused piece is still there (garbage collection may have run)
 
     def _visit(self, directory: str, rel_dir: str, selected: bool) -> None:
@@ -428,7 +457,7 @@ class _TreeCapture:
             self.stats["hardlinks"] += 1
             return True
         entry["type"] = "file"
-        cached = self.base.get(rel)
+        cached = self._cached(rel)
         name = cached.get("object") if cached else None
         immutable = bool(self.immutable) and any(fnmatch.fnmatchcase(os.path.basename(rel), p) for p in self.immutable)
         if (

@@ -370,6 +370,29 @@ class TestLiveWrites:
         assert (root / "table.bin").read_bytes() == b"1" * size
 
 
+class TestCacheInStep:
+    def test_the_cache_is_read_in_step_with_the_walk_whatever_the_names(self, node, files_asset, tmp_path):
+        """The previous index is not held in memory: it is read along the walk (same order: sorted names,
+        depth first). Names that sort differently as whole paths ("a-b" < "a/b") still match: an unchanged
+        tree is not read again, a changed file is."""
+        store = tmp_path / "da"
+        names = ["a/b", "a/b/c", "a-b", "a0", "a/b-c", "a.x/y", "Z", "é/ü", "a b/c"]
+        for number, name in enumerate(names):
+            path = store / name / ("f%d" % number)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(os.urandom(100 + number))
+        files = sum(1 for p in store.rglob("*") if p.is_file())
+        node.backup([files_asset(store)])
+        again = node.backup([files_asset(store)]).artifacts[0].source["objects"]
+        assert again["unchanged"] == files and again["read"] == 0
+        (store / "a-b" / "f2").write_bytes(b"changed")
+        third = node.backup([files_asset(store)])
+        work = third.artifacts[0].source["objects"]
+        assert work["unchanged"] == files - 1 and work["read"] == 1
+        root = restored_root(node.restore(tmp_path / "r"))
+        assert (root / "a-b" / "f2").read_bytes() == b"changed"
+
+
 class TestParallelPacks:
     def test_packs_finishing_out_of_order_keep_the_index_in_walk_order(
         self, node, store_tools, files_asset, tmp_path, monkeypatch
