@@ -156,6 +156,12 @@ options:
       - An opened directory keeps the modes recorded in the archive.
     type: raw
     default: '0600'
+  expected_content_sha256:
+    description:
+      - O(state=opened) only. The SHA-256 the decrypted content must have (a record of an older version, or the
+        operator's own value). Compared inside the module before anything is placed; a mismatch fails and writes
+        nothing. The result says RV(content_verified), never the content's hash.
+    type: str
 notes:
   - Runs on the node, with the Python of the agent role's virtualenv (pyrage, zstandard).
   - Ownership in an opened directory is restored only when running as root; sockets and device files are
@@ -289,12 +295,13 @@ location:
   sample: /var/backups/nodekeep/node1.keys/20261122T023005Z
 artifacts:
   description:
-    - One entry per secret, as in the manifest - name, file, format, size and sha256 (sealed), content_size and
-      content_sha256 (plain), source (path, mode, and for keys their public key and fingerprint).
+    - One entry per secret, as in the manifest - name, file, format, size and sha256 (sealed), content_size,
+      content_sha256 (null - no hash of a secret's plaintext), source (path, mode, and for keys their public key and
+      fingerprint).
   returned: O(state=epoch), not check mode
   type: list
   elements: dict
-  sample: [{name: node-key, file: node-key.zst.age, sha256: 9f2c..., content_sha256: 41d0...}]
+  sample: [{name: node-key, file: node-key.zst.age, sha256: 9f2c..., content_sha256: null}]
 manifest:
   description: Summary of the signed manifest.
   returned: O(state=epoch), not check mode
@@ -338,10 +345,18 @@ content_size:
   type: int
   sample: 51200
 content_sha256:
-  description: SHA-256 of the plain content (the file, or the tar stream of a directory).
+  description:
+    - Always null. No unkeyed hash of the plain content is reported (a short secret's SHA-256 is reversed by
+      trying every candidate); RV(sha256) of the sealed file identifies it, and age authenticates what it
+      decrypts from those bytes. Compare a known plain checksum with O(expected_content_sha256).
   returned: changed and not check mode
   type: str
-  sample: f1b5fbc7280421feb48359083e6d92bfea8e6ec6d1fa365088f6104c4a27d848
+  sample: null
+content_verified:
+  description: O(state=opened) with O(expected_content_sha256) - the decrypted content had that SHA-256.
+  returned: changed, not check mode, with O(expected_content_sha256)
+  type: bool
+  sample: true
 compressed:
   description: Whether the payload inside age is zstd-compressed.
   returned: changed
@@ -434,6 +449,7 @@ def main():
             content={"type": "str", "choices": ["auto", "file", "directory"], "default": "auto"},
             force={"type": "bool", "default": False},
             mode={"type": "raw", "default": "0600"},
+            expected_content_sha256={"type": "str"},
         ),
         required_if=[
             ("state", "sealed", ("src", "dest")),
@@ -498,6 +514,7 @@ def main():
             params["identities"],
             params["identity_files"],
             content=params["content"],
+            expected_content_sha256=params["expected_content_sha256"],
             **common,
         )
 

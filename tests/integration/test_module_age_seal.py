@@ -99,7 +99,7 @@ class TestFile:
         assert result["changed"] is True and result["content"] == "file" and result["compressed"] is False
         assert result["recipients"] == 1 and result["mode"] == "0600" and result["skipped"] is False
         assert result["sha256"] == digest(sealed) and result["size"] == result["sealed_size"] == os.path.getsize(sealed)
-        assert result["content_sha256"] == digest(plain) and result["content_size"] == 300000
+        assert result["content_sha256"] is None and result["content_size"] == 300000  # no plaintext hash reported
         assert oct(os.stat(sealed).st_mode & 0o777) == "0o600"
         assert age_decrypt(age_key.identity_path, sealed) == plain.read_bytes()  # exactly, no zstd inside
 
@@ -109,7 +109,7 @@ class TestFile:
         )
         assert opened["changed"] is True and opened["content"] == "file" and opened["compressed"] is False
         assert back.read_bytes() == plain.read_bytes() and oct(os.stat(back).st_mode & 0o777) == "0o600"
-        assert opened["sha256"] == result["sha256"] and opened["content_sha256"] == result["content_sha256"]
+        assert opened["sha256"] == result["sha256"] and opened["content_sha256"] is None
         assert sorted(p.name for p in tmp_path.iterdir()) == ["back.dat", "wallet.dat", "wallet.dat.age"]
 
     def test_compressed_file_opens_with_age_and_zstd(self, tmp_path, age_key):
@@ -209,7 +209,7 @@ class TestDirectory:
             open_({"src": str(sealed), "dest": str(back), "identity_files": [str(age_key.identity_path)]})
         )
         assert opened["content"] == "directory" and opened["entries"]["files"] == 4
-        assert opened["content_sha256"] == result["content_sha256"]
+        assert opened["content_sha256"] is None and opened["sha256"] == result["sha256"]
         assert snapshot(back) == snapshot(tree)
         assert os.stat(back / ".env").st_ino == os.stat(back / "env.hardlink").st_ino
         assert sorted(p.name for p in tmp_path.iterdir()) == ["keys", "keys.tar.zst.age", "restored"]

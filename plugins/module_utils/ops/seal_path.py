@@ -10,6 +10,7 @@ from __future__ import absolute_import, annotations, division, print_function
 __metaclass__ = type
 import contextlib
 import hashlib
+import hmac
 import io
 import os
 import tarfile
@@ -183,7 +184,8 @@ def seal_path(
             "sealed_size": result.sealed.size,
             "sha256": result.sealed.sha256,
             "content_size": result.content.size,
-            "content_sha256": result.content.sha256,
+            # No unkeyed hash of the plaintext is reported: the sealed SHA-256 identifies it, age authenticates it.
+            "content_sha256": None,
             "compressed": result.compressed,
             "mode": format_mode(mode),
         }
@@ -400,6 +402,7 @@ def open_path(
     mode: int = 0o600,
     passphrase: str | None = None,
     check_only: bool = False,
+    expected_content_sha256: str | None = None,
 ) -> dict[str, Any]:
     """Open (decrypt) the age file ``src`` into ``dest``: a file, or a directory for a sealed tree.
 
@@ -424,6 +427,7 @@ def open_path(
                     # pyrage reads armored age files by itself; the sealed checksum is of the file as it is.
                     result = unseal(raw, sink, parsed, sink_name=dest)
                 sink.finish()
+                _check_expected(result, expected_content_sha256)
             except NodekeepError:
                 cause = sink.abort()
                 if isinstance(cause, NodekeepError):
@@ -443,7 +447,8 @@ def open_path(
             "sealed_size": result.sealed.size,
             "sha256": result.sealed.sha256,
             "content_size": result.content.size,
-            "content_sha256": result.content.sha256,
+            # No unkeyed hash of the plaintext is reported: the sealed SHA-256 identifies it, age authenticates it.
+            "content_sha256": None,
             "compressed": result.compressed,
         }
     )
@@ -458,7 +463,18 @@ def open_path(
         out["entries"] = sink.entries
     if kept:
         out["replaced_path"] = kept
+    if expected_content_sha256:
+        out["content_verified"] = True
     return out
+
+
+def _check_expected(result: SealResult, expected: str | None) -> None:
+    """The decrypted content against the operator's SHA-256, inside the module (the hash itself is never reported)."""
+    if expected and not hmac.compare_digest(result.content.sha256, expected.strip().lower()):
+        raise UnsealError(
+            "the decrypted content does not have the expected SHA-256 (expected_content_sha256)",
+            "this is not the recorded file (a wrong sealed file, record or key); nothing was placed",
+        )
 
 
 def seal_to_epoch(
