@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -140,10 +141,30 @@ class TestSource:
         node.backup([node.sqlite_asset(locked.path, busy_timeout=300)])
 
     def test_a_lock_released_within_the_busy_timeout_is_waited_for(self, node, tmp_path, dbtools):
+        """The order is explicit: the lock is released only once the backup is inside its locked read.
+
+        (It was a 0.7 s hold racing the backup's start: on a slow box the backup began after the release and
+        never waited. Now the backup cannot finish before the release, and the release happens only after it
+        reached the read that needs the lock.)
+        """
         locked = dbtools.make(tmp_path / "locked.db", rows=100, journal_mode="delete")
-        with _exclusive_lock(locked.path, hold_seconds=0.7):
-            manifest = node.backup([node.sqlite_asset(locked.path, busy_timeout=10000)])
-        assert node.verify(manifest.epoch)["ok"]
+        outcome: dict = {}
+
+        def run() -> None:
+            try:
+                outcome["manifest"] = node.backup([node.sqlite_asset(locked.path, busy_timeout=600000)])
+            except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+                outcome["error"] = exc
+
+        with _exclusive_lock(locked.path) as holder:
+            worker = threading.Thread(target=run)
+            worker.start()
+            assert _reaches(worker, "_pinned_source"), outcome  # blocked on the held lock, not failed
+            assert "manifest" not in outcome and holder.poll() is None
+            holder.stdin.close()  # release: the locker rolls back and exits
+            worker.join()
+        assert "error" not in outcome, outcome.get("error")
+        assert node.verify(outcome["manifest"].epoch)["ok"]
 
     @pytest.mark.parametrize(
         "assets, needle",
@@ -171,26 +192,32 @@ class TestSource:
 
 
 _LOCKER = r"""
-import sqlite3, sys, time
+import sqlite3, sys
 connection = sqlite3.connect(sys.argv[1], isolation_level=None)
 connection.execute("BEGIN EXCLUSIVE")
 connection.execute("INSERT INTO t(txn, payload) VALUES (-1, x'00')")  # a pending, uncommitted write
 print("locked", flush=True)
-hold = float(sys.argv[2])
-if hold > 0:
-    time.sleep(hold)
-    connection.execute("ROLLBACK")
-    print("released", flush=True)
-else:
-    sys.stdin.read()
+sys.stdin.read()  # held until the test closes stdin
 """
 
 
+def _reaches(thread: threading.Thread, function: str) -> bool:
+    """Wait until ``thread`` is executing ``function`` (its frame is on the thread's stack); False if it ended first."""
+    while thread.is_alive():
+        frame = sys._current_frames().get(thread.ident)
+        while frame is not None:
+            if frame.f_code.co_name == function:
+                return True
+            frame = frame.f_back
+        threading.Event().wait(0.001)  # yield the GIL to the backup thread; the condition above decides
+    return False
+
+
 @contextlib.contextmanager
-def _exclusive_lock(path, hold_seconds: float = 0.0):
-    """Another process holds BEGIN EXCLUSIVE on a rollback-journal DB (until released or closed)."""
+def _exclusive_lock(path):
+    """Another process holds BEGIN EXCLUSIVE on a rollback-journal DB until its stdin is closed."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", _LOCKER, str(path), str(hold_seconds)],
+        [sys.executable, "-c", _LOCKER, str(path)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

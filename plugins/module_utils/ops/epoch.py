@@ -232,6 +232,7 @@ def backup_epoch(
     labels: dict[str, Any] | None = None,
     full: bool = False,
     sequence_state: str | None = None,
+    now=None,
 ) -> Manifest:
     """Capture and seal every asset into a new epoch, then write the signed manifest last.
 
@@ -239,11 +240,12 @@ def backup_epoch(
     ``sequence_state``: the node's record of the last epoch it signed (``sequence_state_path`` of the
     signing key); the manifest's signed ``sequence`` links to it, so deleting the newest epochs shows in
     the repository once this epoch exists. Without it the newest signed epoch of the repository is linked.
+    ``now``: the clock the epoch is named by (a datetime; default the current second, the next free one on a clash).
     """
     assets = normalize_assets(assets)
     if not recipients:
         raise NodekeepError("no age recipient was given", "set nodekeep_age_recipients; nothing was written")
-    epoch = repository.new_epoch(node)
+    epoch = repository.new_epoch(node, now)
     started = utc_now_iso()
     progress.current().expect(len(assets))
     try:

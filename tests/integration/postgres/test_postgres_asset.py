@@ -237,7 +237,8 @@ def test_lock_timeout_is_named(node, ledger, clear_error):
             "-d",
             database,
             "-c",
-            "BEGIN; LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(8); COMMIT;",
+            # Held until the test terminates it (an 8 s hold raced the backup's start on a slow box).
+            "BEGIN; LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(3600); COMMIT;",
         ],
         user=entry.pw_uid,
         group=entry.pw_gid,
@@ -247,16 +248,16 @@ def test_lock_timeout_is_named(node, ledger, clear_error):
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        held = "0"
+        while held == "0" and holder.poll() is None:  # the order: the lock is granted before the backup starts
             held = cluster.psql(
                 "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND granted "
                 "AND relation = 'accounts'::regclass",
                 database,
             )
-            if held != "0":
-                break
-            time.sleep(0.05)
+            if held == "0":
+                time.sleep(0.05)
+        assert held != "0", "the lock holder ended before its lock was granted"
         with pytest.raises(CaptureError) as caught:
             node.backup([pg_asset(cluster, database, dump_options=["--lock-wait-timeout=500"])])
         clear_error(caught.value, "locked", "lock-wait-timeout")

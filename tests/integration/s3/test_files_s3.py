@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets import _files_capture as files_mod
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import epoch_time
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import RepositoryError
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops import replicate as replicate_mod
@@ -106,9 +107,8 @@ def test_locked_target_extends_the_lock_of_reused_objects(s3_server, repository,
     assert until_first is not None
 
     # Epoch ids have one-second resolution and lock comparisons tolerate one second of
-    # S3 rounding, so the second epoch must be at least two seconds later.
-    time.sleep(2.2)
-    second = node.backup([asset])
+    # S3 rounding, so the second epoch must be at least two seconds later: the clock is injected.
+    second = node.backup([asset], now=epoch_time(first.epoch) + timedelta(seconds=3))
     result = copy_epoch(repository, target, "node1", second.epoch, signing_key.public_line)
     assert result["contents"]["objects"] == 0 and result["contents"]["locks_extended"] == 2
     assert target.object_lock_info("node1", name)["retain_until"] > until_first
@@ -170,8 +170,7 @@ def test_many_objects_are_copied_side_by_side_complete_locked_and_extended(
         info = target.object_lock_info("node1", name)
         assert info["lock_mode"] == "GOVERNANCE" and abs(info["retain_until"] - until) < timedelta(seconds=2), name
 
-    time.sleep(2.2)  # a later epoch id, so its lock ends later (see the test above)
-    second = node.backup([asset])
+    second = node.backup([asset], now=epoch_time(first.epoch) + timedelta(seconds=3))  # a later id (see above)
     again = copy_epoch(repository, target, "node1", second.epoch, signing_key.public_line)
     contents = again["contents"]
     assert contents["objects"] == 0 and contents["present"] == 301 and contents["locks_extended"] == 301

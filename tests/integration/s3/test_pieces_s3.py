@@ -6,11 +6,11 @@ and verify, deep verify and restore work from the bucket."""
 from __future__ import annotations
 
 import subprocess
-import time
 from datetime import timedelta
 
 import pytest
 
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import epoch_time
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.replicate import copy_epoch
 
 pytestmark = pytest.mark.timeout(300)
@@ -52,9 +52,10 @@ def test_epoch_copy_uploads_only_missing_pieces_and_extends_locks(
     target = s3_server.repository(s3_server.bucket(lock=True), object_lock_mode="GOVERNANCE", retain_days=1)
     copied = copy_epoch(repository, target, "node1", first.epoch, signing_key.public_line)
     assert copied["contents"]["objects"] == len(_refs(repository, "node1", first.epoch))
-    time.sleep(2.2)  # a later epoch id (one-second resolution), so its lock ends later
     _hot(db)
-    second = node.backup([_asset(db, tmp_path)])
+    # A later epoch id (one-second resolution, one second of S3 rounding), so its lock ends later: the clock is
+    # injected (the epoch is named three seconds after the first) instead of sleeping.
+    second = node.backup([_asset(db, tmp_path)], now=epoch_time(first.epoch) + timedelta(seconds=3))
     new = set(_refs(repository, "node1", second.epoch)) - set(_refs(repository, "node1", first.epoch))
     reused = set(_refs(repository, "node1", second.epoch)) & set(_refs(repository, "node1", first.epoch))
     assert new and reused
@@ -81,9 +82,8 @@ def test_backup_straight_to_a_locked_bucket_uploads_what_it_stores_and_extends_r
     bucket = s3_server.repository(s3_server.bucket(lock=True), object_lock_mode="GOVERNANCE", retain_days=1)
     node = s3_node(bucket, "node1")
     first = node.backup([_asset(db, tmp_path)])
-    time.sleep(2.2)
     _hot(db)
-    second = node.backup([_asset(db, tmp_path)])
+    second = node.backup([_asset(db, tmp_path)], now=epoch_time(first.epoch) + timedelta(seconds=3))
     pieces = second.artifacts[0].source["pieces"]
     refs_first, refs_second = _refs(bucket, "node1", first.epoch), _refs(bucket, "node1", second.epoch)
     new = set(refs_second) - set(refs_first)
