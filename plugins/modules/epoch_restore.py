@@ -21,6 +21,10 @@ description:
     C(checks.integrity_proven) says where the check ran. An epoch captured with C(quick_check) gets the full check here.
   - Each asset lands at O(dest) followed by its original absolute path, for example
     C(/srv/staging/node1/var/lib/animica/node/animica.db).
+  - With O(output), one asset (named in O(artifacts), or the epoch's only one) lands at that path instead, as
+    C(litestream restore -o) does - a file for V(sqlite) and V(secret) assets, a directory for V(rocksdb),
+    V(files) and V(config) ones. The path is walked from C(/) without following any link, its missing directories
+    are made (0700), and an existing file or directory there is refused unless O(force=true).
   - Nothing live is touched. Putting restored data into production is the separate cutover step
     (M(nodekeep.backup.restore_cutover), driven by the restore role).
   - An existing target is never overwritten silently; the module refuses before writing anything.
@@ -38,7 +42,9 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Verifies the manifest signature and lists what would be restored where; writes nothing.
+    details:
+      - Verifies the manifest signature and lists what would be restored where (O(output) included), walking
+        every target as the real run does (a link or a taken target is refused in check mode too); writes nothing.
   diff_mode:
     support: none
   idempotent:
@@ -48,7 +54,7 @@ options:
   dest:
     description:
       - Absolute staging directory. Each asset is restored under it at its original absolute path.
-      - Required unless O(output) is given.
+      - Required unless O(output) is given; not used with O(output).
     type: path
   point_in_time:
     description:
@@ -61,8 +67,12 @@ options:
     type: str
   output:
     description:
-      - With O(point_in_time), restore to this file instead of under O(dest) (the C(-o) of other tools).
-        Its directory is made if missing; an existing file is refused unless O(force=true).
+      - Restore one asset to this absolute path instead of under O(dest) (the C(-o) of other tools), for
+        V(sqlite), V(secret) (a file), V(rocksdb), V(files) and V(config) (a directory) assets, and with
+        O(point_in_time) the rebuilt SQLite database.
+      - Exactly one asset is restored - the one named in O(artifacts), or the epoch's only asset.
+      - Its directory is made if missing; no link is followed at any level; an existing file or directory is
+        refused unless O(force=true). The asset's own check runs on it as in a staged restore.
     type: path
   force:
     description:
@@ -99,6 +109,16 @@ EXAMPLES = r"""
     point_in_time: "2026-12-07T10:15:30Z"
     output: /srv/restore/app-1015.db
   register: pitr
+
+- name: Restore only the app database of the latest epoch, to a file of your choice
+  nodekeep.backup.epoch_restore:
+    node: "{{ inventory_hostname }}"
+    public_key: "{{ lookup('ansible.builtin.file', inventory_dir ~ '/keys/' ~ inventory_hostname ~ '.pub') }}"
+    identity_files:
+      - /root/.config/nodekeep/age-identity.txt
+    artifacts: [app-db]
+    output: /srv/restore/app.db
+  register: one
 
 - name: Show the commit reached
   ansible.builtin.debug:
@@ -159,6 +179,11 @@ path:
   returned: when point_in_time is set
   type: str
   sample: /srv/restore/app-1015.db
+output:
+  description: With O(output) (without O(point_in_time)), the path the one asset was restored to.
+  returned: when output is set and point_in_time is not
+  type: str
+  sample: /srv/restore/app.db
 manifest:
   description: Summary of the verified manifest.
   returned: when point_in_time is not set
@@ -198,6 +223,7 @@ def _plan(repository, params):
         params["dest"],
         artifacts=params["artifacts"] or None,
         force=params["force"],
+        output=params["output"],
     )
 
 
@@ -248,7 +274,6 @@ def main():
             output={"type": "path"},
         ),
         required_one_of=[("dest", "output")],
-        required_by={"output": "point_in_time"},
         supports_check_mode=True,
     )
     require_libraries(module, "pyrage", "zstandard", "cryptography", "apsw")
@@ -276,6 +301,7 @@ def main():
             artifacts=params["artifacts"] or None,
             force=params["force"],
             check=params["check"],
+            output=params["output"],
         )
         report["changed"] = True
         report["rollback"] = warnings

@@ -377,6 +377,22 @@ class TestRestore:
             heights[row[1]] = heights.get(row[1], 0) + 1
         assert set(heights.values()) == {2}, "a transaction was torn"
 
+    def test_one_asset_to_a_file_of_your_choice(self, lab, backed_up):
+        """nodekeep_restore_output (litestream restore -o): the asset lands at that path, checked; a second run
+        refuses the taken file naming nodekeep_restore_force, once."""
+        output = lab.base / "chosen" / "chain-copy.db"
+        extra = ["-e", '{"nodekeep_restore_assets": ["chain-db"]}', "-e", "nodekeep_restore_output=%s" % output]
+        lab.run("restore.yml", *extra)
+        assert output.is_file() and integrity(output) == "ok"
+        epoch = lab.epochs()[-1]
+        manifest = json.loads((lab.repository / NODE / epoch / "manifest.json").read_text())
+        (artifact,) = [a for a in manifest["artifacts"] if a["name"] == "chain-db"]
+        assert hashlib.sha256(output.read_bytes()).hexdigest() == artifact["content_sha256"]
+        again = lab.run("restore.yml", *extra, check=False)
+        assert again.returncode != 0
+        (fatal,) = failures(again)
+        assert "already exists" in fatal and "nodekeep_restore_force: true" in fatal, fatal
+
     def test_an_existing_staging_target_is_refused(self, lab, backed_up):
         staging = lab.base / "staging-1"
         restored = Path(str(staging) + str(lab.live_db))

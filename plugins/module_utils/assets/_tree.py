@@ -36,7 +36,7 @@ def restore_parent(target: str, force: bool) -> str:
     if os.path.lexists(target) and not force:
         raise RestoreError(
             "the restore target %s already exists" % target,
-            "restore into an empty staging path (nodekeep_restore_to) or set force: true "
+            "restore into an empty staging path (nodekeep_restore_to) or set nodekeep_restore_force: true "
             "to keep the existing tree as %s.nodekeep-replaced-<time>" % target,
         )
     parent = os.path.dirname(target)

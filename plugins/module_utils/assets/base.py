@@ -184,7 +184,7 @@ class FileAssetType(AssetType):
         if os.path.lexists(target) and not force:
             raise RestoreError(
                 "the restore target %s already exists" % target,
-                "restore into an empty staging path (nodekeep_restore_to) or set force: true "
+                "restore into an empty staging path (nodekeep_restore_to) or set nodekeep_restore_force: true "
                 "to keep the existing file as %s.nodekeep-replaced-<time>" % target,
             )
         try:

@@ -590,7 +590,7 @@ class PostgresAssetType(_assets.FileAssetType):
         if info and os.path.lexists(globals_target) and not force:
             raise RestoreError(
                 "the restore target %s already exists" % globals_target,
-                "restore into an empty staging path (nodekeep_restore_to) or set force: true",
+                "restore into an empty staging path (nodekeep_restore_to) or set nodekeep_restore_force: true",
             )
         with super().restore_into(target, force, context) as staged:
             temp = staged.path + _globals.SUFFIX

@@ -121,7 +121,7 @@ class ZfsAssetType(SnapshotAssetType):
             if not force:
                 raise RestoreError(
                     "the staging dataset %s already exists (an earlier restore to %s)" % (staging, target),
-                    "destroy it (zfs destroy -r %s) or set force: true" % staging,
+                    "destroy it (zfs destroy -r %s) or set nodekeep_restore_force: true" % staging,
                 )
             fs.destroy_dataset(staging, recursive=True)
         recursive = bool(artifact.source.get("recursive"))

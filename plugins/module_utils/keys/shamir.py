@@ -233,7 +233,7 @@ def validate_split(secret_size: int, scheme: str, threshold: int, count: int) ->
         raise ShamirError(
             "the secret has %d bytes; Shamir splitting here takes %d to %d bytes"
             % (secret_size, MIN_SECRET, MAX_SECRET),
-            "split a key, not a file: seal the file to a generated master key (playbooks/keys_split.yml does) "
+            "split a key, not a file: seal the file to a generated master key (the playbook nodekeep.backup.keys_split does) "
             "and split that key",
         )
     if scheme == "slip39" and secret_size % 2:
@@ -702,7 +702,7 @@ def read_secret(path: str) -> bytes:
     if len(data) > MAX_SECRET:
         raise ShamirError(
             "the secret file %s is larger than %d bytes" % (path, MAX_SECRET),
-            "split a key, not a file: seal the file to a generated master key (playbooks/keys_split.yml does) "
+            "split a key, not a file: seal the file to a generated master key (the playbook nodekeep.backup.keys_split does) "
             "and split that key",
         )
     return data

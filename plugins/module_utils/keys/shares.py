@@ -235,7 +235,7 @@ def render_share_file(share_text: str, meta: dict[str, Any], index: int, custodi
         "Any %d different shares of this split recover the secret; fewer reveal nothing about it." % threshold,
         "Custodian: %s" % custodian,
         "",
-        "To recover with nodekeep.backup: give this file to playbooks/keys_recover.yml (see docs/keys.md).",
+        "To recover with nodekeep.backup: give this file to the playbook nodekeep.backup.keys_recover (see docs/keys.md).",
     ]
     if scheme == "ssss":
         flag = "" if meta.get("encoding") == "ascii" else " -x"

@@ -432,18 +432,20 @@ def restore_epoch(
     artifacts: Iterable[str] | None = None,
     force: bool = False,
     check: str = "integrity",
+    output: str | None = None,
 ) -> dict[str, Any]:
-    """Verify the manifest, then unseal each artifact beside its staging target, check it and link it in."""
-    if not target_root or not os.path.isabs(target_root):
-        raise RepositoryError(
-            "the restore target %r is not an absolute path" % (target_root,),
-            "set nodekeep_restore_to to an absolute staging directory",
-        )
+    """Verify the manifest, then unseal each artifact beside its staging target, check it and link it in.
+
+    ``output``: restore one asset to this path instead (a file, or a directory for tree assets), as
+    ``litestream restore -o``; ``target_root`` is then not used.
+    """
+    _check_staging_root(target_root, output)
     epoch = resolve_epoch(repository, node, epoch)
     manifest = load_manifest(repository, node, epoch, public_key)
-    with safefs.Jail(target_root, RestoreError, JAIL_REMEDY) as jail:
+    target_root, output = _restore_root(manifest, target_root, artifacts, output)
+    with safefs.Jail(target_root, RestoreError, _jail_remedy(output)) as jail:
         # Refuse before writing anything when a target exists or a link is in the way: nothing is half restored.
-        planned = _planned_targets(jail, manifest, target_root, artifacts, force)
+        planned = _planned_targets(jail, manifest, target_root, artifacts, force, output)
         restored = []
         progress.current().expect(len(planned))
         for number, (artifact, kind, target) in enumerate(planned, 1):
@@ -451,7 +453,10 @@ def restore_epoch(
                 restored.append(
                     _restore_artifact(repository, node, epoch, artifact, kind, target, identities, force, check, jail)
                 )
-    return {"node": node, "epoch": epoch, "target": target_root, "artifacts": restored, "manifest": manifest.summary()}
+    report = {"node": node, "epoch": epoch, "target": target_root, "artifacts": restored, "manifest": manifest.summary()}
+    if output:
+        report["output"] = output
+    return report
 
 
 JAIL_REMEDY = (
@@ -460,22 +465,79 @@ JAIL_REMEDY = (
 )
 
 
-def _planned_targets(jail, manifest: Manifest, target_root: str, artifacts, force: bool) -> list:
+#: asset types whose artifact restores to one file or directory of the operator's choice (``output``)
+OUTPUT_TYPES = ("sqlite", "rocksdb", "files", "config", "secret")
+
+
+def _jail_remedy(output: str | None) -> str:
+    if not output:
+        return JAIL_REMEDY
+    return (
+        "remove the link, or set nodekeep_restore_output to a path without a symlink at any level; "
+        "a restore never reads or writes through a link it did not create"
+    )
+
+
+def _check_staging_root(target_root: str, output: str | None) -> None:
+    """Refuse a relative staging directory, or a relative ``output``, before anything is read."""
+    if output:
+        if not os.path.isabs(output) or os.path.normpath(output) == "/":
+            raise RepositoryError(
+                "the restore output %r is not an absolute path to a file or directory" % (output,),
+                "set nodekeep_restore_output to an absolute path, for example /srv/restore/app.db",
+            )
+    elif not target_root or not os.path.isabs(target_root):
+        raise RepositoryError(
+            "the restore target %r is not an absolute path" % (target_root,),
+            "set nodekeep_restore_to to an absolute staging directory",
+        )
+
+
+def _restore_root(manifest: Manifest, target_root: str, artifacts, output: str | None) -> tuple[str, str | None]:
+    """(jail root, output path): the staging directory, or with ``output`` the directory it goes into."""
+    if not output:
+        return target_root, None
+    wanted = list(artifacts) if artifacts else [a.name for a in manifest.artifacts]
+    if len(wanted) != 1:
+        raise RepositoryError(
+            "a restore to nodekeep_restore_output restores one asset; %d were selected (%s)"
+            % (len(wanted), ", ".join(wanted)),
+            "set nodekeep_restore_assets to the one asset to restore to %s" % output,
+        )
+    artifact = manifest.artifact(wanted[0])
+    if artifact.asset_type not in OUTPUT_TYPES:
+        raise RepositoryError(
+            "asset %s is of type %s, which restores only into staging, not to a path of your choice"
+            % (artifact.name, artifact.asset_type),
+            "unset nodekeep_restore_output (restore into nodekeep_restore_to); types %s restore to a chosen path"
+            % ", ".join(OUTPUT_TYPES),
+        )
+    output = os.path.normpath(output)
+    return os.path.dirname(output), output
+
+
+def _planned_targets(jail, manifest: Manifest, target_root: str, artifacts, force: bool, output=None) -> list:
     """(artifact, asset type, staging target) of each wanted artifact; refuses a link on the way or a taken target.
 
     The staging path is walked from ``/`` one directory at a time without following anything (the jail):
     the same walk in check mode and for real, so check mode never says "would restore" where the real run refuses.
+    With ``output`` the one wanted artifact goes there (``_restore_root`` checked it).
     """
     wanted = list(artifacts) if artifacts else [a.name for a in manifest.artifacts]
     planned = []
     for artifact in [manifest.artifact(name) for name in wanted]:
         kind = asset_type(artifact.asset_type)
-        target = jail.inside(kind.staging_path(artifact, target_root))
+        target = jail.inside(output or kind.staging_path(artifact, target_root))
         if jail.check(target) and not force:
+            where = (
+                "choose another nodekeep_restore_output"
+                if output
+                else "restore into an empty staging path (nodekeep_restore_to)"
+            )
             raise RepositoryError(
                 "the restore target %s already exists" % target,
-                "restore into an empty staging path (nodekeep_restore_to) or set force: true "
-                "(the existing data is kept beside it as .nodekeep-replaced-<time>)",
+                "%s or set nodekeep_restore_force: true (the existing data is kept beside it as "
+                ".nodekeep-replaced-<time>)" % where,
             )
         planned.append((artifact, kind, target))
     return planned
@@ -489,17 +551,15 @@ def plan_restore(
     target_root: str,
     artifacts: Iterable[str] | None = None,
     force: bool = False,
+    output: str | None = None,
 ) -> dict[str, Any]:
     """Check mode of ``restore_epoch``: the signature checked and every target walked as for real, nothing written."""
-    if not target_root or not os.path.isabs(target_root):
-        raise RepositoryError(
-            "the restore target %r is not an absolute path" % (target_root,),
-            "set nodekeep_restore_to to an absolute staging directory",
-        )
+    _check_staging_root(target_root, output)
     epoch = resolve_epoch(repository, node, epoch)
     manifest = load_manifest(repository, node, epoch, public_key)
-    with safefs.Jail(target_root, RestoreError, JAIL_REMEDY) as jail:
-        planned = _planned_targets(jail, manifest, target_root, artifacts, force)
+    target_root, output = _restore_root(manifest, target_root, artifacts, output)
+    with safefs.Jail(target_root, RestoreError, _jail_remedy(output)) as jail:
+        planned = _planned_targets(jail, manifest, target_root, artifacts, force, output)
     return {
         "changed": True,
         "node": node,
@@ -518,6 +578,7 @@ def plan_restore(
             for artifact, _kind, target in planned
         ],
         "manifest": manifest.summary(),
+        **({"output": output} if output else {}),
     }
 
 

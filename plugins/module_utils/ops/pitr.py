@@ -52,7 +52,7 @@ def _final_target(artifact, dest: str, target_root: str) -> tuple[str, str]:
     if not target_root or not os.path.isabs(target_root):
         raise RepositoryError(
             "the restore target %r is not an absolute path" % (target_root,),
-            "set nodekeep_restore_to (a staging directory) or dest (a file)",
+            "set nodekeep_restore_to (a staging directory) or nodekeep_restore_output (a file)",
         )
     return asset_type("sqlite").staging_path(artifact, target_root), target_root
 
@@ -61,7 +61,7 @@ def _refuse_taken(jail, final: str, force: bool) -> None:
     if jail.check(final) and not force:
         raise RepositoryError(
             "the restore target %s already exists" % final,
-            "restore to a new file or set force: true (the existing file is kept beside it)",
+            "choose another nodekeep_restore_output or set nodekeep_restore_force: true (the existing file is kept beside it)",
         )
 
 

@@ -221,10 +221,10 @@ def unsafe_args_file(path: str) -> str:
     try:
         info = os.stat(path)
     except OSError as exc:
-        return "the args file %s is unreadable (%s): run playbooks/schedule.yml again" % (path, exc.strerror)
+        return "the args file %s is unreadable (%s): run ansible-playbook nodekeep.backup.schedule again" % (path, exc.strerror)
     if info.st_mode & 0o022 or info.st_uid not in (0, os.getuid()):
         return (
-            "the args file %s is writable by others or not owned by this user: chmod 0600 it (or run playbooks/schedule.yml)"
+            "the args file %s is writable by others or not owned by this user: chmod 0600 it (or run ansible-playbook nodekeep.backup.schedule)"
             % path
         )
     return ""

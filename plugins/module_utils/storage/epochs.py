@@ -41,7 +41,7 @@ def resolve_epoch(repository: Repository, node: str, selector: str = "latest") -
         if not complete:
             raise RepositoryError(
                 "node %s has no complete epoch in %s" % (node, repository.location),
-                "run playbooks/backup.yml for this node first (incomplete epochs: %d)"
+                "run ansible-playbook nodekeep.backup.backup for this node first (incomplete epochs: %d)"
                 % len(repository.incomplete_epochs(node)),
             )
         return complete[-1]

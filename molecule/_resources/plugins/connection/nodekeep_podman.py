@@ -72,7 +72,7 @@ class Connection(PodmanConnection):
     @ensure_connect
     def exec_command(self, cmd, in_data=None, sudoable=False):
         """`podman exec [-i] CONTAINER CMD...`: -i only when there is input to feed."""
-        super(PodmanConnection, self).exec_command(cmd, in_data=in_data, sudoable=sudoable)
+        super(PodmanConnection, self).exec_command(cmd, in_data=in_data, sudoable=sudoable)  # pylint: disable=bad-super-call
         args = ["exec"]
         if in_data is not None:
             args.append("-i")
