@@ -171,11 +171,24 @@ html:
   type: str
   sample: "<!DOCTYPE html>..."
 history:
-  description: The earlier drills of the series the chart shows (oldest first).
+  description:
+    - The earlier drills of the series the chart shows (oldest first), each with its own targets (the strictest
+      of its nodes), when it started (the chart's x labels give the date and UTC time) and C(rto_breakdown), the
+      RTO of its slowest node in C(ship), C(restore), C(check) and C(other) seconds (drawn as a stacked bar;
+      null for reports written before it was recorded).
   returned: success
   type: list
   elements: dict
-  sample: [{drill_id: 20261115T040000Z, ok: true, rto_seconds: 398.0, rpo_seconds: 120.0, signature: valid}]
+  sample:
+    - drill_id: 20261115T040000Z
+      started: "2026-11-15T04:00:00.000Z"
+      ok: true
+      rto_seconds: 398.0
+      rpo_seconds: 120.0
+      rto_target_seconds: 1800.0
+      rpo_target_seconds: 3600.0
+      rto_breakdown: {ship: 120.5, restore: 210.0, check: 60.2, other: 7.3}
+      signature: valid
 history_problems:
   description: Earlier reports that could not be read or did not verify (they are left out of the chart).
   returned: success

@@ -660,9 +660,15 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
 
 
 def history_point(report: dict[str, Any], verified: bool | None) -> dict[str, Any]:
+    """One drill on the history chart: its RTO and RPO, its own targets (the strictest of its nodes), when it
+    started, and the RTO's breakdown (ship, restore, check, other) of the node that set the drill's RTO."""
     nodes = report.get("nodes") or []
+    timed = [n for n in nodes if (n.get("rto") or {}).get("seconds") is not None]
+    worst = max(timed, key=lambda n: n["rto"]["seconds"], default=None)
     return {
         "drill_id": report.get("drill_id"),
+        "started": report.get("started"),
+        "rto_breakdown": (worst or {}).get("rto_breakdown"),
         "ok": bool(report.get("ok")),
         "rto_seconds": report.get("rto_seconds"),
         "rpo_seconds": report.get("rpo_seconds"),

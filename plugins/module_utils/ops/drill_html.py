@@ -17,6 +17,8 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.ops.drill import (
     REPORT_NAME,
     SIGNATURE_NAME,
     history_point,
+    iso,
+    parse_time,
     verdict,
 )
 
@@ -69,18 +71,51 @@ def _verdict_mark(text: str) -> str:
     return '<span class="%s">%s</span>' % ("ok" if text in ("ok", "PASSED") else "bad", _e(text))
 
 
-def svg_chart(points: list[dict[str, Any]], key: str, target_key: str, title: str, width: int = 460) -> str:
-    """A small inline SVG line chart of ``key`` over the drills, with the target as a dashed line."""
-    height, left, right, top, bottom = 180, 78, 12, 24, 34
+#: the RTO's parts, bottom to top, and their colours (docs/drills.md, "Where the RTO went")
+RTO_PARTS = (("ship", "#84caff"), ("restore", "#2e90fa"), ("check", "#f79009"), ("other", "#d0d5dd"))
+#: at most this many x labels (first and last always), so that the labels never overlap
+MAX_X_LABELS = 5
+
+
+def _when(point: dict[str, Any]) -> tuple[str, str]:
+    """(date, time) of a drill for the x axis: the day and the UTC time, so runs of one day are told apart."""
+    moment = parse_time(point.get("started") or point.get("drill_id"))
+    if moment is None:
+        return (str(point.get("drill_id") or "?"), "")
+    text = iso(moment) or ""
+    return text[:10], text[11:16] + "Z"
+
+
+def _label_indexes(count: int) -> list[int]:
+    if count <= MAX_X_LABELS:
+        return list(range(count))
+    step = (count - 1) / float(MAX_X_LABELS - 1)
+    return sorted({round(step * i) for i in range(MAX_X_LABELS)})
+
+
+def svg_chart(
+    points: list[dict[str, Any]],
+    key: str,
+    target_key: str,
+    title: str,
+    width: int = 460,
+    parts_key: str | None = None,
+) -> str:
+    """A small inline SVG chart of ``key`` over the drills: each drill's value (a dot, green when it met its own
+    target), each drill's own target (a dashed red mark at that drill), x labels with the date and UTC time, and,
+    with ``parts_key``, each drill's value as a bar stacked from its parts (the RTO: ship, restore, check, other)."""
+    height, left, right, top, bottom = 200, 78, 12, 24, 48
     values = [p.get(key) for p in points]
     targets = [p.get(target_key) for p in points if p.get(target_key) is not None]
     known = [float(v) for v in values if v is not None]
-    peak = max(known + targets + [1.0]) * 1.15
+    peak = max(known + [float(t) for t in targets] + [1.0]) * 1.15
     plot_w, plot_h = width - left - right, height - top - bottom
     count = len(points)
+    slot = plot_w / float(max(count, 1))
+    half = max(3.0, min(18.0, slot * 0.4))
 
     def x(index: int) -> float:
-        return left + (plot_w / 2.0 if count == 1 else plot_w * index / (count - 1))
+        return left + (plot_w / 2.0 if count == 1 else half + (plot_w - 2 * half) * index / (count - 1))
 
     def y(value: float) -> float:
         return top + plot_h - plot_h * float(value) / peak
@@ -97,19 +132,43 @@ def svg_chart(points: list[dict[str, Any]], key: str, target_key: str, title: st
         parts.append(
             '<text x="%d" y="%.1f" text-anchor="end">%s</text>' % (left - 4, y(value) + 4, _e(human_seconds(value)))
         )
-    if targets:
-        target = min(targets)
-        parts.append(
-            '<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#b42318" stroke-dasharray="5,4"/>'
-            % (left, y(target), width - right, y(target))
-        )
-        parts.append(
-            '<text x="%d" y="%.1f" text-anchor="end" style="fill:#b42318">target %s</text>'
-            % (width - right, y(target) - 4, _e(human_seconds(target)))
-        )
+    if parts_key:
+        for index, point in enumerate(points):
+            breakdown = point.get(parts_key) or {}
+            if point.get(key) is None or not breakdown:
+                continue
+            base = 0.0
+            for name, colour in RTO_PARTS:
+                seconds = float(breakdown.get(name) or 0)
+                if seconds <= 0:
+                    continue
+                parts.append(
+                    '<rect class="part part-%s" data-part="%s" data-seconds="%s" x="%.1f" y="%.1f" width="%.1f" '
+                    'height="%.1f" fill="%s"><title>%s %s: %s</title></rect>'
+                    % (name, name, _e(seconds), x(index) - half * 0.6, y(base + seconds), half * 1.2,
+                       y(base) - y(base + seconds), colour, _e(point.get("drill_id")), name,
+                       _e(human_seconds(seconds)))
+                )  # fmt: skip
+                base += seconds
     line = " ".join("%.1f,%.1f" % (x(i), y(v)) for i, v in enumerate(values) if v is not None)
     if line and count > 1:
         parts.append('<polyline fill="none" stroke="#2e90fa" stroke-width="2" points="%s"/>' % line)
+    for index, point in enumerate(points):
+        target = point.get(target_key)
+        if target is None:
+            continue
+        parts.append(
+            '<line class="target" data-target="%s" x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#b42318" '
+            'stroke-width="2" stroke-dasharray="4,3"><title>%s target %s</title></line>'
+            % (_e(target), x(index) - half, y(target), x(index) + half, y(target), _e(point.get("drill_id")),
+               _e(human_seconds(target)))
+        )  # fmt: skip
+    last_target = next((p.get(target_key) for p in reversed(points) if p.get(target_key) is not None), None)
+    if last_target is not None:
+        parts.append(
+            '<text x="%d" y="%.1f" text-anchor="end" style="fill:#b42318">target %s</text>'
+            % (width - right, y(last_target) - 5, _e(human_seconds(last_target)))
+        )
     for index, point in enumerate(points):
         value = point.get(key)
         if value is None:
@@ -117,8 +176,9 @@ def svg_chart(points: list[dict[str, Any]], key: str, target_key: str, title: st
         target = point.get(target_key)
         missed = target is not None and float(value) > float(target)
         parts.append(
-            '<circle cx="%.1f" cy="%.1f" r="4" fill="%s"><title>%s: %s</title></circle>'
+            '<circle class="value" data-value="%s" cx="%.1f" cy="%.1f" r="4" fill="%s"><title>%s: %s</title></circle>'
             % (
+                _e(value),
                 x(index),
                 y(value),
                 "#b42318" if missed else "#067647",
@@ -126,14 +186,24 @@ def svg_chart(points: list[dict[str, Any]], key: str, target_key: str, title: st
                 _e(human_seconds(value)),
             )
         )
-    if points:
-        first, last = points[0].get("drill_id") or "", points[-1].get("drill_id") or ""
-        parts.append('<text x="%d" y="%d">%s</text>' % (left, height - 10, _e(first[:8])))
-        if count > 1:
-            parts.append('<text x="%d" y="%d" text-anchor="end">%s</text>' % (width - right, height - 10, _e(last[:8])))
+    for index in _label_indexes(count):
+        day, clock = _when(points[index])
+        anchor = "middle" if 0 < index < count - 1 or count == 1 else ("start" if index == 0 else "end")
+        at = x(index) - (half if anchor == "start" else 0) + (half if anchor == "end" else 0)
         parts.append(
-            '<text x="%d" y="%d" text-anchor="middle">%d drill(s)</text>' % (left + plot_w // 2, height - 10, count)
+            '<text class="x-label" x="%.1f" y="%d" text-anchor="%s"><tspan x="%.1f">%s</tspan>'
+            '<tspan x="%.1f" dy="12">%s</tspan></text>'
+            % (at, top + plot_h + 14, anchor, at, _e(day), at, _e(clock))
         )
+    if count > MAX_X_LABELS:
+        parts.append(
+            '<text x="%d" y="%d" text-anchor="end">%d drills</text>' % (width - right, height - 4, count)
+        )
+    if parts_key and any(p.get(parts_key) for p in points):
+        legend = " ".join(
+            '<tspan fill="%s">&#9632;</tspan> %s' % (colour, name) for name, colour in RTO_PARTS
+        )
+        parts.append('<text class="legend" x="%d" y="%d">%s</text>' % (left, height - 4, legend))
     parts.append("</svg>")
     return "".join(parts)
 
@@ -222,7 +292,10 @@ def _history(points: list[dict[str, Any]]) -> list[str]:
         "<h2>RTO and RPO over the last %d drill(s)</h2>" % len(points),
         '<div class="cards">%s%s</div>'
         % (
-            svg_chart(points, "rto_seconds", "rto_target_seconds", "RTO (drill start to verified data)"),
+            svg_chart(
+                points, "rto_seconds", "rto_target_seconds", "RTO (drill start to verified data)",
+                parts_key="rto_breakdown",
+            ),
             svg_chart(points, "rpo_seconds", "rpo_target_seconds", "RPO (age of the restored data)"),
         ),
     ]

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -175,8 +176,9 @@ class TestModule:
         signing.verify(data, armored, signing_key.public_line, namespace="nodekeep-drill")
         assert json.loads(data) == second["report"]
         assert second["history"] == [{
-            "drill_id": first["drill_id"], "ok": True, "rto_seconds": 12.0, "rpo_seconds": 60.0,
-            "rto_target_seconds": 1800.0, "rpo_target_seconds": 300.0, "signature": "valid",
+            "drill_id": first["drill_id"], "started": first["report"]["started"], "rto_breakdown": None, "ok": True,
+            "rto_seconds": 12.0, "rpo_seconds": 60.0, "rto_target_seconds": 1800.0, "rpo_target_seconds": 300.0,
+            "signature": "valid",
         }]  # fmt: skip
         again = run_module(
             "drill_report",
@@ -366,3 +368,112 @@ class TestReadableByTheRunbook:
 def node_restore_checks(report, name):
     (asset,) = [a for n in report["nodes"] for a in n["assets"] if a["name"] == name]
     return asset["checks"]
+
+
+class ChartParser(HTMLParser):
+    """Every <svg> of the page as a list of (tag, attributes, text) of its elements."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.charts: list[list] = []
+        self.inside = False
+        self.stack: list = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "svg":
+            self.inside = True
+            self.charts.append([])
+        if self.inside:
+            element = [tag, dict(attrs), ""]
+            self.charts[-1].append(element)
+            self.stack.append(element)
+
+    def handle_endtag(self, tag):
+        if self.inside and self.stack:
+            self.stack.pop()
+        if tag == "svg":
+            self.inside = False
+            self.stack = []
+
+    def handle_data(self, data):
+        if self.inside and self.stack:
+            self.stack[-1][2] += data
+
+
+class TestHistoryChart:
+    """The chart of a series (issue 16), parsed from the page of real drill records: three drills of real
+    restores written by the drill_report module (two on one day), each with its own RTO target and the RTO
+    broken down into ship, restore and check."""
+
+    RUNS = (  # (start, RTO target, ship, restore part of the RTO, check part)
+        (1_800_000_000.0, 1800, 4.0, 6.0, 2.0),  # 2027-01-15 08:00Z
+        (1_800_000_000.0 + 6.5 * 3600, 600, 3.0, 5.0, 1.0),  # 14:30Z the same day
+        (1_800_000_000.0 + 86400, 300, 2.0, 4.0, 3.0),  # the next day
+    )
+
+    def test_each_run_its_own_target_times_and_a_stacked_rto(self, node, live_db, tmp_path, signing_key):
+        restored = node.restore(tmp_path / "staging", epoch=node.backup([node.sqlite_asset(live_db.path)]).epoch)
+        engine = sum(a["seconds"] for a in restored["artifacts"])
+        checks = sum(a["check_seconds"] for a in restored["artifacts"])
+        results = []
+        for started, target, ship, restore_part, check_part in self.RUNS:
+            shipped = started + ship
+            restored_at = shipped + restore_part
+            raw = {
+                "node": node.name, "staging_host": "stage1", "staging_path": str(tmp_path / "staging"),
+                "started": started, "shipped_at": shipped, "restored_at": restored_at,
+                "verified_at": restored_at + check_part, "restore": restored, "check": "integrity",
+                "targets": {"rpo_seconds": 86400 * 3650, "rto_seconds": target},
+            }  # fmt: skip
+            results.append(
+                succeeded(
+                    run_module(
+                        "drill_report",
+                        {"repository": str(tmp_path / "repo"), "started": started,
+                         "finished": restored_at + check_part + 1, "nodes": {node.name: raw},
+                         "signing_key": str(signing_key.path), "public_key": signing_key.public_line},
+                    )
+                )
+            )  # fmt: skip
+        last = results[-1]
+        assert [p["rto_target_seconds"] for p in last["history"]] == [1800.0, 600.0]
+        page = (tmp_path / "repo" / "_drills" / "drill" / last["drill_id"] / "report.html").read_text()
+        parser = ChartParser()
+        parser.feed(page)
+        (rto_chart,) = [c for c in parser.charts if c[0][1]["aria-label"].startswith("RTO")]
+        (rpo_chart,) = [c for c in parser.charts if c[0][1]["aria-label"].startswith("RPO")]
+
+        # each run's own target, in the order of the runs, at its own run (not one line for all)
+        targets = [e for e in rto_chart if e[0] == "line" and e[1].get("class") == "target"]
+        assert [float(e[1]["data-target"]) for e in targets] == [1800.0, 600.0, 300.0]
+        dots = [e for e in rto_chart if e[0] == "circle"]
+        assert len(dots) == 3
+        for line, dot in zip(targets, dots):
+            assert float(line[1]["x1"]) < float(dot[1]["cx"]) < float(line[1]["x2"])
+        # a run that missed its own target is red, one that met it green (the third: 9 s + other vs 300 s: met)
+        assert all(dot[1]["fill"] == "#067647" for dot in dots)
+
+        # x labels: date and UTC time, so that the two runs of 2027-01-15 are told apart
+        labels = [e for e in rto_chart if e[0] == "text" and e[1].get("class") == "x-label"]
+        texts = [[t[2] for t in rto_chart[rto_chart.index(e) + 1 : rto_chart.index(e) + 3]] for e in labels]
+        assert texts == [["2027-01-15", "08:00Z"], ["2027-01-15", "14:30Z"], ["2027-01-16", "08:00Z"]]
+
+        # the RTO stacked from its parts: ship, restore, check (and other), bottom to top, adding up to the RTO
+        for index, (started, _target, ship, restore_part, check_part) in enumerate(self.RUNS):
+            report = results[index]["report"] if index == 2 else None
+            bars = [e for e in rto_chart if e[0] == "rect" and abs(
+                float(e[1]["x"]) + float(e[1]["width"]) / 2 - float(dots[index][1]["cx"])) < 0.2]  # fmt: skip
+            seconds = {e[1]["data-part"]: float(e[1]["data-seconds"]) for e in bars}
+            assert seconds["ship"] == pytest.approx(ship, abs=0.01)
+            assert seconds["restore"] == pytest.approx(max(0.0, engine - checks), abs=0.01)
+            assert seconds["check"] == pytest.approx(checks + check_part, abs=0.01)
+            assert sum(seconds.values()) == pytest.approx(ship + restore_part + check_part, abs=0.01)
+            assert [e[1]["data-part"] for e in bars][:3] == ["ship", "restore", "check"]
+            # stacked: each part starts where the one below ends, and the top is the dot
+            for lower, upper in zip(bars, bars[1:]):
+                assert float(upper[1]["y"]) + float(upper[1]["height"]) == pytest.approx(float(lower[1]["y"]), abs=0.15)
+            assert float(bars[-1][1]["y"]) == pytest.approx(float(dots[index][1]["cy"]), abs=0.15)
+            if report:
+                assert report["nodes"][0]["rto_breakdown"]["ship"] == pytest.approx(ship)
+        # the RPO chart has no stacked parts
+        assert not [e for e in rpo_chart if e[0] == "rect"]
