@@ -28,7 +28,8 @@ attributes:
     support: full
     details: Reports whether the record would change; writes and removes nothing.
   diff_mode:
-    support: none
+    support: full
+    details: With C(--diff), the record's text before (empty when there was none) and after, in check mode too.
   idempotent:
     support: full
     details: The same record written again changes nothing.
@@ -110,13 +111,16 @@ def main():
             raise NodekeepError("path %r is not absolute" % path, "give the record's absolute path")
         mode = _mode(params["mode"])
         text = json.dumps(params["record"], indent=4, sort_keys=True) + "\n"
+        old = ""
         try:
             with open(path, encoding="utf-8") as handle:
-                same = handle.read() == text and os.stat(path).st_mode & 0o777 == mode
+                old = handle.read(1 << 20)
+            same = old == text and os.stat(path).st_mode & 0o777 == mode
         except (OSError, UnicodeDecodeError):
             same = False
+        diff = {"before_header": path, "after_header": path, "before": old, "after": text}
         if same or module.check_mode:
-            return {"changed": not same, "path": path}
+            return dict({"changed": not same, "path": path}, **({"diff": diff} if module._diff and not same else {}))
         try:
             atomic_write(path, text, mode, "run record")
         except NodekeepError as exc:
@@ -135,7 +139,7 @@ def main():
             result["removed_stale"] = removed
             result["path"] = path
             module.fail_json(**result)
-        return {"changed": True, "path": path}
+        return dict({"changed": True, "path": path}, **({"diff": diff} if module._diff else {}))
 
     run(module, action)
 

@@ -26,7 +26,10 @@ attributes:
     support: full
     details: Reports whether a key would be created; the public key is returned only when the key exists.
   diff_mode:
-    support: none
+    support: full
+    details:
+      - With C(--diff), what changes on the key file (made, or its mode tightened to C(0600)) and, once it exists, the
+        public key's fingerprint; never any key material.
   idempotent:
     support: full
     details: A second run finds the key and changes nothing.
@@ -131,23 +134,30 @@ def main():
 
     def action():
         changed = False
+        before = after = ""
         if os.path.isdir(path):
             raise SignatureError("%s is a directory, not a key file" % path, "set the path of the key file")
         if not os.path.exists(path):
+            diff = {"before_header": path, "after_header": path, "before": "", "after": "new Ed25519 key, mode 0600\n"}
             if module.check_mode:
-                return {"changed": True, "path": path}
+                return dict({"changed": True, "path": path}, **({"diff": diff} if module._diff else {}))
             _write_new_key(path, generate_private_key_pem())
             changed = True
+            after = diff["after"]
         mode = stat.S_IMODE(os.stat(path).st_mode)
         if mode & 0o077:
-            if module.check_mode:
-                changed = True
-            else:
+            before, after = "mode %04o\n" % mode, "mode 0600\n"
+            changed = True
+            if not module.check_mode:
                 os.chmod(path, 0o600)
-                changed = True
         with open(path, "rb") as handle:
             public = public_key_line(handle.read(), comment)
-        return {"changed": changed, "path": path, "public_key": public, "fingerprint": fingerprint(public)}
+        result = {"changed": changed, "path": path, "public_key": public, "fingerprint": fingerprint(public)}
+        if module._diff and changed:
+            note = "public key %s\n" % result["fingerprint"]
+            result["diff"] = {"before_header": path, "after_header": path, "before": before + (note if before else ""),
+                              "after": after + note}  # fmt: skip
+        return result
 
     run(module, action)
 

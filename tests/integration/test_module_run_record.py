@@ -49,3 +49,18 @@ def test_a_full_disk_fails_naming_the_path_and_removes_the_stale_record(tmp_path
         assert sorted(p.name for p in full.iterdir()) == ["filler"], "a temporary file was left"
     finally:
         subprocess.run(["umount", str(full)], check=False)
+
+
+def test_diff_shows_the_record_before_and_after(tmp_path):
+    """--diff (issue 16): the record's text before and after, in check mode too; no diff when nothing changes."""
+    path = tmp_path / "last-backup.json"
+    old = {"status": "ok", "epoch": "20261122T023000Z"}
+    new = {"status": "ok", "epoch": "20261123T023000Z"}
+    first = run_module("run_record", {"path": str(path), "record": old, "_ansible_diff": True})
+    assert first["diff"]["before"] == "" and json.loads(first["diff"]["after"]) == old
+    planned = run_module("run_record", {"path": str(path), "record": new, "_ansible_diff": True}, check_mode=True)
+    assert json.loads(planned["diff"]["before"]) == old and json.loads(planned["diff"]["after"]) == new
+    assert json.loads(path.read_text()) == old  # check mode wrote nothing
+    assert planned["diff"]["before_header"] == str(path)
+    assert run_module("run_record", {"path": str(path), "record": new, "_ansible_diff": True})["diff"] == planned["diff"]
+    assert "diff" not in run_module("run_record", {"path": str(path), "record": new, "_ansible_diff": True})

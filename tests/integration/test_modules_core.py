@@ -406,6 +406,23 @@ class TestSigningKey:
         assert second["public_key"] == first["public_key"]
         assert path.read_bytes() == content
 
+    def test_diff_names_what_changes_and_never_the_key(self, run_module, tmp_path, signing_key):
+        """--diff (issue 16): a new key or a tightened mode, with the public fingerprint; no key material."""
+        path = tmp_path / "new" / "signing_key"
+        planned = run_module("signing_key", {"path": str(path), "_ansible_diff": True}, check_mode=True)
+        assert planned["diff"]["before"] == "" and planned["diff"]["after"] == "new Ed25519 key, mode 0600\n"
+        made = run_module("signing_key", {"path": str(path), "_ansible_diff": True})
+        assert made["diff"]["after"] == "new Ed25519 key, mode 0600\npublic key %s\n" % made["fingerprint"]
+        assert "diff" not in run_module("signing_key", {"path": str(path), "_ansible_diff": True})
+        loose = tmp_path / "loose_key"
+        loose.write_bytes(signing_key.pem)
+        os.chmod(loose, 0o644)
+        tightened = run_module("signing_key", {"path": str(loose), "_ansible_diff": True}, check_mode=True)
+        assert tightened["diff"]["before"].startswith("mode 0644\n") and tightened["diff"]["after"].startswith("mode 0600\n")
+        assert stat.S_IMODE(os.stat(loose).st_mode) == 0o644
+        for result in (planned, made, tightened):
+            assert "PRIVATE KEY" not in result["_raw"] and "AAAA" not in json.dumps(result["diff"])
+
     def test_check_mode_creates_nothing(self, run_module, tmp_path):
         path = tmp_path / "signing_key"
         result = run_module("signing_key", {"path": str(path)}, check_mode=True)
