@@ -150,7 +150,8 @@ bench-fleet: setup
 # The long kill -9 campaign of the replication service (make test runs a small random sample of it).
 STREAM_KILLS ?= 100
 stream-kills: setup
-	NODEKEEP_STREAM_KILLS=$(STREAM_KILLS) $(PYTEST) tests/integration/streams/test_stream_faults.py -k kill_9
+	NODEKEEP_STREAM_KILLS=$(STREAM_KILLS) $(PYTEST) -s tests/integration/streams/test_stream_faults.py \
+	  -k "kill_9 or killed_together"
 
 # tests/integration/runbooks/test_runbook_drills.py at size (make test runs it at the small size).
 SIZE ?=

@@ -6,15 +6,22 @@
 ``wait_for_count(committed, count, timeout, pause, who)``
     polls ``committed()`` until it reaches ``count`` and returns it; fails naming ``who``
     when the timeout passes first (the live writers of the postgres and rocksdb suites).
+``mounted(target, *options, source="tmpfs", fstype=None)``
+    a context manager: ``mount`` at ``target`` (a small tmpfs for a full disk, a bind mount),
+    unmounted afterwards; skips the test, saying why, when mounting is impossible (not root).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+
+import pytest
 
 
 def read_rocksdb(path) -> dict:
@@ -46,3 +53,18 @@ def wait_for_count(committed: Callable[[], int], count: int, timeout: float, pau
             return current
         time.sleep(pause)
     raise AssertionError("%s committed only %d of %d" % (who, committed(), count))
+
+
+@contextlib.contextmanager
+def mounted(target, *options: str, source: str = "tmpfs", fstype=None):
+    target = str(target)
+    os.makedirs(target, exist_ok=True)
+    command = ["mount"] + (["-t", fstype] if fstype else []) + list(options) + [source, target]
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        pytest.skip("cannot mount here (%s): %s" % (" ".join(command), proc.stderr.strip()))
+    try:
+        yield target
+    finally:
+        if subprocess.run(["umount", target], capture_output=True, check=False).returncode != 0:
+            subprocess.run(["umount", "-l", target], capture_output=True, check=False)

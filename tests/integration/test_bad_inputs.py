@@ -16,6 +16,7 @@ import threading
 import time
 
 import pytest
+from integration_helpers import mounted
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
@@ -41,24 +42,9 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @contextlib.contextmanager
-def _mounted(target, *options: str, source: str = "tmpfs", fstype=None):
-    target = str(target)
-    os.makedirs(target, exist_ok=True)
-    command = ["mount"] + (["-t", fstype] if fstype else []) + list(options) + [source, target]
-    proc = subprocess.run(command, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        pytest.skip("cannot mount here (%s): %s" % (" ".join(command), proc.stderr.strip()))
-    try:
-        yield target
-    finally:
-        if subprocess.run(["umount", target], capture_output=True, check=False).returncode != 0:
-            subprocess.run(["umount", "-l", target], capture_output=True, check=False)
-
-
-@contextlib.contextmanager
 def _read_only(path):
     """Make an existing directory read-only for everyone, root included: a read-only bind mount."""
-    with _mounted(path, "--bind", source=str(path)):
+    with mounted(path, "--bind", source=str(path)):
         proc = subprocess.run(["mount", "-o", "remount,bind,ro", str(path)], capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             pytest.skip("cannot remount %s read-only: %s" % (path, proc.stderr.strip()))
@@ -283,7 +269,7 @@ class TestDestination:
 
     @pytest.mark.parametrize("scratch", ["on-the-full-disk", "elsewhere"])
     def test_a_full_disk(self, make_node, tmp_path, tree, clear_error, dbtools, scratch, files_under):
-        with _mounted(tmp_path / "small", "-o", "size=4m,mode=0700", fstype="tmpfs") as mountpoint:
+        with mounted(tmp_path / "small", "-o", "size=4m,mode=0700", fstype="tmpfs") as mountpoint:
             node = make_node(LocalRepository(os.path.join(mountpoint, "repo")))
             small = dbtools.make(tmp_path / "small.db", rows=100, payload=200)
             manifest = node.backup([node.sqlite_asset(small.path)])

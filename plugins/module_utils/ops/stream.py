@@ -57,8 +57,8 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest impo
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import load_recipients, recipient_lines, seal
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops._stream_copy import SegmentCopier, open_target
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops._stream_copy import log as _log
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops._stream_report import write_metrics, write_status
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import backup_epoch
-from ansible_collections.nodekeep.backup.plugins.module_utils.ops.metrics import Metrics, write_textfile
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import sequence_state_path
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.segments import (
@@ -162,7 +162,9 @@ class Service:
         self.public_key = signing.public_key_line(_pem_of(self.config["signing_key"]))
         self.state_dir = self.config.get("state_dir") or ""
         self.metrics_dir = self.config.get("metrics_dir") or ""
-        self.targets = targets if targets is not None else [open_target(spec) for spec in self.config.get("targets") or []]
+        self.targets = (
+            targets if targets is not None else [open_target(spec) for spec in self.config.get("targets") or []]
+        )
         self.stop = threading.Event()
         self.chain: Chain | None = None
         self.pending: Pending | None = None
@@ -397,7 +399,9 @@ class Service:
         path = self._state_path()
         if path and self.chain is not None:
             os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-            atomic_write(path, json.dumps({"chain": self.chain.epoch, "asset": self.name}) + "\n", 0o600, "stream state")
+            atomic_write(
+                path, json.dumps({"chain": self.chain.epoch, "asset": self.name}) + "\n", 0o600, "stream state"
+            )
 
     # -- reading new commits --
 
@@ -606,7 +610,9 @@ class Service:
         self.repository.put_bytes(self.node, chain.epoch, record_name, data)
         _fault("before-signature")
         # The signature is the commit point: from here on the segment is shipped.
-        self.repository.put_bytes(self.node, chain.epoch, sig_name, signing.sign(data, self.signing_key).encode("ascii"))
+        self.repository.put_bytes(
+            self.node, chain.epoch, sig_name, signing.sign(data, self.signing_key).encode("ascii")
+        )
         _fault("after-signature")
         chain.seq, chain.prev, chain.first = seq, hashlib.sha256(data).hexdigest(), False
         chain.position = Position(
@@ -658,22 +664,10 @@ class Service:
             _log("%s: %s" % (self.name, exc.message))
 
     _last_ship_tick = 0.0
-    _last_status: tuple = ()
+    last_status: tuple = ()
 
     def write_status(self) -> None:
-        """``state_dir/stream-ASSET.status.json`` when it changes: the chain, its last segment and the
-        log position shipped (tests and operators compare it with the wal-index to see it caught up)."""
-        if not self.state_dir or self.chain is None:
-            return
-        waiting = bool(self.queue or self.pending)
-        error = self.last_error or self.ship_error
-        position = self.chain.position if waiting or self.read_pos is None else self.read_pos
-        status = (self.chain.epoch, self.chain.seq, position.salt.hex(), position.frame, waiting, error)
-        if status == self._last_status:
-            return
-        self._last_status = status
-        text = json.dumps(dict(zip(("chain", "seq", "salt", "frame", "pending", "error"), status))) + "\n"
-        atomic_write(os.path.join(self.state_dir, "stream-%s.status.json" % self.name), text, 0o600, "stream status")
+        write_status(self)
 
     def run(self) -> None:
         self.open()
@@ -706,62 +700,8 @@ class Service:
                 self.copier.stop()
             self.close()
 
-    # -- metrics --
-
-    def lag_seconds(self, now: float) -> float:
-        with self.lock:
-            batches = self.queue + ([self.pending] if self.pending is not None else [])
-        for batch in batches:
-            if batch.commits:
-                return max(0.0, now - batch.commits[0][1])
-        return 0.0
-
     def write_metrics(self) -> None:
-        if not self.metrics_dir:
-            return
-        now = time.time()
-        metrics = Metrics()
-        labels = {"node": self.node, "asset": self.name}
-        metrics.add("nodekeep_stream_up", 1, "1 while the replication service runs", **labels)
-        metrics.add(
-            "nodekeep_stream_heartbeat_timestamp_seconds", now, "When the service last wrote these metrics", **labels
-        )
-        metrics.add(
-            "nodekeep_stream_lag_seconds",
-            self.lag_seconds(now),
-            "Age of the oldest commit read from the WAL and not yet shipped (0 when all are shipped)",
-            **labels,
-        )
-        metrics.add(
-            "nodekeep_stream_last_shipped_commit_timestamp_seconds",
-            self.stats["last_commit"],
-            "When the service saw the newest commit it has shipped (UNIX time)",
-            **labels,
-        )
-        metrics.add("nodekeep_stream_segments_total", self.stats["segments"], "Segments shipped by this run", **labels)
-        metrics.add("nodekeep_stream_bytes_total", self.stats["bytes"], "Bytes of segments shipped by this run", **labels)
-        metrics.add("nodekeep_stream_chain_resets_total", self.stats["resets"], "New chains forced by a WAL reset", **labels)
-        metrics.add("nodekeep_stream_errors_total", self.stats["errors"], "Failed ticks (repository errors)", **labels)
-        if self.copier is not None:
-            for name, info in self.copier.status.items():
-                metrics.add(
-                    "nodekeep_stream_backlog_bytes",
-                    info.get("backlog", 0),
-                    "Bytes of shipped segments not yet at the S3 copy",
-                    copy=name,
-                    **labels,
-                )
-                metrics.add(
-                    "nodekeep_stream_backlog_overflow",
-                    1 if info.get("overflow") else 0,
-                    "1 when the backlog for a copy passed max_backlog (the copy restarts from a new base)",
-                    copy=name,
-                    **labels,
-                )
-        try:
-            write_textfile(self.metrics_dir, "nodekeep_stream_%s.prom" % self.name, metrics.render())
-        except NodekeepError as exc:
-            _log("metrics not written: %s" % exc.message)
+        write_metrics(self)
 
 
 # --------------------------------------------------------------------------

@@ -49,3 +49,67 @@ def test_segments_reach_the_s3_copy_and_restore_from_it(s3_server, tmp_path, rep
         assert restored_numbers(out) == writer.count == 125
     finally:
         lab.cleanup()
+
+
+def _copied(copy, chain: str) -> list:
+    from ansible_collections.nodekeep.backup.plugins.module_utils.storage.segments import committed_segments
+
+    return committed_segments(copy.files("node1", chain), "app-db") if chain in copy.complete_epochs("node1") else []
+
+
+def test_s3_outage_keeps_a_backlog_and_catches_up(fresh_s3_server, tmp_path, repository, age_key, signing_key,
+                                                   child_env):  # fmt: skip
+    """The S3 server is stopped (a controlled outage) while the application commits: the service keeps
+    shipping into the local repository, reports the backlog and the failing copy, and once the server
+    is back copies everything; the copy alone restores every commit."""
+    from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import load_identities
+    from ansible_collections.nodekeep.backup.plugins.module_utils.ops.pitr import restore_point_in_time
+    from ansible_collections.nodekeep.backup.plugins.module_utils.storage.segments import committed_segments
+
+    server = fresh_s3_server
+    bucket = server.bucket(lock=True)
+    target = dict(server.target(bucket), object_lock_mode="GOVERNANCE", retain_days=1, retries=0)
+    lab = StreamLab(tmp_path, repository, age_key, signing_key, child_env)
+    try:
+        writer = lab.writer()
+        writer.commit(5)
+        service = lab.service(targets=[target])
+        chain = lab.wait_chain(service)
+        writer.commit(40)
+        lab.wait_caught_up(service)
+        copy = server.repository(bucket)
+        local = committed_segments(repository.files("node1", chain), "app-db")
+        lab.wait_metrics(service, "the first copy", lambda: _copied(copy, chain) == local)
+        lab.wait_metrics(
+            service, "an empty backlog", lambda: lab.metric("nodekeep_stream_backlog_bytes", copy="copy1") == 0
+        )
+
+        server.kill()  # the outage starts
+        for _round in range(3):
+            writer.commit(60)
+            lab.wait_caught_up(service)  # shipped into the local repository all the same
+        lab.wait_metrics(
+            service, "the outage",
+            lambda: lab.metric("nodekeep_stream_copy_failing", copy="copy1") == 1
+            and lab.metric("nodekeep_stream_backlog_bytes", copy="copy1") > 0,
+        )  # fmt: skip
+        assert lab.restore()[1] == writer.count == 225  # nothing reported shipped waits for S3
+
+        server.start()  # the outage ends
+        local = committed_segments(repository.files("node1", chain), "app-db")
+        lab.wait_metrics(
+            service, "the catch-up",
+            lambda: lab.metric("nodekeep_stream_copy_failing", copy="copy1") == 0
+            and lab.metric("nodekeep_stream_backlog_bytes", copy="copy1") == 0 and _copied(copy, chain) == local,
+        )  # fmt: skip
+        lab.stop(service)
+        out = tmp_path / "from-s3-after-outage.db"
+        report = restore_point_in_time(
+            copy, "node1", "app-db", signing_key.public_line,
+            load_identities(identity_files=[str(age_key.identity_path)]), dest=str(out),
+        )  # fmt: skip
+        assert report["epoch"] == chain and report["source"] == "chain"
+        assert restored_numbers(out) == writer.count
+        assert copy.locked_objects("node1", chain)
+    finally:
+        lab.cleanup()

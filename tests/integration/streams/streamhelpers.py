@@ -169,6 +169,40 @@ class StreamLab:
             time.sleep(0.02)
         raise AssertionError("no new chain after %.0f s" % WAIT)
 
+    def metric(self, name: str, **labels) -> float:
+        """A value from the service's metrics textfile (-1 while it is not there)."""
+        path = self.metrics_dir / "nodekeep_stream_app-db.prom"
+        want = dict(labels, asset="app-db", node="node1")
+        prefix = "%s{%s} " % (name, ",".join('%s="%s"' % item for item in sorted(want.items())))
+        for line in path.read_text().splitlines() if path.exists() else []:
+            if line.startswith(prefix):
+                return float(line[len(prefix) :])
+        return -1.0
+
+    def wait_metrics(self, proc: subprocess.Popen, what: str, check) -> None:
+        """Until ``check()`` (reading metrics, the repository...) holds while the service runs."""
+        deadline = time.monotonic() + WAIT
+        while not check():
+            if proc.poll() is not None:
+                raise AssertionError("the service exited: %s" % self.log(proc))
+            if time.monotonic() > deadline:
+                raise AssertionError("the service never reported %s: %s" % (what, self.log(proc)))
+            time.sleep(0.05)
+
+    def wait_status(self, proc: subprocess.Popen, check) -> dict:
+        """Until the service's status file satisfies ``check(status)``; returns that status."""
+        status_file = self.state_dir / "stream-app-db.status.json"
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            if status_file.exists():
+                status = json.loads(status_file.read_text())
+                if status.get("pid") == proc.pid and check(status):
+                    return status
+            if proc.poll() is not None:
+                raise AssertionError("the service exited: %s" % self.log(proc))
+            time.sleep(0.02)
+        raise AssertionError("the service's status never matched: %s" % self.log(proc))
+
     def wait_caught_up(self, proc: subprocess.Popen) -> dict:
         """Until the service's status names the position the wal-index holds now (all commits shipped)."""
         from ansible_collections.nodekeep.backup.plugins.module_utils.core import wal
@@ -179,7 +213,11 @@ class StreamLab:
             header = wal.read_index_header(str(self.db) + "-shm")
             if status_file.exists() and header is not None:
                 status = json.loads(status_file.read_text())
-                if status["salt"] == header.salt.hex() and status["frame"] == header.mx_frame and not status["pending"]:
+                if status.get("pid") != proc.pid:
+                    pass  # written by an earlier run (killed): this one has not reported yet
+                elif (
+                    status["salt"] == header.salt.hex() and status["frame"] == header.mx_frame and not status["pending"]
+                ):
                     return status
             if proc.poll() is not None:
                 raise AssertionError("the service exited: %s" % self.log(proc))
