@@ -43,6 +43,16 @@ options:
       - The epoch's manifest signature is checked with O(public_key) first (required), and the names are read
         from the epoch's piece lists, checked against the manifest; only regular files are listed.
     type: str
+  point_in_time:
+    description:
+      - A time (ISO 8601, UTC when no zone is given; an epoch name; UNIX seconds) or V(latest). Returns in
+        RV(point_in_time_epoch) the epoch a point-in-time restore of O(asset) to that time uses (the base epoch of the
+        replication chain covering it, or an epoch alone), e.g. to ship it with its segments to another host (the
+        restore role does). Signatures are checked with O(public_key) (required). See docs/replication.md.
+    type: str
+  asset:
+    description: The SQLite asset of O(point_in_time).
+    type: str
 requirements:
   - cryptography
 seealso:
@@ -98,6 +108,16 @@ objects_size:
   returned: when O(objects_of) is given
   type: int
   sample: 4194304
+point_in_time_epoch:
+  description: With O(point_in_time), the epoch a point-in-time restore to that time starts from.
+  returned: when O(point_in_time) is given
+  type: str
+  sample: 20261122T020000Z
+point_in_time_source:
+  description: With O(point_in_time), V(chain) (a base epoch and its segments) or V(epoch) (an epoch alone).
+  returned: when O(point_in_time) is given
+  type: str
+  sample: chain
 summaries:
   description: Manifest summary per verified epoch.
   returned: when O(public_key) is given
@@ -114,14 +134,19 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import load_manifest
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.pieces import epoch_pieces
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.segments import find_chain, parse_time
 
 
 def main():
     module = AnsibleModule(
         argument_spec=argspec(
-            REPOSITORY_OPTIONS, public_key={"type": "str", "no_log": False}, objects_of={"type": "str"}
+            REPOSITORY_OPTIONS,
+            public_key={"type": "str", "no_log": False},
+            objects_of={"type": "str"},
+            point_in_time={"type": "str"},
+            asset={"type": "str"},
         ),
-        required_by={"objects_of": "public_key"},
+        required_by={"objects_of": "public_key", "point_in_time": ["public_key", "asset"]},
         supports_check_mode=True,
     )
     params = module.params
@@ -153,6 +178,12 @@ def main():
                 result["objects"], result["objects_size"] = epoch_pieces(repository, node, epoch, manifests[epoch])
             else:
                 result["objects"], result["objects_size"] = [], 0  # the caller refuses the epoch itself
+        if params["point_in_time"]:
+            point = params["point_in_time"]
+            when = None if point == "latest" else parse_time(point)
+            chain = find_chain(repository, node, params["asset"], params["public_key"], when)
+            result["point_in_time_epoch"] = chain.epoch
+            result["point_in_time_source"] = "chain" if chain.records else "epoch"
         return result
 
     run(module, action)

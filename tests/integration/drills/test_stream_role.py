@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from drillhelpers import NODE, ROOT
+from drillhelpers import NODE, ROOT, STAGE
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -79,8 +79,8 @@ def test_the_unit_runs_the_engine_from_the_bundle_and_restore_yml_reaches_a_poin
         assert 'nodekeep_stream_up{asset="chain-db",node="%s"} 1' % NODE in metrics
         # The alert rules name only metrics the service writes (the S3 backlog ones only with a target).
         written = set(re.findall(r"^(nodekeep_\w+)[{ ]", metrics, re.MULTILINE))
-        source = (ROOT / "plugins/module_utils/ops/stream.py").read_text()
-        written |= set(re.findall(r'"(nodekeep_stream_backlog_\w+)"', source))
+        source = (ROOT / "plugins/module_utils/ops/_stream_report.py").read_text()
+        written |= set(re.findall(r'"(nodekeep_stream_(?:backlog_\w+|copy_failing))"', source))
         groups = yaml.safe_load((ROOT / "docs" / "nodekeep-alerts.yml").read_text())["groups"]
         rules = next(g for g in groups if g["name"] == "nodekeep-stream")["rules"]
         assert {"NodekeepStreamLag", "NodekeepStreamDown", "NodekeepStreamBacklog"} <= {r["alert"] for r in rules}
@@ -104,3 +104,28 @@ def test_the_unit_runs_the_engine_from_the_bundle_and_restore_yml_reaches_a_poin
     assert "integrity ok" in run.stdout
     check = subprocess.run(["sqlite3", str(out), "PRAGMA integrity_check"], capture_output=True, text=True, check=True)
     assert check.stdout.strip() == "ok"
+    # The same point in time restored on the node and on the staging host (nodekeep_restore_host: the chain's base
+    # epoch is picked on the node and shipped with its signed segments) gives the same database and commit time.
+    records = sorted(fleet.repository.glob("%s/*/chain-db.wal.*.json" % NODE))
+    records = [r for r in records if Path(str(r) + ".sig").exists()]
+    assert len(records) >= 3
+    source = json.loads(records[len(records) // 2].read_text())["artifacts"][0]["source"]
+    point = source["commits"][-1][1]  # a commit time inside the chain, not its end
+    reached = {}
+    for where, extra in (("node", {}), ("stage", {"nodekeep_restore_host": STAGE})):
+        target = tmp_path / where / "chain-at.db"
+        settings = {
+            "nodekeep_restore_to": str(tmp_path / where / "staging"), "nodekeep_restore_assets": ["chain-db"],
+            "nodekeep_restore_point_in_time": point, "nodekeep_restore_output": str(target),
+            "nodekeep_age_identity_file": str(fleet.identity),
+        }  # fmt: skip
+        run = fleet.run("restore.yml", "-l", NODE, "-e", json.dumps(dict(settings, **extra)))
+        found = re.search(r"as of the commit\s+seen at (\S+) \(chain (\S+),", run.stdout)
+        assert found, run.stdout
+        assert "integrity ok" in run.stdout
+        dump = subprocess.run(["sqlite3", str(target), ".dump"], capture_output=True, text=True, check=True).stdout
+        reached[where] = (found.group(1), found.group(2), dump)
+    assert reached["node"] == reached["stage"]
+    assert reached["node"][0] == point  # the exact commit asked for: it is a commit time
+    shipped = fleet.shipped / NODE / reached["stage"][1]
+    assert sorted(p.name for p in shipped.glob("chain-db.wal.*.json.sig"))
