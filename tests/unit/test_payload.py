@@ -51,9 +51,10 @@ BUDGET = {
     "rocksdb_checkpoint": 13,  # core/archive extracts through core/safefs (descriptor-based restore)
     "btrfs_snapshot": 14,
     "zfs_snapshot": 14,
-    # objects_of: storage/pieces.py (and the core/seal.py it imports, with core/progress.py) lists what an epoch needs;
+    # objects_of: storage/pieces.py (and the core/seal.py it imports, with core/progress.py, core/process.py) lists
+    # what an epoch needs;
     # point_in_time: storage/segments.py names the epoch a point-in-time restore starts from
-    "epoch_info": 18,
+    "epoch_info": 19,
     "drill_report": 17,  # core/human.py: the collection's one formatting helper (IEC sizes, durations)
 }
 ALL_MODULES = sorted(p.stem for p in (ROOT / "plugins" / "modules").glob("*.py"))
