@@ -269,10 +269,12 @@ class Bench:
         random_epoch["stored_bytes"] = tree_bytes(repo) - before
         random_epoch["restic_stored_bytes"], random_epoch["restic_seconds"] = self.restic_backup()
         self.results["random_1pct"] = random_epoch
-        if args.s3:
-            self.results["s3"] = self.s3_leg()
+        # The RSS leg runs before the S3 leg: the S3 leg runs in this process (boto3, the engine) and a child's
+        # ru_maxrss includes this process's RSS at fork/exec (Linux keeps the pre-exec peak).
         if args.rss_size_mib:
             self.results["rss"] = self.rss_leg(args.rss_size_mib)
+        if args.s3:
+            self.results["s3"] = self.s3_leg()
         return self.results
 
     def rss_leg(self, size_mib: int) -> dict:
