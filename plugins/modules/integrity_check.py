@@ -145,6 +145,19 @@ problems:
   type: list
   elements: str
   sample: ["node-db: SHA-256 does not match the manifest (the artifact was modified or damaged)"]
+progress:
+  description:
+    - Each asset's phases as they ended, the last live status of each (see O(progress_file) and
+      C(docs/progress.md)); the action plugin prints them as one line each.
+    - Only when O(progress_file) was set (the collection's action plugin sets it, unless check mode, the task's own
+      C(async) or C(nodekeep_progress_interval=0)).
+  returned: when O(progress_file) was set
+  type: list
+  elements: dict
+  sample:
+    - {asset: app-db, phase: seal, state: done, done_bytes: 61599744, total_bytes: 61599744, percent: 100.0,
+       rate_bytes_per_second: 35651584.0, eta_seconds: 0.0, elapsed_seconds: 1.73, operation: backup, node: node1,
+       asset_index: 1, assets: 1, format: nodekeep.progress/v1, run_seconds: 2.1, updated: "2026-12-07T13:59:22Z"}
 """
 
 from ansible.module_utils.basic import AnsibleModule

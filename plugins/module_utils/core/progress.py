@@ -85,10 +85,9 @@ class Progress:
         try:
             yield self
         finally:
-            with self._lock:
-                seconds = self._clock() - self._step_began
-                self.finished.append({"asset": asset, "phase": phase, "bytes": self.done, "seconds": round(seconds, 3)})
-            self._send(final=True)
+            final = self.snapshot(final=True)
+            self.finished.append(final)
+            self._send_snapshot(final)
 
     def advance(self, count: int) -> None:
         with self._lock:
@@ -132,7 +131,9 @@ class Progress:
             }
 
     def _send(self, final: bool = False) -> None:
-        snap = self.snapshot(final)
+        self._send_snapshot(self.snapshot(final))
+
+    def _send_snapshot(self, snap: dict[str, Any]) -> None:
         with self._lock:
             self._last_bytes, self._last_time = self.done, self._clock()
             self.emitted += 1

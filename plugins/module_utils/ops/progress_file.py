@@ -59,7 +59,12 @@ def tracked(
     """``action`` run with the status file of ``params`` (a module's), for ``common.run``."""
 
     def run_tracked() -> dict[str, Any]:
-        with reporting(progress_for(params, operation, params.get("node") or "")):
-            return action()
+        tracker = progress_for(params, operation, params.get("node") or "")
+        with reporting(tracker):
+            result = action()
+        if tracker is not None:
+            # each asset's phases as they ended (bytes, rate, seconds): printed by the action plugin at the end
+            result["progress"] = tracker.finished
+        return result
 
     return run_tracked

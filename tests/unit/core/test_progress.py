@@ -35,7 +35,7 @@ def test_snapshots_by_bytes_carry_phase_done_total_rate_and_eta():
     assert seen[-1]["done_bytes"] == 4000 and seen[-1]["eta_seconds"] == 0.0
     line = progress_line(middle)
     assert line == "n1 backup [1/2] db seal: 1.95 KiB of 3.91 KiB (50.0%), 1000 B/s, ETA 2.0 s"
-    assert tracker.finished == [{"asset": "db", "phase": "seal", "bytes": 4000, "seconds": 4.0}]
+    assert tracker.finished == [seen[-1]] and seen[-1]["elapsed_seconds"] == 4.0
 
 
 def test_small_steps_below_the_interval_emit_only_start_and_end():

@@ -1,0 +1,139 @@
+# -*- coding: utf-8 -*-
+# Copyright: nodekeep.backup contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The controller side of live progress (docs/progress.md).
+
+The action plugins of the long modules (epoch_backup, integrity_check, epoch_restore,
+epoch_copy) start the module in the background (ansible's own async wrapper), give it a
+status file in the task's private remote temporary directory (``progress_file``), and
+until the module ends read that file every ``nodekeep_progress_interval`` seconds,
+printing one line per asset and phase when it changed, for example::
+
+    nodekeep: node1 backup [1/2] app-db seal: 1.20 GiB of 4.00 GiB (30.0%), 85.0 MiB/s, ETA 34.0 s
+
+The lines go to the display's stderr: a terminal and AWX (which records the whole output
+of the run) show them, while stdout stays the stdout callback's alone, so ``-o json`` /
+``ANSIBLE_STDOUT_CALLBACK=json`` output still parses. The task's result is the module's
+own, exactly as without the plugin (one failure is printed once, by the callback).
+
+The module runs as it always did (no async) in check mode, under a task's own ``async``,
+on connections with their own async (Windows), with ``nodekeep_progress_interval: 0``, or
+when the task sets ``progress_file`` itself.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from ansible.plugins.action.normal import ActionModule as NormalAction
+from ansible.utils.display import Display
+
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.human import progress_line
+
+display = Display()
+
+#: seconds between two looks at the status (task variable nodekeep_progress_interval)
+DEFAULT_INTERVAL = 5.0
+#: the longest a module may run in the background before the async wrapper stops it (nodekeep_progress_timeout)
+DEFAULT_TIMEOUT = 7 * 86400
+#: what the async wrapper and async_status add to a module's result
+_ASYNC_KEYS = ("ansible_job_id", "started", "finished", "results_file", "_ansible_suppress_tmpdir_delete")
+
+
+class ProgressAction(NormalAction):
+    """An action plugin that runs its module in the background and prints its live status."""
+
+    def _setting(self, task_vars, name: str, default: float) -> float:
+        value = task_vars.get(name, default)
+        try:
+            value = self._templar.template(value)
+        except Exception:  # noqa: BLE001 - a value that does not template is the default
+            return default
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            display.warning("%s=%r is not a number; using %s" % (name, value, default))
+            return default
+
+    def run(self, tmp=None, task_vars=None):
+        task_vars = task_vars or {}
+        interval = self._setting(task_vars, "nodekeep_progress_interval", DEFAULT_INTERVAL)
+        if (
+            interval <= 0
+            or self._task.async_val
+            or self._play_context.check_mode
+            or self._connection.has_native_async
+            or self._task.args.get("progress_file")
+        ):
+            return super().run(tmp, task_vars)
+        result = super(NormalAction, self).run(tmp, task_vars)  # ActionBase.run: validation only
+        if self._connection._shell.tmpdir is None:
+            self._make_tmp_path()
+        status = self._connection._shell.join_path(self._connection._shell.tmpdir, "nodekeep-progress.json")
+        args = dict(self._task.args, progress_file=status)
+        args.setdefault("progress_every_seconds", min(2.0, interval))
+        timeout = int(self._setting(task_vars, "nodekeep_progress_timeout", DEFAULT_TIMEOUT))
+        self._task.async_val = timeout
+        try:
+            started = self._execute_module(
+                module_name=self._task.resolved_action, module_args=args, task_vars=task_vars, wrap_async=True
+            )
+        finally:
+            # Never let the executor poll this task itself: this plugin returns the finished result.
+            self._task.async_val = 0
+        if started.get("failed") or "ansible_job_id" not in started:
+            result.update(started)
+            return result
+        shown: dict = {"done": set()}
+        final = self._follow(started["ansible_job_id"], status, interval, task_vars, shown)
+        # Each phase's end, from the result (deterministic: a run shorter than one look still shows it).
+        for snap in final.get("progress") or []:
+            if isinstance(snap, dict) and (snap.get("asset"), snap.get("phase")) not in shown["done"]:
+                display.display("nodekeep: %s" % progress_line(snap), stderr=True)
+        for key in _ASYNC_KEYS:
+            final.pop(key, None)
+        result.update(final)
+        return result
+
+    def _follow(self, jid: str, status: str, interval: float, task_vars, shown: dict) -> dict:
+        async_dir = self._remote_expand_user(self.get_shell_option("async_dir", default="~/.ansible_async"))
+        args = {"jid": jid, "_async_dir": async_dir}
+        try:
+            while True:
+                polled = self._execute_module(
+                    module_name="ansible.legacy.async_status", module_args=args, task_vars=task_vars
+                )
+                if (
+                    polled.get("finished")
+                    or "started" not in polled
+                    or polled.get("failed")
+                    and not polled.get("started")
+                ):
+                    return polled
+                self._show(status, shown)
+                time.sleep(interval)
+        finally:
+            self._execute_module(
+                module_name="ansible.legacy.async_status", module_args=dict(args, mode="cleanup"), task_vars=task_vars
+            )
+            self._remove_tmp_path(self._connection._shell.tmpdir)
+
+    def _show(self, status: str, shown: dict) -> None:
+        """Print the status when it changed (a phase that moved no byte since the last look is not repeated)."""
+        done = self._low_level_execute_command("cat %s" % self._connection._shell.quote(status), sudoable=True)
+        if done.get("rc") != 0:
+            return  # not written yet (or not writable for a become user): no line, the run goes on
+        try:
+            snap = json.loads(done.get("stdout") or "")
+        except ValueError:
+            return
+        if not isinstance(snap, dict):
+            return
+        key = (snap.get("asset"), snap.get("phase"), snap.get("done_bytes"), snap.get("state"))
+        if shown.get("last") == key:
+            return
+        shown["last"] = key
+        if snap.get("state") == "done":
+            shown["done"].add((snap.get("asset"), snap.get("phase")))
+        display.display("nodekeep: %s" % progress_line(snap), stderr=True)
