@@ -184,6 +184,27 @@ sequence:
   returned: success and not check mode
   type: dict
   sample: {number: 42, previous: {epoch: 20261122T013000Z, number: 41, manifest_sha256: 9c1e..., present: true}}
+stats:
+  description:
+    - What the run did per asset and in total, like C(restic backup) or C(borgmatic --stats), sizes in bytes.
+    - C(plain_bytes) is the data as it lies on the node (a tree's file bytes, a page-mapped SQLite database's
+      pages, else the artifact's plaintext); C(stored_bytes) what this epoch added to the repository (reused
+      pieces or objects cost nothing); C(ratio) is plain/stored; C(seconds) and C(rate_bytes_per_second) the
+      duration and throughput; C(check) the asset's own check (V(ok) for a sound SQLite database).
+    - C(lines) is the same as a table in IEC units (KiB, MiB, GiB), which the backup role prints.
+  returned: success, not in check mode
+  type: dict
+  sample:
+    assets:
+      - {name: app-db, asset_type: sqlite, plain_bytes: 61599744, stored_bytes: 61380865, sealed_bytes: 61380865,
+         ratio: 1.0, seconds: 2.197, rate_bytes_per_second: 28037206.2, check: ok}
+    total: {assets: 1, plain_bytes: 61599744, stored_bytes: 61380865, ratio: 1.0, seconds: 2.3,
+            rate_bytes_per_second: 26782497.4, check: ok}
+    lines:
+      - "asset   type         plain     stored (new)  ratio  duration  throughput   check"
+      - "------------------------------------------------------------------------------"
+      - "app-db  sqlite       58.7 MiB  58.5 MiB      1.00x  2.2 s     26.7 MiB/s   ok"
+      - "total   1 asset(s)   58.7 MiB  58.5 MiB      1.00x  2.3 s     25.5 MiB/s   ok"
 progress:
   description:
     - Each asset's phases as they ended, the last live status of each (see O(progress_file) and
@@ -219,6 +240,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.ops.progress_file 
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import sequence_state_path
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.pieces import stored_bytes
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.stats import backup_stats
 
 
 def main():
@@ -279,6 +301,7 @@ def main():
             "location": repository.describe(manifest.node, manifest.epoch),
             "size": manifest.total_size,
             "stored_bytes": sum(stored_bytes(a) for a in manifest.artifacts),
+            "stats": backup_stats(manifest.artifacts, time.monotonic() - started),
             "duration": round(time.monotonic() - started, 3),
             "artifacts": [a.to_dict() for a in manifest.artifacts],
             "manifest": manifest.summary(),

@@ -17,10 +17,15 @@ description:
   - With O(public_key), reads each complete epoch's manifest and checks its signature, and returns
     per-epoch summaries (finish time, artifacts, size); epochs whose signature does not verify are listed
     in RV(invalid) and never counted as V(latest).
+  - With O(public_key), also returns RV(listing) and RV(lines), a table like C(restic snapshots) (epoch, time,
+    assets, plain and stored size, last verified, locked until, copies); with O(targets), the S3 buckets that
+    may hold copies, it names for each epoch the targets holding a complete copy and the latest Object Lock
+    retention date of its objects there (C(playbooks/epochs.yml) prints it per node).
 author:
   - nodekeep.backup maintainers (@nodekeep)
 extends_documentation_fragment:
   - nodekeep.backup._repository
+  - nodekeep.backup._s3
   - nodekeep.backup._attributes.REPOSITORY
 attributes:
   check_mode:
@@ -43,6 +48,7 @@ options:
       - The epoch's manifest signature is checked with O(public_key) first (required), and the names are read
         from the epoch's piece lists, checked against the manifest; only regular files are listed.
     type: str
+<<<<<<< HEAD
   point_in_time:
     description:
       - A time (ISO 8601, UTC when no zone is given; an epoch name; UNIX seconds) or V(latest). Returns in
@@ -53,8 +59,17 @@ options:
   asset:
     description: The SQLite asset of O(point_in_time).
     type: str
+=======
+  verified:
+    description:
+      - When each epoch was last verified, as the controller recorded it (the verify role's results), epoch to
+        text. Shown in RV(listing) and RV(lines); an epoch not named is V(never) verified.
+    type: dict
+    default: {}
+>>>>>>> 9ea2e65 (End-of-run stats (epoch_backup stats, the backup role's summary table; storage/stats.py), the epoch list (epoch_info listing/lines with S3 copies, Object Lock dates and verify records; playbooks/epochs.yml, verify role entry point epochs), filters iec_bytes/human_seconds replacing human_readable's MB labels, docs/progress.md, README, changelog)
 requirements:
   - cryptography
+  - boto3 (with O(targets))
 seealso:
   - module: nodekeep.backup.integrity_check
 """
@@ -69,6 +84,20 @@ EXAMPLES = r"""
 - name: Show the newest
   ansible.builtin.debug:
     msg: "{{ info.latest }} of {{ info.epochs | length }} epochs"
+
+- name: List the epochs as a table, with their copies in S3 (playbooks/epochs.yml does this per node)
+  nodekeep.backup.epoch_info:
+    node: "{{ inventory_hostname }}"
+    public_key: "{{ lookup('ansible.builtin.file', inventory_dir ~ '/keys/' ~ inventory_hostname ~ '.pub') }}"
+    targets:
+      - name: offsite
+        bucket: nodekeep-offsite
+        endpoint_url: https://s3.example.net
+  register: info
+
+- name: Print the table
+  ansible.builtin.debug:
+    msg: "{{ info.lines }}"
 """
 
 RETURN = r"""
@@ -108,6 +137,7 @@ objects_size:
   returned: when O(objects_of) is given
   type: int
   sample: 4194304
+<<<<<<< HEAD
 point_in_time_epoch:
   description: With O(point_in_time), the epoch a point-in-time restore to that time starts from.
   returned: when O(point_in_time) is given
@@ -118,6 +148,32 @@ point_in_time_source:
   returned: when O(point_in_time) is given
   type: str
   sample: chain
+=======
+listing:
+  description:
+    - One entry per verified epoch, oldest first, like C(restic snapshots). C(time) is when its manifest was
+      finished, C(plain_bytes) the assets' own size, C(stored_bytes) what the epoch added to the repository
+      (reused pieces cost nothing), C(last_verified) from O(verified) (null when never), C(locked_until) the
+      latest Object Lock retention date of its objects in a target (null when none), and C(copies) where a
+      complete copy exists, V(local) (the O(repository); its URL when it is in S3) and each target's name.
+  returned: when O(public_key) is given
+  type: list
+  elements: dict
+  sample:
+    - {epoch: 20261122T021000Z, time: "2026-11-22T02:10:02.3Z", assets: [app-db], plain_bytes: 61599744,
+       stored_bytes: 61380865, last_verified: "2026-11-22T03:00:00Z deep", locked_until: "2026-12-22T02:10:02Z",
+       copies: [local, offsite]}
+lines:
+  description: RV(listing) as a table in IEC units (KiB, MiB, GiB), its last line the totals.
+  returned: when O(public_key) is given
+  type: list
+  elements: str
+  sample:
+    - "epoch             time (UTC)           assets  plain     stored    last verified  locked until         copies"
+    - "--------------------------------------------------------------------------------------------------------"
+    - "20261122T021000Z  2026-11-22 02:10:02  app-db  58.7 MiB  58.5 MiB  never          2026-12-22 02:10:02  local, offsite"
+    - "1 epoch(s), 58.7 MiB plain, 58.5 MiB stored"
+>>>>>>> 9ea2e65 (End-of-run stats (epoch_backup stats, the backup role's summary table; storage/stats.py), the epoch list (epoch_info listing/lines with S3 copies, Object Lock dates and verify records; playbooks/epochs.yml, verify role entry point epochs), filters iec_bytes/human_seconds replacing human_readable's MB labels, docs/progress.md, README, changelog)
 summaries:
   description: Manifest summary per verified epoch.
   returned: when O(public_key) is given
@@ -129,12 +185,26 @@ summaries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.common import REPOSITORY_OPTIONS, argspec, run
+from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
+    REPOSITORY_OPTIONS,
+    argspec,
+    require_libraries,
+    run,
+)
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import load_manifest
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.pieces import epoch_pieces
+<<<<<<< HEAD
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.segments import find_chain, parse_time
+=======
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.s3_settings import S3_TARGET_OPTIONS
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.stats import epoch_listing
+
+
+def _target_name(spec):
+    return spec.get("name") or "s3://%s/%s" % (spec.get("bucket"), spec.get("prefix") or "")
+>>>>>>> 9ea2e65 (End-of-run stats (epoch_backup stats, the backup role's summary table; storage/stats.py), the epoch list (epoch_info listing/lines with S3 copies, Object Lock dates and verify records; playbooks/epochs.yml, verify role entry point epochs), filters iec_bytes/human_seconds replacing human_readable's MB labels, docs/progress.md, README, changelog)
 
 
 def main():
@@ -143,13 +213,20 @@ def main():
             REPOSITORY_OPTIONS,
             public_key={"type": "str", "no_log": False},
             objects_of={"type": "str"},
+<<<<<<< HEAD
             point_in_time={"type": "str"},
             asset={"type": "str"},
+=======
+            targets={"type": "list", "elements": "dict", "default": [], "options": S3_TARGET_OPTIONS},
+            verified={"type": "dict", "default": {}},
+>>>>>>> 9ea2e65 (End-of-run stats (epoch_backup stats, the backup role's summary table; storage/stats.py), the epoch list (epoch_info listing/lines with S3 copies, Object Lock dates and verify records; playbooks/epochs.yml, verify role entry point epochs), filters iec_bytes/human_seconds replacing human_readable's MB labels, docs/progress.md, README, changelog)
         ),
         required_by={"objects_of": "public_key", "point_in_time": ["public_key", "asset"]},
         supports_check_mode=True,
     )
     params = module.params
+    if params["targets"]:
+        require_libraries(module, "boto3")
 
     def action():
         repository = open_repository(params["repository"], create=False)
@@ -169,6 +246,11 @@ def main():
                 summaries.append(manifest.summary())
             complete = valid
             result.update(invalid=invalid, summaries=summaries)
+            local = params["repository"] if str(params["repository"]).startswith("s3://") else "local"
+            copies = [(local, repository)]
+            copies += [(_target_name(spec), open_repository(dict(spec, type="s3"))) for spec in params["targets"]]
+            verified = {str(k): v for k, v in (params["verified"] or {}).items()}
+            result.update(epoch_listing([manifests[e] for e in valid], copies, node, verified))
         result["epochs"] = complete
         result["latest"] = complete[-1] if complete else None
         wanted = params["objects_of"]

@@ -1,0 +1,175 @@
+# -*- coding: utf-8 -*-
+# Copyright: nodekeep.backup contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What an epoch weighs, per asset and in total, like ``restic backup`` / ``borgmatic --stats``.
+
+``plain`` is the data as it lies on the node (a tree's file bytes, a page-mapped SQLite
+database's pages, else the artifact's plaintext), ``stored`` what this epoch added to the
+repository (the artifact, its piece list and the pieces or objects it uploaded: reused ones
+cost nothing), ``ratio`` plain/stored. Sizes print in IEC units (core/human.py).
+"""
+
+from __future__ import absolute_import, annotations, division, print_function
+
+__metaclass__ = type
+
+from typing import Any
+
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.human import (
+    human_bytes,
+    human_rate,
+    human_ratio,
+    human_seconds,
+    ratio,
+    table,
+)
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.pieces import stored_bytes
+
+
+def plain_bytes(artifact) -> int:
+    """The asset's own size: a tree's files, a page-mapped database's pages, else the artifact's plaintext."""
+    source = artifact.source or {}
+    tree = (source.get("entries") or {}).get("bytes") if isinstance(source.get("entries"), dict) else None
+    if isinstance(tree, int) and not isinstance(tree, bool):
+        return tree
+    if source.get("layout") == "pieces" and source.get("page_count") and source.get("page_size"):
+        return int(source["page_count"]) * int(source["page_size"])
+    return int(artifact.content_size or 0)
+
+
+def _rate(size: int, seconds: Any) -> float | None:
+    try:
+        seconds = float(seconds)
+    except (TypeError, ValueError):
+        return None
+    return round(size / seconds, 1) if seconds > 0 else None
+
+
+def artifact_stats(artifact) -> dict[str, Any]:
+    source = artifact.source or {}
+    plain, stored = plain_bytes(artifact), stored_bytes(artifact)
+    seconds = source.get("seconds")
+    return {
+        "name": artifact.name,
+        "asset_type": artifact.asset_type,
+        "plain_bytes": plain,
+        "stored_bytes": stored,
+        "sealed_bytes": int(artifact.size),
+        "ratio": ratio(plain, stored),
+        "seconds": seconds,
+        "rate_bytes_per_second": _rate(plain, seconds),
+        "check": source.get("integrity") or source.get("check_result") or None,
+    }
+
+
+def backup_stats(artifacts, seconds: float | None = None) -> dict[str, Any]:
+    """Per asset and total, with ``lines``: the table an operator reads at the end of a run."""
+    assets = [artifact_stats(a) for a in artifacts]
+    plain = sum(a["plain_bytes"] for a in assets)
+    stored = sum(a["stored_bytes"] for a in assets)
+    if seconds is None:
+        seconds = sum(float(a["seconds"] or 0) for a in assets)
+    checks = [a["check"] for a in assets if a["check"]]
+    total = {
+        "assets": len(assets),
+        "plain_bytes": plain,
+        "stored_bytes": stored,
+        "ratio": ratio(plain, stored),
+        "seconds": round(float(seconds), 3),
+        "rate_bytes_per_second": _rate(plain, seconds),
+        "check": None if not checks else ("ok" if all(c == "ok" for c in checks) else "see assets"),
+    }
+    rows = [
+        [
+            a["name"],
+            str(a["asset_type"]),
+            human_bytes(a["plain_bytes"]),
+            human_bytes(a["stored_bytes"]),
+            human_ratio(a["plain_bytes"], a["stored_bytes"]),
+            human_seconds(a["seconds"]),
+            human_rate(a["rate_bytes_per_second"]),
+            a["check"] or "-",
+        ]
+        for a in assets
+    ]
+    rows.append(
+        [
+            "total",
+            "%d asset(s)" % len(assets),
+            human_bytes(plain),
+            human_bytes(stored),
+            human_ratio(plain, stored),
+            human_seconds(total["seconds"]),
+            human_rate(total["rate_bytes_per_second"]),
+            total["check"] or "-",
+        ]
+    )
+    header = ["asset", "type", "plain", "stored (new)", "ratio", "duration", "throughput", "check"]
+    return {"assets": assets, "total": total, "lines": table(header, rows)}
+
+
+def _latest_lock(copy, node: str, epoch: str) -> str | None:
+    """The latest retention date among an S3 copy's locked objects of ``epoch`` (None: not locked)."""
+    locked_objects = getattr(copy, "locked_objects", None)
+    if locked_objects is None:
+        return None
+    dates = [item["retain_until"] for item in locked_objects(node, epoch) if item.get("retain_until")]
+    return max(dates) if dates else None
+
+
+def epoch_listing(
+    manifests: list,
+    copies: list[tuple[str, Any]],
+    node: str,
+    verified: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One row per verified epoch, like ``restic snapshots``: ``listing`` (data) and ``lines`` (a table).
+
+    ``manifests`` are the epochs' signed manifests, oldest first; ``copies`` (name, repository) the
+    places where copies may exist (the local repository first, then each S3 target); ``verified``
+    maps an epoch to when it was last verified (the controller's records).
+    """
+    verified = verified or {}
+    present = {name: set(copy.complete_epochs(node)) for name, copy in copies}
+    listing = []
+    for manifest in manifests:
+        epoch = manifest.epoch
+        where = [name for name, _copy in copies if epoch in present[name]]
+        locks = [_latest_lock(copy, node, epoch) for name, copy in copies if name in where]
+        locks = [lock for lock in locks if lock]
+        listing.append(
+            {
+                "epoch": epoch,
+                "time": manifest.finished,
+                "assets": [a.name for a in manifest.artifacts],
+                "plain_bytes": sum(plain_bytes(a) for a in manifest.artifacts),
+                "stored_bytes": sum(stored_bytes(a) for a in manifest.artifacts),
+                "last_verified": verified.get(epoch),
+                "locked_until": max(locks) if locks else None,
+                "copies": where,
+            }
+        )
+    header = ["epoch", "time (UTC)", "assets", "plain", "stored", "last verified", "locked until", "copies"]
+    rows = [
+        [
+            row["epoch"],
+            str(row["time"] or "-")[:19].replace("T", " "),
+            ", ".join(row["assets"]),
+            human_bytes(row["plain_bytes"]),
+            human_bytes(row["stored_bytes"]),
+            str(row["last_verified"] or "never"),
+            str(row["locked_until"] or "-")[:19].replace("T", " "),
+            ", ".join(row["copies"]) or "-",
+        ]
+        for row in listing
+    ]
+    lines = table(header, rows)
+    lines.append(
+        "%d epoch(s), %s plain, %s stored"
+        % (
+            len(listing),
+            human_bytes(sum(r["plain_bytes"] for r in listing)),
+            human_bytes(sum(r["stored_bytes"] for r in listing)),
+        )
+    )
+    return {"listing": listing, "lines": lines}
