@@ -48,7 +48,6 @@ options:
       - The epoch's manifest signature is checked with O(public_key) first (required), and the names are read
         from the epoch's piece lists, checked against the manifest; only regular files are listed.
     type: str
-<<<<<<< HEAD
   point_in_time:
     description:
       - A time (ISO 8601, UTC when no zone is given; an epoch name; UNIX seconds) or V(latest). Returns in
@@ -59,14 +58,12 @@ options:
   asset:
     description: The SQLite asset of O(point_in_time).
     type: str
-=======
   verified:
     description:
       - When each epoch was last verified, as the controller recorded it (the verify role's results), epoch to
         text. Shown in RV(listing) and RV(lines); an epoch not named is V(never) verified.
     type: dict
     default: {}
->>>>>>> 9ea2e65 (End-of-run stats (epoch_backup stats, the backup role's summary table; storage/stats.py), the epoch list (epoch_info listing/lines with S3 copies, Object Lock dates and verify records; playbooks/epochs.yml, verify role entry point epochs), filters iec_bytes/human_seconds replacing human_readable's MB labels, docs/progress.md, README, changelog)
 requirements:
   - cryptography
   - boto3 (with O(targets))
@@ -137,7 +134,6 @@ objects_size:
   returned: when O(objects_of) is given
   type: int
   sample: 4194304
-<<<<<<< HEAD
 point_in_time_epoch:
   description: With O(point_in_time), the epoch a point-in-time restore to that time starts from.
   returned: when O(point_in_time) is given
@@ -148,7 +144,6 @@ point_in_time_source:
   returned: when O(point_in_time) is given
   type: str
   sample: chain
-=======
 listing:
   description:
     - One entry per verified epoch, oldest first, like C(restic snapshots). C(time) is when its manifest was
@@ -173,7 +168,6 @@ lines:
     - "--------------------------------------------------------------------------------------------------------"
     - "20261122T021000Z  2026-11-22 02:10:02  app-db  58.7 MiB  58.5 MiB  never          2026-12-22 02:10:02  local, offsite"
     - "1 epoch(s), 58.7 MiB plain, 58.5 MiB stored"
->>>>>>> 9ea2e65 (End-of-run stats (epoch_backup stats, the backup role's summary table; storage/stats.py), the epoch list (epoch_info listing/lines with S3 copies, Object Lock dates and verify records; playbooks/epochs.yml, verify role entry point epochs), filters iec_bytes/human_seconds replacing human_readable's MB labels, docs/progress.md, README, changelog)
 summaries:
   description: Manifest summary per verified epoch.
   returned: when O(public_key) is given
@@ -195,16 +189,13 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import load_manifest
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.pieces import epoch_pieces
-<<<<<<< HEAD
-from ansible_collections.nodekeep.backup.plugins.module_utils.storage.segments import find_chain, parse_time
-=======
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.s3_settings import S3_TARGET_OPTIONS
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.segments import find_chain, parse_time
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.stats import epoch_listing
 
 
 def _target_name(spec):
     return spec.get("name") or "s3://%s/%s" % (spec.get("bucket"), spec.get("prefix") or "")
->>>>>>> 9ea2e65 (End-of-run stats (epoch_backup stats, the backup role's summary table; storage/stats.py), the epoch list (epoch_info listing/lines with S3 copies, Object Lock dates and verify records; playbooks/epochs.yml, verify role entry point epochs), filters iec_bytes/human_seconds replacing human_readable's MB labels, docs/progress.md, README, changelog)
 
 
 def main():
@@ -213,13 +204,10 @@ def main():
             REPOSITORY_OPTIONS,
             public_key={"type": "str", "no_log": False},
             objects_of={"type": "str"},
-<<<<<<< HEAD
             point_in_time={"type": "str"},
             asset={"type": "str"},
-=======
             targets={"type": "list", "elements": "dict", "default": [], "options": S3_TARGET_OPTIONS},
             verified={"type": "dict", "default": {}},
->>>>>>> 9ea2e65 (End-of-run stats (epoch_backup stats, the backup role's summary table; storage/stats.py), the epoch list (epoch_info listing/lines with S3 copies, Object Lock dates and verify records; playbooks/epochs.yml, verify role entry point epochs), filters iec_bytes/human_seconds replacing human_readable's MB labels, docs/progress.md, README, changelog)
         ),
         required_by={"objects_of": "public_key", "point_in_time": ["public_key", "asset"]},
         supports_check_mode=True,
