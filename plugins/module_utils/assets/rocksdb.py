@@ -417,7 +417,7 @@ class RocksdbAssetType(TreeAssetType):
         source = context.artifact.source if context is not None and context.artifact else {}
         # restore_tree's context (a tar extraction, or the files rebuild) places the tree after the yield and
         # removes it on an error: both run when this context exits.
-        with self.restore_tree(target, force, context) as staged:  # pylint: disable=contextmanager-generator-missing-cleanup
+        with self.restore_tree(target, force, context) as staged:  # pylint: disable=unknown-option-value,contextmanager-generator-missing-cleanup
             extract = staged._complete
 
             def complete() -> dict[str, Any]:
@@ -425,7 +425,7 @@ class RocksdbAssetType(TreeAssetType):
                 _attrs.apply_tree_owners(staged.path, source)
                 return facts
 
-            yield Staged(staged.path, staged.stream, complete=complete)  # pylint: disable=contextmanager-generator-missing-cleanup
+            yield Staged(staged.path, staged.stream, complete=complete)  # pylint: disable=unknown-option-value,contextmanager-generator-missing-cleanup
 
     def deep_check(self, path: str, artifact, check: str = "integrity") -> dict[str, Any]:
         """The restored DB opened read-only (column families, sequence, keys compared), then its entry counts."""

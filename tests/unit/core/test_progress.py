@@ -24,7 +24,7 @@ def test_snapshots_by_bytes_carry_phase_done_total_rate_and_eta():
     )
     tracker.expect(2)
     with progress.reporting(tracker), tracker.step("db", "seal", total=4000, index=1):
-        for _ in range(4):
+        for _second in range(4):
             clock.now += 1.0
             progress.advance(1000)
     # start, one per 1000 bytes, the end
