@@ -25,7 +25,14 @@
 #      are compared with the node's targets (runbook 000 mainnet: RPO 5 min, RTO
 #      30 min) and the signed report (JSON + HTML) is stored in the staging host's
 #      repository under _drills/; `ssh-keygen -Y verify` checks its signature;
-#   9. prints a summary (scripts/demo_summary.py) from the JSON results the
+#   9. playbooks/stream.yml: the continuous replication service of the node's
+#      database (its systemd unit's own ExecStart line, run in the background: the
+#      demo has no systemd) ships sealed, signed WAL segments every 0.5 s while the
+#      node writes; then playbooks/restore.yml rebuilds the database as of a commit
+#      inside the chain (nodekeep_restore_point_in_time, into a file), and the demo
+#      checks it names that exact commit, passes integrity_check and holds only
+#      rows equal to the live ones, every transaction whole;
+#  10. prints a summary (scripts/demo_summary.py) from the JSON results the
 #      playbooks saved in NODEKEEP_DEMO_DIR/results.
 #
 # Environment (all optional):
@@ -92,6 +99,14 @@ playbook() { # playbook NAME [ansible-playbook args...]
 }
 
 # ---------------------------------------------------------------- the live node
+STREAM_PID=
+stop_stream() {
+    if [[ -n $STREAM_PID ]] && kill -0 "$STREAM_PID" 2>/dev/null; then
+        kill -TERM "$STREAM_PID" 2>/dev/null || true
+        wait "$STREAM_PID" 2>/dev/null || true
+    fi
+    STREAM_PID=
+}
 WRITER_PID=
 stop_writer() {
     if [[ -n $WRITER_PID ]] && kill -0 "$WRITER_PID" 2>/dev/null; then
@@ -102,6 +117,7 @@ stop_writer() {
 }
 on_exit() {
     local rc=$?
+    stop_stream
     stop_writer
     [[ $rc -eq 0 ]] || printf '\nThe demo stopped with status %d. Files: %s\n' "$rc" "$DEMO_DIR" >&2
     exit "$rc"
@@ -286,7 +302,74 @@ keys = ["dir", "ssh_keygen_verify", "allowed_signers", "signer"]
 json.dump(dict(zip(keys, sys.argv[2:]), format="nodekeep.demo-drill-checks/v1"), open(sys.argv[1], "w"), indent=2)
 ' "$RESULTS/$NODE/checks-drill.json" "$DRILL_DIR" "$drillsig" "$DRILL_ALLOWED" "$STAGE"
 
-# ================================================================ 9. summary
+# ================================================================ 9. point in time
+step "9. playbooks/stream.yml: continuous replication, then restore.yml to a point in time"
+STREAM=$DEMO_DIR/stream
+rm -rf "$STREAM" "$DEMO_DIR/pitr" "$DEMO_DIR/results-pitr"
+mkdir -p "$STREAM"/units "$DEMO_DIR/pitr"
+playbook stream -e "{\"nodekeep_schedule_systemd\": false, \"nodekeep_schedule_lib\": \"$STREAM/lib\",
+    \"nodekeep_schedule_config_dir\": \"$STREAM/etc\", \"nodekeep_schedule_unit_dir\": \"$STREAM/units\",
+    \"nodekeep_stream_state_dir\": \"$STREAM/state\", \"nodekeep_metrics_dir\": \"$STREAM/metrics\",
+    \"nodekeep_stream_assets\": [\"node-db\"], \"nodekeep_stream_interval\": 0.5}"
+UNIT=$STREAM/units/nodekeep-stream@.service
+read -r -a stream_env <<<"$(sed -n 's/^Environment=//p' "$UNIT" | tr '\n' ' ')"
+read -r -a stream_cmd <<<"$(sed -n 's/^ExecStart=//p' "$UNIT" | sed 's/%i/node-db/g')"
+env "${stream_env[@]}" "${stream_cmd[@]}" 2>"$STREAM/service.log" </dev/null &
+STREAM_PID=$!
+note "nodekeep-stream@node-db running (the unit's ExecStart, pid $STREAM_PID); log $STREAM/service.log"
+# Its status file names the chain and the last signed segment; wait for a few segments.
+STATUS=$STREAM/state/stream-node-db.status.json
+for _ in $(seq 600); do
+    kill -0 "$STREAM_PID" 2>/dev/null || die "the replication service exited: $(cat "$STREAM/service.log")"
+    [[ -f $STATUS ]] && [[ $(json_get "$STATUS" 'd["seq"] if d.get("pid") == '"$STREAM_PID"' else 0') -ge 4 ]] && break
+    sleep 0.2
+done
+[[ $(json_get "$STATUS" 'd["seq"]') -ge 4 ]] || die "the replication service shipped no 4 segments in 2 min"
+chain=$(json_get "$STATUS" 'd["chain"]')
+# The point: the last commit of the chain's second segment (later commits exist, in the chain and live).
+point=$("$CONTROLLER_PYTHON" -c '
+import glob, json, os, sys
+records = sorted(r for r in glob.glob(sys.argv[1] + "/node-db.wal.00000002.*.json") if os.path.exists(r + ".sig"))
+print(json.load(open(records[0]))["artifacts"][0]["source"]["commits"][-1][1])
+' "$DEMO_DIR/repository/$NODE/$chain")
+note "chain $chain (base epoch + $(json_get "$STATUS" 'd["seq"]') signed segments); restoring to $point"
+stop_stream
+PITR_DB=$DEMO_DIR/pitr/node-db.db
+playbook restore -e "{\"nodekeep_restore_assets\": [\"node-db\"]}" -e "nodekeep_restore_point_in_time=$point" \
+    -e "nodekeep_restore_output=$PITR_DB" -e "nodekeep_results_dir=$DEMO_DIR/results-pitr"
+pitr_jsons=("$DEMO_DIR/results-pitr/$NODE"/restore-*.json)
+reached=$(json_get "${pitr_jsons[-1]}" 'd["point_in_time"]["restored_commit_time"]')
+[[ $reached == "$point" ]] || die "asked for the commit at $point, the restore reached $reached"
+pitr_integrity=$(sqlite3 "$PITR_DB" 'PRAGMA integrity_check;')
+[[ $pitr_integrity == ok ]] || die "PRAGMA integrity_check of $PITR_DB: $pitr_integrity"
+read -r pitr_rows pitr_differing pitr_half pitr_gaps pitr_seq live_rows_later <<<"$(
+    sqlite3 -separator ' ' "$PITR_DB" "
+        ATTACH 'file:$DB?mode=ro' AS live;
+        SELECT (SELECT count(*) FROM main.chain),
+               (SELECT count(*) FROM (SELECT * FROM main.chain EXCEPT SELECT * FROM live.chain)),
+               (SELECT count(*) FROM (SELECT height FROM main.chain GROUP BY height HAVING count(*) != 2)),
+               (SELECT max(seq) + 1 - count(*) FROM main.chain),
+               (SELECT max(seq) FROM main.chain),
+               (SELECT count(*) FROM live.chain WHERE seq > (SELECT max(seq) FROM main.chain));"
+)"
+[[ $pitr_differing -eq 0 && $pitr_half -eq 0 && $pitr_gaps -eq 0 ]] ||
+    die "the point-in-time copy: $pitr_differing rows differ, $pitr_half half transactions, $pitr_gaps gaps"
+note "restored the commit seen at $reached (asked $point): integrity_check $pitr_integrity, $pitr_rows rows up to seq $pitr_seq"
+note "every row equal to the live one, every transaction whole; the live DB has $live_rows_later later rows"
+"$CONTROLLER_PYTHON" -c '
+import json, sys
+keys = ["asked", "restored_commit_time", "chain", "segments", "output", "integrity_check", "rows", "max_seq",
+        "rows_differing_from_live", "half_restored_transactions", "seq_gaps", "live_rows_after", "result"]
+values = dict(zip(keys, sys.argv[2:]), format="nodekeep.demo-pitr-checks/v1")
+for key in ("segments", "rows", "max_seq", "rows_differing_from_live", "half_restored_transactions", "seq_gaps",
+            "live_rows_after"):
+    values[key] = int(values[key])
+json.dump(values, open(sys.argv[1], "w"), indent=2)
+' "$RESULTS/$NODE/checks-pitr.json" "$point" "$reached" "$chain" "$(json_get "$STATUS" 'd["seq"]')" "$PITR_DB" \
+    "$pitr_integrity" "$pitr_rows" "$pitr_seq" "$pitr_differing" "$pitr_half" "$pitr_gaps" "$live_rows_later" \
+    "${pitr_jsons[-1]}"
+
+# ================================================================ 10. summary
 stop_writer
 step "Summary"
 "$CONTROLLER_PYTHON" scripts/demo_summary.py --results "$RESULTS" --node "$NODE" --demo-dir "$DEMO_DIR" \

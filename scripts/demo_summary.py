@@ -5,8 +5,8 @@
     demo_summary.py --results DIR --node NODE [--demo-dir DIR] [--inventory FILE]
 
 Reads DIR/NODE/backup-*.json, verify-*.json, restore-*.json and drill-*.json (saved by
-the roles when nodekeep_results_dir is set) and checks.json (scripts/demo.sh's own
-checks with standard tools). Standard library only. Exits 1 when no backup result exists.
+the roles when nodekeep_results_dir is set) and checks.json, checks-drill.json and
+checks-pitr.json (scripts/demo.sh's own checks with standard tools). Standard library only. Exits 1 when no backup result exists.
 """
 
 from __future__ import annotations
@@ -145,6 +145,8 @@ def main(argv=None) -> int:
     checks = load(os.path.join(here, "checks.json")) if os.path.exists(os.path.join(here, "checks.json")) else {}
     drill_checks_file = os.path.join(here, "checks-drill.json")
     drill_checks = load(drill_checks_file) if os.path.exists(drill_checks_file) else {}
+    pitr_file = os.path.join(here, "checks-pitr.json")
+    pitr = load(pitr_file) if os.path.exists(pitr_file) else {}
 
     print("Node %s, repository %s" % (args.node, backups[-1].get("repository")))
     print()
@@ -248,6 +250,31 @@ def main(argv=None) -> int:
     for d in drills:
         print()
         print_drill(d, drill_checks if d is drills[-1] else {})
+
+    if pitr:
+        print()
+        print("Point-in-time restore (playbooks/stream.yml replicating, then restore.yml):")
+        print(
+            "    chain %s: base epoch + %d signed WAL segments shipped by nodekeep-stream@node-db"
+            % (pitr.get("chain"), pitr.get("segments", 0))
+        )
+        print(
+            "    asked for %s -> restored the commit seen at %s" % (pitr.get("asked"), pitr.get("restored_commit_time"))
+        )
+        print(
+            "    %s: integrity_check %s, %d rows up to seq %d, %d differ from the live DB; %d half-restored"
+            " transactions; %d seq gaps; the live DB has %d later rows"
+            % (
+                pitr.get("output"),
+                pitr.get("integrity_check"),
+                pitr.get("rows", 0),
+                pitr.get("max_seq", 0),
+                pitr.get("rows_differing_from_live", 0),
+                pitr.get("half_restored_transactions", 0),
+                pitr.get("seq_gaps", 0),
+                pitr.get("live_rows_after", 0),
+            )
+        )
 
     epoch = checks.get("epoch") or backups[-1]["epoch"]
     repository = backups[-1].get("repository") or os.path.join(args.demo_dir, "repository")
