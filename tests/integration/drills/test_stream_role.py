@@ -125,6 +125,9 @@ def test_the_unit_runs_the_engine_from_the_bundle_and_restore_yml_reaches_a_poin
         assert "integrity ok" in run.stdout
         dump = subprocess.run(["sqlite3", str(target), ".dump"], capture_output=True, text=True, check=True).stdout
         reached[where] = (found.group(1), found.group(2), dump)
+        # The saved result names what was asked and the exact commit reached.
+        saved = max((fleet.results / NODE).glob("restore-*.json"), key=lambda p: p.stat().st_mtime)
+        assert json.loads(saved.read_text())["point_in_time"]["restored_commit_time"] == found.group(1)
     assert reached["node"] == reached["stage"]
     assert reached["node"][0] == point  # the exact commit asked for: it is a commit time
     shipped = fleet.shipped / NODE / reached["stage"][1]
