@@ -208,6 +208,7 @@ WITHOUT_UNIT_TEST = {
     "snapshot.zfs",
     "storage._s3_client",
     "storage._s3_copy",
+    "storage._s3_lock",
     "storage.epochs",
     "storage.s3_repository",
     "storage.segments",
