@@ -201,7 +201,6 @@ WITHOUT_UNIT_TEST = {
     "ops.replicate",
     "ops.seal_path",
     "ops.stream",
-    "snapshot.base",
     "snapshot.btrfs",
     "snapshot.state",
     "snapshot.volumes",
