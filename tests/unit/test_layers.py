@@ -208,7 +208,6 @@ WITHOUT_UNIT_TEST = {
     "storage._s3_client",
     "storage._s3_copy",
     "storage._s3_lock",
-    "storage.epochs",
     "storage.s3_repository",
     "storage.segments",
 }
