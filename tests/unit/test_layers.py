@@ -188,7 +188,6 @@ WITHOUT_UNIT_TEST = {
     "assets.secret",
     "assets.zfs",
     "common",
-    "core.attrs",
     "core.safefs",
     "core.wal",
     "keys._ssss",
