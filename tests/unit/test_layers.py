@@ -189,7 +189,6 @@ WITHOUT_UNIT_TEST = {
     "assets.zfs",
     "common",
     "core.safefs",
-    "keys._ssss",
     "keys.shares",
     "ops._stream_copy",
     "ops.drill",
