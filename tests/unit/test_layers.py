@@ -192,7 +192,6 @@ WITHOUT_UNIT_TEST = {
     "keys.shares",
     "ops._stream_copy",
     "ops.drill",
-    "ops.epoch",
     "ops.pitr",
     "ops.progress_file",
     "ops.replicate",
