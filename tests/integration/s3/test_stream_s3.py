@@ -57,8 +57,9 @@ def _copied(copy, chain: str) -> list:
     return committed_segments(copy.files("node1", chain), "app-db") if chain in copy.complete_epochs("node1") else []
 
 
-def test_s3_outage_keeps_a_backlog_and_catches_up(fresh_s3_server, tmp_path, repository, age_key, signing_key,
-                                                   child_env):  # fmt: skip
+def test_s3_outage_keeps_a_backlog_and_catches_up(
+    fresh_s3_server, tmp_path, repository, age_key, signing_key, child_env
+):
     """The S3 server is stopped (a controlled outage) while the application commits: the service keeps
     shipping into the local repository, reports the backlog and the failing copy, and once the server
     is back copies everything; the copy alone restores every commit."""

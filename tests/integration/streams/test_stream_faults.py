@@ -161,11 +161,11 @@ def test_kill_9_of_the_service_at_random_points(stream_lab):
     report, k = stream_lab.restore()
     assert k == final, report
     checked = check_points(stream_lab, final, sample=None if KILL_SAMPLE > 10 else 10)
+    chains = len(stream_lab.repository.complete_epochs("node1"))
     print(
         "\nkill -9 campaign (seed %s): %d kills %s, %d commits, %d segments in %d chains, %d point-in-time "
-        "restores checked, 0 failures" % (seed, KILL_SAMPLE, points, final, len(stream_lab.segments()),
-                                         len(stream_lab.repository.complete_epochs("node1")), checked)
-    )  # fmt: skip
+        "restores checked, 0 failures" % (seed, KILL_SAMPLE, points, final, len(stream_lab.segments()), chains, checked)
+    )
 
 
 def test_writer_and_service_killed_together(stream_lab):
