@@ -187,7 +187,6 @@ WITHOUT_UNIT_TEST = {
     "assets.postgres",
     "assets.secret",
     "assets.zfs",
-    "common",
     "core.safefs",
     "keys.shares",
     "ops._stream_copy",
