@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import select
 import sys
 
 import pytest
@@ -100,14 +101,17 @@ def test_run_command_reads_stdin_from_an_open_file(tmp_path):
 def test_kill_takes_the_whole_process_group_of_a_new_session(tmp_path):
     process = Process(["sh", "-c", "sleep 300 & echo $!; wait"], "the job", stdout=PIPE, new_session=True)
     pid = int(process.stdout.readline())  # the grandchild runs: its pid was written
-    process.kill()
-    process.close()
+    watch = os.pidfd_open(pid)  # readable once that process has exited: an event, not a race
     try:
-        with open("/proc/%d/stat" % pid) as handle:
-            state = handle.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        state = "gone"
-    assert state in ("gone", "Z", "X")
+        process.kill()
+        process.close()
+        # Only the group kill ends the grandchild before its 300 s sleep: without it the
+        # poll below times out and the test fails.
+        ready = select.poll()
+        ready.register(watch, select.POLLIN)
+        assert ready.poll(60_000), "the grandchild outlived the group kill"
+    finally:
+        os.close(watch)
 
 
 def test_as_user_refuses_an_unknown_user():
