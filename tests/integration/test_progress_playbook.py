@@ -106,7 +106,7 @@ def test_json_output_still_parses_and_progress_goes_to_stderr(lab, collections_p
     verify = tasks[1]["hosts"]["localhost"]
     assert verify["ok"] and [p["phase"] for p in verify["progress"]] == ["deep verify"]
     lines = LINE.findall(done.stderr)
-    assert {(op, phase) for op, phase, *_ in lines} >= {
+    assert {(found[0], found[1]) for found in lines} >= {
         ("backup", "capture"),
         ("backup", "seal"),
         ("verify", "deep verify"),
