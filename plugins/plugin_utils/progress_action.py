@@ -35,6 +35,8 @@ display = Display()
 
 #: seconds between two looks at the status (task variable nodekeep_progress_interval)
 DEFAULT_INTERVAL = 5.0
+#: seconds before the first look again; each later pause doubles up to the interval
+FIRST_LOOK = 0.25
 #: the longest a module may run in the background before the async wrapper stops it (nodekeep_progress_timeout)
 DEFAULT_TIMEOUT = 7 * 86400
 #: what the async wrapper and async_status add to a module's result
@@ -99,6 +101,9 @@ class ProgressAction(NormalAction):
     def _follow(self, jid: str, status: str, interval: float, task_vars, shown: dict) -> dict:
         async_dir = self._remote_expand_user(self.get_shell_option("async_dir", default="~/.ansible_async"))
         args = {"jid": jid, "_async_dir": async_dir}
+        # Short runs (most small assets) end within the first look or two: look again soon, then
+        # back off to the interval, so a one-second backup does not wait a whole interval.
+        pause = min(FIRST_LOOK, interval)
         try:
             while True:
                 polled = self._execute_module(
@@ -112,7 +117,8 @@ class ProgressAction(NormalAction):
                 ):
                     return polled
                 self._show(status, shown)
-                time.sleep(interval)
+                time.sleep(pause)
+                pause = min(pause * 2, interval)
         finally:
             self._execute_module(
                 module_name="ansible.legacy.async_status", module_args=dict(args, mode="cleanup"), task_vars=task_vars
