@@ -14,6 +14,7 @@ from playbook_helpers import ROOT, PlaybookLab, require_playbook_tools
 
 NODE_PLAYBOOKS = [
     "agent.yml", "backup.yml", "verify.yml", "restore.yml", "drill.yml", "schedule.yml", "keys_seal.yml", "stream.yml",
+    "epochs.yml",
 ]
 
 
