@@ -140,7 +140,7 @@ class TestSplit:
         failed(
             split({"src": str(big), "threshold": 2, "custodians": ["a", "b"], "dest": str(tmp_path / "s")}),
             "larger than 128 bytes",
-            "keys_split.yml",
+            "nodekeep.backup.keys_split",
         )
 
 
