@@ -53,11 +53,16 @@ def test_a_hung_command_is_killed_with_its_process_group(tmp_path):
     assert raised.value.remedy == "raise the timeout"
     pid = int(pidfile.read_text())
     try:
-        with open("/proc/%d/stat" % pid) as handle:
-            state = handle.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        state = "gone"
-    assert state in ("gone", "Z", "X")  # killed (a zombie until init reaps it), never still sleeping
+        watch = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return  # already gone and reaped
+    try:
+        # readable once the grandchild has exited: only the group kill ends it before its 300 s sleep
+        ready = select.poll()
+        ready.register(watch, select.POLLIN)
+        assert ready.poll(60_000), "the grandchild outlived the group kill"
+    finally:
+        os.close(watch)
 
 
 def test_a_streaming_process_reports_its_stderr_on_failure(tmp_path):
