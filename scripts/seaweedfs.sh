@@ -60,7 +60,8 @@ prepare() {
     mkdir -p "$dir/data"
     chmod 700 "$dir"
     if [[ ! -s $dir/ports ]]; then
-        free_ports 11 >"$dir/ports"
+        free_ports 11 >"$dir/ports.tmp"
+        mv -f "$dir/ports.tmp" "$dir/ports"
     fi
     read -r -a P <"$dir/ports"
     if [[ ! -s $dir/env ]]; then
@@ -73,12 +74,14 @@ prepare() {
 {"identities": [{"name": "admin", "credentials": [{"accessKey": "$access", "secretKey": "$secret"}],
   "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}
 EOF
-            cat >"$dir/env" <<EOF
+            # Written aside and renamed: a reader waiting for DIR/env never sees it half written.
+            cat >"$dir/env.tmp" <<EOF
 export AWS_ENDPOINT_URL=http://127.0.0.1:${P[0]}
 export AWS_ACCESS_KEY_ID=$access
 export AWS_SECRET_ACCESS_KEY=$secret
 export AWS_DEFAULT_REGION=us-east-1
 EOF
+            mv -f "$dir/env.tmp" "$dir/env"
         )
     fi
 }
