@@ -377,6 +377,29 @@ class TestSqliteOwnerAndMode:
         report = node.verify(deep=True)
         assert report["ok"], report["problems"]
 
+    @pytest.mark.parametrize("incremental", [False, True])
+    def test_xattrs_and_acl_recorded_and_restored(self, node, tmp_path, incremental):
+        """A database file's user. xattrs and its POSIX ACL come back (the mask never becomes the group's bits)."""
+        db = tmp_path / "live" / "app.db"
+        db.parent.mkdir()
+        make_db(db)
+        os.chmod(db, 0o640)
+        run("setfacl", "-m", "u:1234:rw-,g:2345:r--", str(db))
+        run("setfattr", "-n", "user.origin", "-v", "da-node-7", str(db))
+        before = {key: os.getxattr(db, key) for key in sorted(os.listxattr(db))}
+        assert "system.posix_acl_access" in before and "user.origin" in before
+        acls = file_acl(db)
+        options = {"incremental": True, "state_dir": str(tmp_path / "state")} if incremental else {}
+        manifest = node.backup([node.sqlite_asset(db, **options)])
+        assert sorted(manifest.artifacts[0].source["owner"]["xattrs"]) == sorted(before)
+        report = node.verify(deep=True)
+        assert report["ok"], report["problems"]
+        node.restore(tmp_path / "staging")
+        restored = staged(tmp_path / "staging", db)
+        assert {key: os.getxattr(restored, key) for key in sorted(os.listxattr(restored))} == before
+        assert file_acl(restored) == acls
+        assert stat.S_IMODE(os.stat(restored).st_mode) == stat.S_IMODE(os.stat(db).st_mode)
+
 
 # --------------------------------------------------------------------------
 # a SQLite database left with a hot rollback journal by a crash

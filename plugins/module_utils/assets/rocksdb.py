@@ -397,7 +397,10 @@ class RocksdbAssetType(TreeAssetType):
             if options["verify"] == "list":
                 facts["verify"] = "list"
             # The copy's files are the backup's (or the application's checkpoint's): record the live ones'.
-            facts.update(_attrs.tree_owner_facts(asset["path"]))
+            notes: list[dict[str, Any]] = []
+            facts.update(_attrs.tree_owner_facts(asset["path"], notes))
+            if notes:
+                facts["not_kept"] = notes
             with self.capture_copy(copy, asset, scratch_dir, context, facts) as captured:
                 yield captured
         finally:

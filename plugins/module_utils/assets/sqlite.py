@@ -145,7 +145,17 @@ class SqliteAssetType(FileAssetType):
             check="none",
             durable=False,
         ).as_dict()
-        facts["owner"] = _attrs.owner_facts(asset["path"])
+        notes: list[dict[str, Any]] = []
+        # owner, mode, xattrs and ACLs of the live file go back on the restored one; chattr flags cannot: listed
+        facts["owner"] = _attrs.owner_facts(asset["path"], notes)
+        with contextlib.suppress(OSError):
+            fd = os.open(asset["path"], os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+            try:
+                _attrs.flags_not_kept(fd, ".", notes)
+            finally:
+                os.close(fd)
+        if notes:
+            facts["not_kept"] = notes
         return facts
 
     @contextlib.contextmanager
@@ -173,11 +183,11 @@ class SqliteAssetType(FileAssetType):
 
     @contextlib.contextmanager
     def restore_into(self, target: str, force: bool = False, context: RunContext | None = None) -> Iterator[Staged]:
-        """The restored database gets the live file's owner (as root) and mode, recorded at backup."""
+        """The restored database gets the live file's owner (as root), mode, xattrs and ACLs, recorded at backup."""
         owner = context.artifact.source.get("owner") if context is not None and context.artifact else None
         with super().restore_into(target, force, context) as staged:
             handle = staged.stream
-            yield Staged(staged.path, handle, complete=lambda: _attrs.apply_owner(handle.fileno(), owner))
+            yield Staged(staged.path, handle, complete=lambda: _attrs.apply_owner(handle.fileno(), owner, staged.path))
 
     def deep_check(self, path: str, artifact: Artifact, check: str = "integrity") -> dict[str, Any]:
         """The restored database's check. The engine calls it only after the restored bytes were proven

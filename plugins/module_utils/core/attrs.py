@@ -29,6 +29,7 @@ __metaclass__ = type
 import base64
 import errno
 import fcntl
+import json
 import os
 import stat
 import struct
@@ -247,43 +248,51 @@ def apply_xattrs(path: str | int, xattrs: dict[str, bytes], is_link: bool = Fals
 
 
 # --------------------------------------------------------------------------
-# owner and mode of database files (sqlite, rocksdb): recorded at backup, given back at restore
+# owner, mode, xattrs and ACLs of database files (sqlite, rocksdb): recorded at backup, given back at restore
 # --------------------------------------------------------------------------
 
 
-def owner_facts(path: str) -> dict[str, Any]:
-    """``{uid, gid, mode}`` of the live file or directory (the copy that is sealed is the backup's own)."""
+def owner_facts(path: str, notes: list | None = None, rel: str = "") -> dict[str, Any]:
+    """``{uid, gid, mode}`` of the live file or directory (the copy that is sealed is the backup's own), and its
+    ``xattrs`` (ACLs among them, a directory's default ACL too) when it has any."""
     info = os.stat(path)
-    return {"uid": info.st_uid, "gid": info.st_gid, "mode": "%04o" % stat.S_IMODE(info.st_mode)}
+    facts: dict[str, Any] = {"uid": info.st_uid, "gid": info.st_gid, "mode": "%04o" % stat.S_IMODE(info.st_mode)}
+    xattrs = read_xattrs(path, notes, rel)
+    if xattrs:
+        facts["xattrs"] = xattrs_to_facts(xattrs)
+    return facts
 
 
-def apply_owner(fd: int, facts: dict[str, Any] | None) -> None:
-    """Give an open restored file or directory its recorded owner (as root) and mode."""
+def apply_owner(fd: int, facts: dict[str, Any] | None, shown: str = "") -> None:
+    """Give an open restored file or directory its recorded owner (as root), mode, then its xattrs and ACLs
+    (after the mode: a chmod rewrites an ACL's mask; a filesystem without them fails the restore)."""
     if not facts:
         return
     if os.geteuid() == 0:
         os.fchown(fd, int(facts["uid"]), int(facts["gid"]))
     os.fchmod(fd, int(str(facts["mode"]), 8) & 0o7777)
+    apply_xattrs(fd, xattrs_from_facts(facts.get("xattrs")), shown=shown)
 
 
-def tree_owner_facts(root: str) -> dict[str, Any]:
-    """The owner and mode of a directory and of its regular files: the most common one for all files, and
-    the files that differ by relative path (a RocksDB directory holds thousands of files alike)."""
-    found: dict[str, tuple[int, int, str]] = {}
+def tree_owner_facts(root: str, notes: list | None = None) -> dict[str, Any]:
+    """The owner, mode and xattrs of a directory and of its regular files: the most common ones for all files,
+    and the files that differ by relative path (a RocksDB directory holds thousands of files alike)."""
+    found: dict[str, dict[str, Any]] = {}
     for directory, _dirs, files in os.walk(root):
         for name in files:
             path = os.path.join(directory, name)
-            info = os.lstat(path)
-            if stat.S_ISREG(info.st_mode):
-                found[os.path.relpath(path, root)] = (info.st_uid, info.st_gid, "%04o" % stat.S_IMODE(info.st_mode))
-    facts: dict[str, Any] = {"owner": owner_facts(root)}
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                rel = os.path.relpath(path, root)
+                found[rel] = owner_facts(path, notes, rel)
+    facts: dict[str, Any] = {"owner": owner_facts(root, notes)}
     if found:
-        counts: dict[tuple[int, int, str], int] = {}
+        counts: dict[str, int] = {}
         for value in found.values():
-            counts[value] = counts.get(value, 0) + 1
-        common = max(sorted(counts), key=lambda value: counts[value])
-        facts["files_owner"] = {"uid": common[0], "gid": common[1], "mode": common[2]}
-        other = {rel: {"uid": v[0], "gid": v[1], "mode": v[2]} for rel, v in sorted(found.items()) if v != common}
+            key = json.dumps(value, sort_keys=True)
+            counts[key] = counts.get(key, 0) + 1
+        common = json.loads(max(sorted(counts), key=lambda value: counts[value]))
+        facts["files_owner"] = common
+        other = {rel: value for rel, value in sorted(found.items()) if value != common}
         if other:
             facts["files_owner_other"] = other
     return facts
@@ -307,12 +316,12 @@ def apply_tree_owners(root: str, source: dict[str, Any]) -> None:
                     continue
                 fd = os.open(path, flags)
                 try:
-                    apply_owner(fd, facts)
+                    apply_owner(fd, facts, path)
                 finally:
                     os.close(fd)
     if source.get("owner"):
         fd = os.open(root, flags | getattr(os, "O_DIRECTORY", 0))
         try:
-            apply_owner(fd, source["owner"])
+            apply_owner(fd, source["owner"], root)
         finally:
             os.close(fd)

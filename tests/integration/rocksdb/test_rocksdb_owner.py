@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 
 import pytest
 from rdbhelpers import App
@@ -62,3 +63,42 @@ def test_owner_and_mode_of_every_file_restored(method, node, tmp_path):
         assert manifest.artifacts[0].source["owner"] == {"uid": UID, "gid": GID, "mode": "0750"}
     finally:
         app.kill()
+
+
+def xattrs(root) -> dict:
+    """Every regular file's and the directory's xattrs (POSIX ACLs are the system.posix_acl_* ones)."""
+    found = {}
+    for directory, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(directory, name)
+            found[name] = {key: os.getxattr(path, key) for key in sorted(os.listxattr(path))}
+    found["."] = {key: os.getxattr(root, key) for key in sorted(os.listxattr(root))}
+    return found
+
+
+def test_xattrs_and_acls_of_the_directory_and_its_files_restored(node, tmp_path):
+    """user. xattrs, a POSIX ACL (and the directory's default ACL) set on the live RocksDB come back."""
+    app = App(tmp_path / "node")
+    app.start()
+    try:
+        app.wait_for(200)
+    finally:
+        app.stop()
+    subprocess.run(["setfacl", "-m", "u:1234:rwx", "-m", "d:u:1234:rwx", str(app.db)], check=True)
+    subprocess.run(["setfattr", "-n", "user.role", "-v", "chain-db", str(app.db)], check=True)
+    sst = sorted(name for name in os.listdir(app.db) if name.endswith(".sst"))
+    tagged = [sst[0] if sst else "CURRENT", "CURRENT"]
+    for name in tagged:
+        subprocess.run(["setfacl", "-m", "u:1234:r--", str(app.db / name)], check=True)
+        subprocess.run(["setfattr", "-n", "user.origin", "-v", name, str(app.db / name)], check=True)
+    live = xattrs(app.db)
+    assert "system.posix_acl_default" in live["."] and "user.origin" in live["CURRENT"]
+    manifest = node.backup([{"name": "chain", "type": "rocksdb", "path": str(app.db), "method": "offline"}])
+    assert "system.posix_acl_default" in manifest.artifacts[0].source["owner"]["xattrs"]
+    report = node.verify(deep=True)
+    assert report["ok"], report["problems"]
+    node.restore(tmp_path / "staging")
+    restored = xattrs(tmp_path / "staging" / str(app.db).lstrip("/"))
+    assert restored["."] == live["."]
+    for name in tagged:
+        assert restored[name] == live[name], name
