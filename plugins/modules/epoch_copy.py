@@ -180,6 +180,14 @@ targets:
         count once).
       type: float
       sample: 0.0
+    throttled_bytes:
+      description: Bytes that went through the O(targets[].bandwidth_limit) bucket (uploads and read-backs).
+      type: int
+      sample: 0
+    bandwidth_limit:
+      description: The limit in bytes per second (V(0) is none).
+      type: int
+      sample: 0
 progress:
   description:
     - Each asset's phases as they ended, the last live status of each (see O(progress_file) and

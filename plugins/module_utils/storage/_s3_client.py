@@ -177,19 +177,23 @@ class BandwidthLimiter:
     time spent throttled.
     """
 
-    def __init__(self, rate: int) -> None:
+    def __init__(self, rate: int, clock=time.monotonic, sleep=time.sleep) -> None:
         self.rate = max(0, int(rate or 0))
+        self._clock = clock
+        self._sleep = sleep
         self._tokens = float(self.rate)
-        self._stamp = time.monotonic()
+        self._stamp = clock()
         self._paid = self._stamp  # when the debt taken so far is paid off
         self._lock = threading.Lock()
         self.waited = 0.0
+        self.charged = 0  # bytes that went through the bucket
 
     def consume(self, amount: int) -> None:
         if self.rate <= 0 or amount <= 0:
             return
         with self._lock:
-            now = time.monotonic()
+            self.charged += amount
+            now = self._clock()
             self._tokens = min(float(self.rate), self._tokens + (now - self._stamp) * self.rate)
             self._stamp = now
             self._tokens -= amount
@@ -201,7 +205,7 @@ class BandwidthLimiter:
                 self.waited += max(0.0, until - max(self._paid, now))
                 self._paid = max(self._paid, until)
         if wait > 0:
-            time.sleep(wait)
+            self._sleep(wait)
 
 
 def require_boto3() -> None:

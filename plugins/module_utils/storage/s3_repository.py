@@ -525,7 +525,11 @@ class S3Repository(S3ObjectLock, Repository):
         return private_temp_dir()
 
     def transfer_stats(self) -> dict[str, Any]:
-        return {"throttled_seconds": round(self.limiter.waited, 3), "bandwidth_limit": self.limiter.rate}
+        return {
+            "throttled_seconds": round(self.limiter.waited, 3),
+            "throttled_bytes": self.limiter.charged,
+            "bandwidth_limit": self.limiter.rate,
+        }
 
 
 def open_s3_repository(spec: Any) -> S3Repository:

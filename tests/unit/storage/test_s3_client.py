@@ -78,3 +78,50 @@ def test_an_unlimited_bandwidth_never_waits():
     limiter = client.BandwidthLimiter(0)
     limiter.consume(10 << 30)
     assert limiter.waited == 0.0
+
+
+class _Clock:
+    """A clock the limiter sleeps on: sleeping moves it forward, nothing else does."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_the_limiter_holds_the_average_rate_after_a_one_second_burst():
+    clock = _Clock()
+    limiter = client.BandwidthLimiter(6 << 20, clock=clock, sleep=clock.sleep)
+    for _ in range(12):  # 12 MiB at 6 MiB/s: the first 6 MiB are the burst, the rest costs 1 s
+        limiter.consume(1 << 20)
+    assert clock.now - 100.0 == pytest.approx(1.0)
+    assert limiter.waited == pytest.approx(1.0)
+    assert limiter.charged == 12 << 20
+    for _ in range(12):  # the bucket is empty now: 12 MiB more cost 2 s
+        limiter.consume(1 << 20)
+    assert clock.now - 100.0 == pytest.approx(3.0)
+    assert limiter.waited == pytest.approx(3.0)
+
+
+def test_time_that_passed_refills_the_bucket_up_to_one_second():
+    clock = _Clock()
+    limiter = client.BandwidthLimiter(1000, clock=clock, sleep=clock.sleep)
+    limiter.consume(1000)
+    clock.now += 3600  # an idle hour refills one second's worth, not an hour's
+    limiter.consume(2000)
+    assert clock.slept == [pytest.approx(1.0)]
+
+
+def test_callers_throttled_at_the_same_time_count_the_span_once():
+    clock = _Clock()
+    limiter = client.BandwidthLimiter(1000, clock=clock, sleep=lambda seconds: None)  # two threads: nobody advances
+    limiter.consume(1000)
+    limiter.consume(1000)  # owes 1 s, until now + 1
+    limiter.consume(1000)  # owes 2 s, until now + 2: the first second overlaps the first caller's
+    assert limiter.waited == pytest.approx(2.0)
