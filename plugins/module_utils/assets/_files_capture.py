@@ -13,6 +13,7 @@ import fnmatch
 import hashlib
 import io
 import json
+import operator
 import os
 import stat
 import time
@@ -96,6 +97,49 @@ RACY_NS = _racy_window_ns()
 _now_ns = time.time_ns
 
 
+#: how a file is opened for reading: never through a symlink
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+_BY_NAME = operator.attrgetter("name")
+
+
+def _read_fd(fd: int, size: int) -> bytes:
+    """The content of ``fd`` from its offset for a file of ``size`` bytes (its stat): one ``read`` of one
+    byte more than that (a longer result shows the file grew); more reads only while the kernel returns
+    less than ``size`` and not yet the end (the caller's ``fstat`` after the read checks the size)."""
+    data = os.read(fd, size + 1)
+    if len(data) < size:
+        parts = [data]
+        got = len(data)
+        while got < size:
+            more = os.read(fd, size + 1 - got)
+            if not more:
+                break
+            parts.append(more)
+            got += len(more)
+        data = b"".join(parts)
+    return data
+
+
+def _make_encoder():
+    """One JSON encoder for index lines (sorted keys, compact): json's C encoder made once, not per line."""
+    encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), check_circular=False)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return encoder.encode
+    iterencode = make(None, encoder.default, json.encoder.encode_basestring_ascii, None, ":", ",", True, False, True)
+
+    def encode(entry: dict[str, Any]) -> str:
+        return "".join(iterencode(entry, 0))
+
+    return encode
+
+
+#: an index entry as its line (without the newline), as ``json.dumps(entry, sort_keys=True, separators=(",", ":"))``
+encode_entry = _make_encoder()
+
+
 class _Changed(Exception):
     """The file's content changed between hashing and sealing: read it again."""
 
@@ -136,6 +180,8 @@ class _Content:
         #: holes and inode flags, found on the descriptor of the first read
         self.segments: list[list[int]] | None = None
         self.flags = ""
+        #: extended attributes read on that descriptor too (None: not read yet)
+        self.xattrs: dict[str, bytes] | None = None
 
     @contextlib.contextmanager
     def open(self) -> Iterator[Any]:
@@ -177,6 +223,10 @@ def _unchanged(cached: dict[str, Any] | None, info: os.stat_result, immutable: b
 _KEPT = ("size", "sha256", "object", "sealed_size", "sealed_sha256", "xattrs", "sparse", "not_kept")
 
 
+#: the keys of a cached file entry whose line is written again as it is when the file is unchanged
+_VERBATIM = frozenset(("path", "type", "mode", "uid", "gid", "mtime_ns", "ino", "ctime_ns", "offset", *_KEPT))
+
+
 class _TreeCapture:
     """One backup of one files asset: walk, hash, upload new objects, write the index and the refs list."""
 
@@ -202,7 +252,9 @@ class _TreeCapture:
         self.base_path: str | None = None
         self.cursor: Iterator[dict[str, Any]] | None = None
         self.cursor_entry: dict[str, Any] | None = None
+        self.cursor_line = ""
         self.cursor_key: list[str] = []
+        self.verbatim: str | None = None  # the cached line of the unchanged file being emitted
         # The node's piece store (storage/pieces.py): one writer for every type; it keeps the epoch's
         # piece list, the listing, the vouched facts, lock extensions and the final recheck.
         self.writer = _pieces.PieceWriter(self.repo, self.node, self.epoch, self.recipients, self.level, self.key)
@@ -214,6 +266,7 @@ class _TreeCapture:
         # content SHA-256 -> (pack, offset, sealed size, sealed SHA-256) of a pack that holds it
         self.packed: dict[str, tuple[str, int, int, str]] = {}
         self.slots: dict[str, tuple[int, int]] = {}  # content SHA-256 -> (pack number, offset) of this run's packs
+        self.written_packs = 0  # packs known written: the held entries are written up to the first of a later pack
         # lines waiting behind the open pack: encoded, or the entry of a member still to be named
         self.queue: collections.deque[str | dict[str, Any]] = collections.deque()
         self.stats: dict[str, Any] = _archive.entry_counts("excluded")
@@ -272,27 +325,28 @@ class _TreeCapture:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
 
-    def _cached(self, rel: str) -> dict[str, Any] | None:
-        """The cached entry of the file ``rel``, read in step with the walk (paths come in walk order)."""
+    def _cached(self, rel: str) -> tuple[dict[str, Any] | None, str]:
+        """The cached entry of the file ``rel`` and its line, read in step with the walk (paths come in walk order)."""
         if self.base_path is None:
-            return None
+            return None, ""
         if self.cursor is None:
-            self.cursor = read_index(self.base_path, files_only=True)[1]
+            self.cursor = read_index(self.base_path, files_only=True, lines=True)[1]
             self._advance()
         key = rel.split("/")
         while self.cursor_entry is not None:
             if self.cursor_key == key:
-                found = self.cursor_entry
+                found, line = self.cursor_entry, self.cursor_line
                 self._advance()
-                return found
+                return found, line
             if self.cursor_key > key:
-                return None
+                return None, ""
             self._advance()
-        return None
+        return None, ""
 
     def _advance(self) -> None:
-        entry = next(self.cursor, None) if self.cursor is not None else None
+        line, entry = next(self.cursor, ("", None)) if self.cursor is not None else ("", None)
         self.cursor_entry = entry
+        self.cursor_line = line
         self.cursor_key = str(entry["path"]).split("/") if entry is not None else []
 
     # -- walking --
@@ -334,7 +388,7 @@ class _TreeCapture:
     def _visit(self, directory: str, rel_dir: str, selected: bool) -> None:
         try:
             with os.scandir(directory) as scan:
-                entries = sorted(scan, key=lambda entry: entry.name)
+                entries = sorted(scan, key=_BY_NAME)
         except OSError as exc:
             raise CaptureError(
                 "cannot list the directory %s (%s)" % (directory, exc.strerror),
@@ -358,17 +412,23 @@ class _TreeCapture:
             elif chosen:
                 self._emit(rel, info)
 
-    _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+    _encode = staticmethod(encode_entry)
 
-    def _write(self, entry: dict[str, Any]) -> None:
+    def _write(self, entry: dict[str, Any], line: str | None = None) -> None:
+        """Write an entry's line (``line``: the entry already encoded), or hold it behind a pack not written yet."""
         pending = "_pack" in entry
-        if self.queue or pending:
+        queue = self.queue
+        if queue or pending:
             # A pack is open or being written: its members' entries need its name and sealed
             # checksum; later entries wait behind them (walk order).
-            self.queue.append(entry if pending else self._encode(entry) + "\n")
-            self._drain(block=len(self.queue) >= PACK_QUEUE)
+            queue.append(entry if pending else (line or self._encode(entry) + "\n"))
+            if len(queue) >= PACK_QUEUE:
+                self._drain(block=True)
+            elif self.builder.written() > self.written_packs:
+                self.written_packs = self.builder.written()
+                self._drain(block=False)
             return
-        self.out.write(self._encode(entry) + "\n")
+        self.out.write(line or self._encode(entry) + "\n")
 
     def _drain(self, block: bool) -> None:
         """Write the held entries up to the first whose pack is not written yet (``block``: wait for it)."""
@@ -436,18 +496,60 @@ class _TreeCapture:
         else:
             self._note("skipped", {"path": rel, "reason": "socket" if stat.S_ISSOCK(mode) else "device node"})
             return
-        self._write(entry)
+        line, self.verbatim = self.verbatim, None
+        self._write(entry, line)
         if self.include:
             self.emitted.add(rel)
 
     def _probe(self, fd: int, rel: str, info: os.stat_result, content: _Content) -> None:
-        """A regular file's data segments when it has holes, and its chattr flags (``not_kept``), on its descriptor."""
+        """A regular file's data segments when it has holes, and its chattr flags (``not_kept``), on its descriptor
+        (``info``: its ``fstat``)."""
         notes = self.notes["not_kept"]
         count = len(notes)
         _attrs.flags_not_kept(fd, rel, notes)
         if len(notes) > count:
             content.flags = str(notes[-1].get("what", ""))
-        content.segments = _attrs.data_segments(fd, info.st_size)
+        content.segments = _attrs.data_segments(fd, info.st_size, info)
+
+    def _read_once(self, path: str, rel: str, info: os.stat_result) -> _Content | None:
+        """A small file in one open, one read and one ``fstat``, when that proves the read whole; None: ``_read``.
+
+        ``info`` is the walk's ``lstat`` of the path, taken before the open: when the descriptor's ``fstat``
+        after the read is the same inode with the same size, mtime and ctime, nothing changed the file
+        from before the open to after the read (the racy rule below still applies, as in ``_read``).
+        Holes, flags and xattrs are read on the same descriptor. Anything else (a change, an error, a file
+        swapped for another) is left to ``_read``, which reads carefully and reports.
+        """
+        try:
+            fd = os.open(path, _READ_FLAGS)
+        except OSError:
+            return None
+        try:
+            data = _read_fd(fd, info.st_size)
+            after = os.fstat(fd)
+            self.work["read"] += 1
+            self.work["read_bytes"] += len(data)
+            if not (
+                len(data) == info.st_size
+                and after.st_ino == info.st_ino
+                and after.st_dev == info.st_dev
+                and stat.S_ISREG(after.st_mode)
+                and stat_stable(info, after)
+            ):
+                self.work["retries"] += 1
+                return None
+            racy = after.st_ctime_ns >= _now_ns() - RACY_NS  # see _read
+            if racy:
+                self.work["racy"] += 1
+                if os.pread(fd, len(data) + 1, 0) != data:
+                    self.work["retries"] += 1
+                    return None
+            content = _Content(hashlib.sha256(data).hexdigest(), len(data), after, data=data)
+            self._probe(fd, rel, after, content)
+            content.xattrs = _attrs.read_xattrs(fd, self.notes["not_kept"], rel)
+            return content
+        finally:
+            os.close(fd)
 
     def _file(self, rel: str, path: str, info: os.stat_result, entry: dict[str, Any]) -> bool:
         key = (info.st_dev, info.st_ino)
@@ -457,7 +559,7 @@ class _TreeCapture:
             self.stats["hardlinks"] += 1
             return True
         entry["type"] = "file"
-        cached = self._cached(rel)
+        cached, cached_line = self._cached(rel)
         name = cached.get("object") if cached else None
         immutable = bool(self.immutable) and any(fnmatch.fnmatchcase(os.path.basename(rel), p) for p in self.immutable)
         if (
@@ -478,6 +580,13 @@ class _TreeCapture:
             entry.update(ino=info.st_ino, ctime_ns=info.st_ctime_ns)
             self._reference(name, (int(cached["sealed_size"]), str(cached["sealed_sha256"])))
             self.work["unchanged"] += 1
+            if (
+                cached_line.endswith("\n")
+                and cached.keys() <= _VERBATIM
+                and (cached.get("mode"), cached.get("uid"), cached.get("gid"))
+                == (entry["mode"], entry["uid"], entry["gid"])
+            ):
+                self.verbatim = cached_line  # the same entry: its line is written again as it is
         elif (
             immutable
             and _unchanged(cached, info, True)
@@ -503,11 +612,15 @@ class _TreeCapture:
             self._reference(name, (int(cached["sealed_size"]), str(cached["sealed_sha256"])))
             self.work["unchanged"] += 1
         else:
-            content = self._read(path, rel=rel)
+            content = self._read_once(path, rel, info) if info.st_size <= SMALL_FILE else None
+            if content is None:
+                content = self._read(path, rel=rel)
             if content is None:
                 self._note("skipped", {"path": rel, "reason": "vanished before it was read"})
                 return False
-            xattrs = _attrs.read_xattrs(path, self.notes["not_kept"], rel)
+            xattrs = content.xattrs
+            if xattrs is None:
+                xattrs = _attrs.read_xattrs(path, self.notes["not_kept"], rel)
             _attrs.to_index(xattrs, content.segments, entry)
             if content.flags:
                 entry["not_kept"] = content.flags
@@ -552,6 +665,9 @@ class _TreeCapture:
 
     def _reference(self, name: str, facts: tuple[int, str] | None = None) -> tuple[int, str]:
         """Reference a stored piece in this epoch (the writer vouches for it, or hashes it; lock extended)."""
+        referenced = self.writer.refs.get(name)  # most files share a pack referenced already
+        if referenced is not None:
+            return referenced
         with self.writer.lock:  # the sealing threads update the writer's records too
             return self.writer.reuse(name, facts)
 

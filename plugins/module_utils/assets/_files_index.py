@@ -87,8 +87,9 @@ class NodeState:
 _FILE_MARK = '"type":"file"'
 
 
-def read_index(path: str, files_only: bool = False) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
-    """The header and an iterator of entries of a plaintext index file (``files_only``: regular files only)."""
+def read_index(path: str, files_only: bool = False, lines: bool = False) -> tuple[dict[str, Any], Iterator[Any]]:
+    """The header and an iterator of entries of a plaintext index file (``files_only``: regular files only;
+    ``lines``: ``(line, entry)`` pairs)."""
     handle = open(path, encoding="utf-8")  # noqa: SIM115 - closed by the generator below
     try:
         header = json.loads(handle.readline() or "{}")
@@ -102,12 +103,12 @@ def read_index(path: str, files_only: bool = False) -> tuple[dict[str, Any], Ite
             "restore it with a nodekeep version that knows this format",
         )
 
-    def entries() -> Iterator[dict[str, Any]]:
+    def entries() -> Iterator[Any]:
         with handle:
             for line in handle:
                 # Entries are written compact ("type":"file"; a path's own quotes are escaped): an
                 # incremental run parses only the files of its cache (half the lines of a DA store).
                 if line.strip() and (not files_only or _FILE_MARK in line):
-                    yield json.loads(line)
+                    yield (line, json.loads(line)) if lines else json.loads(line)
 
     return header, entries()

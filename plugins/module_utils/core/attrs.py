@@ -89,9 +89,12 @@ def flags_not_kept(fd: int, rel: str, notes: list) -> None:
         notes.append({"path": rel or ".", "what": "inode flags " + ", ".join(names), "reason": "not restored"})
 
 
-def data_segments(fd: int, size: int) -> list[list[int]] | None:
-    """The data segments ``[[offset, length], ...]`` of a sparse file, or None when it has no hole."""
-    info = os.fstat(fd)
+def data_segments(fd: int, size: int, info: os.stat_result | None = None) -> list[list[int]] | None:
+    """The data segments ``[[offset, length], ...]`` of a sparse file, or None when it has no hole.
+
+    ``info``: the descriptor's ``fstat`` when the caller has it (a file with as many blocks as bytes
+    has no hole: nothing else is asked of the kernel)."""
+    info = info or os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or size == 0 or info.st_blocks * 512 >= size:
         return None
     segments: list[list[int]] = []

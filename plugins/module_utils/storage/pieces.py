@@ -68,7 +68,8 @@ PACK_SIZE = 4 << 20
 
 def piece_name(key: bytes, content_sha256: str) -> str:
     """A piece's name: HMAC-SHA-256 of its plaintext's SHA-256 under the node's key (64 hex digits)."""
-    return hmac.new(key, b"nodekeep-object-v1\0" + bytes.fromhex(content_sha256), hashlib.sha256).hexdigest()
+    # hmac.digest: OpenSSL's one-shot HMAC (the same MAC as hmac.new, without a Python object per name)
+    return hmac.digest(key, b"nodekeep-object-v1\0" + bytes.fromhex(content_sha256), "sha256").hex()
 
 
 def key_id(key: bytes) -> str:
@@ -348,6 +349,8 @@ class PackBuilder:
         self.futures: list[Future] = []
         self.packs: list[tuple[str, int, str, int]] = []
         self.pool: ThreadPoolExecutor | None = None
+        self.done = 0  # packs written (or failed), counted as they finish in any order
+        self.counting = threading.Lock()
 
     def add(self, data) -> tuple[int, int]:
         if self.open_bytes and self.open_bytes + len(data) > self.size:
@@ -369,7 +372,17 @@ class PackBuilder:
             self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="nodekeep-pack")
         if len(self.futures) >= self.workers:
             self.futures[-self.workers].result()  # the oldest in flight: raises its error here
-        self.futures.append(self.pool.submit(self._put, data))
+        future = self.pool.submit(self._put, data)
+        self.futures.append(future)
+        future.add_done_callback(self._finished)
+
+    def _finished(self, _future: Future) -> None:
+        with self.counting:
+            self.done += 1
+
+    def written(self) -> int:
+        """How many packs are written (or failed) so far: a cheap test of whether ``ready`` may have changed."""
+        return self.done
 
     def ready(self, number: int) -> bool:
         """Whether pack ``number`` is written (or failed): ``result`` returns at once."""

@@ -204,10 +204,10 @@ class TestFullAndIncremental:
 def hold_reads(monkeypatch, path, hook) -> list:
     """Run ``hook(fd)`` each time the files capture's reader of ``path`` reaches the file's end, before it stats it again.
 
-    The reader opens a file as ``open(fd, "rb", buffering=0)`` and reads it with ``readall()`` (read into
-    memory) or ``read(n)`` up to ``b""`` (streamed, or copied to scratch): only those handles of that one
-    inode are wrapped. Returns the list of the fds the hook ran on (tests assert it ran: the seam cannot
-    disappear unnoticed).
+    The reader reads a small file with ``_read_fd(fd, size)`` (one ``read`` on a raw descriptor), or opens it
+    as ``open(fd, "rb", buffering=0)`` and reads it with ``readall()`` (read into memory) or ``read(n)`` up
+    to ``b""`` (streamed, or copied to scratch): only those reads of that one inode are wrapped. Returns
+    the list of the fds the hook ran on (tests assert it ran: the seam cannot disappear unnoticed).
     """
     target = (os.stat(path).st_dev, os.stat(path).st_ino)
     ran = []
@@ -249,7 +249,18 @@ def hold_reads(monkeypatch, path, hook) -> list:
                 return Handle(handle)
         return handle
 
+    real_read_fd = _files_capture._read_fd
+
+    def wrapped_read_fd(fd: int, size: int) -> bytes:
+        data = real_read_fd(fd, size)
+        info = os.fstat(fd)
+        if (info.st_dev, info.st_ino) == target:
+            ran.append(fd)
+            hook(fd)
+        return data
+
     monkeypatch.setattr(_files_capture, "open", wrapped_open, raising=False)  # the capture walk's own name only
+    monkeypatch.setattr(_files_capture, "_read_fd", wrapped_read_fd)
     return ran
 
 
@@ -540,6 +551,48 @@ class TestRacyReads:
         monkeypatch.undo()
         root = restored_root(node.restore(tmp_path / "r"))
         assert (root / "old.bin").read_bytes() == b"o" * 5000 and (root / "new.bin").read_bytes() == b"n" * 6000
+
+    def test_a_small_file_costs_one_open_one_read_and_one_fstat(self, node, files_asset, tmp_path, monkeypatch):
+        """The walk's lstat is the "before" of the torn-read check: a small file that is not racy is opened once,
+        read with one read() and stat'ed once on its descriptor (the "after"); its holes, flags and xattrs are
+        read on that descriptor. Its content, xattrs and holes are kept."""
+        store = tmp_path / "da"
+        store.mkdir()
+        plain, sparse = store / "plain.bin", store / "sparse.bin"
+        plain.write_bytes(b"p" * 7000)
+        os.setxattr(plain, "user.kept", b"yes")
+        with open(sparse, "wb") as handle:
+            handle.write(b"s" * 4096)
+            handle.truncate(256 << 10)
+        watched = {os.stat(path).st_ino: path.name for path in (plain, sparse)}
+        calls = {"open": [], "fstat": [], "read": [], "pread": []}
+        real = {name: getattr(os, name) for name in calls}
+
+        def counting(name):
+            def call(*args, **kwargs):
+                result = real[name](*args, **kwargs)
+                fd = result if name == "open" else args[0]
+                if isinstance(fd, int) and fd >= 0:
+                    ino = real["fstat"](fd).st_ino
+                    if ino in watched:
+                        calls[name].append(watched[ino])
+                return result
+
+            return call
+
+        monkeypatch.setattr(_files_capture, "_now_ns", lambda: 1 << 62)  # nothing is racy
+        for name in calls:
+            monkeypatch.setattr(os, name, counting(name))
+        manifest = node.backup([files_asset(store)])
+        monkeypatch.undo()
+        for name in ("plain.bin", "sparse.bin"):
+            assert [call.count(name) for call in calls.values()] == [1, 1, 1, 0], (name, calls)
+        entries = {e["path"]: e for e in index_entries(node, manifest.epoch)}
+        assert entries["sparse.bin"]["sparse"] == [[0, 4096]] and "user.kept" in entries["plain.bin"]["xattrs"]
+        root = restored_root(node.restore(tmp_path / "r"))
+        assert (root / "plain.bin").read_bytes() == b"p" * 7000 and os.getxattr(root / "plain.bin", "user.kept") == b"yes"
+        assert (root / "sparse.bin").read_bytes() == sparse.read_bytes()
+        assert os.stat(root / "sparse.bin").st_blocks * 512 < 64 << 10
 
     def test_the_racy_window_covers_the_kernels_dirty_page_writeback(self):
         """A mapping's stores set no time while its page stays dirty: the window is at least the kernel's

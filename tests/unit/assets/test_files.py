@@ -6,6 +6,7 @@ Real files and a real local repository; no mocks of the engine.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import json
 import os
@@ -42,6 +43,10 @@ class TestNames:
         assert name == _files_index.object_name(key, SHA) and len(name) == 64
         assert name != _files_index.object_name(other, SHA)
         assert name != SHA  # the plain content hash is never the name: no confirmation of guessable files
+        # the name is HMAC-SHA-256 (as hmac.new computes it) of a fixed prefix and the content digest: names made
+        # by earlier versions are found again
+        mac = hmac.new(key, b"nodekeep-object-v1\0" + bytes.fromhex(SHA), hashlib.sha256).hexdigest()
+        assert name == mac
         assert _files_index.key_id(key) != _files_index.key_id(other) and len(_files_index.key_id(key)) == 16
 
 
@@ -93,6 +98,19 @@ class TestIndex:
         assert link.issym() and link.linkname == "../x"
         with pytest.raises(RestoreError, match="unknown type"):
             _files_objects._member({"path": "d", "type": "device"})
+
+    def test_index_lines_are_json_with_sorted_keys_compact(self):
+        """The encoder made once (json's C encoder) writes exactly what json.dumps(sort_keys, compact) writes."""
+        entries = [
+            {"path": "a/é \"q\"\\\n", "type": "file", "mode": 0o644, "uid": 0, "gid": 7, "mtime_ns": -1, "size": 3},
+            {"path": ".", "type": "dir", "xattrs": {"user.b": "QQ==", "system.posix_acl_access": "AgAAAA=="}},
+            {"path": "s", "type": "file", "sparse": [[0, 4096], [8192, 1]], "changed": True, "offset": 2**40},
+            {"path": "\udcff", "type": "symlink", "target": "../x"},
+        ]
+        for entry in entries:
+            expected = json.dumps(entry, sort_keys=True, separators=(",", ":"))
+            assert _files_capture.encode_entry(entry) == expected
+            assert json.loads(expected) == entry
 
     def test_unchanged_needs_size_mtime_ctime_and_inode(self, tmp_path):
         path = tmp_path / "f"
