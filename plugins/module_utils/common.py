@@ -11,7 +11,11 @@ from __future__ import absolute_import, annotations, division, print_function
 
 __metaclass__ = type
 
+import grp
 import importlib
+import os
+import pwd
+import stat
 import traceback
 from collections.abc import Iterator
 from typing import Any, Callable
@@ -175,6 +179,120 @@ def run_snapshot_state(module, run_state: Callable[..., dict[str, Any]], open_vo
         return result
 
     run(module, action)
+
+
+# --------------------------------------------------------------------------
+# --diff: what a module changes on the node's files, never their content
+# --------------------------------------------------------------------------
+
+#: a directory's entries listed by name in a diff, at most
+DIFF_ENTRIES = 20
+
+
+def _owner(st: os.stat_result) -> str:
+    try:
+        user = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        user = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return "%s:%s" % (user, group)
+
+
+def _stat_line(st: os.stat_result) -> str:
+    mode = "mode %04o, owner %s" % (stat.S_IMODE(st.st_mode), _owner(st))
+    if stat.S_ISREG(st.st_mode):
+        return "file, %d bytes, %s" % (st.st_size, mode)
+    if stat.S_ISDIR(st.st_mode):
+        return "directory, %s" % mode
+    if stat.S_ISLNK(st.st_mode):
+        return "symlink"
+    return "special file, %s" % mode
+
+
+def describe_path(path: str) -> str:
+    """What ``--diff`` shows of ``path``: its kind, size, mode and owner, and a directory's entries by name.
+
+    Never a byte of content nor a hash of it: what these modules write holds secrets (sealed and opened files,
+    Shamir shares, databases). A link is described, never followed.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return "absent\n"
+    except OSError as exc:
+        return "not readable (%s)\n" % exc.strerror
+    lines = [_stat_line(st)]
+    if stat.S_ISLNK(st.st_mode):
+        lines[0] += " to %s" % os.readlink(path)
+    elif stat.S_ISDIR(st.st_mode):
+        try:
+            names = sorted(os.listdir(path))
+        except OSError as exc:
+            names = []
+            lines[0] += ", entries not readable (%s)" % exc.strerror
+        lines[0] += ", %d entries" % len(names)
+        for name in names[:DIFF_ENTRIES]:
+            try:
+                lines.append("  %s: %s" % (name, _stat_line(os.lstat(os.path.join(path, name)))))
+            except OSError:
+                lines.append("  %s: gone while listed" % name)
+        if len(names) > DIFF_ENTRIES:
+            lines.append("  ... and %d more" % (len(names) - DIFF_ENTRIES))
+    return "".join(line + "\n" for line in lines)
+
+
+def diff_entry(header: str, before: str, after: str) -> dict[str, str]:
+    """One item of Ansible's ``diff`` (what ``--diff`` prints): ``header`` names what changes."""
+    return {"before_header": header, "after_header": header, "before": before, "after": after}
+
+
+class PathDiff:
+    """The ``diff`` of the paths a module writes: each path as ``describe_path`` sees it before the change, and
+    after it (read again from the disk), or in check mode as the module's plan says it would be.
+
+    ``PathDiff(module, dest)`` before the work; ``paths.add(result, created=..., planned=...)`` after it.
+    """
+
+    def __init__(self, module, *paths: str | None) -> None:
+        self.enabled = bool(module._diff)
+        self.check_mode = bool(module.check_mode)
+        self.before = {path: describe_path(path) for path in paths if path} if self.enabled else {}
+
+    def add(
+        self,
+        result: dict[str, Any],
+        created: tuple[str | None, ...] | list[str | None] = (),
+        planned: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Put the ``diff`` into ``result`` when it changed something (or would, in check mode).
+
+        ``created``: paths the run made that the engine checked were absent before (a safety copy named at run
+        time). ``planned``: in check mode, what a path would become (``plan_line``); any other path is read.
+        """
+        if not self.enabled or not result.get("changed"):
+            return result
+        planned = planned or {}
+        paths = list(self.before) + [p for p in list(created) + list(planned) if p and p not in self.before]
+        items = []
+        for path in paths:
+            before = self.before.get(path, "absent\n")
+            if self.check_mode:
+                after = planned.get(path, before)
+            else:
+                after = describe_path(path)
+            if after != before:
+                items.append(diff_entry(path, before, after))
+        if items:
+            result["diff"] = items
+        return result
+
+
+def plan_line(what: str) -> str:
+    """A check-mode ``after`` in a diff: what the path would become (its size is known only once written)."""
+    return "(check mode) would be %s\n" % what
 
 
 def _secret_values(value: Any) -> Iterator[str]:

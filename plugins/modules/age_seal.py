@@ -46,7 +46,12 @@ attributes:
         would happen without writing. Check mode does not decrypt, so it cannot tell whether an identity matches.
       - O(state=epoch) checks the recipients, the signing key and that every secret exists; writes nothing.
   diff_mode:
-    support: none
+    support: full
+    details:
+      - With C(--diff), O(dest) before and after - absent, or its kind, size in bytes, mode and owner (a directory
+        with its entries by name) - never a byte of its content nor a hash of it; in check mode, what O(dest)
+        would become. O(state=epoch) shows the new epoch and the secrets it seals, by name.
+      - A skipped run (O(dest) exists and O(force=false)) shows no diff.
   idempotent:
     support: partial
     details:
@@ -420,7 +425,10 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
     AGE_IDENTITY_OPTIONS,
     AGE_RECIPIENT_OPTIONS,
+    PathDiff,
     argspec,
+    diff_entry,
+    plan_line,
     require_libraries,
     run,
 )
@@ -476,7 +484,7 @@ def main():
         mode = parse_mode(params["mode"])
         if params["state"] == "epoch":
             require_libraries(module, "cryptography")
-            return seal_to_epoch(
+            result = seal_to_epoch(
                 params["repository"],
                 params["node"],
                 params["assets"],
@@ -487,6 +495,10 @@ def main():
                 level=params["compression_level"],
                 check_only=module.check_mode,
             )
+            if module._diff:
+                result["diff"] = _epoch_diff(params, result)
+            return result
+        paths = PathDiff(module, params["dest"])
         # What sealing and opening a file or directory share.
         common = {
             "force": params["force"],
@@ -507,8 +519,8 @@ def main():
             )
             for warning in result.pop("warnings", []):
                 module.warn(warning)
-            return result
-        return open_path(
+            return paths.add(result, planned={params["dest"]: _planned_seal(params["src"], result, common["mode"])})
+        result = open_path(
             params["src"],
             params["dest"],
             params["identities"],
@@ -517,8 +529,37 @@ def main():
             expected_content_sha256=params["expected_content_sha256"],
             **common,
         )
+        what = "%s decrypted: a file of mode %04o, or a directory with the modes its archive records" % (
+            params["src"],
+            common["mode"],
+        )
+        return paths.add(result, planned={params["dest"]: plan_line(what)})
 
     run(module, action)
+
+
+def _planned_seal(src, plan, mode):
+    """What O(dest) would become in check mode: the sealed file's size is known only once written."""
+    how = "a passphrase" if plan.get("passphrase") else "%d recipients" % plan.get("recipients", 0)
+    details = [how]
+    if plan.get("compressed"):
+        details.append("zstd inside")
+    if plan.get("armored"):
+        details.append("ASCII-armored")
+    return plan_line("an age file of the %s %s (%s), mode %04o" % (plan.get("content"), src, ", ".join(details), mode))
+
+
+def _epoch_diff(params, result):
+    """The new epoch of state=epoch: its name (once written) and the secrets it seals, by name only."""
+    names = result.get("assets") or [artifact["name"] for artifact in result.get("artifacts", [])]
+    epoch = result.get("epoch") or "(check mode) a new epoch"
+    after = "%s: %d secrets sealed to %d recipients: %s\n" % (
+        epoch,
+        len(names),
+        result.get("recipients", 0),
+        ", ".join(names),
+    )
+    return diff_entry("%s: epochs of %s" % (params["repository"], params["node"]), "", after)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,13 @@ attributes:
       - Runs every check (paths, kinds, filesystems, free space for a copy, owner and group, an existing safety
         copy) and returns the planned RV(safety_copy), without touching anything.
   diff_mode:
-    support: none
+    support: full
+    details:
+      - With C(--diff), every path the renames touch (O(path), O(staged), the safety copy, with
+        O(state=rollback) the C(PATH.nodekeep-failed-TIME) copy, and SQLite side files) before and after - absent,
+        or its kind, size in bytes, mode and owner (a directory with its entries by name) - never a byte of data.
+      - In check mode the after side is what the renames would make of what is there now, and the owner and
+        mode the placed data would get (RV(attributes)).
   idempotent:
     support: none
     details:
@@ -287,7 +293,7 @@ failed_sidecars:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.common import argspec, run
+from ansible_collections.nodekeep.backup.plugins.module_utils.common import PathDiff, argspec, describe_path, run
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import parse_mode
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.cutover import cutover, rollback
 
@@ -313,11 +319,9 @@ def main():
     )
     params = module.params
 
-    def action():
+    def act(check_only):
         if params["state"] == "rollback":
-            return rollback(
-                params["path"], params["safety_copy"], params["sqlite_sidecars"], check_only=module.check_mode
-            )
+            return rollback(params["path"], params["safety_copy"], params["sqlite_sidecars"], check_only=check_only)
         return cutover(
             params["path"],
             params["staged"],
@@ -326,14 +330,56 @@ def main():
             group=params["group"],
             mode=parse_mode(params["mode"]),
             sqlite_sidecars=params["sqlite_sidecars"],
-            check_only=module.check_mode,
+            check_only=check_only,
             service=params["service"],
             health_command=params["health_command"],
             allow_unguarded=params["allow_unguarded"],
             staging_root=params["staging_root"],
         )
 
+    def action():
+        if not module._diff:
+            return act(module.check_mode)
+        # --diff: the plan names every path the renames touch; each is described before anything moves.
+        plan = act(True)
+        paths = PathDiff(module, *[p for move in _moves(plan) for p in move])
+        return _with_diff(paths, plan if module.check_mode else act(False))
+
     run(module, action)
+
+
+def _moves(plan):
+    """The renames of a cutover or rollback plan, in order (source, target)."""
+    path = plan["path"]
+    if "failed_copy" in plan:  # a rollback
+        failed = plan["failed_copy"]
+        moves = [(path, failed)] if failed else []
+        moves += [(path + side[len(failed) :], side) for side in plan["failed_sidecars"]]
+        moves.append((plan["safety_copy"], path))
+        return moves + [(plan["safety_copy"] + side[len(path) :], side) for side in plan["sidecars"]]
+    safety = plan["safety_copy"]
+    moves = []
+    if safety is not None:
+        moves += [(path, safety)] + [(side, safety + side[len(path) :]) for side in plan["sidecars"]]
+    return moves + [(plan["staged"], path)]
+
+
+def _with_diff(paths, plan):
+    """The result with its diff: in check mode the renames are played on the descriptions of what is there now."""
+    planned = {}
+    for source, target in _moves(plan):
+        planned[target] = planned.get(source, describe_path(source))
+        if not (plan.get("copied") and source == plan.get("staged")):
+            planned[source] = "absent\n"
+    attributes = plan.get("attributes")
+    if attributes:
+        planned[plan["path"]] += "  then owner %s:%s, mode %s\n" % (
+            "-" if attributes["uid"] is None else attributes["uid"],
+            "-" if attributes["gid"] is None else attributes["gid"],
+            attributes["mode"] or "as restored",
+        )
+    created = [target for _source, target in _moves(plan)]
+    return paths.add(plan, created=created, planned={p: "(check mode) would be:\n" + t for p, t in planned.items()})
 
 
 if __name__ == "__main__":

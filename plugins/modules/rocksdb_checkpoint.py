@@ -44,7 +44,10 @@ attributes:
         V(snapshot) that nobody holds the database's C(LOCK). Reports C(changed) and RV(would).
       - In check mode no service is stopped and no command is run.
   diff_mode:
-    support: none
+    support: full
+    details:
+      - With C(--diff), O(dest) before and after - absent, or a directory with its mode, owner and entries by
+        name, size and mode - never a byte of data; in check mode, what O(dest) would become.
   idempotent:
     support: none
     details:
@@ -282,7 +285,13 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets import _rocksdb_db, rocksdb
-from ansible_collections.nodekeep.backup.plugins.module_utils.common import argspec, require_libraries, run
+from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
+    PathDiff,
+    argspec,
+    plan_line,
+    require_libraries,
+    run,
+)
 
 OPTIONS = (
     "method",
@@ -327,6 +336,7 @@ def main():
 
     def action():
         started = time.monotonic()
+        paths = PathDiff(module, params["dest"])
         options = {key: params[key] for key in OPTIONS if params[key] is not None}
         options["path"] = params["path"]
         if module.check_mode:
@@ -334,8 +344,13 @@ def main():
             plan.pop("options", None)
             plan["changed"] = True
             plan["duration"] = round(time.monotonic() - started, 3)
-            return plan
-        return rocksdb.checkpoint_to(options, params["dest"], force=params["force"])
+            what = "a directory: a checkpoint of the RocksDB %s (method %s)%s" % (
+                params["path"],
+                params["method"],
+                ", replacing the one there" if plan.get("replaced") else "",
+            )
+            return paths.add(plan, planned={params["dest"]: plan_line(what)})
+        return paths.add(rocksdb.checkpoint_to(options, params["dest"], force=params["force"]))
 
     run(module, action)
 

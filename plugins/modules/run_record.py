@@ -78,7 +78,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.common import run
+from ansible_collections.nodekeep.backup.plugins.module_utils.common import diff_entry, run
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import atomic_write
 
@@ -118,7 +118,7 @@ def main():
             same = old == text and os.stat(path).st_mode & 0o777 == mode
         except (OSError, UnicodeDecodeError):
             same = False
-        diff = {"before_header": path, "after_header": path, "before": old, "after": text}
+        diff = diff_entry(path, old, text)
         if same or module.check_mode:
             return dict({"changed": not same, "path": path}, **({"diff": diff} if module._diff and not same else {}))
         try:

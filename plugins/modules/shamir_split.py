@@ -42,7 +42,11 @@ attributes:
       - O(state=combine) reads and combines the shares in memory and verifies the check value (a dry run of the
         recovery), and writes nothing.
   diff_mode:
-    support: none
+    support: full
+    details:
+      - With C(--diff), what changes on the node's files - O(dest) (the share directory with its files by name,
+        size, mode and owner, or with O(state=combine) the recovered file) and the record - never a share, the
+        secret or a hash of either; in check mode, what they would become.
   idempotent:
     support: full
     details:
@@ -270,7 +274,9 @@ share_files:
   elements: str
   sample: [/root/ceremony/shares/share-1-alice.txt, /root/ceremony/shares/share-2-bob.txt]
 check:
-  description: The check values stored with the shares.
+  description:
+    - The check values stored with the shares.
+    - In check mode without C(hmac_sha256) (its key is made by the split).
   returned: O(state=split), not check mode with O(generate=true)
   type: dict
   sample: {algorithm: hmac-sha256, prefix: "nodekeep-shamir-check-v1:", hmac_sha256: 3c5d0f..., age_public_key: age1ql3z...}
@@ -333,7 +339,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.common import run
+from ansible_collections.nodekeep.backup.plugins.module_utils.common import PathDiff, plan_line, run
 from ansible_collections.nodekeep.backup.plugins.module_utils.keys import shamir
 from ansible_collections.nodekeep.backup.plugins.module_utils.keys import shares as share_format
 from ansible_collections.nodekeep.backup.plugins.module_utils.keys.shares import ShamirError
@@ -388,22 +394,28 @@ def split(module, params):
         shamir.validate_split(len(secret), scheme, threshold, len(custodians))
     names = [share_format.share_file_name(index, name) for index, name in enumerate(custodians, 1)]
     result["share_files"] = [os.path.join(dest, name) for name in names]
+    paths = PathDiff(module, dest, record_path)
     if module.check_mode:
         shamir.prepare_dir(dest, check_only=True)
         if secret is not None:
-            result["check"] = shamir.check_values(secret)
+            result["check"] = shamir.check_values(secret, None)
             result["secret_size"] = len(secret)
             if result["check"].get("age_public_key"):
                 result["age_public_key"] = result["check"]["age_public_key"]
         result["changed"] = True
-        return result
+        planned = {dest: plan_line("a directory (mode 0700 when made) holding %d share files (mode 0600 each): %s"
+                                   % (len(names), ", ".join(names)))}  # fmt: skip
+        planned[record_path] = plan_line("the split's public record (mode 0644)")
+        if os.path.dirname(record_path) == dest:
+            planned[dest] = planned[dest].rstrip("\n") + ", and the record %s\n" % os.path.basename(record_path)
+        return paths.add(result, planned=planned)
     record, files = shamir.split_secret(secret, scheme, threshold, custodians, params["label"])
     secret = None
     shamir.write_split(dest, record_path, record, files, params["force"])
     result.update(_public(record), changed=True, record=record)
     if record["check"].get("age_public_key"):
         result["age_public_key"] = record["check"]["age_public_key"]
-    return result
+    return paths.add(result)
 
 
 def combine(module, params):
@@ -420,6 +432,7 @@ def combine(module, params):
             "share %s (%s, %s) %s; tell its custodian"
             % (bad["index"], bad.get("custodian") or "custodian unknown", bad.get("source") or "typed", bad["problem"])
         )
+    paths = PathDiff(module, dest)
     existing = None
     if os.path.lexists(dest):
         if os.path.isdir(dest) or os.path.islink(dest):
@@ -430,10 +443,11 @@ def combine(module, params):
         raise ShamirError("the directory %s does not exist" % directory, "create it first (mode 0700)")
     if existing is not None and existing == combined.secret:
         result["changed"] = False
-        if not module.check_mode and (os.stat(dest).st_mode & 0o777) != 0o600:
-            os.chmod(dest, 0o600)
+        if (os.stat(dest).st_mode & 0o777) != 0o600:
             result["changed"] = True
-        return result
+            if not module.check_mode:
+                os.chmod(dest, 0o600)
+        return paths.add(result, planned={dest: plan_line("the same file with mode 0600")})
     if existing is not None and not params["force"]:
         raise ShamirError(
             "%s exists and holds something else than the recovered secret" % dest,
@@ -442,7 +456,8 @@ def combine(module, params):
     result["changed"] = True
     if not module.check_mode:
         shamir.write_file(dest, combined.secret, 0o600, replace=existing is not None)
-    return result
+    return paths.add(result, planned={dest: plan_line("the recovered secret, a file of %d bytes, mode 0600"
+                                                      % len(combined.secret))})  # fmt: skip
 
 
 def main():

@@ -90,7 +90,7 @@ import stat
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.common import require_libraries, run
+from ansible_collections.nodekeep.backup.plugins.module_utils.common import diff_entry, require_libraries, run
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import SignatureError, describe_os_error
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.signing import (
     fingerprint,
@@ -138,7 +138,7 @@ def main():
         if os.path.isdir(path):
             raise SignatureError("%s is a directory, not a key file" % path, "set the path of the key file")
         if not os.path.exists(path):
-            diff = {"before_header": path, "after_header": path, "before": "", "after": "new Ed25519 key, mode 0600\n"}
+            diff = diff_entry(path, "", "new Ed25519 key, mode 0600\n")
             if module.check_mode:
                 return dict({"changed": True, "path": path}, **({"diff": diff} if module._diff else {}))
             _write_new_key(path, generate_private_key_pem())
@@ -155,8 +155,7 @@ def main():
         result = {"changed": changed, "path": path, "public_key": public, "fingerprint": fingerprint(public)}
         if module._diff and changed:
             note = "public key %s\n" % result["fingerprint"]
-            result["diff"] = {"before_header": path, "after_header": path, "before": before + (note if before else ""),
-                              "after": after + note}  # fmt: skip
+            result["diff"] = diff_entry(path, before + (note if before else ""), after + note)
         return result
 
     run(module, action)

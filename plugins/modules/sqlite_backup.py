@@ -32,7 +32,11 @@ attributes:
       - Checks that O(src) exists, is readable and is an SQLite database, that the directory of O(dest) exists
         and is writable, and that O(dest) is absent (or O(force=true)); reports C(changed) without copying.
   diff_mode:
-    support: none
+    support: full
+    details:
+      - With C(--diff), O(dest) before and after - absent, or a file with its size in bytes, mode and owner -
+        never its content nor a hash of it; in check mode, what O(dest) would become (a copy of O(src), whose
+        size is known once written).
   idempotent:
     support: none
     details:
@@ -242,7 +246,13 @@ replaced:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets.sqlite import backup_sqlite
-from ansible_collections.nodekeep.backup.plugins.module_utils.common import argspec, require_libraries, run
+from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
+    PathDiff,
+    argspec,
+    plan_line,
+    require_libraries,
+    run,
+)
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import parse_mode
 
 
@@ -265,18 +275,26 @@ def main():
     params = module.params
 
     def action():
-        return backup_sqlite(
+        paths = PathDiff(module, params["dest"])
+        mode = parse_mode(params["mode"])
+        result = backup_sqlite(
             params["src"],
             params["dest"],
             busy_timeout_ms=params["busy_timeout"],
             pages_per_step=params["pages_per_step"],
             check=params["check"],
             force=params["force"],
-            mode=parse_mode(params["mode"]),
+            mode=mode,
             owner=params["owner"],
             group=params["group"],
             check_only=module.check_mode,
         )
+        what = "a copy of the SQLite database %s (%s), mode %s" % (
+            params["src"],
+            "checked with PRAGMA %s_check" % params["check"] if params["check"] != "none" else "not checked",
+            "0600" if mode is None else "%04o" % mode,
+        )
+        return paths.add(result, planned={params["dest"]: plan_line(what)})
 
     run(module, action)
 

@@ -66,3 +66,19 @@ def test_argspec_merges_groups_and_copies_them():
     spec2 = common.argspec(group)
     spec2["node"]["required"] = False
     assert group["node"]["required"] is True  # the shared group is never changed
+
+
+def test_describe_path_tells_kind_size_mode_and_entries_never_content(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"s3cr3t-bytes")
+    secret.chmod(0o600)
+    link = tmp_path / "link"
+    link.symlink_to(secret)
+    for number in range(common.DIFF_ENTRIES + 3):
+        (tmp_path / ("f%02d" % number)).write_bytes(b"x" * number)
+    assert common.describe_path(str(tmp_path / "none")) == "absent\n"
+    assert common.describe_path(str(secret)).startswith("file, 12 bytes, mode 0600, owner ")
+    assert common.describe_path(str(link)) == "symlink to %s\n" % secret  # described, never followed
+    listing = common.describe_path(str(tmp_path))
+    assert listing.startswith("directory, mode ") and ", %d entries\n" % (common.DIFF_ENTRIES + 5) in listing
+    assert listing.endswith("  ... and 5 more\n") and b"s3cr3t" not in listing.encode()

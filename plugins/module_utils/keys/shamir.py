@@ -123,17 +123,16 @@ def check_hmac(key: bytes, secret: bytes) -> str:
 CHECK_KEY_SIZE = 32
 
 
-def check_values(secret: bytes, key: bytes) -> dict[str, Any]:
+def check_values(secret: bytes, key: bytes | None) -> dict[str, Any]:
     """Everything public that identifies ``secret``: stored with the shares, verified after every combine.
 
-    No unkeyed hash of the secret: the HMAC's key is only known to M custodians together.
+    No unkeyed hash of the secret: the HMAC's key is only known to M custodians together. ``key`` None (check
+    mode: the split makes the key) leaves the HMAC out and gives only the key facts.
     """
-    check: dict[str, Any] = {
-        "algorithm": "hmac-sha256",
-        "prefix": CHECK_PREFIX.decode("ascii"),
-        "hmac_sha256": check_hmac(key, secret),
-        "key": "split like the secret (M of N): the Check-Key-Share line of each share file (ssss, hex)",
-    }
+    check: dict[str, Any] = {"algorithm": "hmac-sha256", "prefix": CHECK_PREFIX.decode("ascii")}
+    if key is not None:
+        check["hmac_sha256"] = check_hmac(key, secret)
+        check["key"] = "split like the secret (M of N): the Check-Key-Share line of each share file (ssss, hex)"
     facts = key_facts(secret)
     if facts.get("kind") == "age-identity" and facts.get("public_key"):
         check["age_public_key"] = facts["public_key"]
@@ -632,7 +631,9 @@ def _check_key(subset: list[Share], ref: dict[str, Any]) -> bytes | None:
     if any(entry is None for entry in parsed):
         return None
     if any(entry[1] != share.index for entry, share in zip(parsed, subset)):  # type: ignore[index]
-        raise ShamirError("a share file's Check-Key-Share line is not of its own share", "use the custodian's original file")
+        raise ShamirError(
+            "a share file's Check-Key-Share line is not of its own share", "use the custodian's original file"
+        )
     degrees = {entry[3] for entry in parsed}  # type: ignore[index]
     if degrees != {8 * CHECK_KEY_SIZE}:
         raise _mismatch("the check key's shares (damaged or of different splits)")

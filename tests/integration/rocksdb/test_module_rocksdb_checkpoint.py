@@ -134,3 +134,30 @@ def test_bad_arguments(rocks_app, tmp_path):
     )
     assert [name for name in os.listdir(tmp_path) if name not in ("node",)] == []
     assert app.running()
+
+
+def test_diff_names_the_checkpoint_directory_and_its_files(rocks_app, tmp_path):
+    """--diff (issue 16): dest absent before, then a directory listed by entry names and sizes; in check mode
+    what it would become, and nothing written."""
+    app = rocks_app
+    dest = tmp_path / "copy"
+    args = {
+        "path": str(app.db),
+        "dest": str(dest),
+        "method": "checkpoint_command",
+        "checkpoint_command": " ".join([sys.executable, APP, "checkpoint", str(app.state), "{dest}"]),
+        "_ansible_diff": True,
+    }
+    planned = succeeded(checkpoint(args, check_mode=True))
+    [item] = planned["diff"]
+    assert item["before_header"] == str(dest) and item["before"] == "absent\n"
+    assert item["after"] == "(check mode) would be a directory: a checkpoint of the RocksDB %s (method %s)\n" % (
+        app.db,
+        "checkpoint_command",
+    )
+    assert not dest.exists()
+    made = succeeded(checkpoint(args))
+    [item] = made["diff"]
+    assert item["before"] == "absent\n" and item["after"].startswith("directory, mode ")
+    assert "  CURRENT: file, %d bytes, mode " % os.path.getsize(dest / "CURRENT") in item["after"]
+    assert ", %d entries\n" % len(os.listdir(dest)) in item["after"]
