@@ -58,7 +58,7 @@ import apsw
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets import base as assets
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets import registry
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets import sqlite as _sqlite_mod
-from ansible_collections.nodekeep.backup.plugins.module_utils.assets import sqlite as sqlite_utils
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import sqlite_db as sqlite_utils
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal as epoch
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import IntegrityError

@@ -5,11 +5,15 @@ repository and signing key; the project's ``.venv`` is every node's virtualenv (
 A first run prepares the fleet (signing keys made and recorded on the controller); the
 measured runs are ordinary nightly backups of a prepared fleet.
 
-What is measured: the CPU (user + system) of ``ansible-playbook`` and everything it waited for
-(GNU ``/usr/bin/time`` around it), minus the CPU of the modules themselves, which on a real
-fleet runs on the nodes: every module runs under a node interpreter wrapper that records its
-own CPU, again with GNU time. The difference is the controller's share: templating, task
-dispatch, forks, building and sending each module's payload.
+What is measured: the CPU (user + system) of ``ansible-playbook`` and of every process it
+started, including the modules the progress action plugins run in the background (ansible's
+async wrapper detaches them from ``ansible-playbook``: this script is their child subreaper, so
+they are reaped here and their CPU is counted), minus the CPU of the module processes themselves,
+which on a real fleet run on the nodes: every module, each ``async_status`` poll of a background
+module included, runs under a node interpreter wrapper that records its own CPU with GNU time.
+The difference is the controller's share: templating, task dispatch, forks, building and sending
+each module's payload (the polls' payloads too), reading the progress status. The node CPU of
+the polls is printed on its own (``polls``, ``poll CPU``).
 
     make bench-fleet                             # N=30, 2 measured runs
     .venv/bin/python benchmarks/fleet.py --nodes 10 --runs 1 --json out.json
@@ -21,8 +25,10 @@ median is above ``--goal`` seconds per node (1.0) and ``--enforce`` is given.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -35,6 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv"
 GNU_TIME = "/usr/bin/time"
+PR_SET_CHILD_SUBREAPER = 36
 
 
 def make_db(path: Path, rows: int = 200) -> None:
@@ -68,7 +75,7 @@ def node_python(work: Path) -> tuple[Path, Path]:
     (work / "venv" / "bin").mkdir(parents=True)
     wrapper = work / "venv" / "bin" / "python"
     wrapper.write_text(
-        "#!/bin/sh\nexec %s -a -o %s -f '%%U %%S' %s \"$@\"\n" % (GNU_TIME, log, VENV / "bin" / "python")
+        "#!/bin/sh\nexec %s -a -o %s -f '%%U %%S %%C' %s \"$@\"\n" % (GNU_TIME, log, VENV / "bin" / "python")
     )
     wrapper.chmod(0o755)
     return wrapper, log
@@ -100,25 +107,37 @@ def write_inventory(work: Path, nodes: int, recipient: str, interpreter: Path) -
     return path
 
 
-def cpu_of(path: Path) -> float:
-    """Sum of the ``user system`` lines GNU time appended (its 'Command exited' notes skipped)."""
-    total = 0.0
+def module_runs(path: Path) -> list[tuple[float, str]]:
+    """Each module run GNU time recorded: (user + system CPU, command line); its 'Command exited' notes skipped."""
+    runs = []
     if path.exists():
         for line in path.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 2:
-                try:
-                    total += float(parts[0]) + float(parts[1])
-                except ValueError:
-                    continue
-    return total
+            parts = line.split(maxsplit=2)
+            try:
+                cpu = float(parts[0]) + float(parts[1])
+            except (IndexError, ValueError):
+                continue
+            runs.append((cpu, parts[2] if len(parts) > 2 else ""))
+    return runs
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def reap_orphans() -> None:
+    """Wait for every process reparented to this subreaper (the detached background modules)."""
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
 
 
 def run_backup(inventory: Path, work: Path, node_log: Path, forks: int, label: str) -> dict:
-    total_log = work / ("%s-total.log" % label)
-    for log in (node_log, total_log):
-        if log.exists():
-            log.unlink()
+    if node_log.exists():
+        node_log.unlink()
     env = dict(
         os.environ,
         ANSIBLE_COLLECTIONS_PATH=str(ROOT / "build" / "collections"),
@@ -129,14 +148,17 @@ def run_backup(inventory: Path, work: Path, node_log: Path, forks: int, label: s
         ANSIBLE_DEPRECATION_WARNINGS="0",
         PATH="%s:%s" % (VENV / "bin", os.environ.get("PATH", "")),
     )
-    cmd = [GNU_TIME, "-o", str(total_log), "-f", "%U %S %e", str(VENV / "bin" / "ansible-playbook"), "-i",
-           str(inventory), str(ROOT / "playbooks" / "backup.yml")]  # fmt: skip
+    cmd = [str(VENV / "bin" / "ansible-playbook"), "-i", str(inventory), str(ROOT / "playbooks" / "backup.yml")]
+    reap_orphans()
+    before = children_cpu()
     began = time.monotonic()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+    reap_orphans()
     wall = time.monotonic() - began
-    fields = total_log.read_text().split()[-3:]
-    total = float(fields[0]) + float(fields[1])
-    modules = cpu_of(node_log)
+    total = children_cpu() - before
+    runs = module_runs(node_log)
+    modules = sum(cpu for cpu, _ in runs)
+    polls = [cpu for cpu, command in runs if "async_status" in command]
     tasks = sum(1 for line in proc.stdout.splitlines() if line.startswith("TASK ["))
     return {
         "label": label,
@@ -145,9 +167,9 @@ def run_backup(inventory: Path, work: Path, node_log: Path, forks: int, label: s
         "total_cpu": round(total, 2),
         "module_cpu": round(modules, 2),
         "controller_cpu": round(total - modules, 2),
-        "module_runs": sum(1 for line in node_log.read_text().splitlines() if len(line.split()) == 2)
-        if node_log.exists()
-        else 0,
+        "module_runs": len(runs),
+        "polls": len(polls),
+        "poll_cpu": round(sum(polls), 2),
         "tasks": tasks,
         "tail": proc.stdout[-3000:] if proc.returncode else "",
     }
@@ -167,6 +189,11 @@ def main() -> int:
         if not tool or not os.path.exists(tool):
             print("fleet.py needs GNU time (/usr/bin/time) and age-keygen (make setup)", file=sys.stderr)
             return 1
+    # The background modules' async wrapper detaches them (setsid, double fork): as the subreaper of
+    # every process ansible-playbook starts, this script reaps them and so counts their CPU.
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        print("fleet.py: prctl(PR_SET_CHILD_SUBREAPER) failed (Linux only)", file=sys.stderr)
+        return 1
     work = Path(tempfile.mkdtemp(prefix="nodekeep-fleet-"))
     try:
         recipient = age_key(work)
@@ -176,13 +203,15 @@ def main() -> int:
         for number in range(args.runs):
             runs.append(run_backup(inventory, work, node_log, args.forks, "run%d" % (number + 1)))
         print("fleet: %d local nodes, forks %d, backup.yml" % (args.nodes, args.forks))
-        header = ("run", "rc", "wall s", "total CPU", "module CPU", "controller", "per node", "tasks")
-        print("%-8s %4s %8s %10s %10s %12s %10s %6s" % header)
+        header = ("run", "rc", "wall s", "total CPU", "module CPU", "controller", "per node", "tasks", "polls",
+                  "poll CPU")  # fmt: skip
+        print("%-8s %4s %8s %10s %10s %12s %10s %6s %6s %9s" % header)
         for run in runs:
             run["controller_cpu_per_node"] = round(run["controller_cpu"] / args.nodes, 3)
-            print("%-8s %4d %8.1f %10.2f %10.2f %12.2f %10.3f %6d" % (
+            print("%-8s %4d %8.1f %10.2f %10.2f %12.2f %10.3f %6d %6d %9.2f" % (
                 run["label"], run["rc"], run["wall_seconds"], run["total_cpu"], run["module_cpu"],
-                run["controller_cpu"], run["controller_cpu_per_node"], run["tasks"]))  # fmt: skip
+                run["controller_cpu"], run["controller_cpu_per_node"], run["tasks"], run["polls"],
+                run["poll_cpu"]))  # fmt: skip
         measured = [run["controller_cpu_per_node"] for run in runs[1:]] or [runs[0]["controller_cpu_per_node"]]
         median = statistics.median(measured)
         print("controller CPU per node (median of the measured runs): %.3f s (goal <= %.1f s)" % (median, args.goal))

@@ -245,7 +245,7 @@ replaced:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.assets.sqlite import backup_sqlite
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets.sqlite_db import backup_sqlite
 from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
     PathDiff,
     argspec,

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.assets import sqlite as sqlite_utils
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import sqlite_db as sqlite_utils
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import IntegrityError
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import backup_epoch

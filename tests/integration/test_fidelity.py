@@ -92,7 +92,7 @@ class TestAbsoluteSymlinks:
         import io
         import tarfile
 
-        from ansible_collections.nodekeep.backup.plugins.module_utils.core import archive
+        from ansible_collections.nodekeep.backup.plugins.module_utils.core import extract
         from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import RestoreError
 
         outside = tmp_path / "outside"
@@ -107,7 +107,7 @@ class TestAbsoluteSymlinks:
             payload.size = 1
             tar.addfile(payload, io.BytesIO(b"x"))
         with pytest.raises(RestoreError, match="written through"):
-            archive.extract_tar(io.BytesIO(buffer.getvalue()), str(tmp_path / "dest"))
+            extract.extract_tar(io.BytesIO(buffer.getvalue()), str(tmp_path / "dest"))
         assert list(outside.iterdir()) == []
 
     def test_age_seal_opens_a_directory_with_absolute_links(self, linked_tree, tmp_path, age_key):

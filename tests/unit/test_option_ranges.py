@@ -10,7 +10,7 @@ from typing import ClassVar
 import pytest
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets.registry import normalize_assets
-from ansible_collections.nodekeep.backup.plugins.module_utils.assets.sqlite import plan_sqlite_backup
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets.sqlite_db import plan_sqlite_backup
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import parse_calendar_duration
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError, check_range
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.replicate import parse_subset

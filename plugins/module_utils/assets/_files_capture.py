@@ -38,6 +38,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import
     NodekeepError,
     describe_os_error,
 )
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.extract import entry_counts
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import (
     sha256_file,
     stream_digest,
@@ -269,7 +270,7 @@ class _TreeCapture:
         self.written_packs = 0  # packs known written: the held entries are written up to the first of a later pack
         # lines waiting behind the open pack: encoded, or the entry of a member still to be named
         self.queue: collections.deque[str | dict[str, Any]] = collections.deque()
-        self.stats: dict[str, Any] = _archive.entry_counts("excluded")
+        self.stats: dict[str, Any] = entry_counts("excluded")
         self.work: dict[str, Any] = {
             "unchanged": 0,
             "read": 0,

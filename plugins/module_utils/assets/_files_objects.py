@@ -20,6 +20,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.assets._files_capt
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets._files_index import read_index
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import archive as _archive
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import attrs as _attrs
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import extract as _extract
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
     IntegrityError,
     NodekeepError,
@@ -167,7 +168,7 @@ class _Prefetcher:
             self.thread.join()
 
 
-class _ObjectExtractor(_archive._Extractor):
+class _ObjectExtractor(_extract.Extractor):
     """The tar extractor's safety rules, with regular files filled from objects instead of a tar stream.
 
     A file stored as its own object is written at once. A file stored in a pack is written
@@ -436,7 +437,7 @@ def rebuild_tree(
     With ``fsync`` the whole tree is made durable once at the end (``sync_filesystem``).
     """
     _header, entries = read_index(index_path)
-    root, root_fd = _archive.open_destination(dest_dir)
+    root, root_fd = _extract.open_destination(dest_dir)
     owner = (os.geteuid() == 0) if keep_ownership is None else keep_ownership
     extractor = _ObjectExtractor(root_fd, root, owner)
     reader = _ObjectReader(repository, node, identities)

@@ -45,6 +45,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ClassVar
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets import sqlite as _sqlite
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import sqlite_db as _sqlite_db
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets.base import Captured, RunContext, Staged
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import EPOCH_RE
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
@@ -633,9 +634,9 @@ class IncrementalSqliteAssetType(_sqlite.SqliteAssetType):
 
     def normalize(self, asset: dict[str, Any]) -> dict[str, Any]:
         normalized = super().normalize(asset)
-        if normalized["incremental_check"] not in _sqlite.CHECKS:
+        if normalized["incremental_check"] not in _sqlite_db.CHECKS:
             raise CaptureError(
-                "asset %s: incremental_check must be one of %s" % (normalized["name"], ", ".join(_sqlite.CHECKS)),
+                "asset %s: incremental_check must be one of %s" % (normalized["name"], ", ".join(_sqlite_db.CHECKS)),
                 "set the asset's incremental_check in nodekeep_assets",
             )
         for option in ("incremental", "full"):

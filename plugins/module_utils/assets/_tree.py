@@ -18,12 +18,13 @@ import uuid
 from typing import Any, ClassVar
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets import base as _assets
-from ansible_collections.nodekeep.backup.plugins.module_utils.core.archive import tar_reader, tar_writer
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.archive import tar_reader
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
     NodekeepError,
     RestoreError,
     describe_os_error,
 )
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.extract import tar_writer
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import fsync_dir
 
 # --------------------------------------------------------------------------

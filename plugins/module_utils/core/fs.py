@@ -29,6 +29,26 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import
 #: the read size of every streaming copy and digest (4 MiB)
 CHUNK_SIZE = 4 << 20
 
+#: the buffer asked for an OS pipe between two threads or processes of a pipeline (1 MiB)
+PIPE_SIZE = 1 << 20
+
+
+def grow_pipe(fd: int, size: int = PIPE_SIZE) -> None:
+    """Ask for a ``size``-byte buffer on the pipe ``fd`` (Linux ``F_SETPIPE_SZ``); the default one stays when refused."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), size)
+    except (ImportError, OSError):
+        pass
+
+
+def pipe(size: int = PIPE_SIZE) -> tuple[int, int]:
+    """An OS pipe ``(read_fd, write_fd)`` with a ``size``-byte buffer when the system allows it."""
+    read_fd, write_fd = os.pipe()
+    grow_pipe(write_fd, size)
+    return read_fd, write_fd
+
 
 def parse_mode(value: Any, option: str = "mode") -> int | None:
     """An octal mode given as a string (``'0640'``) or an int (``0o640``); None stays None."""

@@ -63,13 +63,10 @@ except ImportError as _exc:  # pragma: no cover
     ZSTANDARD_IMPORT_ERROR = _exc
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import progress
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import IntegrityError, looks_secret
-from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import CHUNK_SIZE
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import CHUNK_SIZE, PIPE_SIZE, grow_pipe, pipe
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.process import PIPE, Process
 
 SMALL_CHUNK = 64 << 10  # the first read's buffer; it grows to CHUNK_SIZE once filled
-
-
-PIPE_SIZE = 1 << 20
 
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -328,13 +325,7 @@ class _HashingReader:
 
 
 def _pipe():
-    read_fd, write_fd = os.pipe()
-    try:
-        import fcntl
-
-        fcntl.fcntl(write_fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
-    except (ImportError, OSError):
-        pass
+    read_fd, write_fd = pipe(PIPE_SIZE)
     return open(read_fd, "rb", buffering=PIPE_SIZE), open(write_fd, "wb", buffering=PIPE_SIZE)
 
 
@@ -431,13 +422,8 @@ def _start_age_cli(argv: list[str]) -> Process | None:
         process = Process(argv, "the age CLI", stdin=PIPE, stdout=PIPE, error=SealError, bufsize=PIPE_SIZE)
     except (OSError, SealError):
         return None
-    try:
-        import fcntl
-
-        for stream in (process.stdin, process.stdout):
-            fcntl.fcntl(stream.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
-    except (ImportError, OSError):
-        pass
+    for stream in (process.stdin, process.stdout):
+        grow_pipe(stream.fileno(), PIPE_SIZE)
     return process
 
 

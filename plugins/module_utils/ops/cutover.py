@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Callable
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.assets.sqlite import SIDECARS
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets.sqlite_db import SIDECARS
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import safefs
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.archive import copy_tree
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import epoch_name

@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets.registry import asset_type
-from ansible_collections.nodekeep.backup.plugins.module_utils.assets.sqlite import run_check
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets.sqlite_db import run_check
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import safefs, wal
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
     IntegrityError,

@@ -22,12 +22,9 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.assets.secret impo
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import armor as _armor
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.archive import (
     CONTENT_KINDS,
-    PIPE_SIZE,
     SNIFF_SIZE,
-    TarWriter,
     remove_quietly,
     tar_reader,
-    tar_writer,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import epoch_name
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
@@ -36,7 +33,9 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import
     UnsealError,
     describe_os_error,
 )
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.extract import TarWriter, tar_writer
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import (
+    PIPE_SIZE,
     check_parent_writable,
     format_mode,
     fsync_dir,

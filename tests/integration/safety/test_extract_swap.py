@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets import _files_objects
-from ansible_collections.nodekeep.backup.plugins.module_utils.core import archive
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import extract
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
 
 pytestmark = pytest.mark.timeout(120)
@@ -89,11 +89,11 @@ def test_tar_restore_sets_no_mode_through_a_swapped_directory(node, tree, outsid
     node.backup([{"name": "da", "type": kind, "path": str(tree)}])
     before = state(outside)
     staging = tmp_path / "staging"
-    finish = archive._Extractor.finish
+    finish = extract.Extractor.finish
 
     def attacker(self):
         swap_in(staging, tree, outside)
         return finish(self)
 
-    monkeypatch.setattr(archive._Extractor, "finish", attacker)
+    monkeypatch.setattr(extract.Extractor, "finish", attacker)
     restore_refused(node, staging, tree, outside, before)

@@ -143,7 +143,7 @@ class TestSpecialFilesAsSqlitePath:
     @pytest.mark.timeout(30)  # the old code waited here forever for a writer
     def test_the_engine_refuses_a_fifo_swapped_in_for_the_file(self, tmp_path):
         """The type is checked on the open descriptor: a FIFO at the path is never read from."""
-        from ansible_collections.nodekeep.backup.plugins.module_utils.assets.sqlite import check_is_database
+        from ansible_collections.nodekeep.backup.plugins.module_utils.assets.sqlite_db import check_is_database
 
         path = tmp_path / "app.db"
         os.mkfifo(path, 0o600)

@@ -1,104 +1,121 @@
-"""assets/sqlite.py's standalone copy (backup_sqlite, module sqlite_backup) on real databases: the copy is
-one committed state, private until its mode is set, never replaces a file without force."""
+"""assets/sqlite.py, the ``sqlite`` asset type, on real databases: the captured stream is one committed state
+of the live database, its check runs on the private copy and a damaged database is refused before anything
+is committed, the scratch copy is removed, and a restored file is checked against the signed manifest."""
 
 from __future__ import annotations
 
-import hashlib
 import os
+import shutil
 import subprocess
 
 import pytest
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.assets import sqlite
-from ansible_collections.nodekeep.backup.plugins.module_utils.core import fs
-from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import CaptureError
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import sqlite, sqlite_db
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
+    CaptureError,
+    IntegrityError,
+    NodekeepError,
+    RestoreError,
+)
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import Artifact
 
 pytestmark = pytest.mark.timeout(60)
 
-AS_ROOT = os.geteuid() == 0
-
-
-def digest(path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.sha256(handle.read()).hexdigest()
-
-
-# --------------------------------------------------------------------------
-# backup_sqlite (module sqlite_backup)
-# --------------------------------------------------------------------------
+SQLITE = sqlite.SqliteAssetType()
 
 
 @pytest.fixture
 def small_db(tmp_path, dbtools):
-    return dbtools.make(tmp_path / "live.db", rows=200, payload=100, journal_mode="wal")
+    (tmp_path / "live").mkdir()
+    return dbtools.make(tmp_path / "live" / "app.db", rows=400, payload=200, journal_mode="wal")
 
 
-class TestBackupSqlite:
-    def test_a_copy(self, small_db, tmp_path, dbtools):
-        dest = tmp_path / "out" / "copy.db"
-        dest.parent.mkdir()
-        result = sqlite.backup_sqlite(str(small_db.path), str(dest))
-        assert result["sha256"] == digest(dest) and result["size"] == os.path.getsize(dest)
-        assert result["integrity"] == "ok" and result["journal_mode"] == "wal" and result["replaced"] is False
-        assert result["mode"] == "0600" and oct(os.stat(dest).st_mode & 0o777) == "0o600"
-        assert os.listdir(dest.parent) == ["copy.db"]
-        assert dbtools.consistency(dest)["count"] == 200
-
-    @pytest.mark.skipif(not AS_ROOT, reason="chown needs root")
-    def test_owner_group_mode(self, small_db, tmp_path):
-        dest = tmp_path / "copy.db"
-        sqlite.backup_sqlite(str(small_db.path), str(dest), owner="nobody", group="4321", mode=0o640)
-        info = os.stat(dest)
-        assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (65534, 4321, 0o640)
-
-    def test_the_copy_is_never_readable_by_others_before_its_mode_is_set(self, small_db, tmp_path, monkeypatch):
-        seen = []
-        real = fs.set_owner_mode
-
-        def spy(path, uid, gid, mode, recursive=False):
-            seen.append(os.stat(path).st_mode & 0o777)
-            return real(path, uid, gid, mode, recursive)
-
-        monkeypatch.setattr(sqlite, "set_owner_mode", spy)
-        old = os.umask(0o022)
-        try:
-            sqlite.backup_sqlite(str(small_db.path), str(tmp_path / "copy.db"), mode=0o644)
-        finally:
-            os.umask(old)
-        assert seen == [0o600]
-        assert os.stat(tmp_path / "copy.db").st_mode & 0o777 == 0o644
-
-    def test_force_replaces_and_says_so(self, small_db, tmp_path):
-        dest = tmp_path / "copy.db"
-        dest.write_bytes(b"old copy")
-        with pytest.raises(CaptureError, match="already exists"):
-            sqlite.backup_sqlite(str(small_db.path), str(dest))
-        assert dest.read_bytes() == b"old copy"
-        result = sqlite.backup_sqlite(str(small_db.path), str(dest), force=True)
-        assert result["replaced"] is True and dest.read_bytes()[:16] == b"SQLite format 3\x00"
-
-    def test_stale_side_files_at_the_destination_are_refused(self, small_db, tmp_path):
-        dest = tmp_path / "copy.db"
-        (tmp_path / "copy.db-wal").write_bytes(b"old frames")
-        with pytest.raises(CaptureError, match="side files"):
-            sqlite.backup_sqlite(str(small_db.path), str(dest), force=True)
-        assert sorted(os.listdir(tmp_path)) == ["copy.db-wal", "live.db"]
-
-    def test_bad_step_and_timeout(self, small_db, tmp_path):
-        with pytest.raises(CaptureError, match="pages_per_step"):
-            sqlite.plan_sqlite_backup(str(small_db.path), str(tmp_path / "c.db"), pages_per_step=0)
-        with pytest.raises(CaptureError, match="busy_timeout"):
-            sqlite.plan_sqlite_backup(str(small_db.path), str(tmp_path / "c.db"), busy_timeout_ms=-1)
-
-    def test_unknown_owner(self, small_db, tmp_path):
-        with pytest.raises(CaptureError, match="does not exist on this host"):
-            sqlite.plan_sqlite_backup(str(small_db.path), str(tmp_path / "c.db"), owner="no-such-user-nodekeep")
+def capture_to(asset: dict, scratch, out) -> dict:
+    """Capture ``asset`` into the file ``out``; the facts merged with what ``finish()`` adds."""
+    with SQLITE.capture(SQLITE.normalize(asset), str(scratch)) as captured:
+        with open(out, "wb") as sink:
+            shutil.copyfileobj(captured.stream, sink)
+        return {**captured.facts, **captured.finish()}
 
 
-def test_sqlite3_cli_reads_a_copy(tmp_path, dbtools):
-    db = dbtools.make(tmp_path / "live.db", rows=100, payload=50, journal_mode="delete")
-    sqlite.backup_sqlite(str(db.path), str(tmp_path / "copy.db"), pages_per_step=-1, check="quick")
-    out = subprocess.run(
-        ["sqlite3", str(tmp_path / "copy.db"), "SELECT count(*) FROM t"], capture_output=True, text=True, check=True
+def artifact_for(path, **source) -> Artifact:
+    return Artifact("app-db", "sqlite", "app-db.sqlite.age", "sqlite3", 0, "0" * 64, 0, "0" * 64, source=source)
+
+
+def damage_an_index(path) -> None:
+    """Make the index t_txn declare a column its entries were not built from: every page still reads, but
+    ``PRAGMA integrity_check`` finds rows missing from the index (a real, deterministic corruption)."""
+    script = (
+        "PRAGMA writable_schema=ON;"
+        "UPDATE sqlite_schema SET sql='CREATE INDEX t_txn ON t(payload)' WHERE name='t_txn';"
     )
-    assert out.stdout.strip() == "100"
+    subprocess.run(["sqlite3", "-bail", str(path)], input=script, text=True, capture_output=True, check=True)
+
+
+def test_the_captured_stream_is_the_live_database(small_db, tmp_path, dbtools):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    out = tmp_path / "captured.sqlite"
+    facts = capture_to({"name": "app-db", "type": "sqlite", "path": str(small_db.path)}, scratch, out)
+    assert dbtools.rows(out) == dbtools.rows(small_db.path)
+    assert facts["integrity"] == "ok" and facts["check"] == "integrity" and facts["page_count"] > 1
+    assert facts["owner"]["uid"] == os.stat(small_db.path).st_uid
+    assert os.listdir(scratch) == [], "the private copy is removed after sealing"
+
+
+def test_a_damaged_database_fails_its_capture_check(small_db, tmp_path):
+    damage_an_index(small_db.path)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with pytest.raises(IntegrityError, match="integrity_check of the snapshot of %s" % small_db.path):
+        capture_to({"name": "app-db", "type": "sqlite", "path": str(small_db.path)}, scratch, tmp_path / "out")
+    assert os.listdir(scratch) == []
+
+
+def test_check_none_captures_without_checking(small_db, tmp_path):
+    damage_an_index(small_db.path)
+    facts = capture_to(
+        {"name": "app-db", "type": "sqlite", "path": str(small_db.path), "check": "none"}, tmp_path, tmp_path / "o"
+    )
+    assert facts["integrity"] == "skipped"
+
+
+def test_a_bad_check_option_names_the_asset():
+    with pytest.raises(CaptureError, match="asset app-db: check must be one of integrity, quick, none"):
+        SQLITE.normalize({"name": "app-db", "type": "sqlite", "path": "/srv/app.db", "check": "full"})
+
+
+def test_deep_check_of_a_restored_copy(small_db, tmp_path):
+    restored = tmp_path / "restored.sqlite"
+    capture_to({"name": "app-db", "type": "sqlite", "path": str(small_db.path)}, tmp_path, restored)
+    pages = sqlite_db.database_facts(str(restored))["page_count"]
+    checks = SQLITE.deep_check(str(restored), artifact_for(restored, page_count=pages))
+    assert checks == {"integrity": "ok", "page_count": pages}
+    with pytest.raises(RestoreError, match="has %d pages, the manifest says %d" % (pages, pages + 1)):
+        SQLITE.deep_check(str(restored), artifact_for(restored, page_count=pages + 1))
+
+
+def test_deep_check_finds_a_damaged_restore(small_db, tmp_path):
+    restored = tmp_path / "restored.sqlite"
+    capture_to({"name": "app-db", "type": "sqlite", "path": str(small_db.path)}, tmp_path, restored)
+    damage_an_index(restored)
+    with pytest.raises(IntegrityError):
+        SQLITE.deep_check(str(restored), artifact_for(restored))
+
+
+def test_a_check_proven_at_backup_is_not_run_again(small_db, tmp_path):
+    """The signed manifest says the captured copy passed integrity_check: the same bytes are not checked again
+    (the engine proved them equal first), and the result says where the check ran."""
+    restored = tmp_path / "restored.sqlite"
+    capture_to({"name": "app-db", "type": "sqlite", "path": str(small_db.path)}, tmp_path, restored)
+    damage_an_index(restored)  # would fail a check that ran
+    checks = SQLITE.deep_check(str(restored), artifact_for(restored, check="integrity", integrity="ok"))
+    assert checks["integrity"] == "ok" and "at backup (PRAGMA integrity_check)" in checks["integrity_proven"]
+    assert sqlite.checked_at_capture(artifact_for(restored, check="quick", integrity="ok")) == ""
+
+
+def test_a_file_that_is_not_a_database_is_refused(tmp_path):
+    bogus = tmp_path / "restored.sqlite"
+    bogus.write_bytes(b"not a database" * 100)
+    with pytest.raises(NodekeepError, match="is not an SQLite database"):
+        SQLITE.deep_check(str(bogus), artifact_for(bogus))

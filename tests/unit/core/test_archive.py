@@ -16,7 +16,7 @@ import threading
 
 import pytest
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.core import archive, fs
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import archive, extract, fs
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal as seal_utils
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
     CaptureError,
@@ -131,7 +131,7 @@ class TestRoundTrip:
         assert stats["files"] == 3 and stats["hardlinks"] == 1 and stats["symlinks"] == 2 and stats["other"] == 1
         assert stats["directories"] == 3 and stats["bytes"] == (3 << 20) + 12
         assert stats["skipped"] == [] and stats["changed"] == [] and stats["outside_links"] == []
-        counts = archive.extract_tar(io.BytesIO(data), str(tmp_path / "dst"))
+        counts = extract.extract_tar(io.BytesIO(data), str(tmp_path / "dst"))
         assert counts["files"] == 3 and counts["hardlinks"] == 1
         assert snapshot(tmp_path / "dst") == snapshot(src)
 
@@ -150,7 +150,7 @@ class TestRoundTrip:
         made = subprocess.run(
             ["tar", "--format=posix", "--numeric-owner", "-C", src, "-cf", "-", "."], capture_output=True, check=True
         )
-        archive.extract_tar(io.BytesIO(made.stdout), str(tmp_path / "dst"))
+        extract.extract_tar(io.BytesIO(made.stdout), str(tmp_path / "dst"))
         assert snapshot(tmp_path / "dst") == snapshot(src)
 
     def test_names_that_are_not_utf8(self, tmp_path):
@@ -160,7 +160,7 @@ class TestRoundTrip:
         with open(weird, "wb") as handle:
             handle.write(b"latin-1 name")
         with archive.tar_reader(str(src)) as stream:
-            archive.extract_tar(stream, str(tmp_path / "dst"))
+            extract.extract_tar(stream, str(tmp_path / "dst"))
         assert os.listdir(os.fsencode(str(tmp_path / "dst"))) == [b"caf\xe9-\xff.bin"]
 
     @pytest.mark.skipif(not AS_ROOT, reason="only root can restore other owners")
@@ -174,18 +174,18 @@ class TestRoundTrip:
         with tarfile.open(fileobj=io.BytesIO(data)) as handle:
             info = handle.getmember("f")
         assert (info.uid, info.gid, info.uname, info.gname) == (54321, 54321, "", "")
-        archive.extract_tar(io.BytesIO(data), str(tmp_path / "dst"))
+        extract.extract_tar(io.BytesIO(data), str(tmp_path / "dst"))
         assert os.stat(tmp_path / "dst" / "f").st_uid == 54321
-        archive.extract_tar(io.BytesIO(data), str(tmp_path / "mine"), keep_ownership=False)
+        extract.extract_tar(io.BytesIO(data), str(tmp_path / "mine"), keep_ownership=False)
         assert os.stat(tmp_path / "mine" / "f").st_uid == os.geteuid()
 
     def test_include_and_exclude(self, tmp_path):
         src = make_tree(tmp_path / "src")
         with archive.tar_reader(src, exclude=["sub", "*.txt"]) as stream:
-            archive.extract_tar(stream, str(tmp_path / "ex"))
+            extract.extract_tar(stream, str(tmp_path / "ex"))
         assert sorted(os.listdir(tmp_path / "ex")) == ["dangling", "empty", "fifo", "secret"]
         with archive.tar_reader(src, include=["sub/deep", "big.bin"]) as stream:
-            archive.extract_tar(stream, str(tmp_path / "in"))
+            extract.extract_tar(stream, str(tmp_path / "in"))
         kept = snapshot(tmp_path / "in")
         assert sorted(kept) == [".", "sub", "sub/big.bin", "sub/deep"]
         original = snapshot(src)
@@ -201,7 +201,7 @@ class TestRoundTrip:
         try:
             server.bind(str(src / "app.sock"))
             with archive.tar_reader(str(src)) as stream:
-                archive.extract_tar(stream, str(tmp_path / "dst"))
+                extract.extract_tar(stream, str(tmp_path / "dst"))
                 stats = stream.stats()
         finally:
             server.close()
@@ -244,7 +244,7 @@ class TestProducerErrors:
 
         monkeypatch.setattr(archive.os, "scandir", scandir)
         with archive.tar_reader(src) as stream, pytest.raises(CaptureError) as excinfo:
-            archive.extract_tar(stream, str(tmp_path / "dst"))
+            extract.extract_tar(stream, str(tmp_path / "dst"))
         assert "cannot list the directory" in excinfo.value.message and "sub" in excinfo.value.message
 
     def test_the_error_fails_the_seal_instead_of_a_short_artifact(self, tmp_path, monkeypatch, age_key):
@@ -324,7 +324,7 @@ class TestSafeExtraction:
         (outside / "keep").write_text("keep")
         before = snapshot(outside)
         with pytest.raises(RestoreError) as excinfo:
-            archive.extract_tar(io.BytesIO(tar_bytes(members)), str(tmp_path / "dest"))
+            extract.extract_tar(io.BytesIO(tar_bytes(members)), str(tmp_path / "dest"))
         assert needle in excinfo.value.message and excinfo.value.remedy
         assert snapshot(outside) == before
         assert not os.path.exists("/tmp/nodekeep-evil")
@@ -333,19 +333,19 @@ class TestSafeExtraction:
         (tmp_path / "dest").mkdir()
         (tmp_path / "dest" / "mine").write_text("x")
         with pytest.raises(RestoreError, match="not empty"):
-            archive.extract_tar(io.BytesIO(tar_bytes([(member("f"), b"1")])), str(tmp_path / "dest"))
+            extract.extract_tar(io.BytesIO(tar_bytes([(member("f"), b"1")])), str(tmp_path / "dest"))
         assert os.listdir(tmp_path / "dest") == ["mine"]
 
     def test_garbage_and_empty_streams(self, tmp_path):
         with pytest.raises(RestoreError, match="damaged or truncated"):
-            archive.extract_tar(io.BytesIO(os.urandom(4096)), str(tmp_path / "a"))
+            extract.extract_tar(io.BytesIO(os.urandom(4096)), str(tmp_path / "a"))
         with pytest.raises(RestoreError, match="empty"):
-            archive.extract_tar(io.BytesIO(b""), str(tmp_path / "b"))
+            extract.extract_tar(io.BytesIO(b""), str(tmp_path / "b"))
 
     def test_a_truncated_member_is_an_error(self, tmp_path):
         data = tar_bytes([(member("f"), os.urandom(100000))])
         with pytest.raises(RestoreError, match="damaged or truncated"):
-            archive.extract_tar(io.BytesIO(data[:50000]), str(tmp_path / "dest"))
+            extract.extract_tar(io.BytesIO(data[:50000]), str(tmp_path / "dest"))
 
     def test_implicit_parents_and_links_inside_are_fine(self, tmp_path):
         data = tar_bytes(
@@ -355,7 +355,7 @@ class TestSafeExtraction:
                 (member("a/hard", tarfile.LNKTYPE, "a/b/file"), None),
             ]
         )
-        archive.extract_tar(io.BytesIO(data), str(tmp_path / "dest"))
+        extract.extract_tar(io.BytesIO(data), str(tmp_path / "dest"))
         assert (tmp_path / "dest" / "a" / "link").read_bytes() == b"data"
         assert os.stat(tmp_path / "dest" / "a" / "hard").st_nlink == 2
 
@@ -365,7 +365,7 @@ class TestTarWriter:
         src = make_tree(tmp_path / "src")
         with archive.tar_reader(src) as stream:
             data = stream.read()
-        writer = archive.tar_writer(str(tmp_path / "dst"))
+        writer = extract.tar_writer(str(tmp_path / "dst"))
         for start in range(0, len(data), 7777):
             writer.write(memoryview(data)[start : start + 7777])
         stats = writer.finish()
@@ -373,7 +373,7 @@ class TestTarWriter:
         assert snapshot(tmp_path / "dst") == snapshot(src)
 
     def test_the_extraction_error_is_kept(self, tmp_path):
-        writer = archive.tar_writer(str(tmp_path / "dst"))
+        writer = extract.tar_writer(str(tmp_path / "dst"))
         with pytest.raises(BrokenPipeError):
             payload = tar_bytes([(member("/abs"), b"x" * 10000)]) * 10
             for _attempt in range(200):

@@ -17,7 +17,7 @@ import tarfile
 
 import pytest
 
-from ansible_collections.nodekeep.backup.plugins.module_utils.core import archive
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import extract
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import RestoreError
 
 pytestmark = pytest.mark.timeout(60)
@@ -121,7 +121,7 @@ def test_a_directory_swapped_for_a_link_before_an_entry_is_created(tmp_path, out
 
     monkeypatch.setattr(os, function, attacker)
     with pytest.raises(RestoreError) as excinfo:
-        archive.extract_tar(io.BytesIO(tar_bytes([*TREE, VICTIMS[kind]])), str(dest))
+        extract.extract_tar(io.BytesIO(tar_bytes([*TREE, VICTIMS[kind]])), str(dest))
     monkeypatch.undo()
     assert done, "the attacker never ran"
     assert_refused(excinfo, "replaced or moved")
@@ -133,16 +133,16 @@ def test_a_swap_before_directory_attributes_are_applied(tmp_path, outside, monke
     """Directory modes, mtimes and xattrs are set at the end: by descriptor, never through a swapped link."""
     dest = tmp_path / "dest"
     before = state(outside)
-    finish = archive._Extractor.finish
+    finish = extract.Extractor.finish
 
     def attacker(self):
         swap(dest, outside)
         return finish(self)
 
-    monkeypatch.setattr(archive._Extractor, "finish", attacker)
+    monkeypatch.setattr(extract.Extractor, "finish", attacker)
     tree = [*TREE[:1], (entry("a/b", tarfile.DIRTYPE, mode=0o777, xattrs={"user.planted": "x"}), None), TREE[2]]
     with pytest.raises(RestoreError) as excinfo:
-        archive.extract_tar(io.BytesIO(tar_bytes(tree)), str(dest))
+        extract.extract_tar(io.BytesIO(tar_bytes(tree)), str(dest))
     assert_refused(excinfo, "replaced or moved")
     assert state(outside) == before, "a mode or mtime was applied through the swapped link"
     assert "user.planted" not in os.listxattr(outside / "b")
@@ -151,16 +151,16 @@ def test_a_swap_before_directory_attributes_are_applied(tmp_path, outside, monke
 def test_a_directory_replaced_by_another_real_directory_is_refused(tmp_path, monkeypatch):
     """Not only links: the directory the extraction made must be the one it finishes."""
     dest = tmp_path / "dest"
-    finish = archive._Extractor.finish
+    finish = extract.Extractor.finish
 
     def attacker(self):
         os.rename(dest / "a", dest / "a.moved")
         os.mkdir(dest / "a")
         return finish(self)
 
-    monkeypatch.setattr(archive._Extractor, "finish", attacker)
+    monkeypatch.setattr(extract.Extractor, "finish", attacker)
     with pytest.raises(RestoreError) as excinfo:
-        archive.extract_tar(io.BytesIO(tar_bytes(TREE)), str(dest))
+        extract.extract_tar(io.BytesIO(tar_bytes(TREE)), str(dest))
     assert_refused(excinfo, "replaced or moved")
 
 
@@ -180,7 +180,7 @@ def test_the_final_component_planted_as_a_link_is_never_followed(tmp_path, outsi
 
     monkeypatch.setattr(os, "open", attacker)
     with pytest.raises(RestoreError) as excinfo:
-        archive.extract_tar(io.BytesIO(tar_bytes([*TREE, VICTIMS["file"]])), str(dest))
+        extract.extract_tar(io.BytesIO(tar_bytes([*TREE, VICTIMS["file"]])), str(dest))
     monkeypatch.undo()
     assert done
     assert_refused(excinfo, "more than once")
@@ -192,7 +192,7 @@ def test_the_destination_itself_as_a_link_is_refused(tmp_path, outside):
     os.symlink(str(outside), dest)
     before = state(outside)
     with pytest.raises(RestoreError) as excinfo:
-        archive.extract_tar(io.BytesIO(tar_bytes(TREE)), str(dest))
+        extract.extract_tar(io.BytesIO(tar_bytes(TREE)), str(dest))
     assert_refused(excinfo, "is a symlink")
     assert state(outside) == before
 
@@ -236,7 +236,7 @@ def test_a_hostile_archive_writes_nothing_outside(tmp_path, outside, case):
     dest = tmp_path / "dest"
     before = state(outside)
     with pytest.raises(RestoreError) as excinfo:
-        archive.extract_tar(io.BytesIO(tar_bytes(members)), str(dest))
+        extract.extract_tar(io.BytesIO(tar_bytes(members)), str(dest))
     assert_refused(excinfo, needle)
     assert state(outside) == before
     assert not os.path.lexists("/tmp/nodekeep-hostile")
@@ -249,13 +249,13 @@ def test_a_deep_tree_is_kept_with_few_descriptors(tmp_path):
     members = []
     for top in range(3):
         path = "d%d" % top
-        for depth in range(archive._Extractor.DIR_FDS + 10):
+        for depth in range(extract.Extractor.DIR_FDS + 10):
             path += "/x%d" % depth
             members.append((entry(path, tarfile.DIRTYPE, mode=0o750), None))
         members.append((entry(path + "/f", mode=0o640), b"deep"))
     dest = tmp_path / "dest"
-    stats = archive.extract_tar(io.BytesIO(tar_bytes(members)), str(dest))
-    assert (stats["directories"], stats["files"]) == (3 * (archive._Extractor.DIR_FDS + 10), 3)
+    stats = extract.extract_tar(io.BytesIO(tar_bytes(members)), str(dest))
+    assert (stats["directories"], stats["files"]) == (3 * (extract.Extractor.DIR_FDS + 10), 3)
     found = state(dest)
     assert sum(1 for item in found.values() if stat.S_ISREG(item[0]) and item[4] == b"deep") == 3
     kept = {item[1:3] for rel, item in found.items() if stat.S_ISDIR(item[0]) and "/" in rel}
