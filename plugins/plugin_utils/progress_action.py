@@ -16,6 +16,10 @@ of the run) show them, while stdout stays the stdout callback's alone, so ``-o j
 ``ANSIBLE_STDOUT_CALLBACK=json`` output still parses. The task's result is the module's
 own, exactly as without the plugin (one failure is printed once, by the callback).
 
+Each look is one shell command reading the async job file and the status file (no module payload,
+no Python started on the node); ``async_status`` runs once, when the job file no longer says
+"started" (finished, failed, missing), and reads the result exactly as Ansible's own polling does.
+
 The module runs as it always did (no async) in check mode, under a task's own ``async``,
 on connections with their own async (Windows), with ``nodekeep_progress_interval: 0``, or
 when the task sets ``progress_file`` itself.
@@ -40,6 +44,8 @@ FIRST_LOOK = 0.25
 #: the longest a module may run in the background before the async wrapper stops it (nodekeep_progress_timeout)
 DEFAULT_TIMEOUT = 7 * 86400
 #: what the async wrapper and async_status add to a module's result
+#: the line between the job file and the status file in the output of one look
+LOOK_SEPARATOR = "--nodekeep-progress--"
 _ASYNC_KEYS = ("ansible_job_id", "started", "finished", "results_file", "_ansible_suppress_tmpdir_delete")
 
 
@@ -101,39 +107,56 @@ class ProgressAction(NormalAction):
     def _follow(self, jid: str, status: str, interval: float, task_vars, shown: dict) -> dict:
         async_dir = self._remote_expand_user(self.get_shell_option("async_dir", default="~/.ansible_async"))
         args = {"jid": jid, "_async_dir": async_dir}
+        job = self._connection._shell.join_path(async_dir, jid)
         # Short runs (most small assets) end within the first look or two: look again soon, then
         # back off to the interval, so a one-second backup does not wait a whole interval.
         pause = min(FIRST_LOOK, interval)
         try:
             while True:
-                polled = self._execute_module(
-                    module_name="ansible.legacy.async_status", module_args=args, task_vars=task_vars
-                )
-                if (
-                    polled.get("finished")
-                    or "started" not in polled
-                    or polled.get("failed")
-                    and not polled.get("started")
-                ):
-                    return polled
-                self._show(status, shown)
+                if not self._running(job, status, shown):
+                    # Finished, or anything but the async wrapper's "started" record: async_status reads
+                    # the result (or the failure) exactly as it always did.
+                    polled = self._execute_module(
+                        module_name="ansible.legacy.async_status", module_args=args, task_vars=task_vars
+                    )
+                    if (
+                        polled.get("finished")
+                        or "started" not in polled
+                        or polled.get("failed")
+                        and not polled.get("started")
+                    ):
+                        return polled
                 time.sleep(pause)
                 pause = min(pause * 2, interval)
         finally:
-            self._execute_module(
-                module_name="ansible.legacy.async_status", module_args=dict(args, mode="cleanup"), task_vars=task_vars
-            )
+            # The job file, then the task's temporary directory: shell commands, no module run on the node.
+            self._low_level_execute_command(self._connection._shell.remove(job), sudoable=True)
             self._remove_tmp_path(self._connection._shell.tmpdir)
 
-    def _show(self, status: str, shown: dict) -> None:
-        """Print the status when it changed (a phase that moved no byte since the last look is not repeated)."""
-        done = self._low_level_execute_command("cat %s" % self._connection._shell.quote(status), sudoable=True)
-        if done.get("rc") != 0:
-            return  # not written yet (or not writable for a become user): no line, the run goes on
+    def _running(self, job: str, status: str, shown: dict) -> bool:
+        """One look with one shell command (no module payload, no Python on the node): True while the job
+        file holds the async wrapper's ``started`` record; the status file's line is printed meanwhile."""
+        quote = self._connection._shell.quote
+        done = self._low_level_execute_command(
+            "cat %s; echo; echo %s; cat %s" % (quote(job), LOOK_SEPARATOR, quote(status)), sudoable=True
+        )
+        job_text, separator, status_text = (done.get("stdout") or "").partition("\n%s\n" % LOOK_SEPARATOR)
         try:
-            snap = json.loads(done.get("stdout") or "")
+            record = json.loads(job_text) if separator else None
         except ValueError:
-            return
+            record = None
+        # async_status's own rule: a record with "started" and without a true "finished" is running
+        if not (isinstance(record, dict) and "started" in record and not record.get("finished")):
+            return False
+        self._show(status_text, shown)
+        return True
+
+    def _show(self, text: str, shown: dict) -> None:
+        """Print the status ``text`` when it changed (a phase that moved no byte since the last look is not repeated)."""
+        try:
+            snap = json.loads(text or "")
+        except ValueError:
+            return  # not written yet (or not readable for a become user): no line, the run goes on
         if not isinstance(snap, dict):
             return
         key = (snap.get("asset"), snap.get("phase"), snap.get("done_bytes"), snap.get("state"))

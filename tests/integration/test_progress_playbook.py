@@ -75,8 +75,10 @@ def collections_path() -> str:
     return os.pathsep.join([str(ROOT / "build" / "collections"), os.path.join(cache, "collections")])
 
 
-def _play(book: Path, callback: str, collections: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
+def _play(
+    book: Path, callback: str, collections: str, interpreter: str = sys.executable, **extra_env: str
+) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **extra_env)
     env.update(
         ANSIBLE_COLLECTIONS_PATH=collections,
         ANSIBLE_STDOUT_CALLBACK=callback,
@@ -86,7 +88,7 @@ def _play(book: Path, callback: str, collections: str) -> subprocess.CompletedPr
     )
     playbook = Path(sys.executable).parent / "ansible-playbook"
     return subprocess.run(
-        [str(playbook), "-i", "localhost,", "-c", "local", "-e", "ansible_python_interpreter=%s" % sys.executable,
+        [str(playbook), "-i", "localhost,", "-c", "local", "-e", "ansible_python_interpreter=%s" % interpreter,
          "-e", "nodekeep_progress_interval=0.2", str(book)],
         capture_output=True, text=True, env=env, timeout=600, check=False,
     )  # fmt: skip
@@ -121,3 +123,21 @@ def test_the_default_callback_shows_the_lines_and_one_result(lab):
     assert LINE.search(done.stderr)
     assert done.stdout.count("changed: [localhost]") == 1  # the backup, once; the verify is ok
     assert "ok=2" in done.stdout and "failed=0" in done.stdout
+
+
+def test_a_look_runs_no_module_on_the_node(lab, tmp_path):
+    """Each look at a background module is one shell command: async_status runs once per task (to read the
+    finished result), not once per look plus once to clean up; the async job files are removed."""
+    book, _size = lab
+    runs = tmp_path / "module-runs.log"
+    interpreter = tmp_path / "python"
+    interpreter.write_text('#!/bin/sh\necho "$@" >> %s\nexec %s "$@"\n' % (runs, sys.executable))
+    interpreter.chmod(0o755)
+    async_dir = tmp_path / "async"
+    done = _play(book, "default", str(ROOT / "build" / "collections"), str(interpreter), ANSIBLE_ASYNC_DIR=str(async_dir))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert LINE.search(done.stderr) and "ok=2" in done.stdout
+    modules = runs.read_text().splitlines()
+    polls = [line for line in modules if "async_status" in line]
+    assert len(polls) == 2, modules  # one per task: the backup and the deep verify
+    assert list(async_dir.iterdir()) == []
