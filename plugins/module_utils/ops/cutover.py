@@ -4,7 +4,7 @@
 """Putting data in place without losing any: standalone SQLite copies, restore cutover and rollback.
 
 * ``backup_sqlite`` (module sqlite_backup): a consistent copy of a live SQLite
-  database from ``sqlite.copy_database``, hashed, given its owner and mode,
+  database from ``sqlite_db.copy_database``, hashed, given its owner and mode,
   and put at its destination atomically.
 * ``cutover`` (module restore_cutover, state=cutover): the live data (and a
   SQLite file's ``-wal``/``-shm``/``-journal``) is renamed to a safety copy
