@@ -150,6 +150,8 @@ artifacts:
       the part of it its deep check took.
     - C(size) is the restored artifact's content (for a C(files) tree, its index); a tree also gets C(plain_size),
       the bytes of its restored files.
+    - An incremental (pieces) SQLite epoch also gets C(rebuilt), what its rebuild did, C(pages), C(packs_read)
+      and C(read_back_bytes) (pages written out of file order, read back to finish the file's SHA-256).
   returned: when point_in_time is not set
   type: list
   elements: dict

@@ -291,3 +291,41 @@ def test_a_missing_piece_names_every_epoch_it_breaks(node, live_db, pieces_asset
     # the next backup stores the missing pages again (the piece is not in the listing): a complete, restorable epoch
     third = node.backup([pieces_asset])
     assert node.verify(epoch=third.epoch)["ok"]
+
+
+def test_restore_hashes_the_file_as_written_without_reading_it_back(node, live_db, pieces_asset, tmp_path):
+    """The rebuilt file's SHA-256 is proven from the unsealed packs as they are written, in file order: a full
+    epoch and a small incremental one read nothing back (the whole-file SHA-256 still equals the file's)."""
+    full = node.backup([pieces_asset])
+    _update(live_db.path, rows=5, new_rows=5)
+    expected = _snapshot(live_db.path, tmp_path / "expected.db")
+    incremental = node.backup([pieces_asset])
+    page_size = _source(incremental)["page_size"]
+    report = node.restore(tmp_path / "full", epoch=full.epoch)["artifacts"][0]
+    assert report["rebuilt"]["read_back_bytes"] == 0 and report["rebuilt"]["pages"] == _source(full)["page_count"]
+    assert report["sha256"] == _sha(report["path"])
+    report = node.restore(tmp_path / "incr", epoch=incremental.epoch)["artifacts"][0]
+    assert report["sha256"] == _sha(report["path"])
+    assert _logical(report["path"]) == _logical(expected)
+    # its new pack (the changed pages) comes after the base pack it fills holes in: held in memory, not read back
+    assert report["rebuilt"]["packs_read"] == 2 and report["rebuilt"]["read_back_bytes"] == 0
+    assert report["rebuilt"]["pages"] * page_size == os.path.getsize(report["path"])
+
+
+@pytest.mark.parametrize("hold", [0, 1024], ids=["nothing held: read back", "held in memory"])
+def test_file_order_digest_hashes_runs_written_ahead_and_refuses_a_gap(tmp_path, hold):
+    pages = [bytes([n]) * 512 for n in range(6)]
+    path = tmp_path / "db"
+    path.write_bytes(b"".join(pages))
+    whole = hashlib.sha256(path.read_bytes()).hexdigest()
+    reader = os.open(path, os.O_RDONLY)
+    try:
+        digest = sqlite_pages._FileOrderDigest(reader, 512, hold)
+        digest.pack(bytearray(b"".join(pages[4:6])), [(5, 2, 0)])  # ahead of the digest
+        digest.pack(bytearray(b"".join(pages[0:2])), [(1, 2, 0)])
+        assert digest.hexdigest(6) is None  # pages 3-4 never written
+        digest.pack(bytearray(b"".join(pages[2:4])), [(3, 2, 0)])
+        assert digest.hexdigest(6) == whole
+        assert digest.read_back == (0 if hold else 1024) and digest.held_bytes == 0
+    finally:
+        os.close(reader)

@@ -33,6 +33,7 @@ __metaclass__ = type
 
 import contextlib
 import hashlib
+import heapq
 import json
 import os
 import shutil
@@ -69,6 +70,8 @@ SCAN_PAGES = 256
 COMPACT_BYTES = 64 << 30
 #: packs unsealed at once while a database is rebuilt
 UNSEAL_WORKERS = 3
+#: packs kept in memory, beyond those being unsealed, for their pages written ahead of the file's digest
+HOLD_PACKS = 2
 #: a pack whose pages still used by the new epoch fill less than this share of it is repacked
 REPACK_BELOW = 0.25
 
@@ -493,69 +496,132 @@ def capture_pages(capture: PageCapture, scratch: str, refs_file: str):
     return map_path, facts
 
 
-def _write_runs(fd: int, page_size: int, by_pack, number: int, future: Future, packs) -> int:
-    """Write every run of pack ``number`` (its plaintext from ``future``) at its place; the pack's sealed size."""
-    view = memoryview(future.result())
-    try:
+class _FileOrderDigest:
+    """The SHA-256 of a database rebuilt out of order, taken in file order.
+
+    A run written where the digest stands is hashed from its unsealed pack in memory. A run written
+    ahead of it waits: its pack stays in memory for it while the packs held stay under ``hold_bytes``,
+    otherwise only its place is kept and it is read back from the file once the digest reaches it.
+    Packs are unsealed in the order of their first page, so a full epoch is hashed without reading
+    anything back and an incremental one reads back at most what its held packs could not keep.
+    """
+
+    def __init__(self, reader: int, page_size: int, hold_bytes: int) -> None:
+        self.reader = reader
+        self.page_size = page_size
+        self.digest = hashlib.sha256()
+        self.next = 1  # the first page not hashed yet
+        # (first, count, pack buffer or None, offset) of runs written past ``next``: a heap
+        self.ahead: list[tuple[int, int, Any, int]] = []
+        self.hold_bytes = hold_bytes
+        self.held: dict[int, int] = {}  # id(buffer) -> runs still waiting in it
+        self.held_bytes = 0
+        self.read_back = 0
+
+    def pack(self, buffer, runs: list[tuple[int, int, int]]) -> None:
+        """Hash (or hold, or mark for reading back) the runs (first, count, offset) of one written pack."""
+        size = self.page_size
+        keep = False
+        for first, count, offset in runs:
+            if first == self.next:
+                self.digest.update(memoryview(buffer)[offset : offset + count * size])
+                self.next += count
+                self._catch_up()
+                continue
+            if not keep and id(buffer) not in self.held and self.held_bytes + len(buffer) <= self.hold_bytes:
+                keep = True
+                self.held[id(buffer)] = 0
+                self.held_bytes += len(buffer)
+            if keep:
+                self.held[id(buffer)] += 1
+            heapq.heappush(self.ahead, (first, count, buffer if keep else None, offset))
+
+    def _catch_up(self) -> None:
+        size = self.page_size
+        while self.ahead and self.ahead[0][0] == self.next:
+            first, count, buffer, offset = heapq.heappop(self.ahead)
+            if buffer is not None:
+                self.digest.update(memoryview(buffer)[offset : offset + count * size])
+                self.held[id(buffer)] -= 1
+                if not self.held[id(buffer)]:
+                    del self.held[id(buffer)]
+                    self.held_bytes -= len(buffer)
+            else:
+                position, end = (first - 1) * size, (first - 1 + count) * size
+                while position < end:
+                    chunk = os.pread(self.reader, min(4 << 20, end - position), position)
+                    if not chunk:
+                        raise RestoreError("the rebuilt database is shorter than its page map", "retry the restore")
+                    self.digest.update(chunk)
+                    position += len(chunk)
+                    self.read_back += len(chunk)
+            self.next += count
+
+    def hexdigest(self, page_count: int) -> str | None:
+        """The whole file's SHA-256 once every page is hashed, else None."""
+        self._catch_up()
+        return self.digest.hexdigest() if self.next == page_count + 1 and not self.ahead else None
+
+
+def _write_runs(fd: int, page_size: int, by_pack, number: int, future: Future, packs, digest: _FileOrderDigest) -> int:
+    """Write every run of pack ``number`` (its plaintext from ``future``) at its place, in file order, and feed
+    the file's digest; the pack's sealed size."""
+    buffer = future.result()
+    with memoryview(buffer) as view:
         for first, count, offset in by_pack[number]:
             part = view[offset : offset + count * page_size]
             written = os.pwrite(fd, part, (first - 1) * page_size)
             if written != len(part):
                 raise RestoreError("a short write while rebuilding the database", "check the free space and retry")
-    finally:
-        view.release()
+    digest.pack(buffer, by_pack[number])
     return packs[number]["sealed_size"]
 
 
 def rebuild_database(map_path: str, fd: int, path: str, repository, node: str, identities: list) -> dict[str, Any]:
     """Write the database a (checked) page map describes into the open, empty file ``fd`` (at ``path``);
-    prove its SHA-256 by reading it back."""
+    prove its SHA-256 (taken in file order as it is written, ``_FileOrderDigest``)."""
     header, packs, runs = read_map(map_path)
     page_size = int(header["page_size"])
     size = int(header["size"])
     os.ftruncate(fd, size)
     by_pack: dict[int, list[tuple[int, int, int]]] = {}
-    for first, count, pack, offset in runs:
+    for first, count, pack, offset in sorted(runs):
         by_pack.setdefault(pack, []).append((first, count, offset))
+    del runs
     read_bytes = 0
-    wanted = [(number, pack) for number, pack in enumerate(packs) if number in by_pack]
+    # by_pack's keys come in the order of each pack's first page (runs were sorted)
+    wanted = list(by_pack)
     workers = max(1, min(UNSEAL_WORKERS, len(wanted)))
 
     def unseal(pack: dict[str, Any]) -> bytearray:
         facts = (pack["sealed_size"], pack["sealed_sha256"])
         return _pieces.read_piece(repository, node, pack["object"], facts, pack["size"], identities)
 
-    # Packs are unsealed (age, zstd, their checks) by a few threads while this one writes the finished ones;
-    # at most workers + 1 packs are in memory.
-    pending: deque[tuple[int, Future]] = deque()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nodekeep-unseal") as pool:
-        try:
-            for number, pack in wanted:
-                pending.append((number, pool.submit(unseal, pack)))
-                if len(pending) > workers:
-                    read_bytes += _write_runs(fd, page_size, by_pack, *pending.popleft(), packs)
-            while pending:
-                read_bytes += _write_runs(fd, page_size, by_pack, *pending.popleft(), packs)
-        finally:
-            for _number, future in pending:
-                future.cancel()
-    digest = hashlib.sha256()
-    position = 0
     reader = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
     try:
         if (os.fstat(reader).st_dev, os.fstat(reader).st_ino) != (os.fstat(fd).st_dev, os.fstat(fd).st_ino):
             raise RestoreError(
                 "the staged file %s was replaced during the restore" % path, "restore into a private directory"
             )
-        while position < size:
-            chunk = os.pread(reader, min(4 << 20, size - position), position)
-            if not chunk:
-                break
-            digest.update(chunk)
-            position += len(chunk)
+        digest = _FileOrderDigest(reader, page_size, HOLD_PACKS * _pieces.PACK_SIZE)
+        # Packs are unsealed (age, zstd, their checks) by a few threads while this one writes the finished ones
+        # and hashes them; at most workers + 1 packs are in memory.
+        pending: deque[tuple[int, Future]] = deque()
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nodekeep-unseal") as pool:
+            try:
+                for number in wanted:
+                    pending.append((number, pool.submit(unseal, packs[number])))
+                    if len(pending) > workers:
+                        read_bytes += _write_runs(fd, page_size, by_pack, *pending.popleft(), packs, digest)
+                while pending:
+                    read_bytes += _write_runs(fd, page_size, by_pack, *pending.popleft(), packs, digest)
+            finally:
+                for _number, future in pending:
+                    future.cancel()
+        found = digest.hexdigest(int(header["page_count"]))
     finally:
         os.close(reader)
-    if position != size or digest.hexdigest() != header["sha256"]:
+    if found != header["sha256"]:
         raise IntegrityError(
             "the rebuilt database does not match the SHA-256 of its page map",
             "do not trust this copy; restore another epoch or copy",
@@ -564,6 +630,7 @@ def rebuild_database(map_path: str, fd: int, path: str, repository, node: str, i
         "pages": int(header["page_count"]),
         "packs_read": len(wanted),
         "read_bytes": read_bytes,
+        "read_back_bytes": digest.read_back,
         "size": size,
         "sha256": header["sha256"],
     }

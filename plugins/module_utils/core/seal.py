@@ -436,10 +436,13 @@ def seal(
     threads: int = -1,
     sink_name: str = "the repository",
     armored: bool = False,
+    content_sha256: str | None = None,
 ) -> SealResult:
     """Compress, encrypt and hash ``source`` into ``sink`` in one streaming pass.
 
     ``armored`` writes age's ASCII armor (as ``age -a``); ``unseal`` reads both forms (pyrage dearmors).
+    ``content_sha256``: the plaintext's SHA-256, already computed by the caller over an immutable source
+    (bytes in memory): it is returned as the content digest and not computed a second time.
     """
     require_libraries()
     if not recipients:
@@ -488,7 +491,8 @@ def seal(
         else:
             stage = pipe_writer
         for chunk in _read_chunks(source):
-            content_hash.update(chunk)
+            if content_sha256 is None:
+                content_hash.update(chunk)
             content_size += len(chunk)
             stage.write(chunk)
             progress.advance(len(chunk))
@@ -520,7 +524,7 @@ def seal(
                 "check that the source is readable and retry",
             )
         raise feed_error
-    return SealResult(Digest(content_size, content_hash.hexdigest()), sealed.digest(), compress)
+    return SealResult(Digest(content_size, content_sha256 or content_hash.hexdigest()), sealed.digest(), compress)
 
 
 def _reap_age_cli(process: Process | None, failed: bool) -> str:
@@ -548,6 +552,7 @@ def unseal(
     identities: list,
     sink_name: str = "the restore target",
     limit: int | None = None,
+    hash_content: bool = True,
 ) -> SealResult:
     """Decrypt, decompress (when the payload is zstd) and hash ``source`` into ``sink``.
 
@@ -555,6 +560,10 @@ def unseal(
     byte past it is written, whatever the artifact holds. A hostile artifact (anyone
     can encrypt to the public recipients) stops there with an ``IntegrityError``
     instead of filling the disk; only files opened without a manifest go unbounded.
+
+    ``hash_content=False`` skips the plaintext's SHA-256 (the result's content digest is then ``""``):
+    for a caller that proves the sealed bytes against a signed record instead (pieces: age
+    authenticates every plaintext chunk of the sealed bytes whose SHA-256 was checked).
     """
     require_libraries()
     if not identities:
@@ -594,7 +603,8 @@ def unseal(
                     "do not trust this copy (it was replaced or damaged); restore another epoch or copy",
                 )
                 raise over_limit
-            content_hash.update(chunk)
+            if hash_content:
+                content_hash.update(chunk)
             content_size += len(chunk)
             progress.advance(len(chunk))
             try:
@@ -620,7 +630,9 @@ def unseal(
             "the decrypted payload is not valid zstd data (%s)" % drain_error,
             "the artifact is corrupt: restore from another epoch or copy",
         )
-    return SealResult(Digest(content_size, content_hash.hexdigest()), sealed.digest(), compressed)
+    return SealResult(
+        Digest(content_size, content_hash.hexdigest() if hash_content else ""), sealed.digest(), compressed
+    )
 
 
 def _raise_decrypt_error(error: BaseException, sealed: _HashingReader) -> None:

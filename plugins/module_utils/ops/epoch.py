@@ -631,6 +631,9 @@ def _restore_artifact(
     }
     if isinstance(tree_bytes, int) and not isinstance(tree_bytes, bool):
         entry["plain_size"] = tree_bytes
+    if rebuilt:
+        # a page map's restore: packs unsealed, and the bytes read back to finish the file's SHA-256
+        entry["rebuilt"] = {key: rebuilt[key] for key in ("pages", "packs_read", "read_back_bytes") if key in rebuilt}
     if swept:
         entry["swept"] = swept  # temporary names of killed runs, removed
     return entry

@@ -243,13 +243,17 @@ class PieceWriter:
     def put(self, data, sha256: str | None = None) -> tuple[str, int, str]:
         """Store ``data`` as a piece (or reuse the stored one of the same content): (name, sealed size, SHA-256)."""
         digest = sha256 or hashlib.sha256(data).hexdigest()
-        return self.put_stream(_BytesSource(data), digest, len(data))
+        # bytes do not change between the hash and the seal: the seal does not hash them again
+        return self.put_stream(_BytesSource(bytes(data)), digest, len(data), immutable=True)
 
-    def put_stream(self, source, sha256: str, size: int, threads: int = 0) -> tuple[str, int, str]:
+    def put_stream(
+        self, source, sha256: str, size: int, threads: int = 0, immutable: bool = False
+    ) -> tuple[str, int, str]:
         """Store the content ``source`` reads (its SHA-256 and size known) as a piece, or reuse the stored one.
 
         The content is sealed as it is read; if what was read does not hash to ``sha256``
         (a file that changed since it was hashed) nothing is committed and ``PieceChanged`` is raised.
+        An ``immutable`` source (bytes in memory, hashed by the caller) is not hashed again.
         """
         name = piece_name(self.key, sha256)
         with self.lock:
@@ -266,6 +270,7 @@ class PieceWriter:
                     level=self.level,
                     threads=threads,
                     sink_name=self.repository.describe_object(self.node, name),
+                    content_sha256=sha256 if immutable else None,
                 )
                 if (result.content.size, result.content.sha256) != (size, sha256):
                     raise PieceChanged(
@@ -560,7 +565,8 @@ def read_piece(repository, node: str, name: str, facts: tuple[int, str], size: i
     sink = _MemorySink()
     try:
         with repository.open_object(node, name) as stream:
-            result = unseal(stream, sink, identities, sink_name=where, limit=size)
+            # the sealed bytes are proven against the record below; age authenticates their plaintext
+            result = unseal(stream, sink, identities, sink_name=where, limit=size, hash_content=False)
     except NodekeepError as exc:
         raise type(exc)("piece %s: %s" % (where, exc.problem), exc.remedy) from exc
     if (result.sealed.size, result.sealed.sha256) != tuple(facts):

@@ -92,6 +92,18 @@ class TestRoundTrip:
     def test_seal_bytes_and_unseal_bytes(self, recipients, identities):
         assert seal.unseal_bytes(seal.seal_bytes(b"secret\n", recipients), identities) == b"secret\n"
 
+    def test_a_known_digest_is_not_computed_again_and_unseal_can_skip_it(self, recipients, identities):
+        """Pieces: the caller hashed the bytes already (seal), or proves the sealed bytes instead (unseal)."""
+        data = _compressible(1 << 20)
+        sink = io.BytesIO()
+        given = hashlib.sha256(b"the caller's digest").hexdigest()  # not data's: proves it was not recomputed
+        result = seal.seal(io.BytesIO(data), sink, recipients, content_sha256=given)
+        assert result.content.sha256 == given and result.content.size == len(data)
+        out = io.BytesIO()
+        back = seal.unseal(io.BytesIO(sink.getvalue()), out, identities, hash_content=False)
+        assert out.getvalue() == data and back.content.size == len(data) and back.content.sha256 == ""
+        assert back.sealed.sha256 == hashlib.sha256(sink.getvalue()).hexdigest() == result.sealed.sha256
+
     def test_two_seals_of_the_same_data_differ(self, recipients):
         # a fresh file key each time: equal plaintexts are not linkable through the artifacts
         first = _sealed(b"same", recipients)[0]
