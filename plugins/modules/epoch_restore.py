@@ -191,6 +191,27 @@ manifest:
   returned: when point_in_time is not set
   type: dict
   sample: {node: node1, epoch: 20261122T023000Z, artifacts: 1, size: 272629760}
+stats:
+  description:
+    - What the run restored per asset and in total, like the backup's
+      RV(nodekeep.backup.epoch_backup#module:stats), sizes in bytes - C(bytes) restored (a tree's file bytes, a
+      rebuilt database's size), C(seconds), C(rate_bytes_per_second), C(result) and C(proven) - what was proven
+      before the data was placed (the signature, the sealed and plain SHA-256 against the signed manifest - a
+      secret's plain size only - and the asset's own check; for O(point_in_time) the signed base and segments and
+      the commits applied).
+    - C(lines) is the same as a table in IEC units, which the restore role prints.
+  returned: success, not in check mode
+  type: dict
+  sample:
+    assets:
+      - {name: app-db, asset_type: sqlite, bytes: 4161536, seconds: 0.21, rate_bytes_per_second: 19816838.1,
+         result: ok, proven: "signature, sealed and plain SHA-256, integrity ok (at capture, same bytes)"}
+    total: {assets: 1, bytes: 4161536, seconds: 0.25, rate_bytes_per_second: 16646144.0, result: ok, proven: ""}
+    lines:
+      - "asset   type        restored  duration  throughput  result  proven"
+      - "------------------------------------------------------------------"
+      - "app-db  sqlite      3.97 MiB  0.2 s     18.9 MiB/s  ok      signature, sealed and plain SHA-256, integrity ok (at capture, same bytes)"
+      - "total   1 asset(s)  3.97 MiB  0.2 s     15.9 MiB/s  ok"
 progress:
   description:
     - Each asset's phases as they ended, the last live status of each (see O(progress_file) and
@@ -206,6 +227,9 @@ progress:
        asset_index: 1, assets: 1, format: nodekeep.progress/v1, run_seconds: 2.1, updated: "2026-12-07T13:59:22Z"}
 """
 
+
+import os
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -226,6 +250,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs imp
     check_rollback,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.stats import restore_stats
 
 
 def _plan(repository, params):
@@ -272,6 +297,16 @@ def _point_in_time(module, repository, params):
         force=params["force"],
         check=params["check"],
     )
+    entry = {
+        "name": names[0],
+        "asset_type": "sqlite",
+        "size": os.path.getsize(report["path"]),
+        "seconds": report["seconds"],
+        "checks": {"integrity": report["integrity"]},
+        "proof": "signed base epoch and %d signed segment(s), %d commit(s) applied"
+        % (report["chain"]["segments"], report["commits_applied"]),
+    }
+    report["stats"] = restore_stats([entry], report["seconds"])
     report["changed"] = True
     return report
 
@@ -295,6 +330,7 @@ def main():
     params = module.params
 
     def action():
+        started = time.monotonic()
         repository = open_repository(params["repository"], create=False)
         warnings = check_rollback(
             repository, params["node"], params["known_latest"], params["public_key"], params["on_rollback"]
@@ -320,6 +356,7 @@ def main():
         )
         report["changed"] = True
         report["rollback"] = warnings
+        report["stats"] = restore_stats(report["artifacts"], time.monotonic() - started)
         return report
 
     run(module, tracked(params, "restore", action))

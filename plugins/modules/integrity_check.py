@@ -145,6 +145,27 @@ problems:
   type: list
   elements: str
   sample: ["node-db: SHA-256 does not match the manifest (the artifact was modified or damaged)"]
+stats:
+  description:
+    - What the run checked per asset and in total, like the backup's RV(nodekeep.backup.epoch_backup#module:stats),
+      sizes in bytes - C(bytes) checked (the plaintext when O(deep), else the sealed bytes read), C(seconds),
+      C(rate_bytes_per_second), C(result) (V(ok) or V(FAILED)) and C(proven) - what was proven (the signature, the
+      sealed and, when deep, the plain SHA-256 against the signed manifest - a secret's plain size only, it has no
+      plain SHA-256 - and the asset's own check), or the problem of a failed asset.
+    - Each artifact of each copy (named C(LOCATION: ASSET)) with O(targets), each C(EPOCH/ASSET) with O(subset).
+    - C(lines) is the same as a table in IEC units, which the verify role prints.
+  returned: always, but not on an error before any check
+  type: dict
+  sample:
+    assets:
+      - {name: app-db, asset_type: sqlite, bytes: 4161536, seconds: 0.109, rate_bytes_per_second: 38179229.4,
+         result: ok, proven: "signature, sealed and plain SHA-256, integrity ok (at capture, same bytes)"}
+    total: {assets: 1, bytes: 4161536, seconds: 0.137, rate_bytes_per_second: 30376175.9, result: ok, proven: ""}
+    lines:
+      - "asset   type        checked   duration  throughput  result  proven"
+      - "------------------------------------------------------------------"
+      - "app-db  sqlite      3.97 MiB  0.1 s     36.4 MiB/s  ok      signature, sealed and plain SHA-256, integrity ok (at capture, same bytes)"
+      - "total   1 asset(s)  3.97 MiB  0.1 s     29.0 MiB/s  ok"
 progress:
   description:
     - Each asset's phases as they ended, the last live status of each (see O(progress_file) and
@@ -159,6 +180,8 @@ progress:
        rate_bytes_per_second: 35651584.0, eta_seconds: 0.0, elapsed_seconds: 1.73, operation: backup, node: node1,
        asset_index: 1, assets: 1, format: nodekeep.progress/v1, run_seconds: 2.1, updated: "2026-12-07T13:59:22Z"}
 """
+
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -181,6 +204,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.ops.replicate impo
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import check_rollback
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.s3_settings import S3_TARGET_OPTIONS
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.stats import verify_stats
 
 
 def main():
@@ -220,6 +244,7 @@ def main():
         }
 
     def action():
+        started = time.monotonic()
         identities = None
         if params["deep"]:
             identities = load_identities(params["identities"], params["identity_files"])
@@ -266,6 +291,7 @@ def main():
             )
         report["changed"] = False
         report["rollback"] = warnings
+        report["stats"] = verify_stats(_checked(report), params["deep"], time.monotonic() - started)
         if not report["ok"] and params["fail_on_error"]:
             module.fail_json(
                 msg="%s of %s does not verify: %s"
@@ -279,6 +305,23 @@ def main():
         return report
 
     run(module, tracked(params, "verify", action))
+
+
+def _checked(report):
+    """Every artifact the run checked: of each copy (named by its location when there are several), and of each
+    epoch of a rolling subset (named EPOCH/ASSET)."""
+    copies = report.get("copies") or [report]
+    entries = []
+    for copy in copies:
+        where = "%s: " % copy["location"] if len(copies) > 1 and copy.get("location") else ""
+        if "epochs" in copy:  # a rolling subset
+            for epoch in copy["epochs"]:
+                entries += [
+                    dict(e, name="%s%s/%s" % (where, epoch["epoch"], e["name"])) for e in epoch.get("results", [])
+                ]
+        else:
+            entries += [dict(e, name=where + e["name"]) for e in copy.get("artifacts", [])]
+    return entries
 
 
 if __name__ == "__main__":

@@ -225,7 +225,9 @@ class TestBackup:
         before = lab.epochs()
         complete = [e for e in before if (lab.repository / NODE / e / "manifest.json.sig").exists()]
         assert len(complete) >= 2
-        proc = lab.run("backup.yml", "--check", "--skip-tags", "agent", "-e", '{"nodekeep_retention": {"keep_last": 2}}')
+        proc = lab.run(
+            "backup.yml", "--check", "--skip-tags", "agent", "-e", '{"nodekeep_retention": {"keep_last": 2}}'
+        )
         assert lab.epochs() == before
         out = proc.stdout
         assert "[dry run: nothing removed]" in out
@@ -302,6 +304,12 @@ class TestVerify:
         (artifact,) = result["artifacts"]
         assert artifact["deep"] == "ok" and artifact["checks"]["integrity"] == "ok"
         assert "verified" in proc.stdout
+        # the stats table (issue 16): per asset and in total, bytes checked, throughput, what was proven
+        (row,) = result["stats"]["assets"]
+        assert row["name"] == "chain-db" and row["bytes"] == artifact["checked_bytes"] > 0 and row["result"] == "ok"
+        assert row["proven"].startswith("signature, sealed and plain SHA-256, integrity ok")
+        assert "checked   duration  throughput  result  proven" in proc.stdout
+        assert any(line.strip().strip('"').startswith("chain-db  sqlite") for line in proc.stdout.splitlines())
 
     def test_a_rolled_back_repository_fails_verify(self, lab, backed_up, tmp_path):
         """The newest epoch the controller recorded (results/NODE/backup-EPOCH.json) is gone from the repository:
@@ -360,7 +368,7 @@ class TestRestore:
     def test_staged_restore_leaves_the_live_data_alone(self, lab, backed_up, writer):
         staging = lab.base / "staging-1"
         live_inode = lab.live_db.stat().st_ino
-        lab.run("restore.yml", "-e", "nodekeep_restore_to=%s" % staging)
+        proc = lab.run("restore.yml", "-e", "nodekeep_restore_to=%s" % staging)
         restored = Path(str(staging) + str(lab.live_db))
         assert restored.is_file()
         assert integrity(restored) == "ok"
@@ -368,6 +376,11 @@ class TestRestore:
         result = lab.result("restore-%s.json" % lab.epochs()[-1])
         assert result["cutover"] == "not requested"
         assert result["artifacts"][0]["path"] == str(restored)
+        # the stats table (issue 16): bytes restored per asset and in total, what was proven
+        (row,) = result["stats"]["assets"]
+        assert row["bytes"] == result["stats"]["total"]["bytes"] == restored.stat().st_size
+        assert row["proven"].startswith("signature, sealed and plain SHA-256, integrity ok") and row["result"] == "ok"
+        assert any(line.strip().strip('"').startswith("chain-db  sqlite") for line in proc.stdout.splitlines())
         # every restored row equals the live row with the same seq (the writer only appends)
         restored_rows = rows(restored)
         live_rows = rows(lab.live_db)

@@ -356,6 +356,7 @@ def _verify_total(artifact: Artifact, deep: bool) -> int:
 
 def _verify_artifact(repository, node, epoch, artifact: Artifact, present, deep, identities, scratch, check):
     entry: dict[str, Any] = {"name": artifact.name, "asset_type": artifact.asset_type, "file": artifact.file}
+    entry["checked_bytes"] = _verify_total(artifact, deep)
     began = time.monotonic()
     try:
         if artifact.file not in present:
@@ -453,7 +454,13 @@ def restore_epoch(
                 restored.append(
                     _restore_artifact(repository, node, epoch, artifact, kind, target, identities, force, check, jail)
                 )
-    report = {"node": node, "epoch": epoch, "target": target_root, "artifacts": restored, "manifest": manifest.summary()}
+    report = {
+        "node": node,
+        "epoch": epoch,
+        "target": target_root,
+        "artifacts": restored,
+        "manifest": manifest.summary(),
+    }
     if output:
         report["output"] = output
     return report

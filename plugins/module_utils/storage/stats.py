@@ -62,25 +62,39 @@ def artifact_stats(artifact) -> dict[str, Any]:
     }
 
 
+def _report(assets: list[dict[str, Any]], total: dict[str, Any], header: list[str], cells) -> dict[str, Any]:
+    """Per asset and total, with ``lines``: the table an operator reads at the end of a run (backup, verify,
+    restore); ``cells(entry)`` is one row, the total's first."""
+    rows = [cells(a) for a in assets]
+    rows.append(cells(dict(total, name="total", asset_type="%d asset(s)" % len(assets))))
+    return {"assets": assets, "total": total, "lines": table(header, rows)}
+
+
+def _total_seconds(assets: list[dict[str, Any]], seconds: float | None) -> float:
+    if seconds is None:
+        seconds = sum(float(a["seconds"] or 0) for a in assets)
+    return round(float(seconds), 3)
+
+
 def backup_stats(artifacts, seconds: float | None = None) -> dict[str, Any]:
-    """Per asset and total, with ``lines``: the table an operator reads at the end of a run."""
+    """Per asset and total of a backup: plain and stored (new) bytes, ratio, duration, throughput, check."""
     assets = [artifact_stats(a) for a in artifacts]
     plain = sum(a["plain_bytes"] for a in assets)
     stored = sum(a["stored_bytes"] for a in assets)
-    if seconds is None:
-        seconds = sum(float(a["seconds"] or 0) for a in assets)
+    seconds = _total_seconds(assets, seconds)
     checks = [a["check"] for a in assets if a["check"]]
     total = {
         "assets": len(assets),
         "plain_bytes": plain,
         "stored_bytes": stored,
         "ratio": ratio(plain, stored),
-        "seconds": round(float(seconds), 3),
+        "seconds": seconds,
         "rate_bytes_per_second": _rate(plain, seconds),
         "check": None if not checks else ("ok" if all(c == "ok" for c in checks) else "see assets"),
     }
-    rows = [
-        [
+
+    def cells(a: dict[str, Any]) -> list[str]:
+        return [
             a["name"],
             str(a["asset_type"]),
             human_bytes(a["plain_bytes"]),
@@ -90,22 +104,100 @@ def backup_stats(artifacts, seconds: float | None = None) -> dict[str, Any]:
             human_rate(a["rate_bytes_per_second"]),
             a["check"] or "-",
         ]
-        for a in assets
-    ]
-    rows.append(
-        [
-            "total",
-            "%d asset(s)" % len(assets),
-            human_bytes(plain),
-            human_bytes(stored),
-            human_ratio(plain, stored),
-            human_seconds(total["seconds"]),
-            human_rate(total["rate_bytes_per_second"]),
-            total["check"] or "-",
-        ]
-    )
+
     header = ["asset", "type", "plain", "stored (new)", "ratio", "duration", "throughput", "check"]
-    return {"assets": assets, "total": total, "lines": table(header, rows)}
+    return _report(assets, total, header, cells)
+
+
+def _proven_checks(checks: Any) -> list[str]:
+    """The asset's own checks as words: ``integrity ok (at capture, same bytes)``, ``open ok``."""
+    if not isinstance(checks, dict):
+        return []
+    words = []
+    for key, value in checks.items():
+        if key == "integrity_proven" or isinstance(value, (dict, list)) or value is None:
+            continue
+        if isinstance(value, str):
+            words.append("%s %s" % (key, value))
+        if key == "integrity" and checks.get("integrity_proven"):
+            words[-1] += " (at capture, same bytes)"
+    return words
+
+
+def _checked_report(entries, seconds, bytes_key: str, header: list[str], proven_base) -> dict[str, Any]:
+    """Verify and restore: per asset the bytes moved, duration, throughput, result and what was proven."""
+    assets = []
+    for entry in entries:
+        size = int(entry.get(bytes_key) or 0)
+        ok = entry.get("ok", True)
+        proven = [] if not ok else [proven_base(entry)] + _proven_checks(entry.get("checks"))
+        if ok and entry.get("extra"):
+            proven.append("%s checked" % ", ".join(sorted(entry["extra"])))
+        assets.append(
+            {
+                "name": entry.get("name"),
+                "asset_type": entry.get("asset_type"),
+                "bytes": size,
+                "seconds": entry.get("seconds"),
+                "rate_bytes_per_second": _rate(size, entry.get("seconds")),
+                "result": "ok" if ok else "FAILED",
+                "proven": ", ".join(proven) if ok else entry.get("error") or "failed",
+            }
+        )
+    size = sum(a["bytes"] for a in assets)
+    seconds = _total_seconds(assets, seconds)
+    failed = [a for a in assets if a["result"] != "ok"]
+    total = {
+        "assets": len(assets),
+        "bytes": size,
+        "seconds": seconds,
+        "rate_bytes_per_second": _rate(size, seconds),
+        "result": "FAILED (%d)" % len(failed) if failed else "ok",
+        "proven": "",
+    }
+
+    def cells(a: dict[str, Any]) -> list[str]:
+        return [
+            str(a["name"]),
+            str(a["asset_type"]),
+            human_bytes(a["bytes"]),
+            human_seconds(a["seconds"]),
+            human_rate(a["rate_bytes_per_second"]),
+            a["result"],
+            a["proven"],
+        ]
+
+    return _report(assets, total, header, cells)
+
+
+def _plain_proof(plain_sha256: Any) -> str:
+    """What a decrypt proved: a secret has no plain SHA-256 in its manifest (age authenticates it, its size is
+    compared), anything else both checksums."""
+    if plain_sha256:
+        return "signature, sealed and plain SHA-256"
+    return "signature, sealed SHA-256, plain size (age-authenticated)"
+
+
+def _restore_proof(entry: dict[str, Any]) -> str:
+    return entry.get("proof") or _plain_proof(entry.get("sha256"))
+
+
+def verify_stats(entries, deep: bool, seconds: float | None = None) -> dict[str, Any]:
+    """Per asset and total of a verify: bytes checked (the plaintext when deep, else the sealed bytes),
+    duration, throughput, result and what was proven (the signature, checksums, the asset's own check)."""
+    header = ["asset", "type", "checked", "duration", "throughput", "result", "proven"]
+
+    def base(entry: dict[str, Any]) -> str:
+        return _plain_proof(entry.get("content_sha256")) if deep else "signature, sealed SHA-256"
+
+    return _checked_report(entries, seconds, "checked_bytes", header, base)
+
+
+def restore_stats(entries, seconds: float | None = None) -> dict[str, Any]:
+    """Per asset and total of a restore: bytes restored, duration, throughput and what was proven."""
+    rows = [dict(e, restored_bytes=e.get("plain_size", e.get("size"))) for e in entries]
+    header = ["asset", "type", "restored", "duration", "throughput", "result", "proven"]
+    return _checked_report(rows, seconds, "restored_bytes", header, _restore_proof)
 
 
 def _latest_lock(copy, node: str, epoch: str) -> str | None:

@@ -7,6 +7,8 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.storage.stats impo
     backup_stats,
     epoch_listing,
     plain_bytes,
+    restore_stats,
+    verify_stats,
 )
 
 
@@ -68,3 +70,38 @@ def test_the_epoch_list_names_copies_locks_and_checks():
     assert first["last_verified"] is None and second["last_verified"] == "2026-12-07T15:00:00Z (deep)"
     assert result["lines"][2].split()[:3] == ["E1", "2026-12-07", "14:00:00"]
     assert result["lines"][-1] == "2 epoch(s), 600 B plain, 200 B stored"
+
+
+def test_verify_and_restore_stats_share_the_table_and_say_what_was_proven():
+    entries = [
+        {"name": "db", "asset_type": "sqlite", "checked_bytes": 2 << 20, "seconds": 2.0, "ok": True,
+         "content_sha256": "1" * 64, "checks": {"integrity": "ok", "page_count": 512}},
+        {"name": "key", "asset_type": "secret", "checked_bytes": 64, "seconds": 0.0, "ok": True, "content_sha256": None},
+        {"name": "tree", "asset_type": "files", "checked_bytes": 10, "seconds": 1.0, "ok": False,
+         "error": "SHA-256 does not match the manifest"},
+    ]  # fmt: skip
+    stats = verify_stats(entries, deep=True, seconds=4.0)
+    db, key, tree = stats["assets"]
+    assert (
+        db["proven"] == "signature, sealed and plain SHA-256, integrity ok" and db["rate_bytes_per_second"] == 1 << 20
+    )
+    assert (
+        key["proven"] == "signature, sealed SHA-256, plain size (age-authenticated)"
+        and key["rate_bytes_per_second"] is None
+    )
+    assert tree["result"] == "FAILED" and tree["proven"] == "SHA-256 does not match the manifest"
+    assert stats["total"] == {"assets": 3, "bytes": (2 << 20) + 74, "seconds": 4.0,
+                              "rate_bytes_per_second": round(((2 << 20) + 74) / 4.0, 1), "result": "FAILED (1)",
+                              "proven": ""}  # fmt: skip
+    assert verify_stats(entries[:1], deep=False)["assets"][0]["proven"] == "signature, sealed SHA-256, integrity ok"
+    assert stats["lines"][0].split() == ["asset", "type", "checked", "duration", "throughput", "result", "proven"]
+    assert stats["lines"][-1].split()[:5] == ["total", "3", "asset(s)", "2.00", "MiB"]
+
+    restored = restore_stats([{"name": "db", "asset_type": "sqlite", "size": 100, "plain_size": 7000, "seconds": 1.0,
+                               "sha256": "2" * 64, "checks": {"integrity": "ok", "integrity_proven": "capture"}}])  # fmt: skip
+    (row,) = restored["assets"]
+    assert (
+        row["bytes"] == 7000
+        and row["proven"] == "signature, sealed and plain SHA-256, integrity ok (at capture, same bytes)"
+    )
+    assert restored["lines"][0].split()[2] == "restored" and restored["total"]["result"] == "ok"
