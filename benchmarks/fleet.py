@@ -135,7 +135,7 @@ def reap_orphans() -> None:
             return
 
 
-def run_backup(inventory: Path, work: Path, node_log: Path, forks: int, label: str) -> dict:
+def run_backup(inventory: Path, work: Path, node_log: Path, forks: int, label: str, extra: list[str]) -> dict:
     if node_log.exists():
         node_log.unlink()
     env = dict(
@@ -149,6 +149,8 @@ def run_backup(inventory: Path, work: Path, node_log: Path, forks: int, label: s
         PATH="%s:%s" % (VENV / "bin", os.environ.get("PATH", "")),
     )
     cmd = [str(VENV / "bin" / "ansible-playbook"), "-i", str(inventory), str(ROOT / "playbooks" / "backup.yml")]
+    for value in extra:
+        cmd += ["-e", value]
     reap_orphans()
     before = children_cpu()
     began = time.monotonic()
@@ -183,6 +185,7 @@ def main() -> int:
     parser.add_argument("--goal", type=float, default=1.0, help="controller CPU seconds per node")
     parser.add_argument("--enforce", action="store_true", help="exit 1 when the median misses --goal")
     parser.add_argument("--json", help="write every run as JSON")
+    parser.add_argument("-e", "--extra-vars", action="append", default=[], help="passed to ansible-playbook -e")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
     for tool in (GNU_TIME, shutil.which("age-keygen")):
@@ -199,9 +202,9 @@ def main() -> int:
         recipient = age_key(work)
         interpreter, node_log = node_python(work)
         inventory = write_inventory(work, args.nodes, recipient, interpreter)
-        runs = [run_backup(inventory, work, node_log, args.forks, "prepare")]
+        runs = [run_backup(inventory, work, node_log, args.forks, "prepare", args.extra_vars)]
         for number in range(args.runs):
-            runs.append(run_backup(inventory, work, node_log, args.forks, "run%d" % (number + 1)))
+            runs.append(run_backup(inventory, work, node_log, args.forks, "run%d" % (number + 1), args.extra_vars))
         print("fleet: %d local nodes, forks %d, backup.yml" % (args.nodes, args.forks))
         header = ("run", "rc", "wall s", "total CPU", "module CPU", "controller", "per node", "tasks", "polls",
                   "poll CPU")  # fmt: skip

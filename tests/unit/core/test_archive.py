@@ -1,4 +1,5 @@
-"""archive.py: tar streams of directory trees, safe extraction, sealed files and directories.
+"""archive.py and extract.py: tar streams of directory trees and their safe extraction (sealed files and
+directories: tests/unit/ops/test_seal_path.py).
 
 Real files, real GNU tar, zstd and age CLIs. Errors of the producer thread must reach the reader; a
 malicious archive must not write anything outside its destination.
@@ -6,15 +7,14 @@ malicious archive must not write anything outside its destination.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
-import stat
 import subprocess
 import tarfile
 import threading
 
 import pytest
+from tree_helpers import AS_ROOT, make_tree, member, snapshot, tar_bytes
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import archive, extract, fs
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal as seal_utils
@@ -22,99 +22,9 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import
     CaptureError,
     NodekeepError,
     RestoreError,
-    SealError,
-    UnsealError,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.ops import seal_path as _seal_path_mod
 
 pytestmark = pytest.mark.timeout(60)
-
-AS_ROOT = os.geteuid() == 0
-
-
-# --------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------
-
-
-def snapshot(root) -> dict:
-    """Everything ``tar -p`` promises to keep, per relative path: type, mode, owner, mtime (ns), content, link."""
-    root = str(root)
-    found = {}
-    inodes: dict = {}
-    for directory, dirs, files in os.walk(root):
-        for name in sorted(dirs + files):
-            path = os.path.join(directory, name)
-            rel = os.path.relpath(path, root)
-            info = os.lstat(path)
-            entry = {
-                "type": stat.S_IFMT(info.st_mode),
-                "mode": stat.S_IMODE(info.st_mode),
-                "owner": (info.st_uid, info.st_gid),
-                "mtime": info.st_mtime_ns,
-            }
-            if stat.S_ISLNK(info.st_mode):
-                entry["link"] = os.readlink(path)
-            elif stat.S_ISREG(info.st_mode):
-                with open(path, "rb") as handle:
-                    entry["sha256"] = hashlib.sha256(handle.read()).hexdigest()
-                if info.st_nlink > 1:
-                    entry["linked_with"] = inodes.setdefault((info.st_dev, info.st_ino), rel)
-            if stat.S_ISLNK(info.st_mode):
-                entry.pop("mode")  # symlink modes are meaningless on Linux
-            found[rel] = entry
-    top = os.lstat(root)
-    found["."] = {"mode": stat.S_IMODE(top.st_mode), "owner": (top.st_uid, top.st_gid), "mtime": top.st_mtime_ns}
-    return found
-
-
-def make_tree(root) -> str:
-    """A directory with everything a tar must keep: modes, set-id bits, owners, ns mtimes, links, a FIFO."""
-    root = str(root)
-    os.makedirs(os.path.join(root, "sub", "deep"))
-    os.makedirs(os.path.join(root, "empty"))
-    with open(os.path.join(root, "a.txt"), "wb") as handle:
-        handle.write(b"hello\n")
-    with open(os.path.join(root, "sub", "big.bin"), "wb") as handle:
-        handle.write(os.urandom(3 << 20))
-    with open(os.path.join(root, "secret"), "wb") as handle:
-        handle.write(b"s3cret")
-    os.chmod(os.path.join(root, "secret"), 0o400)
-    os.chmod(os.path.join(root, "sub", "big.bin"), 0o4755)
-    os.chmod(os.path.join(root, "sub"), 0o1777)
-    os.chmod(os.path.join(root, "empty"), 0o700)
-    os.symlink("../a.txt", os.path.join(root, "sub", "link"))
-    os.symlink("missing-target", os.path.join(root, "dangling"))
-    os.link(os.path.join(root, "a.txt"), os.path.join(root, "hard.txt"))
-    os.mkfifo(os.path.join(root, "fifo"))
-    if AS_ROOT:
-        os.chown(os.path.join(root, "a.txt"), 1234, 4321)
-        os.chown(os.path.join(root, "sub", "deep"), 2345, 5432)
-    stamp = 981173106_123456789  # 2001-02-03T04:05:06.123456789Z
-    for rel in ("sub/deep", "a.txt", "secret", "empty"):
-        os.utime(os.path.join(root, rel), ns=(stamp, stamp + 1000))
-    os.utime(os.path.join(root, "dangling"), ns=(stamp, stamp + 7), follow_symlinks=False)
-    os.utime(root, ns=(stamp, stamp + 9))
-    return root
-
-
-def tar_bytes(members) -> bytes:
-    """An archive built by hand: ``members`` is a list of (TarInfo, data or None)."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as handle:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-            handle.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buffer.getvalue()
-
-
-def member(name, kind=tarfile.REGTYPE, linkname="", mode=0o644):
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.linkname = linkname
-    info.mode = mode
-    return info
 
 
 # --------------------------------------------------------------------------
@@ -387,92 +297,6 @@ class TestTarWriter:
 # --------------------------------------------------------------------------
 
 
-class TestSealAndOpen:
-    def test_a_file_is_exactly_what_age_gives_back(self, tmp_path, age_key):
-        (tmp_path / "plain").write_bytes(os.urandom(100000))
-        result = _seal_path_mod.seal_path(str(tmp_path / "plain"), str(tmp_path / "sealed.age"), [age_key.recipient])
-        assert result["changed"] and result["content"] == "file" and not result["compressed"]
-        assert oct(os.stat(tmp_path / "sealed.age").st_mode & 0o777) == "0o600"
-        plain = subprocess.run(
-            ["age", "-d", "-i", str(age_key.identity_path), str(tmp_path / "sealed.age")],
-            capture_output=True,
-            check=True,
-        ).stdout
-        assert plain == (tmp_path / "plain").read_bytes()
-        assert hashlib.sha256((tmp_path / "sealed.age").read_bytes()).hexdigest() == result["sha256"]
-        assert result["content_sha256"] is None  # no unkeyed hash of the plaintext is reported
-        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
-
-    def test_a_directory_opens_with_standard_tools(self, tmp_path, age_key):
-        src = make_tree(tmp_path / "src")
-        result = _seal_path_mod.seal_path(src, str(tmp_path / "tree.age"), [age_key.recipient])
-        assert result["content"] == "directory" and result["compressed"] and result["entries"]["files"] == 3
-        (tmp_path / "cli").mkdir()
-        subprocess.run(
-            "age -d -i %s %s | zstd -d | tar -xp -C %s"
-            % (age_key.identity_path, tmp_path / "tree.age", tmp_path / "cli"),
-            shell=True,
-            check=True,
-        )
-        assert snapshot(tmp_path / "cli") == snapshot(src)
-        opened = _seal_path_mod.open_path(str(tmp_path / "tree.age"), str(tmp_path / "back"), [age_key.identity])
-        assert opened["content"] == "directory" and opened["content_sha256"] == result["content_sha256"]
-        assert snapshot(tmp_path / "back") == snapshot(src)
-
-    def test_an_existing_dest_is_left_alone(self, tmp_path, age_key):
-        (tmp_path / "plain").write_text("x")
-        (tmp_path / "sealed.age").write_text("something else")
-        result = _seal_path_mod.seal_path(str(tmp_path / "plain"), str(tmp_path / "sealed.age"), [age_key.recipient])
-        assert result["changed"] is False and result["skipped"] is True
-        assert (tmp_path / "sealed.age").read_text() == "something else"
-
-    def test_a_tar_sealed_as_a_file_opens_as_a_file_when_asked(self, tmp_path, age_key):
-        src = make_tree(tmp_path / "src")
-        with archive.tar_reader(src) as stream:
-            (tmp_path / "t.tar").write_bytes(stream.read())
-        _seal_path_mod.seal_path(str(tmp_path / "t.tar"), str(tmp_path / "t.age"), [age_key.recipient])
-        as_tree = _seal_path_mod.open_path(str(tmp_path / "t.age"), str(tmp_path / "auto"), [age_key.identity])
-        assert as_tree["content"] == "directory"
-        as_file = _seal_path_mod.open_path(str(tmp_path / "t.age"), str(tmp_path / "file"), [age_key.identity], content="file")
-        assert as_file["content"] == "file"
-        assert (tmp_path / "file").read_bytes() == (tmp_path / "t.tar").read_bytes()
-
-    def test_wrong_identity_writes_nothing(self, tmp_path, age_key, other_age_key):
-        (tmp_path / "plain").write_text("x" * 100000)
-        _seal_path_mod.seal_path(str(tmp_path / "plain"), str(tmp_path / "s.age"), [age_key.recipient])
-        (tmp_path / "out").mkdir()
-        with pytest.raises(UnsealError, match="none of the given age identities"):
-            _seal_path_mod.open_path(str(tmp_path / "s.age"), str(tmp_path / "out" / "plain"), [other_age_key.identity])
-        assert os.listdir(tmp_path / "out") == []
-
-    def test_a_bad_archive_in_a_sealed_directory_writes_nothing(self, tmp_path, age_key):
-        evil = tar_bytes(
-            [
-                (member(".", tarfile.DIRTYPE, mode=0o755), None),
-                (member("x", tarfile.SYMTYPE, "/etc"), None),
-                (member("x/passwd", tarfile.REGTYPE), b"x"),
-            ]
-        )
-        sealed = seal_utils.seal_bytes(evil, seal_utils.load_recipients([age_key.recipient]))
-        (tmp_path / "evil.age").write_bytes(sealed)
-        (tmp_path / "out").mkdir()
-        with pytest.raises(RestoreError, match="written through"):
-            _seal_path_mod.open_path(str(tmp_path / "evil.age"), str(tmp_path / "out" / "tree"), [age_key.identity])
-        assert os.listdir(tmp_path / "out") == []
-
-    def test_no_recipient_fails_closed(self, tmp_path):
-        (tmp_path / "plain").write_text("x")
-        for recipients in ([], ["not-a-key"], ["AGE-SECRET-KEY-1XYZ"]):
-            with pytest.raises(SealError):
-                _seal_path_mod.seal_path(str(tmp_path / "plain"), str(tmp_path / "s.age"), recipients)
-            assert sorted(os.listdir(tmp_path)) == ["plain"]
-
-    def test_not_an_age_file(self, tmp_path, age_key):
-        (tmp_path / "plain").write_text("not age")
-        with pytest.raises(UnsealError, match="not an age file"):
-            _seal_path_mod.open_path(str(tmp_path / "plain"), str(tmp_path / "out"), [age_key.identity])
-
-
 @pytest.mark.parametrize(
     "value, expected",
     [("0600", 0o600), ("640", 0o640), ("4755", 0o4755), (0o644, 0o644), (None, None), ("", None)],
@@ -485,14 +309,3 @@ def test_parse_mode(value, expected):
 def test_parse_mode_refuses(value):
     with pytest.raises(NodekeepError):
         fs.parse_mode(value)
-
-
-def test_looks_like_tree(tmp_path):
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "f").write_text("x")
-    dot = subprocess.run(["tar", "-C", str(tmp_path / "d"), "-cf", "-", "."], capture_output=True, check=True).stdout
-    named = subprocess.run(["tar", "-C", str(tmp_path), "-cf", "-", "d"], capture_output=True, check=True).stdout
-    assert _seal_path_mod._looks_like_tree(dot[: archive.SNIFF_SIZE])
-    assert not _seal_path_mod._looks_like_tree(named[: archive.SNIFF_SIZE])
-    assert not _seal_path_mod._looks_like_tree(b"SQLite format 3\x00" + bytes(5000))
-    assert not _seal_path_mod._looks_like_tree(b"")
