@@ -6,14 +6,19 @@ A first run prepares the fleet (signing keys made and recorded on the controller
 measured runs are ordinary nightly backups of a prepared fleet.
 
 What is measured: the CPU (user + system) of ``ansible-playbook`` and of every process it
-started, including the modules the progress action plugins run in the background (ansible's
-async wrapper detaches them from ``ansible-playbook``: this script is their child subreaper, so
-they are reaped here and their CPU is counted), minus the CPU of the module processes themselves,
-which on a real fleet run on the nodes: every module, each ``async_status`` poll of a background
-module included, runs under a node interpreter wrapper that records its own CPU with GNU time.
-The difference is the controller's share: templating, task dispatch, forks, building and sending
-each module's payload (the polls' payloads too), reading the progress status. The node CPU of
-the polls is printed on its own (``polls``, ``poll CPU``).
+started (``getrusage(RUSAGE_CHILDREN)``), minus the CPU that on a real fleet is spent on the nodes:
+
+* every module run: modules run under a node interpreter wrapper that records its own CPU with
+  GNU time, each ``async_status`` of the progress action plugins included (printed on its own:
+  ``polls``, ``poll CPU``);
+* the async jobs: the progress action plugins run their module in the background with ansible's
+  async wrapper, which detaches it (setsid, double fork) from ``ansible-playbook``. This script is
+  the child subreaper of everything it starts, so those jobs are reaped here: their CPU (the
+  wrapper's daemon and the module it ran; ``async jobs``) is counted as node CPU once, and the
+  module lines GNU time wrote from inside them (another session) are not counted again.
+
+The difference is the controller's share: templating, task dispatch, forks, building and
+sending each module's payload (async_status's too), the plugins' looks at the status.
 
     make bench-fleet                             # N=30, 2 measured runs
     .venv/bin/python benchmarks/fleet.py --nodes 10 --runs 1 --json out.json
@@ -74,8 +79,11 @@ def node_python(work: Path) -> tuple[Path, Path]:
     log = work / "node-cpu.log"
     (work / "venv" / "bin").mkdir(parents=True)
     wrapper = work / "venv" / "bin" / "python"
+    # bash reads its own session id from /proc (no extra process): a module that ran inside a detached async
+    # job (the job's own session) is already in the CPU of that job, counted once when it is reaped.
     wrapper.write_text(
-        "#!/bin/sh\nexec %s -a -o %s -f '%%U %%S %%C' %s \"$@\"\n" % (GNU_TIME, log, VENV / "bin" / "python")
+        "#!/bin/bash\nread -r -a stat < /proc/$$/stat\nexec %s -a -o %s -f \"%%U %%S ${stat[5]} %%C\" %s \"$@\"\n"
+        % (GNU_TIME, log, VENV / "bin" / "python")
     )
     wrapper.chmod(0o755)
     return wrapper, log
@@ -107,17 +115,17 @@ def write_inventory(work: Path, nodes: int, recipient: str, interpreter: Path) -
     return path
 
 
-def module_runs(path: Path) -> list[tuple[float, str]]:
-    """Each module run GNU time recorded: (user + system CPU, command line); its 'Command exited' notes skipped."""
+def module_runs(path: Path) -> list[tuple[float, int, str]]:
+    """Each module run GNU time recorded: (user + system CPU, session id, command line); 'Command exited' notes skipped."""
     runs = []
     if path.exists():
         for line in path.read_text().splitlines():
-            parts = line.split(maxsplit=2)
+            parts = line.split(maxsplit=3)
             try:
-                cpu = float(parts[0]) + float(parts[1])
+                cpu, session = float(parts[0]) + float(parts[1]), int(parts[2])
             except (IndexError, ValueError):
                 continue
-            runs.append((cpu, parts[2] if len(parts) > 2 else ""))
+            runs.append((cpu, session, parts[3] if len(parts) > 3 else ""))
     return runs
 
 
@@ -126,13 +134,17 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def reap_orphans() -> None:
-    """Wait for every process reparented to this subreaper (the detached background modules)."""
+def reap_orphans() -> tuple[float, set[int]]:
+    """Wait for every process reparented to this subreaper (the detached async jobs): their CPU (with what
+    they ran) and their pids; the first of a job's processes calls setsid, so its pid is the job's session."""
+    cpu, pids = 0.0, set()
     while True:
         try:
-            os.waitpid(-1, 0)
+            pid, _status, usage = os.wait4(-1, 0)
         except ChildProcessError:
-            return
+            return cpu, pids
+        cpu += usage.ru_utime + usage.ru_stime
+        pids.add(pid)
 
 
 def run_backup(inventory: Path, work: Path, node_log: Path, forks: int, label: str, extra: list[str]) -> dict:
@@ -155,12 +167,12 @@ def run_backup(inventory: Path, work: Path, node_log: Path, forks: int, label: s
     before = children_cpu()
     began = time.monotonic()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
-    reap_orphans()
     wall = time.monotonic() - began
+    jobs, sessions = reap_orphans()
     total = children_cpu() - before
-    runs = module_runs(node_log)
-    modules = sum(cpu for cpu, _ in runs)
-    polls = [cpu for cpu, command in runs if "async_status" in command]
+    runs = [run for run in module_runs(node_log) if run[1] not in sessions]  # the async jobs' are in ``jobs``
+    modules = sum(cpu for cpu, _session, _command in runs) + jobs
+    polls = [cpu for cpu, _session, command in runs if "async_status" in command]
     tasks = sum(1 for line in proc.stdout.splitlines() if line.startswith("TASK ["))
     return {
         "label": label,
@@ -170,6 +182,7 @@ def run_backup(inventory: Path, work: Path, node_log: Path, forks: int, label: s
         "module_cpu": round(modules, 2),
         "controller_cpu": round(total - modules, 2),
         "module_runs": len(runs),
+        "async_job_cpu": round(jobs, 2),
         "polls": len(polls),
         "poll_cpu": round(sum(polls), 2),
         "tasks": tasks,
@@ -206,14 +219,14 @@ def main() -> int:
         for number in range(args.runs):
             runs.append(run_backup(inventory, work, node_log, args.forks, "run%d" % (number + 1), args.extra_vars))
         print("fleet: %d local nodes, forks %d, backup.yml" % (args.nodes, args.forks))
-        header = ("run", "rc", "wall s", "total CPU", "module CPU", "controller", "per node", "tasks", "polls",
-                  "poll CPU")  # fmt: skip
-        print("%-8s %4s %8s %10s %10s %12s %10s %6s %6s %9s" % header)
+        header = ("run", "rc", "wall s", "total CPU", "node CPU", "async jobs", "controller", "per node", "tasks",
+                  "polls", "poll CPU")  # fmt: skip
+        print("%-8s %4s %8s %10s %10s %10s %12s %10s %6s %6s %9s" % header)
         for run in runs:
             run["controller_cpu_per_node"] = round(run["controller_cpu"] / args.nodes, 3)
-            print("%-8s %4d %8.1f %10.2f %10.2f %12.2f %10.3f %6d %6d %9.2f" % (
+            print("%-8s %4d %8.1f %10.2f %10.2f %10.2f %12.2f %10.3f %6d %6d %9.2f" % (
                 run["label"], run["rc"], run["wall_seconds"], run["total_cpu"], run["module_cpu"],
-                run["controller_cpu"], run["controller_cpu_per_node"], run["tasks"], run["polls"],
+                run["async_job_cpu"], run["controller_cpu"], run["controller_cpu_per_node"], run["tasks"], run["polls"],
                 run["poll_cpu"]))  # fmt: skip
         measured = [run["controller_cpu_per_node"] for run in runs[1:]] or [runs[0]["controller_cpu_per_node"]]
         median = statistics.median(measured)
