@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import stat
+from typing import Any, ClassVar
 
 import pytest
 
@@ -18,7 +19,7 @@ class Plain(FileAssetType):
     name = "plain"
     extension = ".bin"
     content_format = "raw"
-    options = {"level": 3}
+    options: ClassVar[dict[str, Any]] = {"level": 3}
 
 
 def test_normalize_defaults_options_and_refuses_a_relative_path():
@@ -52,9 +53,10 @@ def test_a_file_is_written_beside_its_target_and_linked_when_complete(tmp_path):
 def test_an_existing_target_is_refused_unless_forced_then_kept_aside(tmp_path):
     target = tmp_path / "db.bin"
     target.write_bytes(b"live")
-    with pytest.raises(RestoreError, match="the restore target %s already exists" % target):
-        with Plain().restore_into(str(target)):
-            pass
+    with pytest.raises(RestoreError, match="the restore target %s already exists" % target), Plain().restore_into(
+        str(target)
+    ):
+        pass
     assert os.listdir(tmp_path) == ["db.bin"] and target.read_bytes() == b"live"
     with Plain().restore_into(str(target), force=True) as staged:
         staged.stream.write(b"restored")
@@ -65,8 +67,7 @@ def test_an_existing_target_is_refused_unless_forced_then_kept_aside(tmp_path):
 
 def test_a_failed_restore_leaves_nothing(tmp_path):
     target = tmp_path / "db.bin"
-    with pytest.raises(ValueError, match="checksum mismatch"):
-        with Plain().restore_into(str(target)) as staged:
-            staged.stream.write(b"half")
-            raise ValueError("checksum mismatch")
+    with pytest.raises(ValueError, match="checksum mismatch"), Plain().restore_into(str(target)) as staged:
+        staged.stream.write(b"half")
+        raise ValueError("checksum mismatch")
     assert os.listdir(tmp_path) == []

@@ -95,7 +95,7 @@ def test_select_epochs(source, tmp_path):
 
 
 def test_a_rolling_cycle_reads_every_artifact_exactly_once(source, signing_key):
-    repository, epoch = source
+    repository, _epoch = source
     runs = 4
     checked = []
     for run in range(1, runs + 1):
