@@ -423,6 +423,24 @@ def _unseal_checked(repository, node, epoch, artifact: Artifact, identities, sta
 # --------------------------------------------------------------------------
 
 
+def _restore_plan(
+    repository: Repository,
+    node: str,
+    epoch: str,
+    public_key: str,
+    target_root: str,
+    artifacts: Iterable[str] | None,
+    output: str | None,
+) -> tuple[str, Manifest, str, str | None]:
+    """What a restore and its check mode both start with: the staging root checked, the epoch resolved, its
+    signed manifest, and where it goes (``target_root``, or ``output`` for one asset)."""
+    _check_staging_root(target_root, output)
+    epoch = resolve_epoch(repository, node, epoch)
+    manifest = load_manifest(repository, node, epoch, public_key)
+    target_root, output = _restore_root(manifest, target_root, artifacts, output)
+    return epoch, manifest, target_root, output
+
+
 def restore_epoch(
     repository: Repository,
     node: str,
@@ -440,10 +458,7 @@ def restore_epoch(
     ``output``: restore one asset to this path instead (a file, or a directory for tree assets), as
     ``litestream restore -o``; ``target_root`` is then not used.
     """
-    _check_staging_root(target_root, output)
-    epoch = resolve_epoch(repository, node, epoch)
-    manifest = load_manifest(repository, node, epoch, public_key)
-    target_root, output = _restore_root(manifest, target_root, artifacts, output)
+    epoch, manifest, target_root, output = _restore_plan(repository, node, epoch, public_key, target_root, artifacts, output)
     with safefs.Jail(target_root, RestoreError, _jail_remedy(output)) as jail:
         # Refuse before writing anything when a target exists or a link is in the way: nothing is half restored.
         planned = _planned_targets(jail, manifest, target_root, artifacts, force, output)
@@ -561,10 +576,7 @@ def plan_restore(
     output: str | None = None,
 ) -> dict[str, Any]:
     """Check mode of ``restore_epoch``: the signature checked and every target walked as for real, nothing written."""
-    _check_staging_root(target_root, output)
-    epoch = resolve_epoch(repository, node, epoch)
-    manifest = load_manifest(repository, node, epoch, public_key)
-    target_root, output = _restore_root(manifest, target_root, artifacts, output)
+    epoch, manifest, target_root, output = _restore_plan(repository, node, epoch, public_key, target_root, artifacts, output)
     with safefs.Jail(target_root, RestoreError, _jail_remedy(output)) as jail:
         planned = _planned_targets(jail, manifest, target_root, artifacts, force, output)
     return {

@@ -31,6 +31,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import restore_epoch
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import load_manifest
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.segments import (
+    ChainInfo,
     find_chain,
     iso,
     parse_time,
@@ -65,6 +66,18 @@ def _refuse_taken(jail, final: str, force: bool) -> None:
         )
 
 
+def _plan(
+    repository, node: str, asset: str, public_key: str, point_in_time: str, dest: str, target_root: str
+) -> tuple[float | None, ChainInfo, str, str]:
+    """What a point-in-time restore and its check mode both start with: the moment asked for (None: the newest),
+    the chain that reaches it (signatures checked), the final path and the root it is walked from."""
+    when = None if point_in_time in (None, "", "latest") else parse_time(point_in_time)
+    chain = find_chain(repository, node, asset, public_key, when)
+    manifest = load_manifest(repository, node, chain.epoch, public_key)
+    final, root = _final_target(manifest.artifact(asset), dest, target_root)
+    return when, chain, final, root
+
+
 def plan_point_in_time(
     repository,
     node: str,
@@ -76,10 +89,7 @@ def plan_point_in_time(
     force: bool = False,
 ) -> dict[str, Any]:
     """Check mode of ``restore_point_in_time``: the chain found and the target walked as for real (no link followed)."""
-    when = None if point_in_time in (None, "", "latest") else parse_time(point_in_time)
-    chain = find_chain(repository, node, asset, public_key, when)
-    manifest = load_manifest(repository, node, chain.epoch, public_key)
-    final, root = _final_target(manifest.artifact(asset), dest, target_root)
+    _when, chain, final, root = _plan(repository, node, asset, public_key, point_in_time, dest, target_root)
     with safefs.Jail(root, RestoreError, PITR_REMEDY) as jail:
         _refuse_taken(jail, final, force)
     return {
@@ -111,10 +121,7 @@ def restore_point_in_time(
     """
 
     began = time.monotonic()
-    when = None if point_in_time in (None, "", "latest") else parse_time(point_in_time)
-    chain = find_chain(repository, node, asset, public_key, when)
-    manifest = load_manifest(repository, node, chain.epoch, public_key)
-    final, root = _final_target(manifest.artifact(asset), dest, target_root)
+    when, chain, final, root = _plan(repository, node, asset, public_key, point_in_time, dest, target_root)
     with safefs.Jail(root, RestoreError, PITR_REMEDY) as jail:
         _refuse_taken(jail, final, force)
         place = jail.anchor(final)  # the checked directory, pinned: later steps cannot be redirected

@@ -160,26 +160,10 @@ class _Run:
         policy = RetentionPolicy.from_options(options)
         protect = set(self.params.get("protect") or [])
         if self.fs.kind == "zfs":
-            report = prune_snapshots(
-                self.fs,
-                self.volume,
-                policy,
-                self.prefix,
-                protect,
-                dry_run=self.check_mode,
-                recursive=self.recursive,
-                dependents=bool(self.params.get("allow_dependents")),
-            )
+            backend = {"recursive": self.recursive, "dependents": bool(self.params.get("allow_dependents"))}
         else:
-            report = prune_snapshots(
-                self.fs,
-                self.volume,
-                policy,
-                self.prefix,
-                protect,
-                dry_run=self.check_mode,
-                snapshot_dir=self.snapshot_dir,
-            )
+            backend = {"snapshot_dir": self.snapshot_dir}
+        report = prune_snapshots(self.fs, self.volume, policy, self.prefix, protect, dry_run=self.check_mode, **backend)
         gone = {e["name"] for e in report["destroyed"]}
         self.result.update({k: report[k] for k in ("kept", "destroyed", "held", "errors", "policy")})
         self.result["changed"] = bool(gone)
