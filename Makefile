@@ -18,6 +18,7 @@
 #   make bench-fleet  benchmarks/fleet.py: controller CPU per node of backup.yml on N local hosts
 #   make bench-files-scale  benchmarks/files_scale.py: 1,000,000 small files (FILES_SCALE_ARGS)
 #                     (default 30); FLEET_ARGS
+#   make bench-rss    benchmarks/sqlite_incremental.py --rss-only: peak RSS of SQLite pieces epochs and restores at 2.5 GiB (SQLITE_RSS_ARGS)
 #   make stream-kills the replication kill -9 campaign: 100 kills (STREAM_KILLS) under a fast writer
 #
 # Environment exported to every recipe (and so to scripts/demo.sh, scripts/molecule.sh):
@@ -61,7 +62,7 @@ define run_pytest
 	else echo "NOTICE: $(1) does not exist, nothing to run"; fi
 endef
 
-.PHONY: help setup setup-all demo test test-matrix lint sanity units integration molecule bench bench-fleet bench-files-scale crash-pieces docs lock clean stream-kills drill-runbooks
+.PHONY: help setup setup-all demo test test-matrix lint sanity units integration molecule bench bench-rss bench-fleet bench-files-scale crash-pieces docs lock clean stream-kills drill-runbooks
 
 help:
 	@sed -n 's/^#   make /make /p' $(MAKEFILE_LIST)
@@ -132,6 +133,10 @@ bench: setup-all
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS) --files-args "$(FILES_BENCH_ARGS)"
 	$(BIN)/python benchmarks/sqlite_incremental.py $(SQLITE_BENCH_ARGS)
 	PYTHONPATH=$(COLLECTIONS) $(BIN)/python benchmarks/stream_rpo.py $(STREAM_BENCH_ARGS)
+
+# peak RSS of a full and an incremental SQLite epoch and of their restores on a 2.5 GiB DB (issue 14's memory target)
+bench-rss: setup-all
+	$(BIN)/python benchmarks/sqlite_incremental.py --rss-only $(SQLITE_RSS_ARGS)
 
 # kill -9 at every step of an incremental backup, a repack and a GC (make test runs a random sample).
 crash-pieces: setup

@@ -278,7 +278,8 @@ class Bench:
         return self.results
 
     def rss_leg(self, size_mib: int) -> dict:
-        """Peak RSS of a full epoch, an append+hot incremental epoch and its restore, on a DB of ``size_mib``."""
+        """Peak RSS of a full epoch, an append+hot incremental epoch and the restores of both, on a DB of
+        ``size_mib`` (wall and CPU seconds of each step beside it)."""
         work = self.work / "rss"
         work.mkdir()
         saved, self.db = self.db, work / "node.db"
@@ -291,18 +292,25 @@ class Bench:
             self.log("peak RSS at %d MiB: incremental epoch and its restore" % size_mib)
             incremental = self.engine("backup", repo, state)
             restored = self.restore(repo, incremental["epoch"], "rss")
+            self.log("peak RSS at %d MiB: restore of the full epoch" % size_mib)
+            restored_full = self.engine(
+                "restore", repo, work / "unused", epoch=full["epoch"], target_root=str(work / "restore-full")
+            )
         finally:
             self.db = saved
             shutil.rmtree(work, ignore_errors=True)
+        steps = [
+            ("full epoch", full),
+            ("incremental", incremental),
+            ("restore incremental", restored),
+            ("restore full", restored_full),
+        ]
         return {
             "size_mib": size_mib,
             "matches_source": restored["matches_source"],
-            "walls": [full["process_wall"], incremental["process_wall"], restored["process_wall"]],
-            "steps": [
-                ["full epoch", full["process_maxrss_kib"]],
-                ["incremental", incremental["process_maxrss_kib"]],
-                ["restore", restored["process_maxrss_kib"]],
-            ],
+            "walls": [step["process_wall"] for _name, step in steps],
+            "cpus": [step["process_cpu"] for _name, step in steps],
+            "steps": [[name, step["process_maxrss_kib"]] for name, step in steps],
         }
 
     def s3_leg(self) -> dict:
@@ -560,6 +568,9 @@ def main(argv=None) -> int:
         help="peak RSS of a full and an incremental epoch and a restore (0: skip)",
     )
     parser.add_argument("--no-s3", dest="s3", action="store_false", help="skip the S3 (SeaweedFS) leg")
+    parser.add_argument(
+        "--rss-only", action="store_true", help="only the peak-RSS leg at --rss-size-mib (make bench-rss)"
+    )
     parser.add_argument("--json", help="write every measurement here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
@@ -569,6 +580,22 @@ def main(argv=None) -> int:
         if not shutil.which(tool):
             raise SystemExit("%s is missing: run make setup-all (requirements/apt-all.txt)" % tool)
     bench = Bench(args)
+    if args.rss_only:
+        try:
+            big = bench.rss_leg(args.rss_size_mib or 2560)
+        finally:
+            if not args.keep:
+                shutil.rmtree(bench.work, ignore_errors=True)
+        rows = [
+            [name, fmt_mib(rss), "%.1f s" % wall, "%.1f s" % cpu]
+            for (name, rss), wall, cpu in zip(big["steps"], big["walls"], big["cpus"])
+        ]
+        print("peak RSS at %d MiB (target <= 128 MiB)" % big["size_mib"])
+        print(table(["step", "peak RSS", "wall", "CPU (user+sys)"], rows))
+        print("restored = source (logical fingerprint): %s" % big["matches_source"])
+        if args.json:
+            Path(args.json).write_text(json.dumps(big, indent=2, sort_keys=True) + "\n")
+        return 0 if big["matches_source"] else 1
     try:
         results = bench.run()
     finally:

@@ -329,3 +329,26 @@ def test_file_order_digest_hashes_runs_written_ahead_and_refuses_a_gap(tmp_path,
         assert digest.read_back == (0 if hold else 1024) and digest.held_bytes == 0
     finally:
         os.close(reader)
+
+
+def test_a_full_epoch_keeps_runs_not_per_page_arrays(node, live_db, pieces_asset, tmp_path, monkeypatch):
+    """What grows with the database in a full epoch is one run per pack, not 4 bytes a page (50 GiB: 52 MiB);
+    an incremental epoch keeps its arrays against the base. Both restore to the captured state."""
+    made = []
+    original = sqlite_pages._PageArrays.__init__
+
+    def recording(self, page_count, compact):
+        made.append(page_count)
+        original(self, page_count, compact)
+
+    monkeypatch.setattr(sqlite_pages._PageArrays, "__init__", recording)
+    expected = _snapshot(live_db.path, tmp_path / "expected-full.db")
+    full = node.backup([pieces_asset])
+    assert made == [] and _source(full)["full"] is True
+    assert _source(full)["pages"]["runs"] == _source(full)["pieces"]["referenced"]  # one run a pack
+    assert _logical(_restore(node, tmp_path / "full", full.epoch)) == _logical(expected)
+    _update(live_db.path, rows=5, new_rows=5)
+    expected = _snapshot(live_db.path, tmp_path / "expected-incr.db")
+    incremental = node.backup([pieces_asset])
+    assert made == [_source(incremental)["pages"]["total"]]
+    assert _logical(_restore(node, tmp_path / "incr", incremental.epoch)) == _logical(expected)

@@ -186,6 +186,51 @@ def _check_runs(header: dict[str, Any], packs: list[dict[str, Any]], runs: list[
         )
 
 
+class _PageArrays:
+    """Where each page of an incremental epoch is: ``pack_of[i]`` >= 0 a base pack (its index in the base
+    map), < 0 ``-(n + 1)`` for this epoch's new pack n; ``slot_of[i]`` its page slot in that pack.
+    2 + 2 bytes a page up to 64 GiB (at most 32767 packs each way, 65535 pages a pack), else 4 + 4."""
+
+    def __init__(self, page_count: int, compact: bool) -> None:
+        self.page_count = page_count
+        self.pack_of = array("h" if compact else "i", [0]) * page_count
+        self.slot_of = array("H" if compact else "I", [0]) * page_count
+
+    def set(self, index: int, count: int, pack: int, slot: int) -> None:
+        self.pack_of[index : index + count] = array(self.pack_of.typecode, [pack]) * count
+        self.slot_of[index : index + count] = array(self.slot_of.typecode, range(slot, slot + count))
+
+    def runs(self) -> Iterator[tuple[int, int, int, int]]:
+        """(first index, count, pack, first slot) of each run of pages stored consecutively in one pack."""
+        pack_of, slot_of, page_count = self.pack_of, self.slot_of, self.page_count
+        start = 0
+        while start < page_count:
+            pack = pack_of[start]
+            end = start + 1
+            while end < page_count and pack_of[end] == pack and slot_of[end] == slot_of[end - 1] + 1:
+                end += 1
+            yield start, end - start, pack, slot_of[start]
+            start = end
+
+
+class _PageRuns:
+    """Where each page of a full epoch is, as runs only: every page is stored again in file order, so the
+    list holds about one run per pack whatever the database's size (no per-page arrays)."""
+
+    def __init__(self) -> None:
+        self.stored: list[list[int]] = []
+
+    def set(self, index: int, count: int, pack: int, slot: int) -> None:
+        last = self.stored[-1] if self.stored else None
+        if last and last[0] + last[1] == index and last[2] == pack and last[3] + last[1] == slot:
+            last[1] += count
+        else:
+            self.stored.append([index, count, pack, slot])
+
+    def runs(self) -> Iterator[tuple[int, int, int, int]]:
+        return (tuple(run) for run in self.stored)  # type: ignore[misc]
+
+
 class PageCapture:
     """One incremental (or full) epoch of one SQLite asset from its private snapshot copy."""
 
@@ -264,7 +309,7 @@ class PageCapture:
         self.load_base(self.page_size)
         return self.base_epoch is None
 
-    def _store_changed(self, builder, view, page: int, known: int, fresh: bytes, old: bytes, pack_of, slot_of) -> int:
+    def _store_changed(self, builder, view, page: int, known: int, fresh: bytes, old: bytes, where) -> int:
         """Pack the pages of one scanned chunk (``view``, from page index ``page``) whose digest differs from
         the base's (the first ``known`` have one); consecutive ones go into a pack in one piece. The count."""
         page_size = self.page_size
@@ -286,9 +331,7 @@ class PageCapture:
             count = end - number
             pack, offset = builder.add(view[number * page_size : end * page_size])
             slot = offset // page_size
-            first = page + number
-            pack_of[first : first + count] = array(pack_of.typecode, [-(pack + 1)]) * count
-            slot_of[first : first + count] = array(slot_of.typecode, range(slot, slot + count))
+            where.set(page + number, count, -(pack + 1), slot)
             stored += count
             number = end
         return stored
@@ -302,25 +345,21 @@ class PageCapture:
                 "the snapshot copy of %s is not a whole number of pages" % self.asset["path"], "run the backup again"
             )
         page_count = size // page_size
-        # pack_of[i] >= 0: a base pack (index in base_packs); < 0: -(n + 1) for this run's pack n.
-        # 2 + 2 bytes a page up to 64 GiB (at most 32767 packs each way, 65535 pages a pack), else 4 + 4
-        compact = (
-            size <= COMPACT_BYTES
-            and len(self.base_packs) < 32768
-            and all(info["size"] // page_size < 65536 for info in self.base_packs)
-        )
-        pack_of = array("h" if compact else "i", [0]) * page_count
-        slot_of = array("H" if compact else "I", [0]) * page_count
+        # Where each page is stored: per-page arrays against the base (incremental), runs only (full).
+        where: _PageArrays | _PageRuns = _PageRuns()
         base_count = 0
         if self.base_epoch:
+            compact = (
+                size <= COMPACT_BYTES
+                and len(self.base_packs) < 32768
+                and all(info["size"] // page_size < 65536 for info in self.base_packs)
+            )
+            where = _PageArrays(page_count, compact)
             base_count = int(self.base_header["page_count"])
             for first, count, pack, offset in self.base_runs:
                 if first > page_count:
                     continue
-                count = min(count, page_count - first + 1)
-                slot = offset // page_size
-                pack_of[first - 1 : first - 1 + count] = array(pack_of.typecode, [pack]) * count
-                slot_of[first - 1 : first - 1 + count] = array(slot_of.typecode, range(slot, slot + count))
+                where.set(first - 1, min(count, page_count - first + 1), pack, offset // page_size)
         builder = _pieces.PackBuilder(self.writer)
         mac = _pieces.page_mac(self.key)
         whole = hashlib.sha256()
@@ -347,7 +386,7 @@ class PageCapture:
                     fresh = b"".join([mac(view[n * page_size : (n + 1) * page_size]) for n in range(pages)])
                     known = max(0, min(pages, base_count - page))  # pages of this chunk the base has
                     if known < pages or fresh != old:
-                        changed += self._store_changed(builder, view, page, known, fresh, old, pack_of, slot_of)
+                        changed += self._store_changed(builder, view, page, known, fresh, old, where)
                     digests_out.write(fresh)
                     digests_hash.update(fresh)
                     page += pages
@@ -355,9 +394,9 @@ class PageCapture:
                     raise CaptureError("the snapshot copy of %s shrank while read" % self.asset["path"])
             # Base packs: reuse (lock extended), or repack their pages when mostly unused or gone.
             used_pages: dict[int, int] = {}
-            for index in range(page_count):
-                if pack_of[index] >= 0:
-                    used_pages[pack_of[index]] = used_pages.get(pack_of[index], 0) + 1
+            for _index, count, pack, _slot in where.runs():
+                if pack >= 0:
+                    used_pages[pack] = used_pages.get(pack, 0) + count
             repack: set[int] = set()
             for pack, pages in used_pages.items():
                 info = self.base_packs[pack]
@@ -367,13 +406,13 @@ class PageCapture:
                     repack.add(pack)
             repacked = 0
             if repack:
+                moved = [(index, count) for index, count, pack, _slot in where.runs() if pack in repack]
                 with open(self.copy, "rb") as source:
-                    for index in range(page_count):
-                        if pack_of[index] >= 0 and pack_of[index] in repack:
+                    for start, count in moved:
+                        for index in range(start, start + count):
                             data = os.pread(source.fileno(), page_size, index * page_size)
                             pack, offset = builder.add(data)
-                            pack_of[index] = -(pack + 1)
-                            slot_of[index] = offset // page_size
+                            where.set(index, 1, -(pack + 1), offset // page_size)
                             repacked += 1
             builder.finish()
             for future in hashing:
@@ -387,8 +426,7 @@ class PageCapture:
         table: list[tuple[str, int, str, int]] = []
         base_index: dict[int, int] = {}
         new_index: dict[int, int] = {}
-        for index in range(page_count):
-            pack = pack_of[index]
+        for _index, _count, pack, _slot in where.runs():
             if pack >= 0 and pack not in base_index:
                 info = self.base_packs[pack]
                 sealed = self.writer.reuse(info["object"], (info["sealed_size"], info["sealed_sha256"]))
@@ -422,22 +460,15 @@ class PageCapture:
                 for name, sealed_size, sealed_sha, plain in table
             )
             lines: list[str] = []
-            start = 0
-            while start < page_count:
-                pack = pack_of[start]
+            for start, count, pack, slot in where.runs():
                 number = base_index[pack] if pack >= 0 else new_index[-(pack + 1)]
-                end = start + 1
-                while end < page_count and pack_of[end] == pack and slot_of[end] == slot_of[end - 1] + 1:
-                    end += 1
                 lines.append(
-                    '{"count":%d,"first":%d,"offset":%d,"pack":%d}\n'
-                    % (end - start, start + 1, slot_of[start] * page_size, number)
+                    '{"count":%d,"first":%d,"offset":%d,"pack":%d}\n' % (count, start + 1, slot * page_size, number)
                 )
                 runs += 1
                 if len(lines) >= 4096:
                     out.write("".join(lines))
                     lines = []
-                start = end
             out.write("".join(lines))
         self.stats = {
             "layout": LAYOUT,
