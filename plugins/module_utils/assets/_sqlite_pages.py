@@ -316,6 +316,11 @@ class PageCapture:
         pages = len(view) // page_size
         longest = max(1, builder.size // page_size)
 
+        if not known and pages <= longest:  # no base page here (a full epoch, appended pages): one piece
+            pack, offset = builder.add(view)
+            where.set(page, pages, -(pack + 1), offset // page_size)
+            return pages
+
         def same(number: int) -> bool:
             return number < known and fresh[number * 16 : number * 16 + 16] == old[number * 16 : number * 16 + 16]
 
