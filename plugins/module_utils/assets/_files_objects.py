@@ -7,6 +7,7 @@ from __future__ import absolute_import, annotations, division, print_function
 
 __metaclass__ = type
 
+import collections
 import errno
 import hashlib
 import os
@@ -14,6 +15,7 @@ import queue
 import stat
 import tarfile
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets._files_capture import PACK_MEMBER_MAX, PACK_SIZE
@@ -83,6 +85,22 @@ HOLD_BYTES = 48 << 20
 
 #: packs decrypted ahead of the extraction by the prefetching thread
 PREFETCH = 2
+
+
+#: threads that create and write packed files (open, write, fchown, fchmod, futimens release the GIL)
+WRITERS = 2
+
+
+#: packed files go to the writing threads in batches of this many files (or bytes), each thread woken once a batch
+WRITE_BATCH = 64
+WRITE_BATCH_BYTES = 1 << 20
+
+
+#: bytes handed to the writing threads and not written yet, at most
+WRITE_BYTES_IN_FLIGHT = 16 << 20
+
+
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 class _PackPlan:
@@ -191,6 +209,126 @@ class _ObjectExtractor(_extract.Extractor):
         self.pack_facts: dict[str, tuple[int, str]] = {}
         #: packed files with holes: rel -> their data segments
         self.sparse: dict[str, Any] = {}
+        #: the threads writing packed files, the batches handed to them (oldest first) and the batch being made
+        self.writers: ThreadPoolExecutor | None = None
+        self.writes: collections.deque[tuple[Future, int]] = collections.deque()
+        self.write_bytes = 0
+        self.batch: list[tuple[Any, ...]] = []
+        self.batch_bytes = 0
+
+    def _file(self, rel: str, member: tarfile.TarInfo, archive) -> None:
+        """A packed file without holes whose pack is at hand is created and written by a writing thread.
+
+        The thread gets its own descriptor of the parent directory (a ``dup`` of the one this extraction
+        made and checked), so the directory it writes into is pinned whatever happens to the path or to the
+        descriptors kept open here; it creates the file with ``O_CREAT|O_EXCL|O_NOFOLLOW`` in it, after
+        checking the content's size and SHA-256, then sets owner, mode and mtime on its descriptor. Files
+        go to the threads in batches (``WRITE_BATCH`` files or ``WRITE_BATCH_BYTES``), so a thread wakes once
+        per batch, not per file. Everything else (a large file's object, a sparse member, a member of a
+        dropped pack) is written here.
+        """
+        entry = member.nodekeep_entry  # type: ignore[attr-defined]
+        if self.writers is None or "offset" not in entry or entry.get("sparse") is not None or rel in self.files:
+            super()._file(rel, member, archive)
+            return
+        part = self._pack_part(entry)
+        if part is None:
+            super()._file(rel, member, archive)  # its pack was dropped: created empty now, filled by fill_packs
+            return
+        with part:
+            data = bytes(part)  # a copy: the pack's memory is not held by writes in flight
+        parent_fd, name = self._where(rel)
+        self.batch.append(
+            (
+                os.dup(parent_fd),
+                name,
+                data,
+                int(entry["size"]),
+                str(entry["sha256"]),
+                (member.uid, member.gid, member.mode, int(entry.get("mtime_ns", 0))),
+                rel,
+                reader_object(archive, entry),
+            )
+        )
+        self.batch_bytes += len(data)
+        self.files.add(rel)
+        self.stats["files"] += 1
+        self.stats["bytes"] += member.size
+        if len(self.batch) >= WRITE_BATCH or self.batch_bytes >= WRITE_BATCH_BYTES:
+            self._hand_batch()
+
+    def _hand_batch(self) -> None:
+        """Hand the batch being made to the writing threads (waiting while too many bytes are in flight)."""
+        if not self.batch:
+            return
+        batch, size = self.batch, self.batch_bytes
+        self.batch, self.batch_bytes = [], 0
+        assert self.writers is not None
+        try:
+            future = self.writers.submit(self._write_batch, batch)
+        except BaseException:
+            for item in batch:
+                os.close(item[0])
+            raise
+        self.writes.append((future, size))
+        self.write_bytes += size
+        while self.writes and (self.write_bytes > WRITE_BYTES_IN_FLIGHT or self.writes[0][0].done()):
+            self._written(self.writes.popleft())
+
+    def _write_batch(self, batch: list[tuple[Any, ...]]) -> None:
+        """In a writing thread: for each file, check its content, create it in its directory's descriptor,
+        write it and set its attributes. Every descriptor of the batch is closed, whatever fails."""
+        try:
+            for dir_fd, name, data, size, sha256, attributes, rel, where in batch:
+                if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
+                    raise IntegrityError(
+                        "object %s of %s: its content does not match the index's SHA-256" % (where, rel),
+                        "do not trust this copy; restore another epoch or copy",
+                    )
+                try:
+                    fd = os.open(name, _CREATE, 0o600, dir_fd=dir_fd)
+                except FileExistsError:
+                    raise RestoreError(
+                        "the archive holds %r more than once, or over a directory" % rel[:200],
+                        "the archive is damaged or was not made by nodekeep; nothing was placed",
+                    )
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    self._fd_attributes(fd, *attributes)
+                finally:
+                    os.close(fd)
+        finally:
+            for item in batch:
+                os.close(item[0])
+
+    def _written(self, write: tuple[Future, int]) -> None:
+        future, size = write
+        self.write_bytes -= size
+        future.result()
+
+    def wait_writes(self) -> None:
+        """Wait for every packed file handed to the writing threads; the first failure is raised."""
+        self._hand_batch()
+        while self.writes:
+            self._written(self.writes.popleft())
+
+    def stop_writes(self) -> None:
+        """Stop the writing threads once every batch handed to them has ended (after a failure too: each
+        closes its own descriptors; the tree is removed by the caller)."""
+        for item in self.batch:
+            os.close(item[0])
+        self.batch, self.batch_bytes = [], 0
+        if self.writers is not None:
+            self.writers.shutdown(wait=True)
+            self.writers = None
+        self.writes.clear()
+        self.write_bytes = 0
+
+    def _hardlink(self, rel: str, member: tarfile.TarInfo) -> None:
+        self.wait_writes()  # the file it links to is written by now
+        super()._hardlink(rel, member)
 
     def _fill(self, rel: str, member: tarfile.TarInfo, archive, out: BinaryIO) -> bool:
         """A file stored as its own object is written now; a pack member is noted and filled by ``fill_packs``."""
@@ -223,32 +361,40 @@ class _ObjectExtractor(_extract.Extractor):
         archive.write_object(entry, out)
         return True
 
-    def _write_member(self, entry: dict[str, Any], reader: _ObjectReader, out) -> bool:
-        """Write a packed file now from its decrypted pack; False when its pack was dropped (filled later)."""
+    def _pack_part(self, entry: dict[str, Any]) -> memoryview | None:
+        """A packed file's slice of its decrypted pack (taken from the prefetcher when its turn comes);
+        None when its pack was dropped to bound memory (``fill_packs`` reads it again)."""
         pack = str(entry.get("object") or "")
         data = self.held.get(pack)
         if data is None:
             if self.prefetcher is None or self.prefetcher.next_name() != pack:
-                return False  # dropped earlier to bound memory: fill_packs reads it again
+                return None  # dropped earlier to bound memory: fill_packs reads it again
             name, data = self.prefetcher.take()
             self.held[name] = data
             self.held_bytes += len(data)
             self._bound_held(name)
         offset, size = int(entry["offset"]), int(entry["size"])
         part = memoryview(data)[offset : offset + size]
+        self.remaining[pack] -= 1
+        if self.remaining[pack] <= 0:
+            self.held_bytes -= len(self.held.pop(pack))  # the slice keeps its bytes alive until it is written
+        return part
+
+    def _write_member(self, entry: dict[str, Any], reader: _ObjectReader, out) -> bool:
+        """Write a packed file now from its decrypted pack; False when its pack was dropped (filled later)."""
+        part = self._pack_part(entry)
+        if part is None:
+            return False
         try:
-            if len(part) != size or hashlib.sha256(part).hexdigest() != entry["sha256"]:
+            if len(part) != int(entry["size"]) or hashlib.sha256(part).hexdigest() != entry["sha256"]:
                 raise IntegrityError(
                     "object %s of %s: its content does not match the index's SHA-256"
-                    % (reader.repository.describe_object(reader.node, pack), entry["path"]),
+                    % (reader_object(reader, entry), entry["path"]),
                     "do not trust this copy; restore another epoch or copy",
                 )
             out.write(part)
         finally:
             part.release()
-        self.remaining[pack] -= 1
-        if self.remaining[pack] <= 0:
-            self.held_bytes -= len(self.held.pop(pack))
         return True
 
     def _bound_held(self, keep: str) -> None:
@@ -289,6 +435,11 @@ class _ObjectExtractor(_extract.Extractor):
                         sink.finish()
                     self._fd_attributes(fd, uid, gid, mode, mtime_ns)
             view.release()
+
+
+def reader_object(reader: _ObjectReader, entry: dict[str, Any]) -> str:
+    """How messages name the object holding an entry."""
+    return reader.repository.describe_object(reader.node, str(entry.get("object") or ""))
 
 
 class _ObjectReader:
@@ -445,10 +596,14 @@ def rebuild_tree(
         plan = _PackPlan(index_path)
         extractor.remaining = dict(plan.remaining)
         extractor.prefetcher = _Prefetcher(reader, plan)
+        if plan.order:
+            extractor.writers = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="nodekeep-write")
         try:
             for entry in entries:
                 extractor.add(_member(entry), reader)
+            extractor.wait_writes()
         finally:
+            extractor.stop_writes()
             extractor.prefetcher.stop()
             extractor.held.clear()
         extractor.fill_packs(reader)

@@ -492,6 +492,31 @@ class TestRestorePath:
         assert os.stat(root / "index" / "sparse.bin").st_blocks * 512 < 64 << 10, "the holes were filled"
         assert os.getxattr(root / "index" / "head.json", "user.origin") == b"node-7"
 
+    def test_packed_files_are_written_by_writing_threads_into_pinned_directories(
+        self, node, store_tools, files_asset, tmp_path, monkeypatch
+    ):
+        """Packed files are created, written and given their attributes by the writing threads, in batches,
+        each at its own descriptor of the directory the extraction made (never a path): the tree comes back
+        equal, attributes included, and a file listed twice is still refused."""
+        store = tmp_path / "da"
+        store_tools.make(store, count=150)
+        expected = store_tools.meta(store)
+        node.backup([files_asset(store)])
+        creators = []
+        real_open = os.open
+
+        def recording_open(path, flags, *args, **kwargs):
+            if flags & os.O_CREAT and flags & os.O_EXCL:
+                creators.append((threading.current_thread().name, kwargs.get("dir_fd")))
+            return real_open(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", recording_open)
+        root = restored_root(node.restore(tmp_path / "r"))
+        monkeypatch.undo()
+        assert store_tools.meta(root) == expected
+        written = [fd for name, fd in creators if name.startswith("nodekeep-write")]
+        assert len(written) >= 150 and None not in written
+
     def test_members_of_a_pack_dropped_to_bound_memory_are_filled_by_reading_it_again(
         self, node, store_tools, files_asset, tmp_path, monkeypatch
     ):
