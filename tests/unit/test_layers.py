@@ -172,7 +172,6 @@ TESTS = ROOT / "tests" / "unit"
 #: only shrink: a file listed here that gains its mirrored test fails the test below until removed.
 WITHOUT_UNIT_TEST = {
     "assets._files_capture",
-    "assets._files_index",
     "assets._files_objects",
     "assets._postgres_client",
     "assets._postgres_globals",
@@ -194,7 +193,6 @@ WITHOUT_UNIT_TEST = {
     "storage._s3_copy",
     "storage._s3_lock",
     "storage.s3_repository",
-    "storage.segments",
 }
 
 
