@@ -183,7 +183,6 @@ WITHOUT_UNIT_TEST = {
     "assets.postgres",
     "assets.zfs",
     "ops._stream_copy",
-    "ops.drill",
     "ops.pitr",
     "ops.stream",
     "snapshot.btrfs",
