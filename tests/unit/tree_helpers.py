@@ -90,3 +90,19 @@ def member(name, kind=tarfile.REGTYPE, linkname="", mode=0o644):
     info.linkname = linkname
     info.mode = mode
     return info
+
+
+def fake_db(path, manifest="MANIFEST-000005"):
+    """A directory that looks like a RocksDB (CURRENT, MANIFEST, LOCK, an sst, a WAL, two OPTIONS files)."""
+    path.mkdir(parents=True)
+    (path / "CURRENT").write_text(manifest + "\n")
+    (path / manifest).write_bytes(b"\0" * 10)
+    (path / "LOCK").write_bytes(b"")
+    (path / "000007.sst").write_bytes(b"sst" * 100)
+    (path / "000008.log").write_bytes(b"wal")
+    (path / "OPTIONS-000009").write_text(
+        "[Version]\n  rocksdb_version=7.8.3\n  options_file_version=1.1\n"
+        '[TableOptions/BlockBasedTable "default"]\n  format_version=5\n'
+    )
+    (path / "OPTIONS-000004").write_text("[Version]\n  rocksdb_version=6.0.0\n")
+    return path
