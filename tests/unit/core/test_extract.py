@@ -16,6 +16,7 @@ import stat
 import tarfile
 
 import pytest
+from tree_helpers import tar_bytes
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import extract
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import RestoreError
@@ -34,16 +35,6 @@ def entry(name, kind=tarfile.REGTYPE, linkname="", mode=0o644, xattrs=None):
     if xattrs:
         info.pax_headers = {"SCHILY.xattr." + key: value for key, value in xattrs.items()}
     return info
-
-
-def tar_bytes(members) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as handle:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-            handle.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buffer.getvalue()
 
 
 def state(root) -> dict:
