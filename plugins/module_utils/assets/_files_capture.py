@@ -7,6 +7,7 @@ from __future__ import absolute_import, annotations, division, print_function
 
 __metaclass__ = type
 
+import array
 import collections
 import contextlib
 import fnmatch
@@ -228,6 +229,82 @@ _KEPT = ("size", "sha256", "object", "sealed_size", "sealed_sha256", "xattrs", "
 _VERBATIM = frozenset(("path", "type", "mode", "uid", "gid", "mtime_ns", "ino", "ctime_ns", "offset", *_KEPT))
 
 
+class PackedContents:
+    """Where packed contents are: content SHA-256 -> (pack, offset, sealed size, sealed SHA-256), compact.
+
+    What a backup keeps per packed file it may find again (a moved or copied small file is not stored
+    twice): the 32-byte digest, the pack's number and the offset in flat arrays, and a slot in an
+    open-addressing table of 4-byte record numbers (at most half full), about 56-72 bytes per content
+    instead of a dict entry, a key string and a tuple (about 250); each pack's name and sealed facts are
+    kept once.
+    """
+
+    def __init__(self) -> None:
+        self.digests = bytearray()
+        self.pack_of = array.array("I")
+        self.offsets = array.array("Q")
+        self.packs: list[tuple[str, int, str]] = []
+        self.pack_number: dict[tuple[str, int, str], int] = {}
+        self.table = array.array("i", [-1]) * 1024
+        self.mask = 1023
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def _slot(self, digest: bytes) -> int:
+        """The slot holding ``digest``, or the free slot where it goes."""
+        table, digests, mask = self.table, self.digests, self.mask
+        slot = int.from_bytes(digest[:8], "little") & mask
+        while True:
+            record = table[slot]
+            if record < 0 or digests[record * 32 : record * 32 + 32] == digest:
+                return slot
+            slot = (slot + 1) & mask
+
+    def get(self, sha256: str) -> tuple[str, int, int, str] | None:
+        record = self.table[self._slot(bytes.fromhex(sha256))]
+        if record < 0:
+            return None
+        name, sealed_size, sealed_sha256 = self.packs[self.pack_of[record]]
+        return name, self.offsets[record], sealed_size, sealed_sha256
+
+    def put(self, sha256: str, place: tuple[str, int, int, str]) -> None:
+        """Record where a content is (the first record of a content is kept)."""
+        digest = bytes.fromhex(sha256)
+        name, offset, sealed_size, sealed_sha256 = place
+        slot = self._slot(digest)
+        if self.table[slot] >= 0:
+            return
+        facts = (name, int(sealed_size), sealed_sha256)
+        number = self.pack_number.get(facts)
+        if number is None:
+            number = self.pack_number[facts] = len(self.packs)
+            self.packs.append(facts)
+        record = len(self.offsets)
+        self.digests += digest
+        self.pack_of.append(number)
+        self.offsets.append(int(offset))
+        self.table[slot] = record
+        if 2 * (record + 1) > self.mask:
+            self._grow()
+
+    def _grow(self) -> None:
+        size = 2 * (self.mask + 1)
+        table, mask, digests = array.array("i", [-1]) * size, size - 1, self.digests
+        for record in range(len(self.offsets)):
+            slot = int.from_bytes(digests[record * 32 : record * 32 + 8], "little") & mask
+            while table[slot] >= 0:
+                slot = (slot + 1) & mask
+            table[slot] = record
+        self.table, self.mask = table, mask
+
+    def memory(self) -> int:
+        """Bytes held by the records and the table (not the pack names)."""
+        return len(self.digests) + self.pack_of.itemsize * len(self.pack_of) + 8 * len(self.offsets) + 4 * len(
+            self.table
+        )
+
+
 class _TreeCapture:
     """One backup of one files asset: walk, hash, upload new objects, write the index and the refs list."""
 
@@ -265,7 +342,8 @@ class _TreeCapture:
         self.emitted: set[str] = set()
         # small files go into packs: the open pack's members, and the index entries waiting for its name
         # content SHA-256 -> (pack, offset, sealed size, sealed SHA-256) of a pack that holds it
-        self.packed: dict[str, tuple[str, int, int, str]] = {}
+        self.packed = PackedContents()
+        self.base_loaded = True  # the cached index's pieces are in ``packed`` and the writer's records
         self.slots: dict[str, tuple[int, int]] = {}  # content SHA-256 -> (pack number, offset) of this run's packs
         self.written_packs = 0  # packs known written: the held entries are written up to the first of a later pack
         # lines waiting behind the open pack: encoded, or the entry of a member still to be named
@@ -304,27 +382,36 @@ class _TreeCapture:
             if (size, digest) != (artifact.content_size, artifact.content_sha256):
                 continue
             header, entries = read_index(path, files_only=True)
+            entries.close()  # type: ignore[attr-defined]
             if header.get("key_id") != self.key_id:
-                for _entry in entries:
-                    pass
                 continue
-            shared: dict[str, str] = {}  # one string per piece name and checksum, not one per file
-            for entry in entries:
-                name = entry.get("object")
-                if name:
-                    name = shared.setdefault(name, name)
-                    sealed = shared.setdefault(entry["sealed_sha256"], str(entry["sealed_sha256"]))
-                    self.writer.known[name] = (int(entry["sealed_size"]), sealed)
-                    if "offset" in entry:
-                        self.packed[entry["sha256"]] = (name, int(entry["offset"]), int(entry["sealed_size"]), sealed)
             chosen = epoch
             self.base_path = path
+            self.base_loaded = False  # read when the first file must be read (never, when nothing changed)
             break
         self.base_epoch = chosen
         for epoch, path in caches:
             if epoch != chosen and (chosen is None or epoch < chosen or epoch not in complete):
                 with contextlib.suppress(OSError):
                     os.unlink(path)
+
+    def _load_packed(self) -> None:
+        """Record the pieces of the cached index: where its packed contents are, and every piece's sealed facts."""
+        self.base_loaded = True
+        if self.base_path is None:
+            return
+        shared: dict[str, str] = {}  # one string per piece name and checksum, not one per file
+        _header, entries = read_index(self.base_path, files_only=True)
+        for entry in entries:
+            name = entry.get("object")
+            if name:
+                name = shared.setdefault(name, name)
+                sealed = shared.setdefault(entry["sealed_sha256"], str(entry["sealed_sha256"]))
+                with self.writer.lock:
+                    self.writer.known.setdefault(name, (int(entry["sealed_size"]), sealed))
+                if "offset" in entry:
+                    place = (name, int(entry["offset"]), int(entry["sealed_size"]), sealed)
+                    self.packed.put(entry["sha256"], place)
 
     def _cached(self, rel: str) -> tuple[dict[str, Any] | None, str]:
         """The cached entry of the file ``rel`` and its line, read in step with the walk (paths come in walk order)."""
@@ -446,7 +533,7 @@ class _TreeCapture:
             name, sealed_size, sealed_sha256, _plain = self.builder.result(number)
             del head["_pack"]
             head.update(object=name, sealed_size=sealed_size, sealed_sha256=sealed_sha256)
-            self.packed.setdefault(head["sha256"], (name, head["offset"], sealed_size, sealed_sha256))
+            self.packed.put(head["sha256"], (name, head["offset"], sealed_size, sealed_sha256))
             if self.slots.get(head["sha256"], (None,))[0] == number:
                 del self.slots[head["sha256"]]  # found by ``packed`` from now on
             self.out.write(self._encode(head) + "\n")
@@ -613,6 +700,8 @@ class _TreeCapture:
             self._reference(name, (int(cached["sealed_size"]), str(cached["sealed_sha256"])))
             self.work["unchanged"] += 1
         else:
+            if not self.base_loaded:
+                self._load_packed()
             content = self._read_once(path, rel, info) if info.st_size <= SMALL_FILE else None
             if content is None:
                 content = self._read(path, rel=rel)

@@ -112,6 +112,24 @@ class TestIndex:
             assert _files_capture.encode_entry(entry) == expected
             assert json.loads(expected) == entry
 
+    def test_packed_contents_are_found_and_cost_a_bounded_size_each(self):
+        """The map of packed contents (what a backup holds per packed file) finds every content it was given,
+        keeps the first place of a content, misses others, and holds at most 80 bytes per content."""
+        packed = _files_capture.PackedContents()
+        count = 50_000
+        digests = [hashlib.sha256(b"%d" % number).hexdigest() for number in range(count)]
+        packs = [("p%03d" % number, 4000 + number, "s%03d" % number) for number in range(100)]
+        for number, digest in enumerate(digests):
+            name, size, sealed = packs[number % 100]
+            packed.put(digest, (name, number * 7, size, sealed))
+        packed.put(digests[5], ("other", 1, 2, "x"))
+        assert len(packed) == count and len(packed.packs) == 100
+        for number in (0, 5, 1023, 1024, count - 1):
+            name, size, sealed = packs[number % 100]
+            assert packed.get(digests[number]) == (name, number * 7, size, sealed)
+        assert packed.get(hashlib.sha256(b"absent").hexdigest()) is None
+        assert packed.memory() <= 80 * count
+
     def test_unchanged_needs_size_mtime_ctime_and_inode(self, tmp_path):
         path = tmp_path / "f"
         path.write_bytes(b"x")
