@@ -20,6 +20,10 @@ Each look is one shell command reading the async job file and the status file (n
 no Python started on the node); ``async_status`` runs once, when the job file no longer says
 "started" (finished, failed, missing), and reads the result exactly as Ansible's own polling does.
 
+With ``become`` to an unprivileged user other than the connection user, the status file goes into a
+directory the become user makes (0700, its own), since it cannot write into the connection user's
+temporary directory; the looks run with become and read it there.
+
 The module runs as it always did (no async) in check mode, under a task's own ``async``,
 on connections with their own async (Windows), with ``nodekeep_progress_interval: 0``, or
 when the task sets ``progress_file`` itself.
@@ -78,7 +82,9 @@ class ProgressAction(NormalAction):
         result = super(NormalAction, self).run(tmp, task_vars)  # ActionBase.run: validation only
         if self._connection._shell.tmpdir is None:
             self._make_tmp_path()
-        status = self._connection._shell.join_path(self._connection._shell.tmpdir, "nodekeep-progress.json")
+        status_dir = self._private_status_dir() if self._is_become_unprivileged() else None
+        folder = status_dir or self._connection._shell.tmpdir
+        status = self._connection._shell.join_path(folder, "nodekeep-progress.json")
         args = dict(self._task.args, progress_file=status)
         args.setdefault("progress_every_seconds", min(2.0, interval))
         timeout = int(self._setting(task_vars, "nodekeep_progress_timeout", DEFAULT_TIMEOUT))
@@ -91,10 +97,14 @@ class ProgressAction(NormalAction):
             # Never let the executor poll this task itself: this plugin returns the finished result.
             self._task.async_val = 0
         if started.get("failed") or "ansible_job_id" not in started:
+            self._remove_status_dir(status_dir)
             result.update(started)
             return result
         shown: dict = {"done": set()}
-        final = self._follow(started["ansible_job_id"], status, interval, task_vars, shown)
+        try:
+            final = self._follow(started["ansible_job_id"], status, interval, task_vars, shown)
+        finally:
+            self._remove_status_dir(status_dir)
         # Each phase's end, from the result (deterministic: a run shorter than one look still shows it).
         for snap in final.get("progress") or []:
             if isinstance(snap, dict) and (snap.get("asset"), snap.get("phase")) not in shown["done"]:
@@ -103,6 +113,22 @@ class ProgressAction(NormalAction):
             final.pop(key, None)
         result.update(final)
         return result
+
+    def _private_status_dir(self) -> str | None:
+        """With ``become`` to an unprivileged user other than the connection user, the module (the become user)
+        cannot write into the connection user's temporary directory: the status file goes into a directory the
+        become user makes for it (0700, its own, in its TMPDIR), which the looks (run with become too) read.
+        The status file holds no secret (asset names, byte counts, rates). None when it cannot be made: the run
+        goes on without lines, as before."""
+        made = self._low_level_execute_command(
+            'umask 077 && mktemp -d "${TMPDIR:-/tmp}/nodekeep-progress.XXXXXXXX"', sudoable=True
+        )
+        path = (made.get("stdout") or "").strip()
+        return path if made.get("rc") == 0 and path.startswith("/") and "\n" not in path else None
+
+    def _remove_status_dir(self, path: str | None) -> None:
+        if path:
+            self._low_level_execute_command("rm -rf %s" % self._connection._shell.quote(path), sudoable=True)
 
     def _follow(self, jid: str, status: str, interval: float, task_vars, shown: dict) -> dict:
         async_dir = self._remote_expand_user(self.get_shell_option("async_dir", default="~/.ansible_async"))
@@ -156,7 +182,7 @@ class ProgressAction(NormalAction):
         try:
             snap = json.loads(text or "")
         except ValueError:
-            return  # not written yet (or not readable for a become user): no line, the run goes on
+            return  # not written yet: no line, the run goes on
         if not isinstance(snap, dict):
             return
         key = (snap.get("asset"), snap.get("phase"), snap.get("done_bytes"), snap.get("state"))

@@ -9,6 +9,9 @@ tests/integration/test_playbooks.py and the drill tests (tests/integration/drill
 ``Writer(db, workdir, rate=50)``
     ``scripts/demo_writer.py`` writing the live SQLite database ``db`` in its own process;
     ``stop()``.
+``json_callback_collections()``
+    this collection and ansible.posix (its json stdout callback, scripts/ansible-collections.sh) as an
+    ``ANSIBLE_COLLECTIONS_PATH``; skips the test when ansible.posix cannot be extracted.
 ``PlaybookLab(base, playbook_bin)``
     a temporary inventory under ``base``: ``inventory_dir``, ``keys_dir``, the node virtualenv
     ``venv`` and ``install_vars``, the agent role's variables that make it (offline from
@@ -47,6 +50,18 @@ def require_playbook_tools(*tools: str) -> str:
         if shutil.which(tool) is None:
             pytest.skip("%s is not installed (run `make setup`)" % tool)
     return playbook_bin
+
+
+def json_callback_collections() -> str:
+    """This collection, and ansible.posix for its json stdout callback (scripts/ansible-collections.sh)."""
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "ansible-collections.sh"), "ansible.posix"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip("ansible.posix (the json callback) could not be extracted: %s" % done.stderr[-500:])
+    cache = os.environ.get("NODEKEEP_CACHE") or str(ROOT / ".cache")
+    return os.pathsep.join([str(ROOT / "build" / "collections"), os.path.join(cache, "collections")])
 
 
 class Writer:

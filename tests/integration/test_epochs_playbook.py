@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from playbook_helpers import ROOT, PlaybookLab, require_playbook_tools
+from playbook_helpers import ROOT, PlaybookLab, json_callback_collections, require_playbook_tools
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.human import human_bytes
 
@@ -124,15 +124,7 @@ def test_nodekeep_hosts_filter_and_the_json_callback(fleet):
     """``-e nodekeep_hosts=node1`` lists node1 only; ANSIBLE_STDOUT_CALLBACK=ansible.posix.json's stdout is one JSON
     document holding the table (the task's msg) and the list (set_stats nodekeep_epochs)."""
     lab, first, second = fleet["lab"], fleet["first"], fleet["second"]
-    done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "ansible-collections.sh"), "ansible.posix"],
-        capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip("ansible.posix (the json callback) could not be extracted: %s" % done.stderr[-500:])
-    cache = os.environ.get("NODEKEEP_CACHE") or str(ROOT / ".cache")
-    collections = os.pathsep.join([str(ROOT / "build" / "collections"), os.path.join(cache, "collections")])
-    proc = _run_json(lab, collections, "-e", "nodekeep_hosts=node1")
+    proc = _run_json(lab, json_callback_collections(), "-e", "nodekeep_hosts=node1")
     report = json.loads(proc.stdout)  # the callback's document alone
     shown = [
         task["hosts"]

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from playbook_helpers import json_callback_collections
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = """
@@ -65,14 +66,7 @@ def lab(tmp_path, dbtools, age_key, signing_key):
 @pytest.fixture(scope="module")
 def collections_path() -> str:
     """This collection, and ansible.posix for its json stdout callback (scripts/ansible-collections.sh)."""
-    done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "ansible-collections.sh"), "ansible.posix"],
-        capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip("ansible.posix (the json callback) could not be extracted: %s" % done.stderr[-500:])
-    cache = os.environ.get("NODEKEEP_CACHE") or str(ROOT / ".cache")
-    return os.pathsep.join([str(ROOT / "build" / "collections"), os.path.join(cache, "collections")])
+    return json_callback_collections()
 
 
 def _play(
@@ -134,7 +128,9 @@ def test_a_look_runs_no_module_on_the_node(lab, tmp_path):
     interpreter.write_text('#!/bin/sh\necho "$@" >> %s\nexec %s "$@"\n' % (runs, sys.executable))
     interpreter.chmod(0o755)
     async_dir = tmp_path / "async"
-    done = _play(book, "default", str(ROOT / "build" / "collections"), str(interpreter), ANSIBLE_ASYNC_DIR=str(async_dir))
+    done = _play(
+        book, "default", str(ROOT / "build" / "collections"), str(interpreter), ANSIBLE_ASYNC_DIR=str(async_dir)
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert LINE.search(done.stderr) and "ok=2" in done.stdout
     modules = runs.read_text().splitlines()

@@ -17,6 +17,16 @@ def checkpoint(args: dict, check_mode: bool = False) -> dict:
     return run_module("rocksdb_checkpoint", args, check_mode=check_mode)
 
 
+def by_command(app, dest) -> dict:
+    """The module's arguments for a checkpoint of ``app`` at ``dest`` by the service's own checkpoint command."""
+    return {
+        "path": str(app.db),
+        "dest": str(dest),
+        "method": "checkpoint_command",
+        "checkpoint_command": " ".join([sys.executable, APP, "checkpoint", str(app.state), "{dest}"]),
+    }
+
+
 def test_check_mode_touches_nothing(rocks_app, tmp_path, tree):
     app = rocks_app
     dest = tmp_path / "copy"
@@ -54,13 +64,7 @@ def test_check_mode_touches_nothing(rocks_app, tmp_path, tree):
 def test_checkpoint_command_then_refusal_then_force(rocks_app, tmp_path):
     app = rocks_app
     dest = tmp_path / "copy"
-    args = {
-        "path": str(app.db),
-        "dest": str(dest),
-        "method": "checkpoint_command",
-        "checkpoint_command": " ".join([sys.executable, APP, "checkpoint", str(app.state), "{dest}"]),
-        "count_keys": True,
-    }
+    args = dict(by_command(app, dest), count_keys=True)
     result = succeeded(checkpoint(args))
     assert result["changed"] is True and result["replaced"] is False
     assert result["dest"] == str(dest) and result["checkpoint_seconds"] > 0
@@ -141,13 +145,7 @@ def test_diff_names_the_checkpoint_directory_and_its_files(rocks_app, tmp_path):
     what it would become, and nothing written."""
     app = rocks_app
     dest = tmp_path / "copy"
-    args = {
-        "path": str(app.db),
-        "dest": str(dest),
-        "method": "checkpoint_command",
-        "checkpoint_command": " ".join([sys.executable, APP, "checkpoint", str(app.state), "{dest}"]),
-        "_ansible_diff": True,
-    }
+    args = dict(by_command(app, dest), _ansible_diff=True)
     planned = succeeded(checkpoint(args, check_mode=True))
     [item] = planned["diff"]
     assert item["before_header"] == str(dest) and item["before"] == "absent\n"
