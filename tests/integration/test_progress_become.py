@@ -79,7 +79,7 @@ def test_progress_lines_show_under_become_to_another_user(user, age_key, signing
             os.chown(path, user.pw_uid, user.pw_gid)
         (work / "hosts.yml").write_text(
             "all:\n  hosts:\n    node1:\n      ansible_connection: local\n"
-            "      ansible_python_interpreter: %s\n      ansible_remote_tmp: /tmp/.nodekeep-become-tmp\n" % python
+            "      ansible_python_interpreter: %s\n      ansible_remote_tmp: %s\n" % (python, work / ".ansible-tmp")
         )
         site = sysconfig.get_paths()["purelib"]  # pyrage, zstandard, apsw, cryptography of this venv (cp311)
         (work / "play.yml").write_text(PLAY.format(work=work, recipient=age_key.recipient, user=USER, site=site))
@@ -121,4 +121,3 @@ def test_progress_lines_show_under_become_to_another_user(user, age_key, signing
         assert not [p for p in Path("/tmp").glob("nodekeep-progress.*") if p.stat().st_uid == user.pw_uid]
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree("/tmp/.nodekeep-become-tmp", ignore_errors=True)
