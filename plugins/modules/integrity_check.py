@@ -152,7 +152,7 @@ stats:
       C(rate_bytes_per_second), C(result) (V(ok) or V(FAILED)) and C(proven) - what was proven (the signature, the
       sealed and, when deep, the plain SHA-256 against the signed manifest - a secret's plain size only, it has no
       plain SHA-256 - and the asset's own check), or the problem of a failed asset.
-    - Each artifact of each copy (named C(LOCATION: ASSET)) with O(targets), each C(EPOCH/ASSET) with O(subset).
+    - Each artifact of each copy (named after the copy's location) with O(targets), each C(EPOCH/ASSET) with O(subset).
     - C(lines) is the same as a table in IEC units, which the verify role prints.
   returned: always, but not on an error before any check
   type: dict

@@ -104,8 +104,8 @@ def test_the_epoch_list_per_node_with_sizes_checks_and_copies(fleet):
 
     out = done.stdout
     assert "node1: 2 epoch(s) in %s" % (fleet["base"] / "repo") in out
-    assert "node2: 0 epoch(s) in %s, 1 whose signature does not verify: %s" % (fleet["base"] / "repo",
-                                                                                 fleet["foreign"].epoch) in out  # fmt: skip
+    invalid = "node2: 0 epoch(s) in %s, 1 whose signature does not verify: %s"
+    assert invalid % (fleet["base"] / "repo", fleet["foreign"].epoch) in out
     for manifest, verified in ((first, "2026-12-07T03:00:00Z (deep)"), (second, "never")):
         row = listing[manifest.epoch]
         line = next(line for line in out.splitlines() if line.strip().strip('",').startswith(manifest.epoch))

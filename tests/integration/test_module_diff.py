@@ -217,8 +217,8 @@ def test_restore_cutover_diff_plays_the_renames_in_check_mode_and_matches_the_re
     assert items[str(staged)]["after"] == "absent\n"
     assert items[str(live)]["after"].startswith("file, 400 bytes, mode 0640")
 
-    back = succeeded(run_module("restore_cutover", dict(DIFF, state="rollback", path=str(live),
-                                                          safety_copy=str(safety))))  # fmt: skip
+    rollback = dict(DIFF, state="rollback", path=str(live), safety_copy=str(safety))
+    back = succeeded(run_module("restore_cutover", rollback))
     items = diff_of(back)
     assert items[str(live)]["after"].startswith("file, 300 bytes") and items[str(safety)]["after"] == "absent\n"
     failed_copy = back["failed_copy"]
