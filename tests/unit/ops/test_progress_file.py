@@ -37,7 +37,7 @@ def test_the_status_file_is_private_json_of_the_last_snapshot(tmp_path):
     assert (last["state"], last["done_bytes"], last["total_bytes"]) == ("done", 300, 300)
     assert result["epoch"] == "20260101T000000Z"
     assert [(snap["asset"], snap["phase"], snap["state"]) for snap in result["progress"]] == [("app-db", "seal", "done")]
-    assert [name for name in os.listdir(tmp_path)] == ["nodekeep-progress.json"]  # no temporary left
+    assert os.listdir(tmp_path) == ["nodekeep-progress.json"]  # no temporary left
 
 
 def test_a_status_file_that_cannot_be_written_never_fails_the_run(tmp_path):
