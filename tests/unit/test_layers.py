@@ -174,7 +174,6 @@ WITHOUT_UNIT_TEST = {
     "assets._files_capture",
     "assets._files_objects",
     "assets._postgres_client",
-    "assets._postgres_globals",
     "assets._rocksdb_pieces",
     "assets._snapshot",
     "assets._sqlite_pages",
