@@ -54,9 +54,21 @@ options:
         RV(point_in_time_epoch) the epoch a point-in-time restore of O(asset) to that time uses (the base epoch of the
         replication chain covering it, or an epoch alone), e.g. to ship it with its segments to another host (the
         restore role does). Signatures are checked with O(public_key) (required). See docs/replication.md.
+      - V(random) draws a commit point of O(asset) at random among every restorable commit time of its retained
+        replication chains at or before O(until), reproducibly from O(seed) (the drill role does); RV(point_in_time_epoch)
+        is its chain's base epoch and RV(point_in_time_drawn) the point and the window it was drawn from.
     type: str
   asset:
     description: The SQLite asset of O(point_in_time).
+    type: str
+  seed:
+    description:
+      - With O(point_in_time=random), the seed of the draw (any text). The same seed over the same chains up to the
+        same O(until) draws the same commit point.
+    type: str
+  until:
+    description:
+      - With O(point_in_time=random), the end of the window drawn from (a time as for O(point_in_time)); omitted, now.
     type: str
   verified:
     description:
@@ -144,6 +156,16 @@ point_in_time_source:
   returned: when O(point_in_time) is given
   type: str
   sample: chain
+point_in_time_drawn:
+  description:
+    - With O(point_in_time=random), the commit point drawn (C(time), an observed commit time, so a restore to it
+      reaches exactly it; C(epoch), its chain's base), the O(seed), the window (C(start), C(end), C(until), the number
+      of commit C(points) and of C(chains) in it) and C(last_shipped), the newest commit shipped at or before O(until).
+  returned: when O(point_in_time=random)
+  type: dict
+  sample: {time: "2026-12-07T10:15:30.123456Z", epoch: 20261207T100000Z, seed: "1234", start: "2026-12-07T10:00:01.5Z",
+           end: "2026-12-07T10:20:00.9Z", until: "2026-12-07T10:20:01.000000Z", points: 5400, chains: 1,
+           last_shipped: "2026-12-07T10:20:00.9Z"}
 listing:
   description:
     - One entry per verified epoch, oldest first, like C(restic snapshots). C(time) is when its manifest was
@@ -190,7 +212,11 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs imp
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.pieces import epoch_pieces
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.s3_settings import S3_TARGET_OPTIONS
-from ansible_collections.nodekeep.backup.plugins.module_utils.storage.segments import find_chain, parse_time
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.segments import (
+    find_chain,
+    parse_time,
+    random_point,
+)
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.stats import epoch_listing
 
 
@@ -206,10 +232,13 @@ def main():
             objects_of={"type": "str"},
             point_in_time={"type": "str"},
             asset={"type": "str"},
+            seed={"type": "str"},
+            until={"type": "str"},
             targets={"type": "list", "elements": "dict", "default": [], "options": S3_TARGET_OPTIONS},
             verified={"type": "dict", "default": {}},
         ),
         required_by={"objects_of": "public_key", "point_in_time": ["public_key", "asset"]},
+        required_if=[("point_in_time", "random", ["seed"])],
         supports_check_mode=True,
     )
     params = module.params
@@ -250,6 +279,13 @@ def main():
                 result["objects"], result["objects_size"] = [], 0  # the caller refuses the epoch itself
         if params["point_in_time"]:
             point = params["point_in_time"]
+            if point == "random":
+                until = parse_time(params["until"]) if params["until"] else None
+                drawn = random_point(repository, node, params["asset"], params["public_key"], params["seed"], until)
+                result.update(
+                    point_in_time_epoch=drawn["epoch"], point_in_time_source="chain", point_in_time_drawn=drawn
+                )
+                return result
             when = None if point == "latest" else parse_time(point)
             chain = find_chain(repository, node, params["asset"], params["public_key"], when)
             result["point_in_time_epoch"] = chain.epoch

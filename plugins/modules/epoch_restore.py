@@ -181,6 +181,23 @@ path:
   returned: when point_in_time is set
   type: str
   sample: /srv/restore/app-1015.db
+size:
+  description: With O(point_in_time), the size of the restored database file in bytes.
+  returned: when point_in_time is set
+  type: int
+  sample: 16777216
+seconds:
+  description: With O(point_in_time), how long the restore took (base, segments, check), in seconds.
+  returned: when point_in_time is set
+  type: float
+  sample: 1.734
+commits_applied:
+  description:
+    - With O(point_in_time), the commits the service observed in the segments applied (0 when the point is an epoch
+      alone). C(segment) is the last segment applied, C(integrity) the result of the check.
+  returned: when point_in_time is set
+  type: int
+  sample: 5210
 output:
   description: With O(output) (without O(point_in_time)), the path the one asset was restored to.
   returned: when output is set and point_in_time is not

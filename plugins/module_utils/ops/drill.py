@@ -39,7 +39,7 @@ from typing import Any
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import signing
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import EPOCH_RE, epoch_name
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError, RepositoryError
-from ansible_collections.nodekeep.backup.plugins.module_utils.core.human import human_seconds
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.human import human_bytes, human_seconds
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import (
     DEFAULT_LOCAL_ROOT,
     TOOL_NAME,
@@ -366,6 +366,42 @@ def _health_entry(probe: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
+def point_in_time_entry(stream: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The point-in-time drill of a streamed asset (the drill role's ``tasks/stream.yml``) and what failed in it.
+
+    It passes when the restore reached exactly the commit drawn and its integrity check says ok."""
+    drawn = stream.get("drawn") or {}
+    restore = stream.get("restore") or {}
+    reached = restore.get("restored_commit_time")
+    entry = {
+        "seed": None if stream.get("seed") is None else str(stream.get("seed")),
+        "drawn": drawn.get("time"),
+        "window": {key: drawn.get(key) for key in ("start", "end", "until", "points", "chains")} if drawn else None,
+        "last_shipped": drawn.get("last_shipped"),
+        "reached": reached,
+        "exact": bool(reached) and parse_time(reached) == parse_time(drawn.get("time")),
+        "epoch": restore.get("epoch") or drawn.get("epoch"),
+        "segment": restore.get("segment"),
+        "commits_applied": restore.get("commits_applied"),
+        "integrity": restore.get("integrity"),
+        "size": restore.get("size"),
+        "seconds": restore.get("seconds"),
+        "error": None,
+    }
+    failed = []
+    if not restore:
+        entry["error"] = str(stream.get("error") or "the point-in-time restore did not run")
+        failed.append("point-in-time restore FAILED: %s" % entry["error"])
+    else:
+        if str(entry["integrity"]).lower() != "ok":
+            failed.append("point-in-time restore: integrity: %s" % entry["integrity"])
+        if not entry["exact"]:
+            failed.append(
+                "point-in-time restore reached the commit of %s, not the commit drawn (%s)" % (reached, entry["drawn"])
+            )
+    return entry, failed
+
+
 def _restored_asset(artifact: dict[str, Any], wanted: dict[str, float], health: dict[str, Any], rto, rpo, check):
     """The report entry of an asset that was restored (checked or not)."""
     failed_checks = checks_failed(artifact.get("checks"))
@@ -492,19 +528,44 @@ def _node_entry(raw: dict[str, Any], name: str, started: float) -> tuple[dict[st
     rto = (verified_at - started) if (restored_ok and verified_at is not None) else None
     # an asset that was restored and checked has its RTO even when another asset of the node failed
     asset_rto = (verified_at - started) if (not error and verified_at is not None) else None
-    rpo = max(0.0, started - recovery_point) if recovery_point is not None else None
+    epoch_rpo = max(0.0, started - recovery_point) if recovery_point is not None else None
     health = _health_by_asset(raw.get("health"))
     runbook = runbook_of(raw.get("runbook"))
     check = str(raw.get("check") or "integrity")
+    # A streamed asset's recovery point is its newest shipped commit (its newest signed segment), not the epoch.
+    streams = {str(item.get("name")): item for item in raw.get("streams") or [] if isinstance(item, dict)}
+    points = []
     assets = []
     for artifact in restore.get("artifacts") or []:
         asset_name = str(artifact.get("name"))
         wanted = asset_targets(targets, per_asset, asset_name)
+        stream = streams.pop(asset_name, None)
+        pitr, pitr_failed = point_in_time_entry(stream) if stream is not None else (None, [])
+        shipped = parse_time(pitr["last_shipped"]) if pitr and pitr["last_shipped"] else None
+        point = shipped if shipped is not None else recovery_point
+        rpo = max(0.0, started - point) if point is not None else None
+        if point is not None:
+            points.append(point)
         entry, failed_checks = _restored_asset(
             artifact, wanted, _health_entry(health.get(asset_name)), asset_rto, rpo, check
         )
+        if pitr is not None:
+            entry["point_in_time"] = pitr
+            entry["recovery_point"] = iso(point)
+            entry["recovery_point_source"] = "last shipped segment" if shipped is not None else "epoch"
+            failed_checks += pitr_failed
+            entry["checks_ok"] = entry["checks_ok"] and not pitr_failed
+            entry["ok"] = entry["ok"] and not pitr_failed
         problems += _asset_problems("%s/%s" % (name, asset_name), entry, failed_checks, wanted, asset_rto, rpo)
         assets.append(entry)
+    if streams and not error:
+        error = "streamed asset(s) %s (nodekeep_drill_stream_assets) not in epoch %s: not drilled" % (
+            ", ".join(sorted(streams)),
+            epoch,
+        )
+    if points:
+        recovery_point = min(points)
+    rpo = max(0.0, started - recovery_point) if recovery_point is not None else epoch_rpo
     for item in failed_assets:
         entry = _failed_asset(item, asset_targets(targets, per_asset, str(item.get("name"))))
         assets.append(entry)
@@ -611,8 +672,43 @@ def report_bytes(report: dict[str, Any]) -> bytes:
     return (json.dumps(report, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
+def point_in_time_text(node: str, asset: dict[str, Any]) -> str:
+    """One line on a streamed asset's point-in-time drill: the draw (seed, window), the commit reached, RPO, RTO."""
+    pitr = asset["point_in_time"]
+    window = pitr.get("window") or {}
+    drawn = "commit %s drawn with seed %s among %s commit point(s) of %s chain(s) from %s to %s" % (
+        pitr["drawn"],
+        pitr["seed"],
+        window.get("points"),
+        window.get("chains"),
+        window.get("start"),
+        window.get("end"),
+    )
+    if pitr["error"]:
+        outcome = "FAILED: %s" % pitr["error"]
+    else:
+        outcome = "reached commit %s (%s), %s commit(s) applied from epoch %s, %s, %s, integrity %s" % (
+            pitr["reached"],
+            "exact" if pitr["exact"] else "NOT the commit drawn",
+            pitr["commits_applied"],
+            pitr["epoch"],
+            human_bytes(pitr["size"]) if pitr["size"] is not None else "? bytes",
+            human_seconds(pitr["seconds"]),
+            pitr["integrity"],
+        )
+    return "%s/%s point in time: %s; %s; RPO %s (last shipped commit %s), RTO %s" % (
+        node,
+        asset["name"],
+        drawn if pitr["drawn"] else "no commit point drawn (seed %s)" % pitr["seed"],
+        outcome,
+        human_seconds(asset["rpo"]["seconds"]),
+        pitr["last_shipped"],
+        human_seconds(asset["rto"]["seconds"]),
+    )
+
+
 def summary_lines(report: dict[str, Any]) -> list[str]:
-    """One line per node and one for the drill, for the play's output."""
+    """One line per node (and per point-in-time drill of a streamed asset) and one for the drill."""
     lines = []
     for node in report["nodes"]:
         if node["error"]:
@@ -636,6 +732,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                 verdict(node["rpo"]),
             )
         )
+        lines += [point_in_time_text(node["node"], a) for a in node["assets"] if a.get("point_in_time")]
     summary = report["summary"]
     lines.append(
         "drill %s%s: %s, %d/%d node(s) ok, %d/%d asset(s) ok, RTO %s, worst RPO %s"

@@ -391,10 +391,59 @@ def _node_assets(node: dict[str, Any]) -> list[str]:
     return out
 
 
+def _points_in_time(node: dict[str, Any]) -> list[str]:
+    """The point-in-time drills of the node's streamed assets: the draw, the commit reached, RPO and RTO."""
+    streamed = [a for a in node["assets"] if a.get("point_in_time")]
+    if not streamed:
+        return []
+    out = ["<h2>%s: point-in-time restores</h2>" % _e(node["node"])]
+    out.append("<table><tr><th>Asset</th><th>Seed</th><th>Window drawn from</th><th>Commit drawn</th>"
+               "<th>Commit reached</th><th>Integrity</th><th class=\"num\">Commits applied</th><th class=\"num\">Size</th>"
+               "<th class=\"num\">Restore</th><th>RTO / target</th><th>RPO / target (last shipped commit)</th></tr>")  # fmt: skip
+    for asset in streamed:
+        pitr = asset["point_in_time"]
+        window = pitr.get("window") or {}
+        sources = asset.get("target_sources") or {}
+        reached = (
+            _mark(False, no="FAILED: %s" % pitr["error"])
+            if pitr["error"]
+            else "%s<br>%s" % (_e(pitr["reached"]), _mark(pitr["exact"], "exact", "NOT the commit drawn"))
+        )
+        out.append(
+            '<tr><td>%s</td><td><code>%s</code></td><td>%s &rarr; %s<br><span class="muted">%s commit point(s), '
+            '%s chain(s)</span></td><td>%s</td><td>%s</td><td>%s</td><td class="num">%s</td><td class="num">%s</td>'
+            '<td class="num">%s</td><td>%s</td><td>%s<br><span class="muted">%s</span></td></tr>'
+            % (
+                _e(asset["name"]),
+                _e(pitr["seed"]),
+                _e(window.get("start")),
+                _e(window.get("end")),
+                _e(window.get("points")),
+                _e(window.get("chains")),
+                _e(pitr["drawn"] or "none"),
+                reached,
+                _e(pitr["integrity"] or "-"),
+                _e(pitr["commits_applied"] if pitr["commits_applied"] is not None else "-"),
+                _e(human_bytes(pitr["size"]) if pitr["size"] is not None else "-"),
+                _e(human_seconds(pitr["seconds"])),
+                _measure_cell(asset["rto"], sources.get("rto")),
+                _measure_cell(asset["rpo"], sources.get("rpo")),
+                _e(pitr["last_shipped"] or "-"),
+            )
+        )
+    out.append("</table>")
+    out.append(
+        '<p class="muted">Reproduce a draw: <code>-e nodekeep_drill_seed=SEED -e nodekeep_drill_window_end=END</code> '
+        "(the window's end as the report names it under <code>until</code>).</p>"
+    )
+    return out
+
+
 def _footer() -> list[str]:
     return [
         '<p class="muted">RTO: drill start to the node\'s data restored, checked and health-checked in staging. '
-        "RPO: drill start minus the restored epoch's start (every snapshot of the epoch is at or after it). "
+        "RPO: drill start minus the restored epoch's start (every snapshot of the epoch is at or after it); for a "
+        "streamed asset, drill start minus its newest shipped commit (its newest signed segment). "
         "The JSON report beside this page (<code>%s</code>, format <code>%s</code>) is signed "
         "(<code>%s</code>, namespace <code>%s</code>).</p>" % (REPORT_NAME, FORMAT, SIGNATURE_NAME, NAMESPACE),
         "</body></html>",
@@ -407,5 +456,6 @@ def render_html(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
     out = _head(report) + _problems(report) + _history(points) + _nodes_table(report)
     for node in report["nodes"]:
         out += _node_assets(node)
+        out += _points_in_time(node)
     out += _footer()
     return "\n".join(out) + "\n"

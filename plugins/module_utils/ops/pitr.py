@@ -115,6 +115,9 @@ def restore_point_in_time(
 ) -> dict[str, Any]:
     """Rebuild ``asset`` as of the last commit observed at or before ``point_in_time`` (or the newest).
 
+    The report names the commit reached (``restored_commit_time``, ``source``, ``segment``, ``commits_applied``),
+    the database's ``size`` in bytes, its ``integrity`` and the ``seconds`` the restore took.
+
     The result goes to ``dest`` (a file) or, as an epoch restore would put it, under ``target_root``.
     It is written beside its final name, checked, and linked into place; an existing target is refused
     unless ``force`` (then kept beside it as ``.nodekeep-replaced-<time>``).
@@ -132,7 +135,7 @@ def restore_point_in_time(
             raise describe_os_error(exc, "preparing the restore directory", os.path.dirname(final))
         work = os.path.join(os.path.dirname(final), name)
         try:
-            reached, applied, integrity = _rebuild(
+            reached, applied, integrity, size = _rebuild(
                 repository, node, asset, public_key, identities, chain, when, work, place, force, check
             )
         finally:
@@ -148,6 +151,7 @@ def restore_point_in_time(
         "commits_applied": applied,
         "chain": {"start": iso(chain.start), "end": iso(chain.end), "segments": len(chain.records)},
         "path": final,
+        "size": size,
         "integrity": integrity,
         "seconds": round(time.monotonic() - began, 3),
     }
@@ -184,6 +188,7 @@ def _rebuild(repository, node, asset, public_key, identities, chain, when, work,
             if size is not None:
                 os.ftruncate(fd, size * page_size)
             os.fsync(fd)
+            restored_bytes = os.fstat(fd).st_size
         finally:
             os.close(fd)
         if reached is None:
@@ -202,4 +207,4 @@ def _rebuild(repository, node, asset, public_key, identities, chain, when, work,
         raise RepositoryError("the restore target %s appeared during the restore" % place, "nothing was overwritten")
     except OSError as exc:
         raise describe_os_error(exc, "restoring %s to a point in time" % asset, place)
-    return reached, applied, integrity
+    return reached, applied, integrity, restored_bytes

@@ -19,6 +19,7 @@ __metaclass__ = type
 import contextlib
 import hashlib
 import io
+import random
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -247,3 +248,47 @@ def parse_time(text: str) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.timestamp()
+
+
+def random_point(repository, node: str, asset: str, public_key: str, seed: str, until: float | None = None):
+    """A commit point of ``asset`` drawn at random among every restorable commit time of its retained chains at
+    or before ``until`` (None: now), reproducibly: the same ``seed`` over the same chains draws the same point.
+
+    Returns the point (``time``: an observed commit time, so a restore to it reaches exactly it; ``epoch``: the
+    base epoch of its chain), the window it was drawn from (``start``, ``end``, ``points``, ``chains``) and the
+    newest commit shipped at or before ``until`` (``last_shipped``: the end of that window). Raises
+    RepositoryError when the asset has no chain with a restorable commit in the window.
+    """
+    points = []  # (commit time as recorded, epoch), oldest first: chains never overlap
+    for epoch in repository.complete_epochs(node):
+        if not committed_segments(repository.files(node, epoch), asset):
+            continue
+        chain = load_chain(repository, node, epoch, asset, public_key)
+        if chain is None:
+            continue
+        for _record, source in chain.records:
+            for commit in source["commits"]:
+                moment = timestamp(commit[1])
+                if moment >= chain.start and (until is None or moment <= until):
+                    points.append((commit[1], epoch))
+    if not points:
+        raise RepositoryError(
+            "node %s has no replication chain of %s with a commit at or before %s"
+            % (node, asset, "now" if until is None else iso(until)),
+            "start the replication service for it (playbook nodekeep.backup.stream, nodekeep_stream_assets) and let it ship a "
+            "segment, or drop the asset from nodekeep_drill_stream_assets",
+        )
+    # str seeds are hashed with SHA-512 by random.Random (version 2): stable across runs and Python versions.
+    # The node and asset are part of it, so one drill seed draws independent points for each streamed asset.
+    moment, epoch = points[random.Random("%s/%s/%s" % (seed, node, asset)).randrange(len(points))]
+    return {
+        "time": moment,
+        "epoch": epoch,
+        "seed": str(seed),
+        "start": points[0][0],
+        "end": points[-1][0],
+        "until": None if until is None else iso(until),
+        "points": len(points),
+        "chains": len({e for _t, e in points}),
+        "last_shipped": points[-1][0],
+    }

@@ -123,6 +123,17 @@ def test_the_unit_runs_the_engine_from_the_bundle_and_restore_yml_reaches_a_poin
         found = re.search(r"as of the commit\s+seen at (\S+) \(chain (\S+),", run.stdout)
         assert found, run.stdout
         assert "integrity ok" in run.stdout
+        # The summary says what was staged: the asset, where, the commit reached, bytes and seconds (it said
+        # "(0 asset(s), 0 s)" after a point-in-time restore).
+        summary = re.search(
+            r"chain-db restored into (\S+):(\S+) as of the commit seen at (\S+) \(chain \S+, (\d+) commit\(s\) applied;"
+            r" ([\d.]+ \w*B), ([\d.]+ \w+), integrity ok\); live data untouched",
+            run.stdout,
+        )
+        assert summary, run.stdout
+        assert summary.group(2) == str(target) and summary.group(3) == found.group(1)
+        assert summary.group(1) == (STAGE if extra else NODE)
+        assert "(0 asset(s)" not in run.stdout and "staged:" not in run.stdout
         dump = subprocess.run(["sqlite3", str(target), ".dump"], capture_output=True, text=True, check=True).stdout
         reached[where] = (found.group(1), found.group(2), dump)
         # The saved result names what was asked and the exact commit reached.

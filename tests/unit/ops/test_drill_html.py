@@ -128,3 +128,63 @@ class TestThePage:
         with pytest.raises(NodekeepError) as info:
             report_of(SQLITE, runbook=bad)
         assert "nodekeep_runbook" in str(info.value)
+
+
+def stream(name="db", drawn_age=3600.0, shipped_age=1.5, reached=None, integrity="ok", error=None):
+    drawn = drill.iso(STARTED - drawn_age).replace("Z", "123Z")  # a commit time with microseconds, as recorded
+    window = {"start": drill.iso(STARTED - 7200), "end": drill.iso(STARTED - shipped_age),
+              "until": drill.iso(STARTED), "points": 5400, "chains": 2}  # fmt: skip
+    restore = None if error else {
+        "restored_commit_time": drawn if reached is None else reached, "source": "chain", "epoch": "20270115T060000Z",
+        "segment": 17, "commits_applied": 4321, "size": 16 << 20, "integrity": integrity, "seconds": 2.25,
+    }  # fmt: skip
+    return {"name": name, "seed": "31337", "error": error, "restore": restore,
+            "drawn": dict(window, time=drawn, epoch="20270115T060000Z", seed="31337", last_shipped=window["end"])}  # fmt: skip
+
+
+class TestPointInTime:
+    """A streamed asset: RPO from its newest shipped commit, and its restore to a drawn commit point."""
+
+    def test_rpo_from_the_newest_shipped_commit_and_the_commit_reached(self):
+        report = report_of(SQLITE, TREE, streams=[stream()])
+        node = report["nodes"][0]
+        db = next(a for a in node["assets"] if a["name"] == "db")
+        tree = next(a for a in node["assets"] if a["name"] == "tree")
+        assert db["rpo"]["seconds"] == 1.5  # not the epoch's 125 s
+        assert db["recovery_point_source"] == "last shipped segment"
+        assert tree["rpo"]["seconds"] == 125.0 and "point_in_time" not in tree
+        assert node["rpo"]["seconds"] == 125.0  # the node's worst asset
+        assert db["point_in_time"]["exact"] and db["verdict"] == "ok" and report["ok"]
+        lines = drill.summary_lines(report)
+        line = next(text for text in lines if "point in time" in text)
+        assert "seed 31337" in line and "among 5400 commit point(s) of 2 chain(s)" in line
+        assert "reached commit %s (exact), 4321 commit(s) applied" % db["point_in_time"]["drawn"] in line
+        assert "16.0 MiB" in line and "2.2 s" in line and "RPO 1.5 s" in line and "RTO 12.0 s" in line
+        page = drill_html.render_html(report, [])
+        assert "n1: point-in-time restores" in page and "<code>31337</code>" in page
+        assert db["point_in_time"]["drawn"] in page and ">exact<" in page
+
+    def test_only_streamed_assets_set_the_node_rpo(self):
+        node = report_of(SQLITE, streams=[stream()])["nodes"][0]
+        assert node["rpo"]["seconds"] == 1.5 and node["recovery_point"] == drill.iso(STARTED - 1.5)
+
+    @pytest.mark.parametrize(
+        "bad, why",
+        [
+            ({"reached": drill.iso(STARTED - 3000)}, "not the commit drawn"),
+            ({"integrity": "*** in database main ***"}, "integrity: *** in database main ***"),
+            ({"error": "segment 3 does not match its signed record"}, "FAILED: segment 3 does not match"),
+        ],
+    )
+    def test_a_wrong_commit_a_failed_check_or_restore_fails_the_asset(self, bad, why):
+        report = report_of(SQLITE, streams=[stream(**bad)])
+        db = report["nodes"][0]["assets"][0]
+        assert db["verdict"] == "FAILED" and not report["ok"] and report["verdict"] == "FAILED"
+        assert any(why in problem for problem in report["problems"]), report["problems"]
+        assert "FAILED" in drill_html.render_html(report, []) or "NOT the commit drawn" in drill_html.render_html(
+            report, []
+        )
+
+    def test_a_streamed_asset_missing_from_the_epoch_fails_the_node(self):
+        report = report_of(SQLITE, streams=[stream(name="other-db")])
+        assert not report["ok"] and "other-db" in report["nodes"][0]["error"]
