@@ -35,7 +35,13 @@ def open_target(spec: dict[str, Any]):
 
 
 class SegmentCopier(threading.Thread):
-    """Copies each chain's base epoch then its segments (signature last) to every target, in order."""
+    """Copies each chain's base epoch then its segments (signature last) to every target, in order.
+
+    Every chain the service ships into is copied whole, including a chain that ended (a WAL reset, a
+    gap, a new base) while a target was unreachable: its segments shipped during the outage are copied
+    once the target answers, before the newer chains. Only a backlog past ``max_backlog`` abandons the
+    chains pending then (they stay in the local repository; a new chain from a fresh base is copied).
+    """
 
     def __init__(self, service) -> None:
         super().__init__(name="nodekeep-stream-copy", daemon=True)
@@ -43,7 +49,15 @@ class SegmentCopier(threading.Thread):
         self.wake = threading.Event()
         self.halt = threading.Event()
         self.status: dict[str, dict[str, Any]] = {}
-        self.done: dict[str, tuple[str, set]] = {}
+        self.chains: list[str] = []  # every chain the service shipped into since it started, oldest first
+        self.finished: dict[str, set] = {}  # per target: older chains copied whole, or abandoned
+        self.done: dict[tuple[str, str], set] = {}  # per (target, chain): segments copied
+
+    def add_chain(self, epoch: str) -> None:
+        """The service started or resumed chain ``epoch`` (called from the service's thread)."""
+        if epoch and epoch not in self.chains:
+            self.chains.append(epoch)
+            self.wake.set()
 
     def stop(self) -> None:
         self.halt.set()
@@ -67,42 +81,68 @@ class SegmentCopier(threading.Thread):
 
         service = self.service
         chain = service.chain
-        if chain is None:
+        if chain is None or not chain.epoch:
             return
+        self.add_chain(chain.epoch)
+        current = chain.epoch
         source, node = service.repository, service.node
-        local = source.files(node, chain.epoch)
-        segments = committed_segments(local, service.name)
         state = self.status.setdefault(name, {"backlog": 0, "overflow": False})
-        done_epoch, done = self.done.get(name, ("", set()))
-        if done_epoch != chain.epoch:
-            done = set()
-        todo = [s for s in segments if s not in done]
-        state["backlog"] = sum(sum(local.get(n, 0) for n in segment_names(service.name, *s)) for s in todo)
+        finished = self.finished.setdefault(name, set())
+        pending = [epoch for epoch in list(self.chains) if epoch not in finished]
+        listings = {epoch: source.files(node, epoch) for epoch in pending}
+        todo = {
+            epoch: [s for s in committed_segments(listings[epoch], service.name) if s not in self._done(name, epoch)]
+            for epoch in pending
+        }
+        state["backlog"] = sum(
+            sum(listings[epoch].get(n, 0) for n in segment_names(service.name, *segment))
+            for epoch in pending
+            for segment in todo[epoch]
+        )
         if state["backlog"] > int(service.config["max_backlog"]):
             if not state["overflow"]:
                 log("%s: the backlog for %s passed max_backlog; it restarts from a new base" % (service.name, name))
             state["overflow"] = True
         if state["overflow"]:
             target.complete_epochs(node)  # raises while the target is unreachable
-            if state.get("overflow_chain") != chain.epoch:
-                state["overflow_chain"] = chain.epoch
+            if not state.get("abandoned"):
+                # The chains pending now stay in the local repository only; a new chain is copied instead.
+                state["abandoned"] = True
+                finished.update(pending)
                 service.new_chain_wanted = "the S3 backlog for %s overflowed" % name
                 return
             if state["backlog"] > int(service.config["max_backlog"]):
                 return
-            state["overflow"] = False
-        copy_epoch(source, target, node, chain.epoch, service.public_key)
-        present = target.files(node, chain.epoch)
+            state["overflow"] = state["abandoned"] = False
+        for epoch in pending:
+            if self.halt.is_set():
+                return
+            self._copy_chain(name, target, epoch, listings[epoch], todo[epoch], state)
+            if self.halt.is_set():
+                return
+            if epoch != current:
+                finished.add(epoch)  # an older chain gets no new segment: it is copied whole
+                self.done.pop((name, epoch), None)
+        state.pop("error", None)
+
+    def _done(self, name: str, epoch: str) -> set:
+        return self.done.setdefault((name, epoch), set())
+
+    def _copy_chain(self, name: str, target, epoch: str, local: dict, todo: list, state: dict) -> None:
+        """The chain's base epoch (epoch_copy's code), then each segment not copied yet, signature last."""
+        service = self.service
+        source, node = service.repository, service.node
+        copy_epoch(source, target, node, epoch, service.public_key)
+        present = target.files(node, epoch)
+        done = self._done(name, epoch)
         for segment in todo:
             if self.halt.is_set():
                 return
             for file_name in segment_names(service.name, *segment):
                 if file_name in present:
                     continue
-                data = source.get_bytes(node, chain.epoch, file_name, limit=1 << 30)
-                with target.open_write(node, chain.epoch, file_name) as sink:
+                data = source.get_bytes(node, epoch, file_name, limit=1 << 30)
+                with target.open_write(node, epoch, file_name) as sink:
                     sink.write(data)
             done.add(segment)
             state["backlog"] -= sum(local.get(n, 0) for n in segment_names(service.name, *segment))
-        self.done[name] = (chain.epoch, done)
-        state.pop("error", None)

@@ -46,6 +46,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core import signin
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import utc_now_iso
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
     NodekeepError,
+    RepositoryError,
     describe_os_error,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import atomic_write
@@ -183,6 +184,8 @@ class Service:
         self.last_error = ""
         self.copier = SegmentCopier(self) if self.targets else None
         self.new_chain_wanted = ""
+        # the attempt a failed write of the batch being shipped started (its payload and record, once written)
+        self.unsigned: dict[str, Any] | None = None
 
     # -- start-up checks --
 
@@ -346,6 +349,8 @@ class Service:
         self.chain.prev = hashlib.sha256(base).hexdigest()
         self.chain.consistent_after = time.time()
         self._save_state()
+        if self.copier is not None:
+            self.copier.add_chain(manifest.epoch)  # copied whole to S3, even if it ends during an outage
         _log("%s: new chain %s (%s)" % (self.name, manifest.epoch, reason))
         return True
 
@@ -379,6 +384,8 @@ class Service:
         )
         self.queue, self.pending, self.read_pos = [], None, position
         self.stats["last_commit"] = timestamp(source["commits"][-1][1])
+        if self.copier is not None:
+            self.copier.add_chain(epoch)
         _log("%s: resumed chain %s at segment %d" % (self.name, epoch, seq))
         return True
 
@@ -557,17 +564,8 @@ class Service:
             time.sleep(0.01)
         return False
 
-    def _write_segment(self, pending: Pending) -> None:
-
-        chain = self.chain
-        seq = chain.seq + 1
-        attempt = os.urandom(4).hex()
-        payload, record_name, sig_name = segment_names(self.name, seq, attempt)
-        frames = bytes(pending.frames)
-        with self.repository.open_write(self.node, chain.epoch, payload) as sink:
-            result = seal(
-                io.BytesIO(frames), sink, self.recipients, level=int(self.config["compression_level"]), threads=0
-            )
+    def _segment_record(self, chain, pending: Pending, seq: int, payload: str, result) -> bytes:
+        """The segment's record (the manifest format): its chain position, frames and observed commits."""
         source = {
             "stream": 1,
             "chain": chain.epoch,
@@ -606,14 +604,58 @@ class Service:
             ],
             labels={"stream": STREAM_LABEL},
         )
-        data = record.to_bytes()
-        self.repository.put_bytes(self.node, chain.epoch, record_name, data)
+        return record.to_bytes()
+
+    def _write_segment(self, pending: Pending) -> None:
+
+        chain = self.chain
+        seq = chain.seq + 1
+        # A retry of the same batch (the repository's disk was full, say) finishes the attempt the failed try
+        # started, reusing the payload and record it wrote: no unsigned payload is left behind, and a disk
+        # that is full does not fill further with one more payload per retry.
+        key = (chain.epoch, seq, id(pending))
+        if self.unsigned is None or self.unsigned["key"] != key:
+            self.unsigned = {"key": key, "attempt": os.urandom(4).hex()}
+        attempt = self.unsigned["attempt"]
+        payload, record_name, sig_name = segment_names(self.name, seq, attempt)
+        if "sealed" not in self.unsigned:
+            if self.repository.exists(self.node, chain.epoch, payload):
+                self.unsigned = None  # linked, but the try failed before it learned the checksums: a new attempt
+                raise RepositoryError(
+                    "segment %d of %s: the payload of attempt %s was written by a failed try"
+                    % (seq, self.name, attempt),
+                    "nothing to do: the next try writes a new attempt",
+                )
+            frames = bytes(pending.frames)
+            with self.repository.open_write(self.node, chain.epoch, payload) as sink:
+                result = seal(
+                    io.BytesIO(frames), sink, self.recipients, level=int(self.config["compression_level"]), threads=0
+                )
+            self.unsigned["sealed"] = result
+        result = self.unsigned["sealed"]
+        _pause("after-payload")
+        if "record" in self.unsigned:
+            data = self.unsigned["record"]
+        else:
+            if self.repository.exists(self.node, chain.epoch, record_name):
+                self.unsigned = None  # linked by a try that failed after it: its bytes are unknown, a new attempt
+                raise RepositoryError(
+                    "segment %d of %s: the record of attempt %s was written by a failed try"
+                    % (seq, self.name, attempt),
+                    "nothing to do: the next try writes a new attempt",
+                )
+            data = self._segment_record(chain, pending, seq, payload, result)
+            self.repository.put_bytes(self.node, chain.epoch, record_name, data)
+            self.unsigned["record"] = data
         _fault("before-signature")
-        # The signature is the commit point: from here on the segment is shipped.
-        self.repository.put_bytes(
-            self.node, chain.epoch, sig_name, signing.sign(data, self.signing_key).encode("ascii")
-        )
+        # The signature is the commit point: from here on the segment is shipped (a try that linked it and failed
+        # after, syncing the directory, did ship it).
+        if not self.repository.exists(self.node, chain.epoch, sig_name):
+            self.repository.put_bytes(
+                self.node, chain.epoch, sig_name, signing.sign(data, self.signing_key).encode("ascii")
+            )
         _fault("after-signature")
+        self.unsigned = None
         chain.seq, chain.prev, chain.first = seq, hashlib.sha256(data).hexdigest(), False
         chain.position = Position(
             pending.salt, pending.first_frame + pending.count() - 1, pending.last_cksum, pending.page_size
@@ -728,6 +770,19 @@ def _fault(point: str) -> None:
 
 
 _FAULTS: dict[str, int] = {}
+
+
+def _pause(point: str) -> None:
+    """Ordering for the fault tests: NODEKEEP_STREAM_PAUSE=POINT:DIR makes the first pass at POINT create
+    DIR/paused and wait until DIR/resume exists (files only; no sleep races the test)."""
+    spec = os.environ.get("NODEKEEP_STREAM_PAUSE", "")
+    name, _sep, directory = spec.partition(":")
+    if name != point or _FAULTS.get("pause:" + point):
+        return
+    _FAULTS["pause:" + point] = 1
+    atomic_write(os.path.join(directory, "paused"), "%d\n" % os.getpid(), 0o600, "pause marker")
+    while not os.path.exists(os.path.join(directory, "resume")):
+        time.sleep(0.01)
 
 
 def load_config(path: str) -> dict[str, Any]:

@@ -114,3 +114,66 @@ def test_s3_outage_keeps_a_backlog_and_catches_up(
         assert copy.locked_objects("node1", chain)
     finally:
         lab.cleanup()
+
+
+def test_a_chain_that_ends_during_an_outage_is_still_copied_whole(
+    fresh_s3_server, tmp_path, repository, age_key, signing_key, child_env
+):
+    """A new chain starts while the S3 server is down (a WAL the service cannot follow): the old chain's
+    segments shipped during the outage are copied once the server is back, before and beside the new chain's,
+    and the copy alone restores a point inside the old chain's outage tail (they stayed local only before)."""
+    from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import load_identities
+    from ansible_collections.nodekeep.backup.plugins.module_utils.ops.pitr import restore_point_in_time
+    from ansible_collections.nodekeep.backup.plugins.module_utils.storage.segments import committed_segments
+
+    server = fresh_s3_server
+    bucket = server.bucket(lock=True)
+    target = dict(server.target(bucket), object_lock_mode="GOVERNANCE", retain_days=1, retries=0)
+    lab = StreamLab(tmp_path, repository, age_key, signing_key, child_env)
+    try:
+        writer = lab.writer()
+        writer.commit(5)
+        service = lab.service(targets=[target])
+        first = lab.wait_chain(service)
+        writer.commit(40)
+        lab.wait_caught_up(service)
+        copy = server.repository(bucket)
+        lab.wait_metrics(service, "the first copy", lambda: _copied(copy, first) != [])
+
+        server.kill()  # the outage starts
+        writer.commit(60)
+        status = lab.wait_caught_up(service)  # shipped into the local repository only
+        assert status["chain"] == first
+        in_outage = committed_segments(repository.files("node1", first), "app-db")
+        writer = lab.replace_wal(writer, tmp_path)  # the old chain ends: a new one starts, still in the outage
+        second = lab.wait_chain(service, previous=first)
+        writer.commit(30)
+        lab.wait_caught_up(service)
+        assert committed_segments(repository.files("node1", first), "app-db")[: len(in_outage)] == in_outage
+
+        server.start()  # the outage ends
+        lab.wait_metrics(
+            service, "both chains copied",
+            lambda: _copied(copy, first) == committed_segments(repository.files("node1", first), "app-db")
+            and _copied(copy, second) == committed_segments(repository.files("node1", second), "app-db")
+            and lab.metric("nodekeep_stream_backlog_bytes", copy="copy1") == 0,
+        )  # fmt: skip
+        lab.stop(service)
+        # The copy alone restores the old chain's newest point (its outage tail: 105 commits).
+        out = tmp_path / "old-chain-from-s3.db"
+        report = restore_point_in_time(
+            copy, "node1", "app-db", signing_key.public_line,
+            load_identities(identity_files=[str(age_key.identity_path)]),
+            point_in_time=_chain_end(copy, first, signing_key),
+            dest=str(out),
+        )  # fmt: skip
+        assert report["epoch"] == first and restored_numbers(out) == 105
+        assert copy.locked_objects("node1", first)
+    finally:
+        lab.cleanup()
+
+
+def _chain_end(repository, epoch: str, signing_key) -> str:
+    from ansible_collections.nodekeep.backup.plugins.module_utils.storage.segments import iso, load_chain
+
+    return iso(load_chain(repository, "node1", epoch, "app-db", signing_key.public_line).end)

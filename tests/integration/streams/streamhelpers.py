@@ -12,6 +12,8 @@ returns when the repository holds the segments.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +22,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 WAIT = 60.0  # generous: the machine is shared; a deadline only turns a hang into a failure
+FOREIGN_LOG = (
+    "import sqlite3,sys,shutil; c=sqlite3.connect(sys.argv[1], isolation_level=None);"
+    "c.execute('PRAGMA wal_autocheckpoint=0'); c.execute('PRAGMA wal_checkpoint(TRUNCATE)');"
+    "c.execute('insert into c(n, at) select max(n) + 1, 0 from c');"
+    "shutil.copy(sys.argv[1] + '-wal', sys.argv[2]); c.close()"
+)
 
 
 class NumberedWriter:
@@ -223,6 +231,24 @@ class StreamLab:
                 raise AssertionError("the service exited: %s" % self.log(proc))
             time.sleep(0.02)
         raise AssertionError("the service did not catch up in %.0f s" % WAIT)
+
+    def replace_wal(self, writer: NumberedWriter, scratch: Path) -> NumberedWriter:
+        """A foreign log moved over the live one under the service (a gap it cannot follow: a new chain).
+
+        A copy of the database starts another log (reset, then one commit: row count + 1); the application
+        is killed, that log replaces its WAL, and the application comes back on it (and recovers it).
+        Returns the new writer."""
+        other = scratch / "other" / "app.db"
+        other.parent.mkdir()
+        shutil.copy(self.db, other)
+        shutil.copy(str(self.db) + "-wal", str(other) + "-wal")
+        subprocess.run(
+            [sys.executable, "-c", FOREIGN_LOG, str(other), str(self.db) + "-wal.new"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        writer.kill()
+        os.replace(str(self.db) + "-wal.new", str(self.db) + "-wal")
+        return self.writer()
 
     def stop(self, proc: subprocess.Popen) -> str:
         proc.send_signal(signal.SIGTERM)

@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import shutil
 import subprocess
-import sys
 import time
 
 import pytest
@@ -21,12 +19,6 @@ from streamhelpers import StreamLab, check_points
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.repository import LocalRepository
 
-FOREIGN_LOG = (
-    "import sqlite3,sys,shutil; c=sqlite3.connect(sys.argv[1], isolation_level=None);"
-    "c.execute('PRAGMA wal_autocheckpoint=0'); c.execute('PRAGMA wal_checkpoint(TRUNCATE)');"
-    "c.execute('insert into c(n, at) select max(n) + 1, 0 from c');"
-    "shutil.copy(sys.argv[1] + '-wal', sys.argv[2]); c.close()"
-)
 KILL_SAMPLE = int(os.environ.get("NODEKEEP_STREAM_KILLS", "3"))
 CRASH_SAMPLE = max(1, KILL_SAMPLE // 10)  # node crashes (writer and service killed together)
 
@@ -83,18 +75,9 @@ def test_wal_replaced_under_the_service(stream_lab, tmp_path):
     writer.commit(30)
     writer.checkpoint("FULL")  # the database file holds everything; the log is not reset
     stream_lab.wait_caught_up(service)
-    # A copy of the database starts another log (reset, then one commit); that log is moved over the live one.
-    other = tmp_path / "other" / "app.db"
-    other.parent.mkdir()
-    shutil.copy(stream_lab.db, other)
-    shutil.copy(str(stream_lab.db) + "-wal", str(other) + "-wal")
-    subprocess.run(
-        [sys.executable, "-c", FOREIGN_LOG, str(other), str(stream_lab.db) + "-wal.new"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    writer.kill()  # the application is gone; its WAL is replaced by a foreign one
-    os.replace(str(stream_lab.db) + "-wal.new", str(stream_lab.db) + "-wal")
-    writer = stream_lab.writer()  # the application comes back on the replaced WAL (and recovers it)
+    # A copy of the database starts another log (reset, then one commit); that log is moved over the live one,
+    # and the application comes back on the replaced WAL (and recovers it).
+    writer = stream_lab.replace_wal(writer, tmp_path)
     assert writer.count == 41
     writer.commit(1)
     second = stream_lab.wait_chain(service, previous=first)
@@ -273,5 +256,39 @@ def test_repository_disk_full_keeps_the_commits_and_catches_up(tmp_path, age_key
             report, k = lab.restore()
             assert k == writer.count == 420, report
             check_points(lab, 420, sample=10)
+        finally:
+            lab.cleanup()
+
+
+def test_a_disk_full_retry_finishes_its_attempt_and_leaves_no_unsigned_payload(
+    tmp_path, age_key, signing_key, child_env
+):
+    """The disk fills up right after a segment's payload was written (the service is held there by a file
+    until the disk is full): the record cannot be written, the service retries, and once there is space it
+    finishes that same attempt. Every segment file left in the chain belongs to a signed attempt (a retry
+    used to leave the failed try's payload behind, one more per retry on a full disk)."""
+    from ansible_collections.nodekeep.backup.plugins.module_utils.storage.segments import SEGMENT_RE, committed_segments
+
+    pause = tmp_path / "pause"
+    pause.mkdir()
+    with mounted(tmp_path / "small", "-o", "size=16m,mode=0700", fstype="tmpfs") as mountpoint:
+        lab = StreamLab(tmp_path, LocalRepository(os.path.join(mountpoint, "repo")), age_key, signing_key, child_env)
+        try:
+            writer = lab.writer()
+            writer.commit(20)
+            service = lab.service(env_extra={"NODEKEEP_STREAM_PAUSE": "after-payload:%s" % pause})
+            chain = lab.wait_chain(service)
+            writer.commit(100)
+            lab.wait_metrics(service, "the pause after the payload", (pause / "paused").exists)
+            filler = _fill(mountpoint)
+            (pause / "resume").touch()
+            lab.wait_status(service, lambda s: "space" in s["error"].lower() and s["pending"])
+            os.unlink(filler)
+            lab.wait_caught_up(service)
+            lab.stop(service)
+            files = lab.repository.files("node1", chain)
+            attempts = {(int(m.group("seq")), m.group("attempt")) for m in map(SEGMENT_RE.match, files) if m}
+            assert attempts == set(committed_segments(files, "app-db")), sorted(files)
+            assert lab.restore()[1] == writer.count == 120
         finally:
             lab.cleanup()
