@@ -57,6 +57,25 @@ def _copied(copy, chain: str) -> list:
     return committed_segments(copy.files("node1", chain), "app-db") if chain in copy.complete_epochs("node1") else []
 
 
+def _streaming_to(server, lab):
+    """A writer (45 commits) and the service copying to a new Object Lock bucket of ``server`` (no retries: an
+    outage shows at once), once the first chain is copied: (writer, service, chain, the copy)."""
+    from ansible_collections.nodekeep.backup.plugins.module_utils.storage.segments import committed_segments
+
+    bucket = server.bucket(lock=True)
+    target = dict(server.target(bucket), object_lock_mode="GOVERNANCE", retain_days=1, retries=0)
+    writer = lab.writer()
+    writer.commit(5)
+    service = lab.service(targets=[target])
+    chain = lab.wait_chain(service)
+    writer.commit(40)
+    lab.wait_caught_up(service)
+    copy = server.repository(bucket)
+    local = committed_segments(lab.repository.files("node1", chain), "app-db")
+    lab.wait_metrics(service, "the first copy", lambda: _copied(copy, chain) == local)
+    return writer, service, chain, copy
+
+
 def test_s3_outage_keeps_a_backlog_and_catches_up(
     fresh_s3_server, tmp_path, repository, age_key, signing_key, child_env
 ):
@@ -68,19 +87,9 @@ def test_s3_outage_keeps_a_backlog_and_catches_up(
     from ansible_collections.nodekeep.backup.plugins.module_utils.storage.segments import committed_segments
 
     server = fresh_s3_server
-    bucket = server.bucket(lock=True)
-    target = dict(server.target(bucket), object_lock_mode="GOVERNANCE", retain_days=1, retries=0)
     lab = StreamLab(tmp_path, repository, age_key, signing_key, child_env)
     try:
-        writer = lab.writer()
-        writer.commit(5)
-        service = lab.service(targets=[target])
-        chain = lab.wait_chain(service)
-        writer.commit(40)
-        lab.wait_caught_up(service)
-        copy = server.repository(bucket)
-        local = committed_segments(repository.files("node1", chain), "app-db")
-        lab.wait_metrics(service, "the first copy", lambda: _copied(copy, chain) == local)
+        writer, service, chain, copy = _streaming_to(server, lab)
         lab.wait_metrics(
             service, "an empty backlog", lambda: lab.metric("nodekeep_stream_backlog_bytes", copy="copy1") == 0
         )
@@ -127,18 +136,9 @@ def test_a_chain_that_ends_during_an_outage_is_still_copied_whole(
     from ansible_collections.nodekeep.backup.plugins.module_utils.storage.segments import committed_segments
 
     server = fresh_s3_server
-    bucket = server.bucket(lock=True)
-    target = dict(server.target(bucket), object_lock_mode="GOVERNANCE", retain_days=1, retries=0)
     lab = StreamLab(tmp_path, repository, age_key, signing_key, child_env)
     try:
-        writer = lab.writer()
-        writer.commit(5)
-        service = lab.service(targets=[target])
-        first = lab.wait_chain(service)
-        writer.commit(40)
-        lab.wait_caught_up(service)
-        copy = server.repository(bucket)
-        lab.wait_metrics(service, "the first copy", lambda: _copied(copy, first) != [])
+        writer, service, first, copy = _streaming_to(server, lab)
 
         server.kill()  # the outage starts
         writer.commit(60)
