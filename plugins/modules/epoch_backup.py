@@ -54,8 +54,9 @@ options:
         and C(command_timeout) (seconds, 1 to 86400), C(copy_dir), C(count_keys) and C(verify); see docs/rocksdb.md. With C(incremental=true)
         (and C(state_dir)) its SST and blob files are stored once each on the node's piece store."
       - "Type V(files) (a directory tree stored as content-addressed objects, incremental) accepts C(include),
-        C(exclude), C(state_dir) and C(sample) (files, 0 to 100000); type V(config) accepts C(include) and C(exclude) for a directory;
-        see docs/files.md."
+        C(exclude), C(state_dir) and C(sample) (files, 0 to 100000); type V(config) accepts C(include) and C(exclude) for a directory,
+        and C(state_dir) (default C(/var/lib/nodekeep/files)), where the node's key for the keyed MAC verify compares the
+        live config with lives; see docs/files.md."
       - "Type V(secret) seals a key file or a directory of them; nothing about it but public key facts is recorded."
       - "Type V(postgres) accepts C(database) (required), C(host), C(port) (1 to 65535), C(user), C(passfile), C(service),
         C(service_file), C(become_user), C(exec_prefix), C(bin_dir), C(dump_options), C(connect_timeout)
@@ -159,7 +160,11 @@ duration:
   type: float
   sample: 1.42
 artifacts:
-  description: One entry per asset, as recorded in the manifest.
+  description:
+    - One entry per asset, as recorded in the manifest.
+    - C(content_sha256) is null for backed-up data (no unkeyed hash of a plaintext is recorded or reported; the signed
+      C(sha256) of the sealed bytes, which age authenticates, proves it); only a map of pieces (a files index, an
+      incremental page map) has one.
   returned: success and not check mode
   type: list
   elements: dict
@@ -170,7 +175,7 @@ artifacts:
       size: 272629760
       sha256: 4adb79f5de7125ccd77509afc24559eede4c2351b884dfe1c2c9ba2298bbd228
       content_size: 533463040
-      content_sha256: f1b5fbc7280421feb48359083e6d92bfea8e6ec6d1fa365088f6104c4a27d848
+      content_sha256: null
       source: {integrity: ok, page_count: 130240, journal_mode: wal}
 manifest:
   description: Summary of the signed manifest.

@@ -6,6 +6,9 @@
 ``wait_for_count(committed, count, timeout, pause, who)``
     polls ``committed()`` until it reaches ``count`` and returns it; fails naming ``who``
     when the timeout passes first (the live writers of the postgres and rocksdb suites).
+``plain_sha256(artifact_path, identity_file)``
+    the SHA-256 of a sealed artifact's plaintext, decrypted here: the manifest records none for
+    backed-up data (docs/safety.md), so a test that wants "byte for byte" computes it itself.
 ``mounted(target, *options, source="tmpfs", fstype=None)``
     a context manager: ``mount`` at ``target`` (a small tmpfs for a full disk, a bind mount),
     unmounted afterwards; skips the test, saying why, when mounting is impossible (not root).
@@ -22,6 +25,15 @@ import time
 from collections.abc import Callable
 
 import pytest
+
+
+def plain_sha256(artifact_path, identity_file) -> str:
+    """The SHA-256 of the plaintext of the sealed artifact at ``artifact_path`` (the engine's own unseal)."""
+    from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal
+
+    identities = seal.load_identities([], [str(identity_file)])
+    with open(str(artifact_path), "rb") as stream, open(os.devnull, "wb") as sink:
+        return seal.unseal(stream, sink, identities).content.sha256
 
 
 def read_rocksdb(path) -> dict:

@@ -69,7 +69,7 @@ def _restore(node, target, epoch):
     assert report["artifacts"][0]["checks"]["integrity"] == "ok"
     # the report describes the rebuilt database (not its page map)
     assert report["artifacts"][0]["size"] == os.path.getsize(restored)
-    assert report["artifacts"][0]["sha256"] == _sha(restored)
+    assert report["artifacts"][0]["sha256"] is None  # checked inside against the map, never reported
     return restored
 
 

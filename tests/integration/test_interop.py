@@ -9,6 +9,7 @@ import shutil
 import subprocess
 
 import pytest
+from integration_helpers import plain_sha256
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import MANIFEST_NAME, SIGNATURE_NAME
 
@@ -49,7 +50,7 @@ class TestRestoreWithStandardTools:
         )
         assert proc.returncode == 0, proc.stderr
         data = out.read_bytes()
-        assert hashlib.sha256(data).hexdigest() == artifact.content_sha256
+        assert hashlib.sha256(data).hexdigest() == plain_sha256(directory / artifact.file, node.age_key.identity_path)
         assert len(data) == artifact.content_size
         check = subprocess.run(["sqlite3", str(out), "PRAGMA integrity_check"], capture_output=True, text=True, check=False)
         assert check.stdout.strip() == "ok"

@@ -248,7 +248,7 @@ class TestEpochRestore:
         target = _target(env, tmp_path / "staging")
         assert artifact["path"] == target
         assert artifact["source_path"] == str(env["db"].path)
-        assert artifact["sha256"] == backed_up["artifacts"][0]["content_sha256"]
+        assert artifact["sha256"] is None and backed_up["artifacts"][0]["content_sha256"] is None  # no plaintext hash
         assert artifact["checks"]["integrity"] == "ok"
         assert 0 < artifact["check_seconds"] <= artifact["seconds"]  # the deep check's share (drill RTO breakdown)
         assert dbtools.rows(target) == dbtools.rows(env["db"].path)

@@ -32,6 +32,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from integration_helpers import plain_sha256
 from playbook_helpers import PlaybookLab, Writer, require_playbook_tools
 from playbook_helpers import ansible_playbook as _ansible_playbook  # noqa: F401  s3/test_backup_role_offsite.py
 
@@ -400,7 +401,9 @@ class TestRestore:
         epoch = lab.epochs()[-1]
         manifest = json.loads((lab.repository / NODE / epoch / "manifest.json").read_text())
         (artifact,) = [a for a in manifest["artifacts"] if a["name"] == "chain-db"]
-        assert hashlib.sha256(output.read_bytes()).hexdigest() == artifact["content_sha256"]
+        sealed = lab.repository / NODE / epoch / artifact["file"]
+        assert artifact["content_sha256"] is None  # no unkeyed hash of the database in the manifest
+        assert hashlib.sha256(output.read_bytes()).hexdigest() == plain_sha256(sealed, lab.identity)
         again = lab.run("restore.yml", *extra, check=False)
         assert again.returncode != 0
         (fatal,) = failures(again)

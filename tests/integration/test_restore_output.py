@@ -15,6 +15,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from integration_helpers import plain_sha256
 from safety.modrun import module
 
 pytestmark = pytest.mark.timeout(300)
@@ -79,7 +80,8 @@ def test_one_sqlite_asset_to_a_file_of_your_choice(node, age_key, two_assets, tm
     artifact = manifest.artifact("app-db")
     assert result["output"] == str(output)
     assert [a["path"] for a in result["artifacts"]] == [str(output)]
-    assert sha256(output) == artifact.content_sha256  # the captured database, byte for byte
+    # the captured database, byte for byte (the manifest records no unkeyed hash of it: decrypted here)
+    assert sha256(output) == plain_sha256(node.epoch_dir(manifest.epoch) / artifact.file, age_key.identity_path)
     assert result["artifacts"][0]["checks"]
     assert sorted(os.listdir(output.parent)) == ["app.db"]  # nothing else left beside it
 
@@ -111,7 +113,8 @@ def test_an_existing_output_is_refused_naming_the_variable_and_kept_when_forced(
     assert "nodekeep_restore_force" in refused["msg"] and "nodekeep_restore_output" in refused["msg"]
     assert output.read_bytes() == b"precious"
     ok(restore(node, age_key, tmp_path, output, artifacts=["app-db"], force=True))
-    assert sha256(output) == manifest.artifact("app-db").content_sha256
+    sealed = node.epoch_dir(manifest.epoch) / manifest.artifact("app-db").file
+    assert sha256(output) == plain_sha256(sealed, age_key.identity_path)
     (kept,) = [p for p in tmp_path.iterdir() if p.name.startswith("app.db.nodekeep-replaced-")]
     assert kept.read_bytes() == b"precious"
 

@@ -84,6 +84,11 @@ class SnapshotAssetType(_assets.AssetType):
     extension = ".stream"
     # zfs/btrfs receive and mount at the target path themselves: it is walked for links just before
     pinned_restore = False
+
+    def keeps_content_sha256(self, facts: dict[str, Any]) -> bool:
+        # an incremental send names the stream it follows by it (a send stream, never a file's content)
+        return True
+
     options: ClassVar[dict[str, Any]] = {
         "prefix": DEFAULT_PREFIX,
         "full_every": 7,

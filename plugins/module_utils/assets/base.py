@@ -114,6 +114,20 @@ class AssetType:
     #: False only for types whose target is used by another program (a ZFS mountpoint)
     pinned_restore = True
 
+    def keeps_content_sha256(self, facts: dict[str, Any]) -> bool:
+        """Whether the manifest records the unkeyed SHA-256 of this artifact's plaintext.
+
+        Never for backed-up data (a database, a dump, a tar of a tree, a config, a secret): anyone who can
+        read the manifest would confirm a guessed content with it. Their integrity is the signed SHA-256 of
+        the sealed bytes, which age authenticates on decryption (docs/safety.md). Only artifacts that are
+        nodekeep's own map of sealed pieces (a files index, a page map) keep it.
+        """
+        return False
+
+    def content_facts(self, asset: dict[str, Any], content_sha256: str, context: RunContext | None) -> dict[str, Any]:
+        """Facts known once the plaintext was sealed (its SHA-256 is known only here); a keyed MAC, never the hash."""
+        return {}
+
     def normalize(self, asset: dict[str, Any]) -> dict[str, Any]:
         normalized = dict(asset)
         check_name("asset name", str(asset.get("name", "")))

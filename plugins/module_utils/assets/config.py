@@ -8,7 +8,7 @@ from __future__ import absolute_import, annotations, division, print_function
 __metaclass__ = type
 
 import contextlib
-import hashlib
+import hmac
 import os
 import stat
 import time
@@ -31,6 +31,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import (
     sha256_file,
     stream_digest,
 )
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage import pieces as _pieces
 
 
 class ConfigAssetType(_tree.TreeAssetType):
@@ -38,10 +39,11 @@ class ConfigAssetType(_tree.TreeAssetType):
 
     name = "config"
     content_format = "config"
-    options: ClassVar[dict[str, Any]] = {"include": [], "exclude": []}
+    options: ClassVar[dict[str, Any]] = {"include": [], "exclude": [], "state_dir": _pieces.DEFAULT_STATE_DIR}
 
     def normalize(self, asset: dict[str, Any]) -> dict[str, Any]:
         normalized = super().normalize(asset)
+        normalized["state_dir"] = _pieces.check_state_dir(normalized["name"], normalized.get("state_dir"))
         path = normalized["path"]
         try:
             info = os.stat(path)
@@ -87,7 +89,6 @@ class ConfigAssetType(_tree.TreeAssetType):
             "uid": info.st_uid,
             "gid": info.st_gid,
             "mtime_ns": info.st_mtime_ns,
-            "sha256": hashlib.sha256(data).hexdigest(),
         }
         if xattrs:
             facts["xattrs"] = _attrs.xattrs_to_facts(xattrs)
@@ -140,11 +141,34 @@ class ConfigAssetType(_tree.TreeAssetType):
             return checks
         return super().deep_check(path, artifact, check)
 
+    def content_facts(self, asset: dict[str, Any], content_sha256: str, context) -> dict[str, Any]:
+        """A keyed MAC of the plaintext (the file, or the tar of the tree) under the node's key, never its hash:
+        verify compares the live config with it on the node; a reader of the manifest cannot test a guess."""
+        node = context.node if context is not None else ""
+        key, _created = _pieces.node_key(asset["state_dir"], node)
+        return {
+            "content_mac": _pieces.content_mac(key, content_sha256),
+            "key_id": _pieces.key_id(key),
+            "state_dir": asset["state_dir"],
+        }
+
     def verify_extra(self, artifact, context, deep: bool) -> dict[str, Any]:
-        """Runbook 000's "hash compare with live": does the live config still match this backup? (report only)."""
+        """Runbook 000's "hash compare with live": does the live config still match this backup? (report only).
+
+        Compared by the keyed MAC the manifest records (the node's key, ``state_dir``); epochs of older
+        versions recorded the plain SHA-256 (``content_sha256``), compared as before."""
         path = str(artifact.source.get("path") or "")
         if not path or not os.path.lexists(path):
             return {"live": "absent"}
+        key = b""
+        if artifact.content_sha256 is None:
+            state_dir = str(artifact.source.get("state_dir") or _pieces.DEFAULT_STATE_DIR)
+            try:
+                key = _pieces.node_key(state_dir, context.node, create=False)[0]
+            except NodekeepError:
+                key = b""
+            if not key or _pieces.key_id(key) != artifact.source.get("key_id") or not artifact.source.get("content_mac"):
+                return {"live": "not compared", "why": "the node's key (%s) is not the one of this backup" % state_dir}
         try:
             if artifact.source.get("content") == "file":
                 if os.path.getsize(path) > LIVE_COMPARE_LIMIT:
@@ -157,4 +181,8 @@ class ConfigAssetType(_tree.TreeAssetType):
                     digest = stream_digest(stream)[1]
         except (OSError, NodekeepError):
             return {"live": "unreadable"}
-        return {"live": "same" if digest == artifact.content_sha256 else "differs"}
+        if key:
+            same = hmac.compare_digest(_pieces.content_mac(key, digest), str(artifact.source["content_mac"]))
+        else:
+            same = digest == artifact.content_sha256
+        return {"live": "same" if same else "differs"}

@@ -78,6 +78,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import (
     sha256_file,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import unseal
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage import pieces as _pieces
 
 # --------------------------------------------------------------------------
 # the asset types
@@ -94,6 +95,9 @@ class FilesAssetType(_assets.AssetType):
     content_format = "files-index"
     options: ClassVar[dict[str, Any]] = {"include": [], "exclude": [], "state_dir": DEFAULT_STATE_DIR, "sample": 20}
 
+    def keeps_content_sha256(self, facts: dict[str, Any]) -> bool:
+        return True  # the artifact is the files index (keyed piece names, sealed sizes and hashes), not data
+
     def normalize(self, asset: dict[str, Any]) -> dict[str, Any]:
         normalized = super().normalize(asset)
         for option in ("include", "exclude"):
@@ -104,13 +108,7 @@ class FilesAssetType(_assets.AssetType):
                     "write it as a YAML list, e.g. ['*.tmp', 'cache']",
                 )
             normalized[option] = list(value)
-        state = str(normalized.get("state_dir") or DEFAULT_STATE_DIR)
-        if not os.path.isabs(state):
-            raise CaptureError(
-                "asset %s: state_dir %r is not absolute" % (normalized["name"], state),
-                "give an absolute directory such as %s" % DEFAULT_STATE_DIR,
-            )
-        normalized["state_dir"] = state
+        normalized["state_dir"] = _pieces.check_state_dir(normalized["name"], normalized.get("state_dir"))
         normalized["sample"] = check_range(
             normalized.get("sample") or 0,
             "asset %s: sample" % normalized["name"],

@@ -358,6 +358,11 @@ class RocksdbAssetType(TreeAssetType):
     name = "rocksdb"
     extension = ".tar"
     content_format = "rocksdb+tar"
+
+    def keeps_content_sha256(self, facts: dict[str, Any]) -> bool:
+        """Only an incremental epoch's map of pieces keeps its SHA-256; the database itself never."""
+        return facts.get("layout") == "pieces"
+
     options: ClassVar[dict[str, Any]] = {
         "method": None,
         "checkpoint_command": None,

@@ -87,6 +87,10 @@ class SqliteAssetType(FileAssetType):
     content_format = "sqlite3"
     options: ClassVar[dict[str, Any]] = {"busy_timeout": 5000, "pages_per_step": 1024, "check": "integrity"}
 
+    def keeps_content_sha256(self, facts: dict[str, Any]) -> bool:
+        """Only an incremental epoch's map of pieces keeps its SHA-256; the database itself never."""
+        return facts.get("layout") == "pieces"
+
     def normalize(self, asset: dict[str, Any]) -> dict[str, Any]:
         normalized = super().normalize(asset)
         if normalized["check"] not in sqlite_db.CHECKS:
@@ -189,6 +193,13 @@ def checked_at_capture(artifact: Artifact) -> str:
     if source.get("check") != "integrity" or source.get("integrity") != "ok":
         return ""
     how = str(source.get("check_how") or "PRAGMA integrity_check")
+    if artifact.content_sha256 is None:
+        # a whole-file epoch: the restored bytes are the sealed copy's, pinned by the signed SHA-256 of the
+        # sealed file and authenticated by age (no unkeyed hash of the database is recorded)
+        return (
+            "at backup (%s) on the captured copy; the restored file is that copy, decrypted from the sealed "
+            "file whose SHA-256 the signed manifest records (age authenticates every byte)" % how
+        )
     return (
         "at backup (%s) on the captured copy; the restored file's SHA-256 equals that copy's, as the signed "
         "manifest records it" % how

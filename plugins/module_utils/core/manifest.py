@@ -71,8 +71,9 @@ class Artifact:
     size: int
     sha256: str
     content_size: int
-    #: None for plaintext that is secret (asset type ``secret``): its integrity is the signed ``sha256`` of
-    #: the sealed bytes, which age authenticates; an unkeyed hash of a short secret would give it away.
+    #: None for backed-up data (every type but the maps of pieces: files indexes, page maps) since this
+    #: version, and always for ``secret``: its integrity is the signed ``sha256`` of the sealed bytes, which
+    #: age authenticates; an unkeyed hash of the plaintext would confirm a guessed content (a 6-digit secret).
     content_sha256: str | None
     compressed: bool = True
     source: dict[str, Any] = field(default_factory=dict)
@@ -110,13 +111,7 @@ class Artifact:
             raise ManifestError("an artifact entry of the manifest is malformed (%s)" % exc, "the epoch cannot be used")
         if not HEX64_RE.match(artifact.sha256):
             raise ManifestError("artifact %s has a malformed SHA-256" % artifact.name, "the epoch cannot be used")
-        if artifact.content_sha256 is None:
-            if artifact.asset_type not in SECRET_TYPES:
-                raise ManifestError(
-                    "artifact %s (%s) has no content SHA-256" % (artifact.name, artifact.asset_type),
-                    "the epoch cannot be used",
-                )
-        elif not HEX64_RE.match(artifact.content_sha256):
+        if artifact.content_sha256 is not None and not HEX64_RE.match(artifact.content_sha256):
             raise ManifestError(
                 "artifact %s has a malformed content SHA-256" % artifact.name, "the epoch cannot be used"
             )

@@ -36,7 +36,6 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import private_temp_dir, stream_digest
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import (
     MANIFEST_NAME,
-    SECRET_TYPES,
     SIGNATURE_NAME,
     Artifact,
     Manifest,
@@ -199,6 +198,7 @@ def _capture_and_seal(
             )
             # Checks that ran beside the seal (SQLite integrity) decide before the artifact is committed.
             facts = captured.finish()
+    facts.update(kind.content_facts(asset, result.content.sha256, context))
     facts["path"] = asset["path"]
     if view:
         facts["snapshot"] = view["snapshot"]
@@ -214,7 +214,7 @@ def _capture_and_seal(
         size=result.sealed.size,
         sha256=result.sealed.sha256,
         content_size=result.content.size,
-        content_sha256=None if kind.name in SECRET_TYPES else result.content.sha256,
+        content_sha256=result.content.sha256 if kind.keeps_content_sha256(facts) else None,
         compressed=result.compressed,
         source=facts,
     )
@@ -294,7 +294,8 @@ def _compare(artifact: Artifact, sealed_size: int, sealed_sha: str, content=None
         content.size != artifact.content_size
         or (artifact.content_sha256 is not None and content.sha256 != artifact.content_sha256)
     ):
-        # A secret's plaintext has no hash in the manifest: the sealed SHA-256 above pins the bytes, age authenticates.
+        # Backed-up data has no plaintext hash in the manifest: the sealed SHA-256 above pins the bytes, age
+        # authenticates them.
         problems.append("the decrypted content does not match the manifest's content checksum")
     return problems
 
@@ -401,7 +402,7 @@ def _deep_check(repository, node, epoch, artifact: Artifact, identities, scratch
 
 
 def _shown_digest(artifact: Artifact, result) -> str | None:
-    """The plaintext SHA-256 for a result, never for a secret (an unkeyed hash of it would give it away)."""
+    """The plaintext SHA-256 for a result only where the manifest records it (a map of pieces), never for data."""
     return None if artifact.content_sha256 is None else result.content.sha256
 
 
@@ -643,7 +644,8 @@ def _restore_artifact(
         "path": target,
         "source_path": artifact.source.get("path"),
         "size": rebuilt.get("size", result.content.size),
-        "sha256": rebuilt.get("sha256") or _shown_digest(artifact, result),
+        # never an unkeyed hash of restored data (a rebuilt database's is checked inside, not reported)
+        "sha256": None if rebuilt else _shown_digest(artifact, result),
         "checks": checks,
         "seconds": round(time.monotonic() - began, 3),
         "check_seconds": check_seconds,  # of "seconds": the asset's own deep check (drill RTO breakdown)

@@ -72,6 +72,24 @@ def piece_name(key: bytes, content_sha256: str) -> str:
     return hmac.digest(key, b"nodekeep-object-v1\0" + bytes.fromhex(content_sha256), "sha256").hex()
 
 
+def content_mac(key: bytes, content_sha256: str) -> str:
+    """A keyed MAC of a whole plaintext (a config file, a tar of a tree) a manifest may record: HMAC-SHA-256
+    of its SHA-256 under the node's key, as ``piece_name`` but in its own domain. The node compares a live
+    file with a backup by it; a reader of the repository cannot confirm a guessed content."""
+    return hmac.new(key, b"nodekeep-content-v1\0" + bytes.fromhex(content_sha256), hashlib.sha256).hexdigest()
+
+
+def check_state_dir(asset: str, value: Any) -> str:
+    """An asset's ``state_dir`` (the node's key and caches), absolute; the default when not given."""
+    state = str(value or DEFAULT_STATE_DIR)
+    if not os.path.isabs(state):
+        raise CaptureError(
+            "asset %s: state_dir %r is not absolute" % (asset, state),
+            "give an absolute directory such as %s" % DEFAULT_STATE_DIR,
+        )
+    return state
+
+
 def key_id(key: bytes) -> str:
     """A public fingerprint of the node's key (a changed key means every content is uploaded once more)."""
     return hmac.new(key, b"nodekeep-key-id", hashlib.sha256).hexdigest()[:16]
@@ -87,22 +105,23 @@ def page_mac(key: bytes):
     return digest
 
 
-def node_key(state_dir: str, node: str) -> tuple[bytes, bool]:
+def node_key(state_dir: str, node: str, create: bool = True) -> tuple[bytes, bool]:
     """The node's piece key (32 random bytes, 0600 in ``STATE/NODE/object-name.key``), made on first use.
 
-    Returns (key, created). A key readable by others, owned by another user or of
-    the wrong length is refused with the remedy.
+    Returns (key, created); with ``create=False`` a missing key is (b"", False), nothing is written.
+    A key readable by others, owned by another user or of the wrong length is refused with the remedy.
     """
     node_dir = os.path.join(state_dir, node)
-    try:
-        makedirs_private(node_dir)
-    except OSError as exc:
-        raise describe_os_error(exc, "creating the node's state directory", node_dir)
     path = os.path.join(node_dir, KEY_FILE)
+    if create:
+        try:
+            makedirs_private(node_dir)
+        except OSError as exc:
+            raise describe_os_error(exc, "creating the node's state directory", node_dir)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
-        return _new_key(path), True
+        return (_new_key(path), True) if create else (b"", False)
     except OSError as exc:
         raise describe_os_error(exc, "reading the object-name key", path)
     with open(fd, "rb") as handle:

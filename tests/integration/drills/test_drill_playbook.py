@@ -87,7 +87,7 @@ class TestDrill:
         assert asset["source_path"] == str(fleet.live_db)
         assert asset["health"] == {"ran": True, "ok": True, "rc": 0, "attempts": 1}
         manifest = json.loads((fleet.repository / NODE / epoch / "manifest.json").read_text())
-        assert asset["sha256"] == manifest["artifacts"][0]["content_sha256"]
+        assert asset["sha256"] is None and manifest["artifacts"][0]["content_sha256"] is None  # no plaintext hash
         # readable by the runbook: which runbook, data from when, checked how, which target
         assert report["runbook"] == RUNBOOK and node["runbook"] == RUNBOOK
         assert report["verdict"] == "PASSED" and node["verdict"] == "ok" and asset["verdict"] == "ok"
@@ -95,9 +95,9 @@ class TestDrill:
         assert node["recovery_point_age_seconds"] == node["rpo"]["seconds"]
         first, check, pages = asset["checked_how"]
         assert first == "size and SHA-256 compared with the signed manifest: ok"
-        # the capture passed the full check; the staged file's SHA-256 proves the same bytes (not re-run)
+        # the capture passed the full check; the signed sealed bytes prove the same bytes (not re-run)
         assert check.startswith("PRAGMA integrity_check: ok, at backup (PRAGMA integrity_check"), check
-        assert "the restored file's SHA-256 equals that copy's" in check
+        assert "the restored file is that copy, decrypted from the sealed file" in check
         assert pages == "page count equals the manifest's: {:,} pages".format(asset["checks"]["page_count"])
         assert asset["plain_size"] == asset["size"] == manifest["artifacts"][0]["content_size"]
         assert node["target_sources"] == asset["target_sources"] == {

@@ -10,6 +10,7 @@ import hashlib
 import json
 import mmap
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,8 +22,11 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets import _files_capture, _files_index, _files_objects
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets.base import RunContext
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets.registry import asset_type
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import Artifact
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.prune import apply_retention
 from ansible_collections.nodekeep.backup.plugins.module_utils.retention.policy import RetentionPolicy
 
@@ -764,13 +768,19 @@ class TestConfig:
         (conf_d / "chain" / "params.toml").write_text("chain_id = 1\n")
         (conf_d / "cors.json").write_text("{}\n")
         os.chmod(conf_d / "cors.json", 0o600)
+        state = str(tmp_path / "state")
         assets = [
-            {"name": "guts-config", "type": "config", "path": str(config)},
-            {"name": "animica-config", "type": "config", "path": str(conf_d)},
+            {"name": "guts-config", "type": "config", "path": str(config), "state_dir": state},
+            {"name": "animica-config", "type": "config", "path": str(conf_d), "state_dir": state},
         ]
         manifest = node.backup(assets)
         by_name = {a.name: a for a in manifest.artifacts}
-        assert by_name["guts-config"].source["sha256"] == by_name["guts-config"].content_sha256
+        # drift is found by a keyed MAC under the node's key; the manifest holds no unkeyed hash of the file
+        plain = hashlib.sha256(b"listen: 0.0.0.0:9000\n").hexdigest()
+        for artifact in by_name.values():
+            assert artifact.content_sha256 is None and "sha256" not in artifact.source
+            assert re.fullmatch("[0-9a-f]{64}", artifact.source["content_mac"]) and artifact.source["state_dir"] == state
+        assert plain not in json.dumps([a.to_dict() for a in manifest.artifacts])
         assert by_name["animica-config"].file == "animica-config.tar.zst.age"
 
         report = node.verify()
@@ -790,6 +800,30 @@ class TestConfig:
         assert (tree / "chain" / "params.toml").read_text() == "chain_id = 1\n"
         assert (tree / "cors.json").stat().st_mode & 0o777 == 0o600
         assert node.verify(deep=True)["ok"]
+        # a host without the node's key (another state_dir) cannot compare, and says so
+        shutil.rmtree(state)
+        assert {a["extra"]["live"] for a in node.verify()["artifacts"]} == {"not compared"}
+
+    def test_an_epoch_of_an_older_version_still_compares_by_its_plain_sha256(self, node, tmp_path):
+        """Manifests written before the keyed MAC recorded content_sha256: verify still finds drift with it."""
+        config = tmp_path / "app.yaml"
+        config.write_text("listen: 1\n")
+        old = Artifact(
+            name="cfg",
+            asset_type="config",
+            file="cfg.zst.age",
+            format="config+zstd+age",
+            size=1,
+            sha256="0" * 64,
+            content_size=10,
+            content_sha256=hashlib.sha256(b"listen: 1\n").hexdigest(),
+            source={"content": "file", "path": str(config), "sha256": hashlib.sha256(b"listen: 1\n").hexdigest()},
+        )
+        kind = asset_type("config")
+        context = RunContext(node.repository, node.name, "20260101T000000Z", None, artifact=old)
+        assert kind.verify_extra(old, context, False) == {"live": "same"}
+        config.write_text("listen: 2\n")
+        assert kind.verify_extra(old, context, False) == {"live": "differs"}
 
     def test_config_missing_path_is_a_clear_error(self, node, tmp_path, clear_error):
         with pytest.raises(NodekeepError) as failed:

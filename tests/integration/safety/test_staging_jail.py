@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 import pytest
+from integration_helpers import plain_sha256
 from modrun import module
 
 pytestmark = pytest.mark.timeout(300)
@@ -110,7 +111,8 @@ def test_the_final_target_as_a_link_to_live_data_is_never_followed(node, live_db
     assert state(live_dir) == before
     (artifact,) = sqlite_epoch.artifacts
     assert not target.is_symlink()
-    assert hashlib.sha256(target.read_bytes()).hexdigest() == artifact.content_sha256
+    sealed = node.epoch_dir(sqlite_epoch.epoch) / artifact.file
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == plain_sha256(sealed, age_key.identity_path)
     (kept,) = [p for p in target.parent.iterdir() if ".nodekeep-replaced-" in p.name]
     assert kept.is_symlink()
 
