@@ -131,6 +131,15 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+asset_warnings:
+  description:
+    - What an asset's check says the operator must know, also printed as Ansible warnings - a PostgreSQL dump
+      loaded without its owners, GRANTs and default privileges (the restoring role is not a superuser, or the
+      epoch has no globals), or with its objects in the default tablespace (a tablespace the cluster lacks).
+  returned: when an asset's check has one
+  type: list
+  elements: str
+  sample: ["shop-pg of shop was loaded into shop_check WITHOUT its owners, GRANTs and default privileges ..."]
 rollback:
   description:
     - Warnings of the rollback check with O(on_rollback=warn) (the newest epoch the controller recorded,
@@ -374,6 +383,8 @@ def main():
         report["changed"] = True
         report["rollback"] = warnings
         report["stats"] = restore_stats(report["artifacts"], time.monotonic() - started)
+        for text in report.get("asset_warnings") or []:
+            module.warn(text)
         return report
 
     run(module, tracked(params, "restore", action))

@@ -242,6 +242,18 @@ def _names(settings: dict[str, Any], maintenance: str, sql: str, what: str) -> s
     return {line for line in output.splitlines() if line}
 
 
+def missing_tablespaces(settings: dict[str, Any], path: str) -> list[str]:
+    """The tablespaces the globals file ``path`` creates that the target cluster lacks (none are ever created:
+    their directory belongs to the host)."""
+    with open(path, "rb") as handle:
+        wanted = plan_globals(handle.read().decode("utf-8"), set(), set(), path)["tablespaces"]
+    if not wanted:
+        return []
+    maintenance = settings.get("maintenance_database") or "postgres"
+    existing = _names(settings, maintenance, "SELECT spcname FROM pg_tablespace", "listing the tablespaces")
+    return [name for name in wanted if name not in existing]
+
+
 def superuser(settings: dict[str, Any], maintenance: str) -> bool:
     return (
         _client.psql(

@@ -453,6 +453,7 @@ def load_into_database(
     maintenance = settings.get("maintenance_database") or "postgres"
     options = settings.get("restore_options")
     extra: dict[str, Any] = {}
+    warnings: list[str] = []
     keep = False
     if options is None:
         if not globals_path:
@@ -464,6 +465,24 @@ def load_into_database(
         else:
             keep = True
         options = [] if keep else ["--no-owner", "--no-privileges"]
+        if not keep:
+            warnings.append(
+                "%s was loaded into %s WITHOUT its owners, GRANTs and default privileges (%s): every object now "
+                "belongs to the restoring role and nobody else may use it. Restore as a superuser (the asset's "
+                "user or become_user) with the epoch's globals to keep them, or choose with restore_options"
+                % (label, database, extra["privileges"])
+            )
+        # a tablespace the cluster lacks would fail the load: its objects go to the default one, said loudly
+        missing = _globals.missing_tablespaces(settings, str(globals_path)) if globals_path else []
+        if missing:
+            options = options + ["--no-tablespaces"]
+            extra["tablespaces_not_created"] = missing
+            warnings.append(
+                "%s: the tablespace(s) %s do not exist on this cluster and are never created by a restore (their "
+                "directory belongs to the host): their tables and indexes were loaded into the database's default "
+                "tablespace (pg_restore --no-tablespaces). To keep them, create them first (CREATE TABLESPACE NAME "
+                "LOCATION 'DIR') and restore again, or choose with restore_options" % (label, ", ".join(missing))
+            )
     else:
         extra["privileges"] = "as restore_options say: %s" % (" ".join(options) or "(none)")
     if keep:
@@ -482,6 +501,8 @@ def load_into_database(
             what = "granting the database's own privileges on %s" % database
             _client.run(settings, argv, what, RestoreError, input_bytes=sql.encode("utf-8"))
         extra["privileges"] = "restored: owners, GRANTs, default privileges and the database's own GRANTs"
+    if warnings:
+        extra["warnings"] = warnings
     found = database_row_counts(settings, database, sorted(expected))
     different = {name: (expected[name], found.get(name)) for name in expected if found.get(name) != expected[name]}
     if different:
@@ -655,6 +676,8 @@ class PostgresAssetType(_assets.FileAssetType):
         restore_db = artifact.source.get("restore_database")
         if restore_db and check != "quick":
             checks["restore"] = self.load(path, artifact, restore_db)
+            if checks["restore"].get("warnings"):
+                checks["warnings"] = list(checks["restore"]["warnings"])  # raised to the module's warnings
         return checks
 
     def drop_scratch(self, artifact) -> None:

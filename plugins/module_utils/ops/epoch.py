@@ -347,6 +347,7 @@ def verify_epoch(
     if extra:
         report["unlisted_files"] = extra
     report["ok"] = not report["problems"]
+    _raise_warnings(report)
     return report
 
 
@@ -479,7 +480,16 @@ def restore_epoch(
     }
     if output:
         report["output"] = output
+    _raise_warnings(report)
     return report
+
+
+def _raise_warnings(report: dict[str, Any]) -> None:
+    """What an asset's check says the operator must know (a PostgreSQL load without its owners and GRANTs)
+    goes to the report's ``asset_warnings``, which the modules print as Ansible warnings."""
+    warnings = [text for entry in report["artifacts"] for text in (entry.get("checks") or {}).get("warnings") or []]
+    if warnings:
+        report["asset_warnings"] = warnings
 
 
 JAIL_REMEDY = (

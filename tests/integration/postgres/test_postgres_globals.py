@@ -8,10 +8,16 @@ equivalents (catalog queries) must equal the source's. No password hash is captu
 
 from __future__ import annotations
 
+import json
+import os
+import pwd
+import shutil
+import tempfile
 import uuid
 
 import pgcluster
 import pytest
+from module_driver import run_module
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets.registry import asset_type
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
@@ -209,3 +215,65 @@ def test_a_tampered_globals_file_is_detected(node, granted, tmp_path):
     with pytest.raises(NodekeepError, match="globals .*modified"):
         node.restore(tmp_path / "staging")
     assert not (tmp_path / "staging/var/backups/postgres/shop.pgdump").exists()
+
+
+def test_a_load_by_a_role_that_is_not_a_superuser_says_so_loudly(node, granted):
+    """The deep check's load as a role without superuser rights drops every owner and GRANT: the check's
+    ``privileges``, the report's ``asset_warnings`` and the module's Ansible warnings all say so."""
+    source, database, _prefix = granted
+    source.psql('GRANT CONNECT ON DATABASE "%s" TO %s' % (database, pgcluster.BACKUP_ROLE))
+    item = asset(source, database, restore_database=database + "_check", become_user=None, **source.backup_settings())
+    node.backup([item])
+    report = node.verify(deep=True)
+    assert report["ok"], report
+    checks = report["artifacts"][0]["checks"]
+    assert checks["restore"]["privileges"].startswith("not restored: the restoring role is not a superuser")
+    (warning,) = report["asset_warnings"]
+    assert "WITHOUT its owners, GRANTs and default privileges" in warning and "superuser" in warning
+    result = run_module(
+        "integrity_check",
+        {
+            "repository": node.repository.root,
+            "node": node.name,
+            "public_key": node.public_line,
+            "deep": True,
+            "identity_files": [str(node.age_key.identity_path)],
+        },
+    )
+    assert result.get("ok") is True, result
+    assert "WITHOUT its owners" in json.dumps(result["warnings"])  # an Ansible warning, not only a field
+
+
+def test_a_tablespace_the_cluster_lacks_is_reported_and_its_tables_still_load(node, granted, fresh_cluster, tmp_path):
+    """Tablespaces are never created by a restore (their directory is the host's): a table in one the new
+    cluster lacks is loaded into the default tablespace, and the result says which, loudly, and what to set."""
+    source, database, prefix = granted
+    location = tempfile.mkdtemp(prefix="nk-tablespace-")  # under /tmp: the postgres user reaches it
+    os.chown(location, pwd.getpwnam(pgcluster.OS_USER).pw_uid, -1)
+    space = prefix + "space"
+    source.psql("CREATE TABLESPACE %s LOCATION '%s'" % (space, location))
+    try:
+        source.psql("CREATE TABLE sales.archived (id int) TABLESPACE %s" % space, database)
+        source.psql("INSERT INTO sales.archived SELECT generate_series(1, 7)", database)
+        manifest = node.backup([asset(source, database)])
+        assert manifest.artifacts[0].source["globals"]["file"]
+        staging = tmp_path / "staging"
+        node.restore(staging)
+        loaded = asset_type("postgres").load(
+            str(staging / "var/backups/postgres/shop.pgdump"),
+            manifest.artifacts[0],
+            database,
+            settings={"host": str(fresh_cluster.socket_dir)},
+            replace_source=True,
+        )
+        assert loaded["tablespaces_not_created"] == [space], loaded
+        (warning,) = [text for text in loaded["warnings"] if "tablespace" in text]
+        assert space in warning and "default tablespace" in warning and "restore_options" in warning
+        assert loaded["privileges"].startswith("restored"), loaded
+        assert fresh_cluster.psql("SELECT count(*) FROM sales.archived", database) == "7"
+        where = "SELECT coalesce(tablespace, '-') FROM pg_tables WHERE tablename = 'archived'"
+        assert fresh_cluster.psql(where, database) == "-"
+    finally:
+        source.psql("DROP TABLE IF EXISTS sales.archived", database, check=False)
+        source.psql("DROP TABLESPACE IF EXISTS %s" % space, check=False)
+        shutil.rmtree(location, ignore_errors=True)

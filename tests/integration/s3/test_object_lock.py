@@ -154,18 +154,35 @@ class TestRetentionRespectsLocks:
         assert result["errors"] == []
 
     def test_an_expired_lock_no_longer_holds_the_epoch(self, s3_server, locked_bucket, make_epoch, signing_key):
+        """The first run's clock is injected (a moment before the lock ends: locked, however slow the machine);
+        the second starts only once the server itself lets a version locked until the same moment be deleted
+        (its retention state, polled), never after a guessed sleep."""
         repository = s3_server.repository(locked_bucket)
         expiring = epoch_name(now() - timedelta(days=1))
         make_epoch(repository, "node1", expiring)
         make_epoch(repository, "node1", epoch_name(now()))
-        s3_server.client().put_object_retention(
+        client = s3_server.client()
+        until = (now() + timedelta(seconds=2)).replace(microsecond=0)
+        client.put_object_retention(
             Bucket=locked_bucket, Key="node1/%s/%s" % (expiring, SIGNATURE_NAME),
-            Retention={"Mode": "COMPLIANCE", "RetainUntilDate": now() + timedelta(seconds=3)},
+            Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until},
+        )
+        canary = client.put_object(
+            Bucket=locked_bucket, Key="canary/lock", Body=b"x",
+            ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=until,
         )
         policy = RetentionPolicy(keep_last=1)
-        first = apply_retention(repository, "node1", policy, signing_key.public_line)
+        first = apply_retention(repository, "node1", policy, signing_key.public_line, now=until - timedelta(seconds=1))
         assert [e["epoch"] for e in first["locked"]] == [expiring]
-        time.sleep(5)
+        assert repository.complete_epochs("node1")[0] == expiring
+        deadline = time.monotonic() + 60
+        while True:  # the server's own verdict on the lock, asked until it ends
+            try:
+                client.delete_object(Bucket=locked_bucket, Key="canary/lock", VersionId=canary["VersionId"])
+                break
+            except ClientError:
+                assert time.monotonic() < deadline, "the server still held a lock 60 s after it ended"
+                time.sleep(0.1)
         second = apply_retention(repository, "node1", policy, signing_key.public_line)
         assert [e["epoch"] for e in second["removed"]] == [expiring]
         assert second["locked"] == []
