@@ -308,7 +308,7 @@ class TestVerify:
         # the stats table (issue 16): per asset and in total, bytes checked, throughput, what was proven
         (row,) = result["stats"]["assets"]
         assert row["name"] == "chain-db" and row["bytes"] == artifact["checked_bytes"] > 0 and row["result"] == "ok"
-        assert row["proven"].startswith("signature, sealed and plain SHA-256, integrity ok")
+        assert row["proven"].startswith("signature, sealed SHA-256, plain size (age-authenticated), integrity ok")
         assert "checked   duration  throughput  result  proven" in proc.stdout
         assert any(line.strip().strip('"').startswith("chain-db  sqlite") for line in proc.stdout.splitlines())
 
@@ -380,7 +380,7 @@ class TestRestore:
         # the stats table (issue 16): bytes restored per asset and in total, what was proven
         (row,) = result["stats"]["assets"]
         assert row["bytes"] == result["stats"]["total"]["bytes"] == restored.stat().st_size
-        assert row["proven"].startswith("signature, sealed and plain SHA-256, integrity ok") and row["result"] == "ok"
+        assert row["proven"].startswith("signature, sealed SHA-256, plain size (age-authenticated), integrity ok") and row["result"] == "ok"
         assert any(line.strip().strip('"').startswith("chain-db  sqlite") for line in proc.stdout.splitlines())
         # every restored row equals the live row with the same seq (the writer only appends)
         restored_rows = rows(restored)

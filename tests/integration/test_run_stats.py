@@ -44,7 +44,7 @@ def test_verify_stats_per_asset_and_total_quick_and_deep(node, age_key, epoch, t
     deep = verify(node, age_key, tmp_path, deep=True, identity_files=[str(age_key.identity_path)])
     rows = {a["name"]: a for a in deep["stats"]["assets"]}
     assert rows["app-db"]["bytes"] == db.content_size  # decrypted and checked
-    assert rows["app-db"]["proven"].startswith("signature, sealed and plain SHA-256, integrity ok")
+    assert rows["app-db"]["proven"].startswith("signature, sealed SHA-256, plain size (age-authenticated), integrity ok")
     # a secret has no plain SHA-256 in its manifest: the table does not claim one
     assert rows["key"]["proven"] == "signature, sealed SHA-256, plain size (age-authenticated)"
     lines = deep["stats"]["lines"]
@@ -78,7 +78,7 @@ def test_restore_stats_per_asset_and_total(node, age_key, epoch, tmp_path):
     rows = {a["name"]: a for a in result["stats"]["assets"]}
     restored = {a["name"]: a for a in result["artifacts"]}
     assert rows["app-db"]["bytes"] == os.path.getsize(restored["app-db"]["path"]) == db.content_size
-    assert rows["app-db"]["proven"].startswith("signature, sealed and plain SHA-256, integrity ok")
+    assert rows["app-db"]["proven"].startswith("signature, sealed SHA-256, plain size (age-authenticated), integrity ok")
     assert rows["key"]["bytes"] == 64 and rows["key"]["proven"].startswith("signature, sealed SHA-256, plain size")
     assert result["stats"]["total"]["bytes"] == db.content_size + 64
     lines = result["stats"]["lines"]

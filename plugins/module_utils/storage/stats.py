@@ -171,8 +171,8 @@ def _checked_report(entries, seconds, bytes_key: str, header: list[str], proven_
 
 
 def _plain_proof(plain_sha256: Any) -> str:
-    """What a decrypt proved: a secret has no plain SHA-256 in its manifest (age authenticates it, its size is
-    compared), anything else both checksums."""
+    """What a decrypt proved: backed-up data has no plain SHA-256 in its manifest (age authenticates it, its size
+    is compared; docs/safety.md), a map of pieces (files index, page map) both checksums."""
     if plain_sha256:
         return "signature, sealed and plain SHA-256"
     return "signature, sealed SHA-256, plain size (age-authenticated)"
