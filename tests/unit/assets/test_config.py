@@ -48,7 +48,7 @@ def test_a_config_file_comes_back_with_its_metadata(live, tmp_path):
     data, facts, asset = capture(live)
     assert asset["content"] == "file" and CONFIG.artifact_file(asset) == "app-conf.zst.age"
     assert data == b"listen = 8080\n" and facts["mode"] == "0640" and facts["mtime_ns"] == STAMP
-    assert facts["sha256"] == hashlib.sha256(data).hexdigest()
+    assert "sha256" not in facts  # no unkeyed hash of the file: a keyed MAC is taken once it is sealed
     recorded = artifact(facts, data)
     target = tmp_path / "restore" / "etc" / "app.conf"
     context = RunContext(None, "node1", "20260101T000000Z", None, artifact=recorded)
@@ -65,7 +65,28 @@ def test_a_config_file_comes_back_with_its_metadata(live, tmp_path):
         CONFIG.deep_check(str(target), recorded)
 
 
-def test_verify_compares_the_live_config_with_the_backup(live):
+def test_verify_compares_the_live_config_by_a_keyed_mac(live, tmp_path):
+    """The manifest records HMAC(node key, SHA-256) and no plain hash; only a host with the node's key compares."""
+    data, facts, asset = capture(live)
+    asset["state_dir"] = str(tmp_path / "state")
+    context = RunContext(None, "node1", "20260101T000000Z", None)
+    plain = hashlib.sha256(data).hexdigest()
+    facts.update(CONFIG.content_facts(asset, plain, context))
+    assert facts["content_mac"] != plain and facts["state_dir"] == asset["state_dir"]
+    assert oct(os.stat(tmp_path / "state" / "node1" / "object-name.key").st_mode & 0o777) == "0o600"
+    recorded = Artifact(
+        "app-conf", "config", "app-conf.zst.age", "config+zstd+age", 0, "0", len(data), None, source=facts
+    )
+    assert CONFIG.verify_extra(recorded, context, deep=False) == {"live": "same"}
+    live.write_bytes(b"listen = 9090\n")
+    assert CONFIG.verify_extra(recorded, context, deep=False) == {"live": "differs"}
+    elsewhere = RunContext(None, "node2", "20260101T000000Z", None)  # no key for that node: nothing made
+    assert CONFIG.verify_extra(recorded, elsewhere, deep=False)["live"] == "not compared"
+    assert not (tmp_path / "state" / "node2").exists()
+
+
+def test_verify_compares_an_older_epochs_plain_sha256(live):
+    """Epochs written before the keyed MAC recorded content_sha256: still compared."""
     data, facts, _asset = capture(live)
     recorded = artifact(facts, data)
     assert CONFIG.verify_extra(recorded, None, deep=False) == {"live": "same"}
