@@ -254,7 +254,7 @@ class PackedContents:
     def _slot(self, digest: bytes) -> int:
         """The slot holding ``digest``, or the free slot where it goes."""
         table, digests, mask = self.table, self.digests, self.mask
-        slot = int.from_bytes(digest[:8], "little") & mask
+        slot = hash(digest) & mask  # bytes hash in C (per process), cached on the digest object
         while True:
             record = table[slot]
             if record < 0 or digests[record * 32 : record * 32 + 32] == digest:
@@ -292,7 +292,7 @@ class PackedContents:
         size = 2 * (self.mask + 1)
         table, mask, digests = array.array("i", [-1]) * size, size - 1, self.digests
         for record in range(len(self.offsets)):
-            slot = int.from_bytes(digests[record * 32 : record * 32 + 8], "little") & mask
+            slot = hash(bytes(digests[record * 32 : record * 32 + 32])) & mask
             while table[slot] >= 0:
                 slot = (slot + 1) & mask
             table[slot] = record
