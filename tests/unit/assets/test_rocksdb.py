@@ -62,5 +62,3 @@ def test_compare_facts():
     problems = rocksdb.compare_facts(expected, {"column_families": ["default"], "sequence": 9, "keys": {"default": 3}})
     assert len(problems) == 3
     assert rocksdb.compare_facts(expected, {"column_families": ["default", "a"]}) == []  # nothing counted: no claim
-
-

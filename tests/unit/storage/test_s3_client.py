@@ -98,12 +98,12 @@ class _Clock:
 def test_the_limiter_holds_the_average_rate_after_a_one_second_burst():
     clock = _Clock()
     limiter = client.BandwidthLimiter(6 << 20, clock=clock, sleep=clock.sleep)
-    for _ in range(12):  # 12 MiB at 6 MiB/s: the first 6 MiB are the burst, the rest costs 1 s
+    for _megabyte in range(12):  # 12 MiB at 6 MiB/s: the first 6 MiB are the burst, the rest costs 1 s
         limiter.consume(1 << 20)
     assert clock.now - 100.0 == pytest.approx(1.0)
     assert limiter.waited == pytest.approx(1.0)
     assert limiter.charged == 12 << 20
-    for _ in range(12):  # the bucket is empty now: 12 MiB more cost 2 s
+    for _megabyte in range(12):  # the bucket is empty now: 12 MiB more cost 2 s
         limiter.consume(1 << 20)
     assert clock.now - 100.0 == pytest.approx(3.0)
     assert limiter.waited == pytest.approx(3.0)
