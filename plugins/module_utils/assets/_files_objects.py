@@ -96,8 +96,11 @@ WRITE_BATCH = 64
 WRITE_BATCH_BYTES = 1 << 20
 
 
-#: bytes handed to the writing threads and not written yet, at most
+#: bytes handed to the writing threads and not written yet, at most, and batches (each holds a descriptor
+#: per directory it writes into, so this bounds the descriptors too: a tree of tiny files stays far below
+#: RLIMIT_NOFILE)
 WRITE_BYTES_IN_FLIGHT = 16 << 20
+WRITE_BATCHES_IN_FLIGHT = 4
 
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -215,6 +218,7 @@ class _ObjectExtractor(_extract.Extractor):
         self.write_bytes = 0
         self.batch: list[tuple[Any, ...]] = []
         self.batch_bytes = 0
+        self.batch_dirs: dict[str, int] = {}  # the batch's descriptor of each directory it writes into
 
     def _file(self, rel: str, member: tarfile.TarInfo, archive) -> None:
         """A packed file without holes whose pack is at hand is created and written by a writing thread.
@@ -238,9 +242,13 @@ class _ObjectExtractor(_extract.Extractor):
         with part:
             data = bytes(part)  # a copy: the pack's memory is not held by writes in flight
         parent_fd, name = self._where(rel)
+        parent = rel.rpartition("/")[0]
+        dir_fd = self.batch_dirs.get(parent)
+        if dir_fd is None:
+            dir_fd = self.batch_dirs[parent] = os.dup(parent_fd)
         self.batch.append(
             (
-                os.dup(parent_fd),
+                dir_fd,
                 name,
                 data,
                 int(entry["size"]),
@@ -261,21 +269,25 @@ class _ObjectExtractor(_extract.Extractor):
         """Hand the batch being made to the writing threads (waiting while too many bytes are in flight)."""
         if not self.batch:
             return
-        batch, size = self.batch, self.batch_bytes
-        self.batch, self.batch_bytes = [], 0
+        batch, size, dirs = self.batch, self.batch_bytes, list(self.batch_dirs.values())
+        self.batch, self.batch_bytes, self.batch_dirs = [], 0, {}
         assert self.writers is not None
         try:
-            future = self.writers.submit(self._write_batch, batch)
+            future = self.writers.submit(self._write_batch, batch, dirs)
         except BaseException:
-            for item in batch:
-                os.close(item[0])
+            for fd in dirs:
+                os.close(fd)
             raise
         self.writes.append((future, size))
         self.write_bytes += size
-        while self.writes and (self.write_bytes > WRITE_BYTES_IN_FLIGHT or self.writes[0][0].done()):
+        while self.writes and (
+            len(self.writes) > WRITE_BATCHES_IN_FLIGHT
+            or self.write_bytes > WRITE_BYTES_IN_FLIGHT
+            or self.writes[0][0].done()
+        ):
             self._written(self.writes.popleft())
 
-    def _write_batch(self, batch: list[tuple[Any, ...]]) -> None:
+    def _write_batch(self, batch: list[tuple[Any, ...]], dirs: list[int]) -> None:
         """In a writing thread: for each file, check its content, create it in its directory's descriptor,
         write it and set its attributes. Every descriptor of the batch is closed, whatever fails."""
         try:
@@ -300,8 +312,8 @@ class _ObjectExtractor(_extract.Extractor):
                 finally:
                     os.close(fd)
         finally:
-            for item in batch:
-                os.close(item[0])
+            for fd in dirs:
+                os.close(fd)
 
     def _written(self, write: tuple[Future, int]) -> None:
         future, size = write
@@ -317,9 +329,9 @@ class _ObjectExtractor(_extract.Extractor):
     def stop_writes(self) -> None:
         """Stop the writing threads once every batch handed to them has ended (after a failure too: each
         closes its own descriptors; the tree is removed by the caller)."""
-        for item in self.batch:
-            os.close(item[0])
-        self.batch, self.batch_bytes = [], 0
+        for fd in self.batch_dirs.values():
+            os.close(fd)
+        self.batch, self.batch_bytes, self.batch_dirs = [], 0, {}
         if self.writers is not None:
             self.writers.shutdown(wait=True)
             self.writers = None

@@ -521,6 +521,27 @@ class TestRestorePath:
         written = [fd for name, fd in creators if name.startswith("nodekeep-write")]
         assert len(written) >= 150 and None not in written
 
+    def test_a_tree_of_many_tiny_files_restores_within_a_small_descriptor_limit(
+        self, node, files_asset, tmp_path, monkeypatch
+    ):
+        """The writing threads hold one descriptor per directory per batch, and few batches at once: 1,500 tiny
+        files (far more than fit the descriptor limit set for the restore) come back equal."""
+        import resource
+
+        store = tmp_path / "da"
+        store.mkdir()
+        for number in range(1500):
+            (store / ("f%04d" % number)).write_bytes(b"%d" % number)
+        node.backup([files_asset(store)])
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
+        try:
+            root = restored_root(node.restore(tmp_path / "r"))
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert sorted(os.listdir(root)) == sorted(os.listdir(store))
+        assert all((root / name).read_bytes() == (store / name).read_bytes() for name in os.listdir(store))
+
     def test_members_of_a_pack_dropped_to_bound_memory_are_filled_by_reading_it_again(
         self, node, store_tools, files_asset, tmp_path, monkeypatch
     ):
