@@ -199,3 +199,35 @@ def test_the_failed_cutover_rolled_back_to_the_original_database():
     assert not [n for n in names if ".nodekeep-pre-restore-" in n]
     (failed,) = [n for n in names if ".nodekeep-failed-" in n]
     assert integrity(node, "/var/lib/testnode/%s" % failed) == "ok"
+
+
+# ---- fleet-node3: continuous replication, a point-in-time restore on the staging host --------------
+
+
+def test_the_replication_service_runs_and_a_point_in_time_restore_on_staging_reached_the_commit():
+    node = get("fleet-node3")
+    assert node.service("nodekeep-stream@chain-db").is_running
+    pitr = facts("fleet-node3-pitr")
+    results = [json.loads(p.read_text()) for p in (ephemeral() / "results" / "fleet-node3").glob("restore-*.json")]
+    (result,) = [r for r in results if r.get("point_in_time")]
+    point = result["point_in_time"]
+    # exactly the commit asked for (a commit time the service recorded), checked, on the staging host
+    assert point["restored_commit_time"] == pitr["point"] and point["source"] == "chain"
+    assert point["integrity"] == "ok" and point["commits_applied"] > 0
+    assert result["restore_host"] == "fleet-staging"
+    restored = "/srv/nodekeep-pitr/fleet-node3.db"
+    assert point["path"] == restored and point["size"] == int(run(STAGING, "stat -c %%s %s" % restored))
+    assert integrity(STAGING, restored) == "ok"
+    # the summary names what was staged (not "0 asset(s), 0 s")
+    (line,) = pitr["summary"]
+    assert "as of the commit seen at %s" % pitr["point"] in line and "0 asset(s)" not in line
+    # a consistent state of the live chain, and older than the live head (the node kept writing)
+    copy = chain_rows(STAGING, restored)
+    live = chain_rows(node, LIVE, user=SERVICE_USER, where="seq <= %d" % max(copy))
+    assert_consistent_copy(copy, live)
+    assert live_head(node) > max(copy)
+    # the chain was shipped with its signed segments into a repository of its own
+    shipped = epochs(STAGING, "fleet-node3", repository="/var/backups/nodekeep-pitr-shipped")
+    assert shipped == [result["epoch"]]
+    listing = run(STAGING, "ls /var/backups/nodekeep-pitr-shipped/fleet-node3/%s" % result["epoch"]).split()
+    assert any(name.startswith("chain-db.wal.") and name.endswith(".json.sig") for name in listing)
