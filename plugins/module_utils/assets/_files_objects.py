@@ -271,8 +271,9 @@ class _ObjectExtractor(_extract.Extractor):
             return
         batch, size, dirs = self.batch, self.batch_bytes, list(self.batch_dirs.values())
         self.batch, self.batch_bytes, self.batch_dirs = [], 0, {}
-        assert self.writers is not None
         try:
+            if self.writers is None:
+                raise RestoreError("the writing threads were stopped with files still to write", "restore again")
             future = self.writers.submit(self._write_batch, batch, dirs)
         except BaseException:
             for fd in dirs:
