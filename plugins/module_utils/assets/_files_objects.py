@@ -87,8 +87,11 @@ HOLD_BYTES = 48 << 20
 PREFETCH = 2
 
 
-#: threads that create and write packed files (open, write, fchown, fchmod, futimens release the GIL)
-WRITERS = 2
+#: threads that create and write packed files (open, write, fchown, fchmod, futimens release the GIL); 0: the
+#: extraction's own thread writes them. Off by default: measured on the 2-core VM (20,000 files), two writing
+#: threads cost more CPU than they saved (restore 3.3 s -> 4.2-4.5 s on tmpfs, system time doubled by the
+#: threads' hand-offs), docs/files.md "Measured".
+WRITERS = 0
 
 
 #: packed files go to the writing threads in batches of this many files (or bytes), each thread woken once a batch
@@ -609,7 +612,7 @@ def rebuild_tree(
         plan = _PackPlan(index_path)
         extractor.remaining = dict(plan.remaining)
         extractor.prefetcher = _Prefetcher(reader, plan)
-        if plan.order:
+        if plan.order and WRITERS > 0:
             extractor.writers = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="nodekeep-write")
         try:
             for entry in entries:
