@@ -9,6 +9,10 @@
 ``plain_sha256(artifact_path, identity_file)``
     the SHA-256 of a sealed artifact's plaintext, decrypted here: the manifest records none for
     backed-up data (docs/safety.md), so a test that wants "byte for byte" computes it itself.
+``digests(data)``, ``units(data, pages)``, ``needles(plaintexts)``, ``scan(blob, needles)``
+    what an attacker would try against a repository or a result: the unkeyed digests (SHA-256/512, SHA-1,
+    MD5, BLAKE2) of every guessed plaintext (whole, per 4 MiB chunk, per page), in hex, base64 and raw;
+    ``scan`` names the ones found in ``blob`` (tests/integration/safety, tests/integration/streams).
 ``mounted(target, *options, source="tmpfs", fstype=None)``
     a context manager: ``mount`` at ``target`` (a small tmpfs for a full disk, a bind mount),
     unmounted afterwards; skips the test, saying why, when mounting is impossible (not root).
@@ -16,7 +20,9 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
@@ -25,6 +31,56 @@ import time
 from collections.abc import Callable
 
 import pytest
+
+CHUNK = 4 << 20
+PAGE = 4096
+
+
+def digests(data: bytes) -> list[bytes]:
+    """The raw unkeyed digests of ``data`` an attacker would try."""
+    return [
+        hashlib.sha256(data).digest(),
+        hashlib.sha512(data).digest(),
+        hashlib.sha1(data).digest(),
+        hashlib.md5(data).digest(),
+        hashlib.blake2b(data).digest(),
+        hashlib.blake2b(data, digest_size=32).digest(),
+        hashlib.blake2b(data, digest_size=16).digest(),
+        hashlib.blake2s(data).digest(),
+    ]
+
+
+def units(data: bytes, pages: bool = False) -> list[bytes]:
+    """The whole content, each 4 MiB chunk and, for a database, each page."""
+    found = [data]
+    if len(data) > CHUNK:
+        found += [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)]
+    if pages:
+        found += [data[i : i + PAGE] for i in range(0, len(data), PAGE)]
+    return found
+
+
+def needles(plaintexts: list[bytes]) -> dict[bytes, str]:
+    """Every encoding of every digest (hex both cases, base64 both alphabets, raw) -> what it is of."""
+    found: dict[bytes, str] = {}
+    for number, data in enumerate(plaintexts):
+        if len(data) < 8 or data.count(data[:1]) == len(data):
+            continue  # all one byte (a zero page): not something anyone learns from
+        for digest in digests(data):
+            what = "digest of plaintext #%d (%d bytes)" % (number, len(data))
+            for form in (
+                digest.hex().encode(),
+                digest.hex().upper().encode(),
+                base64.b64encode(digest).rstrip(b"="),
+                base64.urlsafe_b64encode(digest).rstrip(b"="),
+                digest,
+            ):
+                found[form] = what
+    return found
+
+
+def scan(blob: bytes, found: dict[bytes, str]) -> list[str]:
+    return sorted({what for needle, what in found.items() if needle in blob})
 
 
 def plain_sha256(artifact_path, identity_file) -> str:

@@ -597,7 +597,9 @@ class Service:
                     size=result.sealed.size,
                     sha256=result.sealed.sha256,
                     content_size=result.content.size,
-                    content_sha256=result.content.sha256,
+                    # never the unkeyed SHA-256 of the WAL frames (it would confirm a guessed content): the
+                    # signed sealed SHA-256 pins the bytes and age authenticates them (docs/safety.md)
+                    content_sha256=None,
                     compressed=result.compressed,
                     source=source,
                 )

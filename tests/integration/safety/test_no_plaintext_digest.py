@@ -7,12 +7,12 @@ plaintext it could guess: each live and restored file, each SQLite page, each 4 
 decrypted stream (a tar, a database copy). None of them, as hex, base64 or raw bytes, may appear in any byte of
 any file of the repository, nor in the results. A config file's drift check uses a keyed MAC instead
 (docs/safety.md). Not covered here: the node's own state directory (the files index cache keeps plain SHA-256s
-of the files on the node that holds them) and stream segments (see docs/safety.md).
+of the files on the node that holds them; docs/safety.md). Stream segments: tests/integration/streams/
+test_stream_no_plaintext_digest.py.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -20,62 +20,13 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from integration_helpers import CHUNK, needles, scan, units
 from modrun import module
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import MANIFEST_NAME, Manifest
 
 pytestmark = pytest.mark.timeout(300)
-
-CHUNK = 4 << 20
-PAGE = 4096
-
-
-def digests(data: bytes) -> list[bytes]:
-    """The raw unkeyed digests of ``data`` an attacker would try."""
-    return [
-        hashlib.sha256(data).digest(),
-        hashlib.sha512(data).digest(),
-        hashlib.sha1(data).digest(),
-        hashlib.md5(data).digest(),
-        hashlib.blake2b(data).digest(),
-        hashlib.blake2b(data, digest_size=32).digest(),
-        hashlib.blake2b(data, digest_size=16).digest(),
-        hashlib.blake2s(data).digest(),
-    ]
-
-
-def units(data: bytes, pages: bool = False) -> list[bytes]:
-    """The whole content, each 4 MiB chunk and, for a database, each page."""
-    found = [data]
-    if len(data) > CHUNK:
-        found += [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)]
-    if pages:
-        found += [data[i : i + PAGE] for i in range(0, len(data), PAGE)]
-    return found
-
-
-def needles(plaintexts: list[bytes]) -> dict[bytes, str]:
-    """Every encoding of every digest (hex both cases, base64 both alphabets, raw) -> what it is of."""
-    found: dict[bytes, str] = {}
-    for number, data in enumerate(plaintexts):
-        if len(data) < 8 or data.count(data[:1]) == len(data):
-            continue  # all one byte (a zero page): not something anyone learns from
-        for digest in digests(data):
-            what = "digest of plaintext #%d (%d bytes)" % (number, len(data))
-            for form in (
-                digest.hex().encode(),
-                digest.hex().upper().encode(),
-                base64.b64encode(digest).rstrip(b"="),
-                base64.urlsafe_b64encode(digest).rstrip(b"="),
-                digest,
-            ):
-                found[form] = what
-    return found
-
-
-def scan(blob: bytes, found: dict[bytes, str]) -> list[str]:
-    return sorted({what for needle, what in found.items() if needle in blob})
 
 
 def files_under(root: Path) -> list[Path]:

@@ -4,10 +4,15 @@ an epoch signed by this node's key, finished at or before the time asked for; ne
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import io
+
 import pytest
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError, RepositoryError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import Artifact, Manifest
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import backup_epoch
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage import segments
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.repository import LocalRepository
@@ -73,3 +78,57 @@ def test_find_chain_picks_the_epoch_signed_by_this_node(tmp_path, dbtools, age_k
     with pytest.raises(RepositoryError, match="no epoch or replication chain"):
         segments.find_chain(repository, NODE, "app-db", other_signing_key.public_line, None)
     assert segments.chains_report(repository, NODE, "app-db", signing_key.public_line) == []
+
+
+def _sealed_segment(tmp_path, age_key, frames: bytes):
+    """A segment payload sealed into a real repository, and the artifact a record of it holds."""
+    repository = LocalRepository(str(tmp_path / "repo"))
+    payload, _record, _sig = segments.segment_names("app-db", 1, "0a0b0c0d")
+    with repository.open_write(NODE, "20261207T100000Z", payload) as sink:
+        result = seal.seal(io.BytesIO(frames), sink, seal.load_recipients([age_key.recipient]), threads=0)
+    artifact = Artifact(
+        name="app-db",
+        asset_type="sqlite",
+        file=payload,
+        format=segments.SEGMENT_FORMAT,
+        size=result.sealed.size,
+        sha256=result.sealed.sha256,
+        content_size=result.content.size,
+        content_sha256=None,
+        source={"seq": 1, "chain": "20261207T100000Z"},
+    )
+    return repository, artifact
+
+
+def _record(artifact):
+    return Manifest(
+        node=NODE,
+        epoch="20261207T100000Z",
+        started="2026-12-07T10:00:00.000000Z",
+        finished="2026-12-07T10:00:01.000000Z",
+        recipients=[],
+        artifacts=[artifact],
+        labels={"stream": segments.STREAM_LABEL},
+    )
+
+
+def test_segment_frames_proves_bytes_without_a_plain_digest_and_still_checks_old_records(tmp_path, age_key):
+    frames = b"frame-%d " * 500 % tuple(range(500))
+    repository, artifact = _sealed_segment(tmp_path, age_key, frames)
+    identities = seal.load_identities([], [str(age_key.identity_path)])
+    epoch = "20261207T100000Z"
+    # new records: no plain SHA-256; the sealed SHA-256 and size pin the bytes (age authenticates them)
+    assert segments.segment_frames(repository, NODE, epoch, _record(artifact), identities) == frames
+    # records of older versions kept the plain SHA-256 of the frames: still accepted, still compared
+    old = dataclasses.replace(artifact, content_sha256=hashlib.sha256(frames).hexdigest())
+    assert segments.segment_frames(repository, NODE, epoch, _record(old), identities) == frames
+    wrong = dataclasses.replace(artifact, content_sha256=hashlib.sha256(b"other").hexdigest())
+    with pytest.raises(NodekeepError, match="does not match its signed record"):
+        segments.segment_frames(repository, NODE, epoch, _record(wrong), identities)
+    # a payload replaced by another sealed to the same (public) recipients: refused by the sealed SHA-256
+    _other_repository, _other = _sealed_segment(tmp_path / "other", age_key, frames[::-1])
+    (tmp_path / "repo" / NODE / epoch / artifact.file).write_bytes(
+        (tmp_path / "other" / "repo" / NODE / epoch / artifact.file).read_bytes()
+    )
+    with pytest.raises(NodekeepError, match="does not match its signed record"):
+        segments.segment_frames(repository, NODE, epoch, _record(artifact), identities)
