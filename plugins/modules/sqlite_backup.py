@@ -17,8 +17,11 @@ description:
     WAL-mode writers keep committing during the copy; rollback-journal writers wait for it (their busy timeout),
     as with C(sqlite3 .backup).
   - The copy is written under a temporary name beside O(dest), checked (O(check)), given its O(owner), O(group)
-    and O(mode), hashed (SHA-256) and fsynced, and only then given its name. On any error nothing is left behind
+    and O(mode) and fsynced, and only then given its name. On any error nothing is left behind
     and an existing O(dest) is untouched.
+  - The result holds no hash of the copy (an unkeyed SHA-256 of a database in a log confirms a guessed content);
+    RV(size), RV(page_count) and RV(integrity) describe it. Seal it with M(nodekeep.backup.age_seal), whose signed
+    SHA-256 of the sealed bytes proves it later.
   - This is the standalone building block; M(nodekeep.backup.epoch_backup) does the same for every asset
     and seals the result into the repository.
 author:
@@ -118,11 +121,12 @@ EXAMPLES = r"""
     mode: '0640'
   register: copy
 
-- name: Record its checksum next to it
-  ansible.builtin.copy:
-    content: "{{ copy.sha256 }}  {{ copy.dest | basename }}\n"
-    dest: "{{ copy.dest }}.sha256"
-    mode: '0644'
+- name: Stop when the copy is not a sound database
+  ansible.builtin.assert:
+    that:
+      - copy.integrity == 'ok'
+      - copy.size == copy.page_count * copy.page_size
+    fail_msg: "{{ copy.dest }}: {{ copy.integrity }}"
 
 - name: Refresh a fixed copy for another tool, replacing the previous one
   nodekeep.backup.sqlite_backup:
@@ -143,11 +147,6 @@ src:
   returned: always
   type: str
   sample: /var/lib/animica/node/animica.db
-sha256:
-  description: SHA-256 of the copy.
-  returned: success and not check mode
-  type: str
-  sample: f1b5fbc7280421feb48359083e6d92bfea8e6ec6d1fa365088f6104c4a27d848
 size:
   description: Size of the copy in bytes.
   returned: success and not check mode

@@ -54,7 +54,6 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import (
     resolve_gid,
     resolve_uid,
     set_owner_mode,
-    sha256_file,
     temp_path,
 )
 
@@ -605,7 +604,8 @@ def backup_sqlite(
     """A consistent, checked copy of the live database ``src`` at ``dest``, placed atomically.
 
     The copy is written under a temporary name beside ``dest``, checked,
-    given its owner and mode, hashed and fsynced, then linked to ``dest``
+    given its owner and mode and fsynced (never hashed: the result holds no
+    unkeyed digest of the data), then linked to ``dest``
     (or, with ``force``, renamed over it). On any error nothing is left.
     With ``check_only`` (check mode) only ``plan_sqlite_backup`` runs.
     """
@@ -631,9 +631,9 @@ def backup_sqlite(
             os.umask(saved_umask)
         try:
             set_owner_mode(temp, plan["uid"], plan["gid"], mode)
-            size, sha256 = sha256_file(temp)
             with open(temp, "rb") as handle:
                 os.fsync(handle.fileno())
+                size = os.fstat(handle.fileno()).st_size
         except OSError as exc:
             raise describe_os_error(exc, "finishing the SQLite copy", dest)
         place_file(temp, dest, replace=force)
@@ -647,7 +647,7 @@ def backup_sqlite(
             "src": src,
             "dest": dest,
             "size": size,
-            "sha256": sha256,
+            # no SHA-256 of the copy: an unkeyed hash of a database in a result (logs, AWX) confirms a guessed content
             "replaced": plan["replaced"],
             "mode": format_mode(stat.S_IMODE(os.stat(dest).st_mode)),
             "duration": round(time.monotonic() - started, 3),
