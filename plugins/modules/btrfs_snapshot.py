@@ -151,10 +151,17 @@ sha256:
   type: str
   sample: 3f0a...
 content_sha256:
-  description: SHA-256 of the plain send stream.
+  description:
+    - Always null - no unkeyed hash of the plain send stream (it carries the files' data) is reported; RV(sha256)
+      of the sealed file, which age authenticates on decryption, proves the stream.
   returned: when a stream was sent or received
   type: str
-  sample: 9b1c...
+  sample: null
+content_size:
+  description: Size of the plain send stream in bytes.
+  returned: when a stream was sent or received
+  type: int
+  sample: 314572800
 size:
   description: Size of the sealed file in bytes.
   returned: when a stream was sent or received

@@ -331,7 +331,8 @@ def send_to_file(fs, snap: Snap, base, dest: str, recipients: list, level: int =
         "size": result.sealed.size,
         "sha256": result.sealed.sha256,
         "content_size": result.content.size,
-        "content_sha256": result.content.sha256,
+        # never the unkeyed SHA-256 of the send stream (the files' data): ``sha256`` of the sealed file proves it
+        "content_sha256": None,
         "seconds": round(time.monotonic() - began, 3),
     }
 
@@ -358,6 +359,7 @@ def receive_from_file(argv: list[str], src: str, identities: list, what: str) ->
         "src": src,
         "size": result.sealed.size,
         "sha256": result.sealed.sha256,
-        "content_sha256": result.content.sha256,
+        "content_size": result.content.size,
+        "content_sha256": None,  # never the unkeyed SHA-256 of the send stream (the files' data)
         "seconds": round(time.monotonic() - began, 3),
     }

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 
+from integration_helpers import needles, scan
 from module_driver import run_module, succeeded
 from snaphelpers import sh
 from test_zfs import snapshot_names, userrefs
@@ -37,6 +40,10 @@ def test_zfs_snapshot_states_check_and_diff(zfs_dataset, age_key, tmp_path):
     assert not any(userrefs(dataset).values())
     plain = sh("sh", "-c", "age -d -i %s %s | zstd -d | wc -c" % (age_key.identity_path, dest)).stdout.strip()
     assert int(plain) == sent["content_size"]
+    # no unkeyed digest of the plain send stream (the files' data) in the result; the sealed file's SHA-256 only
+    stream = sh("sh", "-c", "age -d -i %s %s | zstd -d | base64 -w0" % (age_key.identity_path, dest)).stdout
+    found = needles([base64.b64decode(stream)])
+    assert sent["content_sha256"] is None and scan(json.dumps(sent).encode(), found) == [], sent
     pool = dataset.split("/")[0]
     target = "%s/nodekeep-restore/modtest" % pool
     sh("zfs", "create", "-o", "mountpoint=none", "%s/nodekeep-restore" % pool, check=False)

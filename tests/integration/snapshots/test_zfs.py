@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
 import signal
 import subprocess
@@ -10,11 +13,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from integration_helpers import needles, scan, units
 from snaphelpers import sh, write_files
 
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets.zfs import ZfsAssetType
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import manifest as _manifest_mod
+from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.clock import epoch_name
-from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import IntegrityError, NodekeepError
 from ansible_collections.nodekeep.backup.plugins.module_utils.retention.policy import RetentionPolicy
 from ansible_collections.nodekeep.backup.plugins.module_utils.snapshot import base as snapshot
 from ansible_collections.nodekeep.backup.plugins.module_utils.snapshot import volumes
@@ -100,6 +106,60 @@ def test_chain_of_five_sends_restores_the_same_content(node, zfs_dataset, tmp_pa
     verified = node.verify(deep=True)
     assert verified["ok"], verified["problems"]
     assert set(sh("zfs", "list", "-H", "-o", "name").stdout.split()) == before
+
+
+def test_a_chain_keeps_no_unkeyed_digest_of_its_send_streams(node, zfs_dataset, tmp_path, age_key):
+    """A send stream carries the files' data: neither the manifest nor a chain link records an unkeyed digest of it
+    (nor of any file, 4 MiB chunk of it), and the chain still restores and deep-verifies, link by link. Links of
+    older chains, with the plain SHA-256 of their stream, are still compared."""
+    _dataset, mountpoint = zfs_dataset
+    asset = {"name": "chain", "type": "zfs", "path": str(mountpoint), "full_every": 0, "local_retention": {}}
+    manifests = []
+    for step in range(3):
+        change(mountpoint, step)
+        manifests.append(node.backup([asset]))
+    identities = seal.load_identities([], [str(age_key.identity_path)])
+    plaintexts = []
+    for manifest in manifests:
+        artifact = manifest.artifact("chain")
+        assert artifact.content_sha256 is None
+        assert [link["content_sha256"] for link in artifact.source.get("chain") or []] == [None] * len(
+            artifact.source.get("chain") or []
+        )
+        plaintexts += units(
+            seal.unseal_bytes((node.epoch_dir(manifest.epoch) / artifact.file).read_bytes(), identities)
+        )
+    for folder, _dirs, names in os.walk(mountpoint):
+        plaintexts += [(Path(folder) / name).read_bytes() for name in names]
+    found = needles(plaintexts)
+    assert scan(hashlib.sha256(plaintexts[0]).hexdigest().encode(), found)  # the scan can fail
+    leaks = {}
+    for folder, _dirs, names in os.walk(node.repository.root):
+        for name in names:
+            hits = scan((Path(folder) / name).read_bytes(), found)
+            if hits:
+                leaks[os.path.join(folder, name)] = hits
+    assert leaks == {}, leaks
+
+    # the chain still proves every byte: restored file by file, deep verify receives every link
+    restored = node.restore(tmp_path / "staging")["artifacts"][0]
+    assert restored["checks"]["snapshot_id"] == "ok"
+    snapshot.compare_trees(str(mountpoint), restored["path"])
+    for line in json.dumps(restored, default=str).splitlines():
+        assert scan(line.encode(), found) == [], line
+    verified = node.verify(deep=True)
+    assert verified["ok"], verified["problems"]
+
+    # a link of an older chain records the plain SHA-256 of its stream: still read, still compared
+    first = manifests[0].artifact("chain")
+    stream = seal.unseal_bytes((node.epoch_dir(manifests[0].epoch) / first.file).read_bytes(), identities)
+    context = type("Context", (), {"repository": node.repository, "node": node.name, "identities": identities})()
+    link = dict(manifests[1].artifact("chain").source["chain"][0], content_sha256=hashlib.sha256(stream).hexdigest())
+    sink = io.BytesIO()
+    ZfsAssetType()._feed_link(context, link, sink, "memory")
+    assert sink.getvalue() == stream
+    with pytest.raises(IntegrityError, match="content checksum"):
+        ZfsAssetType()._feed_link(context, dict(link, content_sha256="0" * 64), io.BytesIO(), "memory")
 
 
 def test_chain_needs_every_link_and_falls_back_to_full(node, zfs_dataset, tmp_path, clear_error):
