@@ -165,7 +165,8 @@ options:
     description:
       - O(state=opened) only. The SHA-256 the decrypted content must have (a record of an older version, or the
         operator's own value). Compared inside the module before anything is placed; a mismatch fails and writes
-        nothing. The result says RV(content_verified), never the content's hash.
+        nothing. The result says RV(content_verified), never the content's hash; the value given is never echoed
+        (no_log, also in C(invocation.module_args)).
     type: str
 notes:
   - Runs on the node, with the Python of the agent role's virtualenv (pyrage, zstandard).
@@ -457,7 +458,8 @@ def main():
             content={"type": "str", "choices": ["auto", "file", "directory"], "default": "auto"},
             force={"type": "bool", "default": False},
             mode={"type": "raw", "default": "0600"},
-            expected_content_sha256={"type": "str"},
+            # an unkeyed hash of a secret: never echoed in invocation.module_args (-vvv, AWX job events)
+            expected_content_sha256={"type": "str", "no_log": True},
         ),
         required_if=[
             ("state", "sealed", ("src", "dest")),

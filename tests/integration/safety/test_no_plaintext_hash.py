@@ -82,12 +82,14 @@ def test_age_seal_never_reports_a_plain_hash_and_still_proves_integrity(age_key,
         tmp_path / "args",
     )
     assert not epoch.get("failed"), epoch
-    # What the results say, with the operator's own expected value left out (they gave it), and what is stored.
+    # What the results say, invocation.module_args included (-vvv and AWX job events keep it: the operator's own
+    # expected value is not echoed there either), and what is stored.
     given = hashlib.sha256(PIN).hexdigest()
-    printed = json.dumps([sealed, {k: v for k, v in opened.items() if k != "invocation"}, epoch, wrong["msg"]])
+    assert opened["invocation"]["module_args"]["expected_content_sha256"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+    printed = json.dumps([sealed, opened, epoch, wrong])
     stored = "".join(p.read_text(errors="replace") for p in tmp_path.rglob("*.json") if "args" not in p.parts)
     stored += "".join(p.read_text(errors="replace") for p in (tmp_path / "repo").rglob("manifest.json"))
-    assert given not in printed.replace(json.dumps(given), "")
+    assert given not in printed
     assert candidates_found(printed + stored) == []
 
 
