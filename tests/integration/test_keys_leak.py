@@ -11,6 +11,7 @@ Ansible's temporary directories and log) and is scanned.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -208,6 +209,23 @@ def ceremonies(tmp_path_factory) -> Ceremonies:
         "nodekeep_keys_allow_nonproduction": True,
     }
     c.runs["recover typed"] = playbook(c, "keys_recover.yml", json.dumps(recover_typed), "@" + str(typed))
+
+    # 5. the operator gives the plain SHA-256 of the mnemonic (nodekeep_keys_expected_sha256), then runs it again
+    # (the key is there: its checksum is read). Neither run may echo an unkeyed digest of the key (-vvv).
+    recover_given = {
+        "nodekeep_keys_share_files": [str(p) for p in share_files[:3]],
+        "nodekeep_keys_sealed_file": str(c.work / "ceremony" / "sealed" / "wallet-mnemonic.age"),
+        "nodekeep_keys_expected_sha256": hashlib.sha256(MNEMONIC).hexdigest(),
+        "nodekeep_keys_restore_path": str(c.node / "restored" / "mnemonic-given.txt"),
+        "nodekeep_keys_allow_nonproduction": True,
+    }
+    c.runs["recover given checksum"] = playbook(c, "keys_recover.yml", json.dumps(recover_given))
+    c.runs["recover given checksum again"] = playbook(c, "keys_recover.yml", json.dumps(recover_given))
+    # an unkeyed digest of a secret gives it away as surely as the secret when it can be guessed (a PIN, a known
+    # key): looked for like the secrets themselves
+    for what in ("node identity key (PEM)", "mnemonic"):
+        for name in ("sha256", "sha512", "sha1", "md5"):
+            c.secrets["%s, %s" % (what, name.upper())] = hashlib.new(name, c.secrets[what]).digest()
     return c
 
 
@@ -244,6 +262,8 @@ def test_the_key_and_the_mnemonic_come_back_byte_for_byte(ceremonies):
     assert restored.read_bytes() == c.secrets["node identity key (PEM)"]
     assert (restored.stat().st_mode & 0o777) == 0o600
     assert (c.node / "restored" / "mnemonic.txt").read_bytes() == MNEMONIC
+    assert (c.node / "restored" / "mnemonic-given.txt").read_bytes() == MNEMONIC
+    assert b"already held this key" in c.runs["recover given checksum again"].stdout
     recover_out = c.runs["recover"].stdout.decode()
     assert c.fingerprint in recover_out and "checksum matches the record" in recover_out
     assert c.master_public in recover_out
