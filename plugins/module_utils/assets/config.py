@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets import _tree
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets import base as _assets
-from ansible_collections.nodekeep.backup.plugins.module_utils.assets._files_capture import _BytesSource, stat_stable
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets._files_content import _BytesSource, stat_stable
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets._files_index import LIVE_COMPARE_LIMIT
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import archive as _archive
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import attrs as _attrs
