@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets import _sqlite_pages as sqlite_pages
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import _sqlite_rebuild as sqlite_rebuild
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import FORMAT_V2
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.prune import apply_retention
@@ -226,7 +227,7 @@ def test_page_map_is_sealed_and_names_no_plaintext_hash(node, live_db, pieces_as
 
 
 def test_map_checks_refuse_gaps_and_overlaps(tmp_path):
-    header = {"format": sqlite_pages.MAP_FORMAT, "page_size": 4096, "page_count": 3, "size": 3 * 4096}
+    header = {"format": sqlite_rebuild.MAP_FORMAT, "page_size": 4096, "page_count": 3, "size": 3 * 4096}
     pack = {"object": "a" * 64, "sealed_size": 10, "sealed_sha256": "b" * 64, "size": 3 * 4096}
 
     def write(runs):
@@ -237,10 +238,10 @@ def test_map_checks_refuse_gaps_and_overlaps(tmp_path):
         path.write_text("\n".join(lines) + "\n")
         return str(path)
 
-    assert sqlite_pages.read_map(write([(1, 3, 0)]))[2] == [(1, 3, 0, 0)]
+    assert sqlite_rebuild.read_map(write([(1, 3, 0)]))[2] == [(1, 3, 0, 0)]
     for runs in ([(1, 2, 0)], [(1, 2, 0), (2, 2, 0)], [(1, 3, 4096)], [(1, 1, 0), (3, 1, 0)]):
         with pytest.raises(NodekeepError):
-            sqlite_pages.read_map(write(runs))
+            sqlite_rebuild.read_map(write(runs))
 
 
 def test_mostly_stale_packs_are_repacked_so_old_epochs_free_them(node, live_db, pieces_asset, tmp_path):
@@ -321,7 +322,7 @@ def test_file_order_digest_hashes_runs_written_ahead_and_refuses_a_gap(tmp_path,
     whole = hashlib.sha256(path.read_bytes()).hexdigest()
     reader = os.open(path, os.O_RDONLY)
     try:
-        digest = sqlite_pages._FileOrderDigest(reader, 512, hold)
+        digest = sqlite_rebuild._FileOrderDigest(reader, 512, hold)
         digest.pack(bytearray(b"".join(pages[4:6])), [(5, 2, 0)])  # ahead of the digest
         digest.pack(bytearray(b"".join(pages[0:2])), [(1, 2, 0)])
         assert digest.hexdigest(6) is None  # pages 3-4 never written

@@ -177,6 +177,7 @@ WITHOUT_UNIT_TEST = {
     "assets._rocksdb_pieces",
     "assets._snapshot",
     "assets._sqlite_pages",
+    "assets._sqlite_rebuild",  # split from _sqlite_pages (issue 12); tests/integration/test_incremental_sqlite.py
     "assets.btrfs",
     "assets.postgres",
     "assets.zfs",
