@@ -7,12 +7,12 @@ import os
 import threading
 import types
 
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops._stream_chain import Chain, Pending, Position
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops._stream_report import (
     lag_seconds,
     write_metrics,
     write_status,
 )
-from ansible_collections.nodekeep.backup.plugins.module_utils.ops.stream import Chain, Pending, Position
 
 
 def _service(tmp_path, pending=None, copier_status=None):
