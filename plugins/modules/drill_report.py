@@ -210,7 +210,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.common import requ
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import signing
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import RepositoryError, check_range
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest import DEFAULT_LOCAL_ROOT, check_name
-from ansible_collections.nodekeep.backup.plugins.module_utils.ops import drill, drill_html
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops import drill, drill_html, drill_store
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.metrics import write_textfile
 
 
@@ -250,14 +250,14 @@ def main():
         )
         private_key = None if module.check_mode else signing.load_private_key(params["signing_key"])
         try:
-            store = drill.drill_store(params["repository"], create=not module.check_mode)
+            store = drill_store.drill_store(params["repository"], create=not module.check_mode)
         except RepositoryError:
             if not module.check_mode:
                 raise
             store = None  # check mode, and no report was ever stored there
         history, history_problems = [], []
         if store is not None:
-            history, history_problems = drill.load_history(
+            history, history_problems = drill_store.load_history(
                 store, series, params["public_key"], params["history"], before=report["drill_id"]
             )
         page = drill_html.render_html(report, history)
@@ -274,9 +274,9 @@ def main():
         }
         if module.check_mode:
             return result
-        result["locations"] = drill.write_report(store, series, report, page, private_key)
+        result["locations"] = drill_store.write_report(store, series, report, page, private_key)
         if params["metrics_dir"]:
-            text = drill.drill_metrics(report, finished).render()
+            text = drill_store.drill_metrics(report, finished).render()
             result["metrics_file"] = write_textfile(params["metrics_dir"], "nodekeep_drill.prom", text)
         return result
 

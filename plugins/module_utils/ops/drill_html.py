@@ -11,15 +11,12 @@ import html
 from typing import Any
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.human import human_bytes, human_seconds
-from ansible_collections.nodekeep.backup.plugins.module_utils.ops.drill import (
-    FORMAT,
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.drill import FORMAT, iso, parse_time, verdict
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.drill_store import (
     NAMESPACE,
     REPORT_NAME,
     SIGNATURE_NAME,
     history_point,
-    iso,
-    parse_time,
-    verdict,
 )
 
 # --------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from module_driver import run_module, succeeded
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import signing
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
-from ansible_collections.nodekeep.backup.plugins.module_utils.ops import drill, drill_html
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops import drill, drill_html, drill_store
 
 
 def raw_result(node="node1", epoch_age=60.0, rto=12.0, started=1_800_000_000.0, checks=None, health_rc=0, **extra):
@@ -150,7 +150,7 @@ class TestEngine:
             drill.build_report({"../x": raw_result()}, STARTED, STARTED)
 
     def test_s3_specs_get_the_area(self):
-        store = drill.drill_store("s3://bucket/fleet")
+        store = drill_store.drill_store("s3://bucket/fleet")
         assert store.location == "s3://bucket/fleet/_drills"
 
 
