@@ -177,11 +177,9 @@ WITHOUT_UNIT_TEST = {
     "assets._rocksdb_pieces",
     "assets._snapshot",
     "assets._sqlite_pages",
-    "assets._sqlite_rebuild",  # split from _sqlite_pages (issue 12); tests/integration/test_incremental_sqlite.py
     "assets.btrfs",
     "assets.postgres",
     "assets.zfs",
-    "ops._stream_chain",  # split from ops/stream.py (issue 12); tests/integration/streams, test_stream_report.py
     "ops._stream_copy",
     "ops.pitr",
     "ops.stream",
