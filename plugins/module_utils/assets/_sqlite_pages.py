@@ -463,7 +463,6 @@ def capture_pages(capture: PageCapture, scratch: str, refs_file: str):
     return map_path, facts
 
 
-
 # --------------------------------------------------------------------------
 # the sqlite asset type with its incremental layout
 # --------------------------------------------------------------------------

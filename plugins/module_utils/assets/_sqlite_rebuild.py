@@ -100,7 +100,6 @@ def _check_runs(header: dict[str, Any], packs: list[dict[str, Any]], runs: list[
         )
 
 
-
 class _FileOrderDigest:
     """The SHA-256 of a database rebuilt out of order, taken in file order.
 

@@ -113,7 +113,6 @@ def drill_id(timestamp: float) -> str:
     return epoch_name(datetime.fromtimestamp(float(timestamp), timezone.utc))
 
 
-
 # --------------------------------------------------------------------------
 # targets
 # --------------------------------------------------------------------------

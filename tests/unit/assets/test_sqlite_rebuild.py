@@ -88,7 +88,7 @@ def test_a_malformed_line_is_named(tmp_path):
 
 @pytest.mark.parametrize("hold", [0, 1 << 20])
 def test_the_digest_is_the_files_whatever_order_the_packs_arrive_in(tmp_path, hold):
-    pages = [os.urandom(PAGE) for _ in range(6)]
+    pages = [os.urandom(PAGE) for _page in range(6)]
     target = tmp_path / "db"
     target.write_bytes(b"".join(pages))
     fd = os.open(target, os.O_RDONLY)
