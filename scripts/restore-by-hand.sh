@@ -12,7 +12,8 @@
 #   ssh-keygen -Y verify -f allowed_signers -I NODE -n nodekeep-manifest \
 #     -s REPO/NODE/EPOCH/manifest.json.sig < REPO/NODE/EPOCH/manifest.json
 # Every byte used is then checked against it: the artifact and the piece list by the SHA-256 in the
-# manifest, the decrypted page map or index by its content_sha256, every piece by its sealed SHA-256 in
+# manifest, the decrypted page map or index by its content_sha256 (a whole file: its size; age authenticates
+# it), every piece by its sealed SHA-256 in
 # the map, a SQLite file by the SHA-256 in the map, a file by its SHA-256 in the index.
 # Layouts (docs/incremental.md): whole (one sealed file), sqlite pages (page map + packs),
 # files index (rocksdb pieces and files trees: index + packs/objects).
@@ -48,7 +49,11 @@ layout=$(jq -r '.source.layout // "whole"' <<<"$art")
 atype=$(jq -r .asset_type <<<"$art")
 plain="$work/artifact"
 open_sealed "$dir/$file" "$plain"
-check "$plain" "$(jq -r .content_size <<<"$art")" "$(jq -r .content_sha256 <<<"$art")"
+# The plaintext's size always; its SHA-256 only where an older epoch recorded one (newer ones record
+# none, docs/safety.md: the sealed file's SHA-256 above pins the bytes and age authenticates them).
+[ "$(stat -c %s "$plain")" = "$(jq -r .content_size <<<"$art")" ] || die "$plain: size differs from the record"
+content_sha256=$(jq -r '.content_sha256 // empty' <<<"$art")
+[ -z "$content_sha256" ] || check "$plain" "$(jq -r .content_size <<<"$art")" "$content_sha256"
 
 objects="$repo/$node/objects"
 # piece NAME SEALED_SIZE SEALED_SHA OUT: a checked piece, decrypted

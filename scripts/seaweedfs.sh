@@ -43,11 +43,12 @@ install_weed() {
 free_ports() {
     "${PYTHON:-python3}" - "$1" <<'EOF'
 import socket, sys
-held = []
-for _ in range(int(sys.argv[1])):
+held, too_high = [], []
+while len(held) < int(sys.argv[1]):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
-    held.append(s)
+    # weed derives some ports as PORT + 10000 (its admin worker dialled 68493 once): keep them valid
+    (held if s.getsockname()[1] <= 55000 else too_high).append(s)
 print(" ".join(str(s.getsockname()[1]) for s in held))
 EOF
 }
