@@ -218,6 +218,15 @@ def s3_server(seaweedfs_binary, tmp_path_factory):
     server.kill()  # a throw-away server: its data directory goes with the test's temporary directory
 
 
+@pytest.fixture(scope="module")
+def module_s3_server(seaweedfs_binary, tmp_path_factory):
+    """A server for one test file (override ``s3_server`` with it in that file)."""
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    yield server
+    server.kill()
+
+
 @pytest.fixture
 def fresh_s3_server(seaweedfs_binary, tmp_path):
     server = SeaweedServer(tmp_path / "seaweedfs")
