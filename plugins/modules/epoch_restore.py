@@ -222,7 +222,8 @@ stats:
     - What the run restored per asset and in total, like the backup's
       RV(nodekeep.backup.epoch_backup#module:stats), sizes in bytes - C(bytes) restored (a tree's file bytes, a
       rebuilt database's size), C(seconds), C(rate_bytes_per_second), C(result) and C(proven) - what was proven
-      before the data was placed (the signature, the sealed and plain SHA-256 against the signed manifest - a
+      before the data was placed (the signature, the sealed SHA-256 and plain size against the signed manifest
+      (a plain SHA-256 only in epochs of older versions) - a
       secret's plain size only - and the asset's own check; for O(point_in_time) the signed base and segments and
       the commits applied).
     - C(lines) is the same as a table in IEC units, which the restore role prints.
@@ -231,12 +232,12 @@ stats:
   sample:
     assets:
       - {name: app-db, asset_type: sqlite, bytes: 4161536, seconds: 0.21, rate_bytes_per_second: 19816838.1,
-         result: ok, proven: "signature, sealed and plain SHA-256, integrity ok (at capture, same bytes)"}
+         result: ok, proven: "signature, sealed SHA-256, plain size (age-authenticated), integrity ok (at capture, same bytes)"}
     total: {assets: 1, bytes: 4161536, seconds: 0.25, rate_bytes_per_second: 16646144.0, result: ok, proven: ""}
     lines:
       - "asset   type        restored  duration  throughput  result  proven"
       - "------------------------------------------------------------------"
-      - "app-db  sqlite      3.97 MiB  0.2 s     18.9 MiB/s  ok      signature, sealed and plain SHA-256, integrity ok (at capture, same bytes)"
+      - "app-db  sqlite      3.97 MiB  0.2 s     18.9 MiB/s  ok      signature, sealed SHA-256, plain size (age-authenticated), integrity ok"
       - "total   1 asset(s)  3.97 MiB  0.2 s     15.9 MiB/s  ok"
 progress:
   description:

@@ -159,7 +159,7 @@ stats:
     - What the run checked per asset and in total, like the backup's RV(nodekeep.backup.epoch_backup#module:stats),
       sizes in bytes - C(bytes) checked (the plaintext when O(deep), else the sealed bytes read), C(seconds),
       C(rate_bytes_per_second), C(result) (V(ok) or V(FAILED)) and C(proven) - what was proven (the signature, the
-      sealed and, when deep, the plain SHA-256 against the signed manifest - a secret's plain size only, it has no
+      sealed and, when deep, the plain size against the signed manifest - a secret's plain size only, it has no
       plain SHA-256 - and the asset's own check), or the problem of a failed asset.
     - Each artifact of each copy (named after the copy's location) with O(targets), each C(EPOCH/ASSET) with O(subset).
     - C(lines) is the same as a table in IEC units, which the verify role prints.
@@ -168,12 +168,12 @@ stats:
   sample:
     assets:
       - {name: app-db, asset_type: sqlite, bytes: 4161536, seconds: 0.109, rate_bytes_per_second: 38179229.4,
-         result: ok, proven: "signature, sealed and plain SHA-256, integrity ok (at capture, same bytes)"}
+         result: ok, proven: "signature, sealed SHA-256, plain size (age-authenticated), integrity ok (at capture, same bytes)"}
     total: {assets: 1, bytes: 4161536, seconds: 0.137, rate_bytes_per_second: 30376175.9, result: ok, proven: ""}
     lines:
       - "asset   type        checked   duration  throughput  result  proven"
       - "------------------------------------------------------------------"
-      - "app-db  sqlite      3.97 MiB  0.1 s     36.4 MiB/s  ok      signature, sealed and plain SHA-256, integrity ok (at capture, same bytes)"
+      - "app-db  sqlite      3.97 MiB  0.1 s     36.4 MiB/s  ok      signature, sealed SHA-256, plain size (age-authenticated), integrity ok"
       - "total   1 asset(s)  3.97 MiB  0.1 s     29.0 MiB/s  ok"
 progress:
   description:
