@@ -184,9 +184,6 @@ WITHOUT_UNIT_TEST = {
     "snapshot.state",
     "snapshot.volumes",
     "snapshot.zfs",
-    "storage._s3_copy",
-    "storage._s3_lock",
-    "storage.s3_repository",
 }
 
 
