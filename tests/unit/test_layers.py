@@ -173,12 +173,10 @@ TESTS = ROOT / "tests" / "unit"
 WITHOUT_UNIT_TEST = {
     "assets._files_capture",
     "assets._files_objects",
-    "assets._postgres_client",
     "assets._rocksdb_pieces",
     "assets._snapshot",
     "assets._sqlite_pages",
     "assets.btrfs",
-    "assets.postgres",
     "assets.zfs",
     "snapshot.btrfs",
     "snapshot.state",
