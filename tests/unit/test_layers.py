@@ -173,7 +173,6 @@ TESTS = ROOT / "tests" / "unit"
 WITHOUT_UNIT_TEST = {
     "assets._files_capture",
     "assets._files_objects",
-    "assets._rocksdb_pieces",
     "assets._snapshot",
     "assets._sqlite_pages",
     "assets.btrfs",
