@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets._files_content import (
+    _DIR_VERBATIM,
     _KEPT,
     _VERBATIM,
     RACY_NS,
@@ -121,6 +122,8 @@ class _TreeCapture:
         self.cursor_line = ""
         self.cursor_key: list[str] = []
         self.verbatim: str | None = None  # the cached line of the unchanged file being emitted
+        # (rel, cached entry, its line) looked up by _same_line and not used: _file takes it instead
+        self.peeked: tuple[str, dict[str, Any] | None, str] | None = None
         # The node's piece store (storage/pieces.py): one writer for every type; it keeps the epoch's
         # piece list, the listing, the vouched facts, lock extensions and the final recheck.
         self.writer = _pieces.PieceWriter(self.repo, self.node, self.epoch, self.recipients, self.level, self.key)
@@ -205,10 +208,18 @@ class _TreeCapture:
         """The cached entry of the file ``rel`` and its line, read in step with the walk (paths come in walk order)."""
         if self.base_path is None:
             return None, ""
+        peeked = self.peeked
+        if peeked is not None:
+            self.peeked = None
+            if peeked[0] == rel:
+                return peeked[1], peeked[2]
         if self.cursor is None:
-            self.cursor = read_index(self.base_path, files_only=True, lines=True)[1]
+            # files and directories (an unchanged directory's line is written again as it is, _same_line)
+            self.cursor = read_index(self.base_path, files_only=True, lines=True, dirs=True)[1]
             self._advance()
-        key = rel.split("/")
+            if self.cursor_key == ["."] and rel:
+                self._advance()  # the root's line comes first whatever the names (not looked up with include)
+        key = rel.split("/") if rel else ["."]
         while self.cursor_entry is not None:
             if self.cursor_key == key:
                 found, line = self.cursor_entry, self.cursor_line
@@ -283,28 +294,37 @@ class _TreeCapture:
             chosen = selected or _archive._matches(rel, self.include)
             if stat.S_ISDIR(info.st_mode):
                 if chosen:
-                    self._emit(rel, info)
+                    self._emit(rel, info, entry.path)
                 self._visit(entry.path, rel, chosen)
             elif chosen:
-                self._emit(rel, info)
+                self._emit(rel, info, entry.path)
 
     _encode = staticmethod(encode_entry)
 
     def _write(self, entry: dict[str, Any], line: str | None = None) -> None:
         """Write an entry's line (``line``: the entry already encoded), or hold it behind a pack not written yet."""
-        pending = "_pack" in entry
-        queue = self.queue
-        if queue or pending:
+        if "_pack" in entry:
             # A pack is open or being written: its members' entries need its name and sealed
             # checksum; later entries wait behind them (walk order).
-            queue.append(entry if pending else (line or self._encode(entry) + "\n"))
-            if len(queue) >= PACK_QUEUE:
-                self._drain(block=True)
-            elif self.builder.written() > self.written_packs:
-                self.written_packs = self.builder.written()
-                self._drain(block=False)
-            return
-        self.out.write(line or self._encode(entry) + "\n")
+            self._hold(entry)
+        else:
+            self._write_line(line or self._encode(entry) + "\n")
+
+    def _write_line(self, line: str) -> None:
+        """Write an encoded line, or hold it behind the entries waiting for a pack."""
+        if self.queue:
+            self._hold(line)
+        else:
+            self.out.write(line)
+
+    def _hold(self, item: str | dict[str, Any]) -> None:
+        queue = self.queue
+        queue.append(item)
+        if len(queue) >= PACK_QUEUE:
+            self._drain(block=True)
+        elif self.builder.written() > self.written_packs:
+            self.written_packs = self.builder.written()
+            self._drain(block=False)
 
     def _drain(self, block: bool) -> None:
         """Write the held entries up to the first whose pack is not written yet (``block``: wait for it)."""
@@ -327,7 +347,61 @@ class _TreeCapture:
             self.out.write(self._encode(head) + "\n")
             queue.popleft()
 
-    def _emit(self, rel: str, info: os.stat_result) -> None:
+    def _same_line(self, rel: str, info: os.stat_result) -> str | None:
+        """The cached line of a directory or a regular file that has not changed since the cached index, to be
+        written again as it is; None: the entry is read and encoded (``_emit``).
+
+        An unchanged entry costs the walk's ``lstat`` and this comparison: no ``listxattr``, no ``open``, no
+        JSON encoding. Its owner, mode, mtime, ctime and inode (and a file's size) equal the cached entry's;
+        setting an xattr or an ACL, ``chmod``, ``chown``, punching a hole and ``chattr`` all change the ctime,
+        so the cached xattrs, holes and flags are the entry's own. A directory entry is compared only when
+        its line records a ctime (no xattr could not be read when it was made, see ``_emit``).
+        """
+        mode = info.st_mode
+        if stat.S_ISREG(mode):
+            if info.st_nlink > 1 or self.immutable:
+                return None  # hard links and immutable files: _file
+        elif not stat.S_ISDIR(mode):
+            return None
+        cached, line = self._cached(rel)
+        self.peeked = (rel, cached, line)
+        if (
+            cached is None
+            or cached.get("ctime_ns") != info.st_ctime_ns
+            or cached.get("mtime_ns") != info.st_mtime_ns
+            or cached.get("ino") != info.st_ino
+            or (cached.get("mode"), cached.get("uid"), cached.get("gid"))
+            != (stat.S_IMODE(mode), info.st_uid, info.st_gid)
+            or not line.endswith("\n")
+        ):
+            return None
+        if stat.S_ISDIR(mode):
+            if cached.get("type") != "dir" or not cached.keys() <= _DIR_VERBATIM:
+                return None
+            if rel:
+                self.stats["directories"] += 1
+            return line
+        if not (_unchanged(cached, info) and cached.keys() <= _VERBATIM):
+            return None
+        name = cached["object"]
+        listed = self.existing.get(name)
+        if listed is None or listed[0] != cached["sealed_size"]:
+            return None
+        self._reference(name, (int(cached["sealed_size"]), str(cached["sealed_sha256"])))
+        self.work["unchanged"] += 1
+        if cached.get("not_kept"):
+            self.notes["not_kept"].append({"path": rel, "what": str(cached["not_kept"]), "reason": "not restored"})
+        self.stats["files"] += 1
+        self.stats["bytes"] += int(cached["size"])
+        self.peeked = None
+        return line
+
+    def _emit(self, rel: str, info: os.stat_result, path: str | None = None) -> None:
+        if self.base_path is not None and not self.include:
+            line = self._same_line(rel, info)
+            if line is not None:
+                self._write_line(line)
+                return
         if self.include:
             # Only include patterns can select an entry whose parent was not emitted (nor the same one twice).
             parent = rel.rpartition("/")[0]
@@ -335,7 +409,8 @@ class _TreeCapture:
                 self._emit(parent, os.lstat(os.path.join(self.root, parent)))
             if rel in self.emitted:
                 return
-        path = os.path.join(self.root, rel) if rel else self.root
+        if path is None:
+            path = os.path.join(self.root, rel) if rel else self.root
         entry: dict[str, Any] = {
             "path": rel or ".",
             "mode": stat.S_IMODE(info.st_mode),
@@ -348,7 +423,11 @@ class _TreeCapture:
         # kept; a regular file's are found by _file (from the cache for an unchanged file, else on the
         # descriptor it reads)
         if not stat.S_ISREG(mode):
+            notes = len(self.notes["not_kept"])
             _attrs.to_index(_attrs.read_xattrs(path, self.notes["not_kept"], rel), None, entry)
+            if stat.S_ISDIR(mode) and len(self.notes["not_kept"]) == notes:
+                # compared by the next run (_same_line): the same ctime, the same xattrs and ACLs
+                entry.update(ino=info.st_ino, ctime_ns=info.st_ctime_ns)
         if stat.S_ISDIR(mode):
             entry["type"] = "dir"
             if rel:

@@ -160,6 +160,10 @@ _KEPT = ("size", "sha256", "object", "sealed_size", "sealed_sha256", "xattrs", "
 _VERBATIM = frozenset(("path", "type", "mode", "uid", "gid", "mtime_ns", "ino", "ctime_ns", "offset", *_KEPT))
 
 
+#: the keys of a cached directory entry whose line is written again as it is when the directory is unchanged
+_DIR_VERBATIM = frozenset(("path", "type", "mode", "uid", "gid", "mtime_ns", "ino", "ctime_ns", "xattrs"))
+
+
 class PackedContents:
     """Where packed contents are: content SHA-256 -> (pack, offset, sealed size, sealed SHA-256), compact.
 

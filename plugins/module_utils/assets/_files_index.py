@@ -85,11 +85,14 @@ class NodeState:
 
 
 _FILE_MARK = '"type":"file"'
+_DIR_MARK = '"type":"dir"'
 
 
-def read_index(path: str, files_only: bool = False, lines: bool = False) -> tuple[dict[str, Any], Iterator[Any]]:
-    """The header and an iterator of entries of a plaintext index file (``files_only``: regular files only;
-    ``lines``: ``(line, entry)`` pairs)."""
+def read_index(
+    path: str, files_only: bool = False, lines: bool = False, dirs: bool = False
+) -> tuple[dict[str, Any], Iterator[Any]]:
+    """The header and an iterator of entries of a plaintext index file (``files_only``: regular files only,
+    with ``dirs`` directories too; ``lines``: ``(line, entry)`` pairs)."""
     handle = open(path, encoding="utf-8")  # noqa: SIM115 - closed by the generator below
     try:
         header = json.loads(handle.readline() or "{}")
@@ -108,7 +111,7 @@ def read_index(path: str, files_only: bool = False, lines: bool = False) -> tupl
             for line in handle:
                 # Entries are written compact ("type":"file"; a path's own quotes are escaped): an
                 # incremental run parses only the files of its cache (half the lines of a DA store).
-                if line.strip() and (not files_only or _FILE_MARK in line):
+                if line.strip() and (not files_only or _FILE_MARK in line or (dirs and _DIR_MARK in line)):
                     yield (line, json.loads(line)) if lines else json.loads(line)
 
     return header, entries()

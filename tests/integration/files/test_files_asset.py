@@ -408,6 +408,44 @@ class TestCacheInStep:
         assert (root / "a-b" / "f2").read_bytes() == b"changed"
 
 
+class TestUnchangedEntries:
+    def test_an_unchanged_directory_is_not_read_again_and_a_changed_xattr_is_kept(
+        self, node, files_asset, tmp_path, monkeypatch
+    ):
+        """A nothing-changed run costs the walk's lstat per entry: an unchanged directory (same owner, mode,
+        mtime, ctime and inode as in the cached index) is not asked for its xattrs and ACLs again, its cached
+        line is written as it is. Setting an xattr changes the directory's ctime: that one is read again and
+        the next epoch restores the new xattr (and still the old ones of the directories that kept them)."""
+        store = tmp_path / "da"
+        for name in ("a", "a/b", "c"):
+            (store / name).mkdir(parents=True)
+            (store / name / "f.bin").write_bytes(os.urandom(300))
+        os.setxattr(store / "c", "user.kept", b"old")
+        asked = []
+        real_listxattr = os.listxattr
+
+        def counting_listxattr(path, *args, **kwargs):
+            asked.append(os.path.relpath(path, store) if isinstance(path, (str, os.PathLike)) else path)
+            return real_listxattr(path, *args, **kwargs)
+
+        node.backup([files_asset(store)])
+        monkeypatch.setattr(os, "listxattr", counting_listxattr)
+        again = node.backup([files_asset(store)]).artifacts[0].source
+        assert asked == [] and again["objects"]["read"] == 0 and again["entries"]["directories"] == 3
+        os.setxattr(store / "a" / "b", "user.new", b"set between the runs")
+        third = node.backup([files_asset(store)])
+        monkeypatch.undo()
+        assert asked == ["a/b"], asked
+        entries = {e["path"]: e for e in index_entries(node, third.epoch)}
+        assert set(entries["a/b"]["xattrs"]) == {"user.new"} and set(entries["c"]["xattrs"]) == {"user.kept"}
+        root = restored_root(node.restore(tmp_path / "r"))
+        assert os.getxattr(root / "a" / "b", "user.new") == b"set between the runs"
+        assert os.getxattr(root / "c", "user.kept") == b"old"
+        assert os.listxattr(root / "a") == [] and (root / "a" / "b" / "f.bin").read_bytes() == (
+            store / "a" / "b" / "f.bin"
+        ).read_bytes()
+
+
 class TestParallelPacks:
     def test_packs_finishing_out_of_order_keep_the_index_in_walk_order(
         self, node, store_tools, files_asset, tmp_path, monkeypatch
