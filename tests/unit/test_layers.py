@@ -177,10 +177,6 @@ WITHOUT_UNIT_TEST = {
     "assets._sqlite_pages",
     "assets.btrfs",
     "assets.zfs",
-    "snapshot.btrfs",
-    "snapshot.state",
-    "snapshot.volumes",
-    "snapshot.zfs",
 }
 
 
