@@ -174,7 +174,6 @@ WITHOUT_UNIT_TEST = {
     "assets._files_capture",
     "assets._files_objects",
     "assets._snapshot",
-    "assets._sqlite_pages",
     "assets.btrfs",
     "assets.zfs",
 }

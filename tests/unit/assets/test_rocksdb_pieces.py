@@ -20,6 +20,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops import epoch as flow
 
 NODE = "node1"
+START = 1796601600.0  # 2026-12-07T00:00:00Z: epochs are named from here, a second apart
 
 
 def write_keys(path: Path, start: int, count: int) -> None:
@@ -47,12 +48,16 @@ def rocks(tmp_path, repository, age_key, signing_key):
     write_keys(db, 0, 2000)
     write_keys(db, 2000, 2000)
 
+    made = []
+
     def backup(**options):
+        made.append(1)  # one second apart, in order: no epoch waits for the next second
         asset = dict({"name": "chain", "type": "rocksdb", "path": str(db), "method": "offline", "incremental": True,
                       "state_dir": str(tmp_path / "state")}, **options)  # fmt: skip
         return flow.backup_epoch(
-            repository, NODE, [asset], seal.load_recipients([age_key.recipient]), [age_key.recipient], signing_key.key
-        )
+            repository, NODE, [asset], seal.load_recipients([age_key.recipient]), [age_key.recipient], signing_key.key,
+            now=START + len(made),
+        )  # fmt: skip
 
     def restore(manifest, name):
         identities = seal.load_identities([age_key.identity])
