@@ -15,12 +15,10 @@ import pytest
 from rocksdict import AccessType, Options, Rdict
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets.registry import asset_type
-from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import CaptureError
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops import epoch as flow
 
-NODE = "node1"
-START = 1796601600.0  # 2026-12-07T00:00:00Z: epochs are named from here, a second apart
+NODE = "node1"  # the epochs fixture's
 
 
 def write_keys(path: Path, start: int, count: int) -> None:
@@ -43,27 +41,18 @@ def read_keys(path) -> dict:
 
 
 @pytest.fixture
-def rocks(tmp_path, repository, age_key, signing_key):
+def rocks(tmp_path, epochs):
     db = tmp_path / "db"
     write_keys(db, 0, 2000)
     write_keys(db, 2000, 2000)
 
-    made = []
-
     def backup(**options):
-        made.append(1)  # one second apart, in order: no epoch waits for the next second
         asset = dict({"name": "chain", "type": "rocksdb", "path": str(db), "method": "offline", "incremental": True,
                       "state_dir": str(tmp_path / "state")}, **options)  # fmt: skip
-        return flow.backup_epoch(
-            repository, NODE, [asset], seal.load_recipients([age_key.recipient]), [age_key.recipient], signing_key.key,
-            now=START + len(made),
-        )  # fmt: skip
+        return epochs.backup([asset])
 
-    def restore(manifest, name):
-        identities = seal.load_identities([age_key.identity])
-        staging = tmp_path / name
-        flow.restore_epoch(repository, NODE, manifest.epoch, signing_key.public_line, identities, str(staging))
-        return staging / str(db).lstrip("/")
+    def restore(manifest):
+        return epochs.restored(epochs.restore(manifest), db)
 
     return db, backup, restore
 
@@ -85,8 +74,8 @@ def test_a_later_epoch_stores_only_the_new_sst_files_and_each_epoch_restores_its
     mutable = sum(p.stat().st_size for p in db.iterdir() if p.is_file() and p.suffix != ".sst")
     assert work["read_bytes"] <= sum(new_ssts.values()) + mutable
     assert work["read_bytes"] < sum(old_ssts.values())  # the old SSTs' contents were not read
-    assert read_keys(restore(first, "r1")) == {b"key-%08d" % n: (b"%08d" % n) * 64 for n in range(4000)}
-    assert read_keys(restore(second, "r2")) == read_keys(db)
+    assert read_keys(restore(first)) == {b"key-%08d" % n: (b"%08d" % n) * 64 for n in range(4000)}
+    assert read_keys(restore(second)) == read_keys(db)
     report = flow.verify_epoch(repository, NODE, second.epoch, signing_key.public_line)
     assert report["ok"], report["problems"]
 
@@ -96,7 +85,7 @@ def test_without_incremental_the_tar_layout_is_unchanged(rocks):
     manifest = backup(incremental=False)
     (artifact,) = manifest.artifacts
     assert artifact.file == "chain.tar.zst.age" and artifact.source.get("layout") != "pieces"
-    assert read_keys(restore(manifest, "r")) == read_keys(db)
+    assert read_keys(restore(manifest)) == read_keys(db)
 
 
 @pytest.mark.parametrize(

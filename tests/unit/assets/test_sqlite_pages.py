@@ -17,12 +17,9 @@ import pytest
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets import _sqlite_pages as pages
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets.base import RunContext
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets.registry import asset_type
-from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import CaptureError
-from ansible_collections.nodekeep.backup.plugins.module_utils.ops import epoch as flow
 
-NODE = "node1"
-START = 1796601600.0  # 2026-12-07T00:00:00Z: epochs are named from here, a second apart
+NODE = "node1"  # the epochs fixture's
 
 
 def change(path, rows: int, new_rows: int) -> None:
@@ -37,44 +34,27 @@ def change(path, rows: int, new_rows: int) -> None:
 
 
 class Lab:
-    def __init__(self, tmp_path: Path, repository, age_key, signing_key, db: Path) -> None:
-        self.tmp, self.repository, self.age_key, self.signing_key, self.db = (
-            tmp_path,
-            repository,
-            age_key,
-            signing_key,
-            db,
-        )
-        self.state = tmp_path / "state"
-        self.restores = 0
-        self.epochs = 0
+    """An incremental sqlite asset of ``db`` backed up and restored through the ``epochs`` fixture."""
+
+    def __init__(self, epochs, db: Path) -> None:
+        self.epochs, self.db, self.repository = epochs, db, epochs.repository
+        self.state = epochs.tmp / "state"
 
     def asset(self, **options) -> dict:
         return dict({"name": "app-db", "type": "sqlite", "path": str(self.db), "incremental": True,
                      "state_dir": str(self.state)}, **options)  # fmt: skip
 
     def backup(self, full: bool = False, **options):
-        self.epochs += 1  # one second apart, in order: no epoch waits for the next second
-        return flow.backup_epoch(
-            self.repository, NODE, [self.asset(**options)], seal.load_recipients([self.age_key.recipient]),
-            [self.age_key.recipient], self.signing_key.key, full=full, now=START + self.epochs,
-        )  # fmt: skip
+        return self.epochs.backup([self.asset(**options)], full=full)
 
     def restore(self, manifest) -> Path:
-        self.restores += 1
-        staging = self.tmp / ("restore-%d" % self.restores)
-        identities = seal.load_identities([self.age_key.identity])
-        flow.restore_epoch(
-            self.repository, NODE, manifest.epoch, self.signing_key.public_line, identities, str(staging)
-        )
-        return staging / str(self.db).lstrip("/")
+        return self.epochs.restored(self.epochs.restore(manifest), self.db)
 
 
 @pytest.fixture
-def lab(tmp_path, repository, age_key, signing_key, dbtools):
+def lab(tmp_path, epochs, dbtools):
     (tmp_path / "live").mkdir()
-    db = dbtools.make(tmp_path / "live" / "app.db", rows=600, payload=1000)
-    return Lab(tmp_path, repository, age_key, signing_key, db.path)
+    return Lab(epochs, dbtools.make(tmp_path / "live" / "app.db", rows=600, payload=1000).path)
 
 
 def test_a_later_epoch_stores_only_changed_pages_and_each_epoch_restores_its_state(lab, dbtools):
@@ -105,9 +85,8 @@ def test_an_unchanged_database_stores_no_page(lab):
     assert again["pieces"]["new"] == 0
 
 
-def test_each_epoch_under_a_live_writer_is_one_committed_state(tmp_path, repository, age_key, signing_key, live_db,
-                                                               writer, dbtools):  # fmt: skip
-    lab = Lab(tmp_path, repository, age_key, signing_key, live_db.path)
+def test_each_epoch_under_a_live_writer_is_one_committed_state(epochs, live_db, writer, dbtools):
+    lab = Lab(epochs, live_db.path)
     manifests = []
     for _round in range(2):
         writer.wait_for(writer.commits + 10)  # commits land between and during the epochs
