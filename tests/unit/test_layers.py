@@ -171,8 +171,6 @@ TESTS = ROOT / "tests" / "unit"
 #: against SeaweedFS, snapshots on zfs-fuse/btrfs, the replication service, postgres). This list may
 #: only shrink: a file listed here that gains its mirrored test fails the test below until removed.
 WITHOUT_UNIT_TEST = {
-    "assets._files_capture",
-    "assets._files_objects",
     "assets._snapshot",
     "assets.btrfs",
     "assets.zfs",
