@@ -18,7 +18,10 @@ description:
     own check (C(PRAGMA integrity_check) for SQLite), and only then links it into place.
   - A SQLite epoch whose manifest records a passed C(PRAGMA integrity_check) of its captured copy (C(check) V(integrity))
     is not checked again, because the restored file's SHA-256 equals that copy's and proves the same bytes; its
-    C(checks.integrity_proven) says where the check ran. An epoch captured with C(quick_check) gets the full check here.
+    C(checks.integrity_proven) says where the check ran. An epoch captured with C(quick_check) gets the full check here,
+    unless a deep verify recorded a signed proof of that check on the same sealed bytes
+    (M(nodekeep.backup.integrity_check) O(nodekeep.backup.integrity_check#module:signing_key)), which is trusted the same way;
+    a proof that does not match is reported in C(checks.proof_rejected) and the check runs.
   - Each asset lands at O(dest) followed by its original absolute path, for example
     C(/srv/staging/node1/var/lib/animica/node/animica.db).
   - With O(output), one asset (named in O(artifacts), or the epoch's only one) lands at that path instead, as

@@ -20,6 +20,10 @@ description:
     compares the content checksum, and runs the asset's own check (C(PRAGMA integrity_check) for SQLite,
     unless the manifest records it passed on the captured copy, which the matching SHA-256 then proves, said in
     C(checks.integrity_proven)), then removes the scratch copy.
+  - With O(signing_key) and O(deep=true), records a signed integrity proof (C(ASSET.proof.json), write-once,
+    beside the manifest) for each SQLite artifact whose full C(PRAGMA integrity_check) ran here (its capture
+    ran only C(quick_check)); a later restore that proves the same sealed bytes trusts it and does not run the
+    check again (docs/incremental.md, check policy).
   - With O(targets), verifies the same epoch in the local repository and in each off-site copy and reports
     per copy (RV(copies)).
   - With O(subset=N/T), a rolling verification. It checks every signature of every complete epoch, and the share of
@@ -36,17 +40,27 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Verification only reads; it runs the same in check mode.
+    details: Verification only reads; it runs the same in check mode, where no integrity proof is recorded.
   diff_mode:
     support: none
   idempotent:
     support: full
-    details: Never changes anything (C(changed) is always false).
+    details:
+      - Changes nothing but, with O(signing_key), the integrity proofs it records (C(changed) then true); a
+        second run keeps the first proofs and reports C(changed=false).
 options:
   deep:
     description: Also decrypt each artifact and run its asset check. Needs O(identities) or O(identity_files).
     type: bool
     default: false
+  signing_key:
+    description:
+      - The node's signing key (Ed25519, the one O(public_key) belongs to; the agent role's
+        C(nodekeep_signing_key_path)). With O(deep=true) and O(check=integrity), records a signed proof of each
+        SQLite artifact's full C(PRAGMA integrity_check) that ran here (RV(artifacts[].proof)).
+      - A key that is not the node's is refused before anything is read. Only with one repository (no
+        O(targets), no O(subset)).
+    type: path
   scratch_dir:
     description:
       - Private directory for deep-check copies. Defaults to C(.scratch) in a local repository, and to
@@ -130,6 +144,8 @@ artifacts:
       C(objects) and C(objects_ok) (every object the tree needs exists with its checksum) and, when deep with a
       C(sample), C(sample) (files restored and compared with the live tree); V(config) reports C(live)
       (V(same), V(differs), V(absent) or V(unreadable)).
+    - C(proof) (with O(signing_key)) - C(file), the integrity proof recorded beside the manifest, and C(written),
+      false when an earlier run's proof was kept. C(checks.check_how) says what exactly ran.
   returned: always
   type: list
   elements: dict
@@ -139,7 +155,8 @@ artifacts:
       ok: true
       checksum: ok
       deep: ok
-      checks: {integrity: ok, page_count: 130240}
+      checks: {integrity: ok, page_count: 130240, check_how: PRAGMA integrity_check}
+      proof: {file: node-db.proof.json, written: true}
 copies:
   description: With O(targets) or O(subset), one report per copy (local first), each with its C(location).
   returned: when O(targets) or O(subset) is given
@@ -203,6 +220,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.common import (
     run,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import load_identities
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.signing import load_private_key
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import verify_epoch
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.progress_file import PROGRESS_OPTIONS, tracked
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.replicate import (
@@ -228,6 +246,7 @@ def main():
             fail_on_error={"type": "bool", "default": True},
             targets={"type": "list", "elements": "dict", "default": [], "options": S3_TARGET_OPTIONS},
             subset={"type": "str"},
+            signing_key={"type": "path"},
         ),
         supports_check_mode=True,
     )
@@ -268,6 +287,11 @@ def main():
         ]
         for text in warnings:
             module.warn(text)
+        proof_key = None
+        if params["signing_key"] and not module.check_mode:
+            if params["targets"] or params["subset"]:
+                module.fail_json(msg="signing_key (integrity proofs) needs one repository: not with targets or subset")
+            proof_key = load_private_key(params["signing_key"])
         options = {
             "deep": params["deep"],
             "identities": identities,
@@ -296,9 +320,10 @@ def main():
                 params["epoch"],
                 params["public_key"],
                 artifacts=params["artifacts"] or None,
+                proof_key=proof_key,
                 **options,
             )
-        report["changed"] = False
+        report["changed"] = any((entry.get("proof") or {}).get("written") for entry in report.get("artifacts") or [])
         report["rollback"] = warnings
         report["stats"] = verify_stats(_checked(report), params["deep"], time.monotonic() - started)
         for text in report.get("asset_warnings") or []:

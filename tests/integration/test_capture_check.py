@@ -134,3 +134,75 @@ def test_the_check_that_ran_is_recorded_and_the_restore_proves_it_by_sha256(
     assert checks["integrity"] == "ok"
     assert checks["integrity_proven"].startswith("at backup (PRAGMA integrity_check in parallel"), checks
     assert checks["page_count"] == source["page_count"]
+
+
+# --------------------------------------------------------------------------
+# the check policy's third leg (issue 14): capture with quick_check, deep verify proves the full check of the
+# rebuilt image and records it signed; a restore of the same sealed bytes trusts that record
+# --------------------------------------------------------------------------
+
+
+def _no_check(*args, **kwargs):
+    raise AssertionError("the restore re-ran a check a signed proof covers")
+
+
+@pytest.mark.parametrize("incremental", [False, True], ids=["whole-file", "page-map"])
+def test_a_deep_verify_records_a_proof_that_a_restore_of_a_quick_capture_trusts(
+    tmp_path, node, live_db, two_cores, monkeypatch, incremental, dbtools
+):
+    subprocess.run(["sqlite3", str(live_db.path), "CREATE TABLE other(x); INSERT INTO other VALUES (1);"], check=True)
+    options = {"check": "quick"}
+    if incremental:
+        options.update(incremental=True, state_dir=str(tmp_path / "state"))
+    manifest = node.backup([node.sqlite_asset(live_db.path, name="db", **options)])
+    assert manifest.artifact("db").source["check"] == "quick"
+    # before any proof: the restore runs the full check itself and says what ran
+    first = node.restore(tmp_path / "r1", epoch=manifest.epoch)["artifacts"][0]["checks"]
+    assert "integrity_proven" not in first and first["check_how"].startswith("PRAGMA integrity_check in parallel")
+    # a deep verify without the key records nothing; with it, one proof, kept once
+    assert "proof" not in node.verify(manifest.epoch, deep=True)["artifacts"][0]
+    assert not (node.epoch_dir(manifest.epoch) / "db.proof.json").exists()
+    report = node.verify(manifest.epoch, deep=True, proof_key=node.signing_key.key)
+    (entry,) = report["artifacts"]
+    assert report["ok"] and entry["proof"] == {"file": "db.proof.json", "written": True}, report
+    assert "unlisted_files" not in report
+    again = node.verify(manifest.epoch, deep=True, proof_key=node.signing_key.key)
+    assert again["artifacts"][0]["proof"]["written"] is False
+    # the restore proves the same sealed bytes and trusts the signed proof: the check does not run again
+    monkeypatch.setattr(sqlite_utils, "run_check", _no_check)
+    monkeypatch.setattr(sqlite_utils, "check_database", _no_check)
+    second = node.restore(tmp_path / "r2", epoch=manifest.epoch)["artifacts"][0]
+    checks = second["checks"]
+    assert checks["integrity"] == "ok" and checks["integrity_proven"].startswith("by deep verify at "), checks
+    assert "db.proof.json" in checks["integrity_proven"] and "check_how" not in checks
+    assert dbtools.rows(second["path"]) == dbtools.rows(live_db.path)
+
+
+def test_a_proof_copied_from_another_epoch_is_not_trusted(tmp_path, node, live_db, two_cores):
+    manifests = [node.backup([node.sqlite_asset(live_db.path, name="db", check="quick")]) for _ in range(2)]
+    node.verify(manifests[0].epoch, deep=True, proof_key=node.signing_key.key)
+    moved = node.epoch_dir(manifests[0].epoch) / "db.proof.json"
+    (node.epoch_dir(manifests[1].epoch) / "db.proof.json").write_bytes(moved.read_bytes())
+    checks = node.restore(tmp_path / "r", epoch=manifests[1].epoch)["artifacts"][0]["checks"]
+    assert "integrity_proven" not in checks and checks["check_how"].startswith("PRAGMA integrity_check")
+    assert "not trusted" in checks["proof_rejected"] and "epoch" in checks["proof_rejected"], checks
+
+
+def test_a_deep_verify_of_a_damaged_quick_capture_records_no_proof(tmp_path, node, two_cores):
+    db = tmp_path / "index.db"
+    _index_damaged_db(db)
+    manifest = node.backup([node.sqlite_asset(db, name="db", check="quick")])
+    report = node.verify(manifest.epoch, deep=True, proof_key=node.signing_key.key)
+    assert not report["ok"] and "missing from index t_v" in report["problems"][0], report
+    assert "proof" not in report["artifacts"][0]
+    assert not (node.epoch_dir(manifest.epoch) / "db.proof.json").exists()
+
+
+def test_a_proof_key_that_is_not_the_nodes_is_refused_before_reading(node, live_db, other_signing_key):
+    manifest = node.backup([node.sqlite_asset(live_db.path, name="db", check="quick")])
+    with pytest.raises(IntegrityError) as raised:
+        node.verify(manifest.epoch, deep=True, proof_key=other_signing_key.key)
+    assert "not the node's key" in raised.value.message and raised.value.remedy
+    with pytest.raises(IntegrityError) as shallow:
+        node.verify(manifest.epoch, proof_key=node.signing_key.key)
+    assert "deep" in shallow.value.message

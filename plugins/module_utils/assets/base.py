@@ -113,6 +113,9 @@ class AssetType:
     #: restore_into gets a path pinned through an open directory descriptor (``safefs.Jail.anchor``);
     #: False only for types whose target is used by another program (a ZFS mountpoint)
     pinned_restore = True
+    #: a deep verify that ran this type's full check records a signed proof a later restore trusts
+    #: (storage/proofs.py); the type's ``deep_check`` then takes ``proven``: that proof's words
+    records_proof = False
 
     def keeps_content_sha256(self, facts: dict[str, Any]) -> bool:
         """Whether the manifest records the unkeyed SHA-256 of this artifact's plaintext.

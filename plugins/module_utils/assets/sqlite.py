@@ -86,6 +86,7 @@ class SqliteAssetType(FileAssetType):
     extension = ".sqlite"
     content_format = "sqlite3"
     options: ClassVar[dict[str, Any]] = {"busy_timeout": 5000, "pages_per_step": 1024, "check": "integrity"}
+    records_proof = True
 
     def keeps_content_sha256(self, facts: dict[str, Any]) -> bool:
         """Only an incremental epoch's map of pieces keeps its SHA-256; the database itself never."""
@@ -158,19 +159,22 @@ class SqliteAssetType(FileAssetType):
             handle = staged.stream
             yield Staged(staged.path, handle, complete=lambda: _attrs.apply_owner(handle.fileno(), owner, staged.path))
 
-    def deep_check(self, path: str, artifact: Artifact, check: str = "integrity") -> dict[str, Any]:
+    def deep_check(self, path: str, artifact: Artifact, check: str = "integrity", proven: str = "") -> dict[str, Any]:
         """The restored database's check. The engine calls it only after the restored bytes were proven
         equal to the captured copy's (the SHA-256 the signed manifest records, or the rebuilt file's in a
         checked page map); when that copy passed ``PRAGMA integrity_check`` at backup, the same bytes pass
-        it again: the check is not re-run and the result says where it ran (``integrity_proven``)."""
+        it again: the check is not re-run and the result says where it ran (``integrity_proven``).
+        ``proven``: a deep verify's signed proof of the full check of these bytes (storage/proofs.py), the
+        same. When the check runs, ``check_how`` says what ran."""
         sqlite_db.check_is_database(path, role="restored")
-        proof = checked_at_capture(artifact) if check in ("integrity", "quick") else ""
+        proof = (checked_at_capture(artifact) or proven) if check in ("integrity", "quick") else ""
         # The restored file's write-back runs while the check reads it (restore_into fsyncs it again,
         # cheaply, before linking it into place).
         syncer = threading.Thread(target=_fsync_path, args=(path,), name="nodekeep-fsync", daemon=True)
         syncer.start()
+        how = ""
         try:
-            result = "ok" if proof else sqlite_db.run_check(path, check)
+            result, how = ("ok", "") if proof else sqlite_db.check_database(path, check)
         finally:
             syncer.join()
         facts = sqlite_db.database_facts(path)
@@ -183,6 +187,8 @@ class SqliteAssetType(FileAssetType):
         checks = {"integrity": result, "page_count": facts["page_count"]}
         if proof:
             checks["integrity_proven"] = proof
+        elif how and how != "none":
+            checks["check_how"] = how
         return checks
 
 

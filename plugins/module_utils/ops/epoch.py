@@ -42,6 +42,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.core.manifest impo
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.seal import seal, unseal
 from ansible_collections.nodekeep.backup.plugins.module_utils.snapshot import volumes as _snapshot
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage import proofs
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.epochs import (
     load_manifest,
     next_sequence,
@@ -310,8 +311,15 @@ def verify_epoch(
     scratch_dir: str | None = None,
     artifacts: Iterable[str] | None = None,
     check: str = "integrity",
+    proof_key=None,
 ) -> dict[str, Any]:
-    """Check the signature, every (or the named) artifact's checksum and, when deep, its content."""
+    """Check the signature, every (or the named) artifact's checksum and, when deep, its content.
+
+    ``proof_key`` (the node's signing key, deep only): where the full ``PRAGMA integrity_check`` of an
+    artifact's rebuilt image ran here (its capture ran only ``quick_check``), record a signed proof beside
+    the manifest (storage/proofs.py) that a later restore trusts instead of running the check again."""
+    if proof_key is not None:
+        _check_proof_key(proof_key, public_key, deep, check)
     epoch = resolve_epoch(repository, node, epoch)
     report: dict[str, Any] = {"node": node, "epoch": epoch, "signature": "unchecked", "artifacts": [], "problems": []}
     try:
@@ -334,12 +342,13 @@ def verify_epoch(
             phase = "deep verify" if deep else "verify"
             with progress.current().step(artifact.name, phase, _verify_total(artifact, deep), number):
                 entry = _verify_artifact(
-                    repository, node, epoch, artifact, present, deep, identities or [], scratch, check
+                    repository, node, epoch, artifact, present, deep, identities or [], scratch, check, proof_key
                 )
             if not entry["ok"]:
                 report["problems"].append("%s: %s" % (artifact.name, entry["error"]))
             report["artifacts"].append(entry)
     listed = {a.file for a in manifest.artifacts} | {MANIFEST_NAME, SIGNATURE_NAME}
+    listed.update(proofs.proof_name(a) for a in manifest.artifacts)
     for artifact in manifest.artifacts:
         with contextlib.suppress(NodekeepError):
             listed.update(item["file"] for item in asset_type(artifact.asset_type).extra_files(artifact))
@@ -351,12 +360,36 @@ def verify_epoch(
     return report
 
 
+def _check_proof_key(proof_key, public_key: str, deep: bool, check: str) -> None:
+    """A proof is recorded only by a deep verify that runs the full check, with the node's own key."""
+    if not deep or check != "integrity":
+        raise IntegrityError(
+            "an integrity proof records a full PRAGMA integrity_check of a rebuilt image: it needs deep and "
+            "check integrity (deep=%s, check=%s)" % (deep, check),
+            "set deep: true and check: integrity, or leave signing_key unset",
+        )
+    try:
+        same = signing.public_key_blob(signing.parse_public_key(signing.public_line_of(proof_key))) == (
+            signing.public_key_blob(signing.parse_public_key(public_key))
+        )
+    except NodekeepError:
+        same = False
+    if not same:
+        raise IntegrityError(
+            "the signing key for integrity proofs is not the node's key (public_key): a restore would not "
+            "trust its proofs",
+            "set signing_key to the node's signing key (nodekeep_signing_key_path), the one public_key belongs to",
+        )
+
+
 def _verify_total(artifact: Artifact, deep: bool) -> int:
     """What a verify of ``artifact`` moves: its plaintext when deep (decrypted), else its sealed bytes."""
     return artifact.content_size if deep else artifact.size
 
 
-def _verify_artifact(repository, node, epoch, artifact: Artifact, present, deep, identities, scratch, check):
+def _verify_artifact(
+    repository, node, epoch, artifact: Artifact, present, deep, identities, scratch, check, proof_key=None
+):
     entry: dict[str, Any] = {"name": artifact.name, "asset_type": artifact.asset_type, "file": artifact.file}
     entry["checked_bytes"] = _verify_total(artifact, deep)
     began = time.monotonic()
@@ -365,6 +398,11 @@ def _verify_artifact(repository, node, epoch, artifact: Artifact, present, deep,
             raise IntegrityError("%s is missing from the epoch" % artifact.file)
         if deep:
             entry.update(_deep_check(repository, node, epoch, artifact, identities, scratch, check))
+            checks = entry["checks"]
+            if proof_key is not None and _ran_full_check(artifact, checks, check):
+                entry["proof"] = proofs.write_proof(
+                    repository, node, epoch, artifact, str(checks.get("check_how") or "PRAGMA integrity_check"), proof_key
+                )
         else:
             # The cheap checksum pass: only hash the sealed bytes.
             with repository.open_read(node, epoch, artifact.file) as stream:
@@ -384,6 +422,16 @@ def _verify_artifact(repository, node, epoch, artifact: Artifact, present, deep,
         entry["error"] = exc.message
     entry["seconds"] = round(time.monotonic() - began, 3)
     return entry
+
+
+def _ran_full_check(artifact: Artifact, checks: dict[str, Any], check: str) -> bool:
+    """The full check of the type that records proofs ran here and passed (not proven at capture instead)."""
+    return (
+        asset_type(artifact.asset_type).records_proof
+        and check == "integrity"
+        and checks.get("integrity") == "ok"
+        and not checks.get("integrity_proven")
+    )
 
 
 def _deep_check(repository, node, epoch, artifact: Artifact, identities, scratch: str, check: str) -> dict[str, Any]:
@@ -469,7 +517,9 @@ def restore_epoch(
         for number, (artifact, kind, target) in enumerate(planned, 1):
             with progress.current().step(artifact.name, "restore", artifact.content_size, number):
                 restored.append(
-                    _restore_artifact(repository, node, epoch, artifact, kind, target, identities, force, check, jail)
+                    _restore_artifact(
+                        repository, node, epoch, artifact, kind, target, identities, force, check, jail, public_key
+                    )
                 )
     report = {
         "node": node,
@@ -613,7 +663,7 @@ def plan_restore(
 
 
 def _restore_artifact(
-    repository, node, epoch, artifact, kind, target, identities, force, check, jail
+    repository, node, epoch, artifact, kind, target, identities, force, check, jail, public_key
 ) -> dict[str, Any]:
     """One artifact unsealed, checked and placed at ``target``, inside directories the jail pinned.
 
@@ -636,7 +686,13 @@ def _restore_artifact(
         with sweep as swept, kind.restore_into(place, force=force, context=context) as staged:
             result = _unseal_checked(repository, node, epoch, artifact, identities, staged)
             checked = time.monotonic()
-            checks = kind.deep_check(staged.path, artifact, check)
+            # a deep verify's signed proof of the full check of these sealed bytes (storage/proofs.py)
+            proven, rejected = (
+                proofs.load_proof(repository, node, epoch, artifact, public_key) if kind.records_proof else ("", "")
+            )
+            checks = kind.deep_check(staged.path, artifact, check, **({"proven": proven} if proven else {}))
+            if rejected:
+                checks["proof_rejected"] = rejected
             check_seconds = round(time.monotonic() - checked, 3)
             # A map of pieces (SQLite pages) restores more than its artifact: report what was rebuilt.
             rebuilt = staged.facts.get("rebuilt") or {}

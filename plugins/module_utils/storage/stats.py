@@ -115,12 +115,13 @@ def _proven_checks(checks: Any) -> list[str]:
         return []
     words = []
     for key, value in checks.items():
-        if key == "integrity_proven" or isinstance(value, (dict, list)) or value is None:
+        if key in ("integrity_proven", "check_how") or isinstance(value, (dict, list)) or value is None:
             continue
         if isinstance(value, str):
             words.append("%s %s" % (key, value))
         if key == "integrity" and checks.get("integrity_proven"):
-            words[-1] += " (at capture, same bytes)"
+            proven = str(checks["integrity_proven"])
+            words[-1] += " (%s, same bytes)" % ("by deep verify" if proven.startswith("by deep verify") else "at capture")
     return words
 
 

@@ -90,7 +90,7 @@ def test_deep_check_of_a_restored_copy(small_db, tmp_path):
     capture_to({"name": "app-db", "type": "sqlite", "path": str(small_db.path)}, tmp_path, restored)
     pages = sqlite_db.database_facts(str(restored))["page_count"]
     checks = SQLITE.deep_check(str(restored), artifact_for(restored, page_count=pages))
-    assert checks == {"integrity": "ok", "page_count": pages}
+    assert checks == {"integrity": "ok", "page_count": pages, "check_how": "PRAGMA integrity_check"}
     with pytest.raises(RestoreError, match="has %d pages, the manifest says %d" % (pages, pages + 1)):
         SQLITE.deep_check(str(restored), artifact_for(restored, page_count=pages + 1))
 
