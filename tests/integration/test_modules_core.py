@@ -218,6 +218,24 @@ class TestIntegrityCheck:
         result = run_module("integrity_check", _check_args(env, deep=True))
         _assert_clean_failure(result, "no age identity")
 
+    def test_a_deep_verify_with_the_signing_key_records_a_proof_the_restore_trusts(self, env, run_module, tmp_path):
+        quick = [dict(env["assets"][0], check="quick")]
+        backed = run_module("epoch_backup", _backup_args(env, assets=quick))
+        proof = os.path.join(backed["location"], "app-db.proof.json")
+        args = _check_args(env, deep=True, identity_files=[env["identity_file"]], signing_key=env["signing_key"])
+        dry = run_module("integrity_check", args, check_mode=True)
+        assert dry["ok"] is True and dry["changed"] is False and not os.path.exists(proof), dry
+        first = run_module("integrity_check", args)
+        assert first["ok"] is True and first["changed"] is True, first
+        assert first["artifacts"][0]["proof"] == {"file": "app-db.proof.json", "written": True}
+        assert os.path.exists(proof)
+        again = run_module("integrity_check", args)
+        assert again["changed"] is False and again["artifacts"][0]["proof"]["written"] is False
+        restored = run_module("epoch_restore", _restore_args(env, tmp_path / "staging"))
+        checks = restored["artifacts"][0]["checks"]
+        assert checks["integrity"] == "ok" and checks["integrity_proven"].startswith("by deep verify at "), checks
+        assert "by deep verify" in restored["stats"]["assets"][0]["proven"], restored["stats"]
+
 
 # --------------------------------------------------------------------------
 # epoch_restore
