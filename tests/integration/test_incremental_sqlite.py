@@ -14,6 +14,7 @@ import subprocess
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from sqlite_workload import change_rows  # tests/sqlite_workload.py
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets import _sqlite_pages as sqlite_pages
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets import _sqlite_rebuild as sqlite_rebuild
@@ -35,17 +36,6 @@ def _logical(path) -> list:
         return connection.execute("SELECT id, txn, payload FROM t ORDER BY id").fetchall()
     finally:
         connection.close()
-
-
-def _update(path, rows: int, new_rows: int) -> None:
-    """The append+hot workload: ``new_rows`` appended, ``rows`` recent rows rewritten (another process)."""
-    script = (
-        "BEGIN; UPDATE t SET payload = randomblob(length(payload)) WHERE id > (SELECT max(id) FROM t) - %d;"
-        "INSERT INTO t(txn, payload) SELECT (SELECT max(txn) FROM t) + 1, randomblob(1000) FROM "
-        "(WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < %d) SELECT x FROM c); COMMIT;"
-        % (rows, new_rows)
-    )
-    subprocess.run(["sqlite3", "-bail", str(path)], input=script, text=True, check=True, capture_output=True)
 
 
 def _snapshot(path, into) -> str:
@@ -84,7 +74,7 @@ def test_chain_stores_only_changed_pages_and_every_epoch_restores(node, live_db,
     states = {first.epoch: _logical(live_db.path)}
     epochs = [first]
     for step in range(3):
-        _update(live_db.path, rows=20, new_rows=30)
+        change_rows(live_db.path, rows=20, new_rows=30)
         states_copy = _snapshot(live_db.path, tmp_path / ("expected-%d.db" % step))
         manifest = node.backup([pieces_asset])
         source = _source(manifest)
@@ -110,7 +100,7 @@ def test_both_page_array_widths_store_and_restore_the_same(node, live_db, pieces
     if not compact:
         monkeypatch.setattr(sqlite_pages, "COMPACT_BYTES", 0)
     node.backup([pieces_asset])
-    _update(live_db.path, rows=20, new_rows=30)
+    change_rows(live_db.path, rows=20, new_rows=30)
     expected = _snapshot(live_db.path, tmp_path / "expected.db")
     manifest = node.backup([pieces_asset])
     assert _source(manifest)["full"] is False and 0 < _source(manifest)["pages"]["changed"]
@@ -127,7 +117,7 @@ def test_any_single_epoch_can_be_deleted_and_gc_keeps_what_others_need(node, liv
     epochs = [node.backup([pieces_asset])]
     expected = {epochs[0].epoch: _logical(live_db.path)}
     for _round in range(3):
-        _update(live_db.path, rows=10, new_rows=0)  # the same hot rows each time: older incremental packs go stale
+        change_rows(live_db.path, rows=10, new_rows=0)  # the same hot rows each time: older incremental packs go stale
         epochs.append(node.backup([pieces_asset]))
         expected[epochs[-1].epoch] = _logical(live_db.path)
     refs = {m.epoch: _refs(node, m.epoch) for m in epochs}
@@ -156,7 +146,7 @@ def test_any_single_epoch_can_be_deleted_and_gc_keeps_what_others_need(node, liv
 
 def test_a_damaged_piece_is_detected_and_named(node, live_db, pieces_asset, tmp_path):
     first = node.backup([pieces_asset])
-    _update(live_db.path, rows=10, new_rows=10)
+    change_rows(live_db.path, rows=10, new_rows=10)
     second = node.backup([pieces_asset])
     refs = (node.epoch_dir(second.epoch) / "app-db.refs.txt").read_text().splitlines()[1:]
     name = refs[0].split()[0]
@@ -182,7 +172,7 @@ def test_unreadable_previous_epoch_falls_back_to_a_full_epoch_and_says_so(node, 
     for entry in cache.iterdir():
         if entry.name.startswith("pages-"):
             entry.write_text("{}\n")  # the local copy of the map no longer matches the signed manifest
-    _update(live_db.path, rows=5, new_rows=5)
+    change_rows(live_db.path, rows=5, new_rows=5)
     second = node.backup([pieces_asset])
     source = _source(second)
     assert source["full"] is True and "does not match its manifest" in source["full_reason"]
@@ -273,7 +263,7 @@ def test_mostly_stale_packs_are_repacked_so_old_epochs_free_them(node, live_db, 
 
 def test_a_missing_piece_names_every_epoch_it_breaks(node, live_db, pieces_asset):
     first = node.backup([pieces_asset])
-    _update(live_db.path, rows=5, new_rows=5)
+    change_rows(live_db.path, rows=5, new_rows=5)
     second = node.backup([pieces_asset])
     shared = sorted(_refs(node, first.epoch) & _refs(node, second.epoch))
     assert shared  # the full epoch's packs still hold the unchanged pages
@@ -298,7 +288,7 @@ def test_restore_hashes_the_file_as_written_without_reading_it_back(node, live_d
     """The rebuilt file's SHA-256 is proven from the unsealed packs as they are written, in file order: a full
     epoch and a small incremental one read nothing back (the restored content equals the snapshot's)."""
     full = node.backup([pieces_asset])
-    _update(live_db.path, rows=5, new_rows=5)
+    change_rows(live_db.path, rows=5, new_rows=5)
     expected = _snapshot(live_db.path, tmp_path / "expected.db")
     incremental = node.backup([pieces_asset])
     page_size = _source(incremental)["page_size"]
@@ -349,7 +339,7 @@ def test_a_full_epoch_keeps_runs_not_per_page_arrays(node, live_db, pieces_asset
     assert made == [] and _source(full)["full"] is True
     assert _source(full)["pages"]["runs"] == _source(full)["pieces"]["referenced"]  # one run a pack
     assert _logical(_restore(node, tmp_path / "full", full.epoch)) == _logical(expected)
-    _update(live_db.path, rows=5, new_rows=5)
+    change_rows(live_db.path, rows=5, new_rows=5)
     expected = _snapshot(live_db.path, tmp_path / "expected-incr.db")
     incremental = node.backup([pieces_asset])
     assert made == [_source(incremental)["pages"]["total"]]

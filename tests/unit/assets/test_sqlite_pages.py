@@ -9,10 +9,10 @@ process), real age and a directory repository, through the epoch flow.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
+from sqlite_workload import change_rows  # tests/sqlite_workload.py
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets import _sqlite_pages as pages
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets.base import RunContext
@@ -20,17 +20,6 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.assets.registry im
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import CaptureError
 
 NODE = "node1"  # the epochs fixture's
-
-
-def change(path, rows: int, new_rows: int) -> None:
-    """``rows`` recent rows rewritten and ``new_rows`` appended, in one transaction of another process."""
-    script = (
-        "BEGIN; UPDATE t SET payload = randomblob(length(payload)) WHERE id > (SELECT max(id) FROM t) - %d;"
-        "INSERT INTO t(txn, payload) SELECT (SELECT max(txn) FROM t) + 1, randomblob(1000) FROM "
-        "(WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < %d) SELECT x FROM c); COMMIT;"
-        % (rows, new_rows)
-    )
-    subprocess.run(["sqlite3", "-bail", str(path)], input=script, text=True, check=True, capture_output=True)
 
 
 class Lab:
@@ -64,7 +53,7 @@ def test_a_later_epoch_stores_only_changed_pages_and_each_epoch_restores_its_sta
     assert facts["layout"] == "pieces" and facts["full"] and "no previous epoch" in facts["full_reason"]
     assert facts["pages"]["stored"] == facts["pages"]["total"] and facts["check"] == "integrity"
     states = {first.epoch: dbtools.rows(lab.db)}
-    change(lab.db, rows=4, new_rows=4)
+    change_rows(lab.db, rows=4, new_rows=4)
     second = lab.backup()
     source = second.artifact("app-db").source
     assert not source["full"] and source["base_epoch"] == first.epoch and source["check"] == "quick"
@@ -109,7 +98,7 @@ def test_a_full_epoch_when_asked_scheduled_or_the_cache_cannot_be_trusted(lab, d
     for entry in cache.iterdir():
         if entry.name.startswith("digests-"):
             entry.write_bytes(b"\0" * entry.stat().st_size)  # the digests no longer match the map's record
-    change(lab.db, rows=2, new_rows=2)
+    change_rows(lab.db, rows=2, new_rows=2)
     fallback = lab.backup()
     source = fallback.artifact("app-db").source
     assert source["full"] and "page digests" in source["full_reason"]

@@ -29,7 +29,7 @@ def test_each_step_ships_the_commits_read_as_one_signed_segment(wal_lab):
     service = wal_lab.service()
     wal_lab.step(service)  # the base epoch, taken while the log is read
     epoch = service.chain.epoch
-    assert epoch and wal_lab.segments(epoch) == []
+    assert epoch and wal_lab.chain_segments(epoch) == []
     totals = []
     for n in (3, 5, 1):
         totals.append(app.commit(n))
@@ -108,7 +108,7 @@ def test_a_restarted_service_resumes_its_chain(wal_lab):
     wal_lab.step(again)  # resumes from the newest signed segment: no new base
     assert again.chain.epoch == epoch and again.chain.seq == 1
     wal_lab.step(again)
-    assert [seq for seq, _a in wal_lab.segments(epoch)] == [1, 2]
+    assert [seq for seq, _a in wal_lab.chain_segments(epoch)] == [1, 2]
     assert wal_lab.repository.complete_epochs(NODE) == [epoch]
     _report, k = wal_lab.restore("latest")
     assert k == app.count
@@ -146,15 +146,15 @@ def test_a_database_not_in_wal_mode_is_refused_and_left_alone(wal_lab):
 )
 def test_a_configuration_it_cannot_run_names_the_setting(wal_lab, change, message):
     with pytest.raises(NodekeepError, match=message):
-        stream.Service(wal_lab.config(**change), repository=wal_lab.repository, targets=[])
+        stream.Service(wal_lab.settings(**change), repository=wal_lab.repository, targets=[])
 
 
 def test_a_missing_or_relative_database_is_named(wal_lab):
-    missing = stream.Service(wal_lab.config(), repository=wal_lab.repository, targets=[])
+    missing = stream.Service(wal_lab.settings(), repository=wal_lab.repository, targets=[])
     with pytest.raises(NodekeepError, match="does not exist"):
         missing.open()
     relative = stream.Service(
-        wal_lab.config(asset={"name": ASSET, "path": "app.db"}), repository=wal_lab.repository, targets=[]
+        wal_lab.settings(asset={"name": ASSET, "path": "app.db"}), repository=wal_lab.repository, targets=[]
     )
     with pytest.raises(NodekeepError, match="not an absolute path"):
         relative.open()

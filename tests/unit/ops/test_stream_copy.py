@@ -25,19 +25,25 @@ def shipped_bytes(repository, epoch: str) -> int:
     return sum(files[name] for segment in committed_segments(files, ASSET) for name in segment_names(ASSET, *segment))
 
 
-def test_the_base_then_every_segment_reaches_the_target_and_restores_there(wal_lab, tmp_path):
+def shipping(lab, tmp_path, batches):
+    """The application, a service with one directory target, its first chain's base and one segment per batch."""
     target = LocalRepository(str(tmp_path / "target"))
-    app = wal_lab.writer()
-    service = wal_lab.service(targets=[target])
-    wal_lab.step(service)
-    epoch = service.chain.epoch
-    for n in (3, 2):
+    app = lab.writer()
+    service = lab.service(targets=[target])
+    lab.step(service)
+    for n in batches:
         app.commit(n)
-        wal_lab.step(service)
+        lab.step(service)
+    return target, app, service
+
+
+def test_the_base_then_every_segment_reaches_the_target_and_restores_there(wal_lab, tmp_path):
+    target, app, service = shipping(wal_lab, tmp_path, (3, 2))
+    epoch = service.chain.epoch
     copier = service.copier
     copier.copy_to("copy1", target)
     assert target.complete_epochs(NODE) == [epoch]
-    assert committed_segments(target.files(NODE, epoch), ASSET) == wal_lab.segments(epoch)
+    assert committed_segments(target.files(NODE, epoch), ASSET) == wal_lab.chain_segments(epoch)
     assert target.files(NODE, epoch) == wal_lab.repository.files(NODE, epoch)  # byte counts of every file equal
     assert copier.status["copy1"]["backlog"] == 0 and "error" not in copier.status["copy1"]
     app.commit(4)
@@ -52,15 +58,8 @@ def test_the_base_then_every_segment_reaches_the_target_and_restores_there(wal_l
 
 
 def test_a_chain_that_ended_before_the_copy_is_still_copied_whole(wal_lab, tmp_path):
-    target = LocalRepository(str(tmp_path / "target"))
-    app = wal_lab.writer()
-    service = wal_lab.service(targets=[target])
-    wal_lab.step(service)
+    target, app, service = shipping(wal_lab, tmp_path, (3, 2))
     first = service.chain.epoch
-    app.commit(3)
-    wal_lab.step(service)
-    app.commit(2)
-    wal_lab.step(service)
     app.checkpoint("TRUNCATE")  # a gap: the first chain ends
     app.commit(1)
     wal_lab.step(service)
@@ -72,19 +71,13 @@ def test_a_chain_that_ended_before_the_copy_is_still_copied_whole(wal_lab, tmp_p
     service.copier.copy_to("copy1", target)  # the first copy after both chains were shipped
     assert target.complete_epochs(NODE) == [first, second]
     for epoch in (first, second):
-        assert committed_segments(target.files(NODE, epoch), ASSET) == wal_lab.segments(epoch)
+        assert committed_segments(target.files(NODE, epoch), ASSET) == wal_lab.chain_segments(epoch)
     assert first in service.copier.finished["copy1"]  # the ended chain is done: never listed again
 
 
 def test_the_backlog_is_the_bytes_not_copied_and_an_overflow_asks_for_a_new_chain(wal_lab, tmp_path):
-    target = LocalRepository(str(tmp_path / "target"))
-    app = wal_lab.writer()
-    service = wal_lab.service(targets=[target])
-    wal_lab.step(service)
+    target, app, service = shipping(wal_lab, tmp_path, (20, 20))
     first = service.chain.epoch
-    for n in (20, 20):
-        app.commit(n)
-        wal_lab.step(service)
     backlog = shipped_bytes(wal_lab.repository, first)
     service.config["max_backlog"] = backlog - 1  # one byte short of what the target lacks
     copier = service.copier
@@ -102,6 +95,6 @@ def test_the_backlog_is_the_bytes_not_copied_and_an_overflow_asks_for_a_new_chai
     wal_lab.step(service)
     copier.copy_to("copy1", target)
     assert target.complete_epochs(NODE) == [second]  # the abandoned chain stays in the local repository only
-    assert committed_segments(target.files(NODE, second), ASSET) == wal_lab.segments(second)
+    assert committed_segments(target.files(NODE, second), ASSET) == wal_lab.chain_segments(second)
     assert state["backlog"] == 0 and not state["overflow"]
-    assert wal_lab.segments(first)  # nothing was removed locally
+    assert wal_lab.chain_segments(first)  # nothing was removed locally
