@@ -478,6 +478,15 @@ def _pinned_source(src: str, busy_timeout_ms: int):
         source.close()
 
 
+@contextlib.contextmanager
+def held_snapshot(src: str):
+    """One read transaction on ``src`` (read-only, never waiting) held while the block runs. In WAL mode its
+    read mark lets the application commit and checkpoint up to it but stops any connection from restarting
+    the log (the replication service holds one while the log moves fast, docs/replication.md)."""
+    with _pinned_source(src, 0) as (source, _snapshot_at):
+        yield source
+
+
 def _private_destination(temp: str):
     """The new temporary file (created 0600 first: SQLite would make it 0644 & ~umask, and it is plaintext),
     opened without a journal and without syncs."""

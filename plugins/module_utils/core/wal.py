@@ -124,6 +124,16 @@ def read_index_header_fd(fd: int, attempts: int = 50) -> IndexHeader | None:
     return None
 
 
+def read_backfill_fd(fd: int) -> int | None:
+    """``nBackfill`` of the wal-index (how many frames a checkpoint has copied into the database), read
+    without locks from an open ``-shm``; None when the file is too short. Once it reaches ``mxFrame`` the
+    next writer restarts the log (unless a reader holds a read mark above 0)."""
+    data = os.pread(fd, 4, 2 * SHM_HEADER_SIZE)
+    if len(data) < 4:
+        return None
+    return int.from_bytes(data, sys.byteorder)
+
+
 def frame_offset(index: int, page_size: int) -> int:
     """Byte offset of frame ``index`` (1-based) in the WAL file."""
     return WAL_HEADER_SIZE + (index - 1) * (FRAME_HEADER_SIZE + page_size)

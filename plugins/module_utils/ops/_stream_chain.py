@@ -33,6 +33,10 @@ DEFAULTS = {
     "max_backlog": 1 << 30,  # bytes of segments not yet at an S3 target kept for it
     "max_pending": 256 << 20,  # bytes of frames held in memory while the repository fails
     "compression_level": 3,
+    # hold a read mark (the log cannot restart) while a poll finds this many new frames or more (0: never) ...
+    "hold_frames": 256,
+    # ... and let it go once the log is this long (the application's checkpoint restarts it then)
+    "hold_wal_bytes": 16 << 20,
 }
 
 

@@ -78,6 +78,21 @@ def write_metrics(service) -> None:
     metrics.add(
         "nodekeep_stream_chain_resets_total", service.stats["resets"], "New chains forced by a WAL reset", **labels
     )
+    metrics.add(
+        "nodekeep_stream_bases_total", service.stats["bases"], "Base epochs (new chains) made by this run", **labels
+    )
+    metrics.add(
+        "nodekeep_stream_wal_read_bytes_total",
+        service.stats["read_bytes"],
+        "Bytes of committed WAL frames read by this run",
+        **labels,
+    )
+    metrics.add(
+        "nodekeep_stream_log_holds_total",
+        service.stats["holds"],
+        "Read marks taken by this run to keep a fast-moving log from restarting before it was read",
+        **labels,
+    )
     metrics.add("nodekeep_stream_errors_total", service.stats["errors"], "Failed ticks (repository errors)", **labels)
     if service.copier is not None:
         for name, info in service.copier.status.items():

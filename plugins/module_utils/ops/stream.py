@@ -41,6 +41,7 @@ import threading
 import time
 from typing import Any
 
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets.sqlite_db import held_snapshot
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import signing, wal
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import (
     NodekeepError,
@@ -128,7 +129,22 @@ class Service:
         self.fds: dict[str, tuple[int, tuple[int, int]]] = {}
         self.retired: list[int] = []
         self.copying = False
-        self.stats = {"segments": 0, "bytes": 0, "resets": 0, "errors": 0, "last_commit": 0.0, "last_ship": 0.0}
+        # The read mark held while the log moves fast (None: none held), see ``_steer_mark``.
+        self.mark: contextlib.ExitStack | None = None
+        self.fast = False  # the writer appends hold_frames or more per poll
+        self.slow_polls = 0  # polls in a row, while a mark is held, that found fewer than hold_frames
+        self.released_salt = b""  # the log's salts when the mark was let go for the application's restart
+        self.stats = {
+            "segments": 0,
+            "bytes": 0,
+            "resets": 0,
+            "errors": 0,
+            "last_commit": 0.0,
+            "last_ship": 0.0,
+            "bases": 0,
+            "read_bytes": 0,
+            "holds": 0,
+        }
         self.last_error = ""
         self.copier = SegmentCopier(self) if self.targets else None
         self.new_chain_wanted = ""
@@ -169,6 +185,7 @@ class Service:
             )
 
     def close(self) -> None:
+        self._release_mark()
         for fd, _ino in self.fds.values():
             os.close(fd)
         self.fds = {}
@@ -214,6 +231,80 @@ class Service:
 
     def _retire(self, fd: int) -> None:
         self.retired.append(fd)
+        if not self.copying and self.mark is None:
+            self._retire_all()
+
+    # -- the read mark: the log cannot restart under a fast writer --
+
+    def _steer_mark(self, moved: int) -> None:
+        """Hold a read mark while the log moves fast; let it go for a moment once the log is long.
+
+        A writer restarts the log (after a complete checkpoint) only when no reader holds a read mark, and
+        the new log overwrites the old one from its first frame. When the writer appends ``hold_frames`` or
+        more frames between two polls, a restart could overwrite frames not read yet (a gap, so a fresh
+        base). Then the service keeps one read transaction open (``held_snapshot``; it never blocks a
+        commit) and lets it go only at the end of a poll that read the log to its end and found it
+        ``hold_wal_bytes`` long or more: the application's next checkpoint restarts the log, far from the
+        tail just read; the service polls every 2 ms until that checkpoint is complete or the restart was
+        followed (``_continue_after_reset``) and takes a mark again (at most one restart can follow it). Five polls in a row that find fewer new frames
+        (the writer slowed or stopped, ~0.1 s) let the mark go and the service back to its plain polling.
+        """
+        hold = int(self.config["hold_frames"])
+        position = self.read_pos
+        if hold <= 0 or position is None or not position.page_size:
+            return
+        long_log = position.frame * (wal.FRAME_HEADER_SIZE + position.page_size) >= int(self.config["hold_wal_bytes"])
+        if self.mark is not None:
+            self.slow_polls = self.slow_polls + 1 if moved < hold else 0
+            if self.slow_polls >= 5:
+                self.fast = False  # five polls in a row found the writer slower: plain polling again
+                self._release_mark()
+            elif long_log:
+                self.fast, self.released_salt = True, position.salt
+                self._release_mark()
+        elif self.fast:
+            if position.salt != self.released_salt or not long_log or self._checkpointed(position):
+                # The restart was followed, or the checkpoint before it is complete: a mark taken now gets read
+                # mark 0 and lets that one restart happen, no second one.
+                self._take_mark()
+        elif moved >= hold and not long_log:
+            self._take_mark()
+
+    def _checkpointed(self, position: Position) -> bool:
+        """True when the application's checkpoint copied the whole log read so far (it restarts next)."""
+        fd = self._file("-shm")
+        header = self._index()
+        backfill = wal.read_backfill_fd(fd) if fd is not None else None
+        return header is not None and backfill is not None and header.salt == position.salt and backfill >= header.mx_frame
+
+    def poll_wait(self) -> float:
+        """Seconds to the next poll: 2 ms while the log is let go under a fast writer, else ``poll``."""
+        return min(self.poll_every, 0.002) if self.fast and self.mark is None else self.poll_every
+
+    def _take_mark(self) -> None:
+        """A read transaction on the database, held until ``_release_mark``; best effort (busy: not now).
+
+        Whatever read mark SQLite gives it, at most one restart of the log can follow: a reader on a mark
+        above 0 stops restarts, and a reader on mark 0 (the log was wholly checkpointed when it began)
+        stops every checkpoint from copying frames, so the one restart the next writer may make is the
+        last until it is let go. That restart finds the log read to its end or nearly so (its tail is
+        followed by the next poll)."""
+        if self.mark is not None:
+            return
+        stack = contextlib.ExitStack()
+        try:
+            stack.enter_context(held_snapshot(self.path))
+        except NodekeepError:
+            stack.close()  # busy or unreadable just now: the next fast poll tries again
+            return
+        self.mark, self.slow_polls = stack, 0
+        self.stats["holds"] += 1
+
+    def _release_mark(self) -> None:
+        if self.mark is None:
+            return
+        mark, self.mark = self.mark, None
+        mark.close()
         if not self.copying:
             self._retire_all()
 
@@ -246,8 +337,15 @@ class Service:
         idempotent, so every commit observed after the copy finished is a consistent restore point.
         """
 
+        if self._index() is None:
+            self.last_error = "waiting for the application to open %s (no wal-index yet)" % self.path
+            return False
+        # The log held from before its position is read until the copy has its own snapshot (and past it, by
+        # ``_steer_mark``): a writer cannot restart it twice and overwrite frames the chain needs.
+        self._take_mark()
         before = self._position_now()
         if before is None:
+            self._release_mark()
             self.last_error = "waiting for the application to open %s (no wal-index yet)" % self.path
             return False
         self.queue, self.pending, self.read_pos = [], None, before
@@ -284,18 +382,18 @@ class Service:
                         gap = exc
         finally:
             self.copying = False
-            self._retire_all()
-        if "error" in outcome:
+            if self.mark is None:
+                self._retire_all()
+        if "error" in outcome or gap is not None:
             self.chain = None
-            raise outcome["error"]
-        if gap is not None:
-            self.chain = None
-            raise gap
+            self._release_mark()
+            raise outcome.get("error") or gap
         manifest = outcome["manifest"]
         base = self.repository.get_bytes(self.node, manifest.epoch, "manifest.json")
         self.chain.epoch = manifest.epoch
         self.chain.prev = hashlib.sha256(base).hexdigest()
         self.chain.consistent_after = time.time()
+        self.stats["bases"] += 1
         self._save_state()
         if self.copier is not None:
             self.copier.add_chain(manifest.epoch)  # copied whole to S3, even if it ends during an outage
@@ -366,13 +464,21 @@ class Service:
         if header is None:
             return  # nobody has the database open: nothing commits
         position = self.read_pos
-        if not position.page_size and header.salt == position.salt:
-            # An empty log publishes no page size yet; the first frames do.
+        if not position.page_size:
+            # An empty log publishes no page size yet; the first frames do (the same for every log: a database
+            # in WAL mode cannot change its page size).
             position = self.read_pos = Position(position.salt, position.frame, position.cksum, header.page_size)
             if self.chain is not None and not self.chain.position.page_size:
                 self.chain.position = position
         if header.page_size != position.page_size:
             raise Gap("the page size changed")
+        if self.fast and self.mark is None and (header.salt != position.salt or self._checkpointed(position)):
+            # The log was let go for the application's restart and it came (or is next): a mark now, before
+            # the old log's tail is checked, so that no second restart can overwrite it.
+            self._take_mark()
+            header = self._index()
+            if header is None:
+                return
         if header.salt != position.salt:
             self._continue_after_reset(header, position)
             return
@@ -407,6 +513,7 @@ class Service:
             pending.commits.append([base + len(data) // (wal.FRAME_HEADER_SIZE + page_size), now, size, count])
         # mxFrame is always a commit frame: no frame past the last commit is ever taken.
         pending.frames += data
+        self.stats["read_bytes"] += len(data)
         pending.last_cksum = tuple(cksum)
         if pending.commits[-1][0] != pending.count():
             raise Gap("the committed log does not end with a commit frame")
@@ -592,13 +699,20 @@ class Service:
                 self.drain(60.0)
                 self.new_chain_wanted = "base_every elapsed"
                 return
+            read_before = self.stats["read_bytes"]
             self.poll()
+            step = wal.FRAME_HEADER_SIZE + (self.read_pos.page_size or 1)
+            self._steer_mark((self.stats["read_bytes"] - read_before) // step)
+            if self.mark is not None:
+                _pause("holding")  # the fault tests' ordering: the writer commits while the mark is held
             if self.pending is not None and time.monotonic() - self._last_ship_tick >= self.interval:
                 self.hand_over()
                 self._last_ship_tick = time.monotonic()
             self.last_error = ""
         except Gap as gap:
             self.stats["resets"] += 1
+            self._release_mark()
+            self.fast = False
             # What was read before the gap still continues this chain: ship it, then start anew
             # (when the gap came during a base copy there is no chain yet: the next base holds it all).
             self.hand_over()
@@ -609,6 +723,7 @@ class Service:
             self.new_chain_wanted = "gap: %s" % gap
             _log("%s: %s; a new chain starts from a fresh base" % (self.name, gap))
         except NodekeepError as exc:
+            self._release_mark()
             self.stats["errors"] += 1
             self.last_error = exc.message
             _log("%s: %s" % (self.name, exc.message))
@@ -634,7 +749,7 @@ class Service:
                 if began >= next_metrics:
                     self.write_metrics()
                     next_metrics = began + max(1.0, self.interval)
-                self.stop.wait(max(0.0, self.poll_every - (time.monotonic() - began)))
+                self.stop.wait(max(0.0, self.poll_wait() - (time.monotonic() - began)))
             # A clean stop ships what was read.
             with contextlib.suppress(NodekeepError, Gap):
                 self.poll()

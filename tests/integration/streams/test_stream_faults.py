@@ -67,6 +67,47 @@ def test_application_checkpoints_restart_and_truncate_under_the_service(stream_l
     print(log)
 
 
+def test_a_fast_log_is_held_so_checkpoints_cannot_restart_it_before_it_is_read(stream_lab, tmp_path):
+    """Issue 15: under a fast writer the service holds a read mark, so the application's checkpoints cannot
+    restart the log (and overwrite frames not read yet) while the service is behind; the chain goes on, no
+    fresh base. The service is held behind by a file (NODEKEEP_STREAM_PAUSE=holding) with its mark taken;
+    meanwhile the writer commits and checkpoints three times. Without the mark each checkpoint completes and
+    the next commit restarts the log: three restarts, a gap, a new chain. Once the writer is idle the mark is
+    let go: the application's RESTART checkpoint then succeeds."""
+    writer = stream_lab.writer()  # no autocheckpoint before the pause: the log is never wholly checkpointed
+    writer.commit(20)
+    pause = tmp_path / "pause"
+    pause.mkdir()
+    service = stream_lab.service({"NODEKEEP_STREAM_PAUSE": "holding:%s" % pause}, hold_frames=1)
+    chain = stream_lab.wait_chain(service)
+    writer.commit(5)
+    deadline = time.monotonic() + 60
+    while not (pause / "paused").exists():
+        assert service.poll() is None and time.monotonic() < deadline, stream_lab.log(service)
+        time.sleep(0.01)
+    for _round in range(3):
+        writer.commit(30)
+        reply = writer.checkpoint("PASSIVE")  # "ok COUNT busy,frames in the log,frames checkpointed"
+        busy, frames, done = reply.split()[2].split(",")
+        assert busy == "0" and int(done) < int(frames), "the checkpoint copied the whole log (%s): nothing held it" % reply
+    (pause / "resume").write_text("")
+    stream_lab.wait_caught_up(service)
+    assert stream_lab.wait_chain(service) == chain
+    # the writer idle, the mark is let go within a few polls: the application's RESTART waits for it, then succeeds
+    restart = writer.checkpoint("RESTART")
+    assert restart.split()[2].split(",")[0] == "0", restart
+    writer.commit(40)
+    stream_lab.wait_caught_up(service)
+    final = writer.count
+    log = stream_lab.stop(service)
+    assert "new chain" in log and log.count("new chain") == 1, log  # the first base only
+    assert stream_lab.metric("nodekeep_stream_chain_resets_total") == 0
+    assert stream_lab.metric("nodekeep_stream_log_holds_total") >= 1
+    report, k = stream_lab.restore()
+    assert k == final and report["epoch"] == chain, report
+    check_points(stream_lab, final, sample=25)
+
+
 def test_wal_replaced_under_the_service(stream_lab, tmp_path):
     writer = stream_lab.writer()
     writer.commit(10)

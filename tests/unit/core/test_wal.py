@@ -96,3 +96,18 @@ def test_a_bad_header_is_none():
     assert wal.parse_wal_header(b"") is None
     assert wal.parse_wal_header(b"\0" * wal.WAL_HEADER_SIZE) is None
     assert wal.page_size_of(1) == 65536 and wal.page_size_of(4096) == 4096
+
+
+def test_backfill_is_what_the_last_checkpoint_copied(live):
+    """nBackfill read from -shm is the number of frames SQLite's own checkpoint reports copied: 0 before any,
+    the whole log after a complete one (the next writer then restarts the log)."""
+    path, _base, db = live
+    with open(str(path) + "-shm", "rb") as shm:
+        assert wal.read_backfill_fd(shm.fileno()) == 0
+        busy, frames, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert busy == 0 and copied == frames > 0
+        assert wal.read_backfill_fd(shm.fileno()) == copied == wal.read_index_header(str(path) + "-shm").mx_frame
+    empty = path.parent / "short-shm"
+    empty.write_bytes(b"\0" * 50)
+    with open(empty, "rb") as handle:
+        assert wal.read_backfill_fd(handle.fileno()) is None

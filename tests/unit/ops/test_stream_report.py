@@ -31,7 +31,8 @@ def _service(tmp_path, pending=None, copier_status=None):
         lock=threading.Lock(),
         node="node1",
         name="app-db",
-        stats={"segments": 3, "bytes": 100, "resets": 0, "errors": 2, "last_commit": 5.0},
+        stats={"segments": 3, "bytes": 100, "resets": 0, "errors": 2, "last_commit": 5.0, "bases": 1,
+               "read_bytes": 8240, "holds": 4},  # fmt: skip
         copier=types.SimpleNamespace(status=copier_status) if copier_status is not None else None,
     )
 
@@ -66,3 +67,6 @@ def test_metrics_report_a_failing_copy_and_its_backlog(tmp_path):
     assert 'nodekeep_stream_copy_failing{asset="app-db",copy="copy2",node="node1"} 0' in text
     assert 'nodekeep_stream_backlog_bytes{asset="app-db",copy="copy1",node="node1"} 4096' in text
     assert 'nodekeep_stream_errors_total{asset="app-db",node="node1"} 2' in text
+    assert 'nodekeep_stream_bases_total{asset="app-db",node="node1"} 1' in text
+    assert 'nodekeep_stream_wal_read_bytes_total{asset="app-db",node="node1"} 8240' in text
+    assert 'nodekeep_stream_log_holds_total{asset="app-db",node="node1"} 4' in text
