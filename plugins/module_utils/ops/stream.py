@@ -6,8 +6,9 @@
 The design is in docs/replication.md. In short:
 
 * The service reads the application's ``-wal`` and ``-shm`` with plain reads (``wal.py``),
-  takes no SQLite lock and writes nothing next to the database, so it cannot block or
-  corrupt it. A ``flock`` on the database file (invisible to SQLite's POSIX locks) makes a
+  takes no write lock and writes nothing next to the database, so it cannot block a commit or
+  corrupt it; under a fast writer it holds a read transaction so that the application's
+  checkpoints cannot restart the log before it is read (``_steer_mark``). A ``flock`` on the database file (invisible to SQLite's POSIX locks) makes a
   second service on the same database refuse to start.
 * A **chain** starts from a **base**: an ordinary epoch of the asset made by
   ``epoch.backup_epoch`` (any epoch the epoch API makes, full or incremental), taken
@@ -343,6 +344,7 @@ class Service:
         # The log held from before its position is read until the copy has its own snapshot (and past it, by
         # ``_steer_mark``): a writer cannot restart it twice and overwrite frames the chain needs.
         self._take_mark()
+        read_before = self.stats["read_bytes"]
         before = self._position_now()
         if before is None:
             self._release_mark()
@@ -388,6 +390,12 @@ class Service:
             self.chain = None
             self._release_mark()
             raise outcome.get("error") or gap
+        # The copy is done: the log is let go, as after any hold (the application's checkpoints restart it); when
+        # the writer was fast during the copy, the next polls come every 2 ms until the restart is followed.
+        moved = (self.stats["read_bytes"] - read_before) // (wal.FRAME_HEADER_SIZE + (self.read_pos.page_size or 1))
+        self._release_mark()
+        self.fast = 0 < int(self.config["hold_frames"]) <= moved
+        self.released_salt = self.read_pos.salt
         manifest = outcome["manifest"]
         base = self.repository.get_bytes(self.node, manifest.epoch, "manifest.json")
         self.chain.epoch = manifest.epoch

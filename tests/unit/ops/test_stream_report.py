@@ -31,8 +31,16 @@ def _service(tmp_path, pending=None, copier_status=None):
         lock=threading.Lock(),
         node="node1",
         name="app-db",
-        stats={"segments": 3, "bytes": 100, "resets": 0, "errors": 2, "last_commit": 5.0, "bases": 1,
-               "read_bytes": 8240, "holds": 4},  # fmt: skip
+        stats={
+            "segments": 3,
+            "bytes": 100,
+            "resets": 0,
+            "errors": 2,
+            "last_commit": 5.0,
+            "bases": 1,
+            "read_bytes": 8240,
+            "holds": 4,
+        },
         copier=types.SimpleNamespace(status=copier_status) if copier_status is not None else None,
     )
 
