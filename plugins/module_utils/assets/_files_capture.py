@@ -15,6 +15,7 @@ import hashlib
 import json
 import operator
 import os
+import re
 import stat
 import time
 import uuid
@@ -35,6 +36,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.assets._files_cont
     stat_stable,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets._files_index import (
+    _FILE_MARK,
     DEFAULT_STATE_DIR,
     INDEX_FORMAT,
     LIST_LIMIT,
@@ -92,6 +94,17 @@ _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXE
 
 
 _BY_NAME = operator.attrgetter("name")
+
+
+#: a packed file's line as this version writes it (compact, sorted keys): object, offset, sealed facts, content SHA-256
+_PACKED_LINE = re.compile(
+    r'"object":"([0-9a-f]+)","offset":([0-9]+),"path":"(?:[^"\\]+|\\.)*",'
+    r'"sealed_sha256":"([0-9a-f]+)","sealed_size":([0-9]+),"sha256":"([0-9a-f]{64})","size":[0-9]+,"type":"file",'
+)
+
+
+#: lines of the cached index read at a time by _load_packed (bytes, about)
+_LOAD_CHUNK = 4 << 20
 
 
 class _TreeCapture:
@@ -187,22 +200,45 @@ class _TreeCapture:
                     os.unlink(path)
 
     def _load_packed(self) -> None:
-        """Record the pieces of the cached index: where its packed contents are, and every piece's sealed facts."""
+        """Record the pieces of the cached index: where its packed contents are, and every piece's sealed facts.
+
+        The cache's lines are matched by one regular expression, a few MiB of lines at a time (no JSON object
+        per line): compact lines with sorted keys, as this version writes them. A line it does not match (an
+        older writer's layout) is parsed as JSON. Either way only the facts are taken; a content not found
+        here is packed again, never misplaced."""
         self.base_loaded = True
         if self.base_path is None:
             return
         shared: dict[str, str] = {}  # one string per piece name and checksum, not one per file
-        _header, entries = read_index(self.base_path, files_only=True)
-        for entry in entries:
-            name = entry.get("object")
-            if name:
-                name = shared.setdefault(name, name)
-                sealed = shared.setdefault(entry["sealed_sha256"], str(entry["sealed_sha256"]))
-                with self.writer.lock:
-                    self.writer.known.setdefault(name, (int(entry["sealed_size"]), sealed))
-                if "offset" in entry:
-                    place = (name, int(entry["offset"]), int(entry["sealed_size"]), sealed)
-                    self.packed.put(entry["sha256"], place)
+        known: dict[str, tuple[int, str]] = {}
+        put = self.packed.put
+        with open(self.base_path, encoding="utf-8") as handle:
+            handle.readline()  # the header (checked by load_base)
+            while True:
+                lines = handle.readlines(_LOAD_CHUNK)
+                if not lines:
+                    break
+                for line in lines:
+                    if _FILE_MARK not in line:
+                        continue
+                    found = _PACKED_LINE.search(line)
+                    if found is not None:
+                        name, offset, sealed, size, digest = found.groups()
+                    else:
+                        entry = json.loads(line)
+                        name, sealed, size = entry.get("object"), entry.get("sealed_sha256"), entry.get("sealed_size")
+                        offset, digest = entry.get("offset"), entry.get("sha256")
+                        if not name:
+                            continue
+                    facts = known.get(name)
+                    if facts is None:
+                        name = shared.setdefault(name, name)
+                        facts = known[name] = (int(size), shared.setdefault(sealed, str(sealed)))
+                    if offset is not None:
+                        put(digest, (name, int(offset), facts[0], facts[1]))
+        with self.writer.lock:
+            for name, facts in known.items():
+                self.writer.known.setdefault(name, facts)
 
     def _cached(self, rel: str) -> tuple[dict[str, Any] | None, str]:
         """The cached entry of the file ``rel`` and its line, read in step with the walk (paths come in walk order)."""

@@ -169,9 +169,11 @@ class TestFullAndIncremental:
         (store / "d").write_bytes(same)  # a new path with a content stored as its own object: reused
         (store / "e").write_bytes(b"packed once")
         (store / "f").write_bytes(b"packed once")  # the same content twice in one pack: stored once
+        odd = 'odd "quoted" \\ name'  # its index line escapes quotes and backslashes
+        (store / odd).write_bytes(os.urandom(2000))
         second = node.backup([asset])
         work = second.artifacts[0].source["objects"]
-        assert work["new_objects"] == work["new_packs"] == 1 and work["packed_files"] == 2
+        assert work["new_objects"] == work["new_packs"] == 1 and work["packed_files"] == 3
         entries = {e["path"]: e for e in index_entries(node, second.epoch)}
         assert "offset" not in entries["a"] and "offset" not in entries["d"] and "offset" in entries["c"]
         assert entries["e"]["offset"] == entries["f"]["offset"] and entries["e"]["object"] == entries["c"]["object"]
@@ -179,10 +181,11 @@ class TestFullAndIncremental:
 
         time.sleep(0.05)
         os.rename(store / "c", store / "c2")  # moved: its content is in a pack of the cache, nothing new
+        os.rename(store / odd, store / 'moved ","sealed_sha256":"00","sealed_size":1,"sha256":"')
         (store / "g").write_bytes(b"packed once")
         third = node.backup([asset])
         work = third.artifacts[0].source["objects"]
-        assert work["new_objects"] == 0 and work["read"] == 2 and work["reused_objects"] == 2
+        assert work["new_objects"] == 0 and work["read"] == 3 and work["reused_objects"] == 3
         expected[third.epoch] = store_tools.meta(store)
 
         for epoch, meta in expected.items():

@@ -10,6 +10,8 @@ directory repository, through the epoch flow (``epochs`` fixture).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import socket
 from pathlib import Path
@@ -18,7 +20,12 @@ import pytest
 from tree_helpers import make_tree, snapshot
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets import _files_capture as capture
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets import _files_index
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets._files_content import encode_entry
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets.base import RunContext
+from ansible_collections.nodekeep.backup.plugins.module_utils.assets.registry import asset_type
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import CaptureError
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.repository import LocalRepository
 
 
 def files_asset(root, state, **options) -> dict:
@@ -145,3 +152,54 @@ def test_a_sparse_file_keeps_its_holes(epochs, tmp_path):
     assert restored.read_bytes() == (root / "disk.img").read_bytes()
     assert restored.stat().st_blocks * 512 < 1 << 20  # the holes are holes again, not 8 MiB of zeros
     assert Path(restored).stat().st_size == 8 << 20
+
+
+def packed_entry(path: str, content: bytes, pack: str, offset: int) -> dict:
+    return {
+        "path": path,
+        "type": "file",
+        "mode": 0o644,
+        "uid": 0,
+        "gid": 0,
+        "mtime_ns": 1,
+        "ctime_ns": 2,
+        "ino": 3,
+        "size": len(content),
+        "sha256": hashlib.sha256(content).hexdigest(),
+        "object": pack,
+        "offset": offset,
+        "sealed_size": 4096,
+        "sealed_sha256": "ab" * 32,
+    }
+
+
+def test_the_cached_packed_contents_are_found_whatever_the_names_and_the_line_layout(tmp_path):
+    """Every packed file of the cache is found by its content: lines as this version writes them (matched
+    without JSON, names with quotes, backslashes and the line's own key names in them), a line with its keys in
+    another order (parsed as JSON), and a file stored as its own object (not packed, its piece still known)."""
+    pack, other = "1" * 64, "2" * 64
+    odd = 'a "quoted" \\ name ","sealed_sha256":"00","sealed_size":1,"sha256":"'
+    entries = [
+        packed_entry("plain", b"one", pack, 0),
+        packed_entry(odd, b"two", pack, 3),
+        packed_entry("é/ü", b"three", other, 0),
+    ]
+    unsorted = packed_entry("unsorted", b"four", other, 5)
+    whole = dict(packed_entry("whole", b"five", "3" * 64, 0), sealed_size=77)
+    del whole["offset"]
+    cache = tmp_path / "index.jsonl"
+    with open(cache, "w", encoding="utf-8") as out:
+        out.write(json.dumps({"format": _files_index.INDEX_FORMAT}) + "\n")
+        out.write(encode_entry({"path": ".", "type": "dir", "mode": 0o755, "uid": 0, "gid": 0, "mtime_ns": 1}) + "\n")
+        out.writelines(encode_entry(entry) + "\n" for entry in entries)
+        out.write(json.dumps(unsorted, separators=(",", ":")) + "\n")  # compact, keys in another order
+        out.write(encode_entry(whole) + "\n")
+    context = RunContext(LocalRepository(str(tmp_path / "repo")), "node1", "20260101T000000Z", str(tmp_path))
+    asset = {"name": "da", "type": "files", "path": str(tmp_path), "state_dir": str(tmp_path / "state")}
+    walk = capture._TreeCapture(asset_type("files"), asset, str(tmp_path), str(tmp_path), context)
+    walk.base_path = str(cache)
+    walk._load_packed()
+    for entry in [*entries, unsorted]:
+        assert walk.packed.get(entry["sha256"]) == (entry["object"], entry["offset"], 4096, "ab" * 32), entry
+    assert walk.packed.get(whole["sha256"]) is None and len(walk.packed) == 4
+    assert walk.writer.known == {pack: (4096, "ab" * 32), other: (4096, "ab" * 32), "3" * 64: (77, "ab" * 32)}
