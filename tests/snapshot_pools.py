@@ -113,7 +113,8 @@ def zfs_pool(tmp_path_factory):
                     pytest.fail("zfs-fuse did not come up within 20 s")
                 time.sleep(0.2)
             started_pid = int(pidfile.read_text().strip())
-    name = "nk%d" % os.getpid()
+    # one pool per fixture instance: a run collecting tests/unit and tests/integration/snapshots sets up both
+    name = "nk%d_%d" % (os.getpid(), next(_COUNTER))
     image = base / "pool.img"
     mountpoint = base / "mnt"
     with open(image, "wb") as handle:

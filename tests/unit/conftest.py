@@ -1,12 +1,16 @@
-"""Fixtures of the seal tests, on the session's ``age_key`` (tests/conftest.py).
+"""Fixtures of the unit tests.
 
 ``recipients`` / ``identities`` (module)
     ``seal.load_recipients`` of the key's recipient, ``seal.load_identities`` of its identity file.
 ``epochs``
     an ``Epochs``: ``backup(assets, **options)`` runs ``backup_epoch`` of node1 into the ``repository`` fixture
     (epochs named a second apart from 2026-12-07T00:00:00Z, in order: no epoch waits for the next second),
-    ``restore(manifest)`` runs ``restore_epoch`` into a fresh staging directory and returns it, ``restored(staging,
-    path)`` is where a source path lands under it.
+    ``restore(manifest, staging=None)`` runs ``restore_epoch`` into ``staging`` (default: a fresh directory) and
+    returns it (its result in ``epochs.report``), ``restored(staging, path)`` is where a source path lands under it.
+``zfs_pool`` / ``zfs_dataset``, ``btrfs_fs`` / ``btrfs_volume``
+    real zfs-fuse (a pool on an image file) and btrfs (a loop device) for the snapshot/ and zfs/btrfs asset
+    tests, made and torn down by tests/snapshot_pools.py, the same fixtures as tests/integration/snapshots
+    (defined once here: a session pool defined in two conftests would be made twice under one name).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from snapshot_pools import btrfs_fs, btrfs_volume, zfs_dataset, zfs_pool  # noqa: F401 - fixtures
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops import epoch as flow
@@ -45,12 +50,18 @@ class Epochs:
             [self.age_key.recipient], self.signing_key.key, now=self.START + self.made, **options,
         )  # fmt: skip
 
-    def restore(self, manifest, **options) -> Path:
+    def restore(self, manifest, staging: Path | None = None, **options) -> Path:
         self.restores += 1
-        staging = self.tmp / ("restore-%d" % self.restores)
+        staging = staging or self.tmp / ("restore-%d" % self.restores)
         identities = seal.load_identities([self.age_key.identity])
-        flow.restore_epoch(
-            self.repository, self.NODE, manifest.epoch, self.signing_key.public_line, identities, str(staging), **options
+        self.report = flow.restore_epoch(
+            self.repository,
+            self.NODE,
+            manifest.epoch,
+            self.signing_key.public_line,
+            identities,
+            str(staging),
+            **options,
         )
         return staging
 
