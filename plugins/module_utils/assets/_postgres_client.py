@@ -163,7 +163,8 @@ def explain(stderr: str, settings: dict[str, Any], what: str) -> tuple[str, str]
             "%s: the server cannot be reached: %s" % (what, text),
             "start PostgreSQL or fix host/port (a unix socket directory or a hostname) of the asset",
         )
-    return ("%s failed: %s" % (what, text), "see the message; nothing was written for database %s" % database)
+    written = "; nothing was written for database %s" % database if database else ""
+    return ("%s failed: %s" % (what, text), "see the message" + written)
 
 
 def run(settings: dict[str, Any], argv: list[str], what: str, error=CaptureError, stdin=None, input_bytes=None) -> str:

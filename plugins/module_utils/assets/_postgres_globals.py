@@ -247,6 +247,11 @@ def missing_tablespaces(settings: dict[str, Any], path: str) -> list[str]:
     their directory belongs to the host)."""
     with open(path, "rb") as handle:
         wanted = plan_globals(handle.read().decode("utf-8"), set(), set(), path)["tablespaces"]
+    return absent_tablespaces(settings, wanted)
+
+
+def absent_tablespaces(settings: dict[str, Any], wanted: list[str]) -> list[str]:
+    """The tablespaces of ``wanted`` that the target cluster lacks (in their order)."""
     if not wanted:
         return []
     maintenance = settings.get("maintenance_database") or "postgres"

@@ -333,6 +333,24 @@ def archive_facts(listing: str) -> dict[str, Any]:
     return facts
 
 
+_DEFAULT_TABLESPACE_RE = re.compile(r"^SET default_tablespace = (%s);$" % _IDENT)
+
+
+def dump_tablespaces(settings: dict[str, Any], dump_path: str) -> list[str]:
+    """The tablespaces the dump's objects are created in (``SET default_tablespace`` in its schema), in order."""
+    local = dict(settings, exec_prefix=[], become_user=None)
+    argv = [_client.tool(local, "pg_restore"), "--schema-only", "--file=-"]
+    with open(dump_path, "rb") as stream:
+        schema = _client.run(local, argv, "reading the tablespaces of %s" % dump_path, RestoreError, stream)
+    found: list[str] = []
+    for line in schema.splitlines():
+        match = _DEFAULT_TABLESPACE_RE.match(line)
+        name = _globals.unquote(match.group(1)) if match and match.group(1) != "''" else ""  # '': the default
+        if name and name not in found:
+            found.append(name)
+    return found
+
+
 def dump_row_counts(settings: dict[str, Any], dump_path: str) -> dict[str, int]:
     """Rows per table in the dump's data (``pg_restore --data-only -f -``; one COPY line is one row)."""
     local = dict(settings, exec_prefix=[], become_user=None)
@@ -472,8 +490,12 @@ def load_into_database(
                 "user or become_user) with the epoch's globals to keep them, or choose with restore_options"
                 % (label, database, extra["privileges"])
             )
-        # a tablespace the cluster lacks would fail the load: its objects go to the default one, said loudly
-        missing = _globals.missing_tablespaces(settings, str(globals_path)) if globals_path else []
+        # a tablespace the cluster lacks would fail the load: its objects go to the default one, said loudly (the
+        # tablespaces the globals create, or without globals those the dump's objects are created in)
+        if globals_path:
+            missing = _globals.missing_tablespaces(settings, str(globals_path))
+        else:
+            missing = _globals.absent_tablespaces(settings, dump_tablespaces(settings, dump_path))
         if missing:
             options = options + ["--no-tablespaces"]
             extra["tablespaces_not_created"] = missing

@@ -118,6 +118,11 @@ def test_errors_are_explained_with_a_remedy(stderr, problem, remedy):
     assert problem in found_problem and remedy in found_remedy
 
 
+def test_an_unexplained_failure_names_the_database_only_when_there_is_one():
+    _problem, remedy = client.explain("pg_restore: error: something", {}, "pg_restore into shop_check")
+    assert remedy == "see the message" and "None" not in remedy
+
+
 def test_an_explained_message_is_bounded():
     problem, _remedy = client.explain("x" * 100000, {}, "pg_dump")
     assert len(problem) < 700
