@@ -276,6 +276,8 @@ def phase(
         end_bytes = tree_size(work / "repo") if kind == "nodekeep" else tree_size(replica)
         if kind == "nodekeep":
             result["service"] = service_counters(work)
+            # bases counted in the repository too (a service without the counter, an older engine)
+            result["service"].setdefault("bases", len(repository.complete_epochs("bench")))
         result["bytes_added"] = end_bytes - start_bytes
         result["bytes_per_hour"] = int((end_bytes - start_bytes) * 3600 / seconds)
     if sampler:
@@ -351,9 +353,11 @@ def report(results: list, args) -> None:
             line += "; replicator CPU %.3f s/s" % r["cpu_per_s"]
         service = r.get("service")
         if service:
-            line += "; resets %.1f/s, bases %.1f/s, holds %.1f/s, WAL read %.1f MiB/s" % (
+            line += "; resets %.1f/s, bases %.1f/s, holds %s/s, WAL read %s MiB/s" % (
                 service.get("resets", 0) / seconds, service.get("bases", 0) / seconds,
-                service.get("holds", 0) / seconds, service.get("wal_read_bytes", 0) / seconds / (1 << 20))
+                "%.1f" % (service["holds"] / seconds) if "holds" in service else "-",
+                "%.1f" % (service["wal_read_bytes"] / seconds / (1 << 20)) if "wal_read_bytes" in service else "-",
+            )  # fmt: skip
         print(line)
 
 

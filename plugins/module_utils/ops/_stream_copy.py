@@ -10,11 +10,15 @@ from __future__ import absolute_import, annotations, division, print_function
 
 __metaclass__ = type
 
+import json
+import os
 import sys
 import threading
 from typing import Any
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import NodekeepError
+from ansible_collections.nodekeep.backup.plugins.module_utils.core.fs import atomic_write
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops._stream_chain import _fault
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.replicate import copy_epoch
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.opener import open_repository
 from ansible_collections.nodekeep.backup.plugins.module_utils.storage.segments import committed_segments, segment_names
@@ -41,6 +45,10 @@ class SegmentCopier(threading.Thread):
     gap, a new base) while a target was unreachable: its segments shipped during the outage are copied
     once the target answers, before the newer chains. Only a backlog past ``max_backlog`` abandons the
     chains pending then (they stay in the local repository; a new chain from a fresh base is copied).
+
+    The chains not yet copied whole to every target are kept in ``state_dir/stream-ASSET.copies.json``: a
+    service restarted (killed, a reboot) finishes the chains an earlier run left partly copied, oldest first,
+    each file once (what the target holds already is skipped).
     """
 
     def __init__(self, service) -> None:
@@ -52,11 +60,46 @@ class SegmentCopier(threading.Thread):
         self.chains: list[str] = []  # every chain the service shipped into since it started, oldest first
         self.finished: dict[str, set] = {}  # per target: older chains copied whole, or abandoned
         self.done: dict[tuple[str, str], set] = {}  # per (target, chain): segments copied
+        self.saving = threading.Lock()
+        self._load()
+
+    def _path(self) -> str:
+        state_dir = self.service.state_dir
+        return os.path.join(state_dir, "stream-%s.copies.json" % self.service.name) if state_dir else ""
+
+    def _load(self) -> None:
+        """The chains an earlier run left to copy (those still in the local repository)."""
+        path = self._path()
+        try:
+            with open(path, encoding="utf-8") as handle:
+                saved = json.load(handle)
+            chains = [str(epoch) for epoch in saved.get("chains") or []]
+            finished = {str(k): {str(e) for e in v} for k, v in (saved.get("finished") or {}).items()}
+        except (OSError, ValueError, AttributeError, TypeError):
+            return  # none yet (or unreadable: the chains of this run only, as before)
+        local = set(self.service.repository.complete_epochs(self.service.node))
+        self.chains = [epoch for epoch in chains if epoch in local]
+        self.finished = {name: done & set(self.chains) for name, done in finished.items()}
+
+    def _save(self) -> None:
+        """Keep the chains some target still lacks (called whenever that changes)."""
+        path = self._path()
+        if not path:
+            return
+        with self.saving:
+            names = [getattr(t, "name", "") or "copy%d" % (i + 1) for i, t in enumerate(self.service.targets)]
+            current = self.service.chain.epoch if self.service.chain is not None else ""
+            keep = [e for e in list(self.chains) if e == current or any(e not in self.finished.get(n, ()) for n in names)]
+            finished = {name: sorted(set(self.finished.get(name, ())) & set(keep)) for name in names}
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            text = json.dumps({"chains": keep, "finished": finished}) + "\n"
+            atomic_write(path, text, 0o600, "stream copy state")
 
     def add_chain(self, epoch: str) -> None:
         """The service started or resumed chain ``epoch`` (called from the service's thread)."""
         if epoch and epoch not in self.chains:
             self.chains.append(epoch)
+            self._save()
             self.wake.set()
 
     def stop(self) -> None:
@@ -109,6 +152,7 @@ class SegmentCopier(threading.Thread):
                 # The chains pending now stay in the local repository only; a new chain is copied instead.
                 state["abandoned"] = True
                 finished.update(pending)
+                self._save()
                 service.new_chain_wanted = "the S3 backlog for %s overflowed" % name
                 return
             if state["backlog"] > int(service.config["max_backlog"]):
@@ -123,6 +167,7 @@ class SegmentCopier(threading.Thread):
             if epoch != current:
                 finished.add(epoch)  # an older chain gets no new segment: it is copied whole
                 self.done.pop((name, epoch), None)
+                self._save()
         state.pop("error", None)
 
     def _done(self, name: str, epoch: str) -> set:
@@ -138,11 +183,15 @@ class SegmentCopier(threading.Thread):
         for segment in todo:
             if self.halt.is_set():
                 return
+            wrote = False
             for file_name in segment_names(service.name, *segment):
                 if file_name in present:
-                    continue
+                    continue  # copied by an earlier try or run: never written twice
                 data = source.get_bytes(node, epoch, file_name, limit=1 << 30)
                 with target.open_write(node, epoch, file_name) as sink:
                     sink.write(data)
+                wrote = True
             done.add(segment)
+            if wrote:
+                _fault("copied-segment")
             state["backlog"] -= sum(local.get(n, 0) for n in segment_names(service.name, *segment))

@@ -3,6 +3,7 @@ point-in-time restore read from that copy alone."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -186,3 +187,57 @@ def _chain_end(repository, epoch: str, signing_key) -> str:
     from ansible_collections.nodekeep.backup.plugins.module_utils.storage.segments import iso, load_chain
 
     return iso(load_chain(repository, "node1", epoch, "app-db", signing_key.public_line).end)
+
+
+def test_a_restarted_service_finishes_a_chain_an_earlier_run_left_partly_copied(
+    fresh_s3_server, tmp_path, repository, age_key, signing_key, child_env
+):
+    """Issue 15: an S3 outage leaves the first chain's tail local only, a new chain starts, the service stops.
+    The next run is killed by a fault point between two copied segments of that tail (the server back); the
+    run after it copies the rest: every segment of both chains on S3 once (one object version per file), locked."""
+    from ansible_collections.nodekeep.backup.plugins.module_utils.storage.segments import (
+        committed_segments,
+        segment_names,
+    )
+
+    server = fresh_s3_server
+    lab = StreamLab(tmp_path, repository, age_key, signing_key, child_env)
+    try:
+        writer, service, first, copy = _streaming_to(server, lab)
+        before = len(_copied(copy, first))
+        server.kill()  # the outage starts: the first chain's next segments stay local
+        for _round in range(2):
+            writer.commit(30)
+            lab.wait_caught_up(service)
+        writer = lab.replace_wal(writer, tmp_path)  # a new chain, still in the outage
+        second = lab.wait_chain(service, previous=first)
+        writer.commit(20)
+        lab.wait_caught_up(service)
+        lab.stop(service)
+        tail = committed_segments(repository.files("node1", first), "app-db")[before:]
+        assert len(tail) >= 2
+
+        targets = json.loads((tmp_path / "stream-0.json").read_text())["targets"]  # the first run's S3 copy
+        server.start()  # the outage ends; this run dies right after copying one more segment
+        assert len(_copied(copy, first)) == before
+        killed = lab.service({"NODEKEEP_STREAM_CRASH": "copied-segment:1"}, targets=targets)
+        killed.wait(timeout=WAIT)
+        assert killed.returncode == -9, lab.log(killed)
+        assert 0 < len(_copied(copy, first)) - before < len(tail)  # between two copied segments of the tail
+
+        service = lab.service(targets=targets)
+        lab.wait_metrics(
+            service, "both chains copied",
+            lambda: _copied(copy, first) == committed_segments(repository.files("node1", first), "app-db")
+            and _copied(copy, second) == committed_segments(repository.files("node1", second), "app-db"),
+        )  # fmt: skip
+        lab.stop(service)
+        for chain in (first, second):
+            versions: dict = {}
+            for entry in copy.locked_objects("node1", chain):
+                versions[entry["name"]] = versions.get(entry["name"], 0) + 1
+            files = [n for s in committed_segments(repository.files("node1", chain), "app-db")
+                     for n in segment_names("app-db", *s)]  # fmt: skip
+            assert files and all(versions.get(name) == 1 for name in files), (chain, versions)
+    finally:
+        lab.cleanup()
