@@ -96,6 +96,14 @@ _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXE
 _BY_NAME = operator.attrgetter("name")
 
 
+#: a directory's index line as encode_entry writes it, without its closing brace (and without xattrs)
+_DIR_LINE = '{"ctime_ns":%d,"gid":%d,"ino":%d,"mode":%d,"mtime_ns":%d,"path":%s,"type":"dir","uid":%d'
+
+
+#: a path as encode_entry writes it (a JSON string, ASCII)
+_json_string = json.encoder.encode_basestring_ascii
+
+
 #: a packed file's line as this version writes it (compact, sorted keys): object, offset, sealed facts, content SHA-256
 _PACKED_LINE = re.compile(
     r'"object":"([0-9a-f]+)","offset":([0-9]+),"path":"(?:[^"\\]+|\\.)*",'
@@ -130,9 +138,9 @@ class _TreeCapture:
         # The cached previous index is read in step with the walk (both are in walk order): memory does
         # not hold its entries, only ``packed`` (a small tuple per packed content) and the pieces' facts.
         self.base_path: str | None = None
-        self.cursor: Iterator[dict[str, Any]] | None = None
-        self.cursor_entry: dict[str, Any] | None = None
-        self.cursor_line = ""
+        self.cursor: Iterator[str] | None = None
+        self.cursor_entry: dict[str, Any] | None = None  # the cursor's line parsed (None: not yet, or the end)
+        self.cursor_line = ""  # "": the end of the cache
         self.cursor_key: list[str] = []
         self.verbatim: str | None = None  # the cached line of the unchanged file being emitted
         # (rel, cached entry, its line) looked up by _same_line and not used: _file takes it instead
@@ -249,14 +257,9 @@ class _TreeCapture:
             self.peeked = None
             if peeked[0] == rel:
                 return peeked[1], peeked[2]
-        if self.cursor is None:
-            # files and directories (an unchanged directory's line is written again as it is, _same_line)
-            self.cursor = read_index(self.base_path, files_only=True, lines=True, dirs=True)[1]
-            self._advance()
-            if self.cursor_key == ["."] and rel:
-                self._advance()  # the root's line comes first whatever the names (not looked up with include)
+        self._open_cursor(rel)
         key = rel.split("/") if rel else ["."]
-        while self.cursor_entry is not None:
+        while self._parse_cursor():
             if self.cursor_key == key:
                 found, line = self.cursor_entry, self.cursor_line
                 self._advance()
@@ -266,11 +269,27 @@ class _TreeCapture:
             self._advance()
         return None, ""
 
+    def _open_cursor(self, rel: str) -> None:
+        if self.cursor is None and self.base_path is not None:
+            # files and directories (an unchanged directory's line is written again as it is, _same_line)
+            self.cursor = read_index(self.base_path, files_only=True, dirs=True, raw=True)[1]
+            self._advance()
+            if self._parse_cursor() and self.cursor_key == ["."] and rel:
+                self._advance()  # the root's line comes first whatever the names (not looked up with include)
+
     def _advance(self) -> None:
-        line, entry = next(self.cursor, ("", None)) if self.cursor is not None else ("", None)
-        self.cursor_entry = entry
-        self.cursor_line = line
-        self.cursor_key = str(entry["path"]).split("/") if entry is not None else []
+        """Move to the next cached line (parsed only when it must be: ``_parse_cursor``)."""
+        self.cursor_line = next(self.cursor, "") if self.cursor is not None else ""
+        self.cursor_entry = None
+
+    def _parse_cursor(self) -> bool:
+        """Parse the cursor's line (False: the end of the cache)."""
+        if self.cursor_entry is None:
+            if not self.cursor_line:
+                return False
+            self.cursor_entry = json.loads(self.cursor_line)
+            self.cursor_key = str(self.cursor_entry["path"]).split("/")
+        return True
 
     # -- walking --
 
@@ -399,6 +418,25 @@ class _TreeCapture:
                 return None  # hard links and immutable files: _file
         elif not stat.S_ISDIR(mode):
             return None
+        elif rel:
+            # A directory whose line, made from its lstat, is the cached one (with or without xattrs, the
+            # last key): no JSON parsed either.
+            self.peeked = None  # an earlier entry's, not used
+            self._open_cursor(rel)
+            line = self.cursor_line
+            same = _DIR_LINE % (
+                info.st_ctime_ns,
+                info.st_gid,
+                info.st_ino,
+                stat.S_IMODE(mode),
+                info.st_mtime_ns,
+                _json_string(rel),
+                info.st_uid,
+            )
+            if line == same + "}\n" or (line.startswith(same + ',"xattrs":{') and line.endswith("}}\n")):
+                self._advance()
+                self.stats["directories"] += 1
+                return line
         cached, line = self._cached(rel)
         self.peeked = (rel, cached, line)
         if (

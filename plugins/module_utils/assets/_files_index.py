@@ -89,10 +89,10 @@ _DIR_MARK = '"type":"dir"'
 
 
 def read_index(
-    path: str, files_only: bool = False, lines: bool = False, dirs: bool = False
+    path: str, files_only: bool = False, lines: bool = False, dirs: bool = False, raw: bool = False
 ) -> tuple[dict[str, Any], Iterator[Any]]:
     """The header and an iterator of entries of a plaintext index file (``files_only``: regular files only,
-    with ``dirs`` directories too; ``lines``: ``(line, entry)`` pairs)."""
+    with ``dirs`` directories too; ``lines``: ``(line, entry)`` pairs; ``raw``: the lines only, not parsed)."""
     handle = open(path, encoding="utf-8")  # noqa: SIM115 - closed by the generator below
     try:
         header = json.loads(handle.readline() or "{}")
@@ -112,6 +112,6 @@ def read_index(
                 # Entries are written compact ("type":"file"; a path's own quotes are escaped): an
                 # incremental run parses only the files of its cache (half the lines of a DA store).
                 if line.strip() and (not files_only or _FILE_MARK in line or (dirs and _DIR_MARK in line)):
-                    yield (line, json.loads(line)) if lines else json.loads(line)
+                    yield line if raw else (line, json.loads(line)) if lines else json.loads(line)
 
     return header, entries()

@@ -431,14 +431,26 @@ class TestUnchangedEntries:
             asked.append(os.path.relpath(path, store) if isinstance(path, (str, os.PathLike)) else path)
             return real_listxattr(path, *args, **kwargs)
 
+        parsed = []
+        real_loads = json.loads
+
+        def counting_loads(text, *args, **kwargs):
+            if isinstance(text, str) and '"type":"dir"' in text:
+                parsed.append(real_loads(text)["path"])
+            return real_loads(text, *args, **kwargs)
+
         node.backup([files_asset(store)])
         monkeypatch.setattr(os, "listxattr", counting_listxattr)
+        monkeypatch.setattr(json, "loads", counting_loads)
         again = node.backup([files_asset(store)]).artifacts[0].source
         assert asked == [] and again["objects"]["read"] == 0 and again["entries"]["directories"] == 3
+        # their cached lines are compared as text with the line their lstat makes: not even parsed (the root's is)
+        assert parsed == ["."], parsed
         os.setxattr(store / "a" / "b", "user.new", b"set between the runs")
         third = node.backup([files_asset(store)])
         monkeypatch.undo()
         assert asked == ["a/b"], asked
+        assert parsed[1:] == [".", "a/b"], parsed  # the changed directory's line is parsed to compare it
         entries = {e["path"]: e for e in index_entries(node, third.epoch)}
         assert set(entries["a/b"]["xattrs"]) == {"user.new"} and set(entries["c"]["xattrs"]) == {"user.kept"}
         root = restored_root(node.restore(tmp_path / "r"))
