@@ -3,11 +3,11 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """One engine run in a fresh process, so that its peak RSS is its own.
 
-Usage: python _engine.py backup|restore CONFIG_JSON
+Usage: python _engine.py backup|restore|verify CONFIG_JSON
 
 Imports the collection's engine (plugins/module_utils) from the collections
 directory named in the config and runs ``epoch.backup_epoch`` or
-``epoch.restore_epoch`` once, exactly as the modules do. Prints one JSON line:
+``epoch.restore_epoch`` (or a deep ``epoch.verify_epoch``) once, exactly as the modules do. Prints one JSON line:
 the wall time of the call, the engine's peak RSS (getrusage RUSAGE_SELF
 ru_maxrss, every thread of this process, plus RUSAGE_CHILDREN ru_maxrss: the
 age CLI that encrypts, when installed, runs beside it), CPU times (both), and what
@@ -110,6 +110,36 @@ def restore(config: dict) -> dict:
     }
 
 
+def verify(config: dict) -> dict:
+    """A deep verify of one epoch; with ``proof``, the node's key records the signed integrity proof."""
+    from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal, signing
+    from ansible_collections.nodekeep.backup.plugins.module_utils.ops import epoch
+    from ansible_collections.nodekeep.backup.plugins.module_utils.storage.repository import LocalRepository
+
+    identities = seal.load_identities(identity_files=[config["identity_file"]])
+    repository = LocalRepository(config["repository"], create=False)
+    key = signing.load_private_key(config["signing_key"]) if config.get("proof") else None
+    began = time.monotonic()
+    report = epoch.verify_epoch(
+        repository,
+        config["node"],
+        config.get("epoch", "latest"),
+        config["public_key"],
+        deep=True,
+        identities=identities,
+        scratch_dir=config.get("scratch_dir"),
+        proof_key=key,
+    )
+    wall = time.monotonic() - began
+    artifact = report["artifacts"][0]
+    return {
+        "wall": round(wall, 4),
+        "ok": report["ok"],
+        "checks": artifact.get("checks"),
+        "proof": artifact.get("proof"),
+    }
+
+
 def main(argv) -> int:
     action, config = argv[0], json.loads(argv[1])
     sys.path.insert(0, config["collections"])
@@ -121,7 +151,7 @@ def main(argv) -> int:
         import _variants
 
         _variants.apply(config["variant"])
-    outcome = {"backup": backup, "restore": restore}[action](config)
+    outcome = {"backup": backup, "restore": restore, "verify": verify}[action](config)
     outcome["import_seconds"] = round(imported, 4)
     outcome.update(_rusage())
     print(json.dumps(outcome), flush=True)

@@ -58,8 +58,10 @@ options:
       - The node's signing key (Ed25519, the one O(public_key) belongs to; the agent role's
         C(nodekeep_signing_key_path)). With O(deep=true) and O(check=integrity), records a signed proof of each
         SQLite artifact's full C(PRAGMA integrity_check) that ran here (RV(artifacts[].proof)).
-      - A key that is not the node's is refused before anything is read. Only with one repository (no
-        O(targets), no O(subset)).
+      - A key that is not the node's is refused before anything is read. With O(targets) each copy gets its own
+        proof (its image was rebuilt from its own bytes), with O(subset) each epoch checked by this run. A
+        repository that refuses the write (read-only credentials) is reported in C(proof.error); the verified data
+        stays ok.
     type: path
   scratch_dir:
     description:
@@ -145,7 +147,8 @@ artifacts:
       C(sample), C(sample) (files restored and compared with the live tree); V(config) reports C(live)
       (V(same), V(differs), V(absent) or V(unreadable)).
     - C(proof) (with O(signing_key)) - C(file), the integrity proof recorded beside the manifest, and C(written),
-      false when an earlier run's proof was kept. C(checks.check_how) says what exactly ran.
+      false when an earlier run's proof was kept or the repository refused the write (then C(error) says why).
+      C(checks.check_how) says what exactly ran.
   returned: always
   type: list
   elements: dict
@@ -287,12 +290,8 @@ def main():
         ]
         for text in warnings:
             module.warn(text)
-        proof_key = None
-        if params["signing_key"] and not module.check_mode:
-            if params["targets"] or params["subset"]:
-                module.fail_json(msg="signing_key (integrity proofs) needs one repository: not with targets or subset")
-            proof_key = load_private_key(params["signing_key"])
         options = {
+            "proof_key": load_private_key(params["signing_key"]) if params["signing_key"] and not module.check_mode else None,
             "deep": params["deep"],
             "identities": identities,
             "scratch_dir": params["scratch_dir"],
@@ -320,10 +319,9 @@ def main():
                 params["epoch"],
                 params["public_key"],
                 artifacts=params["artifacts"] or None,
-                proof_key=proof_key,
                 **options,
             )
-        report["changed"] = any((entry.get("proof") or {}).get("written") for entry in report.get("artifacts") or [])
+        report["changed"] = _proofs_written(report)
         report["rollback"] = warnings
         report["stats"] = verify_stats(_checked(report), params["deep"], time.monotonic() - started)
         for text in report.get("asset_warnings") or []:
@@ -341,6 +339,16 @@ def main():
         return report
 
     run(module, tracked(params, "verify", action))
+
+
+def _proofs_written(report) -> bool:
+    """Whether this run recorded an integrity proof (in any copy, any epoch of a rolling subset)."""
+    entries = list(report.get("artifacts") or [])
+    for copy in report.get("copies") or []:
+        entries += copy.get("artifacts") or []
+        for epoch in copy.get("epochs") or []:
+            entries += epoch.get("results") or []
+    return any(isinstance(e, dict) and (e.get("proof") or {}).get("written") for e in entries)
 
 
 def _checked(report):

@@ -10,6 +10,7 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.assets import sqli
 from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import IntegrityError
 from ansible_collections.nodekeep.backup.plugins.module_utils.ops.epoch import backup_epoch
+from ansible_collections.nodekeep.backup.plugins.module_utils.ops.replicate import rolling_verify
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -206,3 +207,16 @@ def test_a_proof_key_that_is_not_the_nodes_is_refused_before_reading(node, live_
     with pytest.raises(IntegrityError) as shallow:
         node.verify(manifest.epoch, proof_key=node.signing_key.key)
     assert "deep" in shallow.value.message
+
+
+def test_a_rolling_deep_verify_records_a_proof_for_each_epoch_it_checks(tmp_path, node, live_db):
+    manifests = [node.backup([node.sqlite_asset(live_db.path, name="db", check="quick")]) for _ in range(2)]
+    identities = seal.load_identities([node.age_key.identity])
+    # one run of a cycle of one checks every epoch: each gets its proof
+    report = rolling_verify(
+        node.repository, "node1", node.public_line, 1, 1, deep=True, identities=identities, proof_key=node.signing_key.key
+    )
+    assert report["ok"], report
+    written = [r["proof"] for e in report["epochs"] for r in e["results"]]
+    assert written == [{"file": "db.proof.json", "written": True}] * 2, report
+    assert all((node.epoch_dir(m.epoch) / "db.proof.json").exists() for m in manifests)

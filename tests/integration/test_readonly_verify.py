@@ -55,3 +55,19 @@ def test_a_read_only_scratch_dir_given_explicitly_is_named_with_the_way_out(node
     with read_only(scratch), pytest.raises(NodekeepError) as caught:
         node.verify(deep=True, scratch_dir=str(scratch))
     clear_error(caught.value, str(scratch), "is not writable", "leave it unset")
+
+
+def test_a_proof_the_repository_refuses_is_reported_and_the_data_still_verifies(node, repository, tmp_path):
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE t (x)")
+        conn.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(500)])
+    conn.close()
+    manifest = node.backup([node.sqlite_asset(db, check="quick")])
+    with read_only(repository.root):
+        report = node.verify(deep=True, proof_key=node.signing_key.key)
+    (artifact,) = report["artifacts"]
+    assert report["ok"] is True and artifact["checks"]["integrity"] == "ok", report
+    proof = artifact["proof"]
+    assert proof["file"] == "app-db.proof.json" and proof["written"] is False and proof["error"], proof
+    assert not (node.epoch_dir(manifest.epoch) / "app-db.proof.json").exists()

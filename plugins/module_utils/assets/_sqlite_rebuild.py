@@ -14,6 +14,8 @@ import hashlib
 import heapq
 import json
 import os
+import queue
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -167,7 +169,43 @@ class _FileOrderDigest:
         return self.digest.hexdigest() if self.next == page_count + 1 and not self.ahead else None
 
 
-def _write_runs(fd: int, page_size: int, by_pack, number: int, future: Future, packs, digest: _FileOrderDigest) -> int:
+class _DigestThread(threading.Thread):
+    """Feeds a ``_FileOrderDigest`` beside the writer: the pack just written is hashed while the next one is
+    written (SHA-256 and ``pwrite`` both release the GIL). One pack waits at most; an error of the digest (a
+    short read back) is raised in the writer's thread by ``feed`` or ``finish``."""
+
+    def __init__(self, digest: _FileOrderDigest) -> None:
+        super().__init__(name="nodekeep-rebuild-digest", daemon=True)
+        self.digest = digest
+        self.packs: queue.Queue = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        while True:
+            item = self.packs.get()
+            if item is None:
+                return
+            if self.error is None:  # after an error: drain, so the writer never blocks
+                try:
+                    self.digest.pack(*item)
+                except BaseException as exc:  # noqa: BLE001 - raised in the writer's thread
+                    self.error = exc
+
+    def feed(self, buffer, runs: list[tuple[int, int, int]]) -> None:
+        if self.error is not None:
+            raise self.error
+        self.packs.put((buffer, runs))
+
+    def finish(self) -> None:
+        """Wait for every pack fed; raise the digest's error, if any."""
+        if self.is_alive():
+            self.packs.put(None)
+            self.join()
+        if self.error is not None:
+            raise self.error
+
+
+def _write_runs(fd: int, page_size: int, by_pack, number: int, future: Future, packs, digest: _DigestThread) -> int:
     """Write every run of pack ``number`` (its plaintext from ``future``) at its place, in file order, and feed
     the file's digest; the pack's sealed size."""
     buffer = future.result()
@@ -177,7 +215,7 @@ def _write_runs(fd: int, page_size: int, by_pack, number: int, future: Future, p
             written = os.pwrite(fd, part, (first - 1) * page_size)
             if written != len(part):
                 raise RestoreError("a short write while rebuilding the database", "check the free space and retry")
-    digest.pack(buffer, by_pack[number])
+    digest.feed(buffer, by_pack[number])
     return packs[number]["sealed_size"]
 
 
@@ -209,19 +247,25 @@ def rebuild_database(map_path: str, fd: int, path: str, repository, node: str, i
             )
         digest = _FileOrderDigest(reader, page_size, HOLD_PACKS * _pieces.PACK_SIZE)
         # Packs are unsealed (age, zstd, their checks) by a few threads while this one writes the finished ones
-        # and hashes them; at most workers + 1 packs are in memory.
+        # and the digest thread hashes the written ones; at most workers + 3 packs are in memory (plus those
+        # the digest holds).
+        hasher = _DigestThread(digest)
+        hasher.start()
         pending: deque[tuple[int, Future]] = deque()
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nodekeep-unseal") as pool:
-            try:
-                for number in wanted:
-                    pending.append((number, pool.submit(unseal, packs[number])))
-                    if len(pending) > workers:
-                        read_bytes += _write_runs(fd, page_size, by_pack, *pending.popleft(), packs, digest)
-                while pending:
-                    read_bytes += _write_runs(fd, page_size, by_pack, *pending.popleft(), packs, digest)
-            finally:
-                for _number, future in pending:
-                    future.cancel()
+        try:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nodekeep-unseal") as pool:
+                try:
+                    for number in wanted:
+                        pending.append((number, pool.submit(unseal, packs[number])))
+                        if len(pending) > workers:
+                            read_bytes += _write_runs(fd, page_size, by_pack, *pending.popleft(), packs, hasher)
+                    while pending:
+                        read_bytes += _write_runs(fd, page_size, by_pack, *pending.popleft(), packs, hasher)
+                finally:
+                    for _number, future in pending:
+                        future.cancel()
+        finally:
+            hasher.finish()
         found = digest.hexdigest(int(header["page_count"]))
     finally:
         os.close(reader)

@@ -400,9 +400,7 @@ def _verify_artifact(
             entry.update(_deep_check(repository, node, epoch, artifact, identities, scratch, check))
             checks = entry["checks"]
             if proof_key is not None and _ran_full_check(artifact, checks, check):
-                entry["proof"] = proofs.write_proof(
-                    repository, node, epoch, artifact, str(checks.get("check_how") or "PRAGMA integrity_check"), proof_key
-                )
+                entry["proof"] = _record_proof(repository, node, epoch, artifact, checks, proof_key)
         else:
             # The cheap checksum pass: only hash the sealed bytes.
             with repository.open_read(node, epoch, artifact.file) as stream:
@@ -422,6 +420,16 @@ def _verify_artifact(
         entry["error"] = exc.message
     entry["seconds"] = round(time.monotonic() - began, 3)
     return entry
+
+
+def _record_proof(repository, node, epoch, artifact: Artifact, checks: dict[str, Any], proof_key) -> dict[str, Any]:
+    """The signed proof of the full check that just passed; a repository that refuses it (read-only credentials)
+    is reported beside the proof, it does not make the verified data fail."""
+    how = str(checks.get("check_how") or "PRAGMA integrity_check")
+    try:
+        return proofs.write_proof(repository, node, epoch, artifact, how, proof_key)
+    except NodekeepError as exc:
+        return {"file": proofs.proof_name(artifact), "written": False, "error": exc.message}
 
 
 def _ran_full_check(artifact: Artifact, checks: dict[str, Any], check: str) -> bool:

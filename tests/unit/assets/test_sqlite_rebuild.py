@@ -115,3 +115,35 @@ def test_a_gap_leaves_no_digest(tmp_path):
         assert digest.hexdigest(3) is None  # page 2 never came: no digest, so no restore is proven
     finally:
         os.close(fd)
+
+
+def test_the_digest_thread_hashes_beside_the_writer_and_raises_a_read_back_error_in_its_thread(tmp_path):
+    pages = [os.urandom(PAGE) for _page in range(4)]
+    target = tmp_path / "db"
+    target.write_bytes(b"".join(pages))
+    fd = os.open(target, os.O_RDONLY)
+    try:
+        hasher = rebuild._DigestThread(rebuild._FileOrderDigest(fd, PAGE, 0))
+        hasher.start()
+        hasher.feed(bytearray(b"".join(pages[2:])), [(3, 2, 0)])  # ahead: read back from the file later
+        hasher.feed(bytearray(b"".join(pages[:2])), [(1, 2, 0)])
+        hasher.finish()
+        assert hasher.digest.hexdigest(4) == hashlib.sha256(target.read_bytes()).hexdigest()
+        assert not hasher.is_alive() and hasher.digest.read_back == 2 * PAGE
+        # the file is shorter than the pages written ahead say: the digest's error reaches the writer, and the
+        # writer's further packs never block on a thread that stopped hashing
+        os.truncate(target, 2 * PAGE)
+        broken = rebuild._DigestThread(rebuild._FileOrderDigest(fd, PAGE, 0))
+        broken.start()
+        broken.feed(bytearray(b"".join(pages[2:])), [(3, 2, 0)])
+        broken.feed(bytearray(b"".join(pages[:2])), [(1, 2, 0)])
+        with pytest.raises(NodekeepError) as raised:
+            for _more in range(4):
+                broken.feed(bytearray(PAGE), [(9, 1, 0)])
+            broken.finish()
+        assert "shorter than its page map" in raised.value.message
+        with pytest.raises(NodekeepError):
+            broken.finish()  # once stopped: the same error again, no hang
+        assert not broken.is_alive()
+    finally:
+        os.close(fd)
