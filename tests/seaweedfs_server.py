@@ -24,6 +24,9 @@ import boto3
 import pytest
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.s3_repository import S3Repository
+from ansible_collections.nodekeep.backup.plugins.module_utils.storage.s3_settings import S3Settings
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "seaweedfs.sh"
 
@@ -112,22 +115,8 @@ class SeaweedServer:
         )
 
     def repository(self, bucket: str, prefix: str = "", **options):
-        from ansible_collections.nodekeep.backup.plugins.module_utils.storage.s3_repository import S3Repository
-        from ansible_collections.nodekeep.backup.plugins.module_utils.storage.s3_settings import S3Settings
-
-        settings = {
-            "bucket": bucket,
-            "prefix": prefix,
-            "endpoint_url": self.endpoint,
-            "region": "us-east-1",
-            "access_key": self.access_key,
-            "secret_key": self.secret_key,
-            "path_style": True,
-            "retries": 1,
-            "part_size": "5M",
-        }
-        settings.update(options)
-        return S3Repository(S3Settings(**settings))
+        """An ``S3Repository`` with ``target``'s settings (a client of its own)."""
+        return S3Repository(S3Settings(**self.target(bucket, prefix, **options)))
 
     def target(self, bucket: str, prefix: str = "", **options) -> dict:
         """The same settings as a module's ``targets`` entry."""
