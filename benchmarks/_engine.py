@@ -81,13 +81,20 @@ def backup(config: dict) -> dict:
     }
 
 
-def restore(config: dict) -> dict:
+def _reader(config: dict):
+    """The age identities and the existing repository a restore or a deep verify reads."""
     from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal
-    from ansible_collections.nodekeep.backup.plugins.module_utils.ops import epoch
     from ansible_collections.nodekeep.backup.plugins.module_utils.storage.repository import LocalRepository
 
-    identities = seal.load_identities(identity_files=[config["identity_file"]])
-    repository = LocalRepository(config["repository"], create=False)
+    return seal.load_identities(identity_files=[config["identity_file"]]), LocalRepository(
+        config["repository"], create=False
+    )
+
+
+def restore(config: dict) -> dict:
+    from ansible_collections.nodekeep.backup.plugins.module_utils.ops import epoch
+
+    identities, repository = _reader(config)
     began = time.monotonic()
     result = epoch.restore_epoch(
         repository,
@@ -112,12 +119,10 @@ def restore(config: dict) -> dict:
 
 def verify(config: dict) -> dict:
     """A deep verify of one epoch; with ``proof``, the node's key records the signed integrity proof."""
-    from ansible_collections.nodekeep.backup.plugins.module_utils.core import seal, signing
+    from ansible_collections.nodekeep.backup.plugins.module_utils.core import signing
     from ansible_collections.nodekeep.backup.plugins.module_utils.ops import epoch
-    from ansible_collections.nodekeep.backup.plugins.module_utils.storage.repository import LocalRepository
 
-    identities = seal.load_identities(identity_files=[config["identity_file"]])
-    repository = LocalRepository(config["repository"], create=False)
+    identities, repository = _reader(config)
     key = signing.load_private_key(config["signing_key"]) if config.get("proof") else None
     began = time.monotonic()
     report = epoch.verify_epoch(

@@ -26,13 +26,17 @@ def read_only(directory):
         subprocess.run(["umount", directory], check=True)
 
 
-def test_deep_verify_of_a_read_only_repository_verifies_a_healthy_epoch(node, repository, tmp_path):
+def _small_db(tmp_path):
     db = tmp_path / "app.db"
     with sqlite3.connect(db) as conn:
         conn.execute("CREATE TABLE t (x)")
         conn.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(500)])
     conn.close()
-    manifest = node.backup([node.sqlite_asset(db)])
+    return db
+
+
+def test_deep_verify_of_a_read_only_repository_verifies_a_healthy_epoch(node, repository, tmp_path):
+    manifest = node.backup([node.sqlite_asset(_small_db(tmp_path))])
     root = repository.root
     with read_only(root):
         with pytest.raises(OSError):
@@ -58,12 +62,7 @@ def test_a_read_only_scratch_dir_given_explicitly_is_named_with_the_way_out(node
 
 
 def test_a_proof_the_repository_refuses_is_reported_and_the_data_still_verifies(node, repository, tmp_path):
-    db = tmp_path / "app.db"
-    with sqlite3.connect(db) as conn:
-        conn.execute("CREATE TABLE t (x)")
-        conn.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(500)])
-    conn.close()
-    manifest = node.backup([node.sqlite_asset(db, check="quick")])
+    manifest = node.backup([node.sqlite_asset(_small_db(tmp_path), check="quick")])
     with read_only(repository.root):
         report = node.verify(deep=True, proof_key=node.signing_key.key)
     (artifact,) = report["artifacts"]
