@@ -343,7 +343,8 @@ class Service:
             return False
         # The log held from before its position is read until the copy has its own snapshot (and past it, by
         # ``_steer_mark``): a writer cannot restart it twice and overwrite frames the chain needs.
-        self._take_mark()
+        if int(self.config["hold_frames"]) > 0:
+            self._take_mark()
         read_before = self.stats["read_bytes"]
         before = self._position_now()
         if before is None:

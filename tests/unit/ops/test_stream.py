@@ -165,3 +165,40 @@ def test_the_command_line_refuses_a_bad_configuration_with_status_2(tmp_path, ca
     config.write_text(json.dumps({"node": NODE, "repository": str(tmp_path / "repo"), "asset": {"name": ASSET}}))
     assert stream.main(["--config", str(config)]) == 2
     assert "signing_key" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("hold_frames", [0, 1])
+def test_a_read_mark_is_held_only_while_the_log_moves_fast(wal_lab, hold_frames):
+    """The read transaction that holds a fast log (docs/replication.md, "Holding a fast log"): with
+    hold_frames 0 never taken, not even for the base; otherwise taken by a poll that reads hold_frames or
+    more: the application's checkpoint still copies the whole log, but the next commit cannot restart it.
+    Five polls without new frames let it go; the application's log then restarts as usual."""
+    app = wal_lab.writer()
+    service = wal_lab.service(hold_frames=hold_frames)
+    # (the wal-index is read through the service's own descriptor: closing another one in this process would
+    # drop the mark's POSIX lock)
+    wal_lab.step(service)  # the base: the mark is let go once it is copied
+    assert service.mark is None and service.stats["holds"] == (1 if hold_frames else 0)
+    app.commit(10)
+    wal_lab.step(service)
+    assert (service.mark is not None) == bool(hold_frames)
+    busy, frames, copied = (int(v) for v in app.checkpoint("PASSIVE").split()[2].split(","))
+    assert busy == 0 and copied == frames
+    before = service._index()
+    app.commit(2)
+    after = service._index()
+    assert (after.salt == before.salt and after.mx_frame > before.mx_frame) == bool(hold_frames)  # held: no restart
+    for _poll in range(6):
+        wal_lab.step(service)
+    assert service.mark is None
+    busy, frames, copied = (int(v) for v in app.checkpoint("PASSIVE").split()[2].split(","))
+    before = service._index()
+    app.commit(3)
+    assert service._index().salt != before.salt  # let go: the log restarts
+    wal_lab.step(service)  # the restart followed
+    wal_lab.step(service)  # the new log read
+    _report, k = wal_lab.restore("latest")
+    assert k == app.count
+    # held, the log kept its frames and the restart was followed; without it the log of a few frames may be
+    # restarted over the last frame read (a gap and a new chain, never a silent one)
+    assert service.stats["resets"] == 0 or not hold_frames
