@@ -57,7 +57,7 @@ options:
     description:
       - The node's signing key (Ed25519, the one O(public_key) belongs to; the agent role's
         C(nodekeep_signing_key_path)). With O(deep=true) and O(check=integrity), records a signed proof of each
-        SQLite artifact's full C(PRAGMA integrity_check) that ran here (RV(artifacts[].proof)).
+        SQLite artifact's full C(PRAGMA integrity_check) that ran here (C(proof) in RV(artifacts)).
       - A key that is not the node's is refused before anything is read. With O(targets) each copy gets its own
         proof (its image was rebuilt from its own bytes), with O(subset) each epoch checked by this run. A
         repository that refuses the write (read-only credentials) is reported in C(proof.error); the verified data

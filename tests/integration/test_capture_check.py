@@ -180,7 +180,7 @@ def test_a_deep_verify_records_a_proof_that_a_restore_of_a_quick_capture_trusts(
 
 
 def test_a_proof_copied_from_another_epoch_is_not_trusted(tmp_path, node, live_db, two_cores):
-    manifests = [node.backup([node.sqlite_asset(live_db.path, name="db", check="quick")]) for _ in range(2)]
+    manifests = [node.backup([node.sqlite_asset(live_db.path, name="db", check="quick")]) for _number in range(2)]
     node.verify(manifests[0].epoch, deep=True, proof_key=node.signing_key.key)
     moved = node.epoch_dir(manifests[0].epoch) / "db.proof.json"
     (node.epoch_dir(manifests[1].epoch) / "db.proof.json").write_bytes(moved.read_bytes())
@@ -210,7 +210,7 @@ def test_a_proof_key_that_is_not_the_nodes_is_refused_before_reading(node, live_
 
 
 def test_a_rolling_deep_verify_records_a_proof_for_each_epoch_it_checks(tmp_path, node, live_db):
-    manifests = [node.backup([node.sqlite_asset(live_db.path, name="db", check="quick")]) for _ in range(2)]
+    manifests = [node.backup([node.sqlite_asset(live_db.path, name="db", check="quick")]) for _number in range(2)]
     identities = seal.load_identities([node.age_key.identity])
     # one run of a cycle of one checks every epoch: each gets its proof
     report = rolling_verify(
