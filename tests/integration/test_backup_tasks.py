@@ -77,9 +77,9 @@ def test_an_ordinary_backup_runs_within_the_task_budget_and_keeps_its_result(lab
     assert saved.name == "backup-%s.json" % result["epoch"]
     assert result["format"] == "nodekeep.last-backup/v1" and result["node"] == NODE and result["status"] == "ok"
     assert result["path"] == str(lab.base / "repository" / NODE / result["epoch"])
-    assert type(result["size"]) is int and result["size"] == sum(a["size"] for a in result["artifacts"]) > 0
-    assert type(result["stored_bytes"]) is int and result["stored_bytes"] > 0
-    assert type(result["duration"]) is float and result["check_mode"] is False
+    assert all(isinstance(result[key], int) and not isinstance(result[key], bool) for key in ("size", "stored_bytes"))
+    assert result["size"] == sum(a["size"] for a in result["artifacts"]) > 0 and result["stored_bytes"] > 0
+    assert isinstance(result["duration"], float) and result["check_mode"] is False
     assert result["copies"] == [] and result["pruned"] == {}
     assert result["repository"] == str(lab.base / "repository")
     assert result["manifest"]["size"] == result["size"]
