@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 # the pools and filesystems are shared with the unit tests of snapshot/ (tests/snapshot_pools.py)
-from snapshot_pools import btrfs_fs, btrfs_volume, zfs_dataset, zfs_pool  # noqa: F401 # pylint: disable=unused-import  (fixtures)
+from snapshot_pools import btrfs_fs, btrfs_volume, zfs_dataset, zfs_pool  # noqa: F401  # pylint: disable=unused-import
 
 
 @pytest.fixture
