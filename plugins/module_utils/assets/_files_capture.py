@@ -15,11 +15,9 @@ import hashlib
 import json
 import operator
 import os
-import re
 import stat
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets._files_content import (
@@ -36,12 +34,13 @@ from ansible_collections.nodekeep.backup.plugins.module_utils.assets._files_cont
     stat_stable,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets._files_index import (
-    _FILE_MARK,
     DEFAULT_STATE_DIR,
     INDEX_FORMAT,
     LIST_LIMIT,
+    IndexCursor,
     NodeState,
     key_id,
+    load_packed,
     object_name,
     read_index,
 )
@@ -104,17 +103,6 @@ _DIR_LINE = '{"ctime_ns":%d,"gid":%d,"ino":%d,"mode":%d,"mtime_ns":%d,"path":%s,
 _json_string = json.encoder.encode_basestring_ascii
 
 
-#: a packed file's line as this version writes it (compact, sorted keys): object, offset, sealed facts, content SHA-256
-_PACKED_LINE = re.compile(
-    r'"object":"([0-9a-f]+)","offset":([0-9]+),"path":"(?:[^"\\]+|\\.)*",'
-    r'"sealed_sha256":"([0-9a-f]+)","sealed_size":([0-9]+),"sha256":"([0-9a-f]{64})","size":[0-9]+,"type":"file",'
-)
-
-
-#: lines of the cached index read at a time by _load_packed (bytes, about)
-_LOAD_CHUNK = 4 << 20
-
-
 class _TreeCapture:
     """One backup of one files asset: walk, hash, upload new objects, write the index and the refs list."""
 
@@ -138,10 +126,7 @@ class _TreeCapture:
         # The cached previous index is read in step with the walk (both are in walk order): memory does
         # not hold its entries, only ``packed`` (a small tuple per packed content) and the pieces' facts.
         self.base_path: str | None = None
-        self.cursor: Iterator[str] | None = None
-        self.cursor_entry: dict[str, Any] | None = None  # the cursor's line parsed (None: not yet, or the end)
-        self.cursor_line = ""  # "": the end of the cache
-        self.cursor_key: list[str] = []
+        self.cursor: IndexCursor | None = None
         self.verbatim: str | None = None  # the cached line of the unchanged file being emitted
         # (rel, cached entry, its line) looked up by _same_line and not used: _file takes it instead
         self.peeked: tuple[str, dict[str, Any] | None, str] | None = None
@@ -208,42 +193,12 @@ class _TreeCapture:
                     os.unlink(path)
 
     def _load_packed(self) -> None:
-        """Record the pieces of the cached index: where its packed contents are, and every piece's sealed facts.
-
-        The cache's lines are matched by one regular expression, a few MiB of lines at a time (no JSON object
-        per line): compact lines with sorted keys, as this version writes them. A line it does not match (an
-        older writer's layout) is parsed as JSON. Either way only the facts are taken; a content not found
-        here is packed again, never misplaced."""
+        """Record the pieces of the cached index: where its packed contents are, and every piece's sealed facts
+        (``load_packed``)."""
         self.base_loaded = True
         if self.base_path is None:
             return
-        shared: dict[str, str] = {}  # one string per piece name and checksum, not one per file
-        known: dict[str, tuple[int, str]] = {}
-        put = self.packed.put
-        with open(self.base_path, encoding="utf-8") as handle:
-            handle.readline()  # the header (checked by load_base)
-            while True:
-                lines = handle.readlines(_LOAD_CHUNK)
-                if not lines:
-                    break
-                for line in lines:
-                    if _FILE_MARK not in line:
-                        continue
-                    found = _PACKED_LINE.search(line)
-                    if found is not None:
-                        name, offset, sealed, size, digest = found.groups()
-                    else:
-                        entry = json.loads(line)
-                        name, sealed, size = entry.get("object"), entry.get("sealed_sha256"), entry.get("sealed_size")
-                        offset, digest = entry.get("offset"), entry.get("sha256")
-                        if not name:
-                            continue
-                    facts = known.get(name)
-                    if facts is None:
-                        name = shared.setdefault(name, name)
-                        facts = known[name] = (int(size), shared.setdefault(sealed, str(sealed)))
-                    if offset is not None:
-                        put(digest, (name, int(offset), facts[0], facts[1]))
+        known = load_packed(self.base_path, self.packed.put)
         with self.writer.lock:
             for name, facts in known.items():
                 self.writer.known.setdefault(name, facts)
@@ -257,39 +212,12 @@ class _TreeCapture:
             self.peeked = None
             if peeked[0] == rel:
                 return peeked[1], peeked[2]
-        self._open_cursor(rel)
-        key = rel.split("/") if rel else ["."]
-        while self._parse_cursor():
-            if self.cursor_key == key:
-                found, line = self.cursor_entry, self.cursor_line
-                self._advance()
-                return found, line
-            if self.cursor_key > key:
-                return None, ""
-            self._advance()
-        return None, ""
+        return self._open_cursor(rel).find(rel)
 
-    def _open_cursor(self, rel: str) -> None:
-        if self.cursor is None and self.base_path is not None:
-            # files and directories (an unchanged directory's line is written again as it is, _same_line)
-            self.cursor = read_index(self.base_path, files_only=True, dirs=True, raw=True)[1]
-            self._advance()
-            if self._parse_cursor() and self.cursor_key == ["."] and rel:
-                self._advance()  # the root's line comes first whatever the names (not looked up with include)
-
-    def _advance(self) -> None:
-        """Move to the next cached line (parsed only when it must be: ``_parse_cursor``)."""
-        self.cursor_line = next(self.cursor, "") if self.cursor is not None else ""
-        self.cursor_entry = None
-
-    def _parse_cursor(self) -> bool:
-        """Parse the cursor's line (False: the end of the cache)."""
-        if self.cursor_entry is None:
-            if not self.cursor_line:
-                return False
-            self.cursor_entry = json.loads(self.cursor_line)
-            self.cursor_key = str(self.cursor_entry["path"]).split("/")
-        return True
+    def _open_cursor(self, rel: str) -> IndexCursor:
+        if self.cursor is None:
+            self.cursor = IndexCursor(str(self.base_path), rel)
+        return self.cursor
 
     # -- walking --
 
@@ -324,7 +252,7 @@ class _TreeCapture:
             finally:
                 self.builder.stop()
                 if self.cursor is not None:
-                    self.cursor.close()  # type: ignore[attr-defined]
+                    self.cursor.close()
         self.writer.recheck()  # every reused piece is still there (garbage collection may have run)
 
     def _visit(self, directory: str, rel_dir: str, selected: bool) -> None:
@@ -422,8 +350,8 @@ class _TreeCapture:
             # A directory whose line, made from its lstat, is the cached one (with or without xattrs, the
             # last key): no JSON parsed either.
             self.peeked = None  # an earlier entry's, not used
-            self._open_cursor(rel)
-            line = self.cursor_line
+            cursor = self._open_cursor(rel)
+            line = cursor.line
             same = _DIR_LINE % (
                 info.st_ctime_ns,
                 info.st_gid,
@@ -434,7 +362,7 @@ class _TreeCapture:
                 info.st_uid,
             )
             if line == same + "}\n" or (line.startswith(same + ',"xattrs":{') and line.endswith("}}\n")):
-                self._advance()
+                cursor.advance()
                 self.stats["directories"] += 1
                 return line
         cached, line = self._cached(rel)

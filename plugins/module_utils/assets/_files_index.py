@@ -2,7 +2,7 @@
 # Copyright: nodekeep.backup contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Private: the files asset's formats and node state (index and refs formats, object names, the per-node
-object-name key and cached indexes).
+object-name key and cached indexes, a cached index read back: its packed contents and a cursor in walk order).
 """
 
 from __future__ import absolute_import, annotations, division, print_function
@@ -17,8 +17,9 @@ __metaclass__ = type
 
 import json
 import os
+import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 INDEX_FORMAT = "nodekeep.files-index/v2"
@@ -115,3 +116,96 @@ def read_index(
                     yield line if raw else (line, json.loads(line)) if lines else json.loads(line)
 
     return header, entries()
+
+
+#: a packed file's line as this version writes it (compact, sorted keys): object, offset, sealed facts, content SHA-256
+_PACKED_LINE = re.compile(
+    r'"object":"([0-9a-f]+)","offset":([0-9]+),"path":"(?:[^"\\]+|\\.)*",'
+    r'"sealed_sha256":"([0-9a-f]+)","sealed_size":([0-9]+),"sha256":"([0-9a-f]{64})","size":[0-9]+,"type":"file",'
+)
+
+
+#: lines of a cached index read at a time by load_packed (bytes, about)
+_LOAD_CHUNK = 4 << 20
+
+
+def load_packed(path: str, put: Callable[[str, tuple[str, int, int, str]], None]) -> dict[str, tuple[int, str]]:
+    """Where the packed contents of the cached index ``path`` are (``put(content SHA-256, (piece, offset, sealed
+    size, sealed SHA-256))``), and every piece's sealed facts (returned: piece name -> (sealed size, SHA-256)).
+
+    The lines are matched by one regular expression, a few MiB of lines at a time (no JSON object per line):
+    compact lines with sorted keys, as this version writes them. A line it does not match (an older writer's
+    layout) is parsed as JSON. Either way only the facts are taken; a content not found here is packed again,
+    never misplaced."""
+    shared: dict[str, str] = {}  # one string per piece name and checksum, not one per file
+    known: dict[str, tuple[int, str]] = {}
+    with open(path, encoding="utf-8") as handle:
+        handle.readline()  # the header (checked by the caller)
+        while True:
+            lines = handle.readlines(_LOAD_CHUNK)
+            if not lines:
+                break
+            for line in lines:
+                if _FILE_MARK not in line:
+                    continue
+                found = _PACKED_LINE.search(line)
+                if found is not None:
+                    name, offset, sealed, size, digest = found.groups()
+                else:
+                    entry = json.loads(line)
+                    name, sealed, size = entry.get("object"), entry.get("sealed_sha256"), entry.get("sealed_size")
+                    offset, digest = entry.get("offset"), entry.get("sha256")
+                    if not name:
+                        continue
+                facts = known.get(name)
+                if facts is None:
+                    name = shared.setdefault(name, name)
+                    facts = known[name] = (int(size), shared.setdefault(sealed, str(sealed)))
+                if offset is not None:
+                    put(digest, (name, int(offset), facts[0], facts[1]))
+    return known
+
+
+class IndexCursor:
+    """A cached index's files and directories read in step with a walk (both in walk order): ``line`` is the
+    current raw line ("" at the end), parsed only when a lookup needs it."""
+
+    def __init__(self, path: str, rel: str) -> None:
+        # files and directories (an unchanged directory's line is written again as it is)
+        self.lines: Iterator[str] = read_index(path, files_only=True, dirs=True, raw=True)[1]
+        self.entry: dict[str, Any] | None = None  # ``line`` parsed (None: not yet, or the end)
+        self.line = ""
+        self.key: list[str] = []
+        self.advance()
+        if self.parse() and self.key == ["."] and rel:
+            self.advance()  # the root's line comes first whatever the names (not looked up with include)
+
+    def advance(self) -> None:
+        """Move to the next cached line (parsed only when it must be: ``parse``)."""
+        self.line = next(self.lines, "")
+        self.entry = None
+
+    def parse(self) -> bool:
+        """Parse the current line (False: the end of the cache)."""
+        if self.entry is None:
+            if not self.line:
+                return False
+            self.entry = json.loads(self.line)
+            self.key = str(self.entry["path"]).split("/")
+        return True
+
+    def find(self, rel: str) -> tuple[dict[str, Any] | None, str]:
+        """The cached entry of ``rel`` and its line, the cursor moved past it (None, "": not cached)."""
+        key = rel.split("/") if rel else ["."]
+        while self.parse():
+            if self.key == key:
+                found, line = self.entry, self.line
+                self.advance()
+                return found, line
+            if self.key > key:
+                return None, ""
+            self.advance()
+        return None, ""
+
+    def close(self) -> None:
+        self.lines.close()  # type: ignore[attr-defined]

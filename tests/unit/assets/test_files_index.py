@@ -1,5 +1,6 @@
 """assets/_files_index.py: the node's object-name key is private and stable, cached indexes are found newest first
-and saved 0600 whole (never a half-written cache), and an index file that is not a known format is refused."""
+and saved 0600 whole (never a half-written cache), an index file that is not a known format is refused, and a
+cached index is read back in walk order (the cursor) and for its packed contents whatever a line's layout."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import pytest
 
 from ansible_collections.nodekeep.backup.plugins.module_utils.assets._files_index import (
     INDEX_FORMAT,
+    IndexCursor,
     NodeState,
+    load_packed,
     read_index,
 )
 from ansible_collections.nodekeep.backup.plugins.module_utils.core.errors import IntegrityError
@@ -79,3 +82,50 @@ def test_an_unknown_index_is_refused(tmp_path, content, expected):
     path.write_text(content)
     with pytest.raises(IntegrityError, match=expected):
         read_index(str(path))
+
+
+def packed_line(path, name, offset, digest, key_order=False):
+    entry = {"object": name, "offset": offset, "path": path, "sealed_sha256": "ab" * 32, "sealed_size": 4096,
+             "sha256": digest, "size": 10, "type": "file"}
+    if key_order:
+        return json.dumps(dict(reversed(list(entry.items()))), separators=(",", ":"))  # compact, other key order
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"))
+
+
+def test_the_cursor_finds_entries_in_walk_order_and_never_goes_back(tmp_path):
+    path = tmp_path / "index.jsonl"
+    write_index(path, [
+        {"path": ".", "type": "dir", "mode": 493},
+        {"path": "a", "type": "dir", "mode": 493},
+        {"path": "a/x", "type": "file", "size": 1},
+        {"path": "a/y", "type": "symlink", "target": "x"},  # neither file nor dir: never seen by the cursor
+        {"path": "b", "type": "file", "size": 2},
+    ])
+    cursor = IndexCursor(str(path), "a")
+    assert cursor.find("a")[0]["type"] == "dir"  # the root's line was skipped, the walk starts below it
+    assert cursor.find("a/w") == (None, "")  # not cached: the cursor stays on a/x
+    entry, line = cursor.find("a/x")
+    assert entry["size"] == 1 and json.loads(line) == entry
+    assert cursor.find("a/y") == (None, "")  # a link is not read back (it is always read again)
+    assert cursor.find("b")[0]["size"] == 2
+    assert cursor.find("c") == (None, "") and cursor.line == ""
+    cursor.close()
+    root = IndexCursor(str(path), "")
+    assert root.find("")[0]["path"] == "."  # a walk from the root looks it up
+
+
+def test_packed_contents_are_read_back_whatever_the_layout_and_only_files_count(tmp_path):
+    path = tmp_path / "index.jsonl"
+    lines = [
+        json.dumps({"format": INDEX_FORMAT}),
+        packed_line('we"ird\\name', "p1", 0, "1" * 64),
+        packed_line("other", "p1", 10, "2" * 64, key_order=True),  # an older layout: parsed as JSON
+        json.dumps({"object": "big", "path": "large", "sealed_sha256": "cd" * 32, "sealed_size": 9, "sha256": "3" * 64,
+                    "size": 5, "type": "file"}, sort_keys=True, separators=(",", ":")),  # a piece of its own: its facts, no place in a pack
+        json.dumps({"path": "d", "type": "dir"}),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    placed = {}
+    known = load_packed(str(path), lambda digest, place: placed.__setitem__(digest, place))
+    assert placed == {"1" * 64: ("p1", 0, 4096, "ab" * 32), "2" * 64: ("p1", 10, 4096, "ab" * 32)}
+    assert known == {"p1": (4096, "ab" * 32), "big": (9, "cd" * 32)}
