@@ -126,6 +126,6 @@ def test_packed_contents_are_read_back_whatever_the_layout_and_only_files_count(
     ]
     path.write_text("\n".join(lines) + "\n")
     placed = {}
-    known = load_packed(str(path), lambda digest, place: placed.__setitem__(digest, place))
+    known = load_packed(str(path), placed.__setitem__)
     assert placed == {"1" * 64: ("p1", 0, 4096, "ab" * 32), "2" * 64: ("p1", 10, 4096, "ab" * 32)}
     assert known == {"p1": (4096, "ab" * 32), "big": (9, "cd" * 32)}
