@@ -15,7 +15,9 @@ same database:
   extrapolated) and the replicator's CPU (user+system seconds per second of wall time, from /proc).
 
 nodekeep seals (zstd + age) and signs every segment and writes it once; Litestream 0.5 writes plain LTX
-files (it has no client-side encryption). Numbers depend on the machine: run it on an idle box.
+files (it has no client-side encryption). Each runs as it ships: nodekeep's service at the niceness of the
+schedule role's unit (``Nice=5``: the application first), Litestream at its default. Numbers depend on the
+machine: run it on an idle box.
 """
 
 from __future__ import annotations
@@ -125,6 +127,16 @@ class Sampler(threading.Thread):
             self.samples.append((moment, self.take(moment)))
 
 
+#: the service's niceness as installed: read from the schedule role's unit, so the benchmark runs what ships
+SERVICE_NICE = int(
+    next(
+        line.split("=", 1)[1]
+        for line in (HERE.parent / "roles/schedule/templates/nodekeep-stream@.service.j2").read_text().splitlines()
+        if line.startswith("Nice=")
+    )
+)
+
+
 def nodekeep_start(work: Path, db: Path, keys: Keys, interval: float) -> tuple:
     repo = work / "repo"
     config = {
@@ -134,8 +146,10 @@ def nodekeep_start(work: Path, db: Path, keys: Keys, interval: float) -> tuple:
     }  # fmt: skip
     (work / "stream.json").write_text(json.dumps(config))
     log = open(work / "service.log", "w")  # noqa: SIM115 - closed by the caller
+    # at the niceness the schedule role's unit gives it (Nice= in nodekeep-stream@.service.j2): the application first
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ansible_collections.nodekeep.backup.plugins.module_utils.ops.stream",
+        ["nice", "-n", str(SERVICE_NICE), sys.executable, "-m",
+         "ansible_collections.nodekeep.backup.plugins.module_utils.ops.stream",
          "--config", str(work / "stream.json")], env=child_env(), stderr=log,
     )  # fmt: skip
     state = work / "state" / "stream-app.json"
